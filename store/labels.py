@@ -1,0 +1,50 @@
+"""Label rules (containerd's ``labels.Validate``) and fieldpath updates shared by stores."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import errdefs
+
+MAX_LABEL_SIZE = 4096
+
+
+def validate(labels: Mapping[str, str]) -> None:
+    """Raise InvalidArgument if any ``len(key) + len(value)`` exceeds 4096 bytes (UTF-8)."""
+    for key, value in labels.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise errdefs.InvalidArgument("label keys and values must be strings")
+        if not key:
+            raise errdefs.InvalidArgument("label key must not be empty")
+        if len(key.encode()) + len(value.encode()) > MAX_LABEL_SIZE:
+            raise errdefs.InvalidArgument(
+                f"label key and value greater than maximum size ({MAX_LABEL_SIZE} bytes), "
+                f"key: {key[:10]}"
+            )
+
+
+def apply_update(
+    current: Mapping[str, str], new: Mapping[str, str], fieldpaths: tuple[str, ...], what: str
+) -> dict[str, str]:
+    """The labels after an update with ``fieldpaths`` (``labels``, ``labels.<key>``; none
+    replaces all). Empty values delete. InvalidArgument for other paths or bad labels."""
+    if not fieldpaths:
+        result = dict(new)
+    else:
+        result = dict(current)
+        for path in fieldpaths:
+            if path == "labels":
+                result = dict(new)
+            elif path.startswith("labels."):
+                key = path[len("labels.") :]
+                if new.get(key):
+                    result[key] = new[key]
+                else:
+                    result.pop(key, None)
+            else:
+                raise errdefs.InvalidArgument(
+                    f'cannot update "{path}" field on content info "{what}"'
+                )
+    result = {k: v for k, v in result.items() if v != ""}
+    validate(result)
+    return result
