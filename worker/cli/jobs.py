@@ -1,0 +1,9 @@
+"""`ingestq` commands: jobs (being written)."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(cli: click.Group) -> None:
+    """Add this module's commands to the main group."""

@@ -1,0 +1,9 @@
+"""`ingestq` commands: pull (being written)."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(cli: click.Group) -> None:
+    """Add this module's commands to the main group."""
