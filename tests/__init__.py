@@ -1,0 +1,1 @@
+"""ingestq's test suite (a package, so ``tests.servers`` is importable)."""
