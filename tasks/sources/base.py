@@ -45,3 +45,18 @@ class Source(Protocol):
     def open(self, offset: int = 0) -> Opened:
         """Open the bytes at ``offset`` (or at 0 if the source cannot resume)."""
         ...
+
+
+class Validated(Protocol):
+    """A source that can tell whether it still holds the same bytes as when an earlier
+    attempt started (HTTP: a strong ETag or Last-Modified, sent as If-Range; files:
+    inode, size and mtime). The ingest core records :attr:`validator` after the first
+    open and sets :attr:`if_range` before a resume; a source whose bytes changed opens
+    at 0, so the ingest restarts instead of mixing two versions."""
+
+    if_range: str | None
+
+    @property
+    def validator(self) -> str | None:
+        """The validator of the bytes last opened, or None if the source has none."""
+        ...

@@ -1,0 +1,346 @@
+"""Redis leases on refs: the cross-host :class:`store.locks.RefLocker`.
+
+A lease is ``SET NX PX`` of a random token plus a fencing number from a counter that
+only grows (``tasks/lua/acquire.lua``). While it is held, one heartbeat thread per
+process renews every lease it holds with a token-checked ``PEXPIRE`` and publishes the
+write's status in the same script (``heartbeat.lua``), using its own Redis client whose
+socket timeout is a sixth of the TTL. Release is compare-and-delete (``release.lua``).
+
+A lease is *lost* when a renewal finds another token, or when no renewal has succeeded
+for ``ttl - margin`` by this process's monotonic clock (which keeps counting while the
+process is stopped, so a SIGSTOPped worker knows at once after SIGCONT). Then
+:meth:`RedisLease.check` raises FailedPrecondition("lease ... lost"); the store's writer
+checks it before every write and before publishing, so the stale writer stops.
+
+Waiters see who holds a ref and how fresh its heartbeat is through :meth:`holder`.
+Correctness does not rest on the lease: the store publishes content-addressed files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+import errdefs
+from store.locks import locked_error
+from store.values import Holder
+from tasks import keys
+from tasks.config import redis_client
+from tasks.lua import load
+
+if TYPE_CHECKING:
+    from redis.commands.core import Script
+
+log = logging.getLogger(__name__)
+
+
+def ms_to_datetime(ms: int | float | bytes | str) -> datetime:
+    """A Redis-TIME millisecond timestamp as an aware UTC datetime."""
+    return datetime.fromtimestamp(int(ms) / 1000.0, UTC)
+
+
+class Progress:
+    """What the heartbeat publishes about the write a lease protects. The ingest core
+    updates it in place; the heartbeat thread reads it (single assignments, no lock)."""
+
+    def __init__(self) -> None:
+        self.publish = False
+        self.job_id = ""
+        self.source = ""
+        self.offset = 0
+        self.total = 0
+        self.expected = ""
+        self.rate = 0.0
+
+    def fields(self, ref: str, holder: Holder) -> list[str]:
+        """The status hash fields, as a flat field/value list."""
+        return [
+            "ref", ref,
+            "offset", str(self.offset),
+            "total", str(self.total),
+            "expected", self.expected,
+            "job_id", self.job_id,
+            "source", self.source,
+            "rate", f"{self.rate:.1f}",
+            "holder", holder.id,
+            "host", holder.host,
+            "pid", str(holder.pid),
+            "fence", str(holder.fence),
+        ]  # fmt: skip
+
+
+class RedisLease:
+    """A held Redis lease (the :class:`store.locks.Lease` protocol). Created by
+    :meth:`RedisLeaseLocker.try_lock`."""
+
+    def __init__(
+        self, locker: RedisLeaseLocker, ref: str, token: str, holder: Holder, sent_at: float
+    ) -> None:
+        self.ref = ref
+        self.token = token
+        self.keys = keys.ref_keys(ref)
+        self.progress = Progress()
+        self._locker = locker
+        self._holder = holder
+        self._renewed_at = sent_at
+        self._lost = threading.Event()
+        self._released = False
+
+    @property
+    def holder(self) -> Holder:
+        return self._holder
+
+    @property
+    def fence(self) -> int:
+        """The fencing number this lease was granted (strictly greater than any before)."""
+        return self._holder.fence
+
+    @property
+    def lost(self) -> bool:
+        """True once the lease is known lost (see the module docstring)."""
+        if not self._lost.is_set() and self._expired():
+            self._mark_lost("no renewal within the lease time")
+        return self._lost.is_set()
+
+    def _expired(self) -> bool:
+        return time.monotonic() - self._renewed_at > self._locker.ttl - self._locker.margin
+
+    def _mark_lost(self, why: str) -> None:
+        if not self._lost.is_set():
+            log.warning("lease on %s (fence %d) lost: %s", self.ref, self.fence, why)
+            self._lost.set()
+
+    def check(self) -> None:
+        if self._released:
+            raise errdefs.FailedPrecondition(f"lease on ref {self.ref} already released")
+        if self.lost:
+            raise errdefs.FailedPrecondition(
+                f"lease on ref {self.ref} lost (fence {self.fence})",
+                {"reason": "lease-lost", "ref": self.ref},
+            )
+
+    def _renewed(self, sent_at: float, server_ms: int) -> None:
+        self._renewed_at = sent_at
+        h = self._holder
+        self._holder = Holder(
+            h.id, h.host, h.pid, h.acquired_at, ms_to_datetime(server_ms), h.fence
+        )
+
+    def release(self) -> None:
+        """Stop renewing, then compare-and-delete. Never raises: a lease that cannot be
+        released (Redis down) expires by itself within the TTL."""
+        if self._released:
+            return
+        self._released = True
+        self._locker._forget(self)
+        if self._lost.is_set():
+            return
+        try:
+            k = self.keys
+            self._locker.scripts().release(
+                keys=[k.lease, k.holder, k.status, keys.ACTIVE], args=[self.token, k.member]
+            )
+        except redis.RedisError as e:
+            log.warning("could not release lease on %s (expires by itself): %s", self.ref, e)
+
+
+@dataclass(frozen=True)
+class _Scripts:
+    acquire: Script
+    heartbeat: Script
+    release: Script
+
+
+class RedisLeaseLocker:
+    """Cross-host ref locks on one Redis primary (the :class:`store.locks.RefLocker`
+    protocol). Safe to create before a fork: clients and the heartbeat thread are made
+    lazily in the process that uses them.
+
+    Args:
+        url: the Redis URL (``redis://``, ``rediss://``, passwords in the URL).
+        ttl: the lease time-to-live in seconds.
+        interval: seconds between heartbeats (default ttl/3, at most 1 s).
+    """
+
+    def __init__(self, url: str, ttl: float = 30.0, interval: float | None = None) -> None:
+        if ttl <= 0.3:
+            raise errdefs.InvalidArgument(f"lease ttl {ttl} s is too short")
+        self.url = url
+        self.ttl = ttl
+        self.interval = interval if interval is not None else min(ttl / 3.0, 1.0)
+        self.margin = min(ttl / 5.0, 2.0)
+        self._pid = -1
+        self._mutex = threading.Lock()
+        self._leases: dict[str, RedisLease] = {}
+        self._wake = threading.Event()
+        self._client: redis.Redis | None = None
+        self._hb_client: redis.Redis | None = None
+        self._thread: threading.Thread | None = None
+        self._texts = {name: load(name) for name in ("acquire", "heartbeat", "release")}
+        self._acquire_script: Script | None = None
+        self._heartbeat_script: Script | None = None
+        self._release_script: Script | None = None
+
+    # process-local state ----------------------------------------------------------------
+    def _ensure_process(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._mutex:
+            if self._pid == os.getpid():
+                return
+            self._leases = {}
+            self._client = redis_client(self.url, socket_timeout=min(5.0, self.ttl / 3.0))
+            self._hb_client = redis_client(self.url, socket_timeout=self.ttl / 6.0)
+            self._acquire_script = self._client.register_script(self._texts["acquire"])
+            self._heartbeat_script = self._hb_client.register_script(self._texts["heartbeat"])
+            self._release_script = self._client.register_script(self._texts["release"])
+            self._thread = None
+            self._pid = os.getpid()
+
+    def client(self) -> redis.Redis:
+        """This process's client for acquire, release and reads."""
+        self._ensure_process()
+        assert self._client is not None
+        return self._client
+
+    def scripts(self) -> _Scripts:
+        """This process's registered scripts."""
+        self._ensure_process()
+        assert self._acquire_script and self._heartbeat_script and self._release_script
+        return _Scripts(self._acquire_script, self._heartbeat_script, self._release_script)
+
+    # RefLocker ------------------------------------------------------------------------
+    def try_lock(self, ref: str, holder_id: str) -> RedisLease:
+        """Take ``ref``'s lease or raise Unavailable ("ref <ref> locked for ...").
+        Unavailable too when Redis cannot be reached."""
+        client = self.client()
+        k = keys.ref_keys(ref)
+        token = secrets.token_hex(16)
+        sent_at = time.monotonic()
+        try:
+            reply = self.scripts().acquire(
+                keys=[k.lease, k.fence, k.holder],
+                args=[token, int(self.ttl * 1000), holder_id, socket.gethostname(),
+                      os.getpid(), ref],
+                client=client,
+            )  # fmt: skip
+        except redis.RedisError as e:
+            raise errdefs.Unavailable(f"lease service for ref {ref}: {e}") from e
+        if int(reply[0]) != 1:
+            since = ms_to_datetime(reply[2]) if reply[2] else None
+            raise locked_error(ref, since)
+        fence, now_ms = int(reply[1]), int(reply[2])
+        now = ms_to_datetime(now_ms)
+        holder = Holder(holder_id, socket.gethostname(), os.getpid(), now, now, fence)
+        lease = RedisLease(self, ref, token, holder, sent_at)
+        with self._mutex:
+            self._leases[ref] = lease
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._heartbeat_loop, name="ingestq-lease-heartbeat", daemon=True
+                )
+                self._thread.start()
+        return lease
+
+    def holder(self, ref: str) -> Holder | None:
+        """Who holds ``ref`` (with the server time of its last heartbeat), or None.
+        Unavailable when Redis cannot be reached."""
+        k = keys.ref_keys(ref)
+        try:
+            raw = self.client().hgetall(k.holder)
+        except redis.RedisError as e:
+            raise errdefs.Unavailable(f"lease service for ref {ref}: {e}") from e
+        return holder_from_hash(raw)
+
+    def held(self, ref: str) -> RedisLease | None:
+        """The lease this process holds on ``ref``, if any."""
+        self._ensure_process()
+        with self._mutex:
+            return self._leases.get(ref)
+
+    def _forget(self, lease: RedisLease) -> None:
+        with self._mutex:
+            if self._leases.get(lease.ref) is lease:
+                del self._leases[lease.ref]
+
+    # heartbeat ------------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        me = os.getpid()
+        while self._pid == me:
+            with self._mutex:
+                leases = list(self._leases.values())
+                client = self._hb_client
+            if not leases:
+                self._wake.wait(self.interval)
+                self._wake.clear()
+                continue
+            started = time.monotonic()
+            for lease in leases:
+                if not lease._released and not lease._lost.is_set() and client is not None:
+                    self._beat(lease, client)
+            spent = time.monotonic() - started
+            self._wake.wait(max(self.interval - spent, 0.0))
+            self._wake.clear()
+
+    def _beat(self, lease: RedisLease, client: redis.Redis) -> None:
+        k = lease.keys
+        p = lease.progress
+        sent_at = time.monotonic()
+        status_ttl = int(max(3 * self.interval, 2.0) * 1000)
+        try:
+            reply = self.scripts().heartbeat(
+                keys=[k.lease, k.holder, k.status, keys.ACTIVE],
+                args=[lease.token, int(self.ttl * 1000), status_ttl, "1" if p.publish else "0",
+                      k.member, *p.fields(lease.ref, lease.holder)],
+                client=client,
+            )  # fmt: skip
+        except redis.RedisError as e:
+            log.info("heartbeat for %s failed: %s", lease.ref, e)
+            lease.lost  # noqa: B018 - evaluates expiry by the monotonic clock
+            return
+        if int(reply) == 0:
+            lease._mark_lost("the lease key holds another token")
+        else:
+            lease._renewed(sent_at, int(reply))
+
+
+def decode_hash(raw: Mapping[Any, Any]) -> dict[str, str]:
+    """A Redis hash reply (bytes or str keys and values) as str to str."""
+
+    def text(v: object) -> str:
+        return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+    return {text(k): text(v) for k, v in raw.items()}
+
+
+def holder_from_hash(raw: Mapping[Any, Any]) -> Holder | None:
+    """A Holder from the lease's holder hash, or None when it is absent or unreadable."""
+    d = decode_hash(raw)
+    try:
+        hid, host, pid = d.get("id"), d.get("host"), d.get("pid")
+        acquired, beat = d.get("acquired_at"), d.get("heartbeat_at")
+        if not (hid and host and pid and acquired and beat):
+            return None
+        return Holder(
+            id=hid,
+            host=host,
+            pid=int(pid),
+            acquired_at=ms_to_datetime(acquired),
+            heartbeat_at=ms_to_datetime(beat),
+            fence=int(d.get("fence") or 0),
+        )
+    except ValueError:
+        return None
+
+
+LockerFactory = Callable[[], RedisLeaseLocker]
