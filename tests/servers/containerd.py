@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.servers.util import ServerProcess, require_binary, run_tool, wait_until
 
@@ -25,6 +26,7 @@ DISABLED_PLUGINS = (
     "io.containerd.snapshotter.v1.devmapper",
     "io.containerd.snapshotter.v1.zfs",
 )
+GC_PLUGIN = "io.containerd.gc.v1.scheduler"
 
 
 class ContainerdDaemon:
@@ -33,11 +35,16 @@ class ContainerdDaemon:
     Args:
         directory: holds ``config.toml``, ``containerd.log``, ``root/``, ``state/``.
         namespace: the namespace :meth:`ctr` uses (``-n``).
+        gc: keep containerd's garbage collector. With it, content that nothing
+            references (e.g. ``ctr content ingest`` without a lease or a
+            ``containerd.io/gc.root`` label) is deleted at the next GC, the first one
+            about 100 ms after start. ``gc=False`` disables the GC scheduler plugin.
     """
 
-    def __init__(self, directory: Path, *, namespace: str = "default") -> None:
+    def __init__(self, directory: Path, *, namespace: str = "default", gc: bool = True) -> None:
         self.dir = directory
         self.namespace = namespace
+        self.gc = gc
         self.root = directory / "root"
         self.state = directory / "state"
         self.config_path = directory / "config.toml"
@@ -57,7 +64,8 @@ class ContainerdDaemon:
 
     def config(self) -> str:
         """The generated ``config.toml`` text."""
-        disabled = ", ".join(f'"{p}"' for p in DISABLED_PLUGINS)
+        plugins = DISABLED_PLUGINS if self.gc else (*DISABLED_PLUGINS, GC_PLUGIN)
+        disabled = ", ".join(f'"{p}"' for p in plugins)
         return (
             "version = 2\n"
             f'root = "{self.root}"\n'
@@ -135,8 +143,11 @@ class ContainerdDaemon:
 
 
 @contextmanager
-def running_containerd(directory: Path, **options: str) -> Iterator[ContainerdDaemon]:
-    """Start a :class:`ContainerdDaemon` in ``directory`` and stop it on exit."""
+def running_containerd(directory: Path, **options: Any) -> Iterator[ContainerdDaemon]:
+    """Start a :class:`ContainerdDaemon` in ``directory`` and stop it on exit.
+
+    ``options`` are :class:`ContainerdDaemon` keyword arguments.
+    """
     daemon = ContainerdDaemon(directory, **options)
     try:
         daemon.start()

@@ -30,6 +30,7 @@ from tests.servers import (
     push_image,
     push_index,
     require_binary,
+    running_containerd,
     sha256_digest,
     skopeo_copy,
     skopeo_inspect,
@@ -273,10 +274,30 @@ def test_make_oci_layout_readable_by_skopeo(tmp_path: Path, registry: Registry) 
 
 
 def test_containerd_daemon_answers_ctr_version(containerd_daemon: ContainerdDaemon) -> None:
+    assert len(containerd_daemon.address) < 100  # unix socket path limit
     version = containerd_daemon.ctr("version")
     assert "Server:" in version.stdout
     data = b"content for containerd\n"
-    containerd_daemon.ctr("content", "ingest", "test-ref", input_bytes=data)
-    listing = containerd_daemon.ctr("content", "ls", "-q").stdout.split()
-    assert sha256_digest(data) in listing
-    assert len(containerd_daemon.address) < 100
+    digest = sha256_digest(data)
+    ok = containerd_daemon.ctr(
+        "content", "ingest", "--expected-digest", digest, "ref-ok", input_bytes=data
+    )
+    assert ok.returncode == 0
+    bad = containerd_daemon.ctr(
+        "content",
+        "ingest",
+        "--expected-digest",
+        sha256_digest(b"other"),
+        "ref-bad",
+        input_bytes=data,
+        check=False,
+    )
+    assert bad.returncode != 0
+    assert "unexpected commit digest" in bad.stderr
+
+
+def test_containerd_without_gc_keeps_unreferenced_content(tmp_path: Path) -> None:
+    with running_containerd(tmp_path / "ctrd", gc=False) as daemon:
+        data = b"kept without a lease"
+        daemon.ctr("content", "ingest", "ref", input_bytes=data)
+        assert sha256_digest(data) in daemon.ctr("content", "ls", "-q").stdout.split()
