@@ -1,0 +1,138 @@
+"""The Celery app, configured on purpose for long, idempotent, resumable ingests.
+
+``celery -A tasks.app worker`` and ``ingestq worker`` run this app. Every setting is
+chosen, not inherited (facts in ``celery-redis-locks.md``):
+
+* JSON only (tasks, results, accepted content, events): no pickle anywhere.
+* ``task_acks_late`` + ``worker_prefetch_multiplier=1``: at-least-once, and a worker
+  holds only the message it runs.
+* ``task_reject_on_worker_lost=True`` (not 5.7's ``task_retry_on_worker_lost``): when a
+  pool child dies mid-ingest the message goes straight back to the queue and the next
+  worker resumes from the stored offset. ``retry_on_worker_lost`` would instead wait
+  ``default_retry_delay`` as an ETA message, store RETRY(WorkerLostError) (not an
+  errdefs kind) and count against ``max_retries``, which the lock waits need unbounded.
+  The loop hazard of reject (a task that always kills its process) is bounded here by
+  streaming: an ingest holds one 1 MiB chunk in memory whatever the blob's size.
+* ``visibility_timeout`` (default 12 h, ``INGESTQ_VISIBILITY_TIMEOUT``) far above the
+  longest ingest, set for broker and result transport alike. Lock waits and source
+  retries use ``self.retry`` countdowns of seconds (capped at ``INGESTQ_RETRY_CAP``),
+  so ETA messages never approach it. Should a duplicate still run, the ref lease makes
+  it wait and the content-addressed commit makes it a no-op.
+* Redis sockets: broker and backend get a 30 s socket timeout (kombu's BRPOP polls
+  every second; Celery's default of 120 s hides dead connections), a 5 s connect
+  timeout, keepalive, health checks, and no ``retry_on_timeout`` (ambiguous replays).
+  Leases use their own clients (:func:`tasks.config.redis_client`).
+* ``result_expires`` 7 days, ``result_extended`` (name, args, worker, retries in the
+  meta), ``task_track_started``; ``result_backend_always_retry`` so a result written
+  while Redis restarts is retried instead of lost.
+* ``worker_deduplicate_successful_tasks``: a redelivered message whose id already
+  shows SUCCESS is acked without running.
+
+``errdefs`` is imported here so that every process that loads the app has the error
+classes in ``sys.modules`` (Celery rebuilds exceptions from there only).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery, signals
+
+import errdefs
+from tasks.config import Settings
+
+TASK_INGEST = "ingestq.ingest"
+QUEUE = "ingestq"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration for ``settings`` (see the module docstring)."""
+    vt = int(settings.visibility_timeout)
+    transport = {
+        "visibility_timeout": vt,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 5,
+        "socket_keepalive": True,
+        "health_check_interval": 25,
+        "unacked_restore_interval": settings.restore_interval,
+        "unacked_restore_throttle": 1,
+    }
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "worker_prefetch_multiplier": 1,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "task_track_started": True,
+        "task_default_queue": QUEUE,
+        "task_default_retry_delay": 5,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {"visibility_timeout": vt},
+        "visibility_timeout": vt,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "redis_socket_timeout": 30,
+        "redis_socket_connect_timeout": 5,
+        "redis_socket_keepalive": True,
+        "redis_retry_on_timeout": False,
+        "redis_backend_health_check_interval": 25,
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 60,
+        "result_expires": settings.result_expires,
+        "result_extended": True,
+        "worker_deduplicate_successful_tasks": True,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "worker_hijack_root_logger": False,
+        "include": ["tasks.jobs"],
+    }
+
+
+def make_app(settings: Settings | None = None, main: str = "ingestq") -> Celery:
+    """A Celery app for ``settings`` (default: from the environment)."""
+    settings = settings or Settings.from_env()
+    app = Celery(main, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    app.conf.ingestq_settings = settings
+    return app
+
+
+def settings_of(app: Celery) -> Settings:
+    """The Settings an app was made with."""
+    s = app.conf.get("ingestq_settings")
+    return s if isinstance(s, Settings) else Settings.from_env()
+
+
+#: The app ``celery -A tasks.app worker`` runs, configured from the environment.
+app = make_app()
+app.set_current()
+
+
+def _check_configuration(sender: Any = None, **_: Any) -> None:
+    settings = settings_of(app)
+    if not settings.queued:
+        raise errdefs.FailedPrecondition(
+            "a worker needs Redis: set INGESTQ_REDIS_URL (or INGESTQ_BROKER_URL)"
+        )
+    if settings.metrics_port is not None:
+        from tasks import metrics
+
+        metrics.start_exporter(settings.metrics_port)
+
+
+def _pool_process_exit(**_: Any) -> None:
+    from tasks import metrics
+
+    metrics.process_exited(os.getpid())
+
+
+signals.worker_init.connect(_check_configuration, weak=False)
+signals.worker_process_shutdown.connect(_pool_process_exit, weak=False)

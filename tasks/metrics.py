@@ -1,0 +1,61 @@
+"""Prometheus metrics of the ingest work (jobs by outcome, bytes, lock waits, durations).
+
+Celery's prefork pool runs tasks in child processes, so when a worker exports metrics
+(``INGESTQ_METRICS_PORT`` / ``ingestq worker --metrics-port``) the client library runs
+in multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` is set (to a fresh temporary
+directory unless given) before ``prometheus_client`` is imported, every process writes
+its samples there, and the exporter in the worker's main process aggregates them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def _prepare_multiprocess() -> None:
+    if os.environ.get("INGESTQ_METRICS_PORT") and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ingestq-metrics-")
+
+
+_prepare_multiprocess()
+
+import prometheus_client  # noqa: E402 - must follow the multiprocess setup above
+from prometheus_client import multiprocess  # noqa: E402
+
+JOBS = prometheus_client.Counter(
+    "ingestq_jobs",
+    "Ingest job attempts by outcome (succeeded, deduplicated, failed, retried) and kind.",
+    ["outcome", "kind"],
+)
+BYTES = prometheus_client.Counter("ingestq_bytes_fetched", "Bytes fetched from sources.")
+LOCK_WAITS = prometheus_client.Counter(
+    "ingestq_lock_waits", "Times a job found its ref locked and backed off."
+)
+RESUMES = prometheus_client.Counter(
+    "ingestq_resumes", "Ingests that resumed from a stored offset greater than zero."
+)
+DURATION = prometheus_client.Histogram(
+    "ingestq_job_duration_seconds",
+    "Duration of one job attempt by outcome.",
+    ["outcome"],
+    buckets=(0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+
+
+def start_exporter(port: int, addr: str = "0.0.0.0") -> None:
+    """Serve ``/metrics`` on ``port``, aggregating every process of the worker."""
+    registry: prometheus_client.CollectorRegistry | None = None
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = prometheus_client.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    if registry is None:
+        prometheus_client.start_http_server(port, addr)
+    else:
+        prometheus_client.start_http_server(port, addr, registry=registry)
+
+
+def process_exited(pid: int) -> None:
+    """Tell multiprocess mode that a pool process is gone."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
