@@ -6,7 +6,7 @@ from store.helpers import Backoff, copy, list_content, open_writer, read_blob, w
 from store.local import LocalStore
 from store.locks import ChainLocker, FileRefLocker, Lease, RefLocker
 from store.ocilayout import ImageIndex
-from store.protocols import IngestManager, Ingester, Manager, Provider, ReaderAt, Store, Writer
+from store.protocols import Ingester, IngestManager, Manager, Provider, ReaderAt, Store, Writer
 from store.values import Descriptor, Holder, Info, Status
 
 __all__ = [

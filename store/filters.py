@@ -67,7 +67,7 @@ class _Parser:
 
     def fail(self, msg: str) -> errdefs.InvalidArgument:
         t, p = self.text, self.pos
-        where = f"{t[:p]} >|{t[p:p + 1]}|< {t[p + 1:]}"
+        where = f"{t[:p]} >|{t[p : p + 1]}|< {t[p + 1 :]}"
         return errdefs.InvalidArgument(f"filters: parse error: [{where}]: {msg}")
 
     def skip_ws(self) -> None:

@@ -141,8 +141,7 @@ def copy(
             on_progress(written)
     if size and written < size:
         raise errdefs.DataLoss(
-            f"failed to read expected number of bytes for {status.ref}: "
-            f"got {written} of {size}"
+            f"failed to read expected number of bytes for {status.ref}: got {written} of {size}"
         )
     try:
         return writer.commit(size, expected, labels)

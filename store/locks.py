@@ -1,9 +1,10 @@
 """Ref locks: the protocol a lock backend implements, and the host-local file lock.
 
 A lock only makes duplicate work rare; the store stays correct without it (see DESIGN.md).
-:class:`FileRefLocker` excludes threads of one process and processes of one host (flock,
-released by the kernel when the holder dies). A Redis lease (``tasks``) implements the
-same protocol for many hosts; :class:`ChainLocker` takes several in order.
+:class:`FileRefLocker` excludes threads of one process and processes of one host (a lock
+file per ref, released by the kernel when the holder dies; see :mod:`store.lockfile`).
+A Redis lease (``tasks``) implements the same protocol for many hosts;
+:class:`ChainLocker` takes several in order.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import socket
 import threading
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-import filelock
-
 import errdefs
+from store.lockfile import HAVE_OFD, LockFile, probe
+from store.oserrors import from_os_error
 from store.values import Holder, utcnow
 
 
@@ -65,12 +66,21 @@ def ref_key(ref: str) -> str:
     return hashlib.sha256(ref.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def locked_error(ref: str, since: datetime | None) -> errdefs.Unavailable:
-    """containerd's lock error: ``ref <ref> locked for <duration> (since <time>)``."""
+def locked_error(
+    ref: str, since: datetime | None, holder: Holder | None = None
+) -> errdefs.Unavailable:
+    """containerd's lock error, ``ref <ref> locked for <duration> (since <time>)``; the
+    details carry ``ref`` and, when known, ``since`` and the ``holder`` id."""
+    details = {"ref": ref}
+    if holder is not None and holder.id:
+        details["holder"] = holder.id
     if since is None:
-        return errdefs.Unavailable(f"ref {ref} locked")
+        return errdefs.Unavailable(f"ref {ref} locked", details)
+    details["since"] = since.isoformat()
     held = max((utcnow() - since).total_seconds(), 0.0)
-    return errdefs.Unavailable(f"ref {ref} locked for {held:.3f}s (since {since.isoformat()})")
+    return errdefs.Unavailable(
+        f"ref {ref} locked for {held:.3f}s (since {since.isoformat()})", details
+    )
 
 
 def holder_to_json(h: Holder) -> str:
@@ -99,106 +109,98 @@ def holder_from_json(text: str) -> Holder | None:
             heartbeat_at=datetime.fromisoformat(d["heartbeat_at"]),
             fence=int(d.get("fence", 0)),
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
 class _FileLease:
-    def __init__(self, locker: FileRefLocker, key: str, lock: filelock.BaseFileLock, h: Holder):
-        self._locker = locker
-        self._key = key
+    """A held :class:`FileRefLocker` lock."""
+
+    def __init__(self, lock: LockFile, holder: Holder) -> None:
         self._lock = lock
-        self._holder = h
-        self._released = False
+        self._holder = holder
+        self._mutex = threading.Lock()
 
     @property
     def holder(self) -> Holder:
         return self._holder
 
     def check(self) -> None:
-        if self._released:
+        if not self._lock.held:
             raise errdefs.FailedPrecondition("ref lock already released")
 
     def release(self) -> None:
-        if self._released:
-            return
-        self._released = True
-        self._locker._release(self._key, self._lock)
+        with self._mutex:
+            self._lock.release()
 
 
 class FileRefLocker:
-    """Host-local ref locks: a flock per ref under ``<dir>/<sha256(ref)>.lock`` plus an
-    in-process table, so threads of one process exclude each other too."""
+    """Host-local ref locks: one lock file per ref, ``<dir>/ref-<sha256(ref)>.lock``.
 
-    def __init__(self, directory: Path) -> None:
+    Excludes threads of one process and processes of one host (and of one shared
+    filesystem where it supports OFD/POSIX locks). The kernel releases a lock when its
+    holder dies, so a killed writer's ref is free at once. The file carries the holder's
+    JSON, and :meth:`holder` reads it without disturbing the lock. ``use_ofd=False``
+    forces the ``flock`` fallback used where OFD locks do not exist.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, use_ofd: bool = HAVE_OFD) -> None:
         self._dir = Path(directory)
-        self._mutex = threading.Lock()
-        self._held: dict[str, datetime] = {}
+        self._use_ofd = use_ofd
 
-    def _paths(self, ref: str) -> tuple[str, Path, Path]:
-        key = ref_key(ref)
-        return key, self._dir / f"{key}.lock", self._dir / f"{key}.holder"
+    def path(self, ref: str) -> Path:
+        """The lock file of ``ref``."""
+        return self._dir / f"ref-{ref_key(ref)}.lock"
 
     def try_lock(self, ref: str, holder_id: str) -> Lease:
-        key, lock_path, holder_path = self._paths(ref)
-        with self._mutex:
-            since = self._held.get(key)
-            if since is not None:
-                raise locked_error(ref, since)
-            self._held[key] = utcnow()
+        """Take ``ref``'s lock or raise Unavailable (``ref <ref> locked for <duration>
+        (since <time>)``). PermissionDenied / ResourceExhausted when the lock file
+        cannot be created."""
+        path = self.path(ref)
+        lock = LockFile(path, use_ofd=self._use_ofd)
         try:
             self._dir.mkdir(parents=True, exist_ok=True)
-            lock = filelock.FileLock(lock_path, thread_local=False, is_singleton=False)
-            try:
-                lock.acquire(blocking=False)
-            except filelock.Timeout:
-                other = self._read_holder(holder_path)
-                raise locked_error(ref, other.acquired_at if other else None) from None
+            if not lock.acquire(blocking=False):
+                raise self._locked(ref, path)
             now = utcnow()
-            h = Holder(
+            holder = Holder(
                 id=holder_id,
                 host=socket.gethostname(),
                 pid=os.getpid(),
                 acquired_at=now,
                 heartbeat_at=now,
             )
-            tmp = holder_path.with_suffix(f".tmp.{uuid.uuid4().hex[:8]}")
-            tmp.write_text(holder_to_json(h))
-            os.replace(tmp, holder_path)
-            return _FileLease(self, key, lock, h)
+            lock.write_text(holder_to_json(holder))
+        except OSError as e:
+            lock.release()
+            raise from_os_error(e, f"lock ref {ref}") from e
         except BaseException:
-            with self._mutex:
-                self._held.pop(key, None)
+            lock.release()
             raise
+        return _FileLease(lock, holder)
 
     def holder(self, ref: str) -> Holder | None:
-        key, lock_path, holder_path = self._paths(ref)
-        with self._mutex:
-            if key in self._held:
-                return self._read_holder(holder_path)
-        if not lock_path.exists():
+        """Who holds ``ref`` now (None if nobody does); never takes the lock (with OFD)."""
+        try:
+            found = probe(self.path(ref), use_ofd=self._use_ofd)
+        except OSError as e:
+            raise from_os_error(e, f"probe lock of ref {ref}") from e
+        if not found.held:
             return None
-        probe = filelock.FileLock(lock_path, thread_local=False, is_singleton=False)
-        try:
-            probe.acquire(blocking=False)
-        except filelock.Timeout:
-            return self._read_holder(holder_path)
-        probe.release()
-        return None
+        h = holder_from_json(found.text)
+        if h is not None:
+            return h
+        # Locked a moment ago and the holder has not written its record yet.
+        since = datetime.fromtimestamp(found.mtime_ns / 1e9, UTC)
+        return Holder(id="", host="", pid=0, acquired_at=since, heartbeat_at=since)
 
-    @staticmethod
-    def _read_holder(path: Path) -> Holder | None:
-        try:
-            return holder_from_json(path.read_text())
-        except OSError:
-            return None
-
-    def _release(self, key: str, lock: filelock.BaseFileLock) -> None:
-        try:
-            lock.release(force=True)
-        finally:
-            with self._mutex:
-                self._held.pop(key, None)
+    def _locked(self, ref: str, path: Path) -> errdefs.Unavailable:
+        found = probe(path, use_ofd=self._use_ofd)
+        h = holder_from_json(found.text) if found.held else None
+        if h is not None:
+            return locked_error(ref, h.acquired_at, h)
+        since = datetime.fromtimestamp(found.mtime_ns / 1e9, UTC) if found.mtime_ns else None
+        return locked_error(ref, since)
 
 
 class _ChainLease:

@@ -106,8 +106,7 @@ class ImageIndex:
         with _index_lock(self.root):
             data = self._load()
             data["manifests"] = [
-                m for m in data["manifests"]
-                if (m.get("annotations") or {}).get(REF_NAME) != name
+                m for m in data["manifests"] if (m.get("annotations") or {}).get(REF_NAME) != name
             ] + [entry]
             _write_json(self.root / "index.json", data)
 
@@ -116,8 +115,7 @@ class ImageIndex:
         with _index_lock(self.root):
             data = self._load()
             kept = [
-                m for m in data["manifests"]
-                if (m.get("annotations") or {}).get(REF_NAME) != name
+                m for m in data["manifests"] if (m.get("annotations") or {}).get(REF_NAME) != name
             ]
             if len(kept) == len(data["manifests"]):
                 raise errdefs.NotFound(f"image {name}")

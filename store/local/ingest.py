@@ -1,14 +1,33 @@
 """One ingest directory, ``<root>/ingest/<sha256(ref)>/``, and how to read its Status.
 
-Files: ``ref`` (the ref), ``startedat``, ``total``, ``expected`` and ``current`` (the name
-of the data file that holds the ingest's bytes). Every writer owns one data file,
-``data.<writer id>``, for its whole life; a writer that takes a ref over copies the prefix
-it adopts into its own file, so a stale writer can never change bytes another commits.
+Files:
+
+``ref``
+    the ref (written last when the ingest starts, so a directory without it is
+    incomplete and is started over);
+``startedat``, ``total``, ``expected``
+    when the ingest started, the expected size (absent = unknown) and digest;
+``current``
+    the id of the data file that holds the ingest's bytes;
+``data.<id>``
+    a data file that its writer may still be writing;
+``sealed.<id>``
+    a data file whose writer closed it for good (renamed from ``data.<id>`` after the
+    writer closed its descriptor).
+
+Every data file has one writer at a time, and changes hands only in a way that no other
+writer can touch its bytes afterwards: a sealed file is claimed by renaming it to the
+new writer's ``data.<id>`` (rename is atomic, so exactly one claimant wins); a file that
+is not sealed may still have a live writer (a lease that expired under a paused
+process), so a new writer copies the prefix it adopts into a file of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,23 +38,56 @@ from store.digest import Digest
 from store.values import Holder, Status
 
 DATA_PREFIX = "data."
+SEALED_PREFIX = "sealed."
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def new_data_id() -> str:
+    """A fresh data-file id."""
+    return uuid.uuid4().hex
 
 
 def write_atomic(path: Path, text: str, *, sync: bool = False) -> None:
-    """Replace ``path`` with ``text`` through a temp file and rename."""
+    """Replace ``path`` with ``text`` through a temporary file and a rename.
+
+    Raises OSError; the temporary file is removed on failure.
+    """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8", errors="surrogatepass") as f:
-        f.write(text)
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", errors="surrogatepass") as f:
+            f.write(text)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def remove_tree(path: Path, *, strict: bool = False) -> None:
+    """Remove a directory tree; one that is (or becomes) missing is fine. Other errors
+    raise OSError when ``strict`` and are ignored otherwise."""
+    for _ in range(3):
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            if not path.exists():
+                return  # removed meanwhile, by us or by someone else
+        except OSError:
+            if strict:
+                raise
+            shutil.rmtree(path, ignore_errors=True)
+            return
+    shutil.rmtree(path, ignore_errors=not strict)
 
 
 def _read(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8", errors="surrogatepass")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
@@ -43,15 +95,28 @@ def _ts(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text.strip())
+        ts = datetime.fromisoformat(text.strip())
     except ValueError:
         return None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One data file of an ingest: its path, id and whether its writer sealed it."""
+
+    path: Path
+    id: str
+    sealed: bool
 
 
 @dataclass(frozen=True)
 class IngestDir:
-    """Paths and reads for one ingest directory (no locking: callers hold the ref lock to
-    change it; readers tolerate files vanishing under them)."""
+    """Paths and reads for one ingest directory.
+
+    Writers change it only while holding the ref lock (and stay correct without it);
+    readers tolerate files vanishing or being renamed under them.
+    """
 
     path: Path
 
@@ -60,16 +125,53 @@ class IngestDir:
         """The file holding the ingest's ref."""
         return self.path / "ref"
 
+    def data_path(self, ident: str) -> Path:
+        """The path of the unsealed data file ``ident``."""
+        return self.path / f"{DATA_PREFIX}{ident}"
+
+    def sealed_path(self, ident: str) -> Path:
+        """The path of the sealed data file ``ident``."""
+        return self.path / f"{SEALED_PREFIX}{ident}"
+
     def read_ref(self) -> str | None:
         """The stored ref, or None if the directory is incomplete or gone."""
         return _read(self.ref_file)
 
-    def current_data(self) -> Path | None:
-        """The data file the latest writer owns, or None."""
-        name = _read(self.path / "current")
-        if not name or not name.startswith(DATA_PREFIX) or "/" in name:
-            return None
-        return self.path / name.strip()
+    def exists(self) -> bool:
+        """Whether the directory exists."""
+        return self.path.is_dir()
+
+    def data_files(self) -> list[DataFile]:
+        """Every data file present, sealed or not."""
+        try:
+            names = os.listdir(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        out = []
+        for name in names:
+            for prefix, sealed in ((DATA_PREFIX, False), (SEALED_PREFIX, True)):
+                ident = name[len(prefix) :]
+                if name.startswith(prefix) and _ID.fullmatch(ident):
+                    out.append(DataFile(self.path / name, ident, sealed))
+        return out
+
+    def current(self) -> DataFile | None:
+        """The data file holding the ingest's bytes, or None.
+
+        That is the file ``current`` names; if it is missing (a writer crashed between
+        claiming a file and recording it), the only data file present, if there is one.
+        """
+        ident = (_read(self.path / "current") or "").strip()
+        if _ID.fullmatch(ident):
+            for path, sealed in ((self.data_path(ident), False), (self.sealed_path(ident), True)):
+                if path.exists():
+                    return DataFile(path, ident, sealed)
+        files = self.data_files()
+        return files[0] if len(files) == 1 else None
+
+    def set_current(self, ident: str) -> None:
+        """Record ``ident`` as the current data file. Raises OSError."""
+        write_atomic(self.path / "current", ident)
 
     def total(self) -> int:
         """The expected total size, 0 if unknown."""
@@ -79,7 +181,7 @@ class IngestDir:
             return 0
 
     def expected(self) -> Digest | None:
-        """The expected digest recorded when the ingest started, if any."""
+        """The expected digest recorded for the ingest, if any."""
         text = _read(self.path / "expected")
         if not text:
             return None
@@ -89,35 +191,31 @@ class IngestDir:
             return None
 
     def started_at(self) -> datetime | None:
-        """When the ingest started."""
+        """When the ingest started, if recorded."""
         return _ts(_read(self.path / "startedat"))
-
-    def data_files(self) -> list[Path]:
-        """Every data file present (the current one and leftovers of dead writers)."""
-        try:
-            return [p for p in self.path.iterdir() if p.name.startswith(DATA_PREFIX)]
-        except FileNotFoundError:
-            return []
 
     def status(self, ref: str, holder: Holder | None) -> Status:
         """Read the Status from disk. NotFound if the ingest does not exist (or vanished)."""
         stored = self.read_ref()
         if stored is None or stored != ref:
             raise errdefs.NotFound(f"reference {ref}")
-        data = self.current_data()
         offset = 0
         updated: datetime | None = None
-        if data is not None:
+        for _ in range(3):  # the current file can be renamed under us by a new writer
+            data = self.current()
+            if data is None:
+                break
             try:
-                st = data.stat()
-                offset = st.st_size
-                updated = datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC)
+                st = data.path.stat()
             except FileNotFoundError:
-                pass
+                continue
+            offset = st.st_size
+            updated = datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC)
+            break
         started = self.started_at()
         if started is None:
             try:
-                started = datetime.fromtimestamp(self.ref_file.stat().st_mtime, UTC)
+                started = datetime.fromtimestamp(self.ref_file.stat().st_mtime_ns / 1e9, UTC)
             except FileNotFoundError:
                 raise errdefs.NotFound(f"reference {ref}") from None
         if updated is None or updated < started:

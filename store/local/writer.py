@@ -1,19 +1,26 @@
-"""The local store's Writer: one owned data file, hashed as it is written."""
+"""The local store's Writer: one owned data file, hashed as it is written.
+
+Large writes hash in a helper thread while the calling thread does the ``write`` system
+call (both release the GIL), so hashing costs little wall-clock time on top of the I/O.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 import errdefs
 from store import labels as labelrules
-from store.digest import CANONICAL, Digest, Hasher, new_hasher
-from store.local.ingest import IngestDir, write_atomic
+from store.digest import Digest, Hasher, new_hasher
+from store.local.blobs import hash_fd
+from store.local.ingest import IngestDir
 from store.locks import Lease
 from store.oserrors import from_os_error
 from store.values import Info, Status, utcnow
@@ -21,12 +28,36 @@ from store.values import Info, Status, utcnow
 if TYPE_CHECKING:
     from store.local.store import LocalStore
 
-_COPY_CHUNK = 1 << 20
+#: Writes at least this large hash in a helper thread, overlapped with the write call.
+PARALLEL_HASH_MIN = 128 * 1024
+
+_pool: ThreadPoolExecutor | None = None
+_pool_mutex = threading.Lock()
+
+
+def _hash_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_mutex:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max_workers=max(os.cpu_count() or 2, 2), thread_name_prefix="store-hash"
+            )
+        return _pool
+
+
+def _forget_pool_after_fork() -> None:
+    # A forked child has none of the parent's threads; it must build its own pool.
+    global _pool, _pool_mutex
+    _pool = None
+    _pool_mutex = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename or link in it is durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    """fsync a directory so a rename or link in it is durable. Raises OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -34,7 +65,11 @@ def fsync_dir(path: Path) -> None:
 
 
 class LocalWriter:
-    """A write into ``ingest/<H>/data.<id>``. Created by :meth:`LocalStore.writer`."""
+    """A write into ``ingest/<H>/data.<id>``, created by :meth:`LocalStore.writer`.
+
+    Holds the ref's lock until :meth:`commit` or :meth:`close`. Not safe for use by
+    several threads at once.
+    """
 
     def __init__(
         self,
@@ -42,28 +77,28 @@ class LocalWriter:
         ref: str,
         ingest: IngestDir,
         lease: Lease,
-        data_path: Path,
+        data_id: str,
         fd: int,
         hasher: Hasher,
+        algorithm: str,
         offset: int,
         total: int,
         expected: Digest | None,
         started_at: datetime,
-        on_release: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._ref = ref
         self._ingest = ingest
         self._lease = lease
-        self._data = data_path
+        self._id = data_id
         self._fd: int | None = fd
         self._hasher = hasher
+        self._algorithm = algorithm
         self._offset = offset
         self._total = total
         self._expected = expected
         self._started_at = started_at
         self._updated_at = utcnow()
-        self._on_release = on_release
 
     @property
     def ref(self) -> str:
@@ -75,35 +110,57 @@ class LocalWriter:
         """The lock this writer holds (for heartbeats and fencing checks)."""
         return self._lease
 
+    @property
+    def data_path(self) -> Path:
+        """The data file this writer owns (while it is open)."""
+        return self._ingest.data_path(self._id)
+
     def _open_fd(self) -> int:
         if self._fd is None:
             raise errdefs.FailedPrecondition(f"writer for {self._ref} is closed")
         return self._fd
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data``; returns ``len(data)``.
+
+        ResourceExhausted (disk full, file too large), PermissionDenied, or another kind
+        from the OS error; the bytes that reached the file count (the offset and digest
+        cover exactly them), so the ingest stays resumable. FailedPrecondition when the
+        writer is closed or its lease was lost.
+        """
         fd = self._open_fd()
         self._lease.check()
         view = memoryview(data).cast("B")
+        size = len(view)
         pos = 0
+        pending: Future[None] | None = None
+        before: Hasher | None = None
+        if size >= PARALLEL_HASH_MIN:
+            before = self._hasher.copy()
+            pending = _hash_pool().submit(self._hasher.update, view)
         try:
-            while pos < len(view):
-                n = os.write(fd, view[pos:])
-                self._hasher.update(view[pos : pos + n])
-                self._offset += n
-                pos += n
+            while pos < size:
+                pos += os.write(fd, view[pos:])
         except OSError as e:
-            raise from_os_error(e, f"write {self._ref} at offset {self._offset}") from e
+            raise from_os_error(e, f"write {self._ref} at offset {self._offset + pos}") from e
         finally:
+            if pending is not None and before is not None:
+                pending.result()
+                if pos != size:  # the helper hashed bytes that never reached the file
+                    before.update(view[:pos])
+                    self._hasher = before
+            else:
+                self._hasher.update(view[:pos])
+            self._offset += pos
             self._updated_at = utcnow()
         return pos
 
     def digest(self) -> Digest:
-        return Digest(self._hasher_alg(), self._hasher.hexdigest())
-
-    def _hasher_alg(self) -> str:
-        return CANONICAL
+        """The digest of every byte written so far (the empty digest for none)."""
+        return Digest(self._algorithm, self._hasher.hexdigest())
 
     def status(self) -> Status:
+        """This write's Status, from memory."""
         return Status(
             ref=self._ref,
             offset=self._offset,
@@ -115,40 +172,49 @@ class LocalWriter:
         )
 
     def truncate(self, size: int) -> None:
+        """Restart the ingest from zero. Only ``size == 0`` is supported (InvalidArgument
+        otherwise); FailedPrecondition when closed."""
         if size != 0:
             raise errdefs.InvalidArgument(f"truncate {self._ref}: only size 0 is supported")
         fd = self._open_fd()
+        self._lease.check()
         try:
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)
         except OSError as e:
             raise from_os_error(e, f"truncate {self._ref}") from e
-        self._hasher = new_hasher(CANONICAL)
+        self._hasher = new_hasher(self._algorithm)
         self._offset = 0
         self._updated_at = utcnow()
 
     def commit(
         self, size: int = 0, expected: Digest | None = None, labels: Mapping[str, str] | None = None
     ) -> Info:
-        try:
-            return self._commit(size, expected, dict(labels or {}))
-        finally:
-            self._release()
+        """Check the size (if ``size > 0``) then the digest (if ``expected``), publish the
+        blob atomically and durably, and return its Info.
 
-    def _commit(self, size: int, expected: Digest | None, labels: dict[str, str]) -> Info:
+        FailedPrecondition for a wrong size or digest, a closed writer, or an ingest
+        aborted or taken over meanwhile; the ingest is kept for a retry. AlreadyExists
+        when the blob is already committed (the ingest is discarded). InvalidArgument for
+        bad labels. Always closes the writer and releases the lock.
+        """
+        try:
+            return self._commit(size, Digest.parse(expected) if expected else None, labels)
+        finally:
+            self._finish(sync=False)
+
+    def _commit(self, size: int, expected: Digest | None, labels: Mapping[str, str] | None) -> Info:
         fd = self._fd
         if fd is None:
             raise errdefs.FailedPrecondition("cannot commit on closed writer")
-        labelrules.validate(labels)
-        self._fd = None
+        new_labels = {k: v for k, v in (labels or {}).items() if v != ""}
+        labelrules.validate(new_labels)
         try:
             if self._store.fsync:
                 os.fsync(fd)
             actual_size = os.fstat(fd).st_size
         except OSError as e:
             raise from_os_error(e, f"sync {self._ref}") from e
-        finally:
-            os.close(fd)
         if actual_size != self._offset:
             raise errdefs.DataLoss(
                 f"ingest {self._ref}: data file holds {actual_size} bytes, wrote {self._offset}"
@@ -158,37 +224,44 @@ class LocalWriter:
                 f'"{self._ref}" failed size validation: {self._offset} != {size}'
             )
         digest = self.digest()
+        if expected is not None and expected.algorithm != self._algorithm:
+            try:
+                hasher, _ = hash_fd(fd, expected.algorithm, limit=self._offset)
+            except OSError as e:
+                raise from_os_error(e, f"hash {self._ref}") from e
+            digest = Digest(expected.algorithm, hasher.hexdigest())
         if expected is not None and digest != expected:
             raise errdefs.FailedPrecondition(
                 f"unexpected commit digest {digest}, expected {expected}"
             )
-        # The lease is checked last before publishing; publishing is content-addressed, so a
-        # writer whose lease expired after this check can only publish the right bytes.
         self._lease.check()
-        return self._store._publish(self._ref, self._ingest, self._data, digest, labels)
+        # Publishing is content-addressed: even a writer whose lease expired after the
+        # check above can only publish bytes that hash to ``digest``. The descriptor
+        # stays ours: _finish closes it (and seals the file if it was not published).
+        return self._store._publish(self._ref, self._ingest, self.data_path, fd, digest, new_labels)
 
     def close(self) -> None:
-        fd = self._fd
-        if fd is None:
-            self._release()
-            return
-        self._fd = None
-        try:
-            if self._store.fsync:
-                os.fsync(fd)
-        except OSError:
-            pass  # data kept as far as the kernel has it; resume rehashes the file anyway
-        finally:
-            os.close(fd)
-            self._release()
+        """Release the lock and keep the ingest (sealed) for a later resume or abort.
+        Closing twice is fine."""
+        self._finish(sync=self._store.fsync)
 
-    def _release(self) -> None:
+    def _finish(self, *, sync: bool) -> None:
+        fd, self._fd = self._fd, None
         try:
-            self._lease.release()
+            if fd is not None:
+                try:
+                    if sync:
+                        os.fsync(fd)
+                except OSError:
+                    pass  # a resume rehashes whatever the file holds
+                finally:
+                    os.close(fd)
+                # Sealed: this writer will never write the file again, so the next
+                # writer may take it over in place instead of copying it.
+                with contextlib.suppress(OSError):
+                    os.rename(self.data_path, self._ingest.sealed_path(self._id))
         finally:
-            if self._on_release is not None:
-                self._on_release()
-                self._on_release = None
+            self._lease.release()
 
     def __enter__(self) -> Self:
         return self
@@ -200,43 +273,36 @@ class LocalWriter:
 
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is not None:
-            self.close()
+            with contextlib.suppress(Exception):
+                self.close()
 
 
-def adopt_prefix(src: Path | None, dst_fd: int, algorithm: str = CANONICAL) -> tuple[Hasher, int]:
+def copy_prefix(src: Path | None, dst_fd: int, algorithm: str) -> tuple[Hasher, int]:
     """Copy ``src`` (an earlier writer's data) into ``dst_fd``, hashing exactly the bytes
-    copied. Returns the hasher and the number of bytes adopted (0 if ``src`` is missing)."""
+    copied. Returns the hasher and the number of bytes adopted (0 if ``src`` is missing).
+    Raises OSError (e.g. ENOSPC)."""
     hasher = new_hasher(algorithm)
     if src is None:
         return hasher, 0
     try:
-        f = open(src, "rb")  # noqa: SIM115 - closed below
+        src_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return hasher, 0
     copied = 0
-    with f:
+    try:
         while True:
-            chunk = f.read(_COPY_CHUNK)
+            chunk = os.pread(src_fd, 1 << 20, copied)
             if not chunk:
                 break
             view = memoryview(chunk)
             pos = 0
             while pos < len(view):
-                n = os.write(dst_fd, view[pos:])
-                pos += n
+                pos += os.write(dst_fd, view[pos:])
             hasher.update(chunk)
             copied += len(chunk)
+    finally:
+        os.close(src_fd)
     return hasher, copied
 
 
-def ts_now_text() -> str:
-    """The current UTC time in ISO form, for ``startedat``."""
-    return datetime.now(UTC).isoformat()
-
-
-def remove_tree(path: Path) -> None:
-    """Remove an ingest directory, ignoring what is already gone."""
-    shutil.rmtree(path, ignore_errors=True)
-
-
-__all__ = ["LocalWriter", "adopt_prefix", "fsync_dir", "remove_tree", "write_atomic"]
+__all__ = ["LocalWriter", "copy_prefix", "fsync_dir"]
