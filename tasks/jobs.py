@@ -10,7 +10,7 @@ Returns the committed blob's Info as JSON (``digest``, ``size``, ``created_at``,
 How a job waits and fails:
 
 * Ref locked by another writer: ``self.retry`` with a capped exponential countdown and
-  full jitter (0.1 s doubling to ``INGESTQ_LOCK_WAIT_CAP``), unbounded in number. The
+  jitter (0.1 s doubling to ``INGESTQ_LOCK_WAIT_CAP``), unbounded in number. The
   job shows RETRY with the reason (the Unavailable "ref ... locked for ...", with the
   holder and its heartbeat in the details). A retry frees the worker's slot instead of
   sleeping in it (with prefetch 1, a sleeping wait would block other digests), and its
@@ -29,7 +29,6 @@ How a job waits and fails:
 from __future__ import annotations
 
 import os
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ import errdefs
 from store.local import LocalStore
 from tasks import metrics
 from tasks.app import TASK_INGEST, app, settings_of
+from tasks.backoff import backoff
 from tasks.config import Settings, redis_client
 from tasks.ingest import Hooks, IngestRequest, RefBusy, info_to_json, ingest_once
 from tasks.jobrecords import JobRecords
@@ -97,13 +97,6 @@ class _JobHooks(Hooks):
             return False
         self._next_poll = now + CANCEL_POLL
         return self._records.cancel_requested(self._job_id)
-
-
-def backoff(attempt: int, first: float, cap: float) -> float:
-    """Capped exponential backoff with full jitter: uniform in [bound/2, bound] where the
-    bound doubles from ``first`` up to ``cap``."""
-    bound = min(cap, first * (2 ** min(attempt, 30)))
-    return random.uniform(bound / 2.0, bound)
 
 
 def _busy_error(busy: RefBusy) -> errdefs.Unavailable:
