@@ -1,11 +1,25 @@
 """containerd's filter expressions, for walk (``digest``, ``labels.*``) and list_statuses (``ref``).
 
-A request carries a list of filter strings, ORed; the empty list and the empty string match
-everything. Inside one string, comma-separated selectors are ANDed. A selector is a
-fieldpath, optionally followed by ``==``, ``!=`` or ``~=`` (regular expression, unanchored)
-and a value; without an operator it tests presence. ``!=`` also matches an absent field.
-Fields are ``[A-Za-z0-9_]+`` or quoted strings joined by ``.``; values are quoted strings or
-runs of characters other than comma and whitespace (``/re/`` and ``|re|`` for regexes).
+A request carries a list of filter strings, ORed; the empty list and the empty string
+match everything. Inside one string, comma-separated selectors are ANDed::
+
+    selectors := selector ("," selector)*
+    selector  := fieldpath [operator value]
+    fieldpath := field ("." field)*
+    field     := quoted | [A-Za-z0-9_]+
+    operator  := "==" | "!=" | "~="
+    value     := quoted | [^\\s,]+
+    quoted    := "..." with Go escapes; after ~= also /.../ and |...|
+
+A selector without an operator tests presence. A field that is absent reads as the empty
+string for ``!=`` and ``~=`` (so ``labels.x!=y`` matches content without label ``x``).
+``~=`` is an unanchored regular-expression search. Whitespace between tokens is skipped.
+
+Differences from containerd, all more lenient or stricter only where containerd fails
+later: a regular expression that does not compile is a parse error here (containerd
+logs it and matches nothing), and a value after ``==``/``!=`` may start with ``/`` or
+``|``. Parse errors are InvalidArgument reading
+``filters: parse error: [<before> >|<char>|< <after>]: <msg>`` as containerd's do.
 """
 
 from __future__ import annotations
@@ -19,16 +33,19 @@ import errdefs
 #: Looks a fieldpath up on an object: the value, or None when the field is absent.
 Adaptor = Callable[[Sequence[str]], str | None]
 
-_FIELD = re.compile(r"[A-Za-z0-9_]+")
+_FIELD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_OPERATOR_CHARS = frozenset("=!~")
 _OPERATORS = ("==", "!=", "~=")
+_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_ESCAPE_DIGITS = {"x": (16, 2), "u": (16, 4), "U": (16, 8)}
 
 
 @dataclass(frozen=True)
 class Selector:
-    """One ``field[op value]`` test."""
+    """One ``fieldpath[op value]`` test; ``operator`` is ``""`` for a presence test."""
 
     fieldpath: tuple[str, ...]
-    operator: str  # "" (present), "==", "!=", "~="
+    operator: str
     value: str = ""
     pattern: re.Pattern[str] | None = None
 
@@ -37,14 +54,12 @@ class Selector:
         got = adaptor(self.fieldpath)
         if self.operator == "":
             return got is not None
-        if self.operator == "!=":
-            return got != self.value
-        if got is None:
-            return False
         if self.operator == "==":
-            return got == self.value
+            return got is not None and got == self.value
+        if self.operator == "!=":
+            return (got or "") != self.value
         assert self.pattern is not None
-        return self.pattern.search(got) is not None
+        return self.pattern.search(got or "") is not None
 
 
 @dataclass(frozen=True)
@@ -60,104 +75,158 @@ class Filter:
         return any(all(s.match(adaptor) for s in alt) for alt in self.alternatives)
 
 
+class _ParseError(Exception):
+    def __init__(self, pos: int, msg: str) -> None:
+        super().__init__(msg)
+        self.pos = pos
+        self.msg = msg
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
 
-    def fail(self, msg: str) -> errdefs.InvalidArgument:
-        t, p = self.text, self.pos
-        where = f"{t[:p]} >|{t[p : p + 1]}|< {t[p + 1 :]}"
-        return errdefs.InvalidArgument(f"filters: parse error: [{where}]: {msg}")
-
+    # scanning ----------------------------------------------------------------------
     def skip_ws(self) -> None:
         while self.pos < len(self.text) and self.text[self.pos].isspace():
             self.pos += 1
 
-    def peek(self, n: int = 1) -> str:
-        return self.text[self.pos : self.pos + n]
+    def peek(self) -> str:
+        """The next non-space character ('' at the end)."""
+        self.skip_ws()
+        return self.text[self.pos] if self.pos < len(self.text) else ""
 
-    def quoted(self, close: str, allow_escapes: bool) -> str:
-        self.pos += 1
+    def quoted(self, alt_quotes: bool) -> str:
+        start = self.pos
+        quote = self.text[start]
+        if quote != '"' and not alt_quotes:
+            raise _ParseError(start, "invalid quote encountered")
         out: list[str] = []
-        while self.pos < len(self.text):
-            c = self.text[self.pos]
-            if c == "\\" and allow_escapes and self.pos + 1 < len(self.text):
-                nxt = self.text[self.pos + 1]
-                out.append({"n": "\n", "t": "\t", "\\": "\\", '"': '"'}.get(nxt, "\\" + nxt))
-                self.pos += 2
-                continue
-            if c == close:
-                self.pos += 1
+        i = start + 1
+        while True:
+            if i >= len(self.text) or self.text[i] == "\n":
+                raise _ParseError(start, "quoted literal not terminated")
+            c = self.text[i]
+            if c == quote:
+                self.pos = i + 1
                 return "".join(out)
-            out.append(c)
-            self.pos += 1
-        raise self.fail("unterminated quoted string")
+            if c != "\\":
+                out.append(c)
+                i += 1
+                continue
+            esc = self.text[i + 1 : i + 2]
+            if esc in _SIMPLE_ESCAPES:
+                out.append(_SIMPLE_ESCAPES[esc])
+                i += 2
+            elif esc in ("\\", quote):
+                out.append(esc)
+                i += 2
+            elif esc in _ESCAPE_DIGITS or (esc[:1].isdigit() and esc < "8"):
+                base, count = _ESCAPE_DIGITS.get(esc, (8, 3))
+                first = i + 2 if esc in _ESCAPE_DIGITS else i + 1
+                digits = self.text[first : first + count]
+                try:
+                    if len(digits) != count:
+                        raise ValueError(digits)
+                    code = int(digits, base)
+                    out.append(chr(code))
+                except ValueError:
+                    raise _ParseError(start, "illegal escape sequence") from None
+                i = first + count
+            else:
+                raise _ParseError(start, "illegal escape sequence")
 
     def field(self) -> str:
-        self.skip_ws()
-        if self.peek() == '"':
-            return self.quoted('"', True)
-        m = _FIELD.match(self.text, self.pos)
-        if not m:
-            raise self.fail("expected field or quoted")
-        self.pos = m.end()
-        return m.group(0)
-
-    def value(self, regex: bool) -> str:
-        self.skip_ws()
         c = self.peek()
-        if c == '"':
-            return self.quoted('"', True)
-        if regex and c in ("/", "|"):
-            return self.quoted(c, False)
+        if c in ('"', "/", "|"):
+            return self.quoted(alt_quotes=False)
         start = self.pos
-        while self.pos < len(self.text) and self.text[self.pos] not in ", \t\n\r":
+        while self.pos < len(self.text) and self.text[self.pos] in _FIELD_CHARS:
             self.pos += 1
         if start == self.pos:
-            raise self.fail("expected value or quoted")
+            raise _ParseError(start, "expected field or quoted")
         return self.text[start : self.pos]
 
+    def operator(self) -> str:
+        self.skip_ws()
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] in _OPERATOR_CHARS:
+            self.pos += 1
+        op = self.text[start : self.pos]
+        if not op:
+            raise _ParseError(start, 'expected an operator ("=="|"!="|"~=")')
+        if op not in _OPERATORS:
+            raise _ParseError(start, f'unsupported operator "{op}"')
+        return op
+
+    def value(self, regex: bool) -> str:
+        c = self.peek()
+        if c == '"' or (regex and c in ("/", "|")):
+            return self.quoted(alt_quotes=regex)
+        start = self.pos
+        if c in ("", ",", ".") or c in _OPERATOR_CHARS:
+            raise _ParseError(start, "expected value or quoted")
+        while (
+            self.pos < len(self.text)
+            and self.text[self.pos] != ","
+            and not self.text[self.pos].isspace()
+        ):
+            self.pos += 1
+        return self.text[start : self.pos]
+
+    # grammar -----------------------------------------------------------------------
     def selector(self) -> Selector:
         path = [self.field()]
         while self.peek() == ".":
             self.pos += 1
             path.append(self.field())
-        self.skip_ws()
-        op = self.peek(2)
-        if op not in _OPERATORS:
+        if self.peek() in ("", ","):
             return Selector(tuple(path), "")
-        self.pos += 2
-        value = self.value(op == "~=")
+        op = self.operator()
+        value_pos = self.pos
+        value = self.value(regex=op == "~=")
         pattern = None
         if op == "~=":
             try:
                 pattern = re.compile(value)
             except re.error as e:
-                raise self.fail(f"invalid regular expression {value!r}: {e}") from None
+                raise _ParseError(value_pos, f"invalid regular expression {value!r}: {e}") from e
         return Selector(tuple(path), op, value, pattern)
 
     def parse(self) -> tuple[Selector, ...]:
-        self.skip_ws()
-        if self.pos >= len(self.text):
-            return ()
         selectors = [self.selector()]
         while True:
-            self.skip_ws()
-            if self.pos >= len(self.text):
+            c = self.peek()
+            if c == "":
                 return tuple(selectors)
-            if self.peek() != ",":
-                raise self.fail("expected a comma or end of input")
+            if c != ",":
+                raise _ParseError(self.pos, f"unexpected input: {c}")
             self.pos += 1
             selectors.append(self.selector())
 
 
+def _error(text: str, err: _ParseError) -> errdefs.InvalidArgument:
+    p = err.pos
+    where = f"{text[:p]} >|{text[p]}|< {text[p + 1 :]}" if p < len(text) else text
+    return errdefs.InvalidArgument(f"filters: parse error: [{where}]: {err.msg}")
+
+
 def parse(*filters: str) -> Filter:
-    """Parse filter strings. Raises InvalidArgument with containerd's message shape."""
+    """Parse filter strings (ORed). No strings, or an empty one, matches everything.
+
+    Raises InvalidArgument with containerd's message shape on a syntax error.
+    """
     alternatives = []
+    always = False
     for text in filters:
-        sels = _Parser(text).parse()
-        if not sels:
-            return Filter(())  # an empty string matches everything
-        alternatives.append(sels)
-    return Filter(tuple(alternatives))
+        if not isinstance(text, str):
+            raise errdefs.InvalidArgument(f"filter must be a string, not {type(text).__name__}")
+        if text == "":
+            always = True
+            continue
+        try:
+            alternatives.append(_Parser(text).parse())
+        except _ParseError as e:
+            raise _error(text, e) from None
+    return Filter(()) if always else Filter(tuple(alternatives))

@@ -1,4 +1,5 @@
-"""Algorithms written against the store protocols (containerd's content helpers)."""
+"""Algorithms written against the store protocols (containerd's content helpers):
+:func:`open_writer`, :func:`copy`, :func:`write_blob`, :func:`read_blob`."""
 
 from __future__ import annotations
 
@@ -16,16 +17,27 @@ COPY_CHUNK = 1 << 20
 
 
 class Backoff:
-    """Capped exponential backoff with full jitter: sleep uniform [0, bound), the bound
-    doubling from ``first`` to ``cap`` seconds (containerd: 16 ms .. 2048 ms)."""
+    """Capped exponential backoff with full jitter: each delay is uniform in [0, bound),
+    the bound doubling from ``first`` up to ``cap`` seconds (containerd: 16 ms .. 2048 ms).
+    ``rng`` is the random source (for tests)."""
 
-    def __init__(self, first: float = 0.016, cap: float = 2.048) -> None:
+    def __init__(
+        self, first: float = 0.016, cap: float = 2.048, *, rng: random.Random | None = None
+    ) -> None:
+        if first <= 0 or cap < first:
+            raise errdefs.InvalidArgument(f"backoff needs 0 < first <= cap, got {first}, {cap}")
         self._bound = first
         self._cap = cap
+        self._rng = rng or random.Random()
+
+    @property
+    def bound(self) -> float:
+        """The current upper bound of the next delay."""
+        return self._bound
 
     def next_delay(self) -> float:
-        """The next delay in seconds."""
-        delay = random.uniform(0, self._bound)
+        """The next delay in seconds; then the bound doubles (up to the cap)."""
+        delay = self._rng.uniform(0, self._bound)
         self._bound = min(self._bound * 2, self._cap)
         return delay
 
@@ -38,39 +50,50 @@ def open_writer(
     timeout: float | None = None,
     backoff: Backoff | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
     on_wait: Callable[[errdefs.Unavailable], None] | None = None,
 ) -> Writer:
-    """Open a writer, retrying while the ref is locked (Unavailable) until it is free.
+    """Open a writer, waiting while the ref is locked (Unavailable) until it is free.
 
-    AlreadyExists is raised as soon as the expected content exists (callers treat it as
-    success); any other error at once. After ``timeout`` seconds the last Unavailable is
-    raised. ``on_wait`` sees each lock error before the wait.
+    A client waits until the ref is unlocked or the expected content exists: AlreadyExists
+    is raised as soon as it does (callers treat it as success), and any other error at
+    once. With ``timeout`` (seconds), the last Unavailable is raised once it has passed;
+    the last attempt is made at the deadline. ``on_wait`` sees each lock error before the
+    wait. ``sleep`` and ``clock`` are injectable for tests.
     """
     backoff = backoff or Backoff()
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = None if timeout is None else clock() + timeout
     while True:
         try:
             return ingester.writer(ref, expected)
         except errdefs.Unavailable as e:
             delay = backoff.next_delay()
-            if deadline is not None and time.monotonic() + delay > deadline:
-                raise
+            if deadline is not None:
+                remaining = deadline - clock()
+                if remaining <= 0:
+                    raise
+                delay = min(delay, remaining)
             if on_wait is not None:
                 on_wait(e)
             sleep(delay)
 
 
-class _Readable(Protocol):
+class Readable(Protocol):
+    """The least a copy source offers: ``read(n)``."""
+
     def read(self, n: int = -1, /) -> bytes: ...
 
 
-def seek_source(source: IO[bytes] | _Readable, offset: int, *, discard: bool = True) -> bool:
-    """Position ``source`` at ``offset`` for a resume.
+Source = IO[bytes] | Readable
 
-    Seeks a seekable source (a failed seek is an error, as in containerd); otherwise reads
-    and discards ``offset`` bytes when ``discard`` is allowed. Returns False when the source
-    cannot be positioned and the caller must restart from 0. Raises FailedPrecondition when
-    the source is shorter than ``offset``.
+
+def seek_source(source: Source, offset: int, *, discard: bool = True) -> bool:
+    """Position ``source`` (at 0) at ``offset`` for a resume.
+
+    A seekable source is seeked (a failed seek is FailedPrecondition, as in containerd);
+    otherwise ``offset`` bytes are read and discarded when ``discard`` is allowed. Returns
+    False when the source cannot be positioned and the caller must restart from 0.
+    DataLoss when the source ends before ``offset``.
     """
     seekable = getattr(source, "seekable", None)
     if callable(seekable) and seekable():
@@ -89,7 +112,7 @@ def seek_source(source: IO[bytes] | _Readable, offset: int, *, discard: bool = T
     while left > 0:
         chunk = source.read(min(left, COPY_CHUNK))
         if not chunk:
-            raise errdefs.FailedPrecondition(
+            raise errdefs.DataLoss(
                 f"unable to discard to offset {offset}: source ended {left} bytes early"
             )
         left -= len(chunk)
@@ -98,7 +121,7 @@ def seek_source(source: IO[bytes] | _Readable, offset: int, *, discard: bool = T
 
 def copy(
     writer: Writer,
-    source: IO[bytes] | _Readable,
+    source: Source,
     size: int = 0,
     expected: Digest | None = None,
     labels: Mapping[str, str] | None = None,
@@ -106,34 +129,42 @@ def copy(
     discard: bool = True,
     on_progress: Callable[[int], None] | None = None,
 ) -> Info | None:
-    """Copy ``source`` into ``writer`` from the writer's stored offset, then commit.
+    """Copy ``source`` (positioned at 0) into ``writer`` from the writer's stored offset,
+    then commit with ``size``, ``expected`` and ``labels``.
 
-    Resumes by seeking the source, else discarding up to the offset, else truncating the
-    writer and restarting. A source that ends before ``size`` is DataLoss; more bytes than
-    ``size`` is FailedPrecondition. Returns the Info, or None when the content already
-    existed (AlreadyExists counts as success). Errors keep their kind, with the ref as context.
+    Resumes by seeking the source, else (if ``discard``) reading and discarding up to
+    the offset, else truncating the writer and restarting from 0; an ingest already
+    longer than ``size`` is restarted. A source that ends before ``size`` is DataLoss; a
+    source longer than ``size`` is FailedPrecondition (nothing past ``size`` is
+    written). Returns the Info, or None when the content already existed (AlreadyExists
+    counts as success). Commit errors keep their kind, reading
+    ``failed commit on ref "<ref>": ...``. ``on_progress`` sees the offset after each
+    write. The writer is left open on error (close it; commit closes it otherwise).
     """
     status = writer.status()
+    ref = status.ref
     offset = status.offset
-    if offset > 0 and not seek_source(source, offset, discard=discard):
-        writer.truncate(0)
-        offset = 0
     if size and offset > size:
         writer.truncate(0)
         offset = 0
-        if not seek_source(source, 0, discard=False):
-            raise errdefs.FailedPrecondition(
-                f"ingest {status.ref} holds more than {size} bytes and the source cannot rewind"
-            )
+    if offset > 0 and not seek_source(source, offset, discard=discard):
+        writer.truncate(0)
+        offset = 0
     written = offset
+    readinto = getattr(source, "readinto", None)
+    buf = bytearray(COPY_CHUNK) if callable(readinto) else None
     while True:
         want = COPY_CHUNK if not size else min(COPY_CHUNK, size - written + 1)
-        chunk = source.read(want)
+        if buf is not None and callable(readinto):
+            n = readinto(memoryview(buf)[:want])
+            chunk: bytes | memoryview = memoryview(buf)[: n or 0]
+        else:
+            chunk = source.read(want)
         if not chunk:
             break
         if size and written + len(chunk) > size:
             raise errdefs.FailedPrecondition(
-                f"source for {status.ref} is longer than the expected {size} bytes"
+                f"source for {ref} is longer than the expected {size} bytes"
             )
         writer.write(chunk)
         written += len(chunk)
@@ -141,31 +172,32 @@ def copy(
             on_progress(written)
     if size and written < size:
         raise errdefs.DataLoss(
-            f"failed to read expected number of bytes for {status.ref}: got {written} of {size}"
+            f"failed to read expected number of bytes for {ref}: got {written} of {size}"
         )
     try:
         return writer.commit(size, expected, labels)
     except errdefs.AlreadyExists:
         return None
     except errdefs.ErrdefsError as e:
-        raise errdefs.wrap(e, f'failed commit on ref "{status.ref}"') from e
+        raise errdefs.wrap(e, f'failed commit on ref "{ref}"') from e
 
 
-class _IngestManagerStore(Ingester, Manager, Protocol):
-    pass
+class IngesterManager(Ingester, Manager, Protocol):
+    """What :func:`write_blob` needs: writers, and Info for content that exists."""
 
 
 def write_blob(
-    store: _IngestManagerStore,
+    store: IngesterManager,
     ref: str,
-    source: IO[bytes] | _Readable,
+    source: Source,
     desc: Descriptor,
     labels: Mapping[str, str] | None = None,
     *,
     timeout: float | None = None,
 ) -> Info:
-    """Write ``source`` as ``desc`` under ``ref`` (waiting for a locked ref) and return the
-    blob's Info; content that already exists is not read and its Info is returned."""
+    """Write ``source`` as ``desc`` under ``ref`` (waiting for a locked ref, see
+    :func:`open_writer`) and return the blob's Info. Content that already exists is not
+    read and its Info is returned. Errors as :func:`open_writer` and :func:`copy`."""
     try:
         writer = open_writer(store, ref, desc, timeout=timeout)
     except errdefs.AlreadyExists:
@@ -176,12 +208,26 @@ def write_blob(
 
 
 def read_blob(provider: Provider, desc: Descriptor | Digest) -> bytes:
-    """The whole blob (for small content: manifests, configs). DataLoss if it is short."""
+    """The whole blob, checked against its digest (and the descriptor's size, if set).
+
+    For small content (manifests, configs). NotFound if it is not committed; DataLoss if
+    the bytes read are short or do not match (a blob damaged on disk is never trusted).
+    """
+    digest = desc.digest if isinstance(desc, Descriptor) else Digest.parse(desc)
+    want = desc.size if isinstance(desc, Descriptor) else 0
     with provider.reader_at(desc) as ra:
+        if want and ra.size != want:
+            raise errdefs.DataLoss(f"content {digest} has {ra.size} bytes, expected {want}")
         data = ra.read_at(0, ra.size)
-        if len(data) != ra.size:
-            raise errdefs.DataLoss(f"read {len(data)} of {ra.size} bytes")
-        return data
+    if len(data) != ra.size:
+        raise errdefs.DataLoss(f"content {digest}: read {len(data)} of {ra.size} bytes")
+    h = digest.hasher()
+    h.update(data)
+    if h.hexdigest() != digest.encoded:
+        raise errdefs.DataLoss(
+            f"content {digest} does not match its digest (got {digest.algorithm}:{h.hexdigest()})"
+        )
+    return data
 
 
 def list_content(manager: Manager, *filters: str) -> list[Info]:

@@ -2,23 +2,24 @@
 
 Tools that read OCI layouts (skopeo, umoci) find an image by the descriptor annotation
 ``org.opencontainers.image.ref.name``. :class:`ImageIndex` keeps that file consistent
-between processes (a file lock, and atomic replacement).
+between threads and processes (a lock file, and atomic replacement). Errors: DataLoss for
+an ``index.json`` that is not an OCI index, NotFound, InvalidArgument; OSError is mapped
+to its kind (PermissionDenied, ResourceExhausted, ...).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import filelock
-
 import errdefs
+from store.lockfile import LockFile
+from store.oserrors import from_os_error
 from store.values import Descriptor
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -28,16 +29,20 @@ INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 
 def _write_json(path: Path, obj: object) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def ensure_layout(root: Path) -> None:
-    """Create ``oci-layout`` and an empty ``index.json`` if they are missing."""
+    """Create ``oci-layout`` and an empty ``index.json`` if they are missing. Raises OSError."""
     layout = root / "oci-layout"
     if not layout.exists():
         _write_json(layout, {"imageLayoutVersion": LAYOUT_VERSION})
@@ -52,40 +57,73 @@ def _empty_index() -> dict[str, Any]:
     return {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}
 
 
-_THREAD_LOCK = threading.Lock()
-
-
 @contextmanager
 def _index_lock(root: Path) -> Iterator[None]:
     (root / "locks").mkdir(parents=True, exist_ok=True)
-    with _THREAD_LOCK, filelock.FileLock(root / "locks" / "index.json.lock"):
+    lock = LockFile(root / "locks" / "index.json.lock")
+    lock.acquire(blocking=True)
+    try:
         yield
+    finally:
+        lock.release()
+
+
+def _name_of(entry: object) -> str | None:
+    if not isinstance(entry, dict):
+        return None
+    annotations = entry.get("annotations")
+    if not isinstance(annotations, dict):
+        return None
+    name = annotations.get(REF_NAME)
+    return name if isinstance(name, str) else None
 
 
 class ImageIndex:
-    """Named images in the layout's ``index.json`` (name → the image's root descriptor)."""
+    """Named images in the layout's ``index.json`` (name -> the image's root descriptor).
+
+    Creates ``oci-layout`` and ``index.json`` when missing. Every change is a locked
+    read-modify-write with an atomic replace, so concurrent writers (threads or
+    processes) never lose each other's entries or leave a torn file.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        ensure_layout(self.root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            ensure_layout(self.root)
+        except OSError as e:
+            raise from_os_error(e, f"open OCI layout {self.root}") from e
+
+    @property
+    def path(self) -> Path:
+        """The ``index.json`` file."""
+        return self.root / "index.json"
 
     def _load(self) -> dict[str, Any]:
         try:
-            data = json.loads((self.root / "index.json").read_text())
-        except (OSError, ValueError) as e:
-            raise errdefs.DataLoss(f"read {self.root / 'index.json'}: {e}") from e
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return _empty_index()
+        except OSError as e:
+            raise from_os_error(e, f"read {self.path}") from e
+        except ValueError as e:
+            raise errdefs.DataLoss(f"read {self.path}: {e}") from e
         if not isinstance(data, dict) or not isinstance(data.get("manifests"), list):
-            raise errdefs.DataLoss(f"{self.root / 'index.json'} is not an OCI image index")
+            raise errdefs.DataLoss(f"{self.path} is not an OCI image index")
         return data
 
     def list(self) -> list[tuple[str, Descriptor]]:
-        """Every named image as (name, descriptor), in file order."""
+        """Every named image as (name, descriptor), in file order. DataLoss for a
+        damaged index; unnamed entries are skipped."""
         out = []
         for entry in self._load()["manifests"]:
-            desc = Descriptor.from_oci(entry)
-            name = desc.annotations.get(REF_NAME)
-            if name:
-                out.append((name, desc))
+            name = _name_of(entry)
+            if not name:
+                continue
+            try:
+                out.append((name, Descriptor.from_oci(entry)))
+            except errdefs.InvalidArgument as e:
+                raise errdefs.DataLoss(f"{self.path}: entry {name!r}: {e}") from e
         return out
 
     def get(self, name: str) -> Descriptor:
@@ -96,28 +134,30 @@ class ImageIndex:
         raise errdefs.NotFound(f"image {name}")
 
     def put(self, name: str, desc: Descriptor) -> None:
-        """Record ``desc`` under ``name``, replacing an earlier entry of that name."""
+        """Record ``desc`` under ``name``, replacing an earlier entry of that name.
+        InvalidArgument for an empty name."""
         if not name:
             raise errdefs.InvalidArgument("image name must not be empty")
         entry = desc.to_oci()
-        annotations = dict(desc.annotations)
-        annotations[REF_NAME] = name
-        entry["annotations"] = annotations
-        with _index_lock(self.root):
-            data = self._load()
-            data["manifests"] = [
-                m for m in data["manifests"] if (m.get("annotations") or {}).get(REF_NAME) != name
-            ] + [entry]
-            _write_json(self.root / "index.json", data)
+        entry["annotations"] = {**desc.annotations, REF_NAME: name}
+        self._change(lambda ms: [m for m in ms if _name_of(m) != name] + [entry], name)
 
     def remove(self, name: str) -> None:
         """Forget ``name``; NotFound if it is not recorded."""
-        with _index_lock(self.root):
-            data = self._load()
-            kept = [
-                m for m in data["manifests"] if (m.get("annotations") or {}).get(REF_NAME) != name
-            ]
-            if len(kept) == len(data["manifests"]):
+
+        def drop(ms: list[Any]) -> list[Any]:
+            kept = [m for m in ms if _name_of(m) != name]
+            if len(kept) == len(ms):
                 raise errdefs.NotFound(f"image {name}")
-            data["manifests"] = kept
-            _write_json(self.root / "index.json", data)
+            return kept
+
+        self._change(drop, name)
+
+    def _change(self, fn: Callable[[list[Any]], list[Any]], name: str) -> None:
+        try:
+            with _index_lock(self.root):
+                data = self._load()
+                data["manifests"] = fn(data["manifests"])
+                _write_json(self.path, data)
+        except OSError as e:
+            raise from_os_error(e, f"update {self.path} for {name}") from e

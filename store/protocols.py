@@ -48,7 +48,8 @@ class Writer(Protocol):
     """
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Append ``data`` at the current offset. ResourceExhausted when the disk is full,
+        """Append ``data`` at the current offset and return its length; the caller may
+        reuse ``data`` once this returns. ResourceExhausted when the disk is full,
         FailedPrecondition when the writer is closed or its lease was lost."""
         ...
 
