@@ -68,6 +68,9 @@ def _index_lock(root: Path) -> Iterator[None]:
         lock.release()
 
 
+_Entries = list[Any]
+
+
 def _name_of(entry: object) -> str | None:
     if not isinstance(entry, dict):
         return None
@@ -145,7 +148,7 @@ class ImageIndex:
     def remove(self, name: str) -> None:
         """Forget ``name``; NotFound if it is not recorded."""
 
-        def drop(ms: list[Any]) -> list[Any]:
+        def drop(ms: _Entries) -> _Entries:
             kept = [m for m in ms if _name_of(m) != name]
             if len(kept) == len(ms):
                 raise errdefs.NotFound(f"image {name}")
@@ -153,7 +156,7 @@ class ImageIndex:
 
         self._change(drop, name)
 
-    def _change(self, fn: Callable[[list[Any]], list[Any]], name: str) -> None:
+    def _change(self, fn: Callable[[_Entries], _Entries], name: str) -> None:
         try:
             with _index_lock(self.root):
                 data = self._load()
