@@ -49,7 +49,7 @@ def default_root(env: Mapping[str, str] | None = None) -> Path:
     return Path(data) / "ingestq"
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, allow_zero: bool = False) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -57,13 +57,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise errdefs.InvalidArgument(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise errdefs.InvalidArgument(f"{name}={raw!r} must be positive")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise errdefs.InvalidArgument(f"{name}={raw!r} is out of range")
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    return int(_float(env, name, default))
+def _int(env: Mapping[str, str], name: str, default: int, allow_zero: bool = False) -> int:
+    return int(_float(env, name, default, allow_zero))
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ class Settings:
             http_connect_timeout=_float(env, "INGESTQ_HTTP_CONNECT_TIMEOUT", 10.0),
             http_read_timeout=_float(env, "INGESTQ_HTTP_READ_TIMEOUT", 60.0),
             http_max_redirects=_int(env, "INGESTQ_HTTP_MAX_REDIRECTS", 10),
-            max_source_retries=_int(env, "INGESTQ_MAX_SOURCE_RETRIES", 8),
+            max_source_retries=_int(env, "INGESTQ_MAX_SOURCE_RETRIES", 8, allow_zero=True),
             retry_cap=_float(env, "INGESTQ_RETRY_CAP", 300.0),
             lock_wait_cap=_float(env, "INGESTQ_LOCK_WAIT_CAP", 5.0),
             restore_interval=_float(env, "INGESTQ_RESTORE_INTERVAL", 10.0),

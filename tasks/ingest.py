@@ -31,6 +31,7 @@ lost") when the Redis lease expired under the writer (retry-safe), Canceled when
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -228,7 +229,14 @@ def ingest_once(
         p.expected = str(request.digest) if request.digest else ""
         p.publish = True
     with writer:
-        return _Attempt(store, source, request, writer, hooks, lease).run()
+        try:
+            return _Attempt(store, source, request, writer, hooks, lease).run()
+        except BaseException:
+            # An ingest that holds nothing is not worth keeping for a resume.
+            if writer.status().offset == 0 and not (lease is not None and lease.lost):
+                with contextlib.suppress(errdefs.ErrdefsError):
+                    store.abort(request.ref)
+            raise
 
 
 class _Attempt:

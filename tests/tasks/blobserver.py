@@ -1,0 +1,205 @@
+"""A real HTTP server on 127.0.0.1 that serves blobs and misbehaves on purpose.
+
+Every blob is registered under a path with a :class:`Behaviour`. The server logs every
+request (path, Range, If-Range, status, bytes sent), so tests can assert "the bytes
+were served once" or "the resume asked for ``bytes=<offset>-``". A gate makes
+"mid-ingest" deterministic: the body stops at ``gate_offset`` and the server sets
+``gate_reached`` until the test sets ``gate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Behaviour:
+    """How one path answers."""
+
+    data: bytes = b""
+    etag: str | None = None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    ignore_range: bool = False
+    wrong_range: bool = False
+    truncate_at: int | None = None
+    extra_bytes: bytes = b""
+    announce_length: int | None = None
+    stall_at: int | None = None
+    redirect_to: str | None = None
+    gate_offset: int | None = None
+    gate_requests: int = 1
+    gate: threading.Event = field(default_factory=threading.Event)
+    gate_reached: threading.Event = field(default_factory=threading.Event)
+    status_sequence: list[int] = field(default_factory=list)
+    chunk: int = 1 << 16
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Logged:
+    path: str
+    range: str | None
+    if_range: str | None
+    status: int
+    sent: int
+
+
+_RANGE = re.compile(r"^bytes=(\d+)-$")
+
+
+class BlobServer:
+    """Start with :meth:`start`; stop with :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, Behaviour] = {}
+        self.log: list[Logged] = []
+        self._mutex = threading.Lock()
+        self._requests: dict[str, int] = {}
+        self._stop_stall = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def do_GET(self) -> None:
+                server._serve(self)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def start(self) -> BlobServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop_stall.set()
+        for b in self.paths.values():
+            b.gate.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def add(self, path: str, behaviour: Behaviour) -> str:
+        if behaviour.etag is None and behaviour.data:
+            behaviour.etag = '"' + hashlib.sha256(behaviour.data).hexdigest()[:16] + '"'
+        self.paths[path] = behaviour
+        return self.url + path
+
+    def requests_for(self, path: str) -> list[Logged]:
+        with self._mutex:
+            return [r for r in self.log if r.path == path]
+
+    def bytes_served(self, path: str) -> int:
+        return sum(r.sent for r in self.requests_for(path))
+
+    def _record(self, entry: Logged) -> None:
+        with self._mutex:
+            self.log.append(entry)
+
+    def _serve(self, h: BaseHTTPRequestHandler) -> None:
+        path = h.path
+        rng, if_range = h.headers.get("Range"), h.headers.get("If-Range")
+        b = self.paths.get(path)
+        if b is None:
+            self._simple(h, 404, path, rng, if_range)
+            return
+        with self._mutex:
+            n = self._requests[path] = self._requests.get(path, 0) + 1
+        if b.redirect_to is not None:
+            h.send_response(302)
+            h.send_header("Location", b.redirect_to)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            self._record(Logged(path, rng, if_range, 302, 0))
+            return
+        status = b.status_sequence.pop(0) if b.status_sequence else b.status
+        if status != 200:
+            self._simple(h, status, path, rng, if_range, b.headers)
+            return
+        data = b.data
+        start = 0
+        m = _RANGE.match(rng or "")
+        partial = False
+        if m and not b.ignore_range and (if_range is None or if_range == b.etag):
+            start = int(m.group(1))
+            partial = True
+        body = data[start:] + b.extra_bytes
+        h.send_response(206 if partial else 200)
+        if partial:
+            first = start + 1 if b.wrong_range else start
+            h.send_header("Content-Range", f"bytes {first}-{len(data) - 1}/{len(data)}")
+        length = b.announce_length if b.announce_length is not None else len(body)
+        if b.truncate_at is not None:
+            body = body[: b.truncate_at]
+        h.send_header("Content-Length", str(length))
+        if b.etag:
+            h.send_header("ETag", b.etag)
+        for k, v in b.headers.items():
+            h.send_header(k, v)
+        h.end_headers()
+        sent = 0
+        try:
+            pos = 0
+            while pos < len(body):
+                if (
+                    b.gate_offset is not None
+                    and n <= b.gate_requests
+                    and start + pos >= b.gate_offset
+                    and not b.gate.is_set()
+                ):
+                    b.gate_reached.set()
+                    b.gate.wait()
+                if b.stall_at is not None and start + pos >= b.stall_at:
+                    self._stop_stall.wait(30)
+                    break
+                end = min(len(body), pos + b.chunk)
+                if (
+                    b.gate_offset is not None
+                    and n <= b.gate_requests
+                    and start + pos < b.gate_offset
+                ):
+                    end = min(end, b.gate_offset - start)
+                h.wfile.write(body[pos:end])
+                sent += end - pos
+                pos = end
+            h.wfile.flush()
+        except (TimeoutError, BrokenPipeError, ConnectionResetError, OSError):
+            pass
+        finally:
+            self._record(Logged(path, rng, if_range, 206 if partial else 200, sent))
+        if b.truncate_at is not None or b.stall_at is not None:
+            h.close_connection = True
+
+    def _simple(
+        self,
+        h: BaseHTTPRequestHandler,
+        status: int,
+        path: str,
+        rng: str | None,
+        if_range: str | None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        body = f"status {status}\n".encode()
+        h.send_response(status)
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+        self._record(Logged(path, rng, if_range, status, 0))
