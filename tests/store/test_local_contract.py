@@ -1,0 +1,41 @@
+"""The store contract (tests/store/contract.py) run against LocalStore, with and without
+fsync, and with a crash that leaves what SIGKILL leaves (an unsealed data file)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from store import LocalStore, Writer
+from store.local import LocalWriter
+from tests.store.contract import StoreContract, StoreFactory
+
+
+class TestLocalStoreContract(StoreContract):
+    @pytest.fixture(params=[False, True], ids=["nofsync", "fsync"])
+    def store_factory(
+        self, tmp_path: Path, request: pytest.FixtureRequest
+    ) -> Iterator[StoreFactory]:
+        root = tmp_path / "store"
+        yield lambda: LocalStore(root, fsync=request.param)
+        _assert_no_stray_files(root)
+
+    def crash(self, writer: Writer) -> None:
+        """What a SIGKILL leaves: the descriptor gone, the file unsealed, the lock free."""
+        assert isinstance(writer, LocalWriter)
+        fd = writer._fd
+        assert fd is not None
+        os.close(fd)
+        writer._fd = None
+        writer.lease.release()
+
+
+def _assert_no_stray_files(root: Path) -> None:
+    """Nothing but the layout may be left: no temp files, no lock files of released locks."""
+    allowed_top = {"blobs", "ingest", "locks", "meta", "oci-layout", "index.json", "quarantine"}
+    assert {p.name for p in root.iterdir()} <= allowed_top
+    assert not [p for p in root.rglob("*.tmp")], "temporary files left behind"
+    assert [p.name for p in (root / "locks").iterdir()] == [], "lock files left behind"
