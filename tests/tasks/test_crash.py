@@ -1,0 +1,74 @@
+"""A worker killed mid-ingest: the job is redelivered and resumes from the stored
+offset (the source sees a Range request from there); the blob is correct."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from store.local import LocalStore
+from tasks.producer import enqueue_ingest
+from tests.servers.util import wait_until
+from tests.tasks.blobserver import Behaviour, BlobServer
+from tests.tasks.conftest import Cluster, ClusterFactory
+
+MiB = 1 << 20
+
+
+def _start_gated_job(cluster: Cluster, blob_server: BlobServer) -> tuple[Behaviour, str, int]:
+    data = os.urandom(8 * MiB)
+    blob = Behaviour(data=data, gate_offset=4 * MiB)
+    url = blob_server.add("/big", blob)
+    job = enqueue_ingest(url, digest=blob.digest, size=len(data), client=cluster.client)
+    assert blob.gate_reached.wait(30), cluster.logs()
+    store = LocalStore(cluster.root, fsync=False)
+    status = wait_until(
+        lambda: (s := store.status(job.ref)).offset == 4 * MiB and s.holder is not None and s,
+        30,
+        "the worker wrote up to the gate",
+    )
+    assert status.holder is not None
+    return blob, job.id, status.holder.pid
+
+
+def _assert_resumed(
+    cluster: Cluster, blob_server: BlobServer, blob: Behaviour, job_id: str
+) -> None:
+    info = cluster.client.job(job_id).wait(timeout=90)
+    assert str(info.digest) == blob.digest
+    blob.gate.set()  # let the killed connection's handler finish and log
+    wait_until(lambda: len(blob_server.requests_for("/big")) == 2, 10, "both requests logged")
+    first, second = sorted(blob_server.requests_for("/big"), key=lambda r: r.range is not None)
+    assert first.range is None
+    assert second.range == f"bytes={4 * MiB}-" and second.status == 206
+    assert second.if_range == blob.etag
+    assert second.sent == 4 * MiB
+    meta = cluster.client.meta(job_id)
+    assert meta is not None and meta["result"]["resumed_from"] == 4 * MiB
+    path = cluster.root / "blobs" / "sha256" / blob.digest.split(":")[1]
+    assert path.read_bytes() == blob.data
+
+
+def test_sigkill_of_the_pool_process_redelivers_and_resumes_from_the_stored_offset(
+    cluster: Cluster, blob_server: BlobServer
+) -> None:
+    worker = cluster.start_worker()
+    blob, job_id, pid = _start_gated_job(cluster, blob_server)
+    assert pid in worker.children()
+    os.kill(pid, signal.SIGKILL)
+    _assert_resumed(cluster, blob_server, blob, job_id)
+
+
+def test_sigkill_of_the_whole_worker_redelivers_after_the_visibility_timeout(
+    cluster_factory: ClusterFactory, redis_url: str, store_root: Path, blob_server: BlobServer
+) -> None:
+    cluster = cluster_factory(
+        redis_url, store_root, INGESTQ_VISIBILITY_TIMEOUT="4", INGESTQ_RESTORE_INTERVAL="1"
+    )
+    doomed = cluster.start_worker()
+    blob, job_id, pid = _start_gated_job(cluster, blob_server)
+    assert pid in doomed.children()
+    cluster.start_worker()
+    os.killpg(doomed.pid, signal.SIGKILL)
+    _assert_resumed(cluster, blob_server, blob, job_id)
