@@ -1,9 +1,99 @@
-"""`ingestq` commands: serve (being written)."""
+"""``ingestq serve``: containerd's content API (and enough of leases, images,
+introspection, version and namespaces for ``ctr``) over the store."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import click
+
+import errdefs
+from api.server import ApiServer, parse_address
+from worker.cli.common import handle_errors, resolve_root, root_option
+
+
+@click.command("serve")
+@click.option(
+    "--address",
+    "-a",
+    "addresses",
+    multiple=True,
+    envvar="INGESTQ_ADDRESS",
+    help="Where to listen (repeatable): unix:///PATH.sock (mode 0660) or, only when "
+    "asked, HOST:PORT for TCP. Default $INGESTQ_ADDRESS.",
+)
+@root_option
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="PEM certificate: serve TCP addresses with TLS (needs --tls-key).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="PEM private key for --tls-cert.",
+)
+@click.option(
+    "--max-workers",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Concurrent RPCs (each open Write stream holds one).",
+)
+@click.option(
+    "--lock-wait",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Seconds a Write stream retries a locked ref before answering Unavailable.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@handle_errors
+def serve_command(
+    addresses: tuple[str, ...],
+    root: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    max_workers: int,
+    lock_wait: float,
+    log_level: str,
+) -> None:
+    """Serve containerd's content gRPC API over the store, so `ctr -a SOCKET content
+    ...` (ingest, ls, get, active, rm, label, fetch) works against ingestq.
+
+    Writes take the same ref locks as workers (the host file lock, plus the Redis
+    lease when INGESTQ_REDIS_URL or INGESTQ_LOCK_URL is set). Prints `serving on
+    <address>` on stderr once ready; stops on SIGTERM or SIGINT.
+    """
+    from worker.grpc_server import ServeOptions, serve
+
+    if not addresses:
+        raise errdefs.InvalidArgument("no address: pass --address unix:///PATH.sock")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    listen = [parse_address(a, tls_cert, tls_key) for a in addresses]
+    if tls_cert is not None and all(w.unix is not None for w in listen):
+        raise errdefs.InvalidArgument("--tls-cert applies to TCP addresses only")
+
+    def ready(server: ApiServer) -> None:
+        for address in server.addresses:
+            click.echo(f"ingestq: serving on {address}", err=True)
+
+    serve(
+        ServeOptions(
+            root=resolve_root(root), listen=listen, max_workers=max_workers, lock_wait=lock_wait
+        ),
+        on_ready=ready,
+    )
 
 
 def register(cli: click.Group) -> None:
-    """Add this module's commands to the main group."""
+    """Add ``serve`` to the main group."""
+    cli.add_command(serve_command)

@@ -1,0 +1,186 @@
+"""The gRPC server: containerd's content, leases, images, introspection, version and
+namespaces services over one ingestq store.
+
+:class:`ApiServer` binds unix sockets (mode 0660) and, only when asked, TCP addresses
+(with TLS when given a certificate and key). Messages up to 16 MiB are accepted and sent
+both ways, as containerd's clients expect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+
+import errdefs
+from api import MAX_MESSAGE
+from api.proto.containerd.services.content.v1 import content_pb2
+from api.proto.containerd.services.images.v1 import images_pb2
+from api.proto.containerd.services.introspection.v1 import introspection_pb2
+from api.proto.containerd.services.leases.v1 import leases_pb2
+from api.proto.containerd.services.namespaces.v1 import namespace_pb2
+from api.proto.containerd.services.version.v1 import version_pb2
+from api.rpc import add_service
+from api.server.content import ContentService
+from api.server.images import ImagesService, ImageStore
+from api.server.introspection import IntrospectionService, NamespacesService, VersionService
+from api.server.leases import LeasesService, LeaseStore
+from store.ocilayout import ImageIndex
+from store.protocols import Store
+
+SOCKET_MODE = 0o660
+GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.so_reuseport", 0),
+)
+
+__all__ = ["MAX_MESSAGE", "ApiServer", "Listen", "parse_address"]
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Where to listen: a unix socket path, or a TCP ``host:port`` (TLS when ``cert``
+    and ``key`` are PEM files)."""
+
+    unix: Path | None = None
+    tcp: str | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+
+def parse_address(address: str, cert: Path | None = None, key: Path | None = None) -> Listen:
+    """``unix:///path.sock`` or ``/path.sock`` -> a unix socket; ``tcp://host:port`` or
+    ``host:port`` -> TCP. TLS needs both ``cert`` and ``key`` and applies to TCP only
+    (unix sockets are protected by their file mode). InvalidArgument otherwise."""
+    if (cert is None) != (key is None):
+        raise errdefs.InvalidArgument("TLS needs both a certificate and a key")
+    if address.startswith("unix://"):
+        path = address[len("unix://") :]
+    elif address.startswith("/"):
+        path = address
+    else:
+        hostport = address[len("tcp://") :] if address.startswith("tcp://") else address
+        host, sep, port = hostport.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise errdefs.InvalidArgument(f"address {address!r} is not unix://PATH or HOST:PORT")
+        return Listen(tcp=hostport, cert=cert, key=key)
+    if not path:
+        raise errdefs.InvalidArgument(f"address {address!r} has no socket path")
+    return Listen(unix=Path(path))
+
+
+def _claim_socket_path(path: Path) -> None:
+    """Remove a stale socket file at ``path``; Unavailable if a server answers there,
+    AlreadyExists if it is not a socket."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise errdefs.AlreadyExists(f"{path} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody listens: a leftover of a dead server
+            return
+    raise errdefs.Unavailable(f"another server listens on {path}")
+
+
+class ApiServer:
+    """containerd's API over ``store`` (whose root also holds the OCI index and the
+    leases). ``max_workers`` bounds concurrent RPCs (each open Write stream holds one);
+    ``lock_wait`` is how long a Write stream retries a locked ref before Unavailable."""
+
+    def __init__(
+        self,
+        store: Store,
+        root: str | os.PathLike[str],
+        *,
+        max_workers: int = 64,
+        lock_wait: float = 1.0,
+    ) -> None:
+        self.root = Path(root)
+        self.leases = LeaseStore(self.root)
+        self.images = ImageStore(ImageIndex(self.root))
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="ingestq-api"),
+            options=GRPC_OPTIONS,
+        )
+        services: tuple[tuple[ServiceDescriptor, object], ...] = (
+            (
+                content_pb2.DESCRIPTOR.services_by_name["Content"],
+                ContentService(store, self.leases, lock_wait=lock_wait),
+            ),
+            (leases_pb2.DESCRIPTOR.services_by_name["Leases"], LeasesService(self.leases)),
+            (images_pb2.DESCRIPTOR.services_by_name["Images"], ImagesService(self.images)),
+            (
+                introspection_pb2.DESCRIPTOR.services_by_name["Introspection"],
+                IntrospectionService(self.root),
+            ),
+            (version_pb2.DESCRIPTOR.services_by_name["Version"], VersionService()),
+            (
+                namespace_pb2.DESCRIPTOR.services_by_name["Namespaces"],
+                NamespacesService(self.leases.dir),
+            ),
+        )
+        for service, servicer in services:
+            add_service(self._server, service, servicer)
+        self._sockets: list[Path] = []
+        self.addresses: list[str] = []
+
+    def listen(self, where: Listen) -> str:
+        """Bind ``where`` (before :meth:`start`) and return the client address: the
+        ``unix://`` path, or ``host:port`` with the port actually bound (``:0`` picks one).
+        A unix socket is created with mode 0660; a stale one is replaced."""
+        if where.unix is not None:
+            path = where.unix.absolute()
+            _claim_socket_path(path)
+            old = os.umask(0o117)
+            try:
+                self._server.add_insecure_port(f"unix://{path}")
+            finally:
+                os.umask(old)
+            os.chmod(path, SOCKET_MODE)
+            self._sockets.append(path)
+            address = f"unix://{path}"
+        else:
+            assert where.tcp is not None
+            host = where.tcp.rpartition(":")[0]
+            if where.cert is not None and where.key is not None:
+                creds = grpc.ssl_server_credentials(
+                    [(where.key.read_bytes(), where.cert.read_bytes())]
+                )
+                port = self._server.add_secure_port(where.tcp, creds)
+            else:
+                port = self._server.add_insecure_port(where.tcp)
+            if port == 0:
+                raise errdefs.Unavailable(f"cannot listen on {where.tcp}")
+            address = f"{host}:{port}"
+        self.addresses.append(address)
+        return address
+
+    def start(self) -> None:
+        """Start serving."""
+        self._server.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server stops (True) or ``timeout`` passes (False)."""
+        return bool(self._server.wait_for_termination(timeout))
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        """Stop accepting calls, let running ones finish for ``grace`` seconds, cancel
+        the rest (their Write streams keep partial data), and remove the sockets."""
+        self._server.stop(grace).wait()
+        for path in self._sockets:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
