@@ -25,10 +25,15 @@ def test_every_kind_raised_in_a_worker_arrives_as_the_same_class_and_message(
     cluster.start_worker(concurrency=2)
     jobs = {
         name: enqueue_ingest(
-            {"type": "raise", "kind": name, "message": f"boom {name}",
-             "details": {"ref": f"r-{name}"}},
-            ref=f"ref-{name}", client=cluster.client,
-        )  # fmt: skip
+            {
+                "type": "raise",
+                "kind": name,
+                "message": f"boom {name}",
+                "details": {"ref": f"r-{name}"},
+            },
+            ref=f"ref-{name}",
+            client=cluster.client,
+        )
         for name in KIND_NAMES
     }
     backend_app = make_app(cluster.client.settings, main="reader")
