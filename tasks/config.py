@@ -9,6 +9,9 @@ Every knob has a deliberate default; the environment variables are:
 ``INGESTQ_LOCK_URL``           override: leases, the status board and job records
 ``INGESTQ_ROOT``               the store root (default: the user's data directory)
 ``INGESTQ_FILE_ROOTS``         ``os.pathsep``-separated roots file sources may read
+``INGESTQ_LOCK_DIR``           host-local lock directory (default ``<root>/locks``); set
+                               it to a local disk when the root is a shared filesystem
+                               (flock is unreliable over NFS; Redis leases cover hosts)
 ``INGESTQ_VISIBILITY_TIMEOUT`` broker visibility timeout, s (default 43200 = 12 h)
 ``INGESTQ_LEASE_TTL``          Redis lease time-to-live, s (default 30)
 ``INGESTQ_RESULT_EXPIRES``     how long job results live, s (default 604800 = 7 d)
@@ -30,13 +33,15 @@ coordinate with other processes on the host through the store's file locks.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
 import errdefs
+from store.local import LocalStore
+from store.locks import ChainLocker, FileRefLocker, RefLocker
 
 
 def default_root(env: Mapping[str, str] | None = None) -> Path:
@@ -75,6 +80,7 @@ class Settings:
     lock_url: str | None = None
     root: Path = field(default_factory=default_root)
     file_roots: tuple[Path, ...] | None = None
+    lock_dir: Path | None = None
     visibility_timeout: float = 43200.0
     lease_ttl: float = 30.0
     result_expires: int = 7 * 24 * 3600
@@ -133,6 +139,7 @@ class Settings:
             lock_url=lock,
             root=default_root(env),
             file_roots=roots,
+            lock_dir=Path(env["INGESTQ_LOCK_DIR"]) if env.get("INGESTQ_LOCK_DIR") else None,
             visibility_timeout=_float(env, "INGESTQ_VISIBILITY_TIMEOUT", 43200.0),
             lease_ttl=_float(env, "INGESTQ_LEASE_TTL", 30.0),
             result_expires=_int(env, "INGESTQ_RESULT_EXPIRES", 7 * 24 * 3600),
@@ -146,6 +153,16 @@ class Settings:
             fsync=env.get("INGESTQ_FSYNC", "1") not in ("0", "false", "no"),
             metrics_port=int(metrics) if metrics else None,
         )
+
+
+def open_store(settings: Settings, lockers: Sequence[RefLocker] = ()) -> LocalStore:
+    """The store at ``settings.root`` with the host lock in ``settings.lock_dir`` (when
+    set) followed by ``lockers``."""
+    store = LocalStore(settings.root, lockers=lockers, fsync=settings.fsync)
+    if settings.lock_dir is not None:
+        store.file_locker = FileRefLocker(settings.lock_dir)
+        store.locker = ChainLocker([store.file_locker, *lockers])
+    return store
 
 
 def redis_client(url: str, *, socket_timeout: float) -> redis.Redis:

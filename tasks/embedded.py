@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import errdefs
-from store.local import LocalStore
 from store.values import Info, Status
 from tasks.backoff import backoff
-from tasks.config import Settings
+from tasks.config import Settings, open_store
 from tasks.ingest import Hooks, IngestRequest, RefBusy, info_from_json, info_to_json, ingest
 from tasks.jobapi import IngestJob, JobState, Progress, job_id_for
 from tasks.sources.resolve import source_from_spec, source_name
@@ -177,7 +176,7 @@ class LocalClient:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = LocalStore(settings.root, fsync=settings.fsync)
+        self.store = open_store(settings)
         self.jobs_dir = self.store.root / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._threads: dict[str, threading.Thread] = {}

@@ -42,7 +42,7 @@ from store.local import LocalStore
 from tasks import metrics
 from tasks.app import TASK_INGEST, app, settings_of
 from tasks.backoff import backoff
-from tasks.config import Settings, redis_client
+from tasks.config import Settings, open_store, redis_client
 from tasks.ingest import Hooks, IngestRequest, RefBusy, info_to_json, ingest_once
 from tasks.jobrecords import JobRecords
 from tasks.lease import RedisLeaseLocker
@@ -76,7 +76,7 @@ def runtime() -> Runtime:
             if settings.lock_url is None:
                 raise errdefs.FailedPrecondition("no Redis configured for leases")
             locker = RedisLeaseLocker(settings.lock_url, settings.lease_ttl)
-            store = LocalStore(settings.root, lockers=[locker], fsync=settings.fsync)
+            store = open_store(settings, [locker])
             client = redis_client(settings.lock_url, socket_timeout=10.0)
             _runtime = Runtime(
                 settings, store, locker, client, JobRecords(client, settings.result_expires)
