@@ -1,0 +1,1004 @@
+"""Whole-image pulls: resolve, ingest the index and manifests, select platforms, fetch
+config and layers as child ingests, label, and record the image.
+
+A pull runs in three steps, in both modes:
+
+1. **Plan** (:func:`plan_pull`): resolve the reference to its root descriptor, ingest
+   the root (index or manifest) into the store, read it back (the store verified its
+   digest and size at commit), select the manifests of the wanted platforms (default:
+   the host's; ``platforms``; ``all_platforms``), ingest each, and collect the configs
+   and layers, each digest once. The plan names every blob with its ingest ref
+   (containerd's ``MakeRefKey``: ``layer-sha256:...``) and its source spec.
+2. **Fetch the children**: each config and layer is an ordinary ingest (the ingest
+   core of :mod:`tasks.ingest`) with the expected digest and size. The store's ref
+   locks (file locks on a host, Redis leases across hosts) and the content-addressed
+   commit make a blob shared by several images be fetched once, also when the pulls
+   run at the same time: the second ingest of a ref waits for the first and then finds
+   the digest committed.
+3. **Finalize** (:func:`finalize`): set containerd's GC reference labels on the parents
+   (``containerd.io/gc.ref.content.m.<i>`` on an index, ``.config`` and ``.l.<i>`` on a
+   manifest) and ``containerd.io/distribution.source.<host>=<repo>`` on every blob of a
+   registry image, then record the image in the store's OCI ``index.json`` under its
+   name. The image is recorded only once every blob is committed, so a reader of the
+   layout (skopeo) never sees a partial image.
+
+Modes:
+
+* **Embedded** (no Redis): :func:`enqueue_pull` starts the pull in a thread of this
+  process; the children run in a thread pool (``concurrency``). The job record lives
+  at ``<root>/jobs/<id>.json`` (the embedded job format of :mod:`tasks.embedded`, plus
+  ``kind: pull`` and the plan), so ``ingestq job status`` reads it too.
+* **Queue** (Redis): the pull is the Celery task ``ingestq.pull``
+  (:mod:`tasks.pulltasks`); children are ``ingestq.ingest`` tasks that any worker
+  takes; the pull task then *replaces itself* (same job id) with ``ingestq.pull.finalize``,
+  which never waits inside a worker slot: while children are pending it re-sends
+  itself with a short countdown and ends. With prefetch 1 and one worker slot, the
+  parent therefore never holds the only slot its children need.
+
+Names: the image is recorded under the fully qualified reference
+(``127.0.0.1:5000/app:v1``, ``docker.io/library/ubuntu:latest``; ``@sha256:...`` when
+pulled by digest), or ``name`` when given. skopeo splits ``oci:PATH:NAME`` at the first
+``:``, and its name grammar accepts ``:``, ``/`` and ``@``, so
+``skopeo inspect oci:<root>:127.0.0.1:5000/app:v1`` works as long as the store root has
+no ``:`` in its path.
+
+Errors keep their kind end to end: a child's NotFound (``BLOB_UNKNOWN``) fails the pull
+with NotFound, wrapped as ``pull <name>: <ref>: ...``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import errdefs
+from store.digest import Digest
+from store.helpers import read_blob, write_blob
+from store.local import LocalStore
+from store.ocilayout import ImageIndex
+from store.values import Descriptor, Info, utcnow
+from tasks import manifests, platforms
+from tasks.backoff import backoff
+from tasks.config import Settings
+from tasks.ingest import Hooks, IngestRequest, IngestResult, info_from_json, info_to_json, ingest
+from tasks.jobapi import JobClient, JobState, job_id_for
+from tasks.reference import parse_reference
+from tasks.sources.base import Source
+from tasks.sources.ocilayout import PREFIX as LAYOUT_PREFIX
+from tasks.sources.ocilayout import OCILayoutImage, parse_layout_reference
+from tasks.sources.registry import RegistryImage, RegistryOptions, shared_client
+
+TASK_PULL = "ingestq.pull"
+TASK_PULL_FINALIZE = "ingestq.pull.finalize"
+#: How deep an index may nest inside another before the pull gives up.
+MAX_DEPTH = 4
+#: Threads per embedded pull fetching children at once.
+DEFAULT_CONCURRENCY = 4
+
+
+# -- the request ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PullRequest:
+    """What to pull. JSON-serialisable (:meth:`to_json`), with no secrets in it.
+
+    Attributes:
+        reference: ``[HOST[:PORT]/]REPO[:TAG][@DIGEST]`` or ``oci-layout:DIR[:NAME]``.
+        platforms: ``os/arch[/variant]`` specifiers; empty means the host's platform.
+        all_platforms: take every manifest of an index.
+        options: how to reach the registry (plain HTTP, TLS, timeouts, auth files).
+        name: record the image under this name instead of the reference.
+        concurrency: children fetched at once by an embedded pull.
+    """
+
+    reference: str
+    platforms: tuple[str, ...] = ()
+    all_platforms: bool = False
+    options: RegistryOptions = field(default_factory=RegistryOptions)
+    name: str | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+
+    def validate(self) -> None:
+        """Parse the reference and platforms; InvalidArgument if malformed."""
+        if self.reference.startswith(LAYOUT_PREFIX):
+            parse_layout_reference(self.reference)
+        else:
+            parse_reference(self.reference)
+        for spec in self.platforms:
+            platforms.parse(spec)
+        if self.concurrency < 1:
+            raise errdefs.InvalidArgument(f"concurrency {self.concurrency} must be at least 1")
+        if self.name is not None and not self.name:
+            raise errdefs.InvalidArgument("image name must not be empty")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object a pull job carries."""
+        return {
+            "reference": self.reference,
+            "platforms": list(self.platforms),
+            "all_platforms": self.all_platforms,
+            "options": self.options.to_dict(),
+            "name": self.name,
+            "concurrency": self.concurrency,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> PullRequest:
+        """Parse :meth:`to_json`'s output; InvalidArgument when malformed."""
+        if not isinstance(obj, Mapping) or not isinstance(obj.get("reference"), str):
+            raise errdefs.InvalidArgument("pull request needs a reference")
+        plats = obj.get("platforms") or []
+        if not isinstance(plats, list | tuple):
+            raise errdefs.InvalidArgument("pull request platforms must be a list")
+        name = obj.get("name")
+        concurrency = obj.get("concurrency", DEFAULT_CONCURRENCY)
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool):
+            raise errdefs.InvalidArgument(f"concurrency {concurrency!r} is not an integer")
+        return cls(
+            reference=obj["reference"],
+            platforms=tuple(str(p) for p in plats),
+            all_platforms=bool(obj.get("all_platforms", False)),
+            options=RegistryOptions.from_dict(obj.get("options")),
+            name=str(name) if name is not None else None,
+            concurrency=concurrency,
+        )
+
+
+# -- where images come from -------------------------------------------------------------
+class ImageSource(Protocol):
+    """An image to pull: :class:`~tasks.sources.registry.RegistryImage` or
+    :class:`~tasks.sources.ocilayout.OCILayoutImage`."""
+
+    @property
+    def name(self) -> str:
+        """The name the image is recorded under by default."""
+        ...
+
+    @property
+    def distribution_source(self) -> tuple[str, str] | None:
+        """(host, repository) for the distribution-source label, or None."""
+        ...
+
+    def resolve(self) -> Descriptor:
+        """The root descriptor (an index or a manifest)."""
+        ...
+
+    def blob_source(self, desc: Descriptor) -> Source:
+        """A Source for any blob of the image (manifests included)."""
+        ...
+
+    def spec(self, desc: Descriptor) -> dict[str, Any]:
+        """The job-argument form of :meth:`blob_source`."""
+        ...
+
+
+def open_image(request: PullRequest, roots: Sequence[Path] | None = None) -> ImageSource:
+    """The image ``request`` names. ``roots``: the file roots an OCI layout must lie in
+    (None: anywhere). InvalidArgument for a malformed reference."""
+    if request.reference.startswith(LAYOUT_PREFIX):
+        return OCILayoutImage(request.reference, roots)
+    return RegistryImage(shared_client(request.options), parse_reference(request.reference))
+
+
+# -- the plan ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlannedBlob:
+    """One blob of a pull: its descriptor, ingest ref, source spec and (queue mode) the
+    id of the child job that fetches it."""
+
+    desc: Descriptor
+    ref: str
+    source: Mapping[str, Any]
+    job_id: str = ""
+
+    @property
+    def kind(self) -> str:
+        """The ref's prefix: ``index``, ``manifest``, ``config``, ``layer`` or ``blob``."""
+        return self.ref.split("-", 1)[0]
+
+    def request(self) -> IngestRequest:
+        """The ingest request that fetches this blob."""
+        d = self.desc
+        return IngestRequest(dict(self.source), self.ref, d.digest, d.size, d.media_type)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object."""
+        return {
+            "desc": self.desc.to_oci(),
+            "ref": self.ref,
+            "source": dict(self.source),
+            "job_id": self.job_id,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> PlannedBlob:
+        """Parse :meth:`to_json`'s output; InvalidArgument when malformed."""
+        try:
+            return cls(
+                desc=Descriptor.from_oci(obj["desc"]),
+                ref=str(obj["ref"]),
+                source=dict(obj["source"]),
+                job_id=str(obj.get("job_id") or ""),
+            )
+        except (KeyError, TypeError) as e:
+            raise errdefs.InvalidArgument(f"malformed planned blob: {e}") from e
+
+
+@dataclass(frozen=True)
+class PullPlan:
+    """Everything a pull fetches and records. JSON-serialisable.
+
+    Attributes:
+        name: the image name to record.
+        target: the root descriptor (recorded in ``index.json``).
+        manifests: the root and the selected manifests (ingested while planning).
+        children: configs and layers, each digest once, in manifest order.
+        labels: GC reference labels per parent digest.
+        source: (host, repository) of a registry image, else None.
+    """
+
+    name: str
+    target: Descriptor
+    manifests: tuple[PlannedBlob, ...]
+    children: tuple[PlannedBlob, ...]
+    labels: Mapping[str, Mapping[str, str]]
+    source: tuple[str, str] | None = None
+
+    def with_job_ids(self, pull_id: str) -> PullPlan:
+        """The plan with a child job id per child, derived from ``pull_id`` and the
+        digest (so a redelivered pull names the same jobs)."""
+        children = tuple(
+            replace(c, job_id=job_id_for(f"pull:{pull_id}:{c.desc.digest}")) for c in self.children
+        )
+        return replace(self, children=children)
+
+    @property
+    def total(self) -> int:
+        """Bytes of every blob in the plan."""
+        return sum(b.desc.size for b in (*self.manifests, *self.children))
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object."""
+        return {
+            "name": self.name,
+            "target": self.target.to_oci(),
+            "manifests": [b.to_json() for b in self.manifests],
+            "children": [b.to_json() for b in self.children],
+            "labels": {k: dict(v) for k, v in self.labels.items()},
+            "source": list(self.source) if self.source else None,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> PullPlan:
+        """Parse :meth:`to_json`'s output; InvalidArgument when malformed."""
+        try:
+            source = obj.get("source")
+            return cls(
+                name=str(obj["name"]),
+                target=Descriptor.from_oci(obj["target"]),
+                manifests=tuple(PlannedBlob.from_json(b) for b in obj["manifests"]),
+                children=tuple(PlannedBlob.from_json(b) for b in obj["children"]),
+                labels={str(k): dict(v) for k, v in obj["labels"].items()},
+                source=(str(source[0]), str(source[1])) if source else None,
+            )
+        except (KeyError, TypeError, IndexError, AttributeError) as e:
+            raise errdefs.InvalidArgument(f"malformed pull plan: {e}") from e
+
+
+def planned(image: ImageSource, desc: Descriptor) -> PlannedBlob:
+    """``desc`` of ``image`` as a planned blob (its ref and source spec)."""
+    return PlannedBlob(desc, manifests.ref_key(desc), image.spec(desc))
+
+
+def plan_pull(
+    store: LocalStore,
+    image: ImageSource,
+    request: PullRequest,
+    ingest_blob: Callable[[PlannedBlob], object],
+) -> PullPlan:
+    """Resolve ``image`` and ingest its index and manifests (through ``ingest_blob``);
+    return the plan of the children.
+
+    Raises NotFound (unknown reference, or no manifest for a wanted platform),
+    InvalidArgument / Unimplemented (malformed or unsupported manifests, an index
+    nested deeper than :data:`MAX_DEPTH`), and whatever ``ingest_blob`` raises.
+    """
+    wanted = [platforms.parse(p) for p in request.platforms]
+    root = image.resolve()
+    manifest_blobs: dict[Digest, PlannedBlob] = {}
+    children: dict[Digest, PlannedBlob] = {}
+    labels: dict[str, dict[str, str]] = {}
+
+    def visit(desc: Descriptor, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise errdefs.InvalidArgument(f"index nesting deeper than {MAX_DEPTH} at {desc.digest}")
+        if desc.digest in manifest_blobs:
+            return
+        blob = planned(image, desc)
+        ingest_blob(blob)
+        manifest_blobs[desc.digest] = blob
+        doc = manifests.parse(desc, read_blob(store, desc))
+        if isinstance(doc, manifests.Index):
+            selected = platforms.select_manifests(
+                doc.manifests, wanted, all_platforms=request.all_platforms
+            )
+            chosen = [d for d, _ in selected]
+            labels[str(desc.digest)] = manifests.index_gc_labels(chosen)
+            for child in chosen:
+                if manifests.is_index(child.media_type) or manifests.is_manifest(child.media_type):
+                    visit(child, depth + 1)
+                else:
+                    children.setdefault(child.digest, planned(image, child))
+        else:
+            labels[str(desc.digest)] = doc.gc_labels()
+            for child in doc.children:
+                children.setdefault(child.digest, planned(image, child))
+
+    visit(root, 0)
+    return PullPlan(
+        name=request.name or image.name,
+        target=root,
+        manifests=tuple(manifest_blobs.values()),
+        children=tuple(children.values()),
+        labels=labels,
+        source=image.distribution_source,
+    )
+
+
+#: Annotations on an OCI view recorded for a Docker-typed image: the original root.
+SOURCE_DIGEST_ANNOTATION = "io.ingestq.image.source.digest"
+SOURCE_MEDIA_TYPE_ANNOTATION = "io.ingestq.image.source.mediaType"
+
+
+def oci_view(store: LocalStore, plan: PullPlan, desc: Descriptor | None = None) -> Descriptor:
+    """The OCI-typed descriptor to record for ``desc`` (default: the plan's target).
+
+    skopeo reads only OCI-typed entries of a layout's ``index.json`` (and refuses
+    Docker configs on inspect), so a Docker schema2 manifest is recorded through an
+    equivalent OCI manifest (same config and layer blobs, OCI media types), and an
+    index holding any Docker manifest, or a Docker manifest list, through an OCI index
+    over the pulled manifests' views. The converted blobs are written to the store with
+    their GC labels; an OCI image is its own view. Deterministic, so idempotent.
+    """
+    desc = desc or plan.target
+    pulled = {b.desc.digest for b in plan.manifests}
+    data = read_blob(store, desc)
+    doc = manifests.parse(desc, data)
+    if isinstance(doc, manifests.Manifest):
+        if desc.media_type == manifests.OCI_MANIFEST:
+            return desc
+        new = manifests.oci_manifest(desc, data)
+        labels = doc.gc_labels()
+        media_type = manifests.OCI_MANIFEST
+    else:
+        changed = desc.media_type != manifests.OCI_INDEX
+        entries: list[dict[str, object]] = []
+        views: list[Descriptor] = []
+        for entry in doc.manifests:
+            child = Descriptor.from_oci(entry)
+            if child.digest not in pulled:
+                continue
+            view = oci_view(store, plan, child)
+            changed = changed or view.digest != child.digest
+            entries.append(
+                {**entry, "mediaType": view.media_type, "digest": str(view.digest),
+                 "size": view.size}
+            )  # fmt: skip
+            views.append(view)
+        if not changed:
+            return desc
+        new = manifests.oci_index(entries)
+        labels = manifests.index_gc_labels(views)
+        media_type = manifests.OCI_INDEX
+    view_desc = Descriptor(Digest.from_bytes(new), len(new), media_type)
+    write_blob(store, manifests.ref_key(view_desc), io.BytesIO(new), view_desc)
+    _label(store, view_desc, labels)
+    return view_desc
+
+
+def _label(store: LocalStore, desc: Descriptor, labels: Mapping[str, str]) -> None:
+    if labels:
+        now = utcnow()
+        store.update(
+            Info(desc.digest, desc.size, now, now, dict(labels)), *(f"labels.{k}" for k in labels)
+        )
+
+
+def finalize(store: LocalStore, plan: PullPlan) -> tuple[Info, Descriptor]:
+    """Label every blob of ``plan`` and record the image; return the root's Info and the
+    descriptor recorded in ``index.json``.
+
+    Parents get their GC reference labels; with a registry source every blob gets its
+    ``distribution.source`` label (the repository added to the comma list). Then the
+    image is put in the store's ``index.json`` under ``plan.name``: the target itself
+    for an OCI image, else its :func:`oci_view` (annotated with the original digest and
+    media type). Idempotent.
+
+    Raises FailedPrecondition when a blob of the plan is not committed, InvalidArgument
+    for an oversize label.
+    """
+    for blob in (*plan.manifests, *plan.children):
+        if not store.exists(blob.desc.digest):
+            raise errdefs.FailedPrecondition(f"pull {plan.name}: {blob.ref} is not committed")
+    for blob in (*plan.children, *plan.manifests):
+        digest = blob.desc.digest
+        new = dict(plan.labels.get(str(digest), {}))
+        if plan.source is not None:
+            host, repo = plan.source
+            key = manifests.distribution_source_key(host)
+            current = store.info(digest).labels.get(key)
+            value = manifests.append_distribution_source(current, repo)
+            if value != current:
+                new[key] = value
+        _label(store, blob.desc, new)
+    view = oci_view(store, plan)
+    if view.digest != plan.target.digest:
+        view = replace(
+            view,
+            annotations={
+                SOURCE_DIGEST_ANNOTATION: str(plan.target.digest),
+                SOURCE_MEDIA_TYPE_ANNOTATION: plan.target.media_type,
+            },
+        )
+    ImageIndex(store.root).put(plan.name, view)
+    return store.info(plan.target.digest), view
+
+
+# -- results and status -----------------------------------------------------------------
+@dataclass(frozen=True)
+class ChildResult:
+    """How one child ended: fetched (how many bytes, from which offset) or already there."""
+
+    ref: str
+    digest: Digest
+    size: int
+    fetched: bool
+    bytes_fetched: int = 0
+    resumed_from: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object."""
+        return {
+            "ref": self.ref,
+            "digest": str(self.digest),
+            "size": self.size,
+            "fetched": self.fetched,
+            "bytes_fetched": self.bytes_fetched,
+            "resumed_from": self.resumed_from,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> ChildResult:
+        """Parse :meth:`to_json`'s output (or an ingest job's result)."""
+        try:
+            return cls(
+                ref=str(obj["ref"]),
+                digest=Digest.parse(obj["digest"]),
+                size=int(obj["size"]),
+                fetched=bool(obj.get("fetched", False)),
+                bytes_fetched=int(obj.get("bytes_fetched", 0)),
+                resumed_from=int(obj.get("resumed_from", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise errdefs.InvalidArgument(f"malformed child result: {e}") from e
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """A finished pull: the recorded name, the root's descriptor and Info, the children."""
+
+    name: str
+    target: Descriptor
+    info: Info
+    children: tuple[ChildResult, ...] = ()
+    recorded: Descriptor | None = None
+
+    @property
+    def bytes_fetched(self) -> int:
+        """Bytes the children fetched from the source (0 when all were present)."""
+        return sum(c.bytes_fetched for c in self.children)
+
+    def to_json(self) -> dict[str, Any]:
+        """The root Info's JSON (so generic job readers see an Info) plus the pull's."""
+        out = info_to_json(self.info)
+        out.update(
+            kind="pull",
+            name=self.name,
+            target=self.target.to_oci(),
+            recorded=(self.recorded or self.target).to_oci(),
+            children=[c.to_json() for c in self.children],
+            bytes_fetched=self.bytes_fetched,
+        )
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> PullResult:
+        """Parse :meth:`to_json`'s output; InvalidArgument when malformed."""
+        try:
+            return cls(
+                name=str(obj["name"]),
+                target=Descriptor.from_oci(obj["target"]),
+                info=info_from_json(obj),
+                children=tuple(ChildResult.from_json(c) for c in obj.get("children") or ()),
+                recorded=Descriptor.from_oci(obj["recorded"]) if obj.get("recorded") else None,
+            )
+        except (KeyError, TypeError) as e:
+            raise errdefs.InvalidArgument(f"malformed pull result: {e}") from e
+
+
+class BlobState(StrEnum):
+    """Where one blob of a pull is."""
+
+    WAITING = "waiting"
+    DOWNLOADING = "downloading"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True)
+class BlobStatus:
+    """One blob of a pull: ref, digest, state, bytes done of its size, and why it waits or
+    failed."""
+
+    ref: str
+    digest: Digest
+    media_type: str
+    size: int
+    state: BlobState
+    offset: int = 0
+    reason: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """The ref's prefix (``layer``, ``config``, ``manifest``, ``index``)."""
+        return self.ref.split("-", 1)[0]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object."""
+        return {
+            "ref": self.ref,
+            "digest": str(self.digest),
+            "media_type": self.media_type,
+            "size": self.size,
+            "state": self.state.value,
+            "offset": self.offset,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class PullStatus:
+    """A pull's state and its blobs' (empty until the plan exists)."""
+
+    id: str
+    state: JobState
+    reference: str
+    name: str | None = None
+    reason: str | None = None
+    target: Descriptor | None = None
+    blobs: tuple[BlobStatus, ...] = ()
+
+    @property
+    def bytes_done(self) -> int:
+        """Bytes committed or written so far, over every blob."""
+        return sum(b.size if b.state is BlobState.DONE else b.offset for b in self.blobs)
+
+    @property
+    def bytes_total(self) -> int:
+        """Bytes of every blob (0 until planned)."""
+        return sum(b.size for b in self.blobs)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object."""
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "reference": self.reference,
+            "name": self.name,
+            "reason": self.reason,
+            "target": self.target.to_oci() if self.target else None,
+            "bytes_done": self.bytes_done,
+            "bytes_total": self.bytes_total,
+            "blobs": [b.to_json() for b in self.blobs],
+        }
+
+
+class PullJob(Protocol):
+    """A handle on one pull job (embedded or queued)."""
+
+    @property
+    def id(self) -> str:
+        """The job id."""
+        ...
+
+    @property
+    def state(self) -> JobState:
+        """The pull's state (a fresh read)."""
+        ...
+
+    def status(self) -> PullStatus:
+        """The pull's state and every blob's (see :class:`PullStatus`)."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> PullResult:
+        """Block until done; the result, or the pull's errdefs error (DeadlineExceeded
+        after ``timeout`` seconds, NotFound for an unknown job)."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop the pull and its children (ingests are kept for resume)."""
+        ...
+
+
+def child_error(plan_name: str, blob: PlannedBlob, err: BaseException) -> errdefs.ErrdefsError:
+    """``err`` of a child, as the pull's error: same kind, ``pull <name>: <ref>: ...``."""
+    return errdefs.wrap(err, f"pull {plan_name}: {blob.ref}")
+
+
+# -- embedded mode ----------------------------------------------------------------------
+def _write_json(path: Path, obj: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def _cancel_path(record: Path) -> Path:
+    return record.with_name(record.stem + ".cancel")
+
+
+class _CancelHooks(Hooks):
+    """Cancellation for every ingest of one embedded pull: an event in this process, or
+    the job's ``.cancel`` file from another process (``ingestq job cancel``)."""
+
+    def __init__(self, event: threading.Event, cancel_file: Path) -> None:
+        self.event = event
+        self._file = cancel_file
+        self._next = 0.0
+
+    def cancelled(self) -> bool:
+        if self.event.is_set():
+            return True
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + 0.25
+            if self._file.exists():
+                self.event.set()
+        return self.event.is_set()
+
+
+def ingest_with_retries(
+    store: LocalStore,
+    source: Source,
+    request: IngestRequest,
+    settings: Settings,
+    hooks: _CancelHooks,
+    *,
+    job_id: str = "",
+) -> IngestResult:
+    """The embedded ingest of one blob: :func:`tasks.ingest.ingest` (waits while the ref
+    is locked), retrying Unavailable up to ``settings.max_source_retries`` times with
+    backoff (at least the source's Retry-After). Cancel-aware."""
+    attempt = 0
+    while True:
+        try:
+            return ingest(store, source, request, hooks=hooks, job_id=job_id)
+        except errdefs.Unavailable as e:
+            if attempt >= settings.max_source_retries:
+                raise
+            delay = backoff(attempt, 1.0, settings.retry_cap)
+            after = e.details.get("retry_after")
+            if after is not None:
+                with contextlib.suppress(ValueError):
+                    delay = max(delay, min(float(after), settings.retry_cap))
+            attempt += 1
+            if hooks.event.wait(delay) or hooks.cancelled():
+                raise errdefs.Canceled(f"ingest {request.ref} canceled") from e
+
+
+class _LocalPull:
+    """One embedded pull, run in its own thread (see :func:`start_local_pull`)."""
+
+    def __init__(
+        self, store: LocalStore, settings: Settings, path: Path, request: PullRequest
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.path = path
+        self.request = request
+        self.record: dict[str, Any] = json.loads(path.read_text())
+        self.hooks = _CancelHooks(threading.Event(), _cancel_path(path))
+
+    def _update(self, **fields: Any) -> None:
+        self.record.update(fields, updated_at=time.time())
+        _write_json(self.path, self.record)
+
+    def run(self) -> None:
+        self._update(state=JobState.STARTED.value)
+        try:
+            result = self._pull()
+        except BaseException as e:
+            err = errdefs.from_exception(e)
+            state = JobState.CANCELED if isinstance(err, errdefs.Canceled) else JobState.FAILED
+            self._update(state=state.value, reason=str(err), error=errdefs.to_json_dict(err))
+            if not isinstance(e, Exception):
+                raise
+            return
+        self._update(state=JobState.SUCCEEDED.value, reason=None, result=result.to_json())
+
+    def _ingest(self, image: ImageSource, blob: PlannedBlob) -> IngestResult:
+        return ingest_with_retries(
+            self.store,
+            image.blob_source(blob.desc),
+            blob.request(),
+            self.settings,
+            self.hooks,
+            job_id=self.record["id"],
+        )
+
+    def _pull(self) -> PullResult:
+        from tasks.sources.resolve import file_roots
+
+        image = open_image(self.request, file_roots(self.settings))
+        plan = plan_pull(self.store, image, self.request, lambda b: self._ingest(image, b))
+        root_ref = plan.manifests[0].ref
+        self._update(plan=plan.to_json(), ref=root_ref, name=plan.name)
+        results: list[ChildResult] = []
+        with ThreadPoolExecutor(
+            max_workers=self.request.concurrency, thread_name_prefix=f"pull-{self.record['id']}"
+        ) as pool:
+            futures: dict[Future[IngestResult], PlannedBlob] = {
+                pool.submit(self._ingest, image, child): child for child in plan.children
+            }
+            done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                self.hooks.event.set()  # stop the others at their next chunk
+                wait(futures)
+                first = failed[0]
+                err = first.exception()
+                assert err is not None
+                raise child_error(plan.name, futures[first], err) from err
+            for future, child in futures.items():
+                r = future.result()
+                results.append(
+                    ChildResult(
+                        child.ref,
+                        child.desc.digest,
+                        r.info.size,
+                        r.fetched,
+                        r.bytes_fetched,
+                        r.resumed_from,
+                    )
+                )
+        if self.hooks.cancelled():
+            raise errdefs.Canceled(f"pull {plan.name} canceled")
+        info, recorded = finalize(self.store, plan)
+        return PullResult(plan.name, plan.target, info, tuple(results), recorded)
+
+
+def start_local_pull(client: Any, request: PullRequest, job_id: str | None = None) -> LocalPullJob:
+    """Start ``request`` in a thread of this process on ``client``
+    (:class:`tasks.embedded.LocalClient`). An existing job of the same id is returned
+    as it is (nothing new starts)."""
+    job_id = job_id or str(uuid.uuid4())
+    path: Path = client.job_path(job_id)
+    record = {
+        "id": job_id,
+        "kind": "pull",
+        "ref": "",
+        "source": request.reference,
+        "request": request.to_json(),
+        "state": JobState.QUEUED.value,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "created_at": time.time(),
+    }
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return LocalPullJob(client, job_id)
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
+    runner = _LocalPull(client.store, client.settings, path, request)
+    thread = threading.Thread(target=runner.run, name=f"pull-{job_id}")
+    job = LocalPullJob(client, job_id, thread, runner.hooks.event)
+    thread.start()
+    return job
+
+
+def _blob_status_local(store: LocalStore, blob: PlannedBlob) -> BlobStatus:
+    d = blob.desc
+    if store.exists(d.digest):
+        return BlobStatus(blob.ref, d.digest, d.media_type, d.size, BlobState.DONE, d.size)
+    try:
+        st = store.status(blob.ref)
+    except errdefs.NotFound:
+        return BlobStatus(blob.ref, d.digest, d.media_type, d.size, BlobState.WAITING)
+    state = BlobState.DOWNLOADING if st.holder is not None else BlobState.WAITING
+    return BlobStatus(blob.ref, d.digest, d.media_type, d.size, state, st.offset)
+
+
+class LocalPullJob:
+    """A pull of the embedded default (the :class:`PullJob` protocol). Works from any
+    process on the host that opens the same store root."""
+
+    def __init__(
+        self,
+        client: Any,
+        job_id: str,
+        thread: threading.Thread | None = None,
+        event: threading.Event | None = None,
+    ) -> None:
+        from tasks.embedded import LocalJob
+
+        self._client = client
+        self._id = job_id
+        self._thread = thread
+        self._event = event
+        self._job = LocalJob(client, job_id)
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    def _record(self) -> dict[str, Any] | None:
+        try:
+            rec = json.loads(self._client.job_path(self._id).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return rec if isinstance(rec, dict) else None
+
+    @property
+    def state(self) -> JobState:
+        return self._job.state
+
+    def status(self) -> PullStatus:
+        rec = self._record()
+        if rec is None:
+            return PullStatus(self._id, JobState.UNKNOWN, "")
+        state = self._job.state
+        plan = PullPlan.from_json(rec["plan"]) if rec.get("plan") else None
+        blobs: tuple[BlobStatus, ...] = ()
+        if plan is not None:
+            store = self._client.store
+            blobs = tuple(_blob_status_local(store, b) for b in (*plan.manifests, *plan.children))
+        return PullStatus(
+            self._id,
+            state,
+            str(rec.get("source", "")),
+            plan.name if plan else None,
+            self._job.reason,
+            plan.target if plan else None,
+            blobs,
+        )
+
+    def wait(self, timeout: float | None = None) -> PullResult:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._thread is not None:
+            self._thread.join(timeout)
+        delay = 0.01
+        while True:
+            rec = self._record()
+            if rec is None:
+                raise errdefs.NotFound(f"job {self._id}")
+            state = self._job.state
+            if state is JobState.SUCCEEDED:
+                return PullResult.from_json(rec.get("result") or {})
+            if state.done:
+                self._job.wait(0)  # raises the stored error
+                raise errdefs.Unknown(f"job {self._id} {state}")
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise errdefs.DeadlineExceeded(f"job {self._id} not done after {timeout}s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+
+    def cancel(self) -> None:
+        if self._event is not None:
+            self._event.set()
+        self._client.cancel(self._id)
+
+
+# -- the producer API -------------------------------------------------------------------
+def enqueue_pull(
+    reference: str | PullRequest,
+    *,
+    platforms: Sequence[str] = (),
+    all_platforms: bool = False,
+    options: RegistryOptions | None = None,
+    name: str | None = None,
+    job_id: str | None = None,
+    idempotency_key: str | None = None,
+    settings: Settings | None = None,
+    client: JobClient | None = None,
+) -> PullJob:
+    """Start a pull of ``reference`` (or a full :class:`PullRequest`).
+
+    With Redis configured the pull is queued for workers; otherwise it runs in this
+    process. ``job_id`` / ``idempotency_key`` work as for ingests: the same id or key
+    returns the first job and starts nothing.
+
+    Raises InvalidArgument for a malformed reference or platform, Unavailable when
+    Redis cannot be reached. Failures of the pull itself come from :meth:`PullJob.wait`.
+    """
+    from tasks.embedded import LocalClient
+    from tasks.producer import QueueClient, connect
+
+    request = (
+        reference
+        if isinstance(reference, PullRequest)
+        else PullRequest(
+            reference,
+            tuple(platforms),
+            all_platforms,
+            options or RegistryOptions(),
+            name,
+        )
+    )
+    request.validate()
+    if job_id is None and idempotency_key is not None:
+        job_id = job_id_for(idempotency_key)
+    jobs = client if client is not None else connect(settings)
+    if isinstance(jobs, QueueClient):
+        from tasks.pullqueue import enqueue_queued_pull
+
+        return enqueue_queued_pull(jobs, request, job_id, idempotency_key)
+    if isinstance(jobs, LocalClient):
+        return start_local_pull(jobs, request, job_id)
+    raise errdefs.InvalidArgument(f"cannot pull through {type(jobs).__name__}")
+
+
+def get_pull(
+    job_id: str, settings: Settings | None = None, client: JobClient | None = None
+) -> PullJob:
+    """A handle on pull job ``job_id`` (state ``unknown`` if there is none)."""
+    from tasks.embedded import LocalClient
+    from tasks.producer import QueueClient, connect
+
+    jobs = client if client is not None else connect(settings)
+    if isinstance(jobs, QueueClient):
+        from tasks.pullqueue import QueuePullJob
+
+        return QueuePullJob(jobs, job_id)
+    if isinstance(jobs, LocalClient):
+        return LocalPullJob(jobs, job_id)
+    raise errdefs.InvalidArgument(f"cannot follow pulls through {type(jobs).__name__}")
+
+
+__all__ = [
+    "SOURCE_DIGEST_ANNOTATION",
+    "SOURCE_MEDIA_TYPE_ANNOTATION",
+    "TASK_PULL",
+    "TASK_PULL_FINALIZE",
+    "BlobState",
+    "BlobStatus",
+    "ChildResult",
+    "ImageSource",
+    "LocalPullJob",
+    "PlannedBlob",
+    "PullJob",
+    "PullPlan",
+    "PullRequest",
+    "PullResult",
+    "PullStatus",
+    "child_error",
+    "enqueue_pull",
+    "finalize",
+    "get_pull",
+    "ingest_with_retries",
+    "oci_view",
+    "open_image",
+    "plan_pull",
+    "start_local_pull",
+]
