@@ -92,7 +92,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
-        "include": ["tasks.jobs"],
+        "include": ["tasks.jobs", "tasks.pulltasks"],
     }
 
 
