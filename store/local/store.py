@@ -33,6 +33,7 @@ from store.oserrors import from_os_error
 from store.values import Descriptor, Info, Status, utcnow
 
 MAX_REF_BYTES = 4096
+_OPEN_ATTEMPTS = 5
 
 
 def validate_ref(ref: str) -> None:
@@ -132,7 +133,20 @@ class LocalStore:
         try:
             if digest is not None and self._committed(digest, total, verify=True):
                 raise errdefs.AlreadyExists(f"content {digest}")
-            return self._open_writer(ref, total, digest, lease)
+            vanished: FileNotFoundError | None = None
+            for _ in range(_OPEN_ATTEMPTS):
+                try:
+                    return self._open_writer(ref, total, digest, lease)
+                except FileNotFoundError as e:
+                    # The directory was removed under us: a commit or abort by a writer
+                    # the lock did not exclude (an expired lease). Start over.
+                    vanished = e
+            raise errdefs.Aborted(
+                f"open ingest {ref}: removed concurrently {_OPEN_ATTEMPTS} times"
+            ) from vanished
+        except OSError as e:
+            lease.release()
+            raise from_os_error(e, f"open ingest {ref}") from e
         except BaseException:
             lease.release()
             raise
@@ -167,51 +181,47 @@ class LocalStore:
     def _open_writer(
         self, ref: str, total: int, expected: Digest | None, lease: Lease
     ) -> LocalWriter:
+        """Open the ingest directory and this writer's data file. Raises OSError."""
         ingest = self._ingest(ref)
         algorithm = expected.algorithm if expected is not None else CANONICAL
-        try:
-            ingest.path.mkdir(exist_ok=True)
-            stored_ref = ingest.read_ref()
-            if stored_ref is not None and stored_ref != ref:
-                raise errdefs.FailedPrecondition(
-                    f"ref key does not match: {stored_ref!r} != {ref!r}"
-                )
-            if stored_ref is None:
-                # New, or a directory a crash left incomplete: start it over.
-                for leftover in ingest.data_files():
-                    leftover.path.unlink(missing_ok=True)
-                write_atomic(ingest.path / "startedat", utcnow().isoformat())
-                if total > 0:
-                    write_atomic(ingest.path / "total", str(total))
-                if expected is not None:
-                    write_atomic(ingest.path / "expected", str(expected))
-                write_atomic(ingest.ref_file, ref)
-            else:
-                stored_total = ingest.total()
-                if total > 0 and stored_total > 0 and total != stored_total:
-                    raise errdefs.FailedPrecondition(
-                        f"provided total differs from status: {total} != {stored_total}"
-                        f" (abort ref {ref} to start over)"
-                    )
-                if total > 0 and stored_total == 0:
-                    write_atomic(ingest.path / "total", str(total))
-                if expected is not None and expected != ingest.expected():
-                    write_atomic(ingest.path / "expected", str(expected))
-            ident = new_data_id()
-            fd, hasher, offset = self._adopt(ingest, ident, algorithm)
-            try:
-                ingest.set_current(ident)
-                os.utime(fd)
-            except BaseException:
-                os.close(fd)
-                raise
+        ingest.path.mkdir(parents=True, exist_ok=True)
+        stored_ref = ingest.read_ref()
+        if stored_ref is not None and stored_ref != ref:
+            raise errdefs.FailedPrecondition(f"ref key does not match: {stored_ref!r} != {ref!r}")
+        if stored_ref is None:
+            # New, or a directory a crash left incomplete: start it over.
             for leftover in ingest.data_files():
-                if leftover.id != ident:
-                    leftover.path.unlink(missing_ok=True)
-            started = ingest.started_at() or utcnow()
-            total = total or ingest.total()
-        except OSError as e:
-            raise from_os_error(e, f"open ingest {ref}") from e
+                leftover.path.unlink(missing_ok=True)
+            write_atomic(ingest.path / "startedat", utcnow().isoformat())
+            if total > 0:
+                write_atomic(ingest.path / "total", str(total))
+            if expected is not None:
+                write_atomic(ingest.path / "expected", str(expected))
+            write_atomic(ingest.ref_file, ref)
+        else:
+            stored_total = ingest.total()
+            if total > 0 and stored_total > 0 and total != stored_total:
+                raise errdefs.FailedPrecondition(
+                    f"provided total differs from status: {total} != {stored_total}"
+                    f" (abort ref {ref} to start over)"
+                )
+            if total > 0 and stored_total == 0:
+                write_atomic(ingest.path / "total", str(total))
+            if expected is not None and expected != ingest.expected():
+                write_atomic(ingest.path / "expected", str(expected))
+        ident = new_data_id()
+        fd, hasher, offset = self._adopt(ingest, ident, algorithm)
+        try:
+            ingest.set_current(ident)
+            os.utime(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        for leftover in ingest.data_files():
+            if leftover.id != ident:
+                leftover.path.unlink(missing_ok=True)
+        started = ingest.started_at() or utcnow()
+        total = total or ingest.total()
         return LocalWriter(
             self,
             ref,
