@@ -228,15 +228,16 @@ def ingest_once(
         p.job_id, p.source, p.total = job_id, source.name, request.size
         p.expected = str(request.digest) if request.digest else ""
         p.publish = True
-    with writer:
-        try:
+    try:
+        with writer:
             return _Attempt(store, source, request, writer, hooks, lease).run()
-        except BaseException:
-            # An ingest that holds nothing is not worth keeping for a resume.
-            if writer.status().offset == 0 and not (lease is not None and lease.lost):
-                with contextlib.suppress(errdefs.ErrdefsError):
-                    store.abort(request.ref)
-            raise
+    except BaseException:
+        # An ingest that holds nothing is not worth keeping for a resume. abort() takes
+        # the ref's locks, so it never removes an ingest someone else took meanwhile.
+        with contextlib.suppress(errdefs.ErrdefsError):
+            if store.status(request.ref).offset == 0:
+                store.abort(request.ref)
+        raise
 
 
 class _Attempt:

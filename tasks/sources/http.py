@@ -96,7 +96,7 @@ def transport_error(url: str, e: httpx.HTTPError) -> errdefs.ErrdefsError:
     """The errdefs error for an httpx exception."""
     if isinstance(e, httpx.TooManyRedirects):
         return errdefs.FailedPrecondition(f"GET {url}: too many redirects: {e}")
-    if isinstance(e, httpx.RemoteProtocolError) and "incomplete" in str(e).lower():
+    if isinstance(e, httpx.RemoteProtocolError) and "complete message body" in str(e):
         return errdefs.DataLoss(f"GET {url}: body shorter than announced: {e}")
     if isinstance(e, httpx.InvalidURL | httpx.UnsupportedProtocol):
         return errdefs.InvalidArgument(f"GET {url}: {e}")

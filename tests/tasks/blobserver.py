@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -51,6 +52,7 @@ class Logged:
     if_range: str | None
     status: int
     sent: int
+    at: float = 0.0
 
 
 _RANGE = re.compile(r"^bytes=(\d+)-$")
@@ -113,6 +115,7 @@ class BlobServer:
             self.log.append(entry)
 
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
+        at = time.monotonic()
         path = h.path
         rng, if_range = h.headers.get("Range"), h.headers.get("If-Range")
         b = self.paths.get(path)
@@ -126,11 +129,11 @@ class BlobServer:
             h.send_header("Location", b.redirect_to)
             h.send_header("Content-Length", "0")
             h.end_headers()
-            self._record(Logged(path, rng, if_range, 302, 0))
+            self._record(Logged(path, rng, if_range, 302, 0, at))
             return
         status = b.status_sequence.pop(0) if b.status_sequence else b.status
         if status != 200:
-            self._simple(h, status, path, rng, if_range, b.headers)
+            self._simple(h, status, path, rng, if_range, b.headers, at)
             return
         data = b.data
         start = 0
@@ -182,7 +185,7 @@ class BlobServer:
         except (TimeoutError, BrokenPipeError, ConnectionResetError, OSError):
             pass
         finally:
-            self._record(Logged(path, rng, if_range, 206 if partial else 200, sent))
+            self._record(Logged(path, rng, if_range, 206 if partial else 200, sent, at))
         if b.truncate_at is not None or b.stall_at is not None:
             h.close_connection = True
 
@@ -194,6 +197,7 @@ class BlobServer:
         rng: str | None,
         if_range: str | None,
         headers: dict[str, str] | None = None,
+        at: float = 0.0,
     ) -> None:
         body = f"status {status}\n".encode()
         h.send_response(status)
@@ -202,4 +206,4 @@ class BlobServer:
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
         h.wfile.write(body)
-        self._record(Logged(path, rng, if_range, status, 0))
+        self._record(Logged(path, rng, if_range, status, 0, at))
