@@ -1,0 +1,137 @@
+"""The Redis lease locker and the status board against a real redis-server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+import errdefs
+from store.local import LocalStore
+from tasks import keys
+from tasks.lease import RedisLeaseLocker
+from tasks.statusboard import StatusBoard
+from tests.servers.util import wait_until
+
+
+@pytest.fixture
+def locker(redis_url: str) -> RedisLeaseLocker:
+    return RedisLeaseLocker(redis_url, ttl=1.5)
+
+
+@pytest.fixture
+def r(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+def test_acquire_is_exclusive_and_names_the_holder(locker: RedisLeaseLocker) -> None:
+    lease = locker.try_lock("ref-a", "me")
+    with pytest.raises(errdefs.Unavailable, match=r"ref ref-a locked for [0-9.]+s \(since"):
+        locker.try_lock("ref-a", "someone-else")
+    holder = locker.holder("ref-a")
+    assert holder is not None
+    assert (holder.id, holder.host, holder.pid) == ("me", socket.gethostname(), os.getpid())
+    assert holder.fence == lease.fence
+    lease.release()
+    assert locker.holder("ref-a") is None
+
+
+def test_fences_strictly_increase_across_grants(locker: RedisLeaseLocker) -> None:
+    fences = []
+    for _ in range(5):
+        lease = locker.try_lock("ref-f", "me")
+        fences.append(lease.fence)
+        lease.release()
+    assert fences == sorted(set(fences)) and len(fences) == 5
+
+
+def test_the_heartbeat_keeps_the_lease_past_its_ttl(
+    locker: RedisLeaseLocker, r: redis.Redis
+) -> None:
+    lease = locker.try_lock("ref-h", "me")
+    first = locker.holder("ref-h")
+    assert first is not None
+    deadline = time.monotonic() + 3 * locker.ttl
+    wait_until(lambda: time.monotonic() > deadline, 10, "three TTLs pass")
+    lease.check()
+    later = locker.holder("ref-h")
+    assert later is not None and later.heartbeat_at > first.heartbeat_at
+    assert r.pttl(keys.ref_keys("ref-h").lease) > 0
+    lease.release()
+
+
+def test_release_is_compare_and_delete(locker: RedisLeaseLocker, r: redis.Redis) -> None:
+    lease = locker.try_lock("ref-c", "me")
+    k = keys.ref_keys("ref-c")
+    r.set(k.lease, "someone-elses-token")
+    lease.release()
+    assert r.get(k.lease) == b"someone-elses-token"
+
+
+def test_a_stolen_lease_is_lost_and_check_raises(locker: RedisLeaseLocker, r: redis.Redis) -> None:
+    lease = locker.try_lock("ref-s", "me")
+    r.set(keys.ref_keys("ref-s").lease, "thief")
+    wait_until(lambda: lease.lost, 10, "the heartbeat notices")
+    with pytest.raises(errdefs.FailedPrecondition, match="lost"):
+        lease.check()
+    lease.release()
+    assert r.get(keys.ref_keys("ref-s").lease) == b"thief"
+
+
+def test_a_lease_without_renewal_counts_as_lost_by_the_local_clock(tmp_path: Path) -> None:
+    # A Redis that stops answering: no renewal succeeds, so the holder gives up in time.
+    from tests.servers.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis", appendonly=False)
+    server.start()
+    try:
+        locker = RedisLeaseLocker(server.url, ttl=1.0)
+        lease = locker.try_lock("ref-t", "me")
+        server.stop(kill=True)
+        wait_until(lambda: lease.lost, 5, "the lease expires locally")
+        with pytest.raises(errdefs.FailedPrecondition):
+            lease.check()
+        lease.release()  # never raises, Redis is gone
+    finally:
+        server.close()
+
+
+def test_the_store_writer_holds_file_lock_and_lease_and_publishes_status(
+    locker: RedisLeaseLocker, redis_url: str, tmp_path: Path
+) -> None:
+    store = LocalStore(tmp_path / "store", lockers=[locker], fsync=False)
+    board = StatusBoard(redis.Redis.from_url(redis_url), stale=3)
+    w = store.writer("ref-w")
+    lease = locker.held("ref-w")
+    assert lease is not None
+    lease.progress.publish = True
+    lease.progress.offset, lease.progress.total, lease.progress.job_id = 5, 10, "job-1"
+    w.write(b"hello")
+    active = wait_until(board.list_active, 5, "status published")
+    assert [(a.ref, a.offset, a.total, a.job_id, a.pid) for a in active] == [
+        ("ref-w", 5, 10, "job-1", os.getpid())
+    ]
+    with pytest.raises(errdefs.Unavailable):
+        store.writer("ref-w")
+    w.close()
+    assert board.list_active() == []
+    assert locker.holder("ref-w") is None
+
+
+def test_a_dead_writers_status_expires_by_itself(
+    locker: RedisLeaseLocker, redis_url: str, r: redis.Redis
+) -> None:
+    board = StatusBoard(r, stale=1.0)
+    lease = locker.try_lock("ref-d", "me")
+    lease.progress.publish = True
+    wait_until(board.list_active, 5, "status published")
+    # Simulate death: the heartbeat stops without releasing.
+    lease._released = True
+    locker._forget(lease)
+    wait_until(lambda: board.list_active() == [], 10, "the entry goes stale")
+    assert r.zcard(keys.ACTIVE) == 0  # swept from the index on read
+    wait_until(lambda: r.exists(keys.ref_keys("ref-d").status) == 0, 10, "hash expires")
