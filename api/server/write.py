@@ -87,10 +87,10 @@ class WriteSession:
         self._store = store
         self._writer = writer
         self.ref = ref
-        self._total = total
         self._expected = expected
         self._on_commit = on_commit
         status = writer.status()
+        self._total = total if total > 0 else status.total
         self._offset = status.offset
         self._started_at = timestamp(status.started_at)
         self._updated_at = timestamp(status.updated_at)

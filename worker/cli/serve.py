@@ -53,6 +53,7 @@ from worker.cli.common import handle_errors, resolve_root, root_option
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Level of ingestq's own log on stderr (other libraries log warnings only).",
 )
 @handle_errors
 def serve_command(
@@ -76,8 +77,9 @@ def serve_command(
     if not addresses:
         raise errdefs.InvalidArgument("no address: pass --address unix:///PATH.sock")
     logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("ingestq").setLevel(log_level.upper())
     listen = [parse_address(a, tls_cert, tls_key) for a in addresses]
     if tls_cert is not None and all(w.unix is not None for w in listen):
         raise errdefs.InvalidArgument("--tls-cert applies to TCP addresses only")
