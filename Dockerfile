@@ -14,5 +14,4 @@ RUN pip install . && useradd --uid 1000 --create-home ingestq \
 
 USER ingestq
 WORKDIR /home/ingestq
-ENTRYPOINT ["ingestq"]
-CMD ["--help"]
+CMD ["ingestq", "--help"]
