@@ -1,0 +1,283 @@
+"""Hostile input: malformed digests (with go-digest's messages), refs that try to escape
+the root or break paths, oversize refs and labels, wrong commits, and content tampered
+with on disk. Afterwards nothing may exist outside the store root."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import errdefs
+from store import Descriptor, Digest, Info, LocalStore, read_blob
+from store.locks import ref_key
+
+HEX64 = "a" * 64
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Path]:
+    """A directory holding only the store root; checked afterwards for escapes."""
+    box = tmp_path / "box"
+    box.mkdir()
+    yield box
+    assert [p.name for p in box.iterdir()] == ["store"], "something escaped the root"
+    root = (box / "store").resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            assert not p.is_symlink(), p
+            assert p.resolve().is_relative_to(root), p
+
+
+@pytest.fixture
+def store(sandbox: Path) -> LocalStore:
+    return LocalStore(sandbox / "store", fsync=False)
+
+
+def ingest(store: LocalStore, data: bytes, ref: str = "ref", **labels: str) -> Info:
+    with store.writer(ref, Descriptor(Digest.from_bytes(data), len(data))) as w:
+        w.write(data)
+        return w.commit(len(data), Digest.from_bytes(data), labels or None)
+
+
+# digests -----------------------------------------------------------------------------
+BAD_DIGESTS = [
+    ("", "invalid checksum digest format"),
+    ("sha256", "invalid checksum digest format"),
+    (":" + HEX64, "invalid checksum digest format"),
+    ("sha256:", "invalid checksum digest format"),
+    ("SHA256:" + HEX64, "invalid checksum digest format"),
+    ("sha256:" + "A" * 64, "invalid checksum digest format"),
+    ("sha256:" + "g" * 64, "invalid checksum digest format"),
+    ("sha256:" + HEX64[:-1] + "\x00", "invalid checksum digest format"),
+    ("sha256:abc", "invalid checksum digest length"),
+    ("sha256:" + HEX64 + "\n", "invalid checksum digest length"),
+    ("sha512:" + HEX64, "invalid checksum digest length"),
+    ("sha384:" + "a" * 128, "invalid checksum digest length"),
+    ("md5:" + "a" * 32, "unsupported digest algorithm"),
+    ("sha256+b64:abc", "unsupported digest algorithm"),
+    ("sha256:../../../etc/passwd", "invalid checksum digest length"),
+    ("sha256:" + ("../" * 22)[:60] + "etc/", "invalid checksum digest format"),
+    ("../sha256:" + HEX64, "invalid checksum digest format"),
+]
+
+
+@pytest.mark.parametrize(("text", "why"), BAD_DIGESTS)
+def test_malformed_digests_are_invalid_argument_everywhere(
+    store: LocalStore, text: str, why: str
+) -> None:
+    with pytest.raises(errdefs.InvalidArgument) as exc:
+        Digest.parse(text)
+    assert str(exc.value) == f"{text!r}: {why}: invalid argument"
+    for op in (store.info, store.reader_at, store.delete, store.exists, store.verify):
+        with pytest.raises(errdefs.InvalidArgument):
+            op(text)  # type: ignore[operator]
+
+
+def test_non_string_digest_is_invalid_argument() -> None:
+    with pytest.raises(errdefs.InvalidArgument):
+        Digest.parse(42)  # type: ignore[arg-type]
+
+
+def test_digest_fields_are_validated_on_construction() -> None:
+    with pytest.raises(errdefs.InvalidArgument):
+        Digest("sha256", "../" + "a" * 61)
+    with pytest.raises(errdefs.InvalidArgument):
+        Digest("sha1", "a" * 40)
+
+
+# refs --------------------------------------------------------------------------------
+ESCAPING_REFS = ["../../../etc/passwd", "/etc/passwd", "a/../../b", "..", ".", "x/" * 200, "ü/日本"]
+
+
+@pytest.mark.parametrize("ref", ESCAPING_REFS)
+def test_refs_with_path_syntax_stay_inside_the_root(store: LocalStore, ref: str) -> None:
+    data = ref.encode() * 3
+    w = store.writer(ref)
+    w.write(data)
+    w.close()
+    st = store.status(ref)
+    assert (st.ref, st.offset) == (ref, len(data))
+    assert (store.root / "ingest" / ref_key(ref) / "ref").read_text() == ref
+    assert [s.ref for s in store.list_statuses()] == [ref]
+    with store.writer(ref) as w:
+        info = w.commit(len(data), Digest.from_bytes(data))
+    assert read_blob(store, info.digest) == data
+    store.writer(ref).close()
+    store.abort(ref)
+
+
+BAD_REFS = [
+    ("", "ref must not be empty"),
+    ("a\x00b", "control characters"),
+    ("line\nbreak", "control characters"),
+    ("tab\there", "control characters"),
+    ("del\x7f", "control characters"),
+    ("x" * 10 * 1024, "longer than 4096"),
+    ("é" * 2049, "longer than 4096"),  # 4098 bytes in UTF-8
+    ("bad\udcffsurrogate", "not valid UTF-8"),
+]
+
+
+@pytest.mark.parametrize(("ref", "why"), BAD_REFS)
+def test_bad_refs_are_invalid_argument(store: LocalStore, ref: str, why: str) -> None:
+    for op in (store.writer, store.status, store.abort):
+        with pytest.raises(errdefs.InvalidArgument) as exc:
+            op(ref)
+        assert why in str(exc.value)
+    assert list((store.root / "ingest").iterdir()) == []
+
+
+def test_a_4096_byte_ref_is_fine(store: LocalStore) -> None:
+    ref = "r" * 4096
+    with store.writer(ref) as w:
+        w.write(b"long ref")
+        assert store.status(ref).offset == 8
+
+
+def test_filters_cannot_be_used_to_inject(store: LocalStore) -> None:
+    ingest(store, b"content", "ref", a="1")
+    for bad in ("labels.a==1,", "labels.a==1 x", "ref~=(", 'labels."unterminated', "\x00"):
+        with pytest.raises(errdefs.InvalidArgument):
+            store.walk(bad)
+        with pytest.raises(errdefs.InvalidArgument):
+            store.list_statuses(bad)
+
+
+# labels ------------------------------------------------------------------------------
+def test_oversize_labels_are_refused(store: LocalStore) -> None:
+    info = ingest(store, b"labelled")
+    for labels in ({"k": "v" * 4096}, {"k" * 4096: "v"}, {"ключ": "з" * 2047}):
+        with pytest.raises(errdefs.InvalidArgument) as exc:
+            store.update(Info(info.digest, 0, info.created_at, info.updated_at, labels))
+        assert "greater than maximum size (4096 bytes)" in str(exc.value)
+    assert dict(store.info(info.digest).labels) == {}
+
+
+def test_label_key_must_not_be_empty(store: LocalStore) -> None:
+    info = ingest(store, b"labelled")
+    with pytest.raises(errdefs.InvalidArgument):
+        store.update(Info(info.digest, 0, info.created_at, info.updated_at, {"": "v"}))
+
+
+# commits -----------------------------------------------------------------------------
+def test_wrong_commits_publish_nothing(store: LocalStore) -> None:
+    data = b"the real content"
+    w = store.writer("wrong")
+    w.write(data)
+    with pytest.raises(errdefs.FailedPrecondition):
+        w.commit(len(data) - 1)
+    w = store.writer("wrong")
+    with pytest.raises(errdefs.FailedPrecondition):
+        w.commit(len(data), Digest.from_bytes(b"other content"))
+    w = store.writer("wrong")
+    with pytest.raises(errdefs.FailedPrecondition):
+        w.commit(len(data), Digest.from_bytes(data + b"x", "sha512"))
+    assert list(store.walk()) == []
+    assert [p for p in (store.root / "blobs").rglob("*") if p.is_file()] == []
+    with store.writer("wrong") as w:
+        assert w.commit(len(data), Digest.from_bytes(data)).size == len(data)
+
+
+# content tampered with on disk ----------------------------------------------------------
+def tamper(path: Path, data: bytes) -> None:
+    os.chmod(path, 0o644)
+    path.write_bytes(data)
+
+
+def test_read_blob_and_verify_detect_same_size_tampering(store: LocalStore) -> None:
+    data = b"precious manifest bytes"
+    info = ingest(store, data)
+    tamper(store.blob_path(info.digest), b"X" * len(data))
+    with pytest.raises(errdefs.DataLoss):
+        read_blob(store, info.digest)
+    with pytest.raises(errdefs.DataLoss):
+        store.verify(info.digest)
+
+
+def test_a_truncated_blob_is_quarantined_and_ingested_again(store: LocalStore) -> None:
+    data = os.urandom(100_000)
+    info = ingest(store, data, "first", keep="me")
+    tamper(store.blob_path(info.digest), data[:1000])
+    with pytest.raises(errdefs.DataLoss):
+        read_blob(store, Descriptor(info.digest, len(data)))
+    # A writer that knows the size does not trust the damaged copy.
+    again = ingest(store, data, "second")
+    assert read_blob(store, info.digest) == data
+    assert dict(again.labels) == {"keep": "me"}  # labels survive the repair
+    quarantined = list((store.root / "quarantine").iterdir())
+    assert len(quarantined) == 1
+    assert quarantined[0].read_bytes() == data[:1000]
+
+
+def test_a_commit_replaces_a_blob_of_the_wrong_size(store: LocalStore) -> None:
+    data = os.urandom(50_000)
+    d = Digest.from_bytes(data)
+    info = ingest(store, data)
+    tamper(store.blob_path(d), data + b"junk")
+    with store.writer("no-expectation") as w:  # nothing tells the writer the size
+        w.write(data)
+        repaired = w.commit()
+    assert repaired.digest == info.digest
+    assert read_blob(store, d) == data
+
+
+def test_a_damaged_blob_of_the_right_size_is_kept_when_the_caller_is_wrong(
+    store: LocalStore,
+) -> None:
+    data = os.urandom(1000)
+    info = ingest(store, data)
+    with pytest.raises(errdefs.AlreadyExists):  # intact: the caller's size was wrong
+        store.writer("x", Descriptor(info.digest, 999))
+    assert not (store.root / "quarantine").exists()
+
+
+def test_junk_under_blobs_and_broken_metadata(store: LocalStore) -> None:
+    info = ingest(store, b"real", a="1")
+    (store.root / "blobs" / "sha256" / "not-a-digest").write_bytes(b"junk")
+    (store.root / "blobs" / "sha256" / ("A" * 64)).write_bytes(b"junk")
+    (store.root / "blobs" / "md5").mkdir()
+    (store.root / "blobs" / "md5" / ("a" * 32)).write_bytes(b"junk")
+    assert [i.digest for i in store.walk()] == [info.digest]
+    meta = store.root / "meta" / "sha256" / f"{info.digest.encoded}.json"
+    meta.write_text("{not json")
+    assert dict(store.info(info.digest).labels) == {}
+    fixed = store.update(Info(info.digest, 0, info.created_at, info.updated_at, {"b": "2"}))
+    assert dict(fixed.labels) == {"b": "2"}
+    for junk in ("not-a-digest", "A" * 64):
+        (store.root / "blobs" / "sha256" / junk).unlink()
+    (store.root / "blobs" / "md5" / ("a" * 32)).unlink()
+
+
+def test_damaged_ingest_files_are_tolerated(store: LocalStore) -> None:
+    w = store.writer("damaged")
+    w.write(b"0123456789")
+    w.close()
+    d = store.root / "ingest" / ref_key("damaged")
+    (d / "total").write_text("not a number")
+    (d / "startedat").write_text("yesterday")
+    (d / "expected").write_text("sha256:nope")
+    (d / "current").write_text("../../../../etc/passwd")
+    st = store.status("damaged")
+    assert (st.offset, st.total, st.expected) == (10, 0, None)
+    with store.writer("damaged") as w:
+        assert w.status().offset == 10
+        w.write(b"!")
+        info = w.commit(11)
+    assert read_blob(store, info.digest) == b"0123456789!"
+
+
+def test_an_incomplete_ingest_directory_starts_over(store: LocalStore) -> None:
+    d = store.root / "ingest" / ref_key("half")
+    d.mkdir()
+    (d / f"data.{'0' * 32}").write_bytes(b"stale bytes from a crash before ref was written")
+    with pytest.raises(errdefs.NotFound):
+        store.status("half")
+    with store.writer("half") as w:
+        assert w.status().offset == 0
+        w.write(b"fresh")
+        info = w.commit(5)
+    assert read_blob(store, info.digest) == b"fresh"
