@@ -9,6 +9,11 @@ bytes). Readiness is always checked by connecting (a Version RPC), never by slee
 from __future__ import annotations
 
 import os
+
+# Servers and tools are spawned with fork + exec (and a preexec_fn) while gRPC threads
+# run in this process; gRPC's fork handlers would then crash the child before its exec.
+# The children never use gRPC, so fork support is off (read when grpc is first imported).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import shutil
 import subprocess
 import sys

@@ -201,7 +201,7 @@ def test_a_locked_ref_is_retried_by_ctr_until_free(
     assert holder_store.list_statuses() == []
 
 
-def test_fetch_from_a_registry(api_server: Served, registry: Registry) -> None:
+def test_fetch_from_a_registry(registry: Registry, api_server: Served) -> None:
     layers = [
         make_tar_layer({"a.txt": b"hello"}),
         make_tar_layer({"b.bin": random.Random(7).randbytes(3 << 20)}, compress=True),

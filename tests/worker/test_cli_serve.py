@@ -1,0 +1,80 @@
+"""``ingestq serve``'s command line: options, usage errors with the InvalidArgument
+exit code, and which ref lockers the environment configures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import errdefs
+from worker.cli import cli
+from worker.grpc_server import build_lockers, redis_configured
+
+EXIT_INVALID = 10 + errdefs.InvalidArgument.grpc_code
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["serve", *args], env={"INGESTQ_ADDRESS": None})
+    return result.exit_code, result.output + (result.stderr if result.stderr_bytes else "")
+
+
+def test_help_lists_the_options() -> None:
+    code, out = run("--help")
+    assert code == 0
+    for option in (
+        "--address",
+        "--root",
+        "--tls-cert",
+        "--tls-key",
+        "--max-workers",
+        "--lock-wait",
+        "--log-level",
+    ):
+        assert option in out
+
+
+def test_an_address_is_required() -> None:
+    code, out = run("--root", "/tmp/unused-root")
+    assert code == EXIT_INVALID
+    assert "no address: pass --address unix:///PATH.sock: invalid argument" in out
+
+
+def test_a_malformed_address_is_invalid() -> None:
+    code, out = run("--address", "nonsense", "--root", "/tmp/unused-root")
+    assert code == EXIT_INVALID
+    assert "is not unix://PATH or HOST:PORT" in out
+
+
+def test_tls_needs_a_tcp_address(tmp_path: Path) -> None:
+    pem = tmp_path / "x.pem"
+    pem.write_text("not used")
+    code, out = run(
+        "--address", "unix:///tmp/x.sock", "--tls-cert", str(pem), "--tls-key", str(pem)
+    )
+    assert code == EXIT_INVALID
+    assert "--tls-cert applies to TCP addresses only" in out
+
+
+def test_no_redis_means_only_the_host_file_lock() -> None:
+    assert not redis_configured({})
+    assert build_lockers({}) == []
+
+
+def test_a_redis_url_adds_the_redis_lease_locker() -> None:
+    from tasks.lease import RedisLeaseLocker
+
+    env = {"INGESTQ_REDIS_URL": "redis://127.0.0.1:1/0", "INGESTQ_LEASE_TTL": "12"}
+    assert redis_configured(env)
+    [locker] = build_lockers(env)
+    assert isinstance(locker, RedisLeaseLocker)
+    assert (locker.url, locker.ttl) == ("redis://127.0.0.1:1/0", 12.0)
+
+
+def test_a_separate_lock_url_is_used_for_leases() -> None:
+    env = {
+        "INGESTQ_REDIS_URL": "redis://127.0.0.1:1/0",
+        "INGESTQ_LOCK_URL": "redis://127.0.0.1:2/3",
+    }
+    [locker] = build_lockers(env)
+    assert locker.url == "redis://127.0.0.1:2/3"  # type: ignore[attr-defined]
