@@ -82,7 +82,10 @@ class QueueJob:
         meta = self._meta()
         if meta is None:
             return JobState.QUEUED if self._queue.records.get(self._id) else JobState.UNKNOWN
-        return _STATES.get(str(meta.get("status")), JobState.UNKNOWN)
+        state = _STATES.get(str(meta.get("status")), JobState.UNKNOWN)
+        if state is JobState.FAILED and isinstance(self._error(meta), errdefs.Canceled):
+            return JobState.CANCELED
+        return state
 
     @property
     def reason(self) -> str | None:
