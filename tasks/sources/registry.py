@@ -65,7 +65,8 @@ class RegistryOptions:
     """How to reach registries. Plain data, so it can travel in a job (no secrets).
 
     Attributes:
-        plain_http: use ``http://`` for every host (loopback hosts always use it).
+        plain_http: True: ``http://`` for every host; False: ``https://`` for every
+            host; None (default): ``http://`` for loopback hosts only (containerd's rule).
         insecure_skip_verify: do not verify TLS certificates.
         ca_bundle: a PEM file of CA certificates to trust (instead of the system's).
         client_cert, client_key: PEM files for TLS client authentication.
@@ -78,7 +79,7 @@ class RegistryOptions:
             default places (:func:`~tasks.sources.registry_auth.default_docker_config_paths`).
     """
 
-    plain_http: bool = False
+    plain_http: bool | None = None
     insecure_skip_verify: bool = False
     ca_bundle: str | None = None
     client_cert: str | None = None
@@ -238,7 +239,8 @@ class RegistryClient:
     # -- URLs ---------------------------------------------------------------------------
     def base_url(self, ref: Reference) -> str:
         """``http(s)://<api host>`` for ``ref``'s registry."""
-        scheme = "http" if self.options.plain_http or ref.is_loopback else "https"
+        plain = self.options.plain_http
+        scheme = "http" if plain or (plain is None and ref.is_loopback) else "https"
         return f"{scheme}://{ref.api_host}"
 
     def _url(self, ref: Reference, kind: str, obj: str) -> str:
@@ -405,14 +407,36 @@ class RegistryClient:
 
     def blob_exists(self, ref: Reference, desc: Descriptor) -> bool:
         """``HEAD`` the blob: True on 200, False on 404; other failures raise."""
-        what = f"stat blob {ref.name}@{desc.digest}"
-        response = self._send("HEAD", self._url(ref, "blobs", str(desc.digest)), {}, what)
-        response.close()
+        response, what = _blob_head(self, ref, desc)
         if response.status_code == 200:
             return True
         if response.status_code == 404:
             return False
         raise error_from_response(response, what, b"")
+
+    def blob_size(self, ref: Reference, desc: Descriptor) -> int:
+        """The blob's size from ``HEAD`` (``Content-Length``).
+
+        NotFound for an unknown blob, DataLoss when it differs from ``desc.size``.
+        """
+        response, what = _blob_head(self, ref, desc)
+        if response.status_code != 200:
+            raise error_from_response(response, what, b"")
+        length = response.headers.get("content-length", "")
+        if not length.isdigit():
+            raise errdefs.Unimplemented(f"{what}: registry sent no Content-Length")
+        _check_size(int(length), desc, what)
+        return int(length)
+
+
+def _blob_head(
+    client: RegistryClient, ref: Reference, desc: Descriptor
+) -> tuple[httpx.Response, str]:
+    what = f"stat blob {ref.name}@{desc.digest}"
+    url = client._url(ref, "blobs", str(desc.digest))
+    response = client._send("HEAD", url, {"Accept-Encoding": "identity"}, what)
+    response.close()
+    return response, what
 
 
 def _check_size(

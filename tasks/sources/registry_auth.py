@@ -380,12 +380,17 @@ class RegistryAuth(httpx.Auth):
         headers = {"Authorization": _basic(cred)} if cred is not None else {}
         return httpx.Request("GET", realm, params=params, headers=headers, extensions=ext)
 
-    def _take_token(self, response: httpx.Response, key: tuple[str, str, tuple[str, ...]]) -> str:
+    def _take_token(
+        self,
+        request: httpx.Request,
+        response: httpx.Response,
+        key: tuple[str, str, tuple[str, ...]],
+    ) -> str:
         status = response.status_code
-        where = f"token request to {response.request.url.copy_with(query=None)}"
+        where = f"token request to {request.url.copy_with(query=None)}"
         if status != 200:
             body = response.text[:1000]
-            details = {"status": str(status), "url": str(response.request.url), "body": body}
+            details = {"status": str(status), "url": str(request.url), "body": body}
             if status == 401:
                 raise errdefs.Unauthenticated(f"{where}: {status}", details)
             if status == 403:
@@ -433,8 +438,9 @@ class RegistryAuth(httpx.Auth):
                 used_key = self._key(known, scopes)
                 token = self._cached(used_key)
                 if token is None:
-                    token_response = yield self.token_request(known, scopes, cred)
-                    token = self._take_token(token_response, used_key)
+                    token_request = self.token_request(known, scopes, cred)
+                    token_response = yield token_request
+                    token = self._take_token(token_request, token_response, used_key)
                 request.headers["Authorization"] = f"Bearer {token}"
             elif known.scheme == "basic" and cred is not None and not cred.is_identity_token:
                 request.headers["Authorization"] = _basic(cred)
@@ -455,8 +461,9 @@ class RegistryAuth(httpx.Auth):
             key = self._key(bearer, scopes)
             token = None if key == used_key else self._cached(key)
             if token is None:
-                token_response = yield self.token_request(bearer, scopes, cred)
-                token = self._take_token(token_response, key)
+                token_request = self.token_request(bearer, scopes, cred)
+                token_response = yield token_request
+                token = self._take_token(token_request, token_response, key)
             request.headers["Authorization"] = f"Bearer {token}"
             yield request
         elif basic is not None and cred is not None and not cred.is_identity_token:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import ssl
 import time
 
 import httpx
@@ -168,11 +169,26 @@ def error_from_response(
     return kind(message, details)
 
 
+def _cert_error(err: BaseException) -> ssl.SSLCertVerificationError | None:
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def transport_error(err: httpx.HTTPError, what: str) -> errdefs.ErrdefsError:
-    """An httpx transport failure (connect, read, timeout, protocol) as Unavailable;
-    an invalid URL as InvalidArgument."""
+    """An httpx transport failure (connect, read, timeout, protocol) as Unavailable; an
+    invalid URL as InvalidArgument; a certificate that fails verification as
+    FailedPrecondition (retrying cannot help: configure a CA bundle or skip verify)."""
     if isinstance(err, httpx.InvalidURL | httpx.UnsupportedProtocol):
         return errdefs.InvalidArgument(f"{what}: {err}")
+    cert = _cert_error(err)
+    if cert is not None:
+        return errdefs.FailedPrecondition(
+            f"{what}: TLS certificate verification failed: {cert.verify_message or cert}"
+        )
     try:
         url = str(err.request.url)
     except RuntimeError:
