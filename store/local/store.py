@@ -127,11 +127,11 @@ class LocalStore:
         validate_ref(ref)
         total = expected.size if expected is not None and expected.size > 0 else 0
         digest = Digest.parse(expected.digest) if expected is not None else None
-        if digest is not None and self._committed(digest, total, verify=False):
+        if digest is not None and self._committed(digest, total):
             raise errdefs.AlreadyExists(f"content {digest}")
         lease = self.locker.try_lock(ref, new_holder_id())
         try:
-            if digest is not None and self._committed(digest, total, verify=True):
+            if digest is not None and self._committed(digest, total):
                 raise errdefs.AlreadyExists(f"content {digest}")
             vanished: FileNotFoundError | None = None
             for _ in range(_OPEN_ATTEMPTS):
@@ -151,10 +151,11 @@ class LocalStore:
             lease.release()
             raise
 
-    def _committed(self, digest: Digest, size: int, *, verify: bool) -> bool:
-        """Whether a sound copy of ``digest`` is committed. With ``verify``, a blob whose
-        size differs from a known ``size`` is re-hashed, and if it is corrupt it is moved
-        to quarantine and the content counts as absent; without, it counts as absent."""
+    def _committed(self, digest: Digest, size: int) -> bool:
+        """Whether a sound copy of ``digest`` is committed. A blob whose size differs
+        from a known ``size`` is re-hashed: if it is intact the caller's size is wrong
+        and the content exists; if it is corrupt it is moved to quarantine and the
+        content counts as absent."""
         blob = self.blob_path(digest)
         try:
             st = blob.stat()
@@ -164,8 +165,6 @@ class LocalStore:
             raise from_os_error(e, f"stat content {digest}") from e
         if size <= 0 or st.st_size == size:
             return True
-        if not verify:
-            return False
         with self._blob_lock(digest):
             try:
                 actual, _ = hash_path(blob, digest.algorithm)
@@ -283,50 +282,55 @@ class LocalStore:
         labels: Mapping[str, str],
     ) -> Info:
         """Link the writer's file (still open as ``fd``) as the blob ``digest``, make it
-        read-only, record its metadata and drop the ingest. AlreadyExists if a sound
-        copy is committed already (the ingest is dropped); FailedPrecondition if the
-        file was taken from the writer (abort, or a writer that took the ref over)."""
+        read-only and drop the ingest; the metadata is written first, so a failure
+        (e.g. a full disk) publishes nothing and keeps the ingest. AlreadyExists if a
+        sound copy is committed already (the ingest is dropped); FailedPrecondition if
+        the file was taken from the writer (abort, or a writer that took the ref over)."""
         blob = self.blob_path(digest)
+        meta = self._meta_path(digest)
         try:
             blob.parent.mkdir(parents=True, exist_ok=True)
             with self._blob_lock(digest):
                 try:
-                    os.link(data, blob)
-                except FileExistsError:
-                    if not self._replace_corrupt(blob, digest, data):
-                        remove_tree(ingest.path)
-                        raise errdefs.AlreadyExists(f"content {digest}") from None
+                    existing = blob.stat().st_size
                 except FileNotFoundError:
-                    raise errdefs.FailedPrecondition(
-                        f"ingest {ref} was aborted or taken over by another writer"
-                    ) from None
+                    existing = None
+                if existing is not None:
+                    if existing == os.fstat(fd).st_size:
+                        remove_tree(ingest.path)
+                        raise errdefs.AlreadyExists(f"content {digest}")
+                    self._quarantine(blob, digest)  # a wrong size: damaged on disk
+                old = read_meta(meta)
+                now = utcnow()
+                self._write_meta(digest, now, now, {**(old[2] if old else {}), **labels})
+                try:
+                    os.link(data, blob)
+                except BaseException as e:
+                    self._restore_meta(digest, old)
+                    if isinstance(e, FileNotFoundError):
+                        raise errdefs.FailedPrecondition(
+                            f"ingest {ref} was aborted or taken over by another writer"
+                        ) from None
+                    raise
                 # No ingest name may point at the published inode, or a later writer
                 # could claim it; only then is it made read-only.
                 data.unlink(missing_ok=True)
                 os.fchmod(fd, 0o444)
                 if self.fsync:
                     fsync_dir(blob.parent)
-                now = utcnow()
-                old = read_meta(self._meta_path(digest))
-                kept = old[2] if old is not None else {}
-                self._write_meta(digest, now, now, {**kept, **labels})
             remove_tree(ingest.path)
         except OSError as e:
             raise from_os_error(e, f"commit {ref}") from e
-        return read_info(blob, self._meta_path(digest), digest)
+        return read_info(blob, meta, digest)
 
-    def _replace_corrupt(self, blob: Path, digest: Digest, data: Path) -> bool:
-        """Called with the blob lock held when ``blob`` exists at commit: if its size
-        differs from the verified ``data`` it is corrupt; move it aside and link
-        ``data`` in its place. Returns whether it did. Raises OSError."""
-        try:
-            if blob.stat().st_size == data.stat().st_size:
-                return False
-        except FileNotFoundError:
-            pass
-        self._quarantine(blob, digest)
-        os.link(data, blob)
-        return True
+    def _restore_meta(
+        self, digest: Digest, old: tuple[datetime, datetime, dict[str, str]] | None
+    ) -> None:
+        with contextlib.suppress(OSError):
+            if old is None:
+                self._meta_path(digest).unlink(missing_ok=True)
+            else:
+                self._write_meta(digest, *old)
 
     def _quarantine(self, blob: Path, digest: Digest) -> None:
         """Move a corrupt blob aside (its metadata stays for the next copy). Raises OSError."""
