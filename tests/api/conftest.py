@@ -117,18 +117,23 @@ ServerFactory = Callable[..., Served]
 
 @pytest.fixture
 def api_server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
-    """Start in-process servers: ``factory(lockers=(), lock_wait=0.05, root=None)``.
+    """Start in-process servers: ``factory(lockers=(), lock_wait=0.05, root=None,
+    fsync=False)``.
 
-    Each gets a LocalStore (no fsync) under ``tmp_path`` unless ``root`` is given, and
+    Each gets a LocalStore under ``tmp_path`` unless ``root`` is given, and
     a socket in a short /tmp directory. All are stopped after the test."""
     started: list[tuple[Served, Path]] = []
 
     def start(
-        *, lockers: Sequence[RefLocker] = (), lock_wait: float = 0.05, root: Path | None = None
+        *,
+        lockers: Sequence[RefLocker] = (),
+        lock_wait: float = 0.05,
+        root: Path | None = None,
+        fsync: bool = False,
     ) -> Served:
         root = root or tmp_path / f"store{len(started)}"
         sockdir = short_dir()
-        store = LocalStore(root, lockers, fsync=False)
+        store = LocalStore(root, lockers, fsync=fsync)
         server = ApiServer(store, root, max_workers=32, lock_wait=lock_wait)
         server.listen(Listen(unix=sockdir / "api.sock"))
         server.start()
