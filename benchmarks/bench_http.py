@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from store.local import LocalStore  # noqa: E402
-from tasks.ingest import ingest_once, make_request  # noqa: E402
-from tasks.sources.http import CHUNK, HttpSource, new_client  # noqa: E402
-from tests.tasks.blobserver import Behaviour, BlobServer  # noqa: E402
+from store.local import LocalStore
+from tasks.ingest import ingest_once, make_request
+from tasks.sources.http import CHUNK, HttpSource, new_client
+from tests.tasks.blobserver import Behaviour, BlobServer
 
 
 def plain_download(url: str, path: Path) -> int:
