@@ -1,0 +1,192 @@
+"""Ref locks: the lock file (OFD locks and the flock fallback), FileRefLocker (messages,
+holders, cleanup) and ChainLocker."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+import errdefs
+from store import ChainLocker, FileRefLocker, Holder
+from store.lockfile import HAVE_OFD, LockFile, probe
+from store.locks import Lease, holder_from_json, holder_to_json, locked_error
+from store.values import utcnow
+
+BACKENDS = [pytest.param(True, id="ofd"), pytest.param(False, id="flock")]
+
+
+def test_this_host_has_ofd_locks() -> None:
+    assert HAVE_OFD  # CI runs on Linux; the fallback is tested explicitly below
+
+
+@pytest.mark.parametrize("ofd", BACKENDS)
+def test_lock_file_excludes_other_descriptors_and_is_removed_on_release(
+    tmp_path: Path, ofd: bool
+) -> None:
+    path = tmp_path / "x.lock"
+    a, b = LockFile(path, use_ofd=ofd), LockFile(path, use_ofd=ofd)
+    assert a.acquire(blocking=False)
+    assert not b.acquire(blocking=False)
+    a.write_text("holder record")
+    found = probe(path, use_ofd=ofd)
+    assert (found.held, found.text) == (True, "holder record")
+    a.release()
+    a.release()  # twice is fine
+    assert not path.exists()
+    assert probe(path, use_ofd=ofd).held is False
+    assert b.acquire(blocking=False)
+    b.release()
+
+
+@pytest.mark.parametrize("ofd", BACKENDS)
+def test_blocking_acquire_waits_and_survives_the_unlink(tmp_path: Path, ofd: bool) -> None:
+    path = tmp_path / "x.lock"
+    first = LockFile(path, use_ofd=ofd)
+    assert first.acquire(blocking=True)
+    got = threading.Event()
+    second = LockFile(path, use_ofd=ofd)
+
+    def wait_for_it() -> None:
+        second.acquire(blocking=True)
+        got.set()
+
+    t = threading.Thread(target=wait_for_it)
+    t.start()
+    assert not got.is_set()
+    first.release()  # unlinks the file the waiter may be blocked on
+    t.join(30)
+    assert got.is_set()
+    assert path.exists() and second.held
+    # The waiter holds the file that the path names, so a third party is excluded.
+    assert not LockFile(path, use_ofd=ofd).acquire(blocking=False)
+    second.release()
+
+
+def test_probe_of_a_missing_file_is_not_held(tmp_path: Path) -> None:
+    assert probe(tmp_path / "none.lock").held is False
+
+
+@pytest.mark.parametrize("ofd", BACKENDS)
+def test_file_ref_locker(tmp_path: Path, ofd: bool) -> None:
+    locker = FileRefLocker(tmp_path, use_ofd=ofd)
+    assert locker.holder("layer-1") is None
+    lease = locker.try_lock("layer-1", "me/1/abc")
+    h = locker.holder("layer-1")
+    assert h == lease.holder
+    assert (h.id, h.acquired_at) == ("me/1/abc", h.heartbeat_at)
+    with pytest.raises(errdefs.Unavailable) as exc:
+        locker.try_lock("layer-1", "other")
+    msg = str(exc.value)
+    assert msg.startswith("ref layer-1 locked for ")
+    assert f"s (since {h.acquired_at.isoformat()}): unavailable" in msg
+    assert exc.value.details == {
+        "ref": "layer-1",
+        "holder": "me/1/abc",
+        "since": h.acquired_at.isoformat(),
+    }
+    lease.check()
+    locker.try_lock("layer-2", "x").release()  # other refs are independent
+    lease.release()
+    with pytest.raises(errdefs.FailedPrecondition):
+        lease.check()
+    assert locker.holder("layer-1") is None
+    assert list(tmp_path.iterdir()) == []
+    locker.try_lock("layer-1", "other").release()
+
+
+def test_threads_exclude_each_other(tmp_path: Path) -> None:
+    locker = FileRefLocker(tmp_path)
+    barrier = threading.Barrier(8)
+    won: list[Lease] = []
+    lost: list[errdefs.Unavailable] = []
+    mutex = threading.Lock()
+
+    def race() -> None:
+        barrier.wait(30)
+        try:
+            lease = locker.try_lock("contended", threading.current_thread().name)
+        except errdefs.Unavailable as e:
+            with mutex:
+                lost.append(e)
+            return
+        with mutex:
+            won.append(lease)
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    # Every loser tried while the winner held the lock (it is released only below).
+    assert (len(won), len(lost)) == (1, 7)
+    won[0].release()
+
+
+def test_lock_in_an_unwritable_place_is_an_errdefs_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(errdefs.ErrdefsError) as exc:
+        FileRefLocker(blocker / "locks").try_lock("r", "me")
+    assert "lock ref r" in str(exc.value)
+
+
+def test_holder_json_round_trip_and_garbage() -> None:
+    now = utcnow()
+    h = Holder("id", "host", 12, now, now, fence=7)
+    assert holder_from_json(holder_to_json(h)) == h
+    for bad in ("", "{", "[]", json.dumps({"id": "x"}), "null"):
+        assert holder_from_json(bad) is None
+
+
+def test_locked_error_without_a_known_time() -> None:
+    e = locked_error("r", None)
+    assert str(e) == "ref r locked: unavailable"
+
+
+class FakeLocker:
+    def __init__(self, name: str, fail: bool = False) -> None:
+        self.name, self.fail = name, fail
+        self.released = 0
+        self.current: Holder | None = None
+
+    def try_lock(self, ref: str, holder_id: str) -> Lease:
+        if self.fail:
+            raise errdefs.Unavailable(f"ref {ref} locked by {self.name}")
+        now = utcnow()
+        holder = Holder(f"{self.name}:{holder_id}", self.name, 1, now, now)
+        locker = self
+
+        class _L:
+            @property
+            def holder(self) -> Holder:
+                return holder
+
+            def check(self) -> None:
+                pass
+
+            def release(self) -> None:
+                locker.released += 1
+
+        self.current = holder
+        return _L()
+
+    def holder(self, ref: str) -> Holder | None:
+        return self.current
+
+
+def test_chain_locker_takes_all_and_releases_taken_ones_on_failure() -> None:
+    a, b = FakeLocker("a"), FakeLocker("b", fail=True)
+    with pytest.raises(errdefs.Unavailable):
+        ChainLocker([a, b]).try_lock("r", "me")
+    assert a.released == 1
+    c = FakeLocker("c")
+    chain = ChainLocker([a, c])
+    lease = chain.try_lock("r", "me")
+    assert lease.holder.id == "c:me"
+    assert chain.holder("r") is not None and chain.holder("r").id == "c:me"  # type: ignore[union-attr]
+    lease.check()
+    lease.release()
+    assert (a.released, c.released) == (2, 1)
