@@ -174,6 +174,8 @@ def pull_task(self: Task, request: dict[str, Any], source_retries: int = 0) -> d
                 store, image.blob_source(blob.desc), blob.request(), locker=locker, job_id=pull_id
             ),
         )
+        if rt.records.cancel_requested(pull_id):
+            raise errdefs.Canceled(f"pull {plan.name} canceled")
         plan = _publish_children(rt, pull_id, plan)
     except errdefs.Unavailable as e:
         settings = rt.settings if rt is not None else Settings()

@@ -53,8 +53,6 @@ from tasks.sources.resolve import register
 
 #: Largest manifest or index accepted (containerd's limit).
 MAX_MANIFEST_SIZE = 4 << 20
-#: Bytes per read from a blob response.
-CHUNK_SIZE = 1 << 20
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _UNSATISFIED_RANGE = re.compile(r"^bytes \*/(\d+)$")
@@ -150,10 +148,10 @@ class ResponseStream:
         self._response = response
         self._what = what
         encoding = response.headers.get("content-encoding", "identity").lower()
+        # No chunk size: each read returns what the connection delivered (up to 64 KiB),
+        # so progress and cancellation never wait for a full MiB to arrive.
         self._chunks: Iterator[bytes] = (
-            response.iter_raw(CHUNK_SIZE)
-            if encoding in ("", "identity")
-            else response.iter_bytes(CHUNK_SIZE)
+            response.iter_raw() if encoding in ("", "identity") else response.iter_bytes()
         )
         self._buffer = b""
         self._done = False

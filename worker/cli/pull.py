@@ -73,7 +73,7 @@ def render(status: PullStatus, elapsed: float) -> list[str]:
         done = b.size if b.state is BlobState.DONE else b.offset
         rows.append(
             (
-                f"{b.ref[:64]}:",
+                f"{b.ref}:",
                 b.state.value,
                 _bar(done, b.size),
                 f"{human_bytes(done)}/{human_bytes(b.size)}",
