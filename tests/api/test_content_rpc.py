@@ -15,7 +15,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from api.proto.containerd.services.content.v1 import content_pb2 as c
 from store import Descriptor, Digest, LocalStore
 from tests.api.conftest import Served
-from tests.api.wire import Content, WriteStream, md, stat
+from tests.api.wire import Content, WriteStream, md, stat, status_of
 
 MiB = 1 << 20
 
@@ -31,7 +31,7 @@ def put(store: LocalStore, data: bytes, ref: str = "put", **labels: str) -> str:
 def rpc_error(fn: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as exc:
         fn()
-    return exc.value.code(), exc.value.details()  # type: ignore[attr-defined]
+    return status_of(exc.value)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 
 import errdefs
 from store import Descriptor, Digest, LocalStore
-from tests.api.conftest import Served, run_ctr
+from tests.api.conftest import Served, ServerFactory, run_ctr
 from tests.servers import Registry, make_tar_layer, push_image
 from tests.servers.util import require_binary, wait_until
 
@@ -152,12 +152,12 @@ def _locked_lines(served: Served, ref: str) -> int:
 
 @pytest.mark.parametrize("holder_outcome", ["releases", "commits"])
 def test_a_locked_ref_is_retried_by_ctr_until_free(
-    serve_process_factory: object, tmp_path: Path, holder_outcome: str
+    serve_process_factory: ServerFactory, tmp_path: Path, holder_outcome: str
 ) -> None:
     """A worker-like writer (a LocalStore in this test process, on the same root) holds
     the ref; ``ctr content ingest`` keeps retrying Unavailable until it is free, then
     succeeds (or finds the content already committed: a silent success)."""
-    served = serve_process_factory("--log-level", "debug", "--lock-wait", "0")  # type: ignore[operator]
+    served = serve_process_factory("--log-level", "debug", "--lock-wait", "0")
     path, data = source(tmp_path, 200_000, seed=6)
     holder_store = LocalStore(served.root, fsync=False)
     desc = Descriptor(Digest.parse(sha(data)), len(data))

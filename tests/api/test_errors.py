@@ -58,8 +58,8 @@ def test_each_kind_crosses_as_its_code_with_the_full_message(
     cls = errdefs.KINDS[kind]
     store.error = cls("content thing")
     err = raw_info(address)
-    assert err.code().value[0] == cls.grpc_code  # type: ignore[attr-defined]
-    assert err.details() == str(store.error)  # type: ignore[attr-defined]
+    assert err.code().value[0] == cls.grpc_code
+    assert err.details() == str(store.error)
     with GrpcStore(address) as client, pytest.raises(errdefs.ErrdefsError) as back:
         client.info(DIGEST)
     assert type(back.value) is cls
@@ -72,7 +72,7 @@ def test_a_plain_exception_is_unknown_with_its_message(
     store, address = raising
     store.error = RuntimeError("disk on fire")
     err = raw_info(address)
-    assert (err.code(), err.details()) == (  # type: ignore[attr-defined]
+    assert (err.code(), err.details()) == (
         grpc.StatusCode.UNKNOWN,
         "disk on fire",
     )
@@ -85,7 +85,7 @@ def test_a_wrapped_kind_keeps_its_code_and_context(raising: tuple[RaisingStore, 
     store, address = raising
     store.error = errdefs.wrap(errdefs.NotFound("content x"), "failed to read")
     err = raw_info(address)
-    assert (err.code(), err.details()) == (  # type: ignore[attr-defined]
+    assert (err.code(), err.details()) == (
         grpc.StatusCode.NOT_FOUND,
         "failed to read: content x: not found",
     )

@@ -21,7 +21,7 @@ from api.proto.containerd.services.namespaces.v1 import namespace_pb2 as ns
 from api.proto.containerd.services.version.v1 import version_pb2
 from api.proto.containerd.types import descriptor_pb2
 from tests.api.conftest import Served
-from tests.api.wire import INTROSPECTION, Images, Leases, md
+from tests.api.wire import INTROSPECTION, Images, Leases, md, status_of
 
 SLACK = timedelta(seconds=2)
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -32,7 +32,7 @@ D2 = "sha256:" + "2" * 64
 def rpc_error(fn: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as exc:
         fn()
-    return exc.value.code(), exc.value.details()  # type: ignore[attr-defined]
+    return status_of(exc.value)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from api.convert import from_timestamp
 from api.proto.containerd.services.content.v1 import content_pb2 as c
 from store import EMPTY, Descriptor, Digest
 from tests.api.conftest import Served, ServerFactory
-from tests.api.wire import Content, Leases, WriteStream, commit, md, stat, write
+from tests.api.wire import Content, Leases, WriteStream, commit, md, stat, status_of, write
 from tests.servers.util import wait_until
 
 SLACK = timedelta(seconds=2)
@@ -25,8 +25,7 @@ def sha(data: bytes) -> str:
 
 
 def code_of(exc: pytest.ExceptionInfo[grpc.RpcError]) -> tuple[grpc.StatusCode, str]:
-    err = exc.value
-    return err.code(), err.details()  # type: ignore[attr-defined]
+    return status_of(exc.value)
 
 
 def test_fresh_stat_reply_has_empty_digest_timestamps_and_total(api_server: Served) -> None:

@@ -5,7 +5,7 @@ each reply and the stream's final status."""
 from __future__ import annotations
 
 import queue
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 from google.protobuf.empty_pb2 import Empty
@@ -94,6 +94,11 @@ class Images:
         self.Delete = rpc.unary_unary(channel, IMAGES, "Delete", im.DeleteImageRequest, Empty)
 
 
+def status_of(err: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+    """The status code and message of a failed call."""
+    return err.code(), err.details() or ""
+
+
 _END = object()
 
 
@@ -142,14 +147,14 @@ class WriteStream:
         try:
             extra = list(self._responses)
         except grpc.RpcError as e:
-            return e.code()  # type: ignore[attr-defined,no-any-return]
+            return e.code()
         assert extra == [], "a reply without a request"
-        code: grpc.StatusCode = self._call.code()  # type: ignore[attr-defined]
-        return code
+        return self._call.code()
 
     def cancel(self) -> None:
         """Drop the call."""
-        self._call.cancel()  # type: ignore[attr-defined]
+        cancel: Callable[[], object] = self._call.cancel
+        cancel()
         self._end()
 
 
