@@ -1,0 +1,243 @@
+"""LocalStore specifics the contract cannot see: the on-disk layout, how a data file
+changes hands (claimed in place when sealed, copied otherwise), read-only blobs, lock
+files, overlapped hashing, the hash pool across fork, timestamps and holders."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+import errdefs
+from store import EMPTY, Descriptor, Digest, LocalStore, read_blob
+from store.local import LocalWriter
+from store.local.ingest import IngestDir
+from store.local.writer import PARALLEL_HASH_MIN
+from store.locks import ref_key
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "store", fsync=False)
+
+
+def ingest_dir(store: LocalStore, ref: str) -> IngestDir:
+    return IngestDir(store.root / "ingest" / ref_key(ref))
+
+
+def data_inode(store: LocalStore, ref: str) -> tuple[int, bool]:
+    cur = ingest_dir(store, ref).current()
+    assert cur is not None
+    return cur.path.stat().st_ino, cur.sealed
+
+
+def crash(w: LocalWriter) -> None:
+    assert w._fd is not None
+    os.close(w._fd)
+    w._fd = None
+    w.lease.release()
+
+
+def test_layout(store: LocalStore) -> None:
+    with store.writer("layer-1") as w:
+        w.write(b"hello")
+        d = ingest_dir(store, "layer-1")
+        assert d.path.name == hashlib.sha256(b"layer-1").hexdigest()
+        assert (d.path / "ref").read_text() == "layer-1"
+        assert len(list(d.path.glob("data.*"))) == 1
+        assert (store.root / "locks" / f"ref-{ref_key('layer-1')}.lock").exists()
+        info = w.commit()
+    blob = store.root / "blobs" / "sha256" / info.digest.encoded
+    assert store.blob_path(info.digest) == blob
+    assert store.blob_path(str(info.digest)) == blob
+    assert blob.read_bytes() == b"hello"
+    assert stat.S_IMODE(blob.stat().st_mode) == 0o444
+    assert blob.stat().st_nlink == 1  # no ingest name points at the published inode
+    assert (store.root / "meta" / "sha256" / f"{info.digest.encoded}.json").exists()
+    assert list((store.root / "ingest").iterdir()) == []
+    assert list((store.root / "locks").iterdir()) == []
+    assert store.exists(info.digest) and store.exists(str(info.digest))
+
+
+def test_a_closed_writer_seals_its_file_and_the_next_takes_it_in_place(
+    store: LocalStore,
+) -> None:
+    w = store.writer("seal")
+    w.write(b"x" * 1000)
+    live_ino, sealed = data_inode(store, "seal")
+    assert not sealed
+    w.close()
+    ino, sealed = data_inode(store, "seal")
+    assert (ino, sealed) == (live_ino, True)
+    w = store.writer("seal")
+    ino, sealed = data_inode(store, "seal")
+    assert (ino, sealed) == (live_ino, False)  # same file, no copy
+    assert w.status().offset == 1000
+    w.close()
+
+
+def test_a_crashed_writers_file_is_copied_not_taken(store: LocalStore) -> None:
+    w = store.writer("crash")
+    w.write(b"y" * 1000)
+    old_ino, _ = data_inode(store, "crash")
+    crash(w)
+    w2 = store.writer("crash")
+    new_ino, sealed = data_inode(store, "crash")
+    assert new_ino != old_ino and not sealed
+    assert [f.id for f in ingest_dir(store, "crash").data_files()] == [w2._id]
+    assert w2.status().offset == 1000
+    w2.close()
+
+
+def test_a_failed_commit_seals_the_file(store: LocalStore) -> None:
+    w = store.writer("failed")
+    w.write(b"z" * 10)
+    with pytest.raises(errdefs.FailedPrecondition):
+        w.commit(11)
+    assert data_inode(store, "failed")[1] is True
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [1],
+        [PARALLEL_HASH_MIN - 1, 1],
+        [PARALLEL_HASH_MIN],
+        [PARALLEL_HASH_MIN + 1, 3, (1 << 20) + 7],
+        [5 << 20],
+    ],
+)
+def test_overlapped_hashing_matches_hashlib(store: LocalStore, sizes: list[int]) -> None:
+    chunks = [os.urandom(n) for n in sizes]
+    with store.writer("hash") as w:
+        for c in chunks:
+            assert w.write(bytearray(c)) == len(c)
+            assert w.digest() == Digest.from_bytes(b"".join(chunks[: chunks.index(c) + 1]))
+        info = w.commit()
+    assert info.digest == Digest.from_bytes(b"".join(chunks))
+
+
+def test_reusing_the_buffer_after_write_returns_is_safe(store: LocalStore) -> None:
+    buf = bytearray(1 << 20)
+    expected = hashlib.sha256()
+    with store.writer("reuse") as w:
+        for i in range(4):
+            buf[:] = bytes([i]) * len(buf)
+            w.write(buf)
+            expected.update(buf)
+        info = w.commit()
+    assert info.digest.encoded == expected.hexdigest()
+
+
+def test_the_hash_pool_works_in_a_forked_child(store: LocalStore) -> None:
+    big = os.urandom(PARALLEL_HASH_MIN * 2)
+    with store.writer("parent") as w:  # the parent's pool now has threads
+        w.write(big)
+        w.commit()
+    r, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            with store.writer("child") as cw:
+                cw.write(big[::-1])
+                info = cw.commit()
+            os.write(wfd, str(info.digest).encode())
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    with os.fdopen(r, "rb") as f:
+        got = f.read().decode()
+    os.waitpid(pid, 0)
+    assert got == str(Digest.from_bytes(big[::-1]))
+
+
+def test_status_has_timestamps_total_expected_and_holder(store: LocalStore) -> None:
+    data = b"status"
+    d = Digest.from_bytes(data)
+    w = store.writer("st", Descriptor(d, len(data)))
+    ws = w.status()
+    assert (ws.total, ws.expected, ws.holder) == (6, d, w.lease.holder)
+    assert ws.holder is not None and ws.holder.pid == os.getpid()
+    w.write(data[:3])
+    st = store.status("st")
+    assert (st.offset, st.total, st.expected) == (3, 6, d)
+    assert st.started_at == ws.started_at
+    assert st.updated_at >= st.started_at
+    assert st.holder == w.lease.holder
+    w.close()
+    assert store.status("st").holder is None
+
+
+def test_commit_with_empty_label_values_drops_them(store: LocalStore) -> None:
+    with store.writer("lbl") as w:
+        w.write(b"l")
+        info = w.commit(labels={"keep": "1", "drop": ""})
+    assert dict(info.labels) == {"keep": "1"}
+
+
+def test_reopening_a_store_sees_everything(tmp_path: Path) -> None:
+    s1 = LocalStore(tmp_path / "s")
+    with s1.writer("a") as w:
+        w.write(b"committed")
+        info = w.commit(labels={"x": "1"})
+    w = s1.writer("b")
+    w.write(b"partial")
+    w.close()
+    s2 = LocalStore(tmp_path / "s")
+    assert s2.info(info.digest) == info
+    assert s2.status("b").offset == 7
+    assert s2.verify(info.digest) == info
+
+
+def test_committing_an_empty_blob(store: LocalStore) -> None:
+    with store.writer("empty", Descriptor(EMPTY, 0)) as w:
+        info = w.commit(0, EMPTY)
+    assert (info.digest, info.size) == (EMPTY, 0)
+    assert read_blob(store, EMPTY) == b""
+
+
+def test_write_after_lease_loss_is_refused(store: LocalStore) -> None:
+    w = store.writer("lost")
+    w.lease.release()  # e.g. a Redis lease that expired
+    with pytest.raises(errdefs.FailedPrecondition):
+        w.write(b"x")
+    with pytest.raises(errdefs.FailedPrecondition):
+        w.commit()
+    assert store.status("lost").offset == 0
+
+
+def test_abort_of_an_incomplete_directory(store: LocalStore) -> None:
+    d = ingest_dir(store, "incomplete")
+    d.path.mkdir()
+    store.abort("incomplete")
+    assert not d.path.exists()
+
+
+def test_store_on_an_unusable_root_is_an_errdefs_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(errdefs.ErrdefsError):
+        LocalStore(tmp_path / "file" / "store")
+
+
+def test_delete_keeps_readers_working(store: LocalStore) -> None:
+    with store.writer("r") as w:
+        w.write(b"still readable")
+        info = w.commit()
+    ra = store.reader_at(info.digest)
+    store.delete(info.digest)
+    assert ra.read_at(0, 100) == b"still readable"
+    ra.close()
+    with pytest.raises(errdefs.FailedPrecondition):
+        ra.read_at(0, 1)
+
+
+def test_negative_read_length_is_invalid(store: LocalStore) -> None:
+    with store.writer("n") as w:
+        w.write(b"abc")
+        info = w.commit()
+    with store.reader_at(info.digest) as ra, pytest.raises(errdefs.InvalidArgument):
+        ra.read_at(0, -1)
