@@ -113,15 +113,18 @@ class LeaseStore:
             raise errdefs.DataLoss(f"read leases of {namespace}: {e}") from e
         now = utcnow()
         out: dict[str, Lease] = {}
-        for lid, d in dict(raw).items():
-            lease = Lease(
-                id=str(lid),
-                created_at=datetime.fromisoformat(d["created_at"]),
-                labels={str(k): str(v) for k, v in dict(d.get("labels") or {}).items()},
-                resources=tuple((str(t), str(i)) for t, i in d.get("resources") or ()),
-            )
-            if not lease.expired(now):
-                out[lease.id] = lease
+        try:
+            for lid, d in dict(raw).items():
+                lease = Lease(
+                    id=str(lid),
+                    created_at=datetime.fromisoformat(d["created_at"]),
+                    labels={str(k): str(v) for k, v in dict(d.get("labels") or {}).items()},
+                    resources=tuple((str(t), str(i)) for t, i in d.get("resources") or ()),
+                )
+                if not lease.expired(now):
+                    out[lease.id] = lease
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise errdefs.DataLoss(f"leases of {namespace} are malformed: {e!r}") from e
         return out
 
     def _save(self, namespace: str, leases: Mapping[str, Lease]) -> None:

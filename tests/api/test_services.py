@@ -108,6 +108,15 @@ def test_leases_need_a_namespace(channel: grpc.Channel) -> None:
     )
 
 
+def test_a_damaged_lease_record_is_data_loss(api_server: Served, channel: grpc.Channel) -> None:
+    leases = Leases(channel)
+    leases.Create(le.CreateRequest(id="ok"), metadata=md())
+    (api_server.root / "leases" / "default.json").write_text('["not", "a", "map"]')
+    code, message = rpc_error(lambda: leases.List(le.ListRequest(), metadata=md()))
+    assert code == grpc.StatusCode.DATA_LOSS
+    assert message.startswith("leases of default are malformed")
+
+
 # images --------------------------------------------------------------------------------
 def image(name: str, digest: str = D1, **labels: str) -> im.Image:
     return im.Image(
