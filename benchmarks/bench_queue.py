@@ -49,7 +49,25 @@ def _wait_results(client: object, ids: list[str], timeout: float = 600) -> None:
         pending = [i for i, v in zip(pending, values, strict=True) if v is None or
                    b'"SUCCESS"' not in v]  # fmt: skip
         if pending:
-            time.sleep(0.01)
+            time.sleep(0.05)
+
+
+def _store_floor(fsync: bool, n: int = 300) -> float:
+    """Blobs per second of the store alone (writer, write, commit) in this process."""
+    from store.digest import Digest
+    from store.local import LocalStore
+    from store.values import Descriptor
+
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        store = LocalStore(tmp, fsync=fsync)
+        data = [os.urandom(4096) for _ in range(n)]
+        t0 = time.perf_counter()
+        for d in data:
+            digest = Digest.from_bytes(d)
+            w = store.writer(f"blob-{digest}", Descriptor(digest, len(d)))
+            w.write(d)
+            w.commit(len(d), digest)
+        return n / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -126,11 +144,16 @@ def main() -> None:
                 for w in workers:
                     w.wait(30)
                 control.close()
+    floor = _store_floor(not args.no_fsync)
     e, i = args.jobs / empty_s, args.jobs / ingest_s
     print(f"celery empty task      : {e:8.1f} jobs/s  ({args.jobs} in {empty_s:.2f} s)")
     print(f"ingestq ingest (4 KiB) : {i:8.1f} jobs/s  ({args.jobs} in {ingest_s:.2f} s)")
     print(f"ratio ingest/empty     : {i / e:8.2f}  (target >= 0.7; fsync "
           f"{'off' if args.no_fsync else 'on'})")  # fmt: skip
+    print(
+        f"(context) store alone  : {floor:8.1f} blobs/s per process: LocalStore writer + "
+        "commit of a 4 KiB blob, no queue; two workers can at most double it"
+    )
 
 
 if __name__ == "__main__":

@@ -259,6 +259,7 @@ class _Attempt:
         self.hints = ResumeHints(store.root)
         self.fetched = 0
         self.started = time.monotonic()
+        self._validator: str | None = None
 
     def _lease_lost(self) -> bool:
         return self.lease is not None and self.lease.lost
@@ -306,8 +307,9 @@ class _Attempt:
                 )
             self.writer.truncate(0)
             offset = 0
-        if offset == 0 and validated:
-            self.hints.put(req.ref, source.name, getattr(source, "validator", None))
+        # The validator is recorded once the first chunk is in (see _copy): an ingest
+        # that ends within one chunk never needs it, and small blobs skip the file write.
+        self._validator = getattr(source, "validator", None) if offset == 0 else None
         if offset > 0:
             metrics.RESUMES.inc()
         return opened, offset
@@ -348,6 +350,9 @@ class _Attempt:
                 raise errdefs.FailedPrecondition(
                     f"source {self.source.name} is longer than the expected {size} bytes"
                 )
+            if self._validator is not None and written > offset:
+                self.hints.put(req.ref, self.source.name, self._validator)
+                self._validator = None
             writer.write(chunk)
             written += len(chunk)
             self.fetched += len(chunk)
@@ -378,7 +383,8 @@ class _Attempt:
         except errdefs.AlreadyExists:
             digest = req.digest or writer.digest()
             info = _existing(self.store, digest, req.labels)
-        self.hints.drop(req.ref)
+        if resumed_from > 0 or self.fetched > CHUNK:
+            self.hints.drop(req.ref)
         return IngestResult(info, True, self.fetched, resumed_from)
 
 
