@@ -71,8 +71,16 @@ def ingest(socket: str, ref: str, source: Path) -> float:
 def start_ingestq(directory: Path) -> tuple[ServerProcess, str]:
     """``ingestq serve`` on a unix socket in ``directory``; ready when it answers."""
     socket = str(directory / "ingestq.sock")
-    argv = [sys.executable, "-c", "from worker.cli import main; main()", "serve",
-            "--address", f"unix://{socket}", "--root", str(directory / "root")]
+    argv = [
+        sys.executable,
+        "-c",
+        "from worker.cli import main; main()",
+        "serve",
+        "--address",
+        f"unix://{socket}",
+        "--root",
+        str(directory / "root"),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("INGESTQ_FSYNC", None)  # durable commits, like containerd's
     for name in ("INGESTQ_REDIS_URL", "INGESTQ_LOCK_URL"):
