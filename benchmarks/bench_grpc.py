@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -136,11 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ratio ingestq / containerd (median): {ours / theirs:.2f}  (target >= 1.5)")
         return 0
     finally:
-        stop: list[Callable[[], object]] = [daemon.close]
         if ingestq is not None:
-            stop.append(lambda: ingestq.stop(timeout=30))  # type: ignore[union-attr]
-        for fn in stop:
-            fn()
+            ingestq.stop(timeout=30)
+        daemon.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
