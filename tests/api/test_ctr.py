@@ -233,3 +233,17 @@ def test_fetch_from_a_registry(registry: Registry, api_server: Served) -> None:
     assert leases == {}  # fetch deleted its lease
     again = ok(api_server.ctr("content", "fetch", "--plain-http", ref, timeout=120))
     assert b"level=warning" not in again.stderr  # everything AlreadyExists, image updated
+
+
+def test_edit_writes_the_edited_blob(api_server: Served, tmp_path: Path) -> None:
+    """``ctr content edit`` opens ``edit-<digest>`` directly, WRITEs the edited bytes and
+    commits with the digest the server reported last."""
+    path, data = source(tmp_path, 2000, seed=8)
+    ok(api_server.ctr("content", "ingest", "to-edit", stdin_path=path))
+    editor = tmp_path / "editor.sh"
+    editor.write_text('#!/bin/sh\nprintf edited > "$1"\n')  # rewrites the file in place
+    editor.chmod(0o755)
+    done = ok(api_server.ctr("content", "edit", "--editor", str(editor), sha(data)))
+    assert done.stdout.decode().strip() == sha(b"edited")
+    assert ok(api_server.ctr("content", "get", sha(b"edited"))).stdout == b"edited"
+    assert api_server.client().list_statuses() == []
