@@ -49,6 +49,7 @@ from tasks.sources.registry_auth import (
     StaticCredentials,
 )
 from tasks.sources.registry_errors import error_from_response, retry_after, transport_error
+from tasks.sources.registry_transport import transport as large_read_transport
 from tasks.sources.resolve import register
 
 #: Largest manifest or index accepted (containerd's limit).
@@ -195,7 +196,8 @@ class RegistryClient:
         options: how to reach registries.
         credentials: where credentials come from; None means the docker config files
             named by ``options.auth_files`` (or the default places).
-        transport: an httpx transport (tests); None for the network.
+        transport: an httpx transport (tests); None for the network through
+            :mod:`tasks.sources.registry_transport` (large socket reads).
         sleep: how ``Retry-After`` waits (injectable).
     """
 
@@ -213,15 +215,17 @@ class RegistryClient:
         self.auth = RegistryAuth(credentials)
         self._sleep = sleep
         o = self.options
+        verify = _tls(o)
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
         self._http = httpx.Client(
             auth=self.auth,
-            verify=_tls(o),
+            verify=verify,
             timeout=httpx.Timeout(o.read_timeout, connect=o.connect_timeout),
             follow_redirects=True,
             max_redirects=o.max_redirects,
-            transport=transport,
+            transport=transport or large_read_transport(verify, limits),
             headers={"User-Agent": "ingestq"},
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            limits=limits,
         )
 
     def close(self) -> None:

@@ -1,0 +1,236 @@
+"""Pull an 8 x 64 MiB image from a local registry three ways, in the same run:
+
+1. ``ingestq``: the pull job through Redis and 2 worker processes
+   (``ingestq worker --pool=prefork --concurrency=1`` each), timed from enqueue to the
+   pull's result (manifest ingested, 8 layers + config fetched by child jobs, labels,
+   ``index.json``);
+2. ``ctr content fetch --plain-http`` into a private ``containerd`` (a fresh temporary
+   root per run, started by this script and not timed), timed around the ``ctr`` process;
+3. ``skopeo copy --preserve-digests docker://... oci:DIR:TAG``, timed around the process.
+
+    .venv/bin/python benchmarks/bench_pull.py [--layers 8] [--layer-mib 64] [--repeat 3]
+                                              [--no-fsync]
+
+Each tool gets a fresh destination for every repetition; the repetitions interleave
+the tools so page cache and CPU state are shared fairly, and the median is reported.
+Prints each median (seconds, MiB/s) and the ratios: ingestq's speed over containerd's
+(target >= 1.5) and over skopeo's (target >= 0.8). Needs root (containerd) and the
+Debian packages docker-registry, redis-server, containerd and skopeo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+MiB = 1 << 20
+
+
+def _push(registry: object, layers: int, layer_mib: int) -> str:
+    """Push the benchmark image (random, incompressible layers); return its digest."""
+    import httpx
+
+    from tests.servers import oci
+
+    chunks = [os.urandom(layer_mib * MiB) for _ in range(layers)]
+    image = oci.build_image(chunks)
+    with httpx.Client(timeout=300) as client:
+        oci.push_built_image(registry, "bench", image, "v1", client=client)  # type: ignore[arg-type]
+    return image.digest
+
+
+def _start_workers(env: dict[str, str], log_dir: Path, count: int) -> list[subprocess.Popen[bytes]]:
+    from celery import Celery
+
+    from tests.servers.util import wait_until
+
+    procs = []
+    names = []
+    for i in range(count):
+        name = f"bench{i}-{uuid.uuid4().hex[:6]}@bench"
+        log = open(log_dir / f"worker{i}.log", "ab")  # noqa: SIM115 - lives with the process
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "from worker.cli import main; main()",
+                    "worker",
+                    "--pool=prefork",
+                    "--concurrency=1",
+                    "--loglevel=WARNING",
+                    "-n",
+                    name,
+                ],
+                env=env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+        names.append(name)
+    app = Celery("bench-ping", broker=env["INGESTQ_REDIS_URL"], set_as_current=False)
+    try:
+        for name in names:
+            wait_until(
+                lambda n=name: app.control.ping(destination=[n], timeout=0.5),
+                60,
+                f"worker {name} answers ping",
+            )
+    finally:
+        app.close()
+    return procs
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    import signal
+
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+
+
+def _empty_store(root: Path) -> None:
+    """Remove every blob, ingest, label record and image of a store root, keeping its
+    directories (the workers' stores stay valid)."""
+    for sub in ("blobs/sha256", "meta/sha256", "ingest", "resume"):
+        directory = root / sub
+        if directory.is_dir():
+            for entry in directory.iterdir():
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.chmod(0o644)
+                    entry.unlink()
+    (root / "index.json").unlink(missing_ok=True)
+
+
+def _time(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--layer-mib", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-fsync", action="store_true", help="INGESTQ_FSYNC=0 on workers")
+    args = parser.parse_args()
+
+    from tasks.config import Settings
+    from tasks.producer import QueueClient
+    from tasks.pull import enqueue_pull
+    from tests.servers.containerd import running_containerd
+    from tests.servers.redis_server import running_redis
+    from tests.servers.registry import running_registry
+    from tests.servers.util import require_binary
+
+    total = args.layers * args.layer_mib * MiB
+    results: dict[str, list[float]] = {"ingestq": [], "containerd": [], "skopeo": []}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        base = Path(tmp)
+        with (
+            running_registry(base / "registry") as registry,
+            running_redis(base / "redis") as redis_server,
+        ):
+            digest = _push(registry, args.layers, args.layer_mib)
+            ref = f"{registry.host}/bench:v1"
+            print(f"image {ref} {digest}: {args.layers} x {args.layer_mib} MiB", flush=True)
+            skopeo = require_binary("skopeo")
+
+            root = base / "ingestq"
+            env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTQ_")}
+            env.update(
+                INGESTQ_REDIS_URL=redis_server.url,
+                INGESTQ_ROOT=str(root),
+                INGESTQ_FSYNC="0" if args.no_fsync else "1",
+                PYTHONPATH=str(REPO),
+            )
+            procs = _start_workers(env, base, args.workers)
+            client = QueueClient(Settings.from_env(env))
+            # Warm both workers' processes (store, Redis and registry clients) on a small
+            # image first; the timed pulls then start from an empty store every time.
+            warm = f"{registry.host}/warm:v1"
+            from tests.servers import oci
+
+            oci.push_image(registry, "warm", "v1", [os.urandom(1024) for _ in range(4)])
+            enqueue_pull(warm, client=client).wait(120)
+
+            def run_ingestq(i: int) -> float:
+                _empty_store(root)
+                seconds = _time(lambda: enqueue_pull(ref, client=client).wait(600) and None)
+                blobs = list((root / "blobs" / "sha256").iterdir())
+                assert len(blobs) == args.layers + 2, blobs
+                return seconds
+
+            def run_containerd(i: int) -> float:
+                # A fresh daemon (and root) per run: containerd keeps deleted content on
+                # disk until its GC runs and would then skip the fetch.
+                with running_containerd(base / f"containerd-{i}") as containerd:
+                    seconds = _time(
+                        lambda: (
+                            containerd.ctr("content", "fetch", "--plain-http", ref, timeout=600)
+                            and None
+                        )
+                    )
+                    listed = containerd.ctr("content", "ls", "-q").stdout.split()
+                shutil.rmtree(base / f"containerd-{i}", ignore_errors=True)
+                assert len(listed) == args.layers + 2, listed
+                return seconds
+
+            def run_skopeo(i: int) -> float:
+                dest = base / f"skopeo-{i}"
+                argv = [skopeo, "--insecure-policy", "copy", "-q", "--src-tls-verify=false",
+                        "--preserve-digests", f"docker://{ref}", f"oci:{dest}:v1"]  # fmt: skip
+                seconds = _time(lambda: subprocess.run(argv, check=True) and None)
+                assert len(list((dest / "blobs" / "sha256").iterdir())) == args.layers + 2
+                shutil.rmtree(dest)
+                return seconds
+
+            runners = {"ingestq": run_ingestq, "containerd": run_containerd, "skopeo": run_skopeo}
+            try:
+                for i in range(args.repeat):
+                    order = list(runners)[i % 3 :] + list(runners)[: i % 3]
+                    for tool in order:
+                        seconds = runners[tool](i)
+                        results[tool].append(seconds)
+                        print(f"  run {i + 1} {tool:10} {seconds:6.2f} s", flush=True)
+            finally:
+                client.close()
+                _stop(procs)
+
+    print()
+    medians = {tool: statistics.median(times) for tool, times in results.items()}
+    for tool, seconds in medians.items():
+        print(f"{tool:10} {seconds:6.2f} s  {total / MiB / seconds:7.1f} MiB/s  (median of "
+              f"{len(results[tool])})")  # fmt: skip
+    vs_containerd = medians["containerd"] / medians["ingestq"]
+    vs_skopeo = medians["skopeo"] / medians["ingestq"]
+    print(f"ingestq / containerd speed: {vs_containerd:.2f}x (target >= 1.5)")
+    print(f"ingestq / skopeo speed:     {vs_skopeo:.2f}x (target >= 0.8)")
+
+
+if __name__ == "__main__":
+    main()
