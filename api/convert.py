@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -89,21 +88,4 @@ def descriptor_to_pb(desc: Descriptor) -> descriptor_pb2.Descriptor:
         digest=str(desc.digest),
         size=desc.size,
         annotations=dict(desc.annotations),
-    )
-
-
-def descriptor_from_pb(
-    msg: descriptor_pb2.Descriptor, annotations: Mapping[str, str] | None = None
-) -> Descriptor:
-    """A store Descriptor from the message. InvalidArgument for a malformed digest or a
-    negative size."""
-    import errdefs
-
-    if msg.size < 0:
-        raise errdefs.InvalidArgument(f"descriptor size {msg.size} is negative")
-    return Descriptor(
-        digest=Digest.parse(msg.digest),
-        size=msg.size,
-        media_type=msg.media_type or "application/octet-stream",
-        annotations=dict(msg.annotations if annotations is None else annotations),
     )
