@@ -15,7 +15,7 @@
 committed in the store (the truth; also when another pull fetched it) and its own job is
 not still running; a failed or canceled child fails the pull with that child's kind.
 While children are pending it publishes itself again with a countdown of 50 ms doubling
-to 500 ms (same job id) and ends with ``Ignore``. It never sleeps or blocks in a worker
+to 500 ms (2 s after the first minute of polls; same job id) and ends with ``Ignore``. It never sleeps or blocks in a worker
 slot, so with ``worker_prefetch_multiplier=1`` and a single slot the children always
 get to run: a waiting finalize is an ETA message, which Celery holds outside the
 prefetch budget. When every child is done it labels the blobs, records the image
@@ -66,9 +66,12 @@ from tasks.pull import (
 )
 from tasks.sources.resolve import file_roots, source_name
 
-#: Finalize poll countdowns: the first, and the cap (seconds).
+#: Finalize poll countdowns (seconds): the first, the cap for the first
+#: :data:`POLL_EAGER` polls, and the cap after them (long pulls poll less often).
 POLL_FIRST = 0.05
 POLL_CAP = 0.5
+POLL_EAGER = 120
+POLL_SLOW_CAP = 2.0
 
 _results: dict[str, redis.Redis] = {}
 _results_mutex = threading.Lock()
@@ -268,11 +271,20 @@ def pull_finalize_task(self: Task, plan: dict[str, Any], polls: int = 0) -> dict
             return result.to_json()
     except Exception as e:
         raise _fail(rt, pull_id, e) from None
-    countdown = min(POLL_FIRST * 2**polls, POLL_CAP)
+    countdown = min(
+        POLL_FIRST * 2 ** min(polls, 16), POLL_CAP if polls < POLL_EAGER else POLL_SLOW_CAP
+    )
     pull_finalize_task.apply_async(
         args=[plan], kwargs={"polls": polls + 1}, task_id=pull_id, countdown=countdown, queue=QUEUE
     )
     raise Ignore(f"pull {pull_id}: children pending, next check in {countdown:.2f}s")
 
 
-__all__ = ["POLL_CAP", "POLL_FIRST", "pull_finalize_task", "pull_task"]
+__all__ = [
+    "POLL_CAP",
+    "POLL_EAGER",
+    "POLL_FIRST",
+    "POLL_SLOW_CAP",
+    "pull_finalize_task",
+    "pull_task",
+]

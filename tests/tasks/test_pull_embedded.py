@@ -109,9 +109,10 @@ def test_single_oci_image_is_fetched_labelled_recorded_and_readable_by_skopeo(
         assert (out / d.digest.split(":")[1]).read_bytes() == data
 
 
-def test_docker_schema2_image_is_recorded_through_an_oci_view_skopeo_reads(
-    registry: Registry, local: LocalClient, tmp_path: Path
+def test_docker_schema2_image_behind_token_auth_is_recorded_through_an_oci_view(
+    registry_token_auth: Registry, local: LocalClient, tmp_path: Path
 ) -> None:
+    registry = registry_token_auth
     layers = [os.urandom(50_000)]
     image = oci.build_image(layers, flavor="docker")
     oci.push_built_image(registry, "dock", image, "v1")
@@ -126,6 +127,8 @@ def test_docker_schema2_image_is_recorded_through_an_oci_view_skopeo_reads(
     view = json.loads(_blob(local.store.root, entry.digest))
     assert view["config"]["digest"] == image.config_descriptor.digest
     assert view["layers"][0]["digest"] == image.layer_descriptors[0].digest
+    assert registry.token_server is not None
+    assert {r.scopes for r in registry.token_server.requests} == {("repository:dock:pull",)}
     root = local.store.root
     inspected = skopeo_inspect(f"oci:{root}:{name}")
     assert inspected["Layers"] == [image.layer_descriptors[0].digest]
