@@ -40,3 +40,14 @@ def test_fifty_jobs_for_one_digest_on_two_workers_fetch_the_bytes_once(
     assert [r.status for r in served] == [200], served
     assert blob_server.bytes_served("/one") == len(data)
     assert (cluster.root / "blobs" / "sha256" / blob.digest.split(":")[1]).read_bytes() == data
+
+
+def test_an_idempotency_key_or_job_id_publishes_once(cluster: Cluster) -> None:
+    spec = {"type": "file", "path": "/nonexistent"}
+    first = enqueue_ingest(spec, idempotency_key="request-42", client=cluster.client)
+    again = enqueue_ingest(spec, idempotency_key="request-42", client=cluster.client)
+    chosen = enqueue_ingest(spec, job_id="mine", client=cluster.client)
+    chosen_again = enqueue_ingest(spec, job_id="mine", client=cluster.client)
+    assert first.id == again.id and chosen.id == chosen_again.id == "mine"
+    assert cluster.client.client.llen("ingestq") == 2  # two messages, not four
+    assert first.state is JobState.QUEUED and first.progress is None
