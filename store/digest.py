@@ -23,9 +23,17 @@ _LOWER_HEX = re.compile(r"^[a-f0-9]+$")
 class Hasher(Protocol):
     """What :func:`Digest.hasher` returns: an incremental hash (hashlib's shape)."""
 
-    def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
-    def hexdigest(self) -> str: ...
-    def copy(self) -> Hasher: ...
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
+        """Hash ``data`` after what came before."""
+        ...
+
+    def hexdigest(self) -> str:
+        """The hex digest of everything so far."""
+        ...
+
+    def copy(self) -> Hasher:
+        """An independent hasher in the same state."""
+        ...
 
 
 @dataclass(frozen=True, order=True)

@@ -81,7 +81,9 @@ def open_writer(
 class Readable(Protocol):
     """The least a copy source offers: ``read(n)``."""
 
-    def read(self, n: int = -1, /) -> bytes: ...
+    def read(self, n: int = -1, /) -> bytes:
+        """Up to ``n`` bytes; empty at the end."""
+        ...
 
 
 Source = IO[bytes] | Readable

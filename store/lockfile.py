@@ -87,8 +87,9 @@ class LockFile:
             return
         try:
             # While we hold the lock, nobody else holds this inode, so the path is ours.
+            # A file we cannot remove is harmless: the next holder reuses it.
             os.unlink(self.path)
-        except FileNotFoundError:
+        except OSError:
             pass
         finally:
             os.close(fd)

@@ -233,6 +233,8 @@ class ChainLocker:
         self._lockers = list(lockers)
 
     def try_lock(self, ref: str, holder_id: str) -> Lease:
+        """Take every locker's lock in order; on a failure release those taken and
+        raise that locker's error (Unavailable when locked)."""
         taken: list[Lease] = []
         try:
             for locker in self._lockers:
@@ -244,6 +246,7 @@ class ChainLocker:
         return _ChainLease(taken)
 
     def holder(self, ref: str) -> Holder | None:
+        """The holder reported by the last locker that knows one (the widest scope)."""
         found: Holder | None = None
         for locker in self._lockers:
             h = locker.holder(ref)
