@@ -9,9 +9,13 @@ end durable:
   directory and writes the metadata).
 
 The raw side does not hash; the store must (it verifies the digest), so the ratio
-shows what hashing, verification and publishing cost on top of the I/O. Runs alternate
-(raw, store, raw, store, ...) after a ``sync`` so that neither inherits the other's
-writeback; the medians are compared.
+shows what hashing, verification and publishing cost on top of the I/O. The store
+hashes in a helper thread overlapped with the write calls, and starts the kernel's
+writeback every 8 MiB so that its final fsync is short. For an honest reading the
+benchmark also times a third variant, raw write + fsync with that same writeback
+trick, and prints the store's ratio to it: that one isolates the cost of hashing and
+publishing. Runs alternate (raw, raw+writeback, store, ...) after a ``sync`` so that
+none inherits another's writeback; the medians are compared.
 
     .venv/bin/python benchmarks/bench_store.py --size 1G --repeat 3
 """
@@ -33,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from store import Descriptor, Digest, LocalStore
+from store.local.writer import WRITEBACK_STEP, start_writeback
 
 POOL = 64 << 20
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -55,14 +60,19 @@ def chunks(pool: memoryview, size: int, chunk: int) -> Iterator[memoryview]:
         done += n
 
 
-def raw_run(path: Path, pool: memoryview, size: int, chunk: int) -> float:
+def raw_run(path: Path, pool: memoryview, size: int, chunk: int, writeback: bool) -> float:
     t0 = time.perf_counter()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
+        written = started = 0
         for view in chunks(pool, size, chunk):
             pos = 0
             while pos < len(view):
                 pos += os.write(fd, view[pos:])
+            written += pos
+            if writeback and start_writeback and written - started >= WRITEBACK_STEP:
+                start_writeback(fd, started, written - started)
+                started = written
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -106,20 +116,28 @@ def main() -> None:
         mib = size / (1 << 20)
         print(f"{mib:.0f} MiB in {chunk >> 10} KiB writes under {base} ({args.repeat} runs each)")
         print(f"sha256 alone (in memory, one thread): {mib / hash_s:8.1f} MiB/s")
-        raw_times, store_times = [], []
+        times: dict[str, list[float]] = {"raw": [], "raw+writeback": [], "store": []}
         for i in range(args.repeat):
             os.sync()
-            raw_times.append(raw_run(base / "raw.bin", pool, size, chunk))
+            times["raw"].append(raw_run(base / "raw.bin", pool, size, chunk, False))
             os.sync()
-            store_times.append(store_run(store, digest, pool, size, chunk, i))
+            times["raw+writeback"].append(raw_run(base / "raw.bin", pool, size, chunk, True))
+            os.sync()
+            times["store"].append(store_run(store, digest, pool, size, chunk, i))
             print(
-                f"  run {i + 1}: raw {mib / raw_times[-1]:8.1f} MiB/s   "
-                f"store {mib / store_times[-1]:8.1f} MiB/s"
+                f"  run {i + 1}: "
+                + "   ".join(f"{k} {mib / v[-1]:7.1f} MiB/s" for k, v in times.items())
             )
-        raw_s, store_s = statistics.median(raw_times), statistics.median(store_times)
-        print(f"raw write+fsync: {mib / raw_s:8.1f} MiB/s (median {raw_s:.2f} s)")
-        print(f"store ingest:    {mib / store_s:8.1f} MiB/s (median {store_s:.2f} s)")
-        print(f"ratio store/raw: {raw_s / store_s:.3f} (target >= 0.9)")
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(
+            f"raw write+fsync:           {mib / med['raw']:8.1f} MiB/s (median {med['raw']:.2f} s)"
+        )
+        wb = med["raw+writeback"]
+        print(f"raw write+fsync+writeback: {mib / wb:8.1f} MiB/s (median {wb:.2f} s)")
+        st = med["store"]
+        print(f"store ingest:              {mib / st:8.1f} MiB/s (median {st:.2f} s)")
+        print(f"ratio store/raw:           {med['raw'] / st:.3f} (target >= 0.9)")
+        print(f"ratio store/raw+writeback: {wb / st:.3f} (hashing and publishing alone)")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -118,6 +118,7 @@ def test_lock_is_free_at_once_after_sigkill(tmp_path: Path) -> None:
     assert locked.wait(WAIT)
     with pytest.raises(errdefs.Unavailable):
         store.writer("held")
+    assert p.pid is not None
     os.kill(p.pid, signal.SIGKILL)
     _join(p)
     store.writer("held").close()  # first try, no backoff
