@@ -28,10 +28,8 @@ from the first message until the stream ends:
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import grpc
 
@@ -42,9 +40,6 @@ from store.digest import Digest
 from store.helpers import Backoff
 from store.protocols import Store, Writer
 from store.values import Descriptor
-
-#: How many written bytes accumulate before their writeback is started.
-WRITEBACK_STEP = 8 << 20
 
 STAT = content_pb2.STAT
 WRITE = content_pb2.WRITE
@@ -73,54 +68,6 @@ def open_writer(
             time.sleep(delay)
 
 
-class Writeback:
-    """Starts the kernel's writeback of an ingest's data file as it grows.
-
-    A store that syncs at commit (``store.fsync``) otherwise finds the whole blob still
-    dirty in the page cache and waits for all of it in one fsync; starting writeback
-    every :data:`WRITEBACK_STEP` bytes (``posix_fadvise(DONTNEED)`` on Linux starts it
-    without waiting) lets the disk work while the next chunks arrive, so the commit's
-    fsync is short. Only for writers that expose their ``data_path`` (the local store's);
-    a pure hint: any failure just turns it off, and durability still comes from the
-    store's own fsync.
-    """
-
-    def __init__(self, writer: Writer, store: Store, offset: int) -> None:
-        self._fd: int | None = None
-        self._started = offset
-        path = getattr(writer, "data_path", None)
-        if (
-            isinstance(path, Path)
-            and getattr(store, "fsync", False)
-            and hasattr(os, "posix_fadvise")
-        ):
-            with contextlib.suppress(OSError):
-                self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-
-    def advance(self, offset: int) -> None:
-        """The file now holds ``offset`` bytes; start writeback of the new ones."""
-        if self._fd is None or offset - self._started < WRITEBACK_STEP:
-            return
-        try:
-            os.posix_fadvise(
-                self._fd, self._started, offset - self._started, os.POSIX_FADV_DONTNEED
-            )
-        except OSError:
-            self.close()
-            return
-        self._started = offset
-
-    def restart(self) -> None:
-        """The file was truncated."""
-        self._started = 0
-
-    def close(self) -> None:
-        """Stop hinting."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-
 class WriteSession:
     """The server side of one Write stream (see the module docstring for the rules)."""
 
@@ -140,7 +87,6 @@ class WriteSession:
         self._on_commit = on_commit
         status = writer.status()
         self._total = total if total > 0 else status.total
-        self._writeback = Writeback(writer, store, status.offset)
         self._offset = status.offset
         self._started_at = timestamp(status.started_at)
         self._updated_at = timestamp(status.updated_at)
@@ -148,7 +94,6 @@ class WriteSession:
 
     def close(self) -> None:
         """Close the writer (keeping partial data) and release the ref lock."""
-        self._writeback.close()
         self._writer.close()
 
     def handle(self, req: content_pb2.WriteContentRequest) -> content_pb2.WriteContentResponse:
@@ -200,18 +145,15 @@ class WriteSession:
             except errdefs.ErrdefsError as e:
                 raise errdefs.wrap(e, "truncate failed") from e
             self._offset = 0
-            self._writeback.restart()
         data = req.data
         if data:
             n = self._writer.write(data)
             self._offset += n
             if n != len(data):
                 raise errdefs.DataLoss(f"wrote {n} of {len(data)} bytes")
-            self._writeback.advance(self._offset)
         self._updated_at = timestamp(self._writer.status().updated_at)
 
     def _commit(self, labels: dict[str, str]) -> None:
-        self._writeback.close()
         info = self._writer.commit(self._total, self._expected, labels or None)
         self.committed = True
         if self._on_commit is not None:
