@@ -85,11 +85,11 @@ def _start_workers(env: dict[str, str], log_dir: Path, count: int) -> list[subpr
     app = Celery("bench-ping", broker=env["INGESTQ_REDIS_URL"], set_as_current=False)
     try:
         for name in names:
-            wait_until(
-                lambda n=name: app.control.ping(destination=[n], timeout=0.5),
-                60,
-                f"worker {name} answers ping",
-            )
+
+            def answers(n: str = name) -> object:
+                return app.control.ping(destination=[n], timeout=0.5)
+
+            wait_until(answers, 60, f"worker {name} answers ping")
     finally:
         app.close()
     return procs
@@ -124,7 +124,7 @@ def _empty_store(root: Path) -> None:
     (root / "index.json").unlink(missing_ok=True)
 
 
-def _time(fn: Callable[[], None]) -> float:
+def _time(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -180,7 +180,7 @@ def main() -> None:
 
             def run_ingestq(i: int) -> float:
                 _empty_store(root)
-                seconds = _time(lambda: enqueue_pull(ref, client=client).wait(600) and None)
+                seconds = _time(lambda: enqueue_pull(ref, client=client).wait(600))
                 blobs = list((root / "blobs" / "sha256").iterdir())
                 assert len(blobs) == args.layers + 2, blobs
                 return seconds
@@ -190,10 +190,7 @@ def main() -> None:
                 # disk until its GC runs and would then skip the fetch.
                 with running_containerd(base / f"containerd-{i}") as containerd:
                     seconds = _time(
-                        lambda: (
-                            containerd.ctr("content", "fetch", "--plain-http", ref, timeout=600)
-                            and None
-                        )
+                        lambda: containerd.ctr("content", "fetch", "--plain-http", ref, timeout=600)
                     )
                     listed = containerd.ctr("content", "ls", "-q").stdout.split()
                 shutil.rmtree(base / f"containerd-{i}", ignore_errors=True)
@@ -204,7 +201,7 @@ def main() -> None:
                 dest = base / f"skopeo-{i}"
                 argv = [skopeo, "--insecure-policy", "copy", "-q", "--src-tls-verify=false",
                         "--preserve-digests", f"docker://{ref}", f"oci:{dest}:v1"]  # fmt: skip
-                seconds = _time(lambda: subprocess.run(argv, check=True) and None)
+                seconds = _time(lambda: subprocess.run(argv, check=True))
                 assert len(list((dest / "blobs" / "sha256").iterdir())) == args.layers + 2
                 shutil.rmtree(dest)
                 return seconds

@@ -15,12 +15,12 @@
 committed in the store (the truth; also when another pull fetched it) and its own job is
 not still running; a failed or canceled child fails the pull with that child's kind.
 While children are pending it publishes itself again with a countdown of 50 ms doubling
-to 500 ms (2 s after the first minute of polls; same job id) and ends with ``Ignore``. It never sleeps or blocks in a worker
-slot, so with ``worker_prefetch_multiplier=1`` and a single slot the children always
-get to run: a waiting finalize is an ETA message, which Celery holds outside the
-prefetch budget. When every child is done it labels the blobs, records the image
-(:func:`tasks.pull.finalize`) and returns the :class:`tasks.pull.PullResult` JSON, which
-is the pull job's result.
+to 500 ms (2 s after the first minute of polls; same job id) and ends with ``Ignore``.
+It never sleeps or blocks in a worker slot, so with ``worker_prefetch_multiplier=1``
+and a single slot the children always get to run: a waiting finalize is an ETA
+message, which Celery holds outside the prefetch budget. When every child is done it
+labels the blobs, records the image (:func:`tasks.pull.finalize`) and returns the
+:class:`tasks.pull.PullResult` JSON, which is the pull job's result.
 
 Cancellation: the job record's cancel flag, checked by both tasks; finalize passes it on
 to every child. Unavailable (registry down, 429, ...) while planning is retried with a

@@ -1,6 +1,6 @@
-"""``ingestq pull`` and ``ingestq images`` as real processes: embedded (in-process, and two
-processes sharing one store), through workers (wait and --detach), single blobs, exit
-codes per error kind."""
+"""``ingestq pull`` and ``ingestq images``: embedded (in this process through click's
+runner, and two real processes sharing one store), through workers (real processes,
+wait and --detach), single blobs, exit codes per error kind."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from click.testing import CliRunner, Result
+
 from store.digest import Digest
 from store.ocilayout import ImageIndex
 from tasks.jobapi import JobState
@@ -17,15 +19,23 @@ from tests.servers import oci
 from tests.servers.registry import Registry
 from tests.servers.util import wait_until
 from tests.tasks.conftest import Cluster
-from tests.tasks.registry_helpers import FrontFactory, MiB, push_multiplatform
+from tests.tasks.registry_helpers import FrontFactory, MiB, push_multiplatform, shutdown_all
 from tests.tasks.registry_helpers import fronts_fixture as fronts_fixture
 from tests.tasks.workers import REPO
+from worker.cli import cli
 
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTQ_")}
     env.update(INGESTQ_FSYNC="0", PYTHONPATH=str(REPO), **extra)
     return env
+
+
+def _cli(*args: str) -> Result:
+    """``ingestq ARGS`` in this process (click's runner; stdout and stderr apart), for
+    the embedded default (no Redis in the environment)."""
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("INGESTQ_")}
+    return CliRunner().invoke(cli, list(args), env={**unset, "INGESTQ_FSYNC": "0"})
 
 
 def _ingestq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -50,8 +60,8 @@ def test_embedded_pull_prints_progress_and_images_lists_it(
     image = oci.build_image([os.urandom(300_000)], flavor="docker")
     oci.push_built_image(registry, "dock", image, "v2")
     name = f"{registry.host}/multi:v1"
-    done = _ingestq("pull", name, "--platform", "linux/arm64", "--root", str(root))
-    assert done.returncode == 0, done.stderr
+    done = _cli("pull", name, "--platform", "linux/arm64", "--root", str(root))
+    assert done.exit_code == 0, done.stderr
     assert done.stdout.split() == [name, index.digest]
     arm = index.images[1]
     for ref in (f"index-{index.digest}", f"manifest-{arm.digest}",
@@ -60,27 +70,27 @@ def test_embedded_pull_prints_progress_and_images_lists_it(
         assert " done " in line and "|" + "+" * 40 + "|" in line
     assert "elapsed:" in done.stderr and "total:" in done.stderr
 
-    dock = _ingestq("pull", f"{registry.host}/dock:v2", "--json", "--root", str(root))
-    assert dock.returncode == 0, dock.stderr
+    dock = _cli("pull", f"{registry.host}/dock:v2", "--json", "--root", str(root))
+    assert dock.exit_code == 0, dock.stderr
     result = json.loads(dock.stdout)
     assert result["name"] == f"{registry.host}/dock:v2"
     assert result["target"]["digest"] == image.digest
     assert result["recorded"]["mediaType"] == oci.OCI_MANIFEST
     assert result["bytes_fetched"] == 300_000 + len(image.config)
 
-    listed = _ingestq("images", "--root", str(root))
-    assert listed.returncode == 0, listed.stderr
+    listed = _cli("images", "--root", str(root))
+    assert listed.exit_code == 0, listed.stderr
     rows = [line.split() for line in listed.stdout.splitlines()]
     assert rows[0] == ["NAME", "TYPE", "DIGEST", "SIZE", "PLATFORMS"]
     assert rows[1][:3] == [name, "oci-index", index.digest]
     assert rows[1][-1] == "linux/arm64"
     assert rows[2][:3] == [f"{registry.host}/dock:v2", "docker-manifest", image.digest]
-    as_json = json.loads(_ingestq("images", "--json", "--root", str(root)).stdout)
+    as_json = json.loads(_cli("images", "--json", "--root", str(root)).stdout)
     # The size counts what index.json reaches: the OCI view, the config and the layer.
     view_size = len(_view(root, as_json[1]))
     assert as_json[1]["size"] == view_size + image.config_descriptor.size + 300_000
     assert as_json[1]["recorded"] != as_json[1]["digest"] == image.digest
-    quiet = _ingestq("images", "-q", "--root", str(root)).stdout.split()
+    quiet = _cli("images", "-q", "--root", str(root)).stdout.split()
     assert quiet == [name, f"{registry.host}/dock:v2"]
 
 
@@ -92,27 +102,27 @@ def test_errors_exit_with_their_kind_and_detach_needs_a_queue(
     registry: Registry, tmp_path: Path
 ) -> None:
     root = str(tmp_path / "store")
-    missing = _ingestq("pull", f"{registry.host}/app:nope", "--root", root)
-    assert missing.returncode == 15  # NotFound
+    missing = _cli("pull", f"{registry.host}/app:nope", "--root", root)
+    assert missing.exit_code == 15  # NotFound
     assert missing.stderr.strip().splitlines()[-1].startswith("ingestq: NotFound: resolve ")
-    bad = _ingestq("pull", "Bad/Ref", "--root", root)
-    assert bad.returncode == 13  # InvalidArgument
-    detach = _ingestq("pull", f"{registry.host}/app:v1", "--detach", "--root", root)
-    assert detach.returncode == 13 and "--detach needs a queue" in detach.stderr
+    bad = _cli("pull", "Bad/Ref", "--root", root)
+    assert bad.exit_code == 13  # InvalidArgument
+    detach = _cli("pull", f"{registry.host}/app:v1", "--detach", "--root", root)
+    assert detach.exit_code == 13 and "--detach needs a queue" in detach.stderr
 
 
 def test_a_single_registry_blob(registry: Registry, tmp_path: Path) -> None:
     data = os.urandom(70_000)
     digest = oci.push_blob(registry, "blobs", data)
-    out = _ingestq("pull", "--blob", f"{registry.host}/blobs@{digest}", "--root",
+    out = _cli("pull", "--blob", f"{registry.host}/blobs@{digest}", "--root",
                    str(tmp_path / "store"))  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    assert out.exit_code == 0, out.stderr
     assert out.stdout.strip() == digest
     assert (tmp_path / "store" / "blobs" / "sha256" / digest[7:]).read_bytes() == data
     unknown = str(Digest.from_bytes(b"nope"))
-    gone = _ingestq("pull", "--blob", f"{registry.host}/blobs@{unknown}", "--root",
+    gone = _cli("pull", "--blob", f"{registry.host}/blobs@{unknown}", "--root",
                     str(tmp_path / "store"))  # fmt: skip
-    assert gone.returncode == 15, gone.stderr
+    assert gone.exit_code == 15, gone.stderr
 
 
 def test_two_embedded_processes_share_the_store_and_fetch_shared_layers_once(
@@ -164,3 +174,4 @@ def test_through_workers_wait_and_detach(cluster: Cluster, registry: Registry) -
     status = _ingestq("job", "wait", job_id, env=env)
     assert status.returncode == 0 and status.stdout.strip() == image.digest
     assert ImageIndex(cluster.root).get("again").digest == Digest.parse(image.digest)
+    shutdown_all(cluster.workers)

@@ -24,6 +24,7 @@ from tasks.pull import (
     BlobState,
     PullRequest,
     PullResult,
+    PullStatus,
     enqueue_pull,
     get_pull,
 )
@@ -251,11 +252,13 @@ def test_status_shows_the_download_in_progress(
                       gate_offset=MiB)  # fmt: skip
     job = enqueue_pull(f"{front.host}/slow:v1", client=local)
     assert gate.gate_reached.wait(30)
-    status = wait_until(
-        lambda: (s := job.status()).bytes_done >= MiB + len(image.manifest) and s,
-        30,
-        "the layer's first MiB is in",
-    )
+
+    def halfway() -> PullStatus | None:
+        s = job.status()
+        return s if s.bytes_done >= MiB + len(image.manifest) else None
+
+    status = wait_until(halfway, 30, "the layer's first MiB is in")
+    assert status is not None
     by_ref = {b.ref: b for b in status.blobs}
     layer_status = by_ref[f"layer-{image.layer_descriptors[0].digest}"]
     assert layer_status.state is BlobState.DOWNLOADING

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,17 +16,25 @@ from store.digest import Digest
 from store.local import LocalStore
 from store.ocilayout import ImageIndex
 from tasks.jobapi import JobState
-from tasks.pull import BlobState, enqueue_pull
+from tasks.pull import BlobState, PullStatus, enqueue_pull
 from tasks.pullqueue import QueuePullJob
 from tests.servers import oci
 from tests.servers.registry import Registry
 from tests.servers.util import wait_until
 from tests.tasks.conftest import Cluster, ClusterFactory
-from tests.tasks.registry_helpers import FrontFactory, MiB
+from tests.tasks.registry_helpers import FrontFactory, MiB, shutdown_all
 from tests.tasks.registry_helpers import fronts_fixture as fronts_fixture
 
 
-def _layer_path(front_host: str, digest: str) -> str:
+@pytest.fixture
+def cluster(cluster: Cluster) -> Iterator[Cluster]:
+    """The conftest's cluster, whose workers are all asked to stop at once at the end
+    (its teardown stops them one by one, seconds each)."""
+    yield cluster
+    shutdown_all(cluster.workers)
+
+
+def _layer_path(digest: str) -> str:
     return rf"^GET /v2/[\w/]+/blobs/{digest}"
 
 
@@ -37,23 +46,24 @@ def test_children_spread_over_two_workers_and_status_aggregates(
     image = oci.build_image(layers)
     oci.push_built_image(registry, "app", image, "v1")
     gated = image.layer_descriptors[0].digest
-    gate = front.rule(_layer_path(front.host, gated), gate_offset=MiB // 2)
+    gate = front.rule(_layer_path(gated), gate_offset=MiB // 2)
     cluster.start_worker()
     cluster.start_worker()
     job = enqueue_pull(f"{front.host}/app:v1", client=cluster.client)
     assert isinstance(job, QueuePullJob)
     assert gate.gate_reached.wait(30), cluster.logs()
+
     # One worker is held inside layer 0; the others must be fetched by the other worker.
+    def all_but_the_gated_one() -> PullStatus | None:
+        s = job.status()
+        done = sum(b.state is BlobState.DONE for b in s.blobs)
+        ok = s.blobs and done == len(s.blobs) - 1 and s.bytes_done == s.bytes_total - MiB // 2
+        return s if ok else None
+
     status = wait_until(
-        lambda: (
-            (s := job.status()).blobs
-            and sum(b.state is BlobState.DONE for b in s.blobs) == len(s.blobs) - 1
-            and s.bytes_done == s.bytes_total - MiB // 2
-            and s
-        ),
-        60,
-        "every blob but the gated layer is done, the gated one half way",
+        all_but_the_gated_one, 60, "every blob but the gated layer is done, it half way"
     )
+    assert status is not None
     held = {b.ref: b for b in status.blobs}[f"layer-{gated}"]
     assert held.state is BlobState.DOWNLOADING and held.offset == MiB // 2
     assert status.bytes_total == image.descriptor.size + sum(
@@ -108,7 +118,7 @@ def test_two_images_sharing_layers_pulled_at_once_on_two_workers_fetch_shared_on
     oci.push_built_image(registry, "one", one, "v1")
     oci.push_built_image(registry, "two", two, "v1")
     big = one.layer_descriptors[0].digest
-    gate = front.rule(_layer_path(front.host, big), gate_offset=MiB)
+    gate = front.rule(_layer_path(big), gate_offset=MiB)
     cluster.start_worker()
     cluster.start_worker()
     first = enqueue_pull(f"{front.host}/one:v1", client=cluster.client)
@@ -154,7 +164,7 @@ def test_a_worker_killed_mid_layer_is_replaced_and_the_layer_resumes(
     image = oci.build_image([data, os.urandom(1000)])
     oci.push_built_image(registry, "big", image, "v1")
     layer = image.layer_descriptors[0].digest
-    gate = front.rule(_layer_path(front.host, layer), gate_offset=4 * MiB)
+    gate = front.rule(_layer_path(layer), gate_offset=4 * MiB)
     doomed = cluster.start_worker()
     job = enqueue_pull(f"{front.host}/big:v1", client=cluster.client)
     assert gate.gate_reached.wait(30), cluster.logs()
@@ -204,7 +214,7 @@ def test_cancel_while_a_layer_downloads_fails_the_pull_and_records_nothing(
     image = oci.build_image([os.urandom(4 * MiB)])
     oci.push_built_image(registry, "slow", image, "v1")
     layer = image.layer_descriptors[0].digest
-    gate = front.rule(_layer_path(front.host, layer), gate_offset=MiB)
+    gate = front.rule(_layer_path(layer), gate_offset=MiB)
     cluster.start_worker()
     cluster.start_worker()
     job = enqueue_pull(f"{front.host}/slow:v1", client=cluster.client)

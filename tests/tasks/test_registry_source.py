@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -166,7 +167,7 @@ def test_the_ingest_core_resumes_a_registry_blob_with_range(
 def test_registry_specs_are_validated() -> None:
     from tasks.config import Settings
 
-    for bad, message in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"type": "registry", "ref": "127.0.0.1:1/app:v1"}, "needs @<digest>"),
         ({"type": "registry", "ref": 5}, "needs a ref"),
         ({"type": "registry", "ref": "h:1/a@sha256:" + "0" * 64, "size": -1}, "natural"),
@@ -174,7 +175,8 @@ def test_registry_specs_are_validated() -> None:
             {"type": "registry", "ref": "h:1/a@sha256:" + "0" * 64, "options": {"x": 1}},
             "unknown registry options",
         ),
-    ]:
+    ]
+    for bad, message in cases:
         with pytest.raises(errdefs.InvalidArgument, match=message):
             source_from_registry_spec(bad, Settings())
 
