@@ -360,12 +360,13 @@ FrontFactory = Callable[..., RegistryFront]
 
 
 def shutdown_all(workers: Sequence[Any]) -> None:
-    """Ask every worker process for a warm shutdown at once (each takes seconds), so the
-    fixture's teardown, which stops them one by one, finds them already exiting."""
+    """Ask every worker process to shut down at once (cold: nothing is running that the
+    test still needs), so the fixture's teardown, which stops them one by one, finds
+    them already exiting."""
     for worker in workers:
         process = getattr(worker, "process", None)
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGQUIT)
 
 
 @pytest.fixture(name="fronts")
