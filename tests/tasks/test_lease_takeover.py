@@ -32,8 +32,12 @@ def test_lease_expiry_under_a_stopped_worker_lets_another_take_over(
     assert blob.gate_reached.wait(30), cluster.logs()
     store = LocalStore(store_root, fsync=False)
     wait_until(lambda: store.status(first.ref).offset == 4 * MiB, 30, "4 MiB written")
-    published = wait_until(lambda: cluster.client.board.get(first.ref), 10, "status published")
-    assert published.offset == 4 * MiB and published.job_id == first.id
+    published = wait_until(
+        lambda: (a := cluster.client.board.get(first.ref)) and a.offset == 4 * MiB and a,
+        10,
+        "the status board shows the 4 MiB",
+    )
+    assert published.job_id == first.id and published.total == 8 * MiB
     child = published.pid
     assert child in stale.children()
 
