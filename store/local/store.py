@@ -168,13 +168,13 @@ class LocalStore:
         with self._blob_lock(digest):
             try:
                 actual, _ = hash_path(blob, digest.algorithm)
+                if actual == digest:
+                    return True
+                self._quarantine(blob, digest)
             except FileNotFoundError:
                 return False
             except OSError as e:
                 raise from_os_error(e, f"verify content {digest}") from e
-            if actual == digest:
-                return True
-            self._quarantine(blob, digest)
             return False
 
     def _open_writer(
