@@ -241,3 +241,41 @@ def test_negative_read_length_is_invalid(store: LocalStore) -> None:
         info = w.commit()
     with store.reader_at(info.digest) as ra, pytest.raises(errdefs.InvalidArgument):
         ra.read_at(0, -1)
+
+
+def test_writeback_is_started_as_the_file_grows_and_failures_only_stop_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import store.local.writer as writer_module
+
+    calls: list[tuple[int, int]] = []
+
+    def failing(fd: int, offset: int, nbytes: int) -> None:
+        calls.append((offset, nbytes))
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(writer_module, "start_writeback", failing)
+    step = 1 << 16
+    monkeypatch.setattr(writer_module, "WRITEBACK_STEP", step)
+    s = LocalStore(tmp_path / "s", fsync=True)
+    with s.writer("wb") as w:
+        for _ in range(3):
+            w.write(b"\0" * step)
+        info = w.commit()
+    assert calls == [(0, step)]  # tried once, then turned off; the data is intact
+    assert info.size == 3 * step
+
+    calls.clear()
+    monkeypatch.setattr(writer_module, "start_writeback", lambda fd, o, n: calls.append((o, n)))
+    with s.writer("wb2") as w:
+        w.write(b"\1" * (step - 1))
+        w.write(b"\1" * 2)
+        w.truncate(0)
+        w.write(b"\2" * (step + 5))
+        w.commit()
+    assert calls == [(0, step + 1), (0, step + 5)]
+    nosync = LocalStore(tmp_path / "n", fsync=False)
+    calls.clear()
+    with nosync.writer("x") as w:
+        w.write(b"\3" * (2 * step))
+    assert calls == []  # nothing to gain when commit does not sync
