@@ -175,3 +175,30 @@ def test_through_workers_wait_and_detach(cluster: Cluster, registry: Registry) -
     assert status.returncode == 0 and status.stdout.strip() == image.digest
     assert ImageIndex(cluster.root).get("again").digest == Digest.parse(image.digest)
     shutdown_all(cluster.workers)
+
+
+def test_the_progress_table_reads_like_ctr() -> None:
+    from store.values import Descriptor
+    from tasks.pull import BlobState, BlobStatus, PullStatus
+    from worker.cli.pull import render
+
+    layer = Digest.from_bytes(b"layer")
+    status = PullStatus(
+        "job", JobState.STARTED, "r/app:v1", "r/app:v1", None,
+        Descriptor(Digest.from_bytes(b"m"), 10, oci.OCI_MANIFEST),
+        (
+            BlobStatus(f"manifest-{Digest.from_bytes(b'm')}", Digest.from_bytes(b"m"),
+                       oci.OCI_MANIFEST, 1024, BlobState.DONE, 1024),
+            BlobStatus(f"layer-{layer}", layer, oci.OCI_LAYER, 4 * MiB,
+                       BlobState.DOWNLOADING, MiB),
+        ),
+    )  # fmt: skip
+    lines = render(status, 2.0)
+    assert lines[0].startswith(f"manifest-{Digest.from_bytes(b'm')}:  done ")
+    assert "|" + "+" * 40 + "|  1.0 KiB/1.0 KiB" in lines[0]
+    assert lines[1].startswith(f"layer-{layer}:")
+    assert "downloading  |" + "+" * 10 + "-" * 30 + "|  1.0 MiB/4.0 MiB" in lines[1]
+    assert lines[2].startswith("elapsed: 2.0 s") and lines[2].endswith("(512.5 KiB/s)")
+    assert "total: 1.0 MiB" in lines[2]
+    planning = render(PullStatus("job", JobState.STARTED, "r/app:v1"), 0.5)
+    assert planning[0].startswith("r/app:v1:  resolving")

@@ -140,8 +140,10 @@ def _pull_json(job_id: str, result: Any) -> dict[str, Any]:
 )  # fmt: skip
 @click.option("--tlscacert", "ca_bundle", type=click.Path(dir_okay=False), default=None,
               help="PEM CA bundle to trust for the registry.")  # fmt: skip
-@click.option("--tlscert", "client_cert", type=click.Path(dir_okay=False), default=None)
-@click.option("--tlskey", "client_key", type=click.Path(dir_okay=False), default=None)
+@click.option("--tlscert", "client_cert", type=click.Path(dir_okay=False), default=None,
+              help="PEM client certificate for the registry.")  # fmt: skip
+@click.option("--tlskey", "client_key", type=click.Path(dir_okay=False), default=None,
+              help="PEM key of --tlscert.")  # fmt: skip
 @click.option("--auth-file", "auth_files", multiple=True, type=click.Path(dir_okay=False),
               help="docker config.json with credentials (default: the usual places).")  # fmt: skip
 @click.option("--name", default=None, help="Record the image under NAME.")
