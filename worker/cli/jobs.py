@@ -51,7 +51,20 @@ def _info_json(info: Info, job: IngestJob) -> dict[str, Any]:
 
 
 def _wait(job: IngestJob, timeout: float | None, as_json: bool) -> None:
-    """Wait for ``job``, drawing progress on a TTY; print the result."""
+    """Wait for ``job``, drawing progress on a TTY; print the result. Interrupted, an
+    embedded job (running in this process) is canceled and kept for a resume; a queued
+    job goes on on the workers."""
+    from tasks.embedded import LocalJob
+
+    try:
+        _wait_and_print(job, timeout, as_json)
+    except KeyboardInterrupt:
+        if isinstance(job, LocalJob):
+            job.cancel()
+        raise
+
+
+def _wait_and_print(job: IngestJob, timeout: float | None, as_json: bool) -> None:
     tty = sys.stderr.isatty() and not as_json
     deadline = None if timeout is None else time.monotonic() + timeout
     if tty:
