@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import subprocess
 import sys
@@ -88,6 +89,30 @@ def run(cluster: Cluster, *args: str, timeout: float = 60) -> subprocess.Complet
         [*CLI, *args], env=cluster.env, cwd=REPO, capture_output=True, text=True,
         timeout=timeout,
     )  # fmt: skip
+
+
+def run_on_tty(cluster: Cluster, *args: str) -> str:
+    """Run the CLI with its stdout on a pseudo-terminal; return what it printed."""
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*CLI, *args], env={**cluster.env, "COLUMNS": "160"}, cwd=REPO, stdout=terminal,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        os.close(terminal)
+        chunks = []
+        while True:
+            try:
+                data = os.read(controller, 4096)
+            except OSError:  # EIO: the terminal's other side closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(30) == 0
+    finally:
+        os.close(controller)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def test_ingest_waits_and_prints_the_digest_and_the_worker_exports_metrics(
@@ -175,6 +200,9 @@ def test_active_lists_live_ingests_and_cancel_stops_one(
     assert entry["total"] == 4 * MiB and entry["host"]
     plain = run(cluster, "active")
     assert f"blob-{b.digest}"[:48] in plain.stdout and "2.0 MiB/4.0 MiB" in plain.stdout
+    assert "[" not in plain.stdout  # no bars when not on a terminal
+    on_tty = run_on_tty(cluster, "active")
+    assert " 50.0%" in on_tty and "[" + "#" * 5 in on_tty and "." * 5 + "]" in on_tty
 
     assert run(cluster, "job", "cancel", job_id).returncode == 0
     b.gate.set()
