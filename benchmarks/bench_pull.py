@@ -3,7 +3,8 @@
 1. ``ingestq``: the pull job through Redis and 2 worker processes
    (``ingestq worker --pool=prefork --concurrency=1`` each), timed from enqueue to the
    pull's result (manifest ingested, 8 layers + config fetched by child jobs, labels,
-   ``index.json``);
+   ``index.json``) through the producer API, and again as ``ingestq pull --quiet`` (a
+   new Python process per pull: its start-up is counted, like ctr's and skopeo's);
 2. ``ctr content fetch --plain-http`` into a private ``containerd`` (a fresh temporary
    root per run, started by this script and not timed), timed around the ``ctr`` process;
 3. ``skopeo copy --preserve-digests docker://... oci:DIR:TAG``, timed around the process.
@@ -148,7 +149,9 @@ def main() -> None:
     from tests.servers.util import require_binary
 
     total = args.layers * args.layer_mib * MiB
-    results: dict[str, list[float]] = {"ingestq": [], "containerd": [], "skopeo": []}
+    results: dict[str, list[float]] = {
+        "ingestq": [], "ingestq-cli": [], "containerd": [], "skopeo": []
+    }  # fmt: skip
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         base = Path(tmp)
         with (
@@ -185,6 +188,18 @@ def main() -> None:
                 assert len(blobs) == args.layers + 2, blobs
                 return seconds
 
+            def run_ingestq_cli(i: int) -> float:
+                _empty_store(root)
+                argv = [sys.executable, "-c", "from worker.cli import main; main()", "pull",
+                        "--quiet", ref]  # fmt: skip
+                seconds = _time(
+                    lambda: subprocess.run(
+                        argv, env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL
+                    )
+                )
+                assert len(list((root / "blobs" / "sha256").iterdir())) == args.layers + 2
+                return seconds
+
             def run_containerd(i: int) -> float:
                 # A fresh daemon (and root) per run: containerd keeps deleted content on
                 # disk until its GC runs and would then skip the fetch.
@@ -206,10 +221,16 @@ def main() -> None:
                 shutil.rmtree(dest)
                 return seconds
 
-            runners = {"ingestq": run_ingestq, "containerd": run_containerd, "skopeo": run_skopeo}
+            runners = {
+                "ingestq": run_ingestq,
+                "ingestq-cli": run_ingestq_cli,
+                "containerd": run_containerd,
+                "skopeo": run_skopeo,
+            }
             try:
                 for i in range(args.repeat):
-                    order = list(runners)[i % 3 :] + list(runners)[: i % 3]
+                    k = i % len(runners)
+                    order = list(runners)[k:] + list(runners)[:k]
                     for tool in order:
                         seconds = runners[tool](i)
                         results[tool].append(seconds)
@@ -227,6 +248,11 @@ def main() -> None:
     vs_skopeo = medians["skopeo"] / medians["ingestq"]
     print(f"ingestq / containerd speed: {vs_containerd:.2f}x (target >= 1.5)")
     print(f"ingestq / skopeo speed:     {vs_skopeo:.2f}x (target >= 0.8)")
+    cli = medians["ingestq-cli"]
+    print(
+        f"with the CLI's process start (ingestq pull): {medians['containerd'] / cli:.2f}x "
+        f"containerd, {medians['skopeo'] / cli:.2f}x skopeo"
+    )
 
 
 if __name__ == "__main__":
