@@ -287,7 +287,10 @@ class RedisLeaseLocker:
             started = time.monotonic()
             for lease in leases:
                 if not lease._released and not lease._lost.is_set() and client is not None:
-                    self._beat(lease, client)
+                    try:
+                        self._beat(lease, client)
+                    except Exception:  # keep beating the others; this one expires safely
+                        log.exception("heartbeat for %s failed", lease.ref)
             spent = time.monotonic() - started
             self._wake.wait(max(self.interval - spent, 0.0))
             self._wake.clear()
