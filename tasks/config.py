@@ -19,6 +19,8 @@ Every knob has a deliberate default; the environment variables are:
 ``INGESTQ_HTTP_READ_TIMEOUT``  HTTP read (stall) timeout, s (default 60)
 ``INGESTQ_HTTP_MAX_REDIRECTS`` redirects followed (default 10)
 ``INGESTQ_MAX_SOURCE_RETRIES`` retries of a job whose source is Unavailable (default 8)
+``INGESTQ_MAX_REDELIVERIES``   redeliveries after lost workers before a job fails with
+                               Aborted (default 10; bounds reject_on_worker_lost loops)
 ``INGESTQ_RETRY_CAP``          cap of a retry countdown, s (default 300)
 ``INGESTQ_LOCK_WAIT_CAP``      cap of the locked-ref backoff, s (default 5)
 ``INGESTQ_RESTORE_INTERVAL``   kombu ``unacked_restore_interval``, s (default 10)
@@ -88,6 +90,7 @@ class Settings:
     http_read_timeout: float = 60.0
     http_max_redirects: int = 10
     max_source_retries: int = 8
+    max_redeliveries: int = 10
     retry_cap: float = 300.0
     lock_wait_cap: float = 5.0
     restore_interval: float = 10.0
@@ -147,6 +150,7 @@ class Settings:
             http_read_timeout=_float(env, "INGESTQ_HTTP_READ_TIMEOUT", 60.0),
             http_max_redirects=_int(env, "INGESTQ_HTTP_MAX_REDIRECTS", 10),
             max_source_retries=_int(env, "INGESTQ_MAX_SOURCE_RETRIES", 8, allow_zero=True),
+            max_redeliveries=_int(env, "INGESTQ_MAX_REDELIVERIES", 10),
             retry_cap=_float(env, "INGESTQ_RETRY_CAP", 300.0),
             lock_wait_cap=_float(env, "INGESTQ_LOCK_WAIT_CAP", 5.0),
             restore_interval=_float(env, "INGESTQ_RESTORE_INTERVAL", 10.0),

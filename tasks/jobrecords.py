@@ -76,6 +76,17 @@ class JobRecords:
         except redis.RedisError:
             return
 
+    def count_redelivery(self, job_id: str) -> int:
+        """Count one more redelivery of ``job_id`` (its worker was lost); the total."""
+        try:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hincrby(keys.job_key(job_id), "redeliveries", 1)
+            pipe.expire(keys.job_key(job_id), self._ttl)
+            count, _ = pipe.execute()
+        except redis.RedisError as e:
+            raise errdefs.Unavailable(f"job records: {e}") from e
+        return int(count)
+
     def request_cancel(self, job_id: str) -> None:
         """Set the cancel flag the running job polls."""
         try:

@@ -22,6 +22,9 @@ How a job waits and fails:
 * Any other errdefs kind (NotFound, InvalidArgument, PermissionDenied,
   Unauthenticated, FailedPrecondition, DataLoss, Canceled, ...): FAILURE at once.
   Anything else becomes Unknown with its message.
+* Redelivered after a lost worker (``task_reject_on_worker_lost``, or the visibility
+  timeout): counted in the job record; past ``INGESTQ_MAX_REDELIVERIES`` the job fails
+  with Aborted instead of looping (a blob whose ingest always kills its process).
 * A failure's errdefs error record is also written to the job record
   (:mod:`tasks.jobrecords`); the exception Celery stores is the errdefs class itself.
 """
@@ -136,6 +139,13 @@ def ingest_task(
         req = IngestRequest.from_json(request)
         if job_id and rt.records.cancel_requested(job_id):
             raise errdefs.Canceled(f"job {job_id} canceled")
+        delivery = self.request.delivery_info or {}
+        if job_id and delivery.get("redelivered"):
+            times = rt.records.count_redelivery(job_id)
+            if times > rt.settings.max_redeliveries:
+                raise errdefs.Aborted(
+                    f"job {job_id} redelivered {times} times: its worker was lost each time"
+                )
         source = source_from_spec(req.source, rt.settings)
         result = ingest_once(
             rt.store,

@@ -7,6 +7,9 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
+import errdefs
 from store.local import LocalStore
 from tasks.producer import enqueue_ingest
 from tests.servers.util import wait_until
@@ -46,6 +49,7 @@ def _assert_resumed(
     assert second.sent == 4 * MiB
     meta = cluster.client.meta(job_id)
     assert meta is not None and meta["result"]["resumed_from"] == 4 * MiB
+    assert cluster.client.records.get(job_id)["redeliveries"] == "1"
     path = cluster.root / "blobs" / "sha256" / blob.digest.split(":")[1]
     assert path.read_bytes() == blob.data
 
@@ -72,3 +76,26 @@ def test_sigkill_of_the_whole_worker_redelivers_after_the_visibility_timeout(
     cluster.start_worker()
     os.killpg(doomed.pid, signal.SIGKILL)
     _assert_resumed(cluster, blob_server, blob, job_id)
+
+
+def test_a_job_whose_worker_keeps_dying_fails_with_aborted_instead_of_looping(
+    cluster_factory: ClusterFactory, redis_url: str, store_root: Path, blob_server: BlobServer
+) -> None:
+    cluster = cluster_factory(redis_url, store_root, INGESTQ_MAX_REDELIVERIES="1")
+    worker = cluster.start_worker()
+    blob, job_id, pid = _start_gated_job(cluster, blob_server)
+    blob.gate_requests = 2  # the resumed request stalls too
+    os.kill(pid, signal.SIGKILL)
+    store = LocalStore(cluster.root, fsync=False)
+    ref = f"blob-{blob.digest}"
+    second = wait_until(
+        lambda: (h := store.status(ref).holder) is not None and h.pid != pid and h.pid,
+        30,
+        "the redelivered job holds the ref in a new pool process",
+    )
+    assert second in worker.children()
+    os.kill(second, signal.SIGKILL)
+    with pytest.raises(errdefs.Aborted, match="redelivered 2 times"):
+        cluster.client.job(job_id).wait(timeout=60)
+    assert cluster.client.records.get(job_id)["redeliveries"] == "2"
+    assert store.status(ref).offset == 4 * MiB  # kept for a later resume
