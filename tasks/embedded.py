@@ -50,21 +50,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class _LocalHooks(Hooks):
+class CancelHooks(Hooks):
+    """Cancellation for embedded jobs: an event in this process, or the job's ``.cancel``
+    file written by another process (``ingestq job cancel``), checked every
+    ``CANCEL_POLL`` seconds."""
+
     def __init__(self, event: threading.Event, cancel_file: Path) -> None:
-        self._event = event
+        self.event = event
         self._file = cancel_file
         self._next = 0.0
 
     def cancelled(self) -> bool:
-        if self._event.is_set():
+        if self.event.is_set():
             return True
         now = time.monotonic()
         if now >= self._next:
             self._next = now + CANCEL_POLL
             if self._file.exists():
-                self._event.set()
-        return self._event.is_set()
+                self.event.set()
+        return self.event.is_set()
 
 
 class LocalJob:
@@ -239,7 +243,7 @@ class LocalClient:
     def _run(
         self, job_id: str, request: IngestRequest, record: dict[str, Any], event: threading.Event
     ) -> None:
-        hooks = _LocalHooks(event, path_with_suffix(self.job_path(job_id), ".cancel"))
+        hooks = CancelHooks(event, path_with_suffix(self.job_path(job_id), ".cancel"))
         self._update(job_id, record, state=JobState.STARTED.value)
 
         def on_wait(busy: RefBusy, delay: float) -> None:

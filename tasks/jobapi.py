@@ -9,10 +9,11 @@ errdefs error), ``canceled``, ``unknown`` (no such job, or expired).
 from __future__ import annotations
 
 import enum
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import errdefs
 from store.values import Info
@@ -93,6 +94,45 @@ class IngestJob(Protocol):
         """Ask the job to stop: a queued job is dropped, a running one stops at its next
         chunk (the ingest is kept for resume) and fails with Canceled."""
         ...
+
+
+T = TypeVar("T")
+
+
+def poll_outcome(
+    job_id: str,
+    outcome: Callable[[], object],
+    exists: Callable[[], bool],
+    result_type: type[T],
+    timeout: float | None,
+    *,
+    max_delay: float,
+) -> T:
+    """Poll a queued job until ``outcome()`` gives a ``result_type`` (returned) or an errdefs
+    error (raised). NotFound when the job is unknown (``exists()`` false while there is no
+    outcome), DeadlineExceeded after ``timeout`` seconds; an Unavailable Redis (restarting)
+    is waited out until the deadline."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.01
+    known = False
+    while True:
+        result: object = None
+        try:
+            result = outcome()
+            if result is None and not known:
+                known = exists()
+                if not known:
+                    raise errdefs.NotFound(f"job {job_id}")
+        except errdefs.Unavailable:
+            result = None
+        if isinstance(result, result_type):
+            return result
+        if isinstance(result, errdefs.ErrdefsError):
+            raise result
+        if deadline is not None and time.monotonic() + delay > deadline:
+            raise errdefs.DeadlineExceeded(f"job {job_id} not done after {timeout}s")
+        time.sleep(delay)
+        delay = min(delay * 1.5, max_delay)
 
 
 def error_from_celery_exc(obj: object) -> errdefs.ErrdefsError:

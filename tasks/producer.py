@@ -21,7 +21,6 @@ producer import, construct or raise anything but an errdefs kind.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -40,6 +39,7 @@ from tasks.jobapi import (
     Progress,
     error_from_celery_exc,
     job_id_for,
+    poll_outcome,
 )
 from tasks.jobrecords import JobRecords, error_from_record_text
 from tasks.sources.resolve import source_name, spec_from_text
@@ -134,26 +134,14 @@ class QueueJob:
         return None
 
     def wait(self, timeout: float | None = None) -> Info:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.01
-        known = False
-        while True:
-            try:
-                outcome = self.outcome()
-                if outcome is None and not known:
-                    known = bool(self._queue.records.get(self._id))
-                    if not known and self._meta() is None:
-                        raise errdefs.NotFound(f"job {self._id}")
-            except errdefs.Unavailable:
-                outcome = None  # Redis restarting: keep waiting until the deadline
-            if isinstance(outcome, Info):
-                return outcome
-            if isinstance(outcome, errdefs.ErrdefsError):
-                raise outcome
-            if deadline is not None and time.monotonic() + delay > deadline:
-                raise errdefs.DeadlineExceeded(f"job {self._id} not done after {timeout}s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+        return poll_outcome(
+            self._id,
+            self.outcome,
+            lambda: bool(self._queue.records.get(self._id)) or self._meta() is not None,
+            Info,
+            timeout,
+            max_delay=0.25,
+        )
 
     def cancel(self) -> None:
         self._queue.records.request_cancel(self._id)

@@ -28,7 +28,8 @@ import errdefs
 from store.local import LocalStore
 from tasks.backoff import backoff
 from tasks.config import Settings
-from tasks.ingest import Hooks, IngestRequest, IngestResult, ingest
+from tasks.embedded import CancelHooks
+from tasks.ingest import IngestRequest, IngestResult, ingest
 from tasks.jobapi import JobState
 from tasks.pull import (
     BlobState,
@@ -58,32 +59,12 @@ def _cancel_path(record: Path) -> Path:
     return record.with_name(record.stem + ".cancel")
 
 
-class _CancelHooks(Hooks):
-    """Cancellation for every ingest of one embedded pull: an event in this process, or
-    the job's ``.cancel`` file from another process (``ingestq job cancel``)."""
-
-    def __init__(self, event: threading.Event, cancel_file: Path) -> None:
-        self.event = event
-        self._file = cancel_file
-        self._next = 0.0
-
-    def cancelled(self) -> bool:
-        if self.event.is_set():
-            return True
-        now = time.monotonic()
-        if now >= self._next:
-            self._next = now + 0.25
-            if self._file.exists():
-                self.event.set()
-        return self.event.is_set()
-
-
 def ingest_with_retries(
     store: LocalStore,
     source: Source,
     request: IngestRequest,
     settings: Settings,
-    hooks: _CancelHooks,
+    hooks: CancelHooks,
     *,
     job_id: str = "",
 ) -> IngestResult:
@@ -118,7 +99,7 @@ class _LocalPull:
         self.path = path
         self.request = request
         self.record: dict[str, Any] = json.loads(path.read_text())
-        self.hooks = _CancelHooks(threading.Event(), _cancel_path(path))
+        self.hooks = CancelHooks(threading.Event(), _cancel_path(path))
 
     def _update(self, **fields: Any) -> None:
         self.record.update(fields, updated_at=time.time())

@@ -9,13 +9,12 @@ combines the plan with each child job's state and the status board's live offset
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any
 
 import errdefs
 from tasks.app import QUEUE
-from tasks.jobapi import JobState
+from tasks.jobapi import JobState, poll_outcome
 from tasks.producer import QueueClient, QueueJob
 from tasks.pull import (
     TASK_PULL,
@@ -138,27 +137,16 @@ class QueuePullJob:
         return outcome if isinstance(outcome, errdefs.ErrdefsError) else None
 
     def wait(self, timeout: float | None = None) -> PullResult:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.01
-        while True:
-            try:
-                outcome = self._outcome()
-                if (
-                    outcome is None
-                    and not self._queue.records.get(self._id)
-                    and self._queue.meta(self._id) is None
-                ):
-                    raise errdefs.NotFound(f"job {self._id}")
-            except errdefs.Unavailable:
-                outcome = None  # Redis restarting: keep waiting until the deadline
-            if isinstance(outcome, PullResult):
-                return outcome
-            if isinstance(outcome, errdefs.ErrdefsError):
-                raise outcome
-            if deadline is not None and time.monotonic() + delay > deadline:
-                raise errdefs.DeadlineExceeded(f"job {self._id} not done after {timeout}s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.1)
+        return poll_outcome(
+            self._id,
+            self._outcome,
+            lambda: (
+                bool(self._queue.records.get(self._id)) or self._queue.meta(self._id) is not None
+            ),
+            PullResult,
+            timeout,
+            max_delay=0.1,
+        )
 
     def cancel(self) -> None:
         """Flag the pull and every child for cancellation and revoke their messages."""
