@@ -23,14 +23,14 @@ from typing import Self
 import grpc
 from google.protobuf.empty_pb2 import Empty
 
-import errdefs
-from api import MAX_MESSAGE, namespaces, rpc
-from api.convert import info_from_pb, info_to_pb, status_from_pb
-from api.errors import call, from_rpc_error
-from api.proto.containerd.services.content.v1 import content_pb2
-from store import filters as filterlang
-from store.digest import Digest
-from store.values import Descriptor, Info, Status
+from ingestq import errdefs
+from ingestq.api import MAX_MESSAGE, namespaces, rpc
+from ingestq.api.convert import info_from_pb, info_to_pb, status_from_pb
+from ingestq.api.errors import call, from_rpc_error
+from ingestq.api.proto.containerd.services.content.v1 import content_pb2
+from ingestq.store import filters as filterlang
+from ingestq.store.digest import Digest
+from ingestq.store.values import Descriptor, Info, Status
 
 #: The largest WRITE a client sends (well under the 16 MiB message limit).
 WRITE_CHUNK = 4 << 20

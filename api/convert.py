@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from api.proto.containerd.services.content.v1 import content_pb2
-from api.proto.containerd.types import descriptor_pb2
-from store.digest import Digest
-from store.values import Descriptor, Info, Status
+from ingestq.api.proto.containerd.services.content.v1 import content_pb2
+from ingestq.api.proto.containerd.types import descriptor_pb2
+from ingestq.store.digest import Digest
+from ingestq.store.values import Descriptor, Info, Status
 
 #: Go's zero time (0001-01-01T00:00:00Z), what containerd sends for an unset time.
 GO_ZERO_SECONDS = -62135596800

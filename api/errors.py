@@ -19,7 +19,7 @@ from typing import NoReturn, TypeVar
 
 import grpc
 
-import errdefs
+from ingestq import errdefs
 
 log = logging.getLogger("ingestq.api")
 

@@ -21,7 +21,7 @@ import re
 
 import grpc
 
-import errdefs
+from ingestq import errdefs
 
 NAMESPACE_KEY = "containerd-namespace"
 LEASE_KEY = "containerd-lease"

@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from store.local import LocalStore
-from tasks.ingest import ingest_once, make_request
-from tasks.sources.http import CHUNK, HttpSource, new_client
+from ingestq.fetch.http import CHUNK, HttpSource, new_client
+from ingestq.ingest.core import ingest_once, make_request
+from ingestq.store.local import LocalStore
 from tests.tasks.blobserver import Behaviour, BlobServer
 
 

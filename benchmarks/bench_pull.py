@@ -140,9 +140,9 @@ def main() -> None:
     parser.add_argument("--no-fsync", action="store_true", help="INGESTQ_FSYNC=0 on workers")
     args = parser.parse_args()
 
-    from tasks.config import Settings
-    from tasks.producer import QueueClient
-    from tasks.pull import enqueue_pull
+    from ingestq.jobs.config import Settings
+    from ingestq.jobs.pull import enqueue_pull
+    from ingestq.tasks.producer import QueueClient
     from tests.servers.containerd import running_containerd
     from tests.servers.redis_server import running_redis
     from tests.servers.registry import running_registry

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tasks.app import app  # noqa: E402
+from ingestq.tasks.app import app  # noqa: E402
 
 EMPTY = "ingestq.bench.empty"
 
@@ -59,9 +59,9 @@ def _wait_results(client: object, ids: list[str], timeout: float = 600) -> None:
 
 def _store_floor(fsync: bool, n: int = 300) -> float:
     """Blobs per second of the store alone (writer, write, commit) in this process."""
-    from store.digest import Digest
-    from store.local import LocalStore
-    from store.values import Descriptor
+    from ingestq.store.digest import Digest
+    from ingestq.store.local import LocalStore
+    from ingestq.store.values import Descriptor
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         store = LocalStore(tmp, fsync=fsync)
@@ -83,9 +83,9 @@ def main() -> None:
 
     from celery import Celery
 
-    from tasks.config import Settings
-    from tasks.ingest import make_request
-    from tasks.producer import QueueClient
+    from ingestq.ingest.core import make_request
+    from ingestq.jobs.config import Settings
+    from ingestq.tasks.producer import QueueClient
     from tests.servers.redis_server import running_redis
     from tests.servers.util import wait_until
 
@@ -113,7 +113,7 @@ def main() -> None:
                     name = f"bench{n}@local"
                     log = open(base / f"{name}.log", "wb")  # noqa: SIM115
                     workers.append(subprocess.Popen(
-                        [sys.executable, "-m", "celery", "-A", "tasks.app", "worker",
+                        [sys.executable, "-m", "celery", "-A", "ingestq.tasks.app", "worker",
                          "--pool=prefork", "--concurrency=1", f"--hostname={name}",
                          "--loglevel=WARNING", "-Q", "ingestq", "--without-mingle",
                          "--without-gossip", "-I", "benchmarks.bench_queue"],

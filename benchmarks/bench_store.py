@@ -36,8 +36,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from store import Descriptor, Digest, LocalStore
-from store.local.writer import WRITEBACK_STEP, start_writeback
+from ingestq.store import Descriptor, Digest, LocalStore
+from ingestq.store.local.writer import WRITEBACK_STEP, start_writeback
 
 POOL = 64 << 20
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}

@@ -20,7 +20,7 @@ and no decoder ever imports or constructs a class that input names.
 This package imports nothing else of ingestq.
 """
 
-from errdefs._classify import (
+from ingestq.errdefs._classify import (
     from_exception,
     is_aborted,
     is_already_exists,
@@ -41,8 +41,8 @@ from errdefs._classify import (
     resolve,
     wrap,
 )
-from errdefs._grpc import by_code, from_grpc, to_grpc
-from errdefs._kinds import (
+from ingestq.errdefs._grpc import by_code, from_grpc, to_grpc
+from ingestq.errdefs._kinds import (
     KINDS,
     Aborted,
     AlreadyExists,
@@ -62,8 +62,8 @@ from errdefs._kinds import (
     Unimplemented,
     Unknown,
 )
-from errdefs._normalize import normalize
-from errdefs._record import (
+from ingestq.errdefs._normalize import normalize
+from ingestq.errdefs._record import (
     ErrorRecordDict,
     from_json_dict,
     from_record,
@@ -72,7 +72,7 @@ from errdefs._record import (
     to_json_dict,
     to_record,
 )
-from errdefs.record_pb2 import ErrorRecord
+from ingestq.errdefs.record_pb2 import ErrorRecord
 
 #: containerd's name for the Unimplemented kind; the same class object.
 NotImplemented = Unimplemented

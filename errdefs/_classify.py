@@ -30,7 +30,7 @@ import errno
 from collections.abc import Iterator
 from typing import Final
 
-from errdefs._kinds import (
+from ingestq.errdefs._kinds import (
     Aborted,
     AlreadyExists,
     Canceled,

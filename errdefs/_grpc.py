@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-from errdefs._classify import resolve, safe_str
-from errdefs._kinds import KINDS, ErrdefsError, Unknown
+from ingestq.errdefs._classify import resolve, safe_str
+from ingestq.errdefs._kinds import KINDS, ErrdefsError, Unknown
 
 #: gRPC code 0: success, never an error.
 OK: Final = 0

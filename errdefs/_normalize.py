@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from errdefs._classify import from_exception
-from errdefs._kinds import ErrdefsError, lookup_name
+from ingestq.errdefs._classify import from_exception
+from ingestq.errdefs._kinds import ErrdefsError, lookup_name
 
 #: Modules of the classes that Celery's ``exception_to_python`` synthesises.
 _SYNTHESISED_MODULES: Final = frozenset({"celery.exceptions", "celery.backends.base"})

@@ -36,10 +36,10 @@ from typing import TypedDict
 
 from google.protobuf import json_format
 
-from errdefs._classify import resolve, safe_str
-from errdefs._grpc import OK, by_code
-from errdefs._kinds import ErrdefsError, InvalidArgument, Unknown, lookup_name
-from errdefs.record_pb2 import ErrorRecord
+from ingestq.errdefs._classify import resolve, safe_str
+from ingestq.errdefs._grpc import OK, by_code
+from ingestq.errdefs._kinds import ErrdefsError, InvalidArgument, Unknown, lookup_name
+from ingestq.errdefs.record_pb2 import ErrorRecord
 
 
 class ErrorRecordDict(TypedDict):

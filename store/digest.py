@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-import errdefs
+from ingestq import errdefs
 
 #: Hex length of each supported algorithm's digest.
 ALGORITHMS: dict[str, int] = {"sha256": 64, "sha384": 96, "sha512": 128}

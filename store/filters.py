@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import errdefs
+from ingestq import errdefs
 
 #: Looks a fieldpath up on an object: the value, or None when the field is absent.
 Adaptor = Callable[[Sequence[str]], str | None]

@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import IO, Protocol
 
-import errdefs
-from store.digest import Digest
-from store.protocols import Ingester, Manager, Provider, Writer
-from store.values import Descriptor, Info
+from ingestq import errdefs
+from ingestq.store.digest import Digest
+from ingestq.store.protocols import Ingester, Manager, Provider, Writer
+from ingestq.store.values import Descriptor, Info
 
 COPY_CHUNK = 1 << 20
 

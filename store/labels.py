@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import errdefs
+from ingestq import errdefs
 
 MAX_LABEL_SIZE = 4096
 

@@ -2,7 +2,7 @@
 
 A lock only makes duplicate work rare; the store stays correct without it (see DESIGN.md).
 :class:`FileRefLocker` excludes threads of one process and processes of one host (a lock
-file per ref, released by the kernel when the holder dies; see :mod:`store.lockfile`).
+file per ref, released by the kernel when the holder dies; see :mod:`ingestq.store.lockfile`).
 A Redis lease (``tasks``) implements the same protocol for many hosts;
 :class:`ChainLocker` takes several in order.
 """
@@ -20,10 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-import errdefs
-from store.lockfile import HAVE_OFD, LockFile, probe
-from store.oserrors import from_os_error
-from store.values import Holder, utcnow
+from ingestq import errdefs
+from ingestq.store.codec import holder_from_dict, holder_to_dict
+from ingestq.store.lockfile import HAVE_OFD, LockFile, probe
+from ingestq.store.oserrors import from_os_error
+from ingestq.store.values import Holder, utcnow
 
 
 class Lease(Protocol):
@@ -85,32 +86,16 @@ def locked_error(
 
 def holder_to_json(h: Holder) -> str:
     """Serialize a Holder for a lock file or a Redis hash."""
-    return json.dumps(
-        {
-            "id": h.id,
-            "host": h.host,
-            "pid": h.pid,
-            "acquired_at": h.acquired_at.isoformat(),
-            "heartbeat_at": h.heartbeat_at.isoformat(),
-            "fence": h.fence,
-        }
-    )
+    return json.dumps(holder_to_dict(h))
 
 
 def holder_from_json(text: str) -> Holder | None:
     """Parse :func:`holder_to_json`'s output; None if it is unreadable."""
     try:
         d = json.loads(text)
-        return Holder(
-            id=str(d["id"]),
-            host=str(d["host"]),
-            pid=int(d["pid"]),
-            acquired_at=datetime.fromisoformat(d["acquired_at"]),
-            heartbeat_at=datetime.fromisoformat(d["heartbeat_at"]),
-            fence=int(d.get("fence", 0)),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except ValueError:
         return None
+    return holder_from_dict(d) if isinstance(d, dict) else None
 
 
 class _FileLease:

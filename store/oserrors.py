@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 
-import errdefs
+from ingestq import errdefs
 
 _KINDS: dict[int, type[errdefs.ErrdefsError]] = {
     errno.ENOSPC: errdefs.ResourceExhausted,

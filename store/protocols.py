@@ -10,8 +10,8 @@ from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from store.digest import Digest
-from store.values import Descriptor, Info, Status
+from ingestq.store.digest import Digest
+from ingestq.store.values import Descriptor, Info, Status
 
 
 @runtime_checkable

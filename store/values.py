@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 
-from store.digest import Digest
+from ingestq.store.digest import Digest
 
 
 def utcnow() -> datetime:
@@ -52,7 +52,7 @@ class Descriptor:
     @classmethod
     def from_oci(cls, obj: Mapping[str, object]) -> Descriptor:
         """Parse an OCI descriptor object. Raises InvalidArgument on a bad digest or size."""
-        import errdefs
+        from ingestq import errdefs
 
         size = obj.get("size", 0)
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:

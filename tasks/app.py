@@ -39,8 +39,8 @@ from typing import Any
 
 from celery import Celery, signals
 
-import errdefs
-from tasks.config import Settings
+from ingestq import errdefs
+from ingestq.jobs.config import Settings
 
 TASK_INGEST = "ingestq.ingest"
 QUEUE = "ingestq"
@@ -92,7 +92,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
-        "include": ["tasks.jobs", "tasks.pulltasks"],
+        "include": ["ingestq.tasks.ingest_task", "ingestq.tasks.pull_task"],
     }
 
 
@@ -123,13 +123,13 @@ def _check_configuration(sender: Any = None, **_: Any) -> None:
             "a worker needs Redis: set INGESTQ_REDIS_URL (or INGESTQ_BROKER_URL)"
         )
     if settings.metrics_port is not None:
-        from tasks import metrics
+        from ingestq.tasks import metrics
 
         metrics.start_exporter(settings.metrics_port)
 
 
 def _pool_process_exit(**_: Any) -> None:
-    from tasks import metrics
+    from ingestq.tasks import metrics
 
     metrics.process_exited(os.getpid())
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from store.locks import ref_key
+from ingestq.store.locks import ref_key
 
 PREFIX = "ingestq"
 ACTIVE = f"{PREFIX}:active"

@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-import errdefs
-from store.locks import locked_error
-from store.values import Holder
-from tasks import keys
-from tasks.config import redis_client
-from tasks.lua import load
+from ingestq import errdefs
+from ingestq.jobs.config import redis_client
+from ingestq.store.locks import locked_error
+from ingestq.store.values import Holder
+from ingestq.tasks import keys
+from ingestq.tasks.lua import load
 
 if TYPE_CHECKING:
     from redis.commands.core import Script

@@ -4,7 +4,7 @@
 >>> info = job.wait(timeout=600)        # the blob's Info, or raises its errdefs error
 
 With Redis configured (``INGESTQ_REDIS_URL`` ...), jobs are Celery messages drained by
-workers; without it, the same ingest core runs in this process (:mod:`tasks.embedded`).
+workers; without it, the same ingest core runs in this process (:mod:`ingestq.jobs.local`).
 
 Job ids: pass ``job_id`` to choose one, or ``idempotency_key`` to derive one
 (``uuid5``) and guard publishing with ``SET NX``: enqueueing twice with the same key or
@@ -27,12 +27,10 @@ from typing import Any
 
 import redis
 
-import errdefs
-from store.values import Info
-from tasks.app import QUEUE, TASK_INGEST, make_app
-from tasks.config import Settings, redis_client
-from tasks.ingest import IngestRequest, info_from_json, make_request
-from tasks.jobapi import (
+from ingestq import errdefs
+from ingestq.fetch.specs import source_name, spec_from_text
+from ingestq.ingest.core import IngestRequest, make_request
+from ingestq.jobs.api import (
     IngestJob,
     JobClient,
     JobState,
@@ -41,9 +39,12 @@ from tasks.jobapi import (
     job_id_for,
     poll_outcome,
 )
-from tasks.jobrecords import JobRecords, error_from_record_text
-from tasks.sources.resolve import source_name, spec_from_text
-from tasks.statusboard import ActiveIngest, StatusBoard
+from ingestq.jobs.config import Settings, redis_client
+from ingestq.store.codec import info_from_json
+from ingestq.store.values import Info
+from ingestq.tasks.app import QUEUE, TASK_INGEST, make_app
+from ingestq.tasks.records import JobRecords, error_from_record_text
+from ingestq.tasks.statusboard import ActiveIngest, StatusBoard
 
 _STATES = {
     "PENDING": JobState.QUEUED,
@@ -212,7 +213,7 @@ class QueueClient:
         return QueueJob(self, job_id, request.ref)
 
     def _forget(self, job_id: str, idempotency_key: str | None) -> None:
-        from tasks import keys
+        from ingestq.tasks import keys
 
         try:
             self.client.delete(keys.job_key(job_id))
@@ -243,7 +244,7 @@ def connect(settings: Settings | None = None) -> JobClient:
     settings = settings or Settings.from_env()
     if settings.queued:
         return QueueClient(settings)
-    from tasks.embedded import LocalClient
+    from ingestq.jobs.local import LocalClient
 
     return LocalClient(settings)
 
@@ -265,7 +266,7 @@ def enqueue_ingest(
 
     ``digest``/``size`` are the expected content (optional: without a digest the bytes
     are hashed while fetching and committed under the digest they have); ``ref``
-    defaults to containerd's ref key (see :mod:`tasks.refs`). Returns the job handle.
+    defaults to containerd's ref key (see :mod:`ingestq.fetch.refkey`). Returns the job handle.
     Raises InvalidArgument for a malformed digest or source; Unavailable when Redis
     cannot be reached.
     """

@@ -4,7 +4,7 @@ Each write publishes a hash ``ingestq:status:{sha256(ref)}`` (ref, offset, total
 expected, started_at, updated_at, holder, host, pid, fence, job_id, source, rate) and
 its member in the index zset ``ingestq:active`` scored by the Redis server's ``TIME`` of
 the last heartbeat. Both are written only by the lease heartbeat script, and only while
-the writer still holds the lease token (see :mod:`tasks.lease`). The hash has a TTL of
+the writer still holds the lease token (see :mod:`ingestq.tasks.lease`). The hash has a TTL of
 about three heartbeats, so a dead worker's entry expires by itself; readers also filter
 the index by score, so stale members are invisible at once and swept on read.
 
@@ -21,11 +21,11 @@ from typing import Any
 
 import redis
 
-import errdefs
-from store.locks import ref_key
-from tasks import keys
-from tasks.lease import decode_hash, ms_to_datetime
-from tasks.lua import load
+from ingestq import errdefs
+from ingestq.store.locks import ref_key
+from ingestq.tasks import keys
+from ingestq.tasks.lease import decode_hash, ms_to_datetime
+from ingestq.tasks.lua import load
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 ``ingestq worker`` calls :func:`run_worker`; ``celery -A tasks.app worker`` runs the
 very same app and configuration. Signals (configuration check, metrics exporter, pool
-process exit) are connected in :mod:`tasks.app`, so both entry points behave the same.
+process exit) are connected in :mod:`ingestq.tasks.app`, so both entry points behave the same.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def worker_argv(
     extra: Sequence[str] = (),
 ) -> list[str]:
     """The ``celery worker`` arguments ``ingestq worker`` uses."""
-    from tasks.app import QUEUE
+    from ingestq.tasks.app import QUEUE
 
     argv = ["worker", f"--pool={pool}", f"--loglevel={loglevel}", "-Q", QUEUE]
     if concurrency is not None:
@@ -44,7 +44,7 @@ def run_worker(
     if metrics_port is not None:
         # Before tasks.metrics is imported: it picks the multiprocess mode from this.
         os.environ["INGESTQ_METRICS_PORT"] = str(metrics_port)
-    from tasks.app import app
+    from ingestq.tasks.app import app
 
     app.worker_main(
         worker_argv(

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from api.server import ApiServer, Listen
-from store import LocalStore, RefLocker
+from ingestq.api.server import ApiServer, Listen
+from ingestq.store import LocalStore, RefLocker
 
 log = logging.getLogger("ingestq.serve")
 
@@ -48,8 +48,8 @@ def build_lockers(env: Mapping[str, str] | None = None) -> list[RefLocker]:
     env = os.environ if env is None else env
     if not redis_configured(env):
         return []
-    from tasks.config import Settings
-    from tasks.lease import RedisLeaseLocker
+    from ingestq.jobs.config import Settings
+    from ingestq.tasks.lease import RedisLeaseLocker
 
     settings = Settings.from_env(env)
     assert settings.lock_url is not None

@@ -19,21 +19,21 @@ from pathlib import Path
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-import errdefs
-from api import MAX_MESSAGE
-from api.proto.containerd.services.content.v1 import content_pb2
-from api.proto.containerd.services.images.v1 import images_pb2
-from api.proto.containerd.services.introspection.v1 import introspection_pb2
-from api.proto.containerd.services.leases.v1 import leases_pb2
-from api.proto.containerd.services.namespaces.v1 import namespace_pb2
-from api.proto.containerd.services.version.v1 import version_pb2
-from api.rpc import add_service
-from api.server.content import ContentService
-from api.server.images import ImagesService, ImageStore
-from api.server.introspection import IntrospectionService, NamespacesService, VersionService
-from api.server.leases import LeasesService, LeaseStore
-from store.ocilayout import ImageIndex
-from store.protocols import Store
+from ingestq import errdefs
+from ingestq.api import MAX_MESSAGE
+from ingestq.api.proto.containerd.services.content.v1 import content_pb2
+from ingestq.api.proto.containerd.services.images.v1 import images_pb2
+from ingestq.api.proto.containerd.services.introspection.v1 import introspection_pb2
+from ingestq.api.proto.containerd.services.leases.v1 import leases_pb2
+from ingestq.api.proto.containerd.services.namespaces.v1 import namespace_pb2
+from ingestq.api.proto.containerd.services.version.v1 import version_pb2
+from ingestq.api.rpc import add_service
+from ingestq.api.server.content import ContentService
+from ingestq.api.server.images import ImagesService, ImageStore
+from ingestq.api.server.introspection import IntrospectionService, NamespacesService, VersionService
+from ingestq.api.server.leases import LeasesService, LeaseStore
+from ingestq.store.images import ImageIndex
+from ingestq.store.protocols import Store
 
 SOCKET_MODE = 0o660
 GRPC_OPTIONS: tuple[tuple[str, int], ...] = (

@@ -23,16 +23,16 @@ from collections.abc import Iterator
 import grpc
 from google.protobuf.empty_pb2 import Empty
 
-import errdefs
-from api import namespaces
-from api.convert import info_from_pb, info_to_pb, status_to_pb
-from api.errors import stream, unary
-from api.proto.containerd.services.content.v1 import content_pb2
-from api.server.leases import LeaseStore
-from api.server.write import WriteSession, open_writer, serve_stream
-from store.digest import Digest
-from store.protocols import Store
-from store.values import Descriptor
+from ingestq import errdefs
+from ingestq.api import namespaces
+from ingestq.api.convert import info_from_pb, info_to_pb, status_to_pb
+from ingestq.api.errors import stream, unary
+from ingestq.api.proto.containerd.services.content.v1 import content_pb2
+from ingestq.api.server.leases import LeaseStore
+from ingestq.api.server.write import WriteSession, open_writer, serve_stream
+from ingestq.store.digest import Digest
+from ingestq.store.protocols import Store
+from ingestq.store.values import Descriptor
 
 LIST_BATCH = 100
 READ_CHUNK = 1 << 20

@@ -29,17 +29,18 @@ from datetime import UTC, datetime
 import grpc
 from google.protobuf.empty_pb2 import Empty
 
-import errdefs
-from api import namespaces
-from api.convert import descriptor_to_pb, from_timestamp, timestamp
-from api.errors import unary
-from api.proto.containerd.services.images.v1 import images_pb2
-from api.proto.containerd.types import descriptor_pb2
-from store import filters as filterlang
-from store import labels as labelrules
-from store.digest import Digest
-from store.ocilayout import REF_NAME, ImageIndex
-from store.values import Descriptor, utcnow
+from ingestq import errdefs
+from ingestq.api import namespaces
+from ingestq.api.convert import descriptor_to_pb, from_timestamp, timestamp
+from ingestq.api.errors import unary
+from ingestq.api.proto.containerd.services.images.v1 import images_pb2
+from ingestq.api.proto.containerd.types import descriptor_pb2
+from ingestq.store import filters as filterlang
+from ingestq.store import labels as labelrules
+from ingestq.store.annotations import REF_NAME
+from ingestq.store.digest import Digest
+from ingestq.store.images import ImageIndex
+from ingestq.store.values import Descriptor, utcnow
 
 LABEL_PREFIX = "io.ingestq.image.label."
 CREATED_AT = "io.ingestq.image.created-at"

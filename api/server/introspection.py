@@ -25,12 +25,12 @@ from pathlib import Path
 import grpc
 from google.protobuf.empty_pb2 import Empty
 
-from api import namespaces
-from api.errors import unary
-from api.proto.containerd.services.introspection.v1 import introspection_pb2
-from api.proto.containerd.services.namespaces.v1 import namespace_pb2
-from api.proto.containerd.services.version.v1 import version_pb2
-from store import filters as filterlang
+from ingestq.api import namespaces
+from ingestq.api.errors import unary
+from ingestq.api.proto.containerd.services.introspection.v1 import introspection_pb2
+from ingestq.api.proto.containerd.services.namespaces.v1 import namespace_pb2
+from ingestq.api.proto.containerd.services.version.v1 import version_pb2
+from ingestq.store import filters as filterlang
 
 GRPC_PLUGIN = "io.containerd.grpc.v1"
 SERVICES = ("content", "images", "introspection", "leases", "namespaces", "version")

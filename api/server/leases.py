@@ -32,14 +32,14 @@ import filelock
 import grpc
 from google.protobuf.empty_pb2 import Empty
 
-import errdefs
-from api import namespaces
-from api.convert import timestamp
-from api.errors import unary
-from api.proto.containerd.services.leases.v1 import leases_pb2
-from store import filters as filterlang
-from store import labels as labelrules
-from store.values import utcnow
+from ingestq import errdefs
+from ingestq.api import namespaces
+from ingestq.api.convert import timestamp
+from ingestq.api.errors import unary
+from ingestq.api.proto.containerd.services.leases.v1 import leases_pb2
+from ingestq.store import filters as filterlang
+from ingestq.store import labels as labelrules
+from ingestq.store.values import utcnow
 
 EXPIRE_LABEL = "containerd.io/gc.expire"
 RESOURCE_TYPES = ("content", "ingests")

@@ -33,13 +33,13 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-import errdefs
-from api.convert import timestamp
-from api.proto.containerd.services.content.v1 import content_pb2
-from store.digest import Digest
-from store.helpers import Backoff
-from store.protocols import Store, Writer
-from store.values import Descriptor
+from ingestq import errdefs
+from ingestq.api.convert import timestamp
+from ingestq.api.proto.containerd.services.content.v1 import content_pb2
+from ingestq.store.digest import Digest
+from ingestq.store.helpers import Backoff
+from ingestq.store.protocols import Store, Writer
+from ingestq.store.values import Descriptor
 
 STAT = content_pb2.STAT
 WRITE = content_pb2.WRITE

@@ -11,10 +11,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import errdefs
-from store.digest import Digest, Hasher, new_hasher
-from store.oserrors import from_os_error
-from store.values import Info
+from ingestq import errdefs
+from ingestq.store.digest import Digest, Hasher, new_hasher
+from ingestq.store.oserrors import from_os_error
+from ingestq.store.values import Info
 
 HASH_CHUNK = 1 << 20
 

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import errdefs
-from store.digest import Digest
-from store.values import Holder, Status
+from ingestq import errdefs
+from ingestq.store.digest import Digest
+from ingestq.store.values import Holder, Status
 
 DATA_PREFIX = "data."
 SEALED_PREFIX = "sealed."

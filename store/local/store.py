@@ -19,18 +19,25 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import errdefs
-from store import filters as filterlang
-from store import labels as labelrules
-from store.digest import ALGORITHMS, CANONICAL, Digest, Hasher
-from store.local.blobs import FileReaderAt, hash_fd, hash_path, meta_to_json, read_info, read_meta
-from store.local.ingest import IngestDir, new_data_id, remove_tree, write_atomic
-from store.local.writer import LocalWriter, copy_prefix, fsync_dir
-from store.lockfile import LockFile
-from store.locks import ChainLocker, FileRefLocker, Lease, RefLocker, new_holder_id, ref_key
-from store.ocilayout import ensure_layout
-from store.oserrors import from_os_error
-from store.values import Descriptor, Info, Status, utcnow
+from ingestq import errdefs
+from ingestq.store import filters as filterlang
+from ingestq.store import labels as labelrules
+from ingestq.store.digest import ALGORITHMS, CANONICAL, Digest, Hasher
+from ingestq.store.images import ensure_layout
+from ingestq.store.local.blobs import (
+    FileReaderAt,
+    hash_fd,
+    hash_path,
+    meta_to_json,
+    read_info,
+    read_meta,
+)
+from ingestq.store.local.ingest import IngestDir, new_data_id, remove_tree, write_atomic
+from ingestq.store.local.writer import LocalWriter, copy_prefix, fsync_dir
+from ingestq.store.lockfile import LockFile
+from ingestq.store.locks import ChainLocker, FileRefLocker, Lease, RefLocker, new_holder_id, ref_key
+from ingestq.store.oserrors import from_os_error
+from ingestq.store.values import Descriptor, Info, Status, utcnow
 
 MAX_REF_BYTES = 4096
 _OPEN_ATTEMPTS = 5

@@ -21,17 +21,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-import errdefs
-from store import labels as labelrules
-from store.digest import Digest, Hasher, new_hasher
-from store.local.blobs import hash_fd
-from store.local.ingest import IngestDir
-from store.locks import Lease
-from store.oserrors import from_os_error
-from store.values import Info, Status, utcnow
+from ingestq import errdefs
+from ingestq.store import labels as labelrules
+from ingestq.store.digest import Digest, Hasher, new_hasher
+from ingestq.store.local.blobs import hash_fd
+from ingestq.store.local.ingest import IngestDir
+from ingestq.store.locks import Lease
+from ingestq.store.oserrors import from_os_error
+from ingestq.store.values import Info, Status, utcnow
 
 if TYPE_CHECKING:
-    from store.local.store import LocalStore
+    from ingestq.store.local.store import LocalStore
 
 #: Writes at least this large hash in a helper thread, overlapped with the write call.
 PARALLEL_HASH_MIN = 128 * 1024

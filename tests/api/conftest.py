@@ -26,11 +26,11 @@ import grpc
 import pytest
 from google.protobuf.empty_pb2 import Empty
 
-from api import rpc
-from api.client import GrpcStore, channel_for
-from api.proto.containerd.services.version.v1 import version_pb2
-from api.server import ApiServer, Listen
-from store import LocalStore, RefLocker
+from ingestq.api import rpc
+from ingestq.api.client import GrpcStore, channel_for
+from ingestq.api.proto.containerd.services.version.v1 import version_pb2
+from ingestq.api.server import ApiServer, Listen
+from ingestq.store import LocalStore, RefLocker
 from tests.servers.util import ServerProcess, require_binary, wait_until
 
 VERSION = version_pb2.DESCRIPTOR.services_by_name["Version"]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from store import Writer
+from ingestq.store import Writer
 from tests.api.conftest import Served
 from tests.store.contract import StoreContract, StoreFactory
 

@@ -12,8 +12,8 @@ import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from api.proto.containerd.services.content.v1 import content_pb2 as c
-from store import Descriptor, Digest, LocalStore
+from ingestq.api.proto.containerd.services.content.v1 import content_pb2 as c
+from ingestq.store import Descriptor, Digest, LocalStore
 from tests.api.conftest import Served
 from tests.api.wire import Content, WriteStream, md, stat, status_of
 

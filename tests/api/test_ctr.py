@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import errdefs
-from store import Descriptor, Digest, LocalStore
+from ingestq import errdefs
+from ingestq.store import Descriptor, Digest, LocalStore
 from tests.api.conftest import Served, ServerFactory, run_ctr
 from tests.servers import Registry, make_tar_layer, push_image
 from tests.servers.util import require_binary, wait_until

@@ -12,11 +12,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-import errdefs
-from api.client import GrpcStore
-from api.proto.containerd.services.content.v1 import content_pb2 as c
-from api.server import ApiServer, Listen
-from store import Digest, Info, LocalStore
+from ingestq import errdefs
+from ingestq.api.client import GrpcStore
+from ingestq.api.proto.containerd.services.content.v1 import content_pb2 as c
+from ingestq.api.server import ApiServer, Listen
+from ingestq.store import Digest, Info, LocalStore
 from tests.api.conftest import short_dir
 from tests.api.wire import Content, md
 

@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 from google.protobuf.descriptor import Descriptor
 
-from api.proto.containerd.services.content.v1 import content_pb2
-from api.proto.containerd.services.images.v1 import images_pb2
-from api.proto.containerd.services.introspection.v1 import introspection_pb2
-from api.proto.containerd.services.leases.v1 import leases_pb2
-from api.proto.containerd.types import descriptor_pb2
+from ingestq.api.proto.containerd.services.content.v1 import content_pb2
+from ingestq.api.proto.containerd.services.images.v1 import images_pb2
+from ingestq.api.proto.containerd.services.introspection.v1 import introspection_pb2
+from ingestq.api.proto.containerd.services.leases.v1 import leases_pb2
+from ingestq.api.proto.containerd.types import descriptor_pb2
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_generated_modules_are_current() -> None:
     done = subprocess.run(
-        [sys.executable, "scripts/genproto.py", "--check", "api"],
+        [sys.executable, "scripts/genproto.py", "--check", "ingestq/api"],
         cwd=REPO,
         capture_output=True,
         text=True,

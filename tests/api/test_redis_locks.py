@@ -8,7 +8,7 @@ import random
 import subprocess
 from pathlib import Path
 
-from tasks.lease import RedisLeaseLocker
+from ingestq.tasks.lease import RedisLeaseLocker
 from tests.api.conftest import Served, ServerFactory
 from tests.servers.util import require_binary, wait_until
 

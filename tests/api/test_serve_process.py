@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-import errdefs
-from api.client import GrpcStore
+from ingestq import errdefs
+from ingestq.api.client import GrpcStore
 from tests.api.conftest import ServerFactory, ingestq_argv, short_dir
 from tests.servers.util import free_port, require_binary
 

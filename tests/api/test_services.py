@@ -12,14 +12,14 @@ import pytest
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from api import rpc
-from api.convert import from_timestamp
-from api.proto.containerd.services.images.v1 import images_pb2 as im
-from api.proto.containerd.services.introspection.v1 import introspection_pb2 as intro
-from api.proto.containerd.services.leases.v1 import leases_pb2 as le
-from api.proto.containerd.services.namespaces.v1 import namespace_pb2 as ns
-from api.proto.containerd.services.version.v1 import version_pb2
-from api.proto.containerd.types import descriptor_pb2
+from ingestq.api import rpc
+from ingestq.api.convert import from_timestamp
+from ingestq.api.proto.containerd.services.images.v1 import images_pb2 as im
+from ingestq.api.proto.containerd.services.introspection.v1 import introspection_pb2 as intro
+from ingestq.api.proto.containerd.services.leases.v1 import leases_pb2 as le
+from ingestq.api.proto.containerd.services.namespaces.v1 import namespace_pb2 as ns
+from ingestq.api.proto.containerd.services.version.v1 import version_pb2
+from ingestq.api.proto.containerd.types import descriptor_pb2
 from tests.api.conftest import Served
 from tests.api.wire import INTROSPECTION, Images, Leases, md, status_of
 

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
-import errdefs
-from api.convert import from_timestamp
-from api.proto.containerd.services.content.v1 import content_pb2 as c
-from store import EMPTY, Descriptor, Digest
+from ingestq import errdefs
+from ingestq.api.convert import from_timestamp
+from ingestq.api.proto.containerd.services.content.v1 import content_pb2 as c
+from ingestq.store import EMPTY, Descriptor, Digest
 from tests.api.conftest import Served, ServerFactory
 from tests.api.wire import Content, Leases, WriteStream, commit, md, stat, status_of, write
 from tests.servers.util import wait_until
@@ -272,7 +272,7 @@ def test_write_under_an_unknown_lease_is_not_found(api_server: Served) -> None:
 
 
 def test_a_lease_records_the_ingest_then_the_content(api_server: Served) -> None:
-    from api.proto.containerd.services.leases.v1 import leases_pb2 as le
+    from ingestq.api.proto.containerd.services.leases.v1 import leases_pb2 as le
 
     with api_server.channel() as ch:
         leases = Leases(ch)

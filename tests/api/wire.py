@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 import grpc
 from google.protobuf.empty_pb2 import Empty
 
-from api import rpc
-from api.proto.containerd.services.content.v1 import content_pb2 as c
-from api.proto.containerd.services.images.v1 import images_pb2 as im
-from api.proto.containerd.services.introspection.v1 import introspection_pb2 as intro
-from api.proto.containerd.services.leases.v1 import leases_pb2 as le
+from ingestq.api import rpc
+from ingestq.api.proto.containerd.services.content.v1 import content_pb2 as c
+from ingestq.api.proto.containerd.services.images.v1 import images_pb2 as im
+from ingestq.api.proto.containerd.services.introspection.v1 import introspection_pb2 as intro
+from ingestq.api.proto.containerd.services.leases.v1 import leases_pb2 as le
 
 CONTENT = c.DESCRIPTOR.services_by_name["Content"]
 LEASES = le.DESCRIPTOR.services_by_name["Leases"]

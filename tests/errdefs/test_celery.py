@@ -11,7 +11,7 @@ import celery
 import pytest
 from celery.utils.serialization import get_pickleable_exception
 
-import errdefs
+from ingestq import errdefs
 
 KINDS = list(errdefs.KINDS.values())
 IDS = list(errdefs.KINDS)
@@ -47,7 +47,7 @@ def test_stored_form_names_the_public_module(
     assert stored == {
         "exc_type": cls.__name__,
         "exc_message": ("content x", {"k": "v"}),
-        "exc_module": "errdefs",
+        "exc_module": "ingestq.errdefs",
     }
 
 

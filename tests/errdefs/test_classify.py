@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-import errdefs
+from ingestq import errdefs
 
 Predicate = Callable[[BaseException | None], bool]
 

@@ -8,7 +8,7 @@ import sys
 import types
 from pathlib import Path
 
-import errdefs
+from ingestq import errdefs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,13 +73,16 @@ def test_every_export_documents_its_contract() -> None:
 
 def test_import_pulls_in_nothing_else_of_ingestq() -> None:
     script = (
-        "import sys, errdefs\n"
-        "ours = {'store', 'tasks', 'api', 'worker', 'celery', 'grpc'}\n"
-        "loaded = {name.split('.')[0] for name in sys.modules}\n"
+        "import sys\n"
+        "from ingestq import errdefs\n"
+        "ours = {'ingestq.store', 'ingestq.tasks', 'ingestq.api', 'ingestq.worker',"
+        " 'celery', 'grpc'}\n"
+        "loaded = {'.'.join(name.split('.')[:2]) for name in sys.modules}"
+        " | {name.split('.')[0] for name in sys.modules}\n"
         "assert not ours & loaded, ours & loaded\n"
     )
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True)
 
 
 def test_package_is_typed() -> None:
-    assert (ROOT / "errdefs" / "py.typed").is_file()
+    assert (ROOT / "ingestq" / "py.typed").is_file()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import errdefs
+from ingestq import errdefs
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = list(errdefs.KINDS.values())

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-import errdefs
+from ingestq import errdefs
 
 KINDS = list(errdefs.KINDS.values())
 IDS = list(errdefs.KINDS)
@@ -126,8 +126,8 @@ def test_bare_base_reads_as_unknown() -> None:
 
 
 @pytest.mark.parametrize("cls", [errdefs.ErrdefsError, *KINDS])
-def test_public_module_is_errdefs(cls: type[errdefs.ErrdefsError]) -> None:
-    assert cls.__module__ == "errdefs"
+def test_public_module_is_ingestq_errdefs(cls: type[errdefs.ErrdefsError]) -> None:
+    assert cls.__module__ == "ingestq.errdefs"
     assert getattr(errdefs, cls.__qualname__) is cls
 
 

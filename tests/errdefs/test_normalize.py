@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from celery.utils.serialization import UnpickleableExceptionWrapper, create_exception_cls
 
-import errdefs
+from ingestq import errdefs
 
 KINDS = list(errdefs.KINDS.values())
 IDS = list(errdefs.KINDS)

@@ -10,7 +10,7 @@ import celery
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import errdefs
+from ingestq import errdefs
 
 kinds = st.sampled_from(list(errdefs.KINDS.values()))
 messages = st.text()

@@ -8,19 +8,19 @@ import sys
 import pytest
 from google.protobuf import json_format
 
-import errdefs
-from errdefs import ErrorRecord
+from ingestq import errdefs
+from ingestq.errdefs import ErrorRecord
 
 KINDS = list(errdefs.KINDS.values())
 IDS = list(errdefs.KINDS)
 
 
-def test_generated_module_imports_as_errdefs_record_pb2() -> None:
-    from errdefs import record_pb2
+def test_generated_module_imports_as_ingestq_errdefs_record_pb2() -> None:
+    from ingestq.errdefs import record_pb2
 
     assert record_pb2.ErrorRecord is ErrorRecord
     assert ErrorRecord.DESCRIPTOR.full_name == "ingestq.errdefs.v1.ErrorRecord"
-    assert record_pb2.DESCRIPTOR.name == "errdefs/record.proto"
+    assert record_pb2.DESCRIPTOR.name == "ingestq/errdefs/record.proto"
     fields = {f.name: (f.number, f.type) for f in ErrorRecord.DESCRIPTOR.fields}
     assert {name: number for name, (number, _) in fields.items()} == {
         "kind": 1,

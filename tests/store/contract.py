@@ -38,9 +38,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import errdefs
-from store import EMPTY, Descriptor, Digest, Info, Store, Writer, copy
-from store.helpers import write_blob
+from ingestq import errdefs
+from ingestq.store import EMPTY, Descriptor, Digest, Info, Store, Writer, copy
+from ingestq.store.helpers import write_blob
 
 StoreFactory = Callable[[], Store]
 

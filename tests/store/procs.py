@@ -12,8 +12,8 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier, Event
 from typing import Any
 
-import errdefs
-from store import Descriptor, Digest, LocalStore, copy, open_writer
+from ingestq import errdefs
+from ingestq.store import Descriptor, Digest, LocalStore, copy, open_writer
 
 WAIT = 60.0
 
@@ -148,7 +148,7 @@ def hold_ref(root: str, ref: str, locked: Event, release: Event) -> None:
 
 def put_images(root: str, prefix: str, count: int, start: Barrier) -> None:
     """Record ``count`` images in the layout's index.json."""
-    from store import ImageIndex
+    from ingestq.store import ImageIndex
 
     index = ImageIndex(root)
     start.wait(WAIT)

@@ -6,10 +6,10 @@ import hashlib
 
 import pytest
 
-import errdefs
-from store import EMPTY, Digest
-from store.digest import ALGORITHMS, new_hasher
-from store.labels import MAX_LABEL_SIZE, apply_update, validate
+from ingestq import errdefs
+from ingestq.store import EMPTY, Digest
+from ingestq.store.digest import ALGORITHMS, new_hasher
+from ingestq.store.labels import MAX_LABEL_SIZE, apply_update, validate
 
 
 @pytest.mark.parametrize("alg", sorted(ALGORITHMS))

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-import errdefs
-from store import Descriptor, Digest, LocalStore, copy, read_blob
-from store.locks import ref_key
+from ingestq import errdefs
+from ingestq.store import Descriptor, Digest, LocalStore, copy, read_blob
+from ingestq.store.locks import ref_key
 
 CHUNK = 64 * 1024
 

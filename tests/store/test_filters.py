@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-import errdefs
-from store.filters import Adaptor, parse
+from ingestq import errdefs
+from ingestq.store.filters import Adaptor, parse
 
 
 def obj(**fields: str) -> Adaptor:

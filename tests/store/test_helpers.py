@@ -11,11 +11,20 @@ from pathlib import Path
 
 import pytest
 
-import errdefs
-from store import Backoff, Descriptor, Digest, LocalStore, copy, open_writer, read_blob, write_blob
-from store.helpers import list_content, seek_source
-from store.protocols import Writer
-from store.values import Descriptor as Desc
+from ingestq import errdefs
+from ingestq.store import (
+    Backoff,
+    Descriptor,
+    Digest,
+    LocalStore,
+    copy,
+    open_writer,
+    read_blob,
+    write_blob,
+)
+from ingestq.store.helpers import list_content, seek_source
+from ingestq.store.protocols import Writer
+from ingestq.store.values import Descriptor as Desc
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import errdefs
-from store import Descriptor, Digest, Info, LocalStore, read_blob
-from store.locks import ref_key
+from ingestq import errdefs
+from ingestq.store import Descriptor, Digest, Info, LocalStore, read_blob
+from ingestq.store.locks import ref_key
 
 HEX64 = "a" * 64
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-import errdefs
-from store import EMPTY, Descriptor, Digest, LocalStore, read_blob
-from store.local import LocalWriter
-from store.local.ingest import IngestDir
-from store.local.writer import PARALLEL_HASH_MIN
-from store.locks import ref_key
+from ingestq import errdefs
+from ingestq.store import EMPTY, Descriptor, Digest, LocalStore, read_blob
+from ingestq.store.local import LocalWriter
+from ingestq.store.local.ingest import IngestDir
+from ingestq.store.local.writer import PARALLEL_HASH_MIN
+from ingestq.store.locks import ref_key
 
 
 @pytest.fixture
@@ -246,7 +246,7 @@ def test_negative_read_length_is_invalid(store: LocalStore) -> None:
 def test_writeback_is_started_as_the_file_grows_and_failures_only_stop_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import store.local.writer as writer_module
+    import ingestq.store.local.writer as writer_module
 
     calls: list[tuple[int, int]] = []
 

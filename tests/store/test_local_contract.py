@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from store import LocalStore, Writer
-from store.local import LocalWriter
+from ingestq.store import LocalStore, Writer
+from ingestq.store.local import LocalWriter
 from tests.store.contract import StoreContract, StoreFactory
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import errdefs
-from store import ChainLocker, FileRefLocker, Holder
-from store.lockfile import HAVE_OFD, LockFile, probe
-from store.locks import Lease, holder_from_json, holder_to_json, locked_error
-from store.values import utcnow
+from ingestq import errdefs
+from ingestq.store import ChainLocker, FileRefLocker, Holder
+from ingestq.store.lockfile import HAVE_OFD, LockFile, probe
+from ingestq.store.locks import Lease, holder_from_json, holder_to_json, locked_error
+from ingestq.store.values import utcnow
 
 BACKENDS = [pytest.param(True, id="ofd"), pytest.param(False, id="flock")]
 

@@ -16,9 +16,9 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-import errdefs
-from store import Descriptor, Digest, Info, LocalStore
-from store.local import LocalWriter
+from ingestq import errdefs
+from ingestq.store import Descriptor, Digest, Info, LocalStore
+from ingestq.store.local import LocalWriter
 
 REFS = st.sampled_from(["r1", "r2", "layer-sha256:x"])
 CHUNKS = st.sampled_from([b"", b"a", b"bb", b"ccc", b"\x00" * 7, b"xyz" * 50])

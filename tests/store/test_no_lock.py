@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-import errdefs
-from store import Descriptor, Digest, Holder, LocalStore, read_blob
-from store.locks import FileRefLocker
-from store.values import utcnow
+from ingestq import errdefs
+from ingestq.store import Descriptor, Digest, Holder, LocalStore, read_blob
+from ingestq.store.locks import FileRefLocker
+from ingestq.store.values import utcnow
 
 
 class _Granted:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import errdefs
-from store import Descriptor, Digest, ImageIndex, LocalStore
-from store.ocilayout import INDEX_MEDIA_TYPE, REF_NAME
+from ingestq import errdefs
+from ingestq.store import Descriptor, Digest, ImageIndex, LocalStore
+from ingestq.store.images import INDEX_MEDIA_TYPE, REF_NAME
 from tests.store import procs
 
 

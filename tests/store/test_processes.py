@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-import errdefs
-from store import Digest, LocalStore, read_blob
+from ingestq import errdefs
+from ingestq.store import Digest, LocalStore, read_blob
 from tests.store import procs
 
 CTX = mp.get_context("spawn")

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from tasks.config import Settings
-from tasks.producer import QueueClient
+from ingestq.jobs.config import Settings
+from ingestq.tasks.producer import QueueClient
 from tests.tasks.blobserver import BlobServer
 from tests.tasks.workers import Worker, dump, ping_app, worker_env
 

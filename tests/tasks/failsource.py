@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import errdefs
-from tasks.config import Settings
-from tasks.sources.base import Opened, Source
-from tasks.sources.resolve import register
+from ingestq import errdefs
+from ingestq.fetch.source import Opened, Source
+from ingestq.fetch.specs import register
+from ingestq.jobs.config import Settings
 
 
 class RaisingSource:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import errdefs
-from store.local import LocalStore
-from tasks.producer import enqueue_ingest
+from ingestq import errdefs
+from ingestq.store.local import LocalStore
+from ingestq.tasks.producer import enqueue_ingest
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
 from tests.tasks.conftest import Cluster, ClusterFactory

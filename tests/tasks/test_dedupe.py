@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-from tasks.jobapi import JobState
-from tasks.producer import enqueue_ingest
+from ingestq.jobs.api import JobState
+from ingestq.tasks.producer import enqueue_ingest
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
 from tests.tasks.conftest import Cluster

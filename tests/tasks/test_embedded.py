@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks.config import Settings
-from tasks.embedded import LocalClient
-from tasks.jobapi import JobState
+from ingestq.jobs.api import JobState
+from ingestq.jobs.config import Settings
+from ingestq.jobs.local import LocalClient
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
 from tests.tasks.workers import REPO

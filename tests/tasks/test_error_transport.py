@@ -9,10 +9,10 @@ import json
 import pytest
 from celery.result import AsyncResult
 
-import errdefs
-from tasks.app import make_app
-from tasks.jobapi import JobState
-from tasks.producer import enqueue_ingest
+from ingestq import errdefs
+from ingestq.jobs.api import JobState
+from ingestq.tasks.app import make_app
+from ingestq.tasks.producer import enqueue_ingest
 from tests.tasks.conftest import Cluster
 
 KIND_NAMES = [name for name in errdefs.KINDS]

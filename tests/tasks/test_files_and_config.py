@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-import errdefs
-from store.digest import Digest
-from tasks.app import celery_config
-from tasks.config import Settings
-from tasks.refs import make_ref_key, source_ref
-from tasks.sources.files import FileSource
-from tasks.sources.resolve import source_from_spec, spec_from_text
+from ingestq import errdefs
+from ingestq.fetch.files import FileSource
+from ingestq.fetch.refkey import make_ref_key, source_ref
+from ingestq.fetch.specs import source_from_spec, spec_from_text
+from ingestq.jobs.config import Settings
+from ingestq.store.digest import Digest
+from ingestq.tasks.app import celery_config
 
 
 @pytest.fixture

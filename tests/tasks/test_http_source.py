@@ -11,15 +11,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-import errdefs
-from store.digest import Digest
-from store.local import LocalStore
-from store.values import Descriptor
-from tasks.ingest import IngestRequest, RefBusy, ingest_once, make_request
-from tasks.jobapi import JobState
-from tasks.producer import enqueue_ingest
-from tasks.resume import ResumeHints
-from tasks.sources.http import HttpSource, new_client
+from ingestq import errdefs
+from ingestq.fetch.http import HttpSource, new_client
+from ingestq.ingest.core import IngestRequest, RefBusy, ingest_once, make_request
+from ingestq.jobs.api import JobState
+from ingestq.store.digest import Digest
+from ingestq.store.local import LocalStore
+from ingestq.store.resume import ResumeHints
+from ingestq.store.values import Descriptor
+from ingestq.tasks.producer import enqueue_ingest
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
 from tests.tasks.conftest import Cluster

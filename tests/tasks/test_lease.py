@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 
-import errdefs
-from store.local import LocalStore
-from tasks import keys
-from tasks.lease import RedisLeaseLocker
-from tasks.statusboard import StatusBoard
+from ingestq import errdefs
+from ingestq.store.local import LocalStore
+from ingestq.tasks import keys
+from ingestq.tasks.lease import RedisLeaseLocker
+from ingestq.tasks.statusboard import StatusBoard
 from tests.servers.util import wait_until
 
 

@@ -9,9 +9,9 @@ import os
 import signal
 from pathlib import Path
 
-from store.local import LocalStore
-from tasks import keys
-from tasks.producer import enqueue_ingest
+from ingestq.store.local import LocalStore
+from ingestq.tasks import keys
+from ingestq.tasks.producer import enqueue_ingest
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
 from tests.tasks.conftest import ClusterFactory

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-import errdefs
-from store.digest import Digest
-from store.ocilayout import ImageIndex
-from store.values import Descriptor
-from tasks.config import Settings
-from tasks.embedded import LocalClient
-from tasks.pull import enqueue_pull
-from tasks.sources.ocilayout import OCILayout, OCILayoutImage, parse_layout_reference
+from ingestq import errdefs
+from ingestq.fetch.ocilayout import OCILayout, OCILayoutImage, parse_layout_reference
+from ingestq.jobs.config import Settings
+from ingestq.jobs.local import LocalClient
+from ingestq.jobs.pull import enqueue_pull
+from ingestq.store.digest import Digest
+from ingestq.store.images import ImageIndex
+from ingestq.store.values import Descriptor
 from tests.servers import oci
 from tests.servers.registry import Registry
 from tests.servers.skopeo import skopeo_copy, skopeo_inspect

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from store.digest import Digest
-from store.ocilayout import ImageIndex
-from tasks.jobapi import JobState
+from ingestq.jobs.api import JobState
+from ingestq.store.digest import Digest
+from ingestq.store.images import ImageIndex
+from ingestq.worker.cli import cli
 from tests.servers import oci
 from tests.servers.registry import Registry
 from tests.servers.util import wait_until
@@ -22,7 +23,6 @@ from tests.tasks.conftest import Cluster
 from tests.tasks.registry_helpers import FrontFactory, MiB, push_multiplatform, shutdown_all
 from tests.tasks.registry_helpers import fronts_fixture as fronts_fixture
 from tests.tasks.workers import REPO
-from worker.cli import cli
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -178,9 +178,9 @@ def test_through_workers_wait_and_detach(cluster: Cluster, registry: Registry) -
 
 
 def test_the_progress_table_reads_like_ctr() -> None:
-    from store.values import Descriptor
-    from tasks.pull import BlobState, BlobStatus, PullStatus
-    from worker.cli.pull import render
+    from ingestq.images.pull import BlobState, BlobStatus, PullStatus
+    from ingestq.store.values import Descriptor
+    from ingestq.worker.cli.pull import render
 
     layer = Digest.from_bytes(b"layer")
     status = PullStatus(

@@ -13,21 +13,20 @@ from typing import Any
 import httpx
 import pytest
 
-import errdefs
-from store.digest import Digest
-from store.ocilayout import ImageIndex
-from tasks.config import Settings
-from tasks.embedded import LocalClient
-from tasks.jobapi import JobState
-from tasks.pull import (
+from ingestq import errdefs
+from ingestq.images.pull import (
     SOURCE_DIGEST_ANNOTATION,
     BlobState,
     PullRequest,
     PullResult,
     PullStatus,
-    enqueue_pull,
-    get_pull,
 )
+from ingestq.jobs.api import JobState
+from ingestq.jobs.config import Settings
+from ingestq.jobs.local import LocalClient
+from ingestq.jobs.pull import enqueue_pull, get_pull
+from ingestq.store.digest import Digest
+from ingestq.store.images import ImageIndex
 from tests.servers import oci
 from tests.servers.registry import Registry
 from tests.servers.skopeo import skopeo, skopeo_inspect

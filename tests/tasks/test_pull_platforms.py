@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-import errdefs
-from store.digest import Digest
-from store.values import Descriptor
-from tasks import manifests, platforms
-from tasks.platforms import Matcher, Platform
+from ingestq import errdefs
+from ingestq.fetch import manifests, platforms
+from ingestq.fetch.platforms import Matcher, Platform
+from ingestq.store.digest import Digest
+from ingestq.store.values import Descriptor
 from tests.servers import oci
 
 

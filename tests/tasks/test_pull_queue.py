@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-import errdefs
-from store.digest import Digest
-from store.local import LocalStore
-from store.ocilayout import ImageIndex
-from tasks.jobapi import JobState
-from tasks.pull import BlobState, PullStatus, enqueue_pull
-from tasks.pullqueue import QueuePullJob
+from ingestq import errdefs
+from ingestq.images.pull import BlobState, PullStatus
+from ingestq.jobs.api import JobState
+from ingestq.jobs.pull import enqueue_pull
+from ingestq.store.digest import Digest
+from ingestq.store.images import ImageIndex
+from ingestq.store.local import LocalStore
+from ingestq.tasks.pullclient import QueuePullJob
 from tests.servers import oci
 from tests.servers.registry import Registry
 from tests.servers.util import wait_until

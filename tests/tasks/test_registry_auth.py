@@ -10,10 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-import errdefs
-from tasks.reference import parse_reference
-from tasks.sources.registry import RegistryClient, RegistryOptions
-from tasks.sources.registry_auth import (
+from ingestq import errdefs
+from ingestq.fetch.reference import parse_reference
+from ingestq.fetch.registry.auth import (
     Credential,
     DockerConfigCredentials,
     RegistryAuth,
@@ -22,6 +21,7 @@ from tasks.sources.registry_auth import (
     parse_docker_config,
     scope_for_path,
 )
+from ingestq.fetch.registry.client import RegistryClient, RegistryOptions
 from tests.servers import oci
 from tests.servers.registry import Registry, RegistryFactory, TokenServer
 from tests.tasks.registry_helpers import FrontFactory, docker_config
@@ -169,7 +169,7 @@ def test_anonymous_bearer_handshake_against_the_registry_fetches_one_token_per_s
         image = oci.build_image([b"a" * 100, b"b" * 200])
         assert data == image.manifest
         for layer in image.layer_descriptors:
-            from store.values import Descriptor
+            from ingestq.store.values import Descriptor
 
             blob = client.open_blob(ref, Descriptor.from_oci(layer.to_json()))
             assert len(blob.stream.read(-1)) == layer.size

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-import errdefs
-from store.digest import Digest
-from tasks.reference import parse_blob_reference, parse_reference
+from ingestq import errdefs
+from ingestq.fetch.reference import parse_blob_reference, parse_reference
+from ingestq.store.digest import Digest
 
 DIGEST = "sha256:" + "ab" * 32
 

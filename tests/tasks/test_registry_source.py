@@ -12,21 +12,21 @@ from typing import Any
 
 import pytest
 
-import errdefs
-from store.digest import Digest
-from store.local import LocalStore
-from store.values import Descriptor
-from tasks import manifests
-from tasks.ingest import ingest
-from tasks.reference import parse_reference
-from tasks.sources.registry import (
+from ingestq import errdefs
+from ingestq.fetch import manifests
+from ingestq.fetch.reference import parse_reference
+from ingestq.fetch.registry.client import (
     RegistryBlobSource,
     RegistryClient,
     RegistryImage,
     RegistryOptions,
     source_from_registry_spec,
 )
-from tasks.sources.resolve import source_from_spec
+from ingestq.fetch.specs import source_from_spec
+from ingestq.ingest.core import ingest
+from ingestq.store.digest import Digest
+from ingestq.store.local import LocalStore
+from ingestq.store.values import Descriptor
 from tests.servers import oci
 from tests.servers.registry import Registry
 from tests.tasks.registry_helpers import (
@@ -148,11 +148,11 @@ def test_the_ingest_core_resumes_a_registry_blob_with_range(
         "size": desc.size,
         "media_type": desc.media_type,
     }
-    from tasks.config import Settings
+    from ingestq.jobs.config import Settings
 
     source = source_from_spec(spec, Settings(root=tmp_path / "store"))
     assert isinstance(source, RegistryBlobSource)
-    from tasks.ingest import IngestRequest
+    from ingestq.ingest.core import IngestRequest
 
     request = IngestRequest(spec, ref, desc.digest, desc.size, desc.media_type)
     result = ingest(store, source, request)
@@ -165,7 +165,7 @@ def test_the_ingest_core_resumes_a_registry_blob_with_range(
 
 
 def test_registry_specs_are_validated() -> None:
-    from tasks.config import Settings
+    from ingestq.jobs.config import Settings
 
     cases: list[tuple[dict[str, Any], str]] = [
         ({"type": "registry", "ref": "127.0.0.1:1/app:v1"}, "needs @<digest>"),

@@ -57,7 +57,7 @@ class Worker:
         self.name = name or f"w{uuid.uuid4().hex[:6]}@test"
         self.env = dict(env)
         self.log_path = log_dir / f"{self.name.split('@')[0]}.log"
-        base = command or [sys.executable, "-m", "celery", "-A", "tasks.app", "worker"]
+        base = command or [sys.executable, "-m", "celery", "-A", "ingestq.tasks.app", "worker"]
         self.argv = [
             *base,
             f"--pool={pool}",

@@ -16,11 +16,11 @@ from typing import Protocol
 import pytest
 from click.testing import CliRunner, Result
 
-import errdefs
-from store import Descriptor, Digest, LocalStore
-from worker.cli import cli
-from worker.cli.common import EXIT_CODES
-from worker.cli.content import human_duration, human_size
+from ingestq import errdefs
+from ingestq.store import Descriptor, Digest, LocalStore
+from ingestq.worker.cli import cli
+from ingestq.worker.cli.common import EXIT_CODES
+from ingestq.worker.cli.content import human_duration, human_size
 
 INGESTQ = Path(sys.executable).with_name("ingestq")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tasks.config import Settings
-from tasks.producer import QueueClient
+from ingestq.jobs.config import Settings
+from ingestq.tasks.producer import QueueClient
 from tests.servers.redis_server import RedisServer
 from tests.servers.util import free_port, wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer

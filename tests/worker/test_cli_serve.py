@@ -7,9 +7,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-import errdefs
-from worker.cli import cli
-from worker.grpc_server import build_lockers, redis_configured
+from ingestq import errdefs
+from ingestq.worker.cli import cli
+from ingestq.worker.grpc_server import build_lockers, redis_configured
 
 EXIT_INVALID = 10 + errdefs.InvalidArgument.grpc_code
 
@@ -62,7 +62,7 @@ def test_no_redis_means_only_the_host_file_lock() -> None:
 
 
 def test_a_redis_url_adds_the_redis_lease_locker() -> None:
-    from tasks.lease import RedisLeaseLocker
+    from ingestq.tasks.lease import RedisLeaseLocker
 
     env = {"INGESTQ_REDIS_URL": "redis://127.0.0.1:1/0", "INGESTQ_LEASE_TTL": "12"}
     assert redis_configured(env)

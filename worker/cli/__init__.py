@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from worker.cli import content, jobs, pull, serve
+from ingestq.worker.cli import content, jobs, pull, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

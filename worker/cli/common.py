@@ -13,7 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-import errdefs
+from ingestq import errdefs
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -28,14 +28,21 @@ import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import click
 
-import errdefs
-from store import Descriptor, Digest, Info, LocalStore, Status, copy, open_writer
-from store.oserrors import from_os_error
-from worker.cli.common import echo_json, handle_errors, parse_labels, resolve_root, root_option
+from ingestq import errdefs
+from ingestq.store import Descriptor, Digest, Info, LocalStore, Status, copy, open_writer
+from ingestq.store.codec import info_to_json, status_to_json
+from ingestq.store.oserrors import from_os_error
+from ingestq.worker.cli.common import (
+    echo_json,
+    handle_errors,
+    parse_labels,
+    resolve_root,
+    root_option,
+)
 
 READ_CHUNK = 1 << 20
 
@@ -46,39 +53,8 @@ def _store(root: Path | None) -> LocalStore:
     return LocalStore(resolve_root(root))
 
 
-def info_json(info: Info) -> dict[str, Any]:
-    """The JSON form of an Info."""
-    return {
-        "digest": str(info.digest),
-        "size": info.size,
-        "created_at": info.created_at.isoformat(),
-        "updated_at": info.updated_at.isoformat(),
-        "labels": dict(info.labels),
-    }
-
-
-def status_json(st: Status) -> dict[str, Any]:
-    """The JSON form of a Status (``holder`` is null when nobody holds the ref)."""
-    holder = None
-    if st.holder is not None:
-        h = st.holder
-        holder = {
-            "id": h.id,
-            "host": h.host,
-            "pid": h.pid,
-            "acquired_at": h.acquired_at.isoformat(),
-            "heartbeat_at": h.heartbeat_at.isoformat(),
-            "fence": h.fence,
-        }
-    return {
-        "ref": st.ref,
-        "offset": st.offset,
-        "total": st.total,
-        "started_at": st.started_at.isoformat(),
-        "updated_at": st.updated_at.isoformat(),
-        "expected": str(st.expected) if st.expected else None,
-        "holder": holder,
-    }
+info_json = info_to_json
+status_json = status_to_json
 
 
 def human_size(size: float) -> str:

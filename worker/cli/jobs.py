@@ -21,31 +21,31 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-import errdefs
-from worker.cli.common import echo_json, handle_errors, parse_labels, root_option
-from worker.cli.progress import line
+from ingestq import errdefs
+from ingestq.worker.cli.common import echo_json, handle_errors, parse_labels, root_option
+from ingestq.worker.cli.progress import line
 
 if TYPE_CHECKING:
-    from store.values import Info
-    from tasks.config import Settings
-    from tasks.jobapi import IngestJob, JobClient
+    from ingestq.jobs.api import IngestJob, JobClient
+    from ingestq.jobs.config import Settings
+    from ingestq.store.values import Info
 
 
 def _settings(root: Path | None) -> Settings:
-    from tasks.config import Settings
+    from ingestq.jobs.config import Settings
 
     settings = Settings.from_env()
     return dataclasses.replace(settings, root=root) if root is not None else settings
 
 
 def _client(root: Path | None) -> JobClient:
-    from tasks.producer import connect
+    from ingestq.tasks.producer import connect
 
     return connect(_settings(root))
 
 
 def _info_json(info: Info, job: IngestJob) -> dict[str, Any]:
-    from tasks.ingest import info_to_json
+    from ingestq.store.codec import info_to_json
 
     return {"job": job.id, "ref": job.ref, **info_to_json(info)}
 
@@ -54,7 +54,7 @@ def _wait(job: IngestJob, timeout: float | None, as_json: bool) -> None:
     """Wait for ``job``, drawing progress on a TTY; print the result. Interrupted, an
     embedded job (running in this process) is canceled and kept for a resume; a queued
     job goes on on the workers."""
-    from tasks.embedded import LocalJob
+    from ingestq.jobs.local import LocalJob
 
     try:
         _wait_and_print(job, timeout, as_json)
@@ -120,10 +120,10 @@ def ingest_cmd(
     """Ingest SOURCE (an http(s) URL or a file path) into the store.
 
     Prints the blob's digest (or, with --detach, the job id)."""
-    from tasks.producer import enqueue_ingest
+    from ingestq.tasks.producer import enqueue_ingest
 
     client = _client(root)
-    from tasks.producer import QueueClient
+    from ingestq.tasks.producer import QueueClient
 
     if not wait and not isinstance(client, QueueClient):
         raise errdefs.InvalidArgument(
@@ -155,7 +155,7 @@ def job_group() -> None:
 @handle_errors
 def job_status(job_id: str, as_json: bool, root: Path | None) -> None:
     """Print a job's state, reason and progress (NotFound for an unknown job)."""
-    from tasks.jobapi import JobState
+    from ingestq.jobs.api import JobState
 
     job = _client(root).job(job_id)
     state = job.state
@@ -258,7 +258,7 @@ def worker_cmd(
         raise errdefs.FailedPrecondition(
             "a worker needs Redis: set INGESTQ_REDIS_URL (or INGESTQ_BROKER_URL)"
         )
-    from worker.celery_worker import run_worker
+    from ingestq.worker.celery_worker import run_worker
 
     run_worker(
         concurrency=concurrency, pool=pool, loglevel=loglevel, hostname=hostname,

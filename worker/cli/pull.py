@@ -26,15 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-import errdefs
-from worker.cli.common import echo_json, handle_errors, resolve_root, root_option
-from worker.cli.progress import human_bytes
+from ingestq import errdefs
+from ingestq.worker.cli.common import echo_json, handle_errors, resolve_root, root_option
+from ingestq.worker.cli.progress import human_bytes
 
 if TYPE_CHECKING:
-    from store.values import Descriptor
-    from tasks.config import Settings
-    from tasks.jobapi import JobClient
-    from tasks.pull import PullJob, PullStatus
+    from ingestq.images.pull import PullStatus
+    from ingestq.jobs.api import JobClient
+    from ingestq.jobs.config import Settings
+    from ingestq.jobs.pull import PullJob
+    from ingestq.store.values import Descriptor
 
 #: Seconds between progress redraws on a TTY.
 REFRESH = 0.1
@@ -42,14 +43,14 @@ BAR_WIDTH = 40
 
 
 def _settings(root: Path | None) -> Settings:
-    from tasks.config import Settings
+    from ingestq.jobs.config import Settings
 
     settings = Settings.from_env()
     return dataclasses.replace(settings, root=root) if root is not None else settings
 
 
 def _client(root: Path | None) -> JobClient:
-    from tasks.producer import connect
+    from ingestq.tasks.producer import connect
 
     return connect(_settings(root))
 
@@ -63,7 +64,7 @@ def _bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
 
 def render(status: PullStatus, elapsed: float) -> list[str]:
     """The progress table of ``status``: one line per blob, then the totals."""
-    from tasks.pull import BlobState
+    from ingestq.images.pull import BlobState
 
     rows: list[tuple[str, str, str, str]] = []
     if not status.blobs:
@@ -179,9 +180,10 @@ def pull_cmd(
     """Pull image REFERENCE into the store and record it under its full name.
 
     Prints the recorded name and the image digest (or, with --detach, the job id)."""
-    from tasks.producer import QueueClient
-    from tasks.pull import PullRequest, enqueue_pull
-    from tasks.sources.registry import RegistryOptions
+    from ingestq.fetch.registry.client import RegistryOptions
+    from ingestq.images.pull import PullRequest
+    from ingestq.jobs.pull import enqueue_pull
+    from ingestq.tasks.producer import QueueClient
 
     options = RegistryOptions(
         plain_http=True if plain_http else None,
@@ -226,11 +228,11 @@ def _pull_blob(
     idempotency_key: str | None,
     as_json: bool,
 ) -> None:
-    from store.values import Descriptor
-    from tasks.ingest import info_to_json
-    from tasks.producer import enqueue_ingest
-    from tasks.reference import parse_blob_reference
-    from tasks.sources.registry import RegistryClient, blob_spec
+    from ingestq.fetch.reference import parse_blob_reference
+    from ingestq.fetch.registry.client import RegistryClient, blob_spec
+    from ingestq.store.codec import info_to_json
+    from ingestq.store.values import Descriptor
+    from ingestq.tasks.producer import enqueue_ingest
 
     ref = parse_blob_reference(reference)
     assert ref.digest is not None
@@ -255,9 +257,9 @@ def _pull_blob(
 def _tree_size(store: Any, desc: Descriptor, depth: int = 0) -> tuple[int, list[str]] | None:
     """Bytes of every committed blob under ``desc`` and the platforms of its manifests;
     None when something is missing."""
-    from store.helpers import read_blob
-    from store.values import Descriptor
-    from tasks import manifests, platforms
+    from ingestq.fetch import manifests, platforms
+    from ingestq.store.helpers import read_blob
+    from ingestq.store.values import Descriptor
 
     if depth > 4 or not store.exists(desc.digest):
         return None
@@ -298,9 +300,9 @@ def images_cmd(quiet: bool, as_json: bool, root: Path | None) -> None:
 
     DIGEST is the image's own digest (the registry's); an image recorded through an OCI
     view (a Docker schema2 image) shows the view's digest under "recorded" in --json."""
-    from store.local import LocalStore
-    from store.ocilayout import ImageIndex
-    from tasks.pull import SOURCE_DIGEST_ANNOTATION, SOURCE_MEDIA_TYPE_ANNOTATION
+    from ingestq.images.pull import SOURCE_DIGEST_ANNOTATION, SOURCE_MEDIA_TYPE_ANNOTATION
+    from ingestq.store.images import ImageIndex
+    from ingestq.store.local import LocalStore
 
     path = resolve_root(root)
     store = LocalStore(path)
@@ -346,7 +348,7 @@ def images_cmd(quiet: bool, as_json: bool, root: Path | None) -> None:
 
 
 def _short_type(media_type: str) -> str:
-    from tasks import manifests
+    from ingestq.fetch import manifests
 
     return {
         manifests.OCI_INDEX: "oci-index",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-import errdefs
-from api.server import ApiServer, parse_address
-from worker.cli.common import handle_errors, resolve_root, root_option
+from ingestq import errdefs
+from ingestq.api.server import ApiServer, parse_address
+from ingestq.worker.cli.common import handle_errors, resolve_root, root_option
 
 
 @click.command("serve")
@@ -72,7 +72,7 @@ def serve_command(
     lease when INGESTQ_REDIS_URL or INGESTQ_LOCK_URL is set). Prints `serving on
     <address>` on stderr once ready; stops on SIGTERM or SIGINT.
     """
-    from worker.grpc_server import ServeOptions, serve
+    from ingestq.worker.grpc_server import ServeOptions, serve
 
     if not addresses:
         raise errdefs.InvalidArgument("no address: pass --address unix:///PATH.sock")

@@ -3,8 +3,8 @@
 import grpc
 import warnings
 
-from api.proto.containerd.services.content.v1 import content_pb2 as api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from ingestq.api.proto.containerd.services.content.v1 import content_pb2 as ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,7 +19,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in api/proto/containerd/services/content/v1/content_pb2_grpc.py depends on'
+        + ' but the generated code in ingestq/api/proto/containerd/services/content/v1/content_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -38,47 +38,47 @@ class ContentStub:
         """
         self.Info = channel.unary_unary(
                 '/containerd.services.content.v1.Content/Info',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.InfoRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.InfoResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.InfoRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.InfoResponse.FromString,
                 _registered_method=True)
         self.Update = channel.unary_unary(
                 '/containerd.services.content.v1.Content/Update',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.UpdateRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.UpdateResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.UpdateRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.UpdateResponse.FromString,
                 _registered_method=True)
         self.List = channel.unary_stream(
                 '/containerd.services.content.v1.Content/List',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListContentRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListContentResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListContentRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListContentResponse.FromString,
                 _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/containerd.services.content.v1.Content/Delete',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.DeleteContentRequest.SerializeToString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.DeleteContentRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.Read = channel.unary_stream(
                 '/containerd.services.content.v1.Content/Read',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentResponse.FromString,
                 _registered_method=True)
         self.Status = channel.unary_unary(
                 '/containerd.services.content.v1.Content/Status',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.StatusRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.StatusResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.StatusRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.StatusResponse.FromString,
                 _registered_method=True)
         self.ListStatuses = channel.unary_unary(
                 '/containerd.services.content.v1.Content/ListStatuses',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesResponse.FromString,
                 _registered_method=True)
         self.Write = channel.stream_stream(
                 '/containerd.services.content.v1.Content/Write',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentResponse.FromString,
                 _registered_method=True)
         self.Abort = channel.unary_unary(
                 '/containerd.services.content.v1.Content/Abort',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.AbortRequest.SerializeToString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.AbortRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
 
@@ -155,47 +155,47 @@ def add_ContentServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Info': grpc.unary_unary_rpc_method_handler(
                     servicer.Info,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.InfoRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.InfoResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.InfoRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.InfoResponse.SerializeToString,
             ),
             'Update': grpc.unary_unary_rpc_method_handler(
                     servicer.Update,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.UpdateRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.UpdateResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.UpdateRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.UpdateResponse.SerializeToString,
             ),
             'List': grpc.unary_stream_rpc_method_handler(
                     servicer.List,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListContentRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListContentResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListContentRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListContentResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.DeleteContentRequest.FromString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.DeleteContentRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'Read': grpc.unary_stream_rpc_method_handler(
                     servicer.Read,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.StatusRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.StatusResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.StatusRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.StatusResponse.SerializeToString,
             ),
             'ListStatuses': grpc.unary_unary_rpc_method_handler(
                     servicer.ListStatuses,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesResponse.SerializeToString,
             ),
             'Write': grpc.stream_stream_rpc_method_handler(
                     servicer.Write,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentResponse.SerializeToString,
             ),
             'Abort': grpc.unary_unary_rpc_method_handler(
                     servicer.Abort,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.AbortRequest.FromString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.AbortRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
@@ -225,8 +225,8 @@ class Content:
             request,
             target,
             '/containerd.services.content.v1.Content/Info',
-            api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.InfoRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.InfoResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.InfoRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.InfoResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -252,8 +252,8 @@ class Content:
             request,
             target,
             '/containerd.services.content.v1.Content/Update',
-            api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.UpdateRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.UpdateResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.UpdateRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.UpdateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -279,8 +279,8 @@ class Content:
             request,
             target,
             '/containerd.services.content.v1.Content/List',
-            api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListContentRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListContentResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListContentRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListContentResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -306,7 +306,7 @@ class Content:
             request,
             target,
             '/containerd.services.content.v1.Content/Delete',
-            api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.DeleteContentRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.DeleteContentRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -333,8 +333,8 @@ class Content:
             request,
             target,
             '/containerd.services.content.v1.Content/Read',
-            api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ReadContentResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -360,8 +360,8 @@ class Content:
             request,
             target,
             '/containerd.services.content.v1.Content/Status',
-            api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.StatusRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.StatusResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.StatusRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.StatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -387,8 +387,8 @@ class Content:
             request,
             target,
             '/containerd.services.content.v1.Content/ListStatuses',
-            api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.ListStatusesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -414,8 +414,8 @@ class Content:
             request_iterator,
             target,
             '/containerd.services.content.v1.Content/Write',
-            api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.WriteContentResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -441,7 +441,7 @@ class Content:
             request,
             target,
             '/containerd.services.content.v1.Content/Abort',
-            api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.AbortRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_content_dot_v1_dot_content__pb2.AbortRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,

@@ -1,6 +1,6 @@
 import datetime
 
-from api.proto.containerd.types import descriptor_pb2 as _descriptor_pb2
+from ingestq.api.proto.containerd.types import descriptor_pb2 as _descriptor_pb2
 from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2

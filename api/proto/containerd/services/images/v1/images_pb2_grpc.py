@@ -3,8 +3,8 @@
 import grpc
 import warnings
 
-from api.proto.containerd.services.images.v1 import images_pb2 as api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from ingestq.api.proto.containerd.services.images.v1 import images_pb2 as ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,7 +19,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in api/proto/containerd/services/images/v1/images_pb2_grpc.py depends on'
+        + ' but the generated code in ingestq/api/proto/containerd/services/images/v1/images_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -38,27 +38,27 @@ class ImagesStub:
         """
         self.Get = channel.unary_unary(
                 '/containerd.services.images.v1.Images/Get',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageResponse.FromString,
                 _registered_method=True)
         self.List = channel.unary_unary(
                 '/containerd.services.images.v1.Images/List',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.ListImagesRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.ListImagesResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.ListImagesRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.ListImagesResponse.FromString,
                 _registered_method=True)
         self.Create = channel.unary_unary(
                 '/containerd.services.images.v1.Images/Create',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageResponse.FromString,
                 _registered_method=True)
         self.Update = channel.unary_unary(
                 '/containerd.services.images.v1.Images/Update',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageResponse.FromString,
                 _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/containerd.services.images.v1.Images/Delete',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.DeleteImageRequest.SerializeToString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.DeleteImageRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
 
@@ -102,27 +102,27 @@ def add_ImagesServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageResponse.SerializeToString,
             ),
             'List': grpc.unary_unary_rpc_method_handler(
                     servicer.List,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.ListImagesRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.ListImagesResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.ListImagesRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.ListImagesResponse.SerializeToString,
             ),
             'Create': grpc.unary_unary_rpc_method_handler(
                     servicer.Create,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageResponse.SerializeToString,
             ),
             'Update': grpc.unary_unary_rpc_method_handler(
                     servicer.Update,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.DeleteImageRequest.FromString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.DeleteImageRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
@@ -152,8 +152,8 @@ class Images:
             request,
             target,
             '/containerd.services.images.v1.Images/Get',
-            api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.GetImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -179,8 +179,8 @@ class Images:
             request,
             target,
             '/containerd.services.images.v1.Images/List',
-            api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.ListImagesRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.ListImagesResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.ListImagesRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.ListImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -206,8 +206,8 @@ class Images:
             request,
             target,
             '/containerd.services.images.v1.Images/Create',
-            api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.CreateImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -233,8 +233,8 @@ class Images:
             request,
             target,
             '/containerd.services.images.v1.Images/Update',
-            api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.UpdateImageResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -260,7 +260,7 @@ class Images:
             request,
             target,
             '/containerd.services.images.v1.Images/Delete',
-            api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.DeleteImageRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_images_dot_v1_dot_images__pb2.DeleteImageRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,

@@ -1,6 +1,6 @@
 import datetime
 
-from api.proto.containerd.types import platform_pb2 as _platform_pb2
+from ingestq.api.proto.containerd.types import platform_pb2 as _platform_pb2
 from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers

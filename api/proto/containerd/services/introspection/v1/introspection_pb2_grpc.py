@@ -3,8 +3,8 @@
 import grpc
 import warnings
 
-from api.proto.containerd.services.introspection.v1 import introspection_pb2 as api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from ingestq.api.proto.containerd.services.introspection.v1 import introspection_pb2 as ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,7 +19,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in api/proto/containerd/services/introspection/v1/introspection_pb2_grpc.py depends on'
+        + ' but the generated code in ingestq/api/proto/containerd/services/introspection/v1/introspection_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,13 +37,13 @@ class IntrospectionStub:
         """
         self.Plugins = channel.unary_unary(
                 '/containerd.services.introspection.v1.Introspection/Plugins',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsResponse.FromString,
                 _registered_method=True)
         self.Server = channel.unary_unary(
                 '/containerd.services.introspection.v1.Introspection/Server',
                 request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.ServerResponse.FromString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.ServerResponse.FromString,
                 _registered_method=True)
 
 
@@ -69,13 +69,13 @@ def add_IntrospectionServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Plugins': grpc.unary_unary_rpc_method_handler(
                     servicer.Plugins,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsResponse.SerializeToString,
             ),
             'Server': grpc.unary_unary_rpc_method_handler(
                     servicer.Server,
                     request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.ServerResponse.SerializeToString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.ServerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -103,8 +103,8 @@ class Introspection:
             request,
             target,
             '/containerd.services.introspection.v1.Introspection/Plugins',
-            api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.PluginsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -131,7 +131,7 @@ class Introspection:
             target,
             '/containerd.services.introspection.v1.Introspection/Server',
             google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.ServerResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_introspection_dot_v1_dot_introspection__pb2.ServerResponse.FromString,
             options,
             channel_credentials,
             insecure,

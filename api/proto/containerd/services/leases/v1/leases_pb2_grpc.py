@@ -3,8 +3,8 @@
 import grpc
 import warnings
 
-from api.proto.containerd.services.leases.v1 import leases_pb2 as api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from ingestq.api.proto.containerd.services.leases.v1 import leases_pb2 as ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,7 +19,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in api/proto/containerd/services/leases/v1/leases_pb2_grpc.py depends on'
+        + ' but the generated code in ingestq/api/proto/containerd/services/leases/v1/leases_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -38,33 +38,33 @@ class LeasesStub:
         """
         self.Create = channel.unary_unary(
                 '/containerd.services.leases.v1.Leases/Create',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.CreateRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.CreateResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.CreateRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.CreateResponse.FromString,
                 _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/containerd.services.leases.v1.Leases/Delete',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.DeleteRequest.SerializeToString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.DeleteRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.List = channel.unary_unary(
                 '/containerd.services.leases.v1.Leases/List',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResponse.FromString,
                 _registered_method=True)
         self.AddResource = channel.unary_unary(
                 '/containerd.services.leases.v1.Leases/AddResource',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.AddResourceRequest.SerializeToString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.AddResourceRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.DeleteResource = channel.unary_unary(
                 '/containerd.services.leases.v1.Leases/DeleteResource',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.DeleteResourceRequest.SerializeToString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.DeleteResourceRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.ListResources = channel.unary_unary(
                 '/containerd.services.leases.v1.Leases/ListResources',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResourcesRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResourcesResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResourcesRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResourcesResponse.FromString,
                 _registered_method=True)
 
 
@@ -113,33 +113,33 @@ def add_LeasesServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Create': grpc.unary_unary_rpc_method_handler(
                     servicer.Create,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.CreateRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.CreateResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.CreateRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.CreateResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.DeleteRequest.FromString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.DeleteRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'List': grpc.unary_unary_rpc_method_handler(
                     servicer.List,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResponse.SerializeToString,
             ),
             'AddResource': grpc.unary_unary_rpc_method_handler(
                     servicer.AddResource,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.AddResourceRequest.FromString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.AddResourceRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'DeleteResource': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteResource,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.DeleteResourceRequest.FromString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.DeleteResourceRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'ListResources': grpc.unary_unary_rpc_method_handler(
                     servicer.ListResources,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResourcesRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResourcesResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResourcesRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResourcesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -168,8 +168,8 @@ class Leases:
             request,
             target,
             '/containerd.services.leases.v1.Leases/Create',
-            api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.CreateRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.CreateResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.CreateRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.CreateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -195,7 +195,7 @@ class Leases:
             request,
             target,
             '/containerd.services.leases.v1.Leases/Delete',
-            api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.DeleteRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.DeleteRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -222,8 +222,8 @@ class Leases:
             request,
             target,
             '/containerd.services.leases.v1.Leases/List',
-            api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -249,7 +249,7 @@ class Leases:
             request,
             target,
             '/containerd.services.leases.v1.Leases/AddResource',
-            api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.AddResourceRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.AddResourceRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -276,7 +276,7 @@ class Leases:
             request,
             target,
             '/containerd.services.leases.v1.Leases/DeleteResource',
-            api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.DeleteResourceRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.DeleteResourceRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
@@ -303,8 +303,8 @@ class Leases:
             request,
             target,
             '/containerd.services.leases.v1.Leases/ListResources',
-            api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResourcesRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResourcesResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResourcesRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_leases_dot_v1_dot_leases__pb2.ListResourcesResponse.FromString,
             options,
             channel_credentials,
             insecure,

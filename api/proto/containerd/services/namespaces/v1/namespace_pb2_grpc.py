@@ -3,8 +3,8 @@
 import grpc
 import warnings
 
-from api.proto.containerd.services.namespaces.v1 import namespace_pb2 as api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from ingestq.api.proto.containerd.services.namespaces.v1 import namespace_pb2 as ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,7 +19,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in api/proto/containerd/services/namespaces/v1/namespace_pb2_grpc.py depends on'
+        + ' but the generated code in ingestq/api/proto/containerd/services/namespaces/v1/namespace_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,27 +37,27 @@ class NamespacesStub:
         """
         self.Get = channel.unary_unary(
                 '/containerd.services.namespaces.v1.Namespaces/Get',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.GetNamespaceRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.GetNamespaceResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.GetNamespaceRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.GetNamespaceResponse.FromString,
                 _registered_method=True)
         self.List = channel.unary_unary(
                 '/containerd.services.namespaces.v1.Namespaces/List',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.ListNamespacesRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.ListNamespacesResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.ListNamespacesRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.ListNamespacesResponse.FromString,
                 _registered_method=True)
         self.Create = channel.unary_unary(
                 '/containerd.services.namespaces.v1.Namespaces/Create',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.CreateNamespaceRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.CreateNamespaceResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.CreateNamespaceRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.CreateNamespaceResponse.FromString,
                 _registered_method=True)
         self.Update = channel.unary_unary(
                 '/containerd.services.namespaces.v1.Namespaces/Update',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.UpdateNamespaceRequest.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.UpdateNamespaceResponse.FromString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.UpdateNamespaceRequest.SerializeToString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.UpdateNamespaceResponse.FromString,
                 _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/containerd.services.namespaces.v1.Namespaces/Delete',
-                request_serializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.DeleteNamespaceRequest.SerializeToString,
+                request_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.DeleteNamespaceRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
 
@@ -100,27 +100,27 @@ def add_NamespacesServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.GetNamespaceRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.GetNamespaceResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.GetNamespaceRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.GetNamespaceResponse.SerializeToString,
             ),
             'List': grpc.unary_unary_rpc_method_handler(
                     servicer.List,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.ListNamespacesRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.ListNamespacesResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.ListNamespacesRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.ListNamespacesResponse.SerializeToString,
             ),
             'Create': grpc.unary_unary_rpc_method_handler(
                     servicer.Create,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.CreateNamespaceRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.CreateNamespaceResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.CreateNamespaceRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.CreateNamespaceResponse.SerializeToString,
             ),
             'Update': grpc.unary_unary_rpc_method_handler(
                     servicer.Update,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.UpdateNamespaceRequest.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.UpdateNamespaceResponse.SerializeToString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.UpdateNamespaceRequest.FromString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.UpdateNamespaceResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
-                    request_deserializer=api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.DeleteNamespaceRequest.FromString,
+                    request_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.DeleteNamespaceRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
@@ -149,8 +149,8 @@ class Namespaces:
             request,
             target,
             '/containerd.services.namespaces.v1.Namespaces/Get',
-            api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.GetNamespaceRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.GetNamespaceResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.GetNamespaceRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.GetNamespaceResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -176,8 +176,8 @@ class Namespaces:
             request,
             target,
             '/containerd.services.namespaces.v1.Namespaces/List',
-            api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.ListNamespacesRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.ListNamespacesResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.ListNamespacesRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.ListNamespacesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -203,8 +203,8 @@ class Namespaces:
             request,
             target,
             '/containerd.services.namespaces.v1.Namespaces/Create',
-            api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.CreateNamespaceRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.CreateNamespaceResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.CreateNamespaceRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.CreateNamespaceResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -230,8 +230,8 @@ class Namespaces:
             request,
             target,
             '/containerd.services.namespaces.v1.Namespaces/Update',
-            api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.UpdateNamespaceRequest.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.UpdateNamespaceResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.UpdateNamespaceRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.UpdateNamespaceResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -257,7 +257,7 @@ class Namespaces:
             request,
             target,
             '/containerd.services.namespaces.v1.Namespaces/Delete',
-            api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.DeleteNamespaceRequest.SerializeToString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_namespaces_dot_v1_dot_namespace__pb2.DeleteNamespaceRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,

@@ -3,8 +3,8 @@
 import grpc
 import warnings
 
-from api.proto.containerd.services.version.v1 import version_pb2 as api_dot_proto_dot_containerd_dot_services_dot_version_dot_v1_dot_version__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from ingestq.api.proto.containerd.services.version.v1 import version_pb2 as ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_version_dot_v1_dot_version__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,7 +19,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in api/proto/containerd/services/version/v1/version_pb2_grpc.py depends on'
+        + ' but the generated code in ingestq/api/proto/containerd/services/version/v1/version_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -38,7 +38,7 @@ class VersionStub:
         self.Version = channel.unary_unary(
                 '/containerd.services.version.v1.Version/Version',
                 request_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-                response_deserializer=api_dot_proto_dot_containerd_dot_services_dot_version_dot_v1_dot_version__pb2.VersionResponse.FromString,
+                response_deserializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_version_dot_v1_dot_version__pb2.VersionResponse.FromString,
                 _registered_method=True)
 
 
@@ -57,7 +57,7 @@ def add_VersionServicer_to_server(servicer, server):
             'Version': grpc.unary_unary_rpc_method_handler(
                     servicer.Version,
                     request_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
-                    response_serializer=api_dot_proto_dot_containerd_dot_services_dot_version_dot_v1_dot_version__pb2.VersionResponse.SerializeToString,
+                    response_serializer=ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_version_dot_v1_dot_version__pb2.VersionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,7 +86,7 @@ class Version:
             target,
             '/containerd.services.version.v1.Version/Version',
             google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
-            api_dot_proto_dot_containerd_dot_services_dot_version_dot_v1_dot_version__pb2.VersionResponse.FromString,
+            ingestq_dot_api_dot_proto_dot_containerd_dot_services_dot_version_dot_v1_dot_version__pb2.VersionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,216 @@
+"""An OCI image layout directory as a source (``oci-layout:DIR:NAME``).
+
+References read like skopeo's ``oci:`` transport:
+
+* ``oci-layout:DIR:NAME``: the ``index.json`` entry whose
+  ``org.opencontainers.image.ref.name`` annotation is ``NAME``. As in skopeo the text
+  is split at the *first* ``:`` after the prefix, so ``DIR`` cannot hold a ``:`` and
+  ``NAME`` may (``oci-layout:/srv/store:127.0.0.1:5000/app:v1`` names the image
+  ``127.0.0.1:5000/app:v1``, which is how ingestq records pulled images);
+* ``oci-layout:DIR@sha256:...``: the manifest or index with that digest (listed in
+  ``index.json`` or only present under ``blobs/``);
+* ``oci-layout:DIR``: the only entry of ``index.json``.
+
+Blobs are plain files (``DIR/blobs/<alg>/<hex>``), so a child ingest uses the file
+source (spec ``{"type": "file", "path": ...}``) and obeys the same file roots
+(``INGESTQ_FILE_ROOTS``) as any file ingest.
+
+Errors: NotFound (no layout, no such name or digest, missing blob), InvalidArgument (a
+malformed reference, ``index.json`` or ``oci-layout``, several entries and no name),
+DataLoss (a blob whose bytes do not match its digest), PermissionDenied (outside the
+allowed file roots).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ingestq import errdefs
+from ingestq.fetch import manifests
+from ingestq.fetch.files import FileSource, check_path
+from ingestq.fetch.registry.client import verify
+from ingestq.store.annotations import REF_NAME as REF_NAME_ANNOTATION
+from ingestq.store.digest import ALGORITHMS, Digest
+from ingestq.store.oserrors import from_os_error
+from ingestq.store.values import Descriptor
+
+PREFIX = "oci-layout:"
+
+
+def parse_layout_reference(text: str) -> tuple[str, str | None, Digest | None]:
+    """Split ``oci-layout:DIR[:NAME|@DIGEST]`` into (dir, name, digest).
+
+    InvalidArgument when the prefix is missing, the directory is empty, or the digest
+    is malformed.
+    """
+    if not text.startswith(PREFIX):
+        raise errdefs.InvalidArgument(f"{text!r} is not an oci-layout: reference")
+    rest = text[len(PREFIX) :]
+    directory, sep, name = rest.partition(":")
+    digest: Digest | None = None
+    at = directory.rfind("@")
+    if at > 0 and sep and directory[at + 1 :] in ALGORITHMS:
+        # ``DIR@sha256:hex``: the first ':' belongs to the digest.
+        directory, digest = directory[:at], Digest.parse(f"{directory[at + 1 :]}:{name}")
+        name = ""
+    if not directory:
+        raise errdefs.InvalidArgument(f"{text!r}: the layout directory must not be empty")
+    return directory, (name or None), digest
+
+
+class OCILayout:
+    """Read access to one OCI image layout directory.
+
+    Args:
+        root: the layout directory.
+        roots: the file roots it must lie in (None: anywhere); see
+            :func:`tasks.sources.files.check_path`.
+
+    Raises NotFound when ``root/oci-layout`` is missing, InvalidArgument when it is not
+    a layout of version 1.x, PermissionDenied outside ``roots``.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], roots: Sequence[Path] | None = None) -> None:
+        self._roots = None if roots is None else tuple(roots)
+        self.root = check_path(os.path.abspath(os.fspath(root)), self._roots)
+        marker = self.root / "oci-layout"
+        try:
+            doc = json.loads(marker.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise errdefs.NotFound(f"OCI layout {self.root}: no oci-layout file") from None
+        except OSError as e:
+            raise from_os_error(e, f"read {marker}") from e
+        except ValueError as e:
+            raise errdefs.InvalidArgument(f"{marker}: not JSON: {e}") from e
+        version = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
+        if not isinstance(version, str) or not version.startswith("1."):
+            raise errdefs.InvalidArgument(f"{marker}: unsupported imageLayoutVersion {version!r}")
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The ``manifests`` array of ``index.json``."""
+        path = self.root / "index.json"
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise errdefs.NotFound(f"OCI layout {self.root}: no index.json") from None
+        except OSError as e:
+            raise from_os_error(e, f"read {path}") from e
+        except ValueError as e:
+            raise errdefs.InvalidArgument(f"{path}: not JSON: {e}") from e
+        entries = doc.get("manifests") if isinstance(doc, dict) else None
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise errdefs.InvalidArgument(f"{path}: manifests must be a list of descriptors")
+        return entries
+
+    def names(self) -> list[str]:
+        """Every ``ref.name`` in ``index.json``, in order."""
+        out = []
+        for entry in self.entries():
+            name = (entry.get("annotations") or {}).get(REF_NAME_ANNOTATION)
+            if isinstance(name, str):
+                out.append(name)
+        return out
+
+    def resolve(self, name: str | None = None, digest: Digest | None = None) -> Descriptor:
+        """The descriptor of the image named ``name``, with ``digest``, or the only one.
+
+        The ``ref.name`` annotation is dropped (so ingest refs depend on the digest
+        only). NotFound / InvalidArgument as in the module docstring.
+        """
+        entries = self.entries()
+        if digest is not None:
+            for entry in entries:
+                if entry.get("digest") == str(digest):
+                    return _strip(Descriptor.from_oci(entry))
+            data = self.read_blob(Descriptor(digest))
+            media_type = manifests.sniff_media_type(data)
+            if media_type is None:
+                raise errdefs.InvalidArgument(
+                    f"OCI layout {self.root}: {digest} is not a manifest or an index"
+                )
+            return Descriptor(digest=digest, size=len(data), media_type=media_type)
+        if name is None:
+            if len(entries) != 1:
+                raise errdefs.InvalidArgument(
+                    f"OCI layout {self.root} holds {len(entries)} images; name one "
+                    f"(oci-layout:DIR:NAME)"
+                )
+            return _strip(Descriptor.from_oci(entries[0]))
+        for entry in entries:
+            if (entry.get("annotations") or {}).get(REF_NAME_ANNOTATION) == name:
+                return _strip(Descriptor.from_oci(entry))
+        raise errdefs.NotFound(f"image {name!r} in OCI layout {self.root}")
+
+    def blob_path(self, digest: Digest) -> Path:
+        """``root/blobs/<alg>/<hex>``."""
+        return self.root / "blobs" / digest.algorithm / digest.encoded
+
+    def read_blob(self, desc: Descriptor, limit: int = 4 << 20) -> bytes:
+        """A small blob's bytes, verified against ``desc`` (size when known, digest).
+
+        NotFound when missing, ResourceExhausted over ``limit``, DataLoss on mismatch.
+        """
+        path = self.blob_path(desc.digest)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+        except OSError as e:
+            raise from_os_error(e, f"OCI layout {self.root}: blob {desc.digest}") from e
+        if len(data) > limit:
+            raise errdefs.ResourceExhausted(f"blob {desc.digest} exceeds {limit} bytes")
+        verify(data, desc, f"OCI layout {self.root}: blob {desc.digest}")
+        return data
+
+
+def _strip(desc: Descriptor) -> Descriptor:
+    annotations = {k: v for k, v in desc.annotations.items() if k != REF_NAME_ANNOTATION}
+    return Descriptor(desc.digest, desc.size, desc.media_type, annotations, desc.urls)
+
+
+class OCILayoutImage:
+    """An image in an OCI layout, for a pull (the :class:`tasks.pull.ImageSource` shape).
+
+    ``name`` is what the image is recorded as: the ``NAME`` of the reference, else the
+    digest (``sha256:...``), else the only entry's own name.
+    """
+
+    kind = "oci-layout"
+
+    def __init__(self, text: str, roots: Sequence[Path] | None = None) -> None:
+        directory, self._name, self._digest = parse_layout_reference(text)
+        self.layout = OCILayout(directory, roots)
+        self._roots = roots
+
+    @property
+    def name(self) -> str:
+        if self._name:
+            return self._name
+        if self._digest is not None:
+            return str(self._digest)
+        names = self.layout.names()
+        return names[0] if len(names) == 1 else f"{self.layout.root.name}"
+
+    @property
+    def distribution_source(self) -> tuple[str, str] | None:
+        """Layouts have no registry: None (no distribution-source label)."""
+        return None
+
+    def resolve(self) -> Descriptor:
+        return self.layout.resolve(self._name, self._digest)
+
+    def fetch_manifest(self, desc: Descriptor) -> bytes:
+        return self.layout.read_blob(desc)
+
+    def blob_source(self, desc: Descriptor) -> FileSource:
+        return FileSource(self.layout.blob_path(desc.digest), self._roots)
+
+    def spec(self, desc: Descriptor) -> dict[str, Any]:
+        """The job-argument form of :meth:`blob_source` (a file spec)."""
+        return {"type": "file", "path": str(self.layout.blob_path(desc.digest))}
+
+
+__all__ = ["PREFIX", "OCILayout", "OCILayoutImage", "parse_layout_reference"]

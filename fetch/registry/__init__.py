@@ -1,0 +1,1 @@
+"""OCI distribution registries: the client, authentication and error mapping."""

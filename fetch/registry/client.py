@@ -1,0 +1,633 @@
+"""OCI distribution registries as a source: manifests, blobs, and whole images.
+
+* :class:`RegistryClient` speaks the registry HTTP API (Part B): manifest ``HEAD`` /
+  ``GET`` with the four schema 2 types in ``Accept``, blob ``GET`` with ``Range`` for
+  resume, redirects to blob storage followed (httpx drops ``Authorization`` on a hop to
+  another origin), Bearer/Basic auth through :class:`~tasks.sources.registry_auth.RegistryAuth`,
+  ``Retry-After`` honoured for 429/503 up to a bound, every failure an errdefs kind
+  (:mod:`ingestq.fetch.registry.errors`).
+* :class:`RegistryBlobSource` is a :class:`tasks.sources.base.Source` for one blob
+  (``HOST[:PORT]/REPO@DIGEST``); the store verifies digest and size at commit.
+* :class:`RegistryImage` resolves ``HOST/REPO:TAG`` or ``@DIGEST`` for a pull and hands
+  out verified manifests and blob sources.
+
+Plain HTTP is used for loopback hosts, or for every host with ``plain_http``; TLS
+verification takes a CA bundle, a client certificate, or ``insecure_skip_verify``.
+
+Resume and ``416`` (B2): a ``Range: bytes=<offset>-`` request answered ``206`` must
+start at ``offset`` (and name the expected total) or the blob is fetched from 0; a
+``200`` means "from 0"; a ``416`` is closed without reading its body (distribution 2.8
+announces the full blob length but sends 33 bytes) and read as "offset ≥ size": an
+empty stream at ``offset`` when the total equals the offset (the store's commit then
+verifies the bytes held), otherwise a fresh fetch from 0.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+
+from ingestq import errdefs
+from ingestq.fetch import manifests
+from ingestq.fetch.reference import Reference, parse_blob_reference, parse_reference
+from ingestq.fetch.registry.auth import (
+    ChainCredentials,
+    Credentials,
+    DockerConfigCredentials,
+    RegistryAuth,
+    StaticCredentials,
+)
+from ingestq.fetch.registry.errors import error_from_response, retry_after, transport_error
+from ingestq.fetch.source import Opened, Source
+from ingestq.fetch.specs import register
+from ingestq.fetch.transport import transport as large_read_transport
+from ingestq.jobs.config import Settings
+from ingestq.store.digest import Digest
+from ingestq.store.values import Descriptor
+
+#: Largest manifest or index accepted (containerd's limit).
+MAX_MANIFEST_SIZE = 4 << 20
+
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_UNSATISFIED_RANGE = re.compile(r"^bytes \*/(\d+)$")
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to reach registries. Plain data, so it can travel in a job (no secrets).
+
+    Attributes:
+        plain_http: True: ``http://`` for every host; False: ``https://`` for every
+            host; None (default): ``http://`` for loopback hosts only (containerd's rule).
+        insecure_skip_verify: do not verify TLS certificates.
+        ca_bundle: a PEM file of CA certificates to trust (instead of the system's).
+        client_cert, client_key: PEM files for TLS client authentication.
+        connect_timeout, read_timeout: seconds.
+        max_redirects: redirects followed per request.
+        retries: how often a 429/503 with ``Retry-After`` is retried in place.
+        max_retry_wait: the longest ``Retry-After`` waited in place (seconds); a longer
+            one is raised as Unavailable with the ``retry_after`` detail.
+        auth_files: docker ``config.json`` paths for credentials; None means the
+            default places (:func:`~tasks.sources.registry_auth.default_docker_config_paths`).
+    """
+
+    plain_http: bool | None = None
+    insecure_skip_verify: bool = False
+    ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_redirects: int = 10
+    retries: int = 3
+    max_retry_wait: float = 30.0
+    auth_files: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (for job arguments)."""
+        out = asdict(self)
+        if self.auth_files is not None:
+            out["auth_files"] = list(self.auth_files)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> RegistryOptions:
+        """The inverse of :meth:`to_dict`; unknown keys are InvalidArgument."""
+        if not data:
+            return cls()
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise errdefs.InvalidArgument(f"unknown registry options: {sorted(unknown)}")
+        values = dict(data)
+        if values.get("auth_files") is not None:
+            values["auth_files"] = tuple(str(p) for p in values["auth_files"])
+        return cls(**values)
+
+
+def _tls(options: RegistryOptions) -> ssl.SSLContext | bool:
+    if options.insecure_skip_verify:
+        return False
+    try:
+        ctx = ssl.create_default_context(cafile=options.ca_bundle)
+        if options.client_cert:
+            ctx.load_cert_chain(options.client_cert, options.client_key)
+    except (OSError, ssl.SSLError) as e:
+        raise errdefs.InvalidArgument(f"TLS configuration: {e}") from e
+    return ctx
+
+
+def _media_type(response: httpx.Response) -> str:
+    value: str = response.headers.get("content-type", "")
+    return value.split(";", 1)[0].strip().lower()
+
+
+class _EmptyStream:
+    def read(self, n: int = -1, /) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+class ResponseStream:
+    """A blob response body as a :class:`~tasks.sources.base.Stream`.
+
+    Reads the raw (undecoded) bytes unless the server applied a ``Content-Encoding``,
+    in which case the decoded bytes are returned (the digest is of the blob, not the
+    transfer). Transport failures mid-body are Unavailable.
+    """
+
+    def __init__(self, response: httpx.Response, what: str) -> None:
+        self._response = response
+        self._what = what
+        encoding = response.headers.get("content-encoding", "identity").lower()
+        # No chunk size: each read returns what the connection delivered (up to 64 KiB),
+        # so progress and cancellation never wait for a full MiB to arrive.
+        self._chunks: Iterator[bytes] = (
+            response.iter_raw() if encoding in ("", "identity") else response.iter_bytes()
+        )
+        self._buffer = b""
+        self._done = False
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Up to ``n`` bytes (all that is left for ``n < 0``); ``b""`` at the end."""
+        if n < 0:
+            parts = [self._buffer]
+            self._buffer = b""
+            while chunk := self._next():
+                parts.append(chunk)
+            return b"".join(parts)
+        if not self._buffer:
+            self._buffer = self._next()
+        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        return out
+
+    def _next(self) -> bytes:
+        if self._done:
+            return b""
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self._done = True
+            return b""
+        except httpx.HTTPError as e:
+            self._done = True
+            self._response.close()
+            raise transport_error(e, self._what) from e
+
+    def close(self) -> None:
+        """Close the response (and its connection if the body was not read)."""
+        self._response.close()
+
+
+class RegistryClient:
+    """A registry API client: one connection pool and one token cache for any number of
+    registries and threads.
+
+    Args:
+        options: how to reach registries.
+        credentials: where credentials come from; None means the docker config files
+            named by ``options.auth_files`` (or the default places).
+        transport: an httpx transport (tests); None for the network through
+            :mod:`ingestq.fetch.transport` (large socket reads).
+        sleep: how ``Retry-After`` waits (injectable).
+    """
+
+    def __init__(
+        self,
+        options: RegistryOptions | None = None,
+        credentials: Credentials | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.options = options or RegistryOptions()
+        if credentials is None:
+            credentials = DockerConfigCredentials(self.options.auth_files)
+        self.auth = RegistryAuth(credentials)
+        self._sleep = sleep
+        o = self.options
+        verify = _tls(o)
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+        self._http = httpx.Client(
+            auth=self.auth,
+            verify=verify,
+            timeout=httpx.Timeout(o.read_timeout, connect=o.connect_timeout),
+            follow_redirects=True,
+            max_redirects=o.max_redirects,
+            transport=transport or large_read_transport(verify, limits),
+            headers={"User-Agent": "ingestq"},
+            limits=limits,
+        )
+
+    def close(self) -> None:
+        """Close every connection."""
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- URLs ---------------------------------------------------------------------------
+    def base_url(self, ref: Reference) -> str:
+        """``http(s)://<api host>`` for ``ref``'s registry."""
+        plain = self.options.plain_http
+        scheme = "http" if plain or (plain is None and ref.is_loopback) else "https"
+        return f"{scheme}://{ref.api_host}"
+
+    def _url(self, ref: Reference, kind: str, obj: str) -> str:
+        return f"{self.base_url(ref)}/v2/{ref.path}/{kind}/{obj}"
+
+    # -- sending ------------------------------------------------------------------------
+    def _send(self, method: str, url: str, headers: Mapping[str, str], what: str) -> httpx.Response:
+        """Send with streaming, retrying 429/503 + Retry-After in place (bounded)."""
+        attempt = 0
+        while True:
+            request = self._http.build_request(method, url, headers=dict(headers))
+            try:
+                response = self._http.send(request, stream=True)
+            except httpx.HTTPError as e:
+                raise transport_error(e, what) from e
+            if response.status_code in (429, 503) and attempt < self.options.retries:
+                delay = retry_after(response)
+                if delay is not None and delay <= self.options.max_retry_wait:
+                    response.close()
+                    attempt += 1
+                    self._sleep(delay)
+                    continue
+            return response
+
+    def _fail(self, response: httpx.Response, what: str) -> errdefs.ErrdefsError:
+        try:
+            return error_from_response(response, what)
+        finally:
+            response.close()
+
+    # -- manifests ----------------------------------------------------------------------
+    def resolve(self, ref: Reference) -> Descriptor:
+        """The descriptor (media type, digest, size) of ``ref``'s manifest or index.
+
+        ``HEAD`` first; a registry that does not answer it with a digest and a known
+        type is asked with ``GET`` (and the body hashed). For a digest reference the
+        registry's digest must agree.
+
+        Raises NotFound (unknown tag, digest or repository), Unauthenticated,
+        PermissionDenied, Unavailable, Unimplemented (a type that is not a manifest),
+        DataLoss (the registry's digest disagrees).
+        """
+        what = f"resolve {ref}"
+        url = self._url(ref, "manifests", ref.object)
+        headers = {"Accept": manifests.MANIFEST_ACCEPT}
+        response = self._send("HEAD", url, headers, what)
+        response.close()
+        media_type = _media_type(response)
+        header_digest = response.headers.get("docker-content-digest")
+        length = response.headers.get("content-length")
+        if (
+            response.status_code == 200
+            and header_digest
+            and length is not None
+            and length.isdigit()
+            and (manifests.is_index(media_type) or manifests.is_manifest(media_type))
+        ):
+            digest = Digest.parse(header_digest)
+            if ref.digest is not None and digest != ref.digest:
+                raise errdefs.DataLoss(
+                    f"{what}: registry reports digest {digest}, expected {ref.digest}"
+                )
+            return Descriptor(digest=digest, size=int(length), media_type=media_type)
+        data, media_type = self._get_manifest(ref, ref.object, what)
+        digest = Digest.from_bytes(data, ref.digest.algorithm if ref.digest else "sha256")
+        if ref.digest is not None and digest != ref.digest:
+            raise errdefs.DataLoss(f"{what}: manifest body hashes to {digest}, not {ref.digest}")
+        return Descriptor(digest=digest, size=len(data), media_type=media_type)
+
+    def _get_manifest(self, ref: Reference, obj: str, what: str) -> tuple[bytes, str]:
+        url = self._url(ref, "manifests", obj)
+        response = self._send("GET", url, {"Accept": manifests.MANIFEST_ACCEPT}, what)
+        if response.status_code != 200:
+            raise self._fail(response, what)
+        try:
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > MAX_MANIFEST_SIZE:
+                raise errdefs.ResourceExhausted(
+                    f"{what}: manifest of {declared} bytes exceeds {MAX_MANIFEST_SIZE}"
+                )
+            parts: list[bytes] = []
+            total = 0
+            for chunk in response.iter_bytes():
+                total += len(chunk)
+                if total > MAX_MANIFEST_SIZE:
+                    raise errdefs.ResourceExhausted(
+                        f"{what}: manifest exceeds {MAX_MANIFEST_SIZE} bytes"
+                    )
+                parts.append(chunk)
+        except httpx.HTTPError as e:
+            raise transport_error(e, what) from e
+        finally:
+            response.close()
+        data = b"".join(parts)
+        media_type = _media_type(response)
+        if not (manifests.is_index(media_type) or manifests.is_manifest(media_type)):
+            sniffed = manifests.sniff_media_type(data)
+            if media_type in manifests.DOCKER_SCHEMA1 or sniffed in manifests.DOCKER_SCHEMA1:
+                raise errdefs.Unimplemented(f"{what}: Docker schema 1 manifests not supported")
+            if sniffed is None:
+                raise errdefs.Unimplemented(f"{what}: unsupported media type {media_type!r}")
+            media_type = sniffed
+        return data, media_type
+
+    def fetch_manifest(self, ref: Reference, desc: Descriptor) -> bytes:
+        """The bytes of the manifest or index ``desc`` of ``ref``'s repository, verified.
+
+        Raises DataLoss when the body's size or digest differs from ``desc`` (and the
+        errors of :meth:`resolve`).
+        """
+        what = f"fetch manifest {ref.name}@{desc.digest}"
+        data, _media_type_seen = self._get_manifest(ref, str(desc.digest), what)
+        verify(data, desc, what)
+        return data
+
+    def open_manifest(self, ref: Reference, desc: Descriptor, offset: int = 0) -> Opened:
+        """A manifest as a stream from 0 (manifests are small; no Range)."""
+        data = self.fetch_manifest(ref, desc)
+        return Opened(_BytesStream(data), 0, len(data))
+
+    # -- blobs --------------------------------------------------------------------------
+    def open_blob(self, ref: Reference, desc: Descriptor, offset: int = 0) -> Opened:
+        """Open blob ``desc`` of ``ref``'s repository at ``offset`` (see the module
+        docstring for Range, 206, 200 and 416).
+
+        Raises NotFound (BLOB_UNKNOWN), Unauthenticated, PermissionDenied, Unavailable
+        (network, 5xx, 429), DataLoss (the registry's size differs from ``desc.size``).
+        """
+        what = f"fetch blob {ref.name}@{desc.digest}"
+        url = self._url(ref, "blobs", str(desc.digest))
+        headers = {"Accept-Encoding": "identity"}
+        if offset > 0:
+            headers["Range"] = f"bytes={offset}-"
+        response = self._send("GET", url, headers, what)
+        status = response.status_code
+        if status == 416 and offset > 0:
+            unsatisfied = _UNSATISFIED_RANGE.match(response.headers.get("content-range", ""))
+            response.close()  # never read a 416 body (distribution's Content-Length lies)
+            total = int(unsatisfied.group(1)) if unsatisfied else None
+            if total is not None:
+                _check_size(total, desc, what)
+            if total is not None and total == offset:
+                return Opened(_EmptyStream(), offset, total)
+            return self.open_blob(ref, desc, 0)
+        if status == 206 and offset > 0:
+            match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
+            if match is None or int(match.group(1)) != offset:
+                response.close()
+                return self.open_blob(ref, desc, 0)
+            total_text = match.group(3)
+            total = int(total_text) if total_text != "*" else desc.size or None
+            if total is not None:
+                _check_size(total, desc, what, response)
+            return Opened(ResponseStream(response, what), offset, total)
+        if status == 200:
+            size: int | None = desc.size or None
+            length = response.headers.get("content-length")
+            encoded = response.headers.get("content-encoding", "identity").lower()
+            if length is not None and length.isdigit() and encoded in ("", "identity"):
+                _check_size(int(length), desc, what, response)
+                size = int(length)
+            return Opened(ResponseStream(response, what), 0, size)
+        raise self._fail(response, what)
+
+    def blob_exists(self, ref: Reference, desc: Descriptor) -> bool:
+        """``HEAD`` the blob: True on 200, False on 404; other failures raise."""
+        response, what = _blob_head(self, ref, desc)
+        if response.status_code == 200:
+            return True
+        if response.status_code == 404:
+            return False
+        raise error_from_response(response, what, b"")
+
+    def blob_size(self, ref: Reference, desc: Descriptor) -> int:
+        """The blob's size from ``HEAD`` (``Content-Length``).
+
+        NotFound for an unknown blob, DataLoss when it differs from ``desc.size``.
+        """
+        response, what = _blob_head(self, ref, desc)
+        if response.status_code != 200:
+            raise error_from_response(response, what, b"")
+        length = response.headers.get("content-length", "")
+        if not length.isdigit():
+            raise errdefs.Unimplemented(f"{what}: registry sent no Content-Length")
+        _check_size(int(length), desc, what)
+        return int(length)
+
+
+def _blob_head(
+    client: RegistryClient, ref: Reference, desc: Descriptor
+) -> tuple[httpx.Response, str]:
+    what = f"stat blob {ref.name}@{desc.digest}"
+    url = client._url(ref, "blobs", str(desc.digest))
+    response = client._send("HEAD", url, {"Accept-Encoding": "identity"}, what)
+    response.close()
+    return response, what
+
+
+def _check_size(
+    total: int, desc: Descriptor, what: str, response: httpx.Response | None = None
+) -> None:
+    if desc.size and total != desc.size:
+        if response is not None:
+            response.close()
+        raise errdefs.DataLoss(f"{what}: registry serves {total} bytes, expected {desc.size}")
+
+
+class _BytesStream:
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        end = len(self._data) if n < 0 else min(len(self._data), self._pos + n)
+        out = bytes(self._data[self._pos : end])
+        self._pos = end
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def verify(data: bytes, desc: Descriptor, what: str) -> None:
+    """Raise DataLoss unless ``data`` has ``desc``'s size (when known) and digest."""
+    if desc.size and len(data) != desc.size:
+        raise errdefs.DataLoss(f"{what}: got {len(data)} bytes, expected {desc.size}")
+    actual = Digest.from_bytes(data, desc.digest.algorithm)
+    if actual != desc.digest:
+        raise errdefs.DataLoss(f"{what}: content hashes to {actual}, expected {desc.digest}")
+
+
+class RegistryBlobSource:
+    """One blob (or manifest, by media type) of a repository, as a Source.
+
+    ``name`` is ``HOST/REPO@DIGEST``. Opening at an offset uses Range (see
+    :meth:`RegistryClient.open_blob`); manifests and indexes are always read from 0.
+    """
+
+    def __init__(self, client: RegistryClient, ref: Reference, desc: Descriptor) -> None:
+        self._client = client
+        self._ref = ref.blob(desc.digest)
+        self._desc = desc
+
+    @property
+    def name(self) -> str:
+        return str(self._ref)
+
+    @property
+    def descriptor(self) -> Descriptor:
+        """The blob's descriptor."""
+        return self._desc
+
+    def open(self, offset: int = 0) -> Opened:
+        if manifests.is_index(self._desc.media_type) or manifests.is_manifest(
+            self._desc.media_type
+        ):
+            return self._client.open_manifest(self._ref, self._desc, offset)
+        return self._client.open_blob(self._ref, self._desc, offset)
+
+
+class RegistryImage:
+    """An image (``HOST/REPO:TAG`` or ``@DIGEST``) in a registry, for a pull.
+
+    Attributes:
+        ref: the normalised reference.
+    """
+
+    kind = "registry"
+
+    def __init__(self, client: RegistryClient, ref: Reference | str) -> None:
+        self.client = client
+        self.ref = parse_reference(ref) if isinstance(ref, str) else ref
+
+    @property
+    def name(self) -> str:
+        """The fully qualified reference (``docker.io/library/ubuntu:latest``)."""
+        return str(self.ref)
+
+    @property
+    def distribution_source(self) -> tuple[str, str]:
+        """(host, repository) for containerd's ``distribution.source`` label."""
+        return self.ref.domain, self.ref.path
+
+    def resolve(self) -> Descriptor:
+        """The root descriptor; see :meth:`RegistryClient.resolve`."""
+        return self.client.resolve(self.ref)
+
+    def fetch_manifest(self, desc: Descriptor) -> bytes:
+        """A verified manifest or index of this repository."""
+        return self.client.fetch_manifest(self.ref, desc)
+
+    def blob_source(self, desc: Descriptor) -> RegistryBlobSource:
+        """A Source for any blob of this repository."""
+        return RegistryBlobSource(self.client, self.ref, desc)
+
+    def spec(self, desc: Descriptor) -> dict[str, Any]:
+        """The job-argument form of :meth:`blob_source` (see :func:`source_from_spec`)."""
+        return blob_spec(self.ref, desc, self.client.options)
+
+
+_CLIENTS: dict[RegistryOptions, RegistryClient] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def shared_client(options: RegistryOptions | None = None) -> RegistryClient:
+    """One :class:`RegistryClient` per distinct options in this process (connections and
+    tokens are reused by every job of a worker). Credentials come from the docker
+    config files of ``options``."""
+    options = options or RegistryOptions()
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(options)
+        if client is None:
+            client = RegistryClient(options)
+            _CLIENTS[options] = client
+        return client
+
+
+def blob_source(
+    text: str, desc: Descriptor | None = None, options: RegistryOptions | None = None
+) -> RegistryBlobSource:
+    """A Source for ``HOST[:PORT]/REPO@DIGEST``. ``desc`` adds size and media type (a
+    manifest type makes the source fetch from the manifests endpoint)."""
+    ref = parse_blob_reference(text)
+    assert ref.digest is not None
+    if desc is None:
+        desc = Descriptor(digest=ref.digest)
+    elif desc.digest != ref.digest:
+        raise errdefs.InvalidArgument(f"{text}: descriptor digest {desc.digest} differs")
+    return RegistryBlobSource(shared_client(options), ref, desc)
+
+
+def blob_spec(ref: Reference, desc: Descriptor, options: RegistryOptions) -> dict[str, Any]:
+    """The source spec of blob ``desc`` of ``ref``'s repository: ``{"type": "registry",
+    "ref": "HOST/REPO@DIGEST", "size", "media_type", "options"}`` (no secrets: workers
+    take credentials from their own docker config files)."""
+    return {
+        "type": RegistryImage.kind,
+        "ref": str(ref.blob(desc.digest)),
+        "size": desc.size,
+        "media_type": desc.media_type,
+        "options": options.to_dict(),
+    }
+
+
+def source_from_registry_spec(spec: Mapping[str, Any], settings: Settings) -> Source:
+    """The Source of a ``{"type": "registry", ...}`` spec (see :func:`blob_spec`).
+
+    InvalidArgument for a malformed reference, size or options.
+    """
+    size = spec.get("size", 0)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise errdefs.InvalidArgument(f"registry source size {size!r} is not a natural number")
+    text = spec.get("ref")
+    if not isinstance(text, str):
+        raise errdefs.InvalidArgument(f"registry source needs a ref, got {text!r}")
+    ref = parse_blob_reference(text)
+    assert ref.digest is not None
+    media_type = str(spec.get("media_type") or "application/octet-stream")
+    options = RegistryOptions.from_dict(spec.get("options"))
+    desc = Descriptor(digest=ref.digest, size=size, media_type=media_type)
+    return blob_source(text, desc, options)
+
+
+register(RegistryImage.kind, source_from_registry_spec)
+
+
+def credentials_from_mapping(entries: Mapping[str, tuple[str, str]]) -> Credentials:
+    """Static credentials ``{host: (user, password)}`` chained before the docker config."""
+    from ingestq.fetch.registry.auth import Credential
+
+    static = StaticCredentials({h: Credential(u, p) for h, (u, p) in entries.items()})
+    return ChainCredentials([static, DockerConfigCredentials()])
+
+
+__all__ = [
+    "MAX_MANIFEST_SIZE",
+    "RegistryBlobSource",
+    "RegistryClient",
+    "RegistryImage",
+    "RegistryOptions",
+    "ResponseStream",
+    "blob_source",
+    "blob_spec",
+    "credentials_from_mapping",
+    "shared_client",
+    "source_from_registry_spec",
+    "verify",
+]

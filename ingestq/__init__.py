@@ -1,0 +1,74 @@
+"""ingestq: a content-addressable blob store fed by a job queue.
+
+The curated public API. Everything here is importable as ``from ingestq import NAME``;
+the names load on first use, so ``import ingestq.store`` pulls in neither Celery nor
+gRPC. The packages beneath hold the rest:
+
+- ``ingestq.errdefs``: the error kinds and their conversions at every boundary.
+- ``ingestq.store``: digests, values, the store protocols and the local store.
+- ``ingestq.tasks``: the Celery app and tasks (``celery -A ingestq.tasks.app worker``).
+- ``ingestq.api``: containerd's content gRPC API (server and client store).
+- ``ingestq.worker``: the processes and the ``ingestq`` command line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ingestq.jobs.api import IngestJob, JobClient, JobState, Progress
+    from ingestq.jobs.pull import PullJob, enqueue_pull, get_pull
+    from ingestq.store import Descriptor, Digest, Info, LocalStore, Status
+    from ingestq.tasks.producer import connect, enqueue_ingest, get_job
+
+__all__ = [
+    "Descriptor",
+    "Digest",
+    "Info",
+    "IngestJob",
+    "JobClient",
+    "JobState",
+    "LocalStore",
+    "Progress",
+    "PullJob",
+    "Status",
+    "connect",
+    "enqueue_ingest",
+    "enqueue_pull",
+    "get_job",
+    "get_pull",
+]
+
+#: Where each public name is defined, loaded on first access.
+_LOCATIONS: dict[str, str] = {
+    "Descriptor": "ingestq.store",
+    "Digest": "ingestq.store",
+    "Info": "ingestq.store",
+    "LocalStore": "ingestq.store",
+    "Status": "ingestq.store",
+    "IngestJob": "ingestq.jobs.api",
+    "JobClient": "ingestq.jobs.api",
+    "JobState": "ingestq.jobs.api",
+    "Progress": "ingestq.jobs.api",
+    "connect": "ingestq.tasks.producer",
+    "enqueue_ingest": "ingestq.tasks.producer",
+    "get_job": "ingestq.tasks.producer",
+    "PullJob": "ingestq.jobs.pull",
+    "enqueue_pull": "ingestq.jobs.pull",
+    "get_pull": "ingestq.jobs.pull",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name from the module that defines it (PEP 562)."""
+    module = _LOCATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ingestq' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,193 @@
+"""Configuration of the queue side, read once from the environment.
+
+Every knob has a deliberate default; the environment variables are:
+
+=============================  =====================================================
+``INGESTQ_REDIS_URL``          one Redis for broker, results, leases and status
+``INGESTQ_BROKER_URL``         override: the Celery broker (``redis://``/``rediss://``)
+``INGESTQ_RESULT_URL``         override: the Celery result backend
+``INGESTQ_LOCK_URL``           override: leases, the status board and job records
+``INGESTQ_ROOT``               the store root (default: the user's data directory)
+``INGESTQ_FILE_ROOTS``         ``os.pathsep``-separated roots file sources may read
+``INGESTQ_LOCK_DIR``           host-local lock directory (default ``<root>/locks``); set
+                               it to a local disk when the root is a shared filesystem
+                               (flock is unreliable over NFS; Redis leases cover hosts)
+``INGESTQ_VISIBILITY_TIMEOUT`` broker visibility timeout, s (default 43200 = 12 h)
+``INGESTQ_LEASE_TTL``          Redis lease time-to-live, s (default 30)
+``INGESTQ_RESULT_EXPIRES``     how long job results live, s (default 604800 = 7 d)
+``INGESTQ_HTTP_CONNECT_TIMEOUT``  HTTP connect timeout, s (default 10)
+``INGESTQ_HTTP_READ_TIMEOUT``  HTTP read (stall) timeout, s (default 60)
+``INGESTQ_HTTP_MAX_REDIRECTS`` redirects followed (default 10)
+``INGESTQ_MAX_SOURCE_RETRIES`` retries of a job whose source is Unavailable (default 8)
+``INGESTQ_MAX_REDELIVERIES``   redeliveries after lost workers before a job fails with
+                               Aborted (default 10; bounds reject_on_worker_lost loops)
+``INGESTQ_RETRY_CAP``          cap of a retry countdown, s (default 300)
+``INGESTQ_LOCK_WAIT_CAP``      cap of the locked-ref backoff, s (default 5)
+``INGESTQ_RESTORE_INTERVAL``   kombu ``unacked_restore_interval``, s (default 10)
+``INGESTQ_FSYNC``              ``0`` disables fsync in the store (tests/benchmarks only)
+``INGESTQ_METRICS_PORT``       worker Prometheus exporter port (unset: no exporter)
+=============================  =====================================================
+
+With no Redis URL at all the queue is *embedded*: jobs run in the calling process and
+coordinate with other processes on the host through the store's file locks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from ingestq import errdefs
+from ingestq.store.local import LocalStore
+from ingestq.store.locks import ChainLocker, FileRefLocker, RefLocker
+
+
+def default_root(env: Mapping[str, str] | None = None) -> Path:
+    """``$INGESTQ_ROOT``, else ``$XDG_DATA_HOME/ingestq``, else ``~/.local/share/ingestq``."""
+    env = os.environ if env is None else env
+    explicit = env.get("INGESTQ_ROOT")
+    if explicit:
+        return Path(explicit)
+    data = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "ingestq"
+
+
+def _float(env: Mapping[str, str], name: str, default: float, allow_zero: bool = False) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise errdefs.InvalidArgument(f"{name}={raw!r} is not a number") from None
+    if value < 0 or (value == 0 and not allow_zero):
+        raise errdefs.InvalidArgument(f"{name}={raw!r} is out of range")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, allow_zero: bool = False) -> int:
+    return int(_float(env, name, default, allow_zero))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the queue side is configured with. Build it with :meth:`from_env`."""
+
+    broker_url: str | None = None
+    result_url: str | None = None
+    lock_url: str | None = None
+    root: Path = field(default_factory=default_root)
+    file_roots: tuple[Path, ...] | None = None
+    lock_dir: Path | None = None
+    visibility_timeout: float = 43200.0
+    lease_ttl: float = 30.0
+    result_expires: int = 7 * 24 * 3600
+    http_connect_timeout: float = 10.0
+    http_read_timeout: float = 60.0
+    http_max_redirects: int = 10
+    max_source_retries: int = 8
+    max_redeliveries: int = 10
+    retry_cap: float = 300.0
+    lock_wait_cap: float = 5.0
+    restore_interval: float = 10.0
+    fsync: bool = True
+    metrics_port: int | None = None
+
+    @property
+    def queued(self) -> bool:
+        """True when a broker is configured (jobs go to workers), False when embedded."""
+        return self.broker_url is not None
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often a held lease is renewed and its status published: a third of the TTL,
+        at most one second (status freshness)."""
+        return min(self.lease_ttl / 3.0, 1.0)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``env`` (default ``os.environ``).
+
+        Raises InvalidArgument for a malformed number or a Redis URL of another scheme.
+        """
+        env = os.environ if env is None else env
+        common = env.get("INGESTQ_REDIS_URL") or None
+        broker = env.get("INGESTQ_BROKER_URL") or common
+        result = env.get("INGESTQ_RESULT_URL") or common or broker
+        lock = env.get("INGESTQ_LOCK_URL") or common or result
+        for name, url in (("broker", broker), ("result", result), ("lock", lock)):
+            if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+                raise errdefs.InvalidArgument(
+                    f"{name} URL must be redis://, rediss:// or unix://, got {url.split(':')[0]}:"
+                )
+        if (result or lock) and broker is None:
+            raise errdefs.InvalidArgument(
+                "INGESTQ_RESULT_URL/INGESTQ_LOCK_URL need a broker: set INGESTQ_BROKER_URL "
+                "or INGESTQ_REDIS_URL"
+            )
+        roots_text = env.get("INGESTQ_FILE_ROOTS")
+        roots = (
+            tuple(Path(p) for p in roots_text.split(os.pathsep) if p)
+            if roots_text is not None
+            else None
+        )
+        metrics = env.get("INGESTQ_METRICS_PORT")
+        return cls(
+            broker_url=broker,
+            result_url=result,
+            lock_url=lock,
+            root=default_root(env),
+            file_roots=roots,
+            lock_dir=Path(env["INGESTQ_LOCK_DIR"]) if env.get("INGESTQ_LOCK_DIR") else None,
+            visibility_timeout=_float(env, "INGESTQ_VISIBILITY_TIMEOUT", 43200.0),
+            lease_ttl=_float(env, "INGESTQ_LEASE_TTL", 30.0),
+            result_expires=_int(env, "INGESTQ_RESULT_EXPIRES", 7 * 24 * 3600),
+            http_connect_timeout=_float(env, "INGESTQ_HTTP_CONNECT_TIMEOUT", 10.0),
+            http_read_timeout=_float(env, "INGESTQ_HTTP_READ_TIMEOUT", 60.0),
+            http_max_redirects=_int(env, "INGESTQ_HTTP_MAX_REDIRECTS", 10),
+            max_source_retries=_int(env, "INGESTQ_MAX_SOURCE_RETRIES", 8, allow_zero=True),
+            max_redeliveries=_int(env, "INGESTQ_MAX_REDELIVERIES", 10),
+            retry_cap=_float(env, "INGESTQ_RETRY_CAP", 300.0),
+            lock_wait_cap=_float(env, "INGESTQ_LOCK_WAIT_CAP", 5.0),
+            restore_interval=_float(env, "INGESTQ_RESTORE_INTERVAL", 10.0),
+            fsync=env.get("INGESTQ_FSYNC", "1") not in ("0", "false", "no"),
+            metrics_port=int(metrics) if metrics else None,
+        )
+
+
+def open_store(settings: Settings, lockers: Sequence[RefLocker] = ()) -> LocalStore:
+    """The store at ``settings.root`` with the host lock in ``settings.lock_dir`` (when
+    set) followed by ``lockers``."""
+    store = LocalStore(settings.root, lockers=lockers, fsync=settings.fsync)
+    if settings.lock_dir is not None:
+        store.file_locker = FileRefLocker(settings.lock_dir)
+        store.locker = ChainLocker([store.file_locker, *lockers])
+    return store
+
+
+def redis_client(url: str, *, socket_timeout: float) -> redis.Redis:
+    """A redis-py client for ``url`` with timeouts and retries chosen on purpose.
+
+    redis-py 8.1 defaults to a 5 s socket timeout and (for ``Redis()``) 10 retries that
+    can replay writes. Lease and status scripts are not idempotent under replay (a
+    replayed acquire would look like someone else's lock), so: no retries, an explicit
+    ``socket_timeout`` (callers pass well under the lease TTL / 3 for heartbeats), a 5 s
+    connect timeout, TCP keepalive and a health check. ``rediss://`` URLs get TLS and
+    URL passwords/usernames are honoured by ``from_url``.
+    """
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(socket_timeout, 5.0),
+        socket_keepalive=True,
+        health_check_interval=30,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=False,
+    )

@@ -1,0 +1,18 @@
+"""The annotation and label vocabulary of image records, in one place.
+
+OCI's own annotation names and ingestq's additions to an ``index.json`` entry; the
+pull that records an image, the CLI that lists images and the gRPC images service all
+read and write these names.
+"""
+
+from __future__ import annotations
+
+#: The name an ``index.json`` entry is recorded under (OCI image-layout spec).
+REF_NAME = "org.opencontainers.image.ref.name"
+#: The digest of the image as the source served it, when the recorded entry is an
+#: OCI view of a Docker-typed manifest.
+SOURCE_DIGEST = "io.ingestq.image.source.digest"
+#: The media type of the image as the source served it.
+SOURCE_MEDIA_TYPE = "io.ingestq.image.source.mediaType"
+
+__all__ = ["REF_NAME", "SOURCE_DIGEST", "SOURCE_MEDIA_TYPE"]

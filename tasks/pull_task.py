@@ -1,0 +1,290 @@
+"""The Celery side of queued pulls: ``ingestq.pull`` and ``ingestq.pull.finalize``.
+
+``ingestq.pull`` (the job the producer published):
+
+1. plans the pull on this worker (:func:`tasks.pull.plan_pull`): resolve, ingest the
+   index and manifests (small; a locked manifest ref is waited for in place, since its
+   holder is another pull writing a few KiB);
+2. records the plan in the job record, with a child job id per config/layer that is
+   not committed yet (ids derived from the pull id and the digest);
+3. publishes each child as an ``ingestq.ingest`` job, which any worker takes;
+4. *replaces itself* with ``ingestq.pull.finalize`` (Celery's ``Task.replace``: the
+   same job id, so the producer keeps following one id) and ends, freeing its slot.
+
+``ingestq.pull.finalize`` checks the children: a child is done when its digest is
+committed in the store (the truth; also when another pull fetched it) and its own job is
+not still running; a failed or canceled child fails the pull with that child's kind.
+While children are pending it publishes itself again with a countdown of 50 ms doubling
+to 500 ms (2 s after the first minute of polls; same job id) and ends with ``Ignore``.
+It never sleeps or blocks in a worker slot, so with ``worker_prefetch_multiplier=1``
+and a single slot the children always get to run: a waiting finalize is an ETA
+message, which Celery holds outside the prefetch budget. When every child is done it
+labels the blobs, records the image (:func:`tasks.pull.finalize`) and returns the
+:class:`tasks.pull.PullResult` JSON, which is the pull job's result.
+
+Cancellation: the job record's cancel flag, checked by both tasks; finalize passes it on
+to every child. Unavailable (registry down, 429, ...) while planning is retried with a
+countdown like an ingest; every other error fails the pull with its kind (the error
+record is also stored in the job record).
+
+Redelivery (a worker killed mid-pull) re-runs whichever task was unacknowledged: planning
+is idempotent (manifests already committed are not fetched again) and re-publishes the
+children with the same ids; a child killed mid-download resumes from its stored offset.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import redis
+from celery import Task
+from celery.exceptions import Ignore
+
+from ingestq import errdefs
+from ingestq.fetch.specs import file_roots, source_name
+from ingestq.images.pull import (
+    TASK_PULL,
+    TASK_PULL_FINALIZE,
+    ChildResult,
+    PlannedBlob,
+    PullPlan,
+    PullRequest,
+    PullResult,
+    finalize,
+    open_image,
+    plan_pull,
+)
+from ingestq.ingest.core import ingest
+from ingestq.jobs.api import error_from_celery_exc
+from ingestq.jobs.config import Settings, redis_client
+from ingestq.jobs.pull import child_error
+from ingestq.jobs.retry import backoff
+from ingestq.tasks import keys
+from ingestq.tasks.app import QUEUE, TASK_INGEST, app
+from ingestq.tasks.ingest_task import Runtime, runtime
+from ingestq.tasks.records import error_from_record_text
+
+#: Finalize poll countdowns (seconds): the first, the cap for the first
+#: :data:`POLL_EAGER` polls, and the cap after them (long pulls poll less often).
+POLL_FIRST = 0.05
+POLL_CAP = 0.5
+POLL_EAGER = 120
+POLL_SLOW_CAP = 2.0
+
+_results: dict[str, redis.Redis] = {}
+_results_mutex = threading.Lock()
+
+
+def _result_client(settings: Settings) -> redis.Redis:
+    url = settings.result_url or settings.lock_url
+    if url is None:
+        raise errdefs.FailedPrecondition("no Redis result backend configured")
+    with _results_mutex:
+        client = _results.get(url)
+        if client is None:
+            client = redis_client(url, socket_timeout=10.0)
+            _results[url] = client
+        return client
+
+
+def _meta(rt: Runtime, job_id: str) -> dict[str, Any] | None:
+    try:
+        raw = _result_client(rt.settings).get(f"celery-task-meta-{job_id}")
+    except redis.RedisError as e:
+        raise errdefs.Unavailable(f"result backend: {e}") from e
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _clean(err: BaseException) -> errdefs.ErrdefsError:
+    """``err`` as a bare errdefs kind with message and details (what Celery stores)."""
+    e = errdefs.from_exception(err)
+    return errdefs.KINDS[e.name](e.message, e.details)
+
+
+def _fail(rt: Runtime | None, job_id: str, err: BaseException) -> errdefs.ErrdefsError:
+    clean = _clean(err)
+    if rt is not None and job_id:
+        rt.records.set_error(job_id, clean)
+    return clean
+
+
+def _publish_children(rt: Runtime, pull_id: str, plan: PullPlan) -> PullPlan:
+    """Give every child not yet committed a job id and publish it; committed ones get
+    no job (they read as done)."""
+    plan = plan.with_job_ids(pull_id)
+    children = []
+    for child in plan.children:
+        if rt.store.exists(child.desc.digest):
+            children.append(PlannedBlob(child.desc, child.ref, child.source))
+        else:
+            children.append(child)
+    plan = PullPlan(
+        plan.name, plan.target, plan.manifests, tuple(children), plan.labels, plan.source
+    )
+    try:
+        rt.client.hset(
+            keys.job_key(pull_id),
+            mapping={"plan": json.dumps(plan.to_json()), "ref": plan.manifests[0].ref},
+        )
+    except redis.RedisError as e:
+        raise errdefs.Unavailable(f"job records: {e}") from e
+    for child in plan.children:
+        if not child.job_id:
+            continue
+        request = child.request().to_json()
+        fields = {
+            "ref": child.ref,
+            "source": source_name(child.source),
+            "request": json.dumps(request),
+            "parent": pull_id,
+        }
+        rt.records.create(child.job_id, fields)
+        app.send_task(TASK_INGEST, args=[request], task_id=child.job_id, queue=QUEUE)
+    return plan
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    bind=True,
+    name=TASK_PULL,
+    max_retries=None,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
+def pull_task(self: Task, request: dict[str, Any], source_retries: int = 0) -> dict[str, Any]:
+    """Plan a pull, publish its children, and hand over to finalize (module docstring)."""
+    pull_id: str = self.request.id or ""
+    rt: Runtime | None = None
+    try:
+        rt = runtime()
+        req = PullRequest.from_json(request)
+        if rt.records.cancel_requested(pull_id):
+            raise errdefs.Canceled(f"pull {pull_id} canceled")
+        image = open_image(req, file_roots(rt.settings))
+        store, locker = rt.store, rt.locker
+        plan = plan_pull(
+            store,
+            image,
+            req,
+            lambda blob: ingest(
+                store, image.blob_source(blob.desc), blob.request(), locker=locker, job_id=pull_id
+            ),
+        )
+        if rt.records.cancel_requested(pull_id):
+            raise errdefs.Canceled(f"pull {plan.name} canceled")
+        plan = _publish_children(rt, pull_id, plan)
+    except errdefs.Unavailable as e:
+        settings = rt.settings if rt is not None else Settings()
+        if source_retries < settings.max_source_retries:
+            countdown = backoff(source_retries, 1.0, settings.retry_cap)
+            after = e.details.get("retry_after")
+            if after is not None:
+                countdown = max(countdown, min(float(after), settings.retry_cap))
+            raise self.retry(
+                exc=_clean(e),
+                countdown=countdown,
+                args=[request],
+                kwargs={"source_retries": source_retries + 1},
+                max_retries=None,
+            ) from None
+        raise _fail(rt, pull_id, e) from None
+    except Exception as e:
+        raise _fail(rt, pull_id, e) from None
+    return self.replace(pull_finalize_task.si(plan.to_json()))  # type: ignore[no-any-return]
+
+
+def _child_outcome(
+    rt: Runtime, plan: PullPlan, child: PlannedBlob
+) -> ChildResult | errdefs.ErrdefsError | None:
+    """Done (its result), failed (the pull's error), or None while pending."""
+    committed = rt.store.exists(child.desc.digest)
+    if not child.job_id:
+        if committed:
+            return ChildResult(child.ref, child.desc.digest, child.desc.size, False)
+        return errdefs.FailedPrecondition(f"pull {plan.name}: {child.ref} is not committed")
+    meta = _meta(rt, child.job_id)
+    status = meta.get("status") if meta is not None else None
+    if status == "SUCCESS" and meta is not None:
+        result = meta.get("result")
+        if isinstance(result, dict):
+            try:
+                return ChildResult.from_json(result)
+            except errdefs.InvalidArgument:
+                pass
+        return ChildResult(child.ref, child.desc.digest, child.desc.size, False)
+    if committed and status != "STARTED":
+        # Fetched by another job (its own job is waiting for the lock, or queued).
+        return ChildResult(child.ref, child.desc.digest, child.desc.size, False)
+    if status == "FAILURE":
+        stored = error_from_record_text(rt.records.get(child.job_id).get("error"))
+        err = stored or error_from_celery_exc(meta.get("result") if meta else None)
+        return child_error(plan.name, child, err)
+    if status == "REVOKED":
+        return errdefs.Canceled(f"pull {plan.name}: {child.ref} canceled")
+    return None
+
+
+def _cancel_children(rt: Runtime, plan: PullPlan) -> None:
+    for child in plan.children:
+        if child.job_id:
+            rt.records.request_cancel(child.job_id)
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    bind=True,
+    name=TASK_PULL_FINALIZE,
+    max_retries=None,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
+def pull_finalize_task(self: Task, plan: dict[str, Any], polls: int = 0) -> dict[str, Any]:
+    """Wait for the children without holding a slot, then label and record the image."""
+    pull_id: str = self.request.id or ""
+    rt: Runtime | None = None
+    try:
+        rt = runtime()
+        the_plan = PullPlan.from_json(plan)
+        if rt.records.cancel_requested(pull_id):
+            _cancel_children(rt, the_plan)
+            raise errdefs.Canceled(f"pull {the_plan.name} canceled")
+        results: list[ChildResult] = []
+        pending = False
+        for child in the_plan.children:
+            outcome = _child_outcome(rt, the_plan, child)
+            if isinstance(outcome, errdefs.ErrdefsError):
+                _cancel_children(rt, the_plan)
+                raise outcome
+            if outcome is None:
+                pending = True
+            else:
+                results.append(outcome)
+        if not pending:
+            info, recorded = finalize(rt.store, the_plan)
+            result = PullResult(the_plan.name, the_plan.target, info, tuple(results), recorded)
+            return result.to_json()
+    except Exception as e:
+        raise _fail(rt, pull_id, e) from None
+    countdown = min(
+        POLL_FIRST * 2 ** min(polls, 16), POLL_CAP if polls < POLL_EAGER else POLL_SLOW_CAP
+    )
+    pull_finalize_task.apply_async(
+        args=[plan], kwargs={"polls": polls + 1}, task_id=pull_id, countdown=countdown, queue=QUEUE
+    )
+    raise Ignore(f"pull {pull_id}: children pending, next check in {countdown:.2f}s")
+
+
+__all__ = [
+    "POLL_CAP",
+    "POLL_EAGER",
+    "POLL_FIRST",
+    "POLL_SLOW_CAP",
+    "pull_finalize_task",
+    "pull_task",
+]
