@@ -168,6 +168,10 @@ def _tls_error(err: BaseException) -> ssl.SSLError | None:
     return None
 
 
+def _verify_message(err: ssl.SSLCertVerificationError) -> str:
+    return str(getattr(err, "verify_message", None) or err)
+
+
 def transport_error(err: httpx.HTTPError, what: str) -> errdefs.ErrdefsError:
     """The errdefs error for an httpx exception (the table in the module docstring);
     ``what`` starts the message (e.g. ``"GET https://host/x"``)."""
@@ -179,11 +183,11 @@ def transport_error(err: httpx.HTTPError, what: str) -> errdefs.ErrdefsError:
         tls = _tls_error(err)
         if isinstance(tls, ssl.SSLCertVerificationError):
             return errdefs.FailedPrecondition(
-                f"{what}: TLS certificate verification failed: {tls.verify_message or tls}"
+                f"{what}: TLS certificate verification failed: {_verify_message(tls)}"
             )
         if tls is not None and not isinstance(tls, _TLS_CONNECTION_LOST):
             hint = ""
-            if tls.reason == "WRONG_VERSION_NUMBER":
+            if getattr(tls, "reason", None) == "WRONG_VERSION_NUMBER":
                 hint = " (does the server speak plain HTTP? use http://)"
             return errdefs.FailedPrecondition(f"{what}: TLS handshake failed: {tls}{hint}")
     if isinstance(err, httpx.RemoteProtocolError) and "complete message body" in str(err):
