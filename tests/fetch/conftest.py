@@ -1,19 +1,8 @@
-"""Fixtures of the fetch tests: the misbehaving HTTP blob server on 127.0.0.1."""
+"""Fixtures of the fetch tests: ``blob_server``, the misbehaving HTTP blob server on
+127.0.0.1, shared with the queue tests (:mod:`tests.tasks.conftest`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from tests.tasks.conftest import blob_server as blob_server
 
-import pytest
-
-from tests.tasks.blobserver import BlobServer
-
-
-@pytest.fixture
-def blob_server() -> Iterator[BlobServer]:
-    """A started :class:`BlobServer`, stopped after the test."""
-    server = BlobServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+__all__ = ["blob_server"]
