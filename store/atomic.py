@@ -16,7 +16,7 @@ from pathlib import Path
 
 def fsync_dir(path: Path) -> None:
     """fsync the directory ``path`` so a rename inside it is durable. Raises OSError."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:

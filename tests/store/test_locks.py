@@ -12,7 +12,8 @@ import pytest
 from ingestq import errdefs
 from ingestq.store import ChainLocker, FileRefLocker, Holder
 from ingestq.store.lockfile import HAVE_OFD, LockFile, probe
-from ingestq.store.locks import Lease, holder_from_json, holder_to_json, locked_error
+from ingestq.store.codec import holder_from_json, holder_to_json
+from ingestq.store.locks import Lease, locked_error
 from ingestq.store.values import utcnow
 
 BACKENDS = [pytest.param(True, id="ofd"), pytest.param(False, id="flock")]

@@ -11,7 +11,8 @@ import pytest
 
 from ingestq import errdefs
 from ingestq.store import Descriptor, Digest, ImageIndex, LocalStore
-from ingestq.store.images import INDEX_MEDIA_TYPE, REF_NAME
+from ingestq.store.annotations import REF_NAME
+from ingestq.store.images import INDEX_MEDIA_TYPE
 from tests.store import procs
 
 
