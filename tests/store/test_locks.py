@@ -11,8 +11,8 @@ import pytest
 
 from ingestq import errdefs
 from ingestq.store import ChainLocker, FileRefLocker, Holder
-from ingestq.store.lockfile import HAVE_OFD, LockFile, probe
 from ingestq.store.codec import holder_from_json, holder_to_json
+from ingestq.store.lockfile import HAVE_OFD, LockFile, probe
 from ingestq.store.locks import Lease, locked_error
 from ingestq.store.values import utcnow
 
