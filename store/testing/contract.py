@@ -174,7 +174,9 @@ class StoreContract:
         if unknown:
             raise TypeError(f"{cls.__name__}: unknown capabilities {sorted(unknown)}")
         for name in dir(cls):
-            needs = getattr(getattr(cls, name), "__contract_requires__", frozenset())
+            needs: frozenset[str] = getattr(
+                getattr(cls, name), "__contract_requires__", frozenset()
+            )
             if name.startswith("test_") and not needs <= cls.capabilities:
                 setattr(cls, name, None)  # not a function: pytest does not collect it
 
