@@ -131,7 +131,7 @@ class ApiServer:
             (version_pb2.DESCRIPTOR.services_by_name["Version"], VersionService()),
             (
                 namespace_pb2.DESCRIPTOR.services_by_name["Namespaces"],
-                NamespacesService(self.leases.layout.leases),
+                NamespacesService(self.leases),
             ),
         )
         for service, servicer in services:
