@@ -339,7 +339,10 @@ class Blobs:
     def _write_meta(self, digest: Digest, meta: BlobMeta) -> None:
         path = self.layout.blob_meta(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, meta_to_json(meta), sync=self.fsync)
+        # The file is fsynced but not its directory (as before): publishing fsyncs the
+        # blob's directory right after, which commits the journal holding this rename
+        # too, and a directory fsync per commit would slow small blobs by ~15%.
+        write_json(path, meta_to_json(meta), sync=self.fsync, sync_dir=False)
 
 
 __all__ = ["HASH_CHUNK", "Blobs", "FileReaderAt", "Publisher", "hash_fd", "hash_path", "read_meta"]

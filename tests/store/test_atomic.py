@@ -16,12 +16,12 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
 
 
-@pytest.mark.parametrize("sync", [True, False])
-def test_write_replaces_the_file_whole(tmp_path: Path, sync: bool) -> None:
+@pytest.mark.parametrize(("sync", "sync_dir"), [(True, None), (True, False), (False, None)])
+def test_write_replaces_the_file_whole(tmp_path: Path, sync: bool, sync_dir: bool | None) -> None:
     target = tmp_path / "f"
-    write_bytes(target, b"one", sync=sync)
+    write_bytes(target, b"one", sync=sync, sync_dir=sync_dir)
     inode = target.stat().st_ino
-    write_bytes(target, b"two", sync=sync)
+    write_bytes(target, b"two", sync=sync, sync_dir=sync_dir)
     assert target.read_bytes() == b"two"
     assert target.stat().st_ino != inode  # a new file renamed over, never rewritten
     assert leftovers(tmp_path) == []
