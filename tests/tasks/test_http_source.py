@@ -13,7 +13,9 @@ import pytest
 
 from ingestq import errdefs
 from ingestq.fetch.http import HttpSource, new_client
-from ingestq.ingest.core import IngestRequest, RefBusy, ingest_once, make_request
+from ingestq.ingest.attempt import ingest_once
+from ingestq.ingest.outcome import RefBusy
+from ingestq.ingest.request import IngestRequest, make_request
 from ingestq.jobs.api import JobState
 from ingestq.store.digest import Digest
 from ingestq.store.local import LocalStore
