@@ -17,8 +17,7 @@ def test_all_is_exactly_the_public_surface() -> None:
     public = sorted(
         name
         for name in dir(errdefs)
-        if not name.startswith("_")
-        and not isinstance(getattr(errdefs, name), types.ModuleType)
+        if not name.startswith("_") and not isinstance(getattr(errdefs, name), types.ModuleType)
     )
     assert sorted(errdefs.__all__) == public
     assert len(set(errdefs.__all__)) == len(errdefs.__all__)

@@ -19,7 +19,7 @@ from ingestq.store.digest import Digest
 from ingestq.store.local import LocalStore
 from ingestq.store.resume import ResumeHints
 from ingestq.store.values import Descriptor
-from ingestq.tasks.producer import enqueue_ingest
+from ingestq.tasks.client import enqueue_ingest
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
 from tests.tasks.conftest import Cluster

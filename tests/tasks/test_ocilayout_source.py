@@ -13,10 +13,10 @@ from ingestq import errdefs
 from ingestq.fetch.ocilayout import OCILayout, OCILayoutImage, parse_layout_reference
 from ingestq.jobs.config import Settings
 from ingestq.jobs.local import LocalClient
-from ingestq.jobs.pull import enqueue_pull
 from ingestq.store.digest import Digest
 from ingestq.store.images import ImageIndex
 from ingestq.store.values import Descriptor
+from ingestq.tasks.client import enqueue_pull
 from tests.servers import oci
 from tests.servers.registry import Registry
 from tests.servers.skopeo import skopeo_copy, skopeo_inspect

@@ -32,9 +32,8 @@ from ingestq.worker.cli.progress import human_bytes
 
 if TYPE_CHECKING:
     from ingestq.images.pull import PullStatus
-    from ingestq.jobs.api import JobClient
+    from ingestq.jobs.api import JobClient, PullJob
     from ingestq.jobs.config import Settings
-    from ingestq.jobs.pull import PullJob
     from ingestq.store.values import Descriptor
 
 #: Seconds between progress redraws on a TTY.
@@ -50,7 +49,7 @@ def _settings(root: Path | None) -> Settings:
 
 
 def _client(root: Path | None) -> JobClient:
-    from ingestq.tasks.producer import connect
+    from ingestq.tasks.client import connect
 
     return connect(_settings(root))
 
@@ -182,8 +181,7 @@ def pull_cmd(
     Prints the recorded name and the image digest (or, with --detach, the job id)."""
     from ingestq.fetch.registry.client import RegistryOptions
     from ingestq.images.pull import PullRequest
-    from ingestq.jobs.pull import enqueue_pull
-    from ingestq.tasks.producer import QueueClient
+    from ingestq.tasks.client import enqueue_pull
 
     options = RegistryOptions(
         plain_http=True if plain_http else None,
@@ -194,7 +192,7 @@ def pull_cmd(
         auth_files=auth_files or None,
     )
     client = _client(root)
-    if not wait and not isinstance(client, QueueClient):
+    if not wait and client.in_process:
         raise errdefs.InvalidArgument(
             "--detach needs a queue: set INGESTQ_REDIS_URL (embedded pulls run in this process)"
         )
@@ -232,7 +230,7 @@ def _pull_blob(
     from ingestq.fetch.registry.client import RegistryClient, blob_spec
     from ingestq.store.codec import info_to_json
     from ingestq.store.values import Descriptor
-    from ingestq.tasks.producer import enqueue_ingest
+    from ingestq.tasks.client import enqueue_ingest
 
     ref = parse_blob_reference(reference)
     assert ref.digest is not None
