@@ -77,7 +77,7 @@ def _int(env: Mapping[str, str], name: str, default: int, allow_zero: bool = Fal
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the queue side is configured with. Build it with :meth:`from_env`."""
+    """Everything both job backends are configured with. Build it with :meth:`from_env`."""
 
     broker_url: str | None = None
     result_url: str | None = None
