@@ -13,8 +13,8 @@ errdefs error), ``canceled``, ``unknown`` (no such job, or expired).
 Job ids: the caller's, else one derived from an idempotency key (:func:`job_id_for`,
 ``uuid5``, the same in both backends), else a fresh ``uuid4``.
 
-Imports errdefs and store values; the request and pull value types of ingest/ and
-images/ appear in annotations only.
+Imports store values; the request and pull value types of ingest/ and images/ appear
+in annotations only.
 """
 
 from __future__ import annotations
