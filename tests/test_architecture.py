@@ -19,8 +19,11 @@ import ast
 import functools
 import itertools
 import re
+import sys
+import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -394,6 +397,33 @@ def test_no_layer_imports_a_forbidden_third_party_package() -> None:
 
 def test_our_packages_are_imported_as_ingestq_dot_package() -> None:
     _fail("imports not of the form ingestq.<pkg>", naming_violations(all_imports()))
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_third_party_import_is_a_declared_dependency() -> None:
+    """A module the packages import (at any level) comes from a distribution named in
+    ``[project].dependencies``: an install without the test extras has it."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {
+        _normalized(re.split(r"[\s\[<>=!~;]", spec, maxsplit=1)[0])
+        for spec in project["dependencies"]
+    }
+    providers = metadata.packages_distributions()
+    problems = []
+    for imp in all_imports():
+        top = imp.module.split(".")[0]
+        if top in sys.stdlib_module_names or top in ("__future__", "ingestq") or top in RANK:
+            continue
+        dists = {_normalized(d) for d in providers.get(top, [])}
+        if not dists & declared:
+            problems.append(
+                f"{imp.where}: {imp.importer} -> {imp.module} (from {sorted(dists) or '?'}, "
+                f"not in [project].dependencies){imp.how}"
+            )
+    _fail("imports of undeclared dependencies", problems)
 
 
 def test_the_scan_sees_every_kind_of_import() -> None:
