@@ -28,14 +28,13 @@ import subprocess
 import sys
 import uuid
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import pytest
 
-from tests.servers.redis_server import RedisServer
 from tests.servers.util import wait_until
 from tests.tasks.workers import ping_app
 
@@ -292,16 +291,6 @@ class WorkerProcess:
             self._log.close()
 
 
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("packaging-redis"), appendonly=False)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.mark.parametrize(
     "command",
     [
@@ -311,13 +300,12 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     ids=["ingestq-worker", "celery-worker"],
 )
 def test_a_queue_worker_ingests_for_the_producer(
-    installed: Installed, redis: RedisServer, tmp_path: Path, command: list[str]
+    installed: Installed, redis_url: str, tmp_path: Path, command: list[str]
 ) -> None:
     """Through Redis: the worker (started from the application directory with the venv's
     own binary) ingests the producer's file, and a missing file is NotFound across it."""
-    redis.flushall()
     env = installed.env(
-        INGESTQ_REDIS_URL=redis.url,
+        INGESTQ_REDIS_URL=redis_url,
         INGESTQ_ROOT=str(tmp_path / "store"),
         INGESTQ_FILE_ROOTS=str(installed.app / "input"),
         INGESTQ_FSYNC="0",
@@ -325,7 +313,7 @@ def test_a_queue_worker_ingests_for_the_producer(
     name = f"{command[0]}-{uuid.uuid4().hex[:6]}@packaging"
     argv = [str(installed.venv / "bin" / command[0]), *command[1:], "--hostname", name]
     worker = WorkerProcess(argv, env, installed.app, tmp_path / "worker.log")
-    app = ping_app(redis.url)
+    app = ping_app(redis_url)
     try:
         wait_until(
             lambda: app.control.ping(destination=[name], timeout=0.5),
