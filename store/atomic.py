@@ -23,9 +23,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """Replace ``path`` with ``data`` atomically; with ``sync``, durably (file and
-    directory fsynced). Raises OSError; the temporary file is removed on failure."""
+def write_bytes(
+    path: Path, data: bytes, *, sync: bool = True, sync_dir: bool | None = None
+) -> None:
+    """Replace ``path`` with ``data`` atomically; with ``sync``, durably (file and,
+    unless ``sync_dir`` is False, directory fsynced). Raises OSError; the temporary file
+    is removed on failure."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -38,13 +41,13 @@ def write_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    if sync:
+    if sync if sync_dir is None else sync_dir:
         fsync_dir(path.parent)
 
 
-def write_text(path: Path, text: str, *, sync: bool = True) -> None:
+def write_text(path: Path, text: str, *, sync: bool = True, sync_dir: bool | None = None) -> None:
     """:func:`write_bytes` of ``text`` in UTF-8 (lone surrogates kept). Raises OSError."""
-    write_bytes(path, text.encode("utf-8", errors="surrogatepass"), sync=sync)
+    write_bytes(path, text.encode("utf-8", errors="surrogatepass"), sync=sync, sync_dir=sync_dir)
 
 
 def write_json(path: Path, obj: object, *, sync: bool = True) -> None:

@@ -24,7 +24,6 @@ process), so a new writer copies the prefix it adopts into a file of its own.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -34,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ingestq import errdefs
+from ingestq.store.atomic import write_text
 from ingestq.store.digest import Digest
 from ingestq.store.values import Holder, Status
 
@@ -52,18 +52,7 @@ def write_atomic(path: Path, text: str, *, sync: bool = False) -> None:
 
     Raises OSError; the temporary file is removed on failure.
     """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", errors="surrogatepass") as f:
-            f.write(text)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    write_text(path, text, sync=sync, sync_dir=False)
 
 
 def remove_tree(path: Path, *, strict: bool = False) -> None:
