@@ -42,6 +42,7 @@ from pathlib import Path
 import redis
 
 from ingestq import errdefs
+from ingestq.fetch.options import FetchOptions
 from ingestq.store.local import LocalStore
 from ingestq.store.locks import ChainLocker, FileRefLocker, RefLocker
 
@@ -107,6 +108,20 @@ class Settings:
         """How often a held lease is renewed and its status published: a third of the TTL,
         at most one second (status freshness)."""
         return min(self.lease_ttl / 3.0, 1.0)
+
+    def fetch_options(self) -> FetchOptions:
+        """What sources need of these settings. File roots: ``INGESTQ_FILE_ROOTS``; when
+        unset, anything in the embedded default (the caller's own process) and nothing
+        on a queue worker."""
+        roots = self.file_roots
+        if roots is None and self.queued:
+            roots = ()
+        return FetchOptions(
+            file_roots=roots,
+            http_connect_timeout=self.http_connect_timeout,
+            http_read_timeout=self.http_read_timeout,
+            http_max_redirects=self.http_max_redirects,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -252,7 +252,7 @@ class LocalClient:
 
         attempt = 0
         try:
-            source = source_from_spec(request.source, self.settings)
+            source = source_from_spec(request.source, self.settings.fetch_options())
             while True:
                 try:
                     result = ingest(

@@ -129,9 +129,7 @@ class _LocalPull:
         )
 
     def _pull(self) -> PullResult:
-        from ingestq.fetch.specs import file_roots
-
-        image = open_image(self.request, file_roots(self.settings))
+        image = open_image(self.request, self.settings.fetch_options().file_roots)
         plan = plan_pull(self.store, image, self.request, lambda b: self._ingest(image, b))
         root_ref = plan.manifests[0].ref
         self._update(plan=plan.to_json(), ref=root_ref, name=plan.name)

@@ -147,7 +147,7 @@ def ingest_task(
                 raise errdefs.Aborted(
                     f"job {job_id} redelivered {times} times: its worker was lost each time"
                 )
-        source = source_from_spec(req.source, rt.settings)
+        source = source_from_spec(req.source, rt.settings.fetch_options())
         result = ingest_once(
             rt.store,
             source,

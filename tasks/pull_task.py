@@ -43,7 +43,7 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from ingestq import errdefs
-from ingestq.fetch.specs import file_roots, source_name
+from ingestq.fetch.specs import source_name
 from ingestq.images.pull import (
     TASK_PULL,
     TASK_PULL_FINALIZE,
@@ -167,7 +167,7 @@ def pull_task(self: Task, request: dict[str, Any], source_retries: int = 0) -> d
         req = PullRequest.from_json(request)
         if rt.records.cancel_requested(pull_id):
             raise errdefs.Canceled(f"pull {pull_id} canceled")
-        image = open_image(req, file_roots(rt.settings))
+        image = open_image(req, rt.settings.fetch_options().file_roots)
         store, locker = rt.store, rt.locker
         plan = plan_pull(
             store,

@@ -14,6 +14,7 @@ import pytest
 
 from ingestq import errdefs
 from ingestq.fetch import manifests
+from ingestq.fetch.options import FetchOptions
 from ingestq.fetch.reference import parse_reference
 from ingestq.fetch.registry.client import (
     RegistryBlobSource,
@@ -148,9 +149,7 @@ def test_the_ingest_core_resumes_a_registry_blob_with_range(
         "size": desc.size,
         "media_type": desc.media_type,
     }
-    from ingestq.jobs.config import Settings
-
-    source = source_from_spec(spec, Settings(root=tmp_path / "store"))
+    source = source_from_spec(spec, FetchOptions())
     assert isinstance(source, RegistryBlobSource)
     from ingestq.ingest.core import IngestRequest
 
@@ -165,8 +164,6 @@ def test_the_ingest_core_resumes_a_registry_blob_with_range(
 
 
 def test_registry_specs_are_validated() -> None:
-    from ingestq.jobs.config import Settings
-
     cases: list[tuple[dict[str, Any], str]] = [
         ({"type": "registry", "ref": "127.0.0.1:1/app:v1"}, "needs @<digest>"),
         ({"type": "registry", "ref": 5}, "needs a ref"),
@@ -178,7 +175,7 @@ def test_registry_specs_are_validated() -> None:
     ]
     for bad, message in cases:
         with pytest.raises(errdefs.InvalidArgument, match=message):
-            source_from_registry_spec(bad, Settings())
+            source_from_registry_spec(bad, FetchOptions())
 
 
 def test_retry_after_is_honoured_in_place_up_to_a_bound(
