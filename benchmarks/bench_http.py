@@ -6,7 +6,7 @@ download + write + fsync of the same bytes, in the same run.
 Both sides use the same httpx client (:func:`ingestq.fetch.httpio.new_client`) and read
 the same server (a threaded
 HTTP server on 127.0.0.1 serving from memory). The store side runs the ingest core
-(:func:`ingestq.ingest.core.ingest_once`) with fsync on: Range/resume bookkeeping, sha256 of
+(:func:`ingestq.ingest.attempt.ingest_once`) with fsync on: Range/resume bookkeeping, sha256 of
 every byte, size and digest checks, the atomic content-addressed commit. Prints both
 throughputs and the ratio (target >= 0.8). Best of ``--rounds`` each.
 """
@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ingestq.fetch.http import HttpSource
 from ingestq.fetch.httpio import new_client
-from ingestq.ingest.core import ingest_once, make_request
+from ingestq.ingest.attempt import ingest_once
+from ingestq.ingest.request import make_request
 from ingestq.store.local import LocalStore
 from tests.tasks.blobserver import Behaviour, BlobServer
 

@@ -83,7 +83,7 @@ def main() -> None:
 
     from celery import Celery
 
-    from ingestq.ingest.core import make_request
+    from ingestq.ingest.request import make_request
     from ingestq.jobs.config import Settings
     from ingestq.tasks.producer import QueueClient
     from tests.servers.redis_server import running_redis

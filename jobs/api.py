@@ -19,7 +19,7 @@ from ingestq import errdefs
 from ingestq.store.values import Info
 
 if TYPE_CHECKING:
-    from ingestq.ingest.core import IngestRequest
+    from ingestq.ingest.request import IngestRequest
     from ingestq.tasks.statusboard import ActiveIngest
 
 #: The module names Celery records for errdefs kinds (``ingestq.errdefs`` since the

@@ -24,7 +24,10 @@ from typing import Any
 
 from ingestq import errdefs
 from ingestq.fetch.specs import source_from_spec, source_name
-from ingestq.ingest.core import Hooks, IngestRequest, RefBusy, ingest
+from ingestq.ingest.hooks import Hooks
+from ingestq.ingest.outcome import RefBusy
+from ingestq.ingest.request import IngestRequest
+from ingestq.ingest.wait import ingest
 from ingestq.jobs.api import IngestJob, JobState, Progress, job_id_for
 from ingestq.jobs.config import Settings, open_store
 from ingestq.jobs.retry import backoff
@@ -255,9 +258,7 @@ class LocalClient:
             source = source_from_spec(request.source, self.settings.fetch_options())
             while True:
                 try:
-                    result = ingest(
-                        self.store, source, request, hooks=hooks, job_id=job_id, on_wait=on_wait
-                    )
+                    result = ingest(self.store, source, request, hooks=hooks, on_wait=on_wait)
                     break
                 except errdefs.Unavailable as e:
                     if attempt >= self.settings.max_source_retries:

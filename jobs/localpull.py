@@ -26,25 +26,18 @@ from typing import Any
 
 from ingestq import errdefs
 from ingestq.fetch.source import Source
-from ingestq.images.pull import (
-    BlobState,
-    BlobStatus,
-    ChildResult,
-    ImageSource,
-    PlannedBlob,
-    PullPlan,
-    PullRequest,
-    PullResult,
-    PullStatus,
-    finalize,
-    open_image,
-    plan_pull,
-)
-from ingestq.ingest.core import IngestRequest, IngestResult, ingest
+from ingestq.images.finalize import finalize
+from ingestq.images.plan import PlannedBlob, PullPlan, plan_pull
+from ingestq.images.request import ImageSource, PullRequest, open_image
+from ingestq.images.status import BlobState, BlobStatus, ChildResult, PullResult
+from ingestq.ingest.outcome import IngestResult
+from ingestq.ingest.request import IngestRequest
+from ingestq.ingest.wait import ingest
 from ingestq.jobs.api import JobState
 from ingestq.jobs.config import Settings
 from ingestq.jobs.local import CancelHooks
 from ingestq.jobs.pull import child_error
+from ingestq.jobs.pullstatus import PullStatus
 from ingestq.jobs.retry import backoff
 from ingestq.store.local import LocalStore
 
@@ -74,7 +67,7 @@ def ingest_with_retries(
     attempt = 0
     while True:
         try:
-            return ingest(store, source, request, hooks=hooks, job_id=job_id)
+            return ingest(store, source, request, hooks=hooks)
         except errdefs.Unavailable as e:
             if attempt >= settings.max_source_retries:
                 raise

@@ -10,9 +10,12 @@ from typing import Protocol
 from ingestq import errdefs
 from ingestq.fetch import platforms as _platforms
 from ingestq.fetch.registry.client import RegistryOptions
-from ingestq.images.pull import PlannedBlob, PullRequest, PullResult, PullStatus
+from ingestq.images.plan import PlannedBlob
+from ingestq.images.request import PullRequest
+from ingestq.images.status import PullResult
 from ingestq.jobs.api import JobClient, JobState, job_id_for
 from ingestq.jobs.config import Settings
+from ingestq.jobs.pullstatus import PullStatus
 
 
 class PullJob(Protocol):

@@ -42,7 +42,6 @@ from celery import Celery, signals
 from ingestq import errdefs
 from ingestq.jobs.config import Settings
 
-TASK_INGEST = "ingestq.ingest"
 QUEUE = "ingestq"
 
 

@@ -42,14 +42,19 @@ from celery import Task
 
 from ingestq import errdefs
 from ingestq.fetch.specs import source_from_spec
-from ingestq.ingest.core import Hooks, IngestRequest, RefBusy, ingest_once
+from ingestq.ingest.attempt import ingest_once
+from ingestq.ingest.hooks import Hooks
+from ingestq.ingest.outcome import RefBusy
+from ingestq.ingest.request import IngestRequest
 from ingestq.jobs.config import Settings, open_store, redis_client
 from ingestq.jobs.retry import backoff
 from ingestq.store.codec import info_to_json
 from ingestq.store.local import LocalStore
 from ingestq.tasks import metrics
-from ingestq.tasks.app import TASK_INGEST, app, settings_of
+from ingestq.tasks.app import app, settings_of
+from ingestq.tasks.ingest_hooks import worker_hooks
 from ingestq.tasks.lease import RedisLeaseLocker
+from ingestq.tasks.names import TASK_INGEST
 from ingestq.tasks.records import JobRecords
 
 CANCEL_POLL = 0.5
@@ -152,9 +157,7 @@ def ingest_task(
             rt.store,
             source,
             req,
-            hooks=_JobHooks(rt.records, job_id),
-            locker=rt.locker,
-            job_id=job_id,
+            hooks=worker_hooks(rt.locker, job_id, _JobHooks(rt.records, job_id)),
         )
     except RefBusy as busy:
         assert rt is not None

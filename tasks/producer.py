@@ -29,7 +29,7 @@ import redis
 
 from ingestq import errdefs
 from ingestq.fetch.specs import source_name, spec_from_text
-from ingestq.ingest.core import IngestRequest, make_request
+from ingestq.ingest.request import IngestRequest, make_request
 from ingestq.jobs.api import (
     IngestJob,
     JobClient,
@@ -42,7 +42,8 @@ from ingestq.jobs.api import (
 from ingestq.jobs.config import Settings, redis_client
 from ingestq.store.codec import info_from_json
 from ingestq.store.values import Info
-from ingestq.tasks.app import QUEUE, TASK_INGEST, make_app
+from ingestq.tasks.app import QUEUE, make_app
+from ingestq.tasks.names import TASK_INGEST
 from ingestq.tasks.records import JobRecords, error_from_record_text
 from ingestq.tasks.statusboard import ActiveIngest, StatusBoard
 

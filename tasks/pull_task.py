@@ -43,27 +43,22 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from ingestq import errdefs
-from ingestq.fetch.specs import source_name
-from ingestq.images.pull import (
-    TASK_PULL,
-    TASK_PULL_FINALIZE,
-    ChildResult,
-    PlannedBlob,
-    PullPlan,
-    PullRequest,
-    PullResult,
-    finalize,
-    open_image,
-    plan_pull,
-)
-from ingestq.ingest.core import ingest
+from ingestq.fetch.specs import file_roots, source_name
+from ingestq.images.finalize import finalize
+from ingestq.images.plan import PlannedBlob, PullPlan, plan_pull
+from ingestq.images.request import PullRequest, open_image
+from ingestq.images.status import ChildResult, PullResult
+from ingestq.ingest.wait import ingest
 from ingestq.jobs.api import error_from_celery_exc
 from ingestq.jobs.config import Settings, redis_client
 from ingestq.jobs.pull import child_error
+from ingestq.jobs.pullstatus import with_child_job_ids
 from ingestq.jobs.retry import backoff
 from ingestq.tasks import keys
-from ingestq.tasks.app import QUEUE, TASK_INGEST, app
+from ingestq.tasks.app import QUEUE, app
+from ingestq.tasks.ingest_hooks import worker_hooks
 from ingestq.tasks.ingest_task import Runtime, runtime
+from ingestq.tasks.names import TASK_INGEST, TASK_PULL, TASK_PULL_FINALIZE
 from ingestq.tasks.records import error_from_record_text
 
 #: Finalize poll countdowns (seconds): the first, the cap for the first
@@ -119,7 +114,7 @@ def _fail(rt: Runtime | None, job_id: str, err: BaseException) -> errdefs.Errdef
 def _publish_children(rt: Runtime, pull_id: str, plan: PullPlan) -> PullPlan:
     """Give every child not yet committed a job id and publish it; committed ones get
     no job (they read as done)."""
-    plan = plan.with_job_ids(pull_id)
+    plan = with_child_job_ids(plan, pull_id)
     children = []
     for child in plan.children:
         if rt.store.exists(child.desc.digest):
@@ -174,7 +169,10 @@ def pull_task(self: Task, request: dict[str, Any], source_retries: int = 0) -> d
             image,
             req,
             lambda blob: ingest(
-                store, image.blob_source(blob.desc), blob.request(), locker=locker, job_id=pull_id
+                store,
+                image.blob_source(blob.desc),
+                blob.request(),
+                hooks=worker_hooks(locker, pull_id),
             ),
         )
         if rt.records.cancel_requested(pull_id):

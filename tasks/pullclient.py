@@ -13,18 +13,13 @@ import uuid
 from typing import Any
 
 from ingestq import errdefs
-from ingestq.images.pull import (
-    TASK_PULL,
-    BlobState,
-    BlobStatus,
-    PlannedBlob,
-    PullPlan,
-    PullRequest,
-    PullResult,
-    PullStatus,
-)
+from ingestq.images.plan import PlannedBlob, PullPlan
+from ingestq.images.request import PullRequest
+from ingestq.images.status import BlobState, BlobStatus, PullResult
 from ingestq.jobs.api import JobState, poll_outcome
+from ingestq.jobs.pullstatus import PullStatus
 from ingestq.tasks.app import QUEUE
+from ingestq.tasks.names import TASK_PULL
 from ingestq.tasks.producer import QueueClient, QueueJob
 
 _CHILD_STATES = {

@@ -14,7 +14,9 @@ import pytest
 from ingestq import errdefs
 from ingestq.fetch.http import HttpSource
 from ingestq.fetch.httpio import new_client
-from ingestq.ingest.core import IngestRequest, RefBusy, ingest_once, make_request
+from ingestq.ingest.attempt import ingest_once
+from ingestq.ingest.outcome import RefBusy
+from ingestq.ingest.request import IngestRequest, make_request
 from ingestq.store.digest import Digest
 from ingestq.store.local import LocalStore
 from ingestq.store.resume import ResumeHints

@@ -24,7 +24,7 @@ from ingestq.fetch.registry.client import (
     source_from_registry_spec,
 )
 from ingestq.fetch.specs import source_from_spec
-from ingestq.ingest.core import ingest
+from ingestq.ingest.wait import ingest
 from ingestq.store.digest import Digest
 from ingestq.store.local import LocalStore
 from ingestq.store.values import Descriptor
@@ -151,7 +151,7 @@ def test_the_ingest_core_resumes_a_registry_blob_with_range(
     }
     source = source_from_spec(spec, FetchOptions())
     assert isinstance(source, RegistryBlobSource)
-    from ingestq.ingest.core import IngestRequest
+    from ingestq.ingest.request import IngestRequest
 
     request = IngestRequest(spec, ref, desc.digest, desc.size, desc.media_type)
     result = ingest(store, source, request)

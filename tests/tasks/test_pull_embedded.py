@@ -14,17 +14,14 @@ import httpx
 import pytest
 
 from ingestq import errdefs
-from ingestq.images.pull import (
-    SOURCE_DIGEST_ANNOTATION,
-    BlobState,
-    PullRequest,
-    PullResult,
-    PullStatus,
-)
+from ingestq.images.request import PullRequest
+from ingestq.images.status import BlobState, PullResult
 from ingestq.jobs.api import JobState
 from ingestq.jobs.config import Settings
 from ingestq.jobs.local import LocalClient
 from ingestq.jobs.pull import enqueue_pull, get_pull
+from ingestq.jobs.pullstatus import PullStatus
+from ingestq.store.annotations import SOURCE_DIGEST
 from ingestq.store.digest import Digest
 from ingestq.store.images import ImageIndex
 from tests.servers import oci
@@ -123,7 +120,7 @@ def test_docker_schema2_image_behind_token_auth_is_recorded_through_an_oci_view(
     assert result.recorded is not None and result.recorded.media_type == oci.OCI_MANIFEST
     entry = ImageIndex(local.store.root).get(name)
     assert entry.digest == result.recorded.digest
-    assert entry.annotations[SOURCE_DIGEST_ANNOTATION] == image.digest
+    assert entry.annotations[SOURCE_DIGEST] == image.digest
     view = json.loads(_blob(local.store.root, entry.digest))
     assert view["config"]["digest"] == image.config_descriptor.digest
     assert view["layers"][0]["digest"] == image.layer_descriptors[0].digest

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from ingestq import errdefs
-from ingestq.images.pull import BlobState, PullStatus
+from ingestq.images.status import BlobState
 from ingestq.jobs.api import JobState
 from ingestq.jobs.pull import enqueue_pull
+from ingestq.jobs.pullstatus import PullStatus
 from ingestq.store.digest import Digest
 from ingestq.store.images import ImageIndex
 from ingestq.store.local import LocalStore
