@@ -171,7 +171,7 @@ def _strip(desc: Descriptor) -> Descriptor:
 
 
 class OCILayoutImage:
-    """An image in an OCI layout, for a pull (the :class:`ingestq.images.pull.ImageSource` shape).
+    """An image in an OCI layout, for a pull (an :class:`ingestq.images.request.ImageSource`).
 
     ``name`` is what the image is recorded as: the ``NAME`` of the reference, else the
     digest (``sha256:...``), else the only entry's own name.

@@ -22,7 +22,7 @@ A pull runs in three steps, in both modes:
    image).
 
 Who runs the steps is the jobs layer's business: in this process
-(:mod:`ingestq.jobs.localpull`, children in a thread pool) or as Celery tasks
+(:mod:`ingestq.jobs.local.pull`, children in a thread pool) or as Celery tasks
 (:mod:`ingestq.tasks.pull_task`, children as ingest jobs on any worker).
 
 Modules: :mod:`.request` (the pull request and image sources), :mod:`.plan` (planned

@@ -6,7 +6,10 @@ gRPC. The packages beneath hold the rest:
 
 - ``ingestq.errdefs``: the error kinds and their conversions at every boundary.
 - ``ingestq.store``: digests, values, the store protocols and the local store.
-- ``ingestq.tasks``: the Celery app and tasks (``celery -A ingestq.tasks.app worker``).
+- ``ingestq.jobs``: the job interface (ingest and pull), its in-process backend, the
+  job records, ``Settings`` and the retry policy.
+- ``ingestq.tasks``: the Celery app and tasks (``celery -A ingestq.tasks.app worker``),
+  the Celery backend of the job interface, and ``connect``/``enqueue_*`` picking one.
 - ``ingestq.api``: containerd's content gRPC API (server and client store).
 - ``ingestq.worker``: the processes and the ``ingestq`` command line.
 """
@@ -17,10 +20,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ingestq.jobs.api import IngestJob, JobClient, JobState, Progress
-    from ingestq.jobs.pull import PullJob, enqueue_pull, get_pull
+    from ingestq.jobs.api import IngestJob, JobClient, JobState, Progress, PullJob
     from ingestq.store import Descriptor, Digest, Info, LocalStore, Status
-    from ingestq.tasks.producer import connect, enqueue_ingest, get_job
+    from ingestq.tasks.client import connect, enqueue_ingest, enqueue_pull, get_job, get_pull
 
 __all__ = [
     "Descriptor",
@@ -51,12 +53,12 @@ _LOCATIONS: dict[str, str] = {
     "JobClient": "ingestq.jobs.api",
     "JobState": "ingestq.jobs.api",
     "Progress": "ingestq.jobs.api",
-    "connect": "ingestq.tasks.producer",
-    "enqueue_ingest": "ingestq.tasks.producer",
-    "get_job": "ingestq.tasks.producer",
-    "PullJob": "ingestq.jobs.pull",
-    "enqueue_pull": "ingestq.jobs.pull",
-    "get_pull": "ingestq.jobs.pull",
+    "PullJob": "ingestq.jobs.api",
+    "connect": "ingestq.tasks.client",
+    "enqueue_ingest": "ingestq.tasks.client",
+    "enqueue_pull": "ingestq.tasks.client",
+    "get_job": "ingestq.tasks.client",
+    "get_pull": "ingestq.tasks.client",
 }
 
 

@@ -18,7 +18,8 @@ from ingestq.fetch.options import FetchOptions
 from ingestq.fetch.reference import parse_reference
 from ingestq.fetch.registry.client import RegistryClient, RegistryOptions
 from ingestq.fetch.specs import source_from_spec
-from ingestq.ingest.core import ingest_once, make_request
+from ingestq.ingest.attempt import ingest_once
+from ingestq.ingest.request import make_request
 from ingestq.store.local import LocalStore
 from tests.servers import oci
 from tests.servers.registry import Registry

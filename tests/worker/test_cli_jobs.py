@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from ingestq.jobs.config import Settings
-from ingestq.tasks.producer import QueueClient
+from ingestq.tasks.queue import QueueClient
 from tests.servers.redis_server import RedisServer
 from tests.servers.util import free_port, wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer

@@ -31,9 +31,8 @@ from ingestq.worker.cli.common import echo_json, handle_errors, resolve_root, ro
 from ingestq.worker.cli.progress import human_bytes
 
 if TYPE_CHECKING:
-    from ingestq.jobs.api import JobClient
+    from ingestq.jobs.api import JobClient, PullJob
     from ingestq.jobs.config import Settings
-    from ingestq.jobs.pull import PullJob
     from ingestq.jobs.pullstatus import PullStatus
 
 #: Seconds between progress redraws on a TTY.
@@ -49,7 +48,7 @@ def _settings(root: Path | None) -> Settings:
 
 
 def _client(root: Path | None) -> JobClient:
-    from ingestq.tasks.producer import connect
+    from ingestq.tasks.client import connect
 
     return connect(_settings(root))
 
@@ -181,8 +180,7 @@ def pull_cmd(
     Prints the recorded name and the image digest (or, with --detach, the job id)."""
     from ingestq.fetch.registry.client import RegistryOptions
     from ingestq.images.request import PullRequest
-    from ingestq.jobs.pull import enqueue_pull
-    from ingestq.tasks.producer import QueueClient
+    from ingestq.tasks.client import enqueue_pull
 
     options = RegistryOptions(
         plain_http=True if plain_http else None,
@@ -193,7 +191,7 @@ def pull_cmd(
         auth_files=auth_files or None,
     )
     client = _client(root)
-    if not wait and not isinstance(client, QueueClient):
+    if not wait and client.in_process:
         raise errdefs.InvalidArgument(
             "--detach needs a queue: set INGESTQ_REDIS_URL (embedded pulls run in this process)"
         )
@@ -231,7 +229,7 @@ def _pull_blob(
     from ingestq.fetch.registry.client import RegistryClient, blob_spec
     from ingestq.store.codec import info_to_json
     from ingestq.store.values import Descriptor
-    from ingestq.tasks.producer import enqueue_ingest
+    from ingestq.tasks.client import enqueue_ingest
 
     ref = parse_blob_reference(reference)
     assert ref.digest is not None

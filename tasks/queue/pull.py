@@ -1,26 +1,36 @@
-"""The producer side of queued pulls: publish ``ingestq.pull`` and follow it.
+"""Queued pulls: publishing ``ingestq.pull``, and the producer's handle on it (the
+:class:`ingestq.jobs.api.PullJob` protocol): status, wait and **cancel a queued pull**
+(flag the pull and every child, revoke their messages).
 
 The pull's job record (``ingestq:job:<id>``, see :mod:`ingestq.tasks.records`) gets
 ``kind=pull`` and the request when published; the worker adds the ``plan`` (every blob,
 with the child job ids) as soon as the manifests are in. :meth:`QueuePullJob.status`
 combines the plan with each child job's state and the status board's live offsets.
+
+Imports errdefs, images (the pull values), the job interface and this package's Redis
+adapters and queued ingest handle.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from ingestq import errdefs
 from ingestq.images.plan import PlannedBlob, PullPlan
 from ingestq.images.request import PullRequest
 from ingestq.images.status import BlobState, BlobStatus, PullResult
-from ingestq.jobs.api import JobState, poll_outcome
+from ingestq.jobs.api import JobState, new_job_id
 from ingestq.jobs.pullstatus import PullStatus
+from ingestq.jobs.records import KIND_PULL, json_field
+from ingestq.jobs.wait import poll_outcome
 from ingestq.tasks.app import QUEUE
 from ingestq.tasks.names import TASK_PULL
-from ingestq.tasks.producer import QueueClient, QueueJob
+from ingestq.tasks.queue.context import QueueContext
+from ingestq.tasks.queue.ingest import QueueIngestJob
+
+#: The longest pause between two reads of the result while waiting for a pull.
+MAX_POLL = 0.1
 
 _CHILD_STATES = {
     JobState.SUCCEEDED: BlobState.DONE,
@@ -30,64 +40,40 @@ _CHILD_STATES = {
 }
 
 
-def enqueue_queued_pull(
-    queue: QueueClient,
-    request: PullRequest,
-    job_id: str | None = None,
-    idempotency_key: str | None = None,
-) -> QueuePullJob:
-    """Record and publish a pull (once per job id / idempotency key).
-
-    Raises Unavailable when Redis cannot be reached.
-    """
-    job_id = job_id or str(uuid.uuid4())
-    fields = {
-        "kind": "pull",
-        "ref": "",
-        "source": request.reference,
-        "request": json.dumps(request.to_json()),
-    }
-    job_id, created = queue.records.create(job_id, fields, idempotency_key)
-    if created:
-        try:
-            queue.app.send_task(TASK_PULL, args=[request.to_json()], task_id=job_id, queue=QUEUE)
-        except Exception as e:
-            raise errdefs.Unavailable(f"publish pull {job_id}: {e}") from e
-    return QueuePullJob(queue, job_id)
-
-
 class QueuePullJob:
-    """A queued pull (the :class:`tasks.pull.PullJob` protocol)."""
+    """A pull on the Redis queue."""
 
-    def __init__(self, queue: QueueClient, job_id: str) -> None:
-        self._queue = queue
+    def __init__(self, ctx: QueueContext, job_id: str) -> None:
+        self._ctx = ctx
         self._id = job_id
-        self._job = QueueJob(queue, job_id)
+        self._job = QueueIngestJob(ctx, job_id)
 
     @property
     def id(self) -> str:
+        """The job id."""
         return self._id
 
     @property
     def state(self) -> JobState:
+        """The pull's state (a fresh read); Unavailable when Redis is down."""
         return self._job.state
 
     def plan(self) -> PullPlan | None:
         """The plan the worker recorded, or None before it exists."""
-        text = self._queue.records.get(self._id).get("plan")
-        return PullPlan.from_json(json.loads(text)) if text else None
+        plan = json_field(self._ctx.records.get(self._id), "plan")
+        return PullPlan.from_json(plan) if plan else None
 
     def _child(self, blob: PlannedBlob) -> BlobStatus:
         d = blob.desc
         if not blob.job_id:
             return BlobStatus(blob.ref, d.digest, d.media_type, d.size, BlobState.DONE, d.size)
-        child = QueueJob(self._queue, blob.job_id, blob.ref)
+        child = QueueIngestJob(self._ctx, blob.job_id, blob.ref)
         job_state = child.state
         state = _CHILD_STATES.get(job_state, BlobState.WAITING)
         reason = child.reason if job_state in (JobState.RETRYING, JobState.FAILED) else None
         if state is BlobState.DONE:
             return BlobStatus(blob.ref, d.digest, d.media_type, d.size, state, d.size)
-        active = self._queue.board.get(blob.ref)
+        active = self._ctx.board.get(blob.ref)
         offset = 0
         if active is not None:
             offset = active.offset
@@ -96,10 +82,12 @@ class QueuePullJob:
         return BlobStatus(blob.ref, d.digest, d.media_type, d.size, state, offset, reason)
 
     def status(self) -> PullStatus:
-        record = self._queue.records.get(self._id)
+        """The pull's state and every blob's (plan, child jobs, status board)."""
+        record = self._ctx.records.get(self._id)
         state = self._job.state
         reason = self._job.reason
-        plan = PullPlan.from_json(json.loads(record["plan"])) if record.get("plan") else None
+        plan_json = json_field(record, "plan")
+        plan = PullPlan.from_json(plan_json) if plan_json else None
         if plan is None:
             return PullStatus(self._id, state, record.get("source", ""), reason=reason)
         blobs = [
@@ -119,7 +107,7 @@ class QueuePullJob:
         )
 
     def _outcome(self) -> PullResult | errdefs.ErrdefsError | None:
-        meta = self._queue.meta(self._id)
+        meta = self._ctx.results.meta(self._id)
         if meta is not None and meta.get("status") == "SUCCESS":
             result: Any = meta.get("result")
             if not isinstance(result, dict):
@@ -132,28 +120,49 @@ class QueuePullJob:
         return outcome if isinstance(outcome, errdefs.ErrdefsError) else None
 
     def wait(self, timeout: float | None = None) -> PullResult:
+        """Block until done; the result, or the pull's errdefs error (DeadlineExceeded
+        after ``timeout`` seconds, NotFound for an unknown job)."""
         return poll_outcome(
             self._id,
             self._outcome,
             lambda: (
-                bool(self._queue.records.get(self._id)) or self._queue.meta(self._id) is not None
+                bool(self._ctx.records.get(self._id))
+                or self._ctx.results.meta(self._id) is not None
             ),
             PullResult,
             timeout,
-            max_delay=0.1,
+            max_delay=MAX_POLL,
         )
 
     def cancel(self) -> None:
-        """Flag the pull and every child for cancellation and revoke their messages."""
-        self._queue.records.request_cancel(self._id)
+        """Cancel a queued pull: flag the pull and every child job for cancellation and
+        revoke their messages (children stop at their next chunk, ingests are kept for
+        resume). Unavailable when Redis cannot be reached."""
+        self._ctx.records.request_cancel(self._id)  # first, so a plan written later sees it
         plan = self.plan()
-        ids = [self._id] + [c.job_id for c in (plan.children if plan else ()) if c.job_id]
-        for job_id in ids[1:]:
-            self._queue.records.request_cancel(job_id)
-        try:
-            self._queue.app.control.revoke(ids)
-        except Exception as e:  # the cancel flags alone still stop the jobs
-            raise errdefs.Unavailable(f"revoke {self._id}: {e}") from e
+        children = [c.job_id for c in (plan.children if plan else ()) if c.job_id]
+        self._ctx.revoke([self._id, *children])
 
 
-__all__ = ["QueuePullJob", "enqueue_queued_pull"]
+def submit_pull(
+    ctx: QueueContext,
+    request: PullRequest,
+    job_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> QueuePullJob:
+    """Record and publish the pull ``request`` (once per job id / idempotency key).
+    Unavailable when Redis cannot be reached."""
+    fields = {
+        "kind": KIND_PULL,
+        "ref": "",
+        "source": request.reference,
+        "request": json.dumps(request.to_json()),
+    }
+    job_id, _ = ctx.publish(
+        TASK_PULL, [request.to_json()], new_job_id(job_id, idempotency_key), fields,
+        idempotency_key, QUEUE,
+    )  # fmt: skip
+    return QueuePullJob(ctx, job_id)
+
+
+__all__ = ["QueuePullJob", "submit_pull"]

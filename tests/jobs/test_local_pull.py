@@ -19,11 +19,11 @@ from ingestq.images.status import BlobState, PullResult
 from ingestq.jobs.api import JobState
 from ingestq.jobs.config import Settings
 from ingestq.jobs.local import LocalClient
-from ingestq.jobs.pull import enqueue_pull, get_pull
 from ingestq.jobs.pullstatus import PullStatus
 from ingestq.store.annotations import SOURCE_DIGEST
 from ingestq.store.digest import Digest
 from ingestq.store.images import ImageIndex
+from ingestq.tasks.client import enqueue_pull, get_pull
 from tests.servers import oci
 from tests.servers.registry import Registry
 from tests.servers.skopeo import skopeo, skopeo_inspect

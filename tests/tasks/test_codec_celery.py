@@ -1,4 +1,5 @@
-"""Every kind survives Celery's exception handling with the json result serializer."""
+"""Every errdefs kind survives Celery's exception handling with the json result
+serializer, and the codec normalizes what Celery synthesises when it cannot."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from celery.utils.serialization import get_pickleable_exception
 
 from ingestq import errdefs
+from ingestq.tasks.codec import normalize
 
 KINDS = list(errdefs.KINDS.values())
 IDS = list(errdefs.KINDS)
@@ -90,7 +92,7 @@ def test_synthesised_when_module_missing_then_normalized(
     assert type(synthesised) is not cls
     assert type(synthesised).__module__ == "celery.exceptions"
     assert type(synthesised).__name__ == cls.__name__
-    back = errdefs.normalize(synthesised)
+    back = normalize(synthesised)
     assert (type(back), str(back), back.details) == (cls, str(cls("content x")), {"k": "v"})
 
 
@@ -99,7 +101,7 @@ def test_module_not_recorded_then_normalized(app: celery.Celery) -> None:
         {"exc_type": "Unavailable", "exc_message": ["ref x locked", None], "exc_module": None}
     )
     assert type(synthesised).__module__ == "celery.backends.base"
-    back = errdefs.normalize(synthesised)
+    back = normalize(synthesised)
     assert (type(back), str(back)) == (errdefs.Unavailable, "ref x locked: unavailable")
 
 
@@ -108,5 +110,5 @@ def test_backend_planted_system_exit_normalizes_to_unknown(app: celery.Celery) -
         {"exc_type": "SystemExit", "exc_message": ["bye"], "exc_module": "builtins"}
     )
     assert type(planted) is SystemExit
-    back = errdefs.normalize(planted)
+    back = normalize(planted)
     assert (type(back), back.message) == (errdefs.Unknown, "bye")
