@@ -1,16 +1,22 @@
 """ingestq: a content-addressable blob store fed by a job queue.
 
 The curated public API. Everything here is importable as ``from ingestq import NAME``;
-the names load on first use, so ``import ingestq.store`` pulls in neither Celery nor
-gRPC. The packages beneath hold the rest:
+the names load on first use, so ``import ingestq.store`` pulls in neither Celery, gRPC
+nor Redis. The packages beneath, in layer order (each imports only packages above it;
+``tests/test_architecture.py`` checks this):
 
 - ``ingestq.errdefs``: the error kinds and their conversions at every boundary.
-- ``ingestq.store``: digests, values, the store protocols and the local store.
-- ``ingestq.jobs``: the job interface (ingest and pull), its in-process backend, the
-  job records, ``Settings`` and the retry policy.
-- ``ingestq.tasks``: the Celery app and tasks (``celery -A ingestq.tasks.app worker``),
-  the Celery backend of the job interface, and ``connect``/``enqueue_*`` picking one.
-- ``ingestq.api``: containerd's content gRPC API (server and client store).
+- ``ingestq.store``: digests, values, the store protocols, the local store and
+  everything under a store root (layout, locks, image records, leases, resume hints).
+- ``ingestq.fetch``: sources (HTTP, registry, OCI layout, files), references,
+  manifests, platforms, ref keys and the one HTTP layer.
+- ``ingestq.ingest``: the ingest core (resume, verify, commit) and its hooks.
+- ``ingestq.images``: pull planning and finalize, the OCI view, the size walk.
+- ``ingestq.jobs``: the one job interface (ingest and pull), the in-process backend,
+  settings, job records and the one retry policy.
+- ``ingestq.tasks``: the Celery/Redis adapter (``celery -A ingestq.tasks.app worker``):
+  the Celery backend of the job interface and ``connect``/``enqueue_*``.
+- ``ingestq.api``: containerd's gRPC API (server and client store); no Celery.
 - ``ingestq.worker``: the processes and the ``ingestq`` command line.
 """
 
