@@ -10,9 +10,9 @@ from pathlib import Path
 from ingestq.fetch.ocilayout import OCILayoutImage
 from ingestq.jobs.config import Settings
 from ingestq.jobs.local import LocalClient
-from ingestq.jobs.pull import enqueue_pull
 from ingestq.store.digest import Digest
 from ingestq.store.images import ImageIndex
+from ingestq.tasks.client import enqueue_pull
 from tests.servers import oci
 from tests.servers.registry import Registry
 from tests.servers.skopeo import skopeo_copy, skopeo_inspect
