@@ -4,12 +4,19 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# The one import package: ingestq/ holds the public API and relative symlinks
+# ingestq/<pkg> -> ../<pkg> (COPY keeps them), so every package folder is copied beside
+# it, in layer order (tests/test_packaging.py builds the wheel from exactly these lines).
 COPY ingestq ./ingestq
 COPY errdefs ./errdefs
 COPY store ./store
+COPY fetch ./fetch
+COPY ingest ./ingest
+COPY images ./images
+COPY jobs ./jobs
 COPY tasks ./tasks
-COPY worker ./worker
 COPY api ./api
+COPY worker ./worker
 RUN pip install . && useradd --uid 1000 --create-home ingestq \
     && mkdir -p /store /var/lib/ingestq/locks && chown ingestq /store /var/lib/ingestq/locks
 

@@ -3,9 +3,10 @@ download + write + fsync of the same bytes, in the same run.
 
     .venv/bin/python benchmarks/bench_http.py [--mib 512] [--rounds 3]
 
-Both sides use the same httpx client settings and read the same server (a threaded
+Both sides use the same httpx client (:func:`ingestq.fetch.httpio.new_client`) and read
+the same server (a threaded
 HTTP server on 127.0.0.1 serving from memory). The store side runs the ingest core
-(:func:`tasks.ingest.ingest_once`) with fsync on: Range/resume bookkeeping, sha256 of
+(:func:`ingestq.ingest.attempt.ingest_once`) with fsync on: Range/resume bookkeeping, sha256 of
 every byte, size and digest checks, the atomic content-addressed commit. Prints both
 throughputs and the ratio (target >= 0.8). Best of ``--rounds`` each.
 """
@@ -22,10 +23,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ingestq.fetch.http import CHUNK, HttpSource, new_client
-from ingestq.ingest.core import ingest_once, make_request
+from ingestq.fetch.http import HttpSource
+from ingestq.fetch.httpio import new_client
+from ingestq.ingest.attempt import ingest_once
+from ingestq.ingest.request import make_request
 from ingestq.store.local import LocalStore
 from tests.tasks.blobserver import Behaviour, BlobServer
+
+#: Bytes per read of the plain download.
+CHUNK = 1 << 20
 
 
 def plain_download(url: str, path: Path) -> int:

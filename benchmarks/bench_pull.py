@@ -141,8 +141,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from ingestq.jobs.config import Settings
-    from ingestq.jobs.pull import enqueue_pull
-    from ingestq.tasks.producer import QueueClient
+    from ingestq.tasks.client import enqueue_pull
+    from ingestq.tasks.queue import QueueClient
     from tests.servers.containerd import running_containerd
     from tests.servers.redis_server import running_redis
     from tests.servers.registry import running_registry

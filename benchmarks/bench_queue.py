@@ -83,9 +83,9 @@ def main() -> None:
 
     from celery import Celery
 
-    from ingestq.ingest.core import make_request
+    from ingestq.ingest.request import make_request
     from ingestq.jobs.config import Settings
-    from ingestq.tasks.producer import QueueClient
+    from ingestq.tasks.queue import QueueClient
     from tests.servers.redis_server import running_redis
     from tests.servers.util import wait_until
 
@@ -149,7 +149,7 @@ def main() -> None:
                 )
                 ingest_s, published_s = drain(
                     lambda: [
-                        producer.enqueue(
+                        producer.submit_ingest(
                             make_request({"type": "file", "path": p}, p, digest=d, size=4096)
                         ).id
                         for p, d in blobs

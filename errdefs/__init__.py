@@ -9,9 +9,14 @@ Every boundary converts with one function pair:
 * gRPC status numbers: ``to_grpc`` / ``from_grpc``;
 * the language-neutral error record (protobuf ``ErrorRecord`` and its JSON form) for
   task results and Redis: ``to_record`` / ``from_record``, ``record_to_json`` /
-  ``record_from_json``, ``to_json_dict`` / ``from_json_dict``;
-* Celery results: the classes pickle and survive Celery's JSON exception format as
-  themselves; ``normalize`` repairs what comes back otherwise.
+  ``record_from_json``, ``to_json_dict`` / ``from_json_dict``. protobuf is imported
+  only when one of these runs (or ``ErrorRecord`` is first used), never by
+  ``import ingestq.errdefs``.
+
+The classes pickle, and keep their public module name (``ingestq.errdefs``) for any
+serializer that records ``__module__``; the Celery side of errors (encoding for task
+results, decoding result meta, normalizing what a Celery result gives back) lives in
+``ingestq.tasks.codec``.
 
 An error that is not an errdefs error crosses every boundary as Unknown (or its
 built-in kind, e.g. ``FileNotFoundError`` as NotFound) with its message preserved,
@@ -19,6 +24,8 @@ and no decoder ever imports or constructs a class that input names.
 
 This package imports nothing else of ingestq.
 """
+
+import typing
 
 from ingestq.errdefs._classify import (
     from_exception,
@@ -62,7 +69,6 @@ from ingestq.errdefs._kinds import (
     Unimplemented,
     Unknown,
 )
-from ingestq.errdefs._normalize import normalize
 from ingestq.errdefs._record import (
     ErrorRecordDict,
     from_json_dict,
@@ -72,7 +78,9 @@ from ingestq.errdefs._record import (
     to_json_dict,
     to_record,
 )
-from ingestq.errdefs.record_pb2 import ErrorRecord
+
+if typing.TYPE_CHECKING:
+    from ingestq.errdefs.record_pb2 import ErrorRecord
 
 #: containerd's name for the Unimplemented kind; the same class object.
 NotImplemented = Unimplemented
@@ -120,7 +128,6 @@ __all__ = [
     "is_unauthenticated",
     "is_unavailable",
     "is_unknown",
-    "normalize",
     "record_from_json",
     "record_to_json",
     "resolve",
@@ -131,7 +138,22 @@ __all__ = [
 ]
 
 # The classes live in a private module; give them their public home so tracebacks,
-# pickle and Celery (which records ``__module__``) all use the stable name ``errdefs``.
+# pickle and serializers that record ``__module__`` all use the stable name.
 for _cls in (ErrdefsError, *KINDS.values()):
     _cls.__module__ = __name__
 del _cls
+
+
+def __getattr__(name: str) -> object:
+    """``ErrorRecord``, the generated protobuf message, imported on first use so that
+    importing errdefs does not load protobuf (PEP 562)."""
+    if name == "ErrorRecord":
+        from ingestq.errdefs.record_pb2 import ErrorRecord
+
+        globals()["ErrorRecord"] = ErrorRecord
+        return ErrorRecord
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -26,20 +26,30 @@ Decoding never imports or constructs anything outside the errdefs registry:
 The message is then rebuilt exactly as ``from_grpc`` does, so ``str()`` of the decoded
 error equals the recorded message. Input that is not a JSON object of the right
 shape raises ``InvalidArgument``.
+
+protobuf (the generated ``record_pb2`` and ``json_format``) is imported by the functions
+that use it, on their first call, so ``import ingestq.errdefs`` stays free of it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TypedDict
-
-from google.protobuf import json_format
+from typing import TYPE_CHECKING, TypedDict
 
 from ingestq.errdefs._classify import resolve, safe_str
 from ingestq.errdefs._grpc import OK, by_code
 from ingestq.errdefs._kinds import ErrdefsError, InvalidArgument, Unknown, lookup_name
-from ingestq.errdefs.record_pb2 import ErrorRecord
+
+if TYPE_CHECKING:
+    from ingestq.errdefs.record_pb2 import ErrorRecord
+
+
+def _message() -> type[ErrorRecord]:
+    """The generated message class (imports protobuf on the first call)."""
+    from ingestq.errdefs.record_pb2 import ErrorRecord
+
+    return ErrorRecord
 
 
 class ErrorRecordDict(TypedDict):
@@ -65,7 +75,7 @@ def to_record(err: BaseException) -> ErrorRecord:
     and the details of ``err`` if it is an errdefs error."""
     kind = resolve(err)
     details = err.details if isinstance(err, ErrdefsError) else {}
-    return ErrorRecord(
+    return _message()(
         kind=kind.name,
         code=kind.grpc_code,
         message=_valid_text(safe_str(err)),
@@ -107,8 +117,10 @@ def _record_from_object(obj: object) -> ErrorRecord:
     """Parse a decoded JSON value into a record, or raise InvalidArgument."""
     if not isinstance(obj, Mapping):
         raise InvalidArgument(f"error record: expected a JSON object, got {type(obj).__name__}")
+    from google.protobuf import json_format
+
     try:
-        return json_format.ParseDict(dict(obj), ErrorRecord(), ignore_unknown_fields=True)
+        return json_format.ParseDict(dict(obj), _message()(), ignore_unknown_fields=True)
     except Exception as e:  # untrusted input: every failure is the caller's bad argument
         raise InvalidArgument(f"error record: {e}") from e
 

@@ -4,10 +4,15 @@ A path must be absolute and free of ``..`` components; after resolving every sym
 it must still lie under one of the roots (resolved the same way), so a symlink cannot
 escape. The resolved file is opened with ``O_NOFOLLOW`` and must be a regular file.
 
-Roots come from ``INGESTQ_FILE_ROOTS``. ``roots=None`` means "no restriction" and is
-what the embedded default uses when the variable is unset (the caller reads its own
-files with its own rights); workers with the variable unset get ``()``, which refuses
-every file.
+Roots come from :attr:`FetchOptions.file_roots <ingestq.fetch.options.FetchOptions>`
+(``INGESTQ_FILE_ROOTS`` through ``Settings.fetch_options()``). ``roots=None`` means "no
+restriction": what the embedded default uses when the variable is unset (the caller
+reads its own files with its own rights); workers with the variable unset get ``()``,
+which refuses every file.
+
+A :class:`FileSource` is :class:`~ingestq.fetch.source.Validated` by the file's
+identity (device, inode, size, modification time): a resume of a file that changed
+starts at 0.
 """
 
 from __future__ import annotations
@@ -60,7 +65,8 @@ def check_path(path: str | os.PathLike[str], roots: Sequence[Path] | None) -> Pa
 
 
 class FileSource:
-    """Bytes of a local file (the :class:`tasks.sources.base.Source` protocol)."""
+    """Bytes of a local file (the :class:`~ingestq.fetch.source.Source` and
+    :class:`~ingestq.fetch.source.Validated` protocols)."""
 
     def __init__(self, path: str | os.PathLike[str], roots: Sequence[Path] | None) -> None:
         self._path = os.fspath(path)
@@ -70,10 +76,12 @@ class FileSource:
 
     @property
     def name(self) -> str:
+        """The path as given."""
         return self._path
 
     @property
     def validator(self) -> str | None:
+        """``file:<dev>:<ino>:<size>:<mtime_ns>`` of the file last opened."""
         return self._validator
 
     def open(self, offset: int = 0) -> Opened:

@@ -6,7 +6,9 @@ Pure functions over bytes and descriptors; no I/O. Errors:
 * :class:`errdefs.InvalidArgument`: not JSON, not a schema 2 document, or a
   ``mediaType`` field that disagrees with the descriptor (the spec says to reject it);
 * :class:`errdefs.Unimplemented`: Docker schema 1 or a media type that is not a
-  manifest or an index.
+  manifest or an index;
+* :class:`errdefs.DataLoss`: bytes that are not what their descriptor says
+  (:func:`verify`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 
 from ingestq import errdefs
 from ingestq.fetch.refkey import make_ref_key
+from ingestq.store.digest import Digest
 from ingestq.store.values import Descriptor
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -75,7 +78,7 @@ def is_layer(media_type: str) -> bool:
 
 def ref_key(desc: Descriptor) -> str:
     """containerd's ``MakeRefKey`` for ``desc`` (``layer-sha256:...``, ``manifest-...``),
-    as :func:`tasks.refs.make_ref_key` spells it."""
+    as :func:`ingestq.fetch.refkey.make_ref_key` spells it."""
     return make_ref_key(desc.digest, desc.media_type, desc.annotations)
 
 
@@ -263,6 +266,15 @@ def distribution_source_key(host: str) -> str:
     return DISTRIBUTION_SOURCE_PREFIX + host
 
 
+def verify(data: bytes, desc: Descriptor, what: str) -> None:
+    """Raise DataLoss unless ``data`` has ``desc``'s size (when known) and digest."""
+    if desc.size and len(data) != desc.size:
+        raise errdefs.DataLoss(f"{what}: got {len(data)} bytes, expected {desc.size}")
+    actual = Digest.from_bytes(data, desc.digest.algorithm)
+    if actual != desc.digest:
+        raise errdefs.DataLoss(f"{what}: content hashes to {actual}, expected {desc.digest}")
+
+
 __all__ = [
     "DOCKER_CONFIG",
     "DOCKER_MANIFEST",
@@ -286,4 +298,5 @@ __all__ = [
     "parse",
     "ref_key",
     "sniff_media_type",
+    "verify",
 ]

@@ -13,7 +13,7 @@ References read like skopeo's ``oci:`` transport:
 
 Blobs are plain files (``DIR/blobs/<alg>/<hex>``), so a child ingest uses the file
 source (spec ``{"type": "file", "path": ...}``) and obeys the same file roots
-(``INGESTQ_FILE_ROOTS``) as any file ingest.
+(:attr:`~ingestq.fetch.options.FetchOptions.file_roots`) as any file ingest.
 
 Errors: NotFound (no layout, no such name or digest, missing blob), InvalidArgument (a
 malformed reference, ``index.json`` or ``oci-layout``, several entries and no name),
@@ -32,7 +32,6 @@ from typing import Any
 from ingestq import errdefs
 from ingestq.fetch import manifests
 from ingestq.fetch.files import FileSource, check_path
-from ingestq.fetch.registry.client import verify
 from ingestq.store.annotations import REF_NAME as REF_NAME_ANNOTATION
 from ingestq.store.digest import ALGORITHMS, Digest
 from ingestq.store.oserrors import from_os_error
@@ -68,7 +67,7 @@ class OCILayout:
     Args:
         root: the layout directory.
         roots: the file roots it must lie in (None: anywhere); see
-            :func:`tasks.sources.files.check_path`.
+            :func:`ingestq.fetch.files.check_path`.
 
     Raises NotFound when ``root/oci-layout`` is missing, InvalidArgument when it is not
     a layout of version 1.x, PermissionDenied outside ``roots``.
@@ -162,7 +161,7 @@ class OCILayout:
             raise from_os_error(e, f"OCI layout {self.root}: blob {desc.digest}") from e
         if len(data) > limit:
             raise errdefs.ResourceExhausted(f"blob {desc.digest} exceeds {limit} bytes")
-        verify(data, desc, f"OCI layout {self.root}: blob {desc.digest}")
+        manifests.verify(data, desc, f"OCI layout {self.root}: blob {desc.digest}")
         return data
 
 
@@ -172,7 +171,7 @@ def _strip(desc: Descriptor) -> Descriptor:
 
 
 class OCILayoutImage:
-    """An image in an OCI layout, for a pull (the :class:`tasks.pull.ImageSource` shape).
+    """An image in an OCI layout, for a pull (an :class:`ingestq.images.request.ImageSource`).
 
     ``name`` is what the image is recorded as: the ``NAME`` of the reference, else the
     digest (``sha256:...``), else the only entry's own name.

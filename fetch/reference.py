@@ -12,7 +12,7 @@ way docker and containerd do it:
 
 ``str(ref)`` is always the fully qualified form, e.g.
 ``docker.io/library/ubuntu:latest`` or ``127.0.0.1:5000/app@sha256:...``. It is what
-ingestq records as an image name (see :mod:`ingestq.images.pull`).
+ingestq records as an image name (see :mod:`ingestq.images.request`).
 
 Malformed input raises :class:`errdefs.InvalidArgument`; nothing here does I/O.
 """

@@ -1,4 +1,4 @@
-"""An httpx transport that reads the socket in large pieces.
+"""The one httpx transport of :mod:`ingestq.fetch`: it reads the socket in large pieces.
 
 httpcore's HTTP/1.1 connection asks the socket for at most 64 KiB per read and runs
 every piece through h11's pure-Python receive buffer. For multi-GiB layers on a fast
@@ -80,7 +80,9 @@ class _LargeReadBackend(httpcore.NetworkBackend):
 
 def transport(verify: ssl.SSLContext | bool, limits: httpx.Limits) -> httpx.HTTPTransport:
     """An HTTP/1.1 transport with ``verify`` and ``limits`` whose sockets are read in
-    :data:`READ_SIZE` pieces (environment proxies are still honoured by the client)."""
+    :data:`READ_SIZE` pieces. It connects directly: an httpx client given a transport
+    ignores the environment's proxies, so :func:`ingestq.fetch.httpio.new_client` uses
+    it only when none is set."""
     out = httpx.HTTPTransport(verify=verify, limits=limits)
     out._pool = httpcore.ConnectionPool(
         ssl_context=httpx.create_ssl_context(verify=verify),

@@ -1,13 +1,22 @@
 """ingestq: a content-addressable blob store fed by a job queue.
 
 The curated public API. Everything here is importable as ``from ingestq import NAME``;
-the names load on first use, so ``import ingestq.store`` pulls in neither Celery nor
-gRPC. The packages beneath hold the rest:
+the names load on first use, so ``import ingestq.store`` pulls in neither Celery, gRPC
+nor Redis. The packages beneath, in layer order (each imports only packages above it;
+``tests/test_architecture.py`` checks this):
 
 - ``ingestq.errdefs``: the error kinds and their conversions at every boundary.
-- ``ingestq.store``: digests, values, the store protocols and the local store.
-- ``ingestq.tasks``: the Celery app and tasks (``celery -A ingestq.tasks.app worker``).
-- ``ingestq.api``: containerd's content gRPC API (server and client store).
+- ``ingestq.store``: digests, values, the store protocols, the local store and
+  everything under a store root (layout, locks, image records, leases, resume hints).
+- ``ingestq.fetch``: sources (HTTP, registry, OCI layout, files), references,
+  manifests, platforms, ref keys and the one HTTP layer.
+- ``ingestq.ingest``: the ingest core (resume, verify, commit) and its hooks.
+- ``ingestq.images``: pull planning and finalize, the OCI view, the size walk.
+- ``ingestq.jobs``: the one job interface (ingest and pull), the in-process backend,
+  settings, job records and the one retry policy.
+- ``ingestq.tasks``: the Celery/Redis adapter (``celery -A ingestq.tasks.app worker``):
+  the Celery backend of the job interface and ``connect``/``enqueue_*``.
+- ``ingestq.api``: containerd's gRPC API (server and client store); no Celery.
 - ``ingestq.worker``: the processes and the ``ingestq`` command line.
 """
 
@@ -17,10 +26,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ingestq.jobs.api import IngestJob, JobClient, JobState, Progress
-    from ingestq.jobs.pull import PullJob, enqueue_pull, get_pull
+    from ingestq.jobs.api import IngestJob, JobClient, JobState, Progress, PullJob
     from ingestq.store import Descriptor, Digest, Info, LocalStore, Status
-    from ingestq.tasks.producer import connect, enqueue_ingest, get_job
+    from ingestq.tasks.client import connect, enqueue_ingest, enqueue_pull, get_job, get_pull
 
 __all__ = [
     "Descriptor",
@@ -51,12 +59,12 @@ _LOCATIONS: dict[str, str] = {
     "JobClient": "ingestq.jobs.api",
     "JobState": "ingestq.jobs.api",
     "Progress": "ingestq.jobs.api",
-    "connect": "ingestq.tasks.producer",
-    "enqueue_ingest": "ingestq.tasks.producer",
-    "get_job": "ingestq.tasks.producer",
-    "PullJob": "ingestq.jobs.pull",
-    "enqueue_pull": "ingestq.jobs.pull",
-    "get_pull": "ingestq.jobs.pull",
+    "PullJob": "ingestq.jobs.api",
+    "connect": "ingestq.tasks.client",
+    "enqueue_ingest": "ingestq.tasks.client",
+    "enqueue_pull": "ingestq.tasks.client",
+    "get_job": "ingestq.tasks.client",
+    "get_pull": "ingestq.tasks.client",
 }
 
 

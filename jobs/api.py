@@ -1,31 +1,37 @@
-"""What producers see of a job, in both modes: states, progress, the IngestJob protocol,
-and how a stored failure becomes an errdefs error again.
+"""The one job interface, for ingests and pulls, whichever backend runs them.
+
+A :class:`JobClient` submits and finds jobs of both kinds; :class:`IngestJob` and
+:class:`PullJob` are the handles it gives back. Two backends implement it: in this
+process (:class:`ingestq.jobs.local.LocalClient`, no server) and through Celery on
+Redis (:class:`ingestq.tasks.queue.QueueClient`). ``ingestq.tasks.client.connect``
+picks one from the settings; nothing else ever asks which backend or kind it holds.
 
 States: ``queued`` (published, not started), ``started``, ``retrying`` (with the
 reason, e.g. "ref ... locked for 1.2s"), ``succeeded`` (the Info), ``failed`` (an
 errdefs error), ``canceled``, ``unknown`` (no such job, or expired).
+
+Job ids: the caller's, else one derived from an idempotency key (:func:`job_id_for`,
+``uuid5``, the same in both backends), else a fresh ``uuid4``.
+
+Imports store values; the request and pull value types of ingest/ and images/ appear
+in annotations only.
 """
 
 from __future__ import annotations
 
 import enum
-import time
 import uuid
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
 
-from ingestq import errdefs
 from ingestq.store.values import Info
 
 if TYPE_CHECKING:
-    from ingestq.ingest.core import IngestRequest
-    from ingestq.tasks.statusboard import ActiveIngest
-
-#: The module names Celery records for errdefs kinds (``ingestq.errdefs`` since the
-#: package was renamed; plain ``errdefs`` in records written before).
-_ERRDEFS_MODULES = frozenset({"ingestq.errdefs", "errdefs"})
-
+    from ingestq.images.request import PullRequest
+    from ingestq.images.status import PullResult
+    from ingestq.ingest.request import IngestRequest
+    from ingestq.jobs.pullstatus import PullStatus
 
 JOB_NAMESPACE = uuid.UUID("6f0d9a52-2b1c-4d5e-9a51-6b7c1e0f3a21")
 
@@ -33,6 +39,13 @@ JOB_NAMESPACE = uuid.UUID("6f0d9a52-2b1c-4d5e-9a51-6b7c1e0f3a21")
 def job_id_for(idempotency_key: str) -> str:
     """The job id an idempotency key maps to (``uuid5``, the same in both modes)."""
     return str(uuid.uuid5(JOB_NAMESPACE, idempotency_key))
+
+
+def new_job_id(job_id: str | None, idempotency_key: str | None) -> str:
+    """``job_id`` when given, else the id of ``idempotency_key``, else a fresh uuid4."""
+    if job_id is not None:
+        return job_id
+    return job_id_for(idempotency_key) if idempotency_key else str(uuid.uuid4())
 
 
 class JobState(enum.StrEnum):
@@ -58,6 +71,44 @@ class Progress:
 
     offset: int
     total: int
+
+
+@dataclass(frozen=True)
+class ActiveIngest:
+    """One live write, as a backend lists it (:meth:`JobClient.active`): published by
+    its worker's lease heartbeat (queue), or read from the store (in process)."""
+
+    ref: str
+    offset: int
+    total: int
+    expected: str
+    started_at: datetime
+    updated_at: datetime
+    holder: str
+    host: str
+    pid: int
+    fence: int
+    job_id: str
+    source: str
+    rate: float
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict (timestamps in ISO 8601)."""
+        return {
+            "ref": self.ref,
+            "offset": self.offset,
+            "total": self.total,
+            "expected": self.expected,
+            "started_at": self.started_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "holder": self.holder,
+            "host": self.host,
+            "pid": self.pid,
+            "fence": self.fence,
+            "job_id": self.job_id,
+            "source": self.source,
+            "rate": self.rate,
+        }
 
 
 class IngestJob(Protocol):
@@ -96,96 +147,106 @@ class IngestJob(Protocol):
 
     def cancel(self) -> None:
         """Ask the job to stop: a queued job is dropped, a running one stops at its next
-        chunk (the ingest is kept for resume) and fails with Canceled."""
+        chunk (the ingest is kept for resume) and fails with Canceled. NotFound for an
+        unknown job (in process); Unavailable when Redis cannot be reached (queue)."""
         ...
 
 
-T = TypeVar("T")
+class PullJob(Protocol):
+    """A handle on one pull job (queued on workers, or running in this host)."""
+
+    @property
+    def id(self) -> str:
+        """The job id."""
+        ...
+
+    @property
+    def state(self) -> JobState:
+        """The pull's state (a fresh read)."""
+        ...
+
+    def status(self) -> PullStatus:
+        """The pull's state and every blob's (see :class:`PullStatus`)."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> PullResult:
+        """Block until done; the result, or the pull's errdefs error (DeadlineExceeded
+        after ``timeout`` seconds, NotFound for an unknown job)."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop the pull and its children (ingests are kept for resume)."""
+        ...
 
 
-def poll_outcome(
-    job_id: str,
-    outcome: Callable[[], object],
-    exists: Callable[[], bool],
-    result_type: type[T],
-    timeout: float | None,
-    *,
-    max_delay: float,
-) -> T:
-    """Poll a queued job until ``outcome()`` gives a ``result_type`` (returned) or an errdefs
-    error (raised). NotFound when the job is unknown (``exists()`` false while there is no
-    outcome), DeadlineExceeded after ``timeout`` seconds; an Unavailable Redis (restarting)
-    is waited out until the deadline."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    delay = 0.01
-    known = False
-    while True:
-        result: object = None
-        try:
-            result = outcome()
-            if result is None and not known:
-                known = exists()
-                if not known:
-                    raise errdefs.NotFound(f"job {job_id}")
-        except errdefs.Unavailable:
-            result = None
-        if isinstance(result, result_type):
-            return result
-        if isinstance(result, errdefs.ErrdefsError):
-            raise result
-        if deadline is not None and time.monotonic() + delay > deadline:
-            raise errdefs.DeadlineExceeded(f"job {job_id} not done after {timeout}s")
-        time.sleep(delay)
-        delay = min(delay * 1.5, max_delay)
+class IngestJobs(Protocol):
+    """Submits and finds ingest jobs."""
 
-
-def error_from_celery_exc(obj: object) -> errdefs.ErrdefsError:
-    """The errdefs error described by Celery's stored exception dict
-    (``exc_type``/``exc_message``/``exc_module``), decoded by registry lookup only:
-    an errdefs kind from module ``errdefs`` is rebuilt with its message and details;
-    anything else (any class, any module) is Unknown carrying ``<type>: <message>``.
-    Never imports or constructs anything outside the registry."""
-    if not isinstance(obj, Mapping):
-        return errdefs.Unknown(f"job failed: {obj!r}"[:500])
-    exc_type = obj.get("exc_type")
-    exc_module = obj.get("exc_module")
-    args = obj.get("exc_message")
-    if not isinstance(args, list | tuple):
-        args = [args] if args is not None else []
-    message = args[0] if args and isinstance(args[0], str) else (str(args[0]) if args else "")
-    if isinstance(exc_type, str) and isinstance(exc_module, str) and exc_module in _ERRDEFS_MODULES:
-        kind = errdefs.KINDS.get(exc_type) or (
-            errdefs.Unimplemented if exc_type == "NotImplemented" else None
-        )
-        if kind is not None:
-            details = args[1] if len(args) > 1 and isinstance(args[1], Mapping) else None
-            return kind(message, {str(k): str(v) for k, v in details.items()} if details else None)
-    name = exc_type if isinstance(exc_type, str) else "error"
-    return errdefs.Unknown(f"{name}: {message}" if message else name)
-
-
-class JobClient(Protocol):
-    """Enqueues and finds jobs: :class:`tasks.producer.QueueClient` (Redis) or
-    :class:`tasks.embedded.LocalClient` (this host, no server)."""
-
-    def enqueue(
+    def submit_ingest(
         self,
         request: IngestRequest,
         *,
         job_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> IngestJob:
-        """Start (or find, for a known id/key) the job for ``request``."""
+        """Start ``request`` as job ``job_id`` (see :func:`new_job_id`), or return the
+        existing job of that id or idempotency key (nothing new starts then).
+        Unavailable when the backend cannot be reached."""
         ...  # fmt: skip
 
     def job(self, job_id: str) -> IngestJob:
-        """A handle on an existing job."""
+        """A handle on ingest job ``job_id`` (state ``unknown`` if there is none)."""
+        ...
+
+
+class PullJobs(Protocol):
+    """Submits and finds pull jobs."""
+
+    def submit_pull(
+        self,
+        request: PullRequest,
+        *,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> PullJob:
+        """Start ``request`` (already validated, platforms resolved) as job ``job_id``,
+        or return the existing job of that id or idempotency key. Unavailable when the
+        backend cannot be reached."""
+        ...  # fmt: skip
+
+    def pull(self, job_id: str) -> PullJob:
+        """A handle on pull job ``job_id`` (state ``unknown`` if there is none)."""
+        ...
+
+
+class JobClient(IngestJobs, PullJobs, Protocol):
+    """Both job kinds on one backend, plus what the backend shows of live writes."""
+
+    @property
+    def in_process(self) -> bool:
+        """True when jobs run in this process (they stop with it); False when they run
+        on workers (a producer may detach)."""
         ...
 
     def active(self) -> list[ActiveIngest]:
-        """Every live ingest this client can see."""
+        """Every live ingest this client can see. Unavailable when Redis is down."""
         ...
 
     def close(self) -> None:
-        """Release connections (and, embedded, wait for running jobs)."""
+        """Release connections (and, in process, wait for the jobs started here)."""
         ...
+
+
+__all__ = [
+    "JOB_NAMESPACE",
+    "ActiveIngest",
+    "IngestJob",
+    "IngestJobs",
+    "JobClient",
+    "JobState",
+    "Progress",
+    "PullJob",
+    "PullJobs",
+    "job_id_for",
+    "new_job_id",
+]

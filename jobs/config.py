@@ -1,4 +1,7 @@
-"""Configuration of the queue side, read once from the environment.
+"""Configuration of both job backends (:class:`Settings`), read once from the
+environment, and the store it opens. Parses the environment; connects to nothing
+(Redis clients are made in :mod:`ingestq.tasks.redisconn`). Imports errdefs, store and
+the retry policy of this package.
 
 Every knob has a deliberate default; the environment variables are:
 
@@ -39,9 +42,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
-
 from ingestq import errdefs
+from ingestq.fetch.options import FetchOptions
+from ingestq.jobs.retry import RetryPolicy
 from ingestq.store.local import LocalStore
 from ingestq.store.locks import ChainLocker, FileRefLocker, RefLocker
 
@@ -75,7 +78,7 @@ def _int(env: Mapping[str, str], name: str, default: int, allow_zero: bool = Fal
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the queue side is configured with. Build it with :meth:`from_env`."""
+    """Everything both job backends are configured with. Build it with :meth:`from_env`."""
 
     broker_url: str | None = None
     result_url: str | None = None
@@ -107,6 +110,33 @@ class Settings:
         """How often a held lease is renewed and its status published: a third of the TTL,
         at most one second (status freshness)."""
         return min(self.lease_ttl / 3.0, 1.0)
+
+    def fetch_options(self) -> FetchOptions:
+        """What sources need of these settings. File roots: ``INGESTQ_FILE_ROOTS``; when
+        unset, anything in the embedded default (the caller's own process) and nothing
+        on a queue worker."""
+        roots = self.file_roots
+        if roots is None and self.queued:
+            roots = ()
+        return FetchOptions(
+            file_roots=roots,
+            http_connect_timeout=self.http_connect_timeout,
+            http_read_timeout=self.http_read_timeout,
+            http_max_redirects=self.http_max_redirects,
+        )
+
+    @property
+    def source_retry(self) -> RetryPolicy:
+        """How a job whose source (or lease) is Unavailable is retried: backoff from
+        1 s doubling to ``retry_cap``, at least the server's Retry-After, at most
+        ``max_source_retries`` retries."""
+        return RetryPolicy(first=1.0, cap=self.retry_cap, max_attempts=self.max_source_retries + 1)
+
+    @property
+    def lock_wait_retry(self) -> RetryPolicy:
+        """How a queued job whose ref is locked by another writer waits: backoff from
+        0.1 s doubling to ``lock_wait_cap``, unbounded in number."""
+        return RetryPolicy(first=0.1, cap=self.lock_wait_cap, max_attempts=None)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -167,27 +197,3 @@ def open_store(settings: Settings, lockers: Sequence[RefLocker] = ()) -> LocalSt
         store.file_locker = FileRefLocker(settings.lock_dir)
         store.locker = ChainLocker([store.file_locker, *lockers])
     return store
-
-
-def redis_client(url: str, *, socket_timeout: float) -> redis.Redis:
-    """A redis-py client for ``url`` with timeouts and retries chosen on purpose.
-
-    redis-py 8.1 defaults to a 5 s socket timeout and (for ``Redis()``) 10 retries that
-    can replay writes. Lease and status scripts are not idempotent under replay (a
-    replayed acquire would look like someone else's lock), so: no retries, an explicit
-    ``socket_timeout`` (callers pass well under the lease TTL / 3 for heartbeats), a 5 s
-    connect timeout, TCP keepalive and a health check. ``rediss://`` URLs get TLS and
-    URL passwords/usernames are honoured by ``from_url``.
-    """
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=min(socket_timeout, 5.0),
-        socket_keepalive=True,
-        health_check_interval=30,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=False,
-    )

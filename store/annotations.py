@@ -14,5 +14,18 @@ REF_NAME = "org.opencontainers.image.ref.name"
 SOURCE_DIGEST = "io.ingestq.image.source.digest"
 #: The media type of the image as the source served it.
 SOURCE_MEDIA_TYPE = "io.ingestq.image.source.mediaType"
+#: Prefix of an image record's labels (``io.ingestq.image.label.<key>``).
+IMAGE_LABEL_PREFIX = "io.ingestq.image.label."
+#: When an image record was created (RFC 3339).
+IMAGE_CREATED_AT = "io.ingestq.image.created-at"
+#: When an image record last changed (RFC 3339).
+IMAGE_UPDATED_AT = "io.ingestq.image.updated-at"
 
-__all__ = ["REF_NAME", "SOURCE_DIGEST", "SOURCE_MEDIA_TYPE"]
+__all__ = [
+    "IMAGE_CREATED_AT",
+    "IMAGE_LABEL_PREFIX",
+    "IMAGE_UPDATED_AT",
+    "REF_NAME",
+    "SOURCE_DIGEST",
+    "SOURCE_MEDIA_TYPE",
+]

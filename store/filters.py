@@ -25,10 +25,11 @@ logs it and matches nothing), and a value after ``==``/``!=`` may start with ``/
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ingestq import errdefs
+from ingestq.store.values import Info
 
 #: Looks a fieldpath up on an object: the value, or None when the field is absent.
 Adaptor = Callable[[Sequence[str]], str | None]
@@ -230,3 +231,30 @@ def parse(*filters: str) -> Filter:
         except _ParseError as e:
             raise _error(text, e) from None
     return Filter(()) if always else Filter(tuple(alternatives))
+
+
+def fields(plain: Mapping[str, str], labels: Mapping[str, str] | None = None) -> Adaptor:
+    """An Adaptor over ``plain`` fields (a fieldpath looked up with its parts joined by
+    ``.``, e.g. ``target.digest``) and, when given, ``labels.<key...>`` (the rest of the
+    path joined by ``.`` is the key, so ``labels.a.b`` reads label ``a.b``)."""
+
+    def lookup(fieldpath: Sequence[str]) -> str | None:
+        path = tuple(fieldpath)
+        if labels is not None and len(path) > 1 and path[0] == "labels":
+            return labels.get(".".join(path[1:]))
+        return plain.get(".".join(path)) if path else None
+
+    return lookup
+
+
+def info_fields(info: Info) -> Adaptor:
+    """The filter fields of content (walk): ``digest`` and ``labels.<key>``."""
+    return fields({"digest": str(info.digest)}, info.labels)
+
+
+def status_fields(ref: str) -> Adaptor:
+    """The filter field of an ingest (list_statuses): ``ref``."""
+    return fields({"ref": ref})
+
+
+__all__ = ["Adaptor", "Filter", "Selector", "fields", "info_fields", "parse", "status_fields"]

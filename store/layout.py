@@ -5,24 +5,42 @@ skopeo and umoci read what ingestq pulled. Everything else ingestq keeps beside 
 blobs lives in its own folder::
 
     oci-layout, index.json         the OCI image layout and its named images
+                                   (see store.images)
     blobs/<alg>/<hex>              committed blobs, read-only
     meta/<alg>/<hex>.json          created_at, updated_at and labels of each blob
     ingest/<sha256(ref)>/          one directory per ingest (see store.local.ingest)
-    locks/                         host-local lock files (refs, blobs, index.json)
-    quarantine/                    blobs found corrupt on disk, moved aside
+    locks/ref-<sha256(ref)>.lock   host-local ref locks, holding their holder's JSON
+    locks/blob-<alg>-<hex>.lock    serialises publishing, relabelling and deleting a blob
+    locks/index.json.lock          serialises changes to index.json
+    locks/leases-<namespace>.lock  serialises changes to a namespace's leases
+    quarantine/<alg>-<hex>-<time>  blobs found corrupt on disk, moved aside
     resume/<sha256(ref)>.json      resume hints: the source validator of an ingest
+                                   (see store.resume)
     jobs/<id>.json                 job records of in-process (embedded) jobs
     leases/<namespace>.json        leases (gRPC and job leases), per namespace
+                                   (see store.leases)
 
-Code that needs a path asks a :class:`RootLayout` instead of joining names itself.
+A ref names files only through :func:`ref_key` (its sha256), so no ref can escape the
+root. Code that needs a path asks a :class:`RootLayout` instead of joining names itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ingestq.store.digest import Digest
+
+
+def ref_key(ref: str) -> str:
+    """The hex sha256 of ``ref``: how a ref names files, so no ref can escape the root."""
+    return hashlib.sha256(ref.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def ref_lock_name(ref: str) -> str:
+    """The name of ``ref``'s lock file in a lock directory."""
+    return f"ref-{ref_key(ref)}.lock"
 
 
 @dataclass(frozen=True)
@@ -81,6 +99,15 @@ class RootLayout:
         """Lease records, one file per namespace."""
         return self.root / "leases"
 
+    @property
+    def index_lock(self) -> Path:
+        """The lock file that serialises changes to ``index.json``."""
+        return self.lock("index.json.lock")
+
+    def blob_dir(self, algorithm: str) -> Path:
+        """The directory of committed blobs of ``algorithm``."""
+        return self.blobs / algorithm
+
     def blob(self, digest: Digest) -> Path:
         """Where the blob ``digest`` is (or would be) committed."""
         return self.blobs / digest.algorithm / digest.encoded
@@ -88,6 +115,34 @@ class RootLayout:
     def blob_meta(self, digest: Digest) -> Path:
         """The metadata file of the blob ``digest``."""
         return self.meta / digest.algorithm / f"{digest.encoded}.json"
+
+    def blob_lock(self, digest: Digest) -> Path:
+        """The lock file that serialises publishing, relabelling and deleting ``digest``."""
+        return self.lock(f"blob-{digest.algorithm}-{digest.encoded}.lock")
+
+    def quarantined(self, digest: Digest, stamp: str) -> Path:
+        """Where a corrupt copy of ``digest`` found at time ``stamp`` is moved."""
+        return self.quarantine / f"{digest.algorithm}-{digest.encoded}-{stamp}"
+
+    def ingest_dir(self, ref: str) -> Path:
+        """The ingest directory of ``ref``."""
+        return self.ingest / ref_key(ref)
+
+    def ref_lock(self, ref: str) -> Path:
+        """The host-local lock file of ``ref``."""
+        return self.lock(ref_lock_name(ref))
+
+    def resume_hint(self, ref: str) -> Path:
+        """The resume hint file of ``ref``."""
+        return self.resume / f"{ref_key(ref)}.json"
+
+    def lease_file(self, namespace: str) -> Path:
+        """The lease records of ``namespace`` (a containerd identifier, never a path)."""
+        return self.leases / f"{namespace}.json"
+
+    def leases_lock(self, namespace: str) -> Path:
+        """The lock file that serialises changes to ``namespace``'s leases."""
+        return self.lock(f"leases-{namespace}.lock")
 
     def job_record(self, job_id: str) -> Path:
         """The record file of in-process job ``job_id`` (the id is a UUID, never a path)."""
@@ -98,4 +153,4 @@ class RootLayout:
         return self.locks / name
 
 
-__all__ = ["RootLayout"]
+__all__ = ["RootLayout", "ref_key", "ref_lock_name"]

@@ -9,8 +9,6 @@ A Redis lease (``tasks``) implements the same protocol for many hosts;
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import socket
 import threading
@@ -21,7 +19,8 @@ from pathlib import Path
 from typing import Protocol
 
 from ingestq import errdefs
-from ingestq.store.codec import holder_from_dict, holder_to_dict
+from ingestq.store.codec import holder_from_json, holder_to_json
+from ingestq.store.layout import ref_key, ref_lock_name
 from ingestq.store.lockfile import HAVE_OFD, LockFile, probe
 from ingestq.store.oserrors import from_os_error
 from ingestq.store.values import Holder, utcnow
@@ -62,11 +61,6 @@ def new_holder_id() -> str:
     return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
 
 
-def ref_key(ref: str) -> str:
-    """The hex sha256 of ``ref``: how a ref names files, so no ref can escape the root."""
-    return hashlib.sha256(ref.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 def locked_error(
     ref: str, since: datetime | None, holder: Holder | None = None
 ) -> errdefs.Unavailable:
@@ -82,20 +76,6 @@ def locked_error(
     return errdefs.Unavailable(
         f"ref {ref} locked for {held:.3f}s (since {since.isoformat()})", details
     )
-
-
-def holder_to_json(h: Holder) -> str:
-    """Serialize a Holder for a lock file or a Redis hash."""
-    return json.dumps(holder_to_dict(h))
-
-
-def holder_from_json(text: str) -> Holder | None:
-    """Parse :func:`holder_to_json`'s output; None if it is unreadable."""
-    try:
-        d = json.loads(text)
-    except ValueError:
-        return None
-    return holder_from_dict(d) if isinstance(d, dict) else None
 
 
 class _FileLease:
@@ -135,7 +115,7 @@ class FileRefLocker:
 
     def path(self, ref: str) -> Path:
         """The lock file of ``ref``."""
-        return self._dir / f"ref-{ref_key(ref)}.lock"
+        return self._dir / ref_lock_name(ref)
 
     def try_lock(self, ref: str, holder_id: str) -> Lease:
         """Take ``ref``'s lock or raise Unavailable (``ref <ref> locked for <duration>
@@ -238,3 +218,14 @@ class ChainLocker:
             if h is not None:
                 found = h
         return found
+
+
+__all__ = [
+    "ChainLocker",
+    "FileRefLocker",
+    "Lease",
+    "RefLocker",
+    "locked_error",
+    "new_holder_id",
+    "ref_key",
+]

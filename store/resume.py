@@ -2,9 +2,10 @@
 ingest started, kept beside the store so a later attempt in any process can send
 If-Range and never splice two versions of a resource.
 
-Files: ``<root>/resume/<sha256(ref)>.json`` holding ``{"source": name, "validator": v}``.
-They are advisory: a missing or unreadable hint only means the ingest restarts from 0
-(or, with an expected digest, resumes unguarded and is checked at commit).
+Files: ``resume/<sha256(ref)>.json`` under the store root (see :mod:`store.layout`),
+holding ``{"source": name, "validator": v}``. They are advisory: a missing or unreadable
+hint only means the ingest restarts from 0 (or, with an expected digest, resumes
+unguarded and is checked at commit).
 """
 
 from __future__ import annotations
@@ -12,25 +13,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import uuid
 from pathlib import Path
 
-from ingestq.store.locks import ref_key
+from ingestq.store.atomic import write_json
+from ingestq.store.layout import RootLayout
 
 
 class ResumeHints:
-    """Validators per ref under ``<root>/resume``."""
+    """Validators per ref under the root's ``resume/``."""
 
-    def __init__(self, root: Path) -> None:
-        self._dir = Path(root) / "resume"
-
-    def _path(self, ref: str) -> Path:
-        return self._dir / f"{ref_key(ref)}.json"
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self._layout = RootLayout(Path(root))
 
     def get(self, ref: str, source: str) -> str | None:
         """The validator recorded for ``ref`` when fetched from ``source``, or None."""
         try:
-            d = json.loads(self._path(ref).read_text(encoding="utf-8"))
+            d = json.loads(self._layout.resume_hint(ref).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         if not isinstance(d, dict) or d.get("source") != source:
@@ -44,13 +42,12 @@ class ResumeHints:
             self.drop(ref)
             return
         with contextlib.suppress(OSError):
-            self._dir.mkdir(parents=True, exist_ok=True)
-            path = self._path(ref)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-            tmp.write_text(json.dumps({"source": source, "validator": validator}))
-            os.replace(tmp, path)
+            self._layout.resume.mkdir(parents=True, exist_ok=True)
+            # Not fsynced: a hint lost in a crash only costs a restart from offset 0.
+            hint = {"source": source, "validator": validator}
+            write_json(self._layout.resume_hint(ref), hint, sync=False)
 
     def drop(self, ref: str) -> None:
         """Forget ``ref``'s validator."""
         with contextlib.suppress(OSError):
-            self._path(ref).unlink()
+            self._layout.resume_hint(ref).unlink()

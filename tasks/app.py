@@ -1,6 +1,6 @@
 """The Celery app, configured on purpose for long, idempotent, resumable ingests.
 
-``celery -A tasks.app worker`` and ``ingestq worker`` run this app. Every setting is
+``celery -A ingestq.tasks.app worker`` and ``ingestq worker`` run this app. Every setting is
 chosen, not inherited (facts in ``celery-redis-locks.md``):
 
 * JSON only (tasks, results, accepted content, events): no pickle anywhere.
@@ -21,7 +21,7 @@ chosen, not inherited (facts in ``celery-redis-locks.md``):
 * Redis sockets: broker and backend get a 30 s socket timeout (kombu's BRPOP polls
   every second; Celery's default of 120 s hides dead connections), a 5 s connect
   timeout, keepalive, health checks, and no ``retry_on_timeout`` (ambiguous replays).
-  Leases use their own clients (:func:`tasks.config.redis_client`).
+  Leases use their own clients (:func:`ingestq.tasks.redisconn.redis_client`).
 * ``result_expires`` 7 days, ``result_extended`` (name, args, worker, retries in the
   meta), ``task_track_started``; ``result_backend_always_retry`` so a result written
   while Redis restarts is retried instead of lost.
@@ -30,6 +30,8 @@ chosen, not inherited (facts in ``celery-redis-locks.md``):
 
 ``errdefs`` is imported here so that every process that loads the app has the error
 classes in ``sys.modules`` (Celery rebuilds exceptions from there only).
+
+Imports celery, errdefs and the job settings.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ from celery import Celery, signals
 from ingestq import errdefs
 from ingestq.jobs.config import Settings
 
-TASK_INGEST = "ingestq.ingest"
 QUEUE = "ingestq"
 
 
@@ -111,7 +112,7 @@ def settings_of(app: Celery) -> Settings:
     return s if isinstance(s, Settings) else Settings.from_env()
 
 
-#: The app ``celery -A tasks.app worker`` runs, configured from the environment.
+#: The app ``celery -A ingestq.tasks.app worker`` runs, configured from the environment.
 app = make_app()
 app.set_current()
 

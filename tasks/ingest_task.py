@@ -1,7 +1,7 @@
 """The Celery ingest task (``ingestq.ingest``): the ingest core on a worker.
 
-Arguments (all JSON): ``request`` (:meth:`tasks.ingest.IngestRequest.to_json`), and the
-counters ``lock_waits`` and ``source_retries`` carried from retry to retry.
+Arguments (all JSON): ``request`` (:meth:`ingestq.ingest.request.IngestRequest.to_json`),
+and the counters ``lock_waits`` and ``source_retries`` carried from retry to retry.
 
 Returns the committed blob's Info as JSON (``digest``, ``size``, ``created_at``,
 ``updated_at``, ``labels``) plus ``ref``, ``fetched``, ``bytes_fetched`` and
@@ -9,15 +9,17 @@ Returns the committed blob's Info as JSON (``digest``, ``size``, ``created_at``,
 
 How a job waits and fails:
 
-* Ref locked by another writer: ``self.retry`` with a capped exponential countdown and
-  jitter (0.1 s doubling to ``INGESTQ_LOCK_WAIT_CAP``), unbounded in number. The
+* Ref locked by another writer: ``self.retry`` with the countdown of
+  ``Settings.lock_wait_retry`` (:class:`ingestq.jobs.retry.RetryPolicy`: 0.1 s doubling
+  to ``INGESTQ_LOCK_WAIT_CAP``, with jitter), unbounded in number. The
   job shows RETRY with the reason (the Unavailable "ref ... locked for ...", with the
   holder and its heartbeat in the details). A retry frees the worker's slot instead of
   sleeping in it (with prefetch 1, a sleeping wait would block other digests), and its
   seconds-long countdown stays far below the visibility timeout. When the holder
   commits, the next attempt finds the digest and returns without fetching.
 * Unavailable from the source (429/503/5xx, timeouts, transport errors) or a lost
-  lease: retried up to ``INGESTQ_MAX_SOURCE_RETRIES`` times, countdown = capped
+  lease: retried per ``Settings.source_retry`` (the one retry policy, shared with the
+  in-process runners): up to ``INGESTQ_MAX_SOURCE_RETRIES`` times, countdown = capped
   exponential backoff, at least the server's Retry-After; then FAILURE(Unavailable).
 * Any other errdefs kind (NotFound, InvalidArgument, PermissionDenied,
   Unauthenticated, FailedPrecondition, DataLoss, Canceled, ...): FAILURE at once.
@@ -26,81 +28,38 @@ How a job waits and fails:
   timeout): counted in the job record; past ``INGESTQ_MAX_REDELIVERIES`` the job fails
   with Aborted instead of looping (a blob whose ingest always kills its process).
 * A failure's errdefs error record is also written to the job record
-  (:mod:`ingestq.tasks.records`); the exception Celery stores is the errdefs class itself.
+  (:mod:`ingestq.tasks.records`); the exception Celery stores is the errdefs class itself
+  (:func:`ingestq.tasks.codec.encode`).
+
+Imports celery, errdefs, store, fetch, ingest, the job settings, retry policy and cancel
+hooks, and this package's app, runtime, codec and metrics.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
-import redis
 from celery import Task
 
 from ingestq import errdefs
 from ingestq.fetch.specs import source_from_spec
-from ingestq.ingest.core import Hooks, IngestRequest, RefBusy, ingest_once
-from ingestq.jobs.config import Settings, open_store, redis_client
-from ingestq.jobs.retry import backoff
+from ingestq.ingest.attempt import ingest_once
+from ingestq.ingest.outcome import RefBusy
+from ingestq.ingest.request import IngestRequest
+from ingestq.jobs.cancel import CancelHooks
+from ingestq.jobs.config import Settings
+from ingestq.jobs.records import record_error
 from ingestq.store.codec import info_to_json
-from ingestq.store.local import LocalStore
 from ingestq.tasks import metrics
-from ingestq.tasks.app import TASK_INGEST, app, settings_of
-from ingestq.tasks.lease import RedisLeaseLocker
-from ingestq.tasks.records import JobRecords
+from ingestq.tasks.app import app
+from ingestq.tasks.codec import encode
+from ingestq.tasks.ingest_hooks import worker_hooks
+from ingestq.tasks.names import TASK_INGEST
+from ingestq.tasks.runtime import Runtime, runtime
 
+#: Seconds between two reads of a running job's cancel flag.
 CANCEL_POLL = 0.5
-
-
-@dataclass
-class Runtime:
-    """What a worker process needs, made once per process (after the pool fork)."""
-
-    settings: Settings
-    store: LocalStore
-    locker: RedisLeaseLocker
-    client: redis.Redis
-    records: JobRecords
-
-
-_runtime: Runtime | None = None
-_runtime_pid = -1
-_runtime_mutex = threading.Lock()
-
-
-def runtime() -> Runtime:
-    """This process's Runtime (store with the Redis lease locker, clients)."""
-    global _runtime, _runtime_pid
-    with _runtime_mutex:
-        if _runtime is None or _runtime_pid != os.getpid():
-            settings = settings_of(app)
-            if settings.lock_url is None:
-                raise errdefs.FailedPrecondition("no Redis configured for leases")
-            locker = RedisLeaseLocker(settings.lock_url, settings.lease_ttl)
-            store = open_store(settings, [locker])
-            client = redis_client(settings.lock_url, socket_timeout=10.0)
-            _runtime = Runtime(
-                settings, store, locker, client, JobRecords(client, settings.result_expires)
-            )
-            _runtime_pid = os.getpid()
-        return _runtime
-
-
-class _JobHooks(Hooks):
-    def __init__(self, records: JobRecords, job_id: str) -> None:
-        self._records = records
-        self._job_id = job_id
-        self._next_poll = time.monotonic() + CANCEL_POLL
-
-    def cancelled(self) -> bool:
-        now = time.monotonic()
-        if now < self._next_poll:
-            return False
-        self._next_poll = now + CANCEL_POLL
-        return self._records.cancel_requested(self._job_id)
 
 
 def _busy_error(busy: RefBusy) -> errdefs.Unavailable:
@@ -114,11 +73,14 @@ def _busy_error(busy: RefBusy) -> errdefs.Unavailable:
     return errdefs.Unavailable(busy.error.message, details)
 
 
-def _fail(rt: Runtime | None, job_id: str, err: errdefs.ErrdefsError, started: float) -> None:
-    metrics.JOBS.labels("failed", err.name).inc()
+def _fail(rt: Runtime | None, job_id: str, err: BaseException, started: float) -> Exception:
+    """Count and record the failure ``err``; what the task raises for it."""
+    clean = encode(err)
+    metrics.JOBS.labels("failed", clean.name).inc()
     metrics.DURATION.labels("failed").observe(time.monotonic() - started)
-    if rt is not None:
-        rt.records.set_error(job_id, err)
+    if rt is not None and job_id:
+        record_error(rt.records, job_id, clean)
+    return clean
 
 
 @app.task(  # type: ignore[untyped-decorator]
@@ -147,54 +109,40 @@ def ingest_task(
                 raise errdefs.Aborted(
                     f"job {job_id} redelivered {times} times: its worker was lost each time"
                 )
-        source = source_from_spec(req.source, rt.settings)
+        source = source_from_spec(req.source, rt.settings.fetch_options())
         result = ingest_once(
             rt.store,
             source,
             req,
-            hooks=_JobHooks(rt.records, job_id),
-            locker=rt.locker,
-            job_id=job_id,
+            hooks=worker_hooks(
+                rt.locker, job_id, CancelHooks(rt.records, job_id, poll=CANCEL_POLL)
+            ),
         )
     except RefBusy as busy:
         assert rt is not None
         metrics.LOCK_WAITS.inc()
         metrics.JOBS.labels("retried", "Unavailable").inc()
-        countdown = backoff(lock_waits, 0.1, rt.settings.lock_wait_cap)
         raise self.retry(
             exc=_busy_error(busy),
-            countdown=countdown,
+            countdown=rt.settings.lock_wait_retry.backoff(lock_waits),
             args=[request],
             kwargs={"lock_waits": lock_waits + 1, "source_retries": source_retries},
             max_retries=None,
         ) from None
-    except errdefs.Unavailable as e:
-        settings = rt.settings if rt is not None else Settings()
-        if source_retries < settings.max_source_retries:
-            metrics.JOBS.labels("retried", e.name).inc()
-            countdown = backoff(source_retries, 1.0, settings.retry_cap)
-            after = e.details.get("retry_after")
-            if after is not None:
-                countdown = max(countdown, min(float(after), settings.retry_cap))
-            raise self.retry(
-                exc=errdefs.Unavailable(e.message, e.details),
-                countdown=countdown,
-                args=[request],
-                kwargs={"lock_waits": lock_waits, "source_retries": source_retries + 1},
-                max_retries=None,
-            ) from None
-        _fail(rt, job_id, e, started)
-        raise errdefs.Unavailable(e.message, e.details) from None
-    except errdefs.ErrdefsError as e:
-        kind = errdefs.KINDS[e.name]
-        clean = kind(e.message, e.details)
-        _fail(rt, job_id, clean, started)
-        raise clean from None
     except Exception as e:
-        unknown = errdefs.from_exception(e)
-        clean = errdefs.KINDS[unknown.name](unknown.message, unknown.details)
-        _fail(rt, job_id, clean, started)
-        raise clean from None
+        settings = rt.settings if rt is not None else Settings()
+        countdown = settings.source_retry.delay(source_retries, e)
+        if countdown is None:
+            raise _fail(rt, job_id, e, started) from None
+        clean = encode(e)
+        metrics.JOBS.labels("retried", clean.name).inc()
+        raise self.retry(
+            exc=clean,
+            countdown=countdown,
+            args=[request],
+            kwargs={"lock_waits": lock_waits, "source_retries": source_retries + 1},
+            max_retries=None,
+        ) from None
     outcome = "succeeded" if result.fetched else "deduplicated"
     metrics.JOBS.labels(outcome, "").inc()
     metrics.DURATION.labels(outcome).observe(time.monotonic() - started)

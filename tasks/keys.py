@@ -1,8 +1,11 @@
-"""Redis key names of the lease, the status board and the job records.
+"""Every Redis key name ingestq uses: the lease, the status board, the job records, the
+idempotency keys, and Celery's result keys (which ingestq reads itself).
 
 A ref can be any string up to 4 KiB, so keys use ``sha256(ref)`` (the same name the
 store gives the ingest directory). Per-ref keys share a ``{hash}`` tag so the scripts
 touching them stay in one Redis Cluster slot; the active index is global.
+
+Imports store (the ref hash) only.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from ingestq.store.locks import ref_key
 
 PREFIX = "ingestq"
 ACTIVE = f"{PREFIX}:active"
+#: The prefix of Celery's Redis result backend keys (``celery-task-meta-<task id>``).
+CELERY_RESULT_PREFIX = "celery-task-meta-"
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,11 @@ class RefKeys:
     status: str
 
 
+def status_key(member: str) -> str:
+    """The status hash of the ref whose hash (its member in :data:`ACTIVE`) is ``member``."""
+    return f"{PREFIX}:status:{{{member}}}"
+
+
 def ref_keys(ref: str) -> RefKeys:
     """The Redis keys for ``ref``."""
     h = ref_key(ref)
@@ -34,7 +44,7 @@ def ref_keys(ref: str) -> RefKeys:
         lease=f"{PREFIX}:lease:{{{h}}}",
         fence=f"{PREFIX}:fence:{{{h}}}",
         holder=f"{PREFIX}:holder:{{{h}}}",
-        status=f"{PREFIX}:status:{{{h}}}",
+        status=status_key(h),
     )
 
 
@@ -46,3 +56,8 @@ def job_key(job_id: str) -> str:
 def idempotency_key(key: str) -> str:
     """The key mapping an idempotency key to the job it created."""
     return f"{PREFIX}:idem:{key}"
+
+
+def result_key(job_id: str) -> str:
+    """Celery's result meta of task ``job_id`` (JSON, written by the result backend)."""
+    return f"{CELERY_RESULT_PREFIX}{job_id}"

@@ -14,6 +14,9 @@ checks it before every write and before publishing, so the stale writer stops.
 
 Waiters see who holds a ref and how fresh its heartbeat is through :meth:`holder`.
 Correctness does not rest on the lease: the store publishes content-addressed files.
+
+Imports redis, errdefs, store (the lock protocols, holders) and this package's keys,
+Lua scripts and Redis helpers.
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from ingestq import errdefs
-from ingestq.jobs.config import redis_client
 from ingestq.store.locks import locked_error
 from ingestq.store.values import Holder
 from ingestq.tasks import keys
 from ingestq.tasks.lua import load
+from ingestq.tasks.redisconn import decode_hash, redis_client
 
 if TYPE_CHECKING:
     from redis.commands.core import Script
@@ -49,9 +52,10 @@ def ms_to_datetime(ms: int | float | bytes | str) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000.0, UTC)
 
 
-class Progress:
-    """What the heartbeat publishes about the write a lease protects. The ingest core
-    updates it in place; the heartbeat thread reads it (single assignments, no lock)."""
+class LeaseProgress:
+    """What the heartbeat publishes about the write a lease protects (the status
+    board's entry). The ingest core updates it in place; the heartbeat thread reads it
+    (single assignments, no lock). Not the job interface's ``Progress``."""
 
     def __init__(self) -> None:
         self.publish = False
@@ -89,7 +93,7 @@ class RedisLease:
         self.ref = ref
         self.token = token
         self.keys = keys.ref_keys(ref)
-        self.progress = Progress()
+        self.progress = LeaseProgress()
         self._locker = locker
         self._holder = holder
         self._renewed_at = sent_at
@@ -315,15 +319,6 @@ class RedisLeaseLocker:
             lease._mark_lost("the lease key holds another token")
         else:
             lease._renewed(sent_at, int(reply))
-
-
-def decode_hash(raw: Mapping[Any, Any]) -> dict[str, str]:
-    """A Redis hash reply (bytes or str keys and values) as str to str."""
-
-    def text(v: object) -> str:
-        return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-
-    return {text(k): text(v) for k, v in raw.items()}
 
 
 def holder_from_hash(raw: Mapping[Any, Any]) -> Holder | None:

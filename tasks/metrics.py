@@ -1,4 +1,6 @@
-"""Prometheus metrics of the ingest work (jobs by outcome, bytes, lock waits, durations).
+"""Prometheus metrics of the ingest work (jobs by outcome, bytes, lock waits, durations),
+the exporter, and :class:`MetricsHooks`, the ingest-core subscriber that counts bytes,
+resumes and lock waits.
 
 Celery's prefork pool runs tasks in child processes, so when a worker exports metrics
 (``INGESTQ_METRICS_PORT`` / ``ingestq worker --metrics-port``) the client library runs
@@ -23,6 +25,10 @@ _prepare_multiprocess()
 import prometheus_client  # noqa: E402 - must follow the multiprocess setup above
 from prometheus_client import multiprocess  # noqa: E402
 
+from ingestq.ingest.hooks import Hooks  # noqa: E402
+from ingestq.ingest.outcome import RefBusy  # noqa: E402
+from ingestq.ingest.request import IngestRequest  # noqa: E402
+
 JOBS = prometheus_client.Counter(
     "ingestq_jobs",
     "Ingest job attempts by outcome (succeeded, deduplicated, failed, retried) and kind.",
@@ -41,6 +47,29 @@ DURATION = prometheus_client.Histogram(
     ["outcome"],
     buckets=(0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
 )
+
+
+class MetricsHooks(Hooks):
+    """Counts one ingest's fetched bytes (:data:`BYTES`, chunk by chunk), its resumes
+    (:data:`RESUMES`) and its lock waits (:data:`LOCK_WAITS`). Keeps the last offset,
+    so use one per ingest."""
+
+    def __init__(self) -> None:
+        self._offset: int | None = None
+
+    def started(self, request: IngestRequest, source: str) -> None:
+        self._offset = None
+
+    def resumed(self, offset: int) -> None:
+        RESUMES.inc()
+
+    def progress(self, offset: int, total: int) -> None:
+        if self._offset is not None and offset > self._offset:
+            BYTES.inc(offset - self._offset)
+        self._offset = offset
+
+    def lock_wait(self, busy: RefBusy, delay: float) -> None:
+        LOCK_WAITS.inc()
 
 
 def start_exporter(port: int, addr: str = "0.0.0.0") -> None:

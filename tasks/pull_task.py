@@ -2,7 +2,7 @@
 
 ``ingestq.pull`` (the job the producer published):
 
-1. plans the pull on this worker (:func:`tasks.pull.plan_pull`): resolve, ingest the
+1. plans the pull on this worker (:func:`ingestq.images.plan.plan_pull`): resolve, ingest the
    index and manifests (small; a locked manifest ref is waited for in place, since its
    holder is another pull writing a few KiB);
 2. records the plan in the job record, with a child job id per config/layer that is
@@ -19,52 +19,50 @@ to 500 ms (2 s after the first minute of polls; same job id) and ends with ``Ign
 It never sleeps or blocks in a worker slot, so with ``worker_prefetch_multiplier=1``
 and a single slot the children always get to run: a waiting finalize is an ETA
 message, which Celery holds outside the prefetch budget. When every child is done it
-labels the blobs, records the image (:func:`tasks.pull.finalize`) and returns the
-:class:`tasks.pull.PullResult` JSON, which is the pull job's result.
+labels the blobs, records the image (:func:`ingestq.images.finalize.finalize`) and returns
+the :class:`ingestq.images.status.PullResult` JSON, which is the pull job's result. The
+poll countdowns follow the one backoff (:class:`ingestq.jobs.retry.RetryPolicy`,
+without jitter).
 
 Cancellation: the job record's cancel flag, checked by both tasks; finalize passes it on
-to every child. Unavailable (registry down, 429, ...) while planning is retried with a
-countdown like an ingest; every other error fails the pull with its kind (the error
-record is also stored in the job record).
+to every child. Unavailable (registry down, 429, ...) while planning is retried per
+``Settings.source_retry`` like an ingest (at least the registry's Retry-After); every
+other error fails the pull with its kind (the error record is also stored in the job
+record).
 
 Redelivery (a worker killed mid-pull) re-runs whichever task was unacknowledged: planning
 is idempotent (manifests already committed are not fetched again) and re-publishes the
 children with the same ids; a child killed mid-download resumes from its stored offset.
+
+Imports celery, errdefs, fetch, ingest, images, the job interface's pull helpers,
+records and retry policy, and this package's app, runtime, codec and results.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
-import redis
 from celery import Task
 from celery.exceptions import Ignore
 
 from ingestq import errdefs
-from ingestq.fetch.specs import file_roots, source_name
-from ingestq.images.pull import (
-    TASK_PULL,
-    TASK_PULL_FINALIZE,
-    ChildResult,
-    PlannedBlob,
-    PullPlan,
-    PullRequest,
-    PullResult,
-    finalize,
-    open_image,
-    plan_pull,
-)
-from ingestq.ingest.core import ingest
-from ingestq.jobs.api import error_from_celery_exc
-from ingestq.jobs.config import Settings, redis_client
+from ingestq.fetch.specs import source_name
+from ingestq.images.finalize import finalize
+from ingestq.images.plan import PlannedBlob, PullPlan, plan_pull
+from ingestq.images.request import PullRequest, open_image
+from ingestq.images.status import ChildResult, PullResult
+from ingestq.ingest.wait import ingest
+from ingestq.jobs.config import Settings
 from ingestq.jobs.pull import child_error
-from ingestq.jobs.retry import backoff
-from ingestq.tasks import keys
-from ingestq.tasks.app import QUEUE, TASK_INGEST, app
-from ingestq.tasks.ingest_task import Runtime, runtime
-from ingestq.tasks.records import error_from_record_text
+from ingestq.jobs.pullstatus import with_child_job_ids
+from ingestq.jobs.records import KIND_INGEST, record_error
+from ingestq.jobs.retry import RetryPolicy
+from ingestq.tasks.app import QUEUE, app
+from ingestq.tasks.codec import encode, error_from_meta
+from ingestq.tasks.ingest_hooks import worker_hooks
+from ingestq.tasks.names import TASK_INGEST, TASK_PULL, TASK_PULL_FINALIZE
+from ingestq.tasks.runtime import Runtime, runtime
 
 #: Finalize poll countdowns (seconds): the first, the cap for the first
 #: :data:`POLL_EAGER` polls, and the cap after them (long pulls poll less often).
@@ -73,53 +71,27 @@ POLL_CAP = 0.5
 POLL_EAGER = 120
 POLL_SLOW_CAP = 2.0
 
-_results: dict[str, redis.Redis] = {}
-_results_mutex = threading.Lock()
+_EAGER_POLLS = RetryPolicy(first=POLL_FIRST, cap=POLL_CAP, jitter=0.0, max_attempts=None)
+_SLOW_POLLS = RetryPolicy(first=POLL_FIRST, cap=POLL_SLOW_CAP, jitter=0.0, max_attempts=None)
 
 
-def _result_client(settings: Settings) -> redis.Redis:
-    url = settings.result_url or settings.lock_url
-    if url is None:
-        raise errdefs.FailedPrecondition("no Redis result backend configured")
-    with _results_mutex:
-        client = _results.get(url)
-        if client is None:
-            client = redis_client(url, socket_timeout=10.0)
-            _results[url] = client
-        return client
-
-
-def _meta(rt: Runtime, job_id: str) -> dict[str, Any] | None:
-    try:
-        raw = _result_client(rt.settings).get(f"celery-task-meta-{job_id}")
-    except redis.RedisError as e:
-        raise errdefs.Unavailable(f"result backend: {e}") from e
-    if raw is None:
-        return None
-    try:
-        meta = json.loads(raw)
-    except ValueError:
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
-def _clean(err: BaseException) -> errdefs.ErrdefsError:
-    """``err`` as a bare errdefs kind with message and details (what Celery stores)."""
-    e = errdefs.from_exception(err)
-    return errdefs.KINDS[e.name](e.message, e.details)
+def poll_countdown(polls: int) -> float:
+    """The countdown of finalize poll number ``polls`` (0-based)."""
+    return (_EAGER_POLLS if polls < POLL_EAGER else _SLOW_POLLS).backoff(polls)
 
 
 def _fail(rt: Runtime | None, job_id: str, err: BaseException) -> errdefs.ErrdefsError:
-    clean = _clean(err)
+    """Record the failure ``err``; what the task raises for it."""
+    clean = encode(err)
     if rt is not None and job_id:
-        rt.records.set_error(job_id, clean)
+        record_error(rt.records, job_id, clean)
     return clean
 
 
 def _publish_children(rt: Runtime, pull_id: str, plan: PullPlan) -> PullPlan:
     """Give every child not yet committed a job id and publish it; committed ones get
     no job (they read as done)."""
-    plan = plan.with_job_ids(pull_id)
+    plan = with_child_job_ids(plan, pull_id)
     children = []
     for child in plan.children:
         if rt.store.exists(child.desc.digest):
@@ -129,18 +101,13 @@ def _publish_children(rt: Runtime, pull_id: str, plan: PullPlan) -> PullPlan:
     plan = PullPlan(
         plan.name, plan.target, plan.manifests, tuple(children), plan.labels, plan.source
     )
-    try:
-        rt.client.hset(
-            keys.job_key(pull_id),
-            mapping={"plan": json.dumps(plan.to_json()), "ref": plan.manifests[0].ref},
-        )
-    except redis.RedisError as e:
-        raise errdefs.Unavailable(f"job records: {e}") from e
+    rt.records.update(pull_id, {"plan": json.dumps(plan.to_json()), "ref": plan.manifests[0].ref})
     for child in plan.children:
         if not child.job_id:
             continue
         request = child.request().to_json()
         fields = {
+            "kind": KIND_INGEST,
             "ref": child.ref,
             "source": source_name(child.source),
             "request": json.dumps(request),
@@ -167,36 +134,34 @@ def pull_task(self: Task, request: dict[str, Any], source_retries: int = 0) -> d
         req = PullRequest.from_json(request)
         if rt.records.cancel_requested(pull_id):
             raise errdefs.Canceled(f"pull {pull_id} canceled")
-        image = open_image(req, file_roots(rt.settings))
+        image = open_image(req, rt.settings.fetch_options().file_roots)
         store, locker = rt.store, rt.locker
         plan = plan_pull(
             store,
             image,
             req,
             lambda blob: ingest(
-                store, image.blob_source(blob.desc), blob.request(), locker=locker, job_id=pull_id
+                store,
+                image.blob_source(blob.desc),
+                blob.request(),
+                hooks=worker_hooks(locker, pull_id),
             ),
         )
         if rt.records.cancel_requested(pull_id):
             raise errdefs.Canceled(f"pull {plan.name} canceled")
         plan = _publish_children(rt, pull_id, plan)
-    except errdefs.Unavailable as e:
-        settings = rt.settings if rt is not None else Settings()
-        if source_retries < settings.max_source_retries:
-            countdown = backoff(source_retries, 1.0, settings.retry_cap)
-            after = e.details.get("retry_after")
-            if after is not None:
-                countdown = max(countdown, min(float(after), settings.retry_cap))
-            raise self.retry(
-                exc=_clean(e),
-                countdown=countdown,
-                args=[request],
-                kwargs={"source_retries": source_retries + 1},
-                max_retries=None,
-            ) from None
-        raise _fail(rt, pull_id, e) from None
     except Exception as e:
-        raise _fail(rt, pull_id, e) from None
+        settings = rt.settings if rt is not None else Settings()
+        countdown = settings.source_retry.delay(source_retries, e)
+        if countdown is None:
+            raise _fail(rt, pull_id, e) from None
+        raise self.retry(
+            exc=encode(e),
+            countdown=countdown,
+            args=[request],
+            kwargs={"source_retries": source_retries + 1},
+            max_retries=None,
+        ) from None
     return self.replace(pull_finalize_task.si(plan.to_json()))  # type: ignore[no-any-return]
 
 
@@ -209,7 +174,7 @@ def _child_outcome(
         if committed:
             return ChildResult(child.ref, child.desc.digest, child.desc.size, False)
         return errdefs.FailedPrecondition(f"pull {plan.name}: {child.ref} is not committed")
-    meta = _meta(rt, child.job_id)
+    meta = rt.results.meta(child.job_id)
     status = meta.get("status") if meta is not None else None
     if status == "SUCCESS" and meta is not None:
         result = meta.get("result")
@@ -223,8 +188,7 @@ def _child_outcome(
         # Fetched by another job (its own job is waiting for the lock, or queued).
         return ChildResult(child.ref, child.desc.digest, child.desc.size, False)
     if status == "FAILURE":
-        stored = error_from_record_text(rt.records.get(child.job_id).get("error"))
-        err = stored or error_from_celery_exc(meta.get("result") if meta else None)
+        err = error_from_meta(child.job_id, meta, rt.records.get(child.job_id).get("error"))
         return child_error(plan.name, child, err)
     if status == "REVOKED":
         return errdefs.Canceled(f"pull {plan.name}: {child.ref} canceled")
@@ -271,9 +235,7 @@ def pull_finalize_task(self: Task, plan: dict[str, Any], polls: int = 0) -> dict
             return result.to_json()
     except Exception as e:
         raise _fail(rt, pull_id, e) from None
-    countdown = min(
-        POLL_FIRST * 2 ** min(polls, 16), POLL_CAP if polls < POLL_EAGER else POLL_SLOW_CAP
-    )
+    countdown = poll_countdown(polls)
     pull_finalize_task.apply_async(
         args=[plan], kwargs={"polls": polls + 1}, task_id=pull_id, countdown=countdown, queue=QUEUE
     )
@@ -285,6 +247,7 @@ __all__ = [
     "POLL_EAGER",
     "POLL_FIRST",
     "POLL_SLOW_CAP",
+    "poll_countdown",
     "pull_finalize_task",
     "pull_task",
 ]

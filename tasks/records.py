@@ -1,15 +1,19 @@
-"""Job records in Redis: what a producer enqueued (ref, source, request), the error
-record of a failed job, and the cancel flag. Celery's result meta stays the authority
-on a job's state; the record adds what Celery does not keep.
+"""Job records in Redis: the record store of the queue (the
+:class:`ingestq.jobs.records.JobRecordStore` protocol).
 
-``ingestq:job:<id>`` is a hash with ``ref``, ``source``, ``request`` (JSON),
-``created_at``, and later ``error`` (an errdefs error record, JSON) and ``cancel``.
-It expires with the job's result (``result_expires``).
+Celery's result meta stays the authority on a queued job's state; the record adds what
+Celery does not keep: ref, source, request, the error record of a failure, a pull's
+plan, the redelivery count and the cancel flag (the ``cancel`` field).
+
+``ingestq:job:<id>`` is a hash of the record's fields (see :mod:`ingestq.jobs.records`),
+``ingestq:idem:<key>`` maps an idempotency key to its job id. Both expire with the
+job's result (``result_expires``); every write renews the record's expiry.
+
+Imports redis, errdefs and this package's keys and Redis helpers.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,11 +22,11 @@ import redis
 
 from ingestq import errdefs
 from ingestq.tasks import keys
-from ingestq.tasks.lease import decode_hash
+from ingestq.tasks.redisconn import decode_hash
 
 
-class JobRecords:
-    """Reads and writes job records on one Redis client."""
+class RedisJobRecords:
+    """Job records on one Redis client, expiring after ``ttl`` seconds."""
 
     def __init__(self, client: redis.Redis, ttl: int) -> None:
         self._client = client
@@ -31,12 +35,8 @@ class JobRecords:
     def create(
         self, job_id: str, fields: Mapping[str, str], idempotency_key: str | None = None
     ) -> tuple[str, bool]:
-        """Record a new job; returns ``(job id, created)``.
-
-        When ``idempotency_key`` was used before (within the TTL) or ``job_id`` already
-        has a record, nothing is written and the existing job id is returned with
-        ``created=False``: the caller must not publish again.
-        """
+        """See :meth:`ingestq.jobs.records.JobRecords.create`: ``SET NX`` of the
+        idempotency key, then ``HSETNX created_at`` claims the job id."""
         try:
             if idempotency_key is not None:
                 ikey = keys.idempotency_key(idempotency_key)
@@ -47,14 +47,21 @@ class JobRecords:
             jkey = keys.job_key(job_id)
             if not self._client.hsetnx(jkey, "created_at", f"{time.time():.6f}"):
                 return job_id, False
-            pipe = self._client.pipeline(transaction=True)
-            mapping: dict[Any, Any] = dict(fields)
-            pipe.hset(jkey, mapping=mapping)
-            pipe.expire(jkey, self._ttl)
-            pipe.execute()
+            if fields:
+                self._write(job_id, fields)
+            else:
+                self._client.expire(jkey, self._ttl)
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"job records: {e}") from e
         return job_id, True
+
+    def _write(self, job_id: str, fields: Mapping[str, str]) -> None:
+        jkey = keys.job_key(job_id)
+        pipe = self._client.pipeline(transaction=True)
+        mapping: dict[Any, Any] = dict(fields)
+        pipe.hset(jkey, mapping=mapping)
+        pipe.expire(jkey, self._ttl)
+        pipe.execute()
 
     def get(self, job_id: str) -> dict[str, str]:
         """The record's fields (empty when unknown or expired)."""
@@ -64,15 +71,22 @@ class JobRecords:
             raise errdefs.Unavailable(f"job records: {e}") from e
         return decode_hash(raw)
 
-    def set_error(self, job_id: str, err: BaseException) -> None:
-        """Store ``err``'s errdefs error record. Best effort (the Celery meta still has
-        the exception)."""
-        record = json.dumps(errdefs.to_json_dict(err), separators=(",", ":"))
+    def update(self, job_id: str, fields: Mapping[str, str]) -> None:
+        """Merge ``fields`` into the record and renew its expiry."""
+        if not fields:
+            return
         try:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.hset(keys.job_key(job_id), "error", record)
-            pipe.expire(keys.job_key(job_id), self._ttl)
-            pipe.execute()
+            self._write(job_id, fields)
+        except redis.RedisError as e:
+            raise errdefs.Unavailable(f"job records: {e}") from e
+
+    def discard(self, job_id: str, idempotency_key: str | None = None) -> None:
+        """Forget ``job_id`` (and its idempotency key): a job whose publishing failed.
+        Best effort."""
+        try:
+            self._client.delete(keys.job_key(job_id))
+            if idempotency_key:
+                self._client.delete(keys.idempotency_key(idempotency_key))
         except redis.RedisError:
             return
 
@@ -88,27 +102,15 @@ class JobRecords:
         return int(count)
 
     def request_cancel(self, job_id: str) -> None:
-        """Set the cancel flag the running job polls."""
-        try:
-            self._client.hset(keys.job_key(job_id), "cancel", "1")
-        except redis.RedisError as e:
-            raise errdefs.Unavailable(f"job records: {e}") from e
+        """Set the ``cancel`` field the running job polls."""
+        self.update(job_id, {"cancel": "1"})
 
     def cancel_requested(self, job_id: str) -> bool:
-        """Whether someone asked to cancel ``job_id``."""
+        """Whether someone asked to cancel ``job_id`` (False when Redis is down)."""
         try:
             return self._client.hget(keys.job_key(job_id), "cancel") is not None
         except redis.RedisError:
             return False
 
 
-def error_from_record_text(text: str | None) -> errdefs.ErrdefsError | None:
-    """The errdefs error of a stored record, or None when absent or unreadable. Only ever
-    constructs a registered errdefs kind."""
-    if not text:
-        return None
-    try:
-        obj: Any = json.loads(text)
-        return errdefs.from_json_dict(obj)
-    except (ValueError, errdefs.InvalidArgument):
-        return None
+__all__ = ["RedisJobRecords"]

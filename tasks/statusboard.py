@@ -9,60 +9,26 @@ about three heartbeats, so a dead worker's entry expires by itself; readers also
 the index by score, so stale members are invisible at once and swept on read.
 
 Listing is ``ZRANGEBYSCORE`` (inside ``active.lua``) followed by pipelined ``HGETALL``;
-there is no SCAN or KEYS anywhere.
+there is no SCAN or KEYS anywhere. Entries read as the job interface's
+:class:`ingestq.jobs.api.ActiveIngest`.
+
+Imports redis, errdefs, the job interface and this package's keys, lease helpers and
+Lua scripts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import redis
 
 from ingestq import errdefs
-from ingestq.store.locks import ref_key
+from ingestq.jobs.api import ActiveIngest
 from ingestq.tasks import keys
-from ingestq.tasks.lease import decode_hash, ms_to_datetime
+from ingestq.tasks.lease import ms_to_datetime
 from ingestq.tasks.lua import load
-
-
-@dataclass(frozen=True)
-class ActiveIngest:
-    """One live write as published by its worker."""
-
-    ref: str
-    offset: int
-    total: int
-    expected: str
-    started_at: datetime
-    updated_at: datetime
-    holder: str
-    host: str
-    pid: int
-    fence: int
-    job_id: str
-    source: str
-    rate: float
-
-    def to_json(self) -> dict[str, object]:
-        """A JSON-ready dict (timestamps in ISO 8601)."""
-        return {
-            "ref": self.ref,
-            "offset": self.offset,
-            "total": self.total,
-            "expected": self.expected,
-            "started_at": self.started_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-            "holder": self.holder,
-            "host": self.host,
-            "pid": self.pid,
-            "fence": self.fence,
-            "job_id": self.job_id,
-            "source": self.source,
-            "rate": self.rate,
-        }
+from ingestq.tasks.redisconn import decode_hash
 
 
 def _parse(raw: Mapping[Any, Any]) -> ActiveIngest | None:
@@ -103,7 +69,7 @@ class StatusBoard:
                 return []
             pipe = self._client.pipeline(transaction=False)
             for member in members:
-                pipe.hgetall(f"{keys.PREFIX}:status:{{{member.decode()}}}")
+                pipe.hgetall(keys.status_key(member.decode()))
             hashes = pipe.execute()
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"status board: {e}") from e
@@ -120,4 +86,4 @@ class StatusBoard:
         return _parse(raw) if raw else None
 
 
-__all__ = ["ActiveIngest", "StatusBoard", "ref_key"]
+__all__ = ["StatusBoard"]

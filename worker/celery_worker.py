@@ -1,6 +1,6 @@
-"""Bootstrap of a Celery worker running the project's app (``tasks.app``).
+"""Bootstrap of a Celery worker running the project's app (``ingestq.tasks.app``).
 
-``ingestq worker`` calls :func:`run_worker`; ``celery -A tasks.app worker`` runs the
+``ingestq worker`` calls :func:`run_worker`; ``celery -A ingestq.tasks.app worker`` runs the
 very same app and configuration. Signals (configuration check, metrics exporter, pool
 process exit) are connected in :mod:`ingestq.tasks.app`, so both entry points behave the same.
 """

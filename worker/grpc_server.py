@@ -3,7 +3,8 @@ ref locks as the workers.
 
 The store is a :class:`store.LocalStore` whose writers take the host-local file lock
 and, when Redis is configured (``INGESTQ_LOCK_URL`` or ``INGESTQ_REDIS_URL``, read with
-:class:`tasks.config.Settings`), the Redis lease of :class:`tasks.lease.RedisLeaseLocker`,
+:class:`ingestq.jobs.config.Settings`), the Redis lease of
+:class:`ingestq.tasks.lease.RedisLeaseLocker`,
 so a ``ctr content ingest`` racing a worker on one ref behaves like two workers.
 ``tasks`` is imported only in that case.
 """
@@ -44,7 +45,7 @@ def redis_configured(env: Mapping[str, str]) -> bool:
 def build_lockers(env: Mapping[str, str] | None = None) -> list[RefLocker]:
     """The extra ref lockers from the environment: the Redis lease when configured,
     else none (the store always takes its host file lock). InvalidArgument for a bad
-    configuration (see :class:`tasks.config.Settings`)."""
+    configuration (see :class:`ingestq.jobs.config.Settings`)."""
     env = os.environ if env is None else env
     if not redis_configured(env):
         return []

@@ -31,8 +31,9 @@ from ingestq.api.rpc import add_service
 from ingestq.api.server.content import ContentService
 from ingestq.api.server.images import ImagesService, ImageStore
 from ingestq.api.server.introspection import IntrospectionService, NamespacesService, VersionService
-from ingestq.api.server.leases import LeasesService, LeaseStore
+from ingestq.api.server.leases import LeasesService
 from ingestq.store.images import ImageIndex
+from ingestq.store.leases import LeaseStore
 from ingestq.store.protocols import Store
 
 SOCKET_MODE = 0o660
@@ -130,7 +131,7 @@ class ApiServer:
             (version_pb2.DESCRIPTOR.services_by_name["Version"], VersionService()),
             (
                 namespace_pb2.DESCRIPTOR.services_by_name["Namespaces"],
-                NamespacesService(self.leases.dir),
+                NamespacesService(self.leases),
             ),
         )
         for service, servicer in services:

@@ -28,9 +28,9 @@ from ingestq.api import namespaces
 from ingestq.api.convert import info_from_pb, info_to_pb, status_to_pb
 from ingestq.api.errors import stream, unary
 from ingestq.api.proto.containerd.services.content.v1 import content_pb2
-from ingestq.api.server.leases import LeaseStore
 from ingestq.api.server.write import WriteSession, open_writer, serve_stream
 from ingestq.store.digest import Digest
+from ingestq.store.leases import LeaseStore
 from ingestq.store.protocols import Store
 from ingestq.store.values import Descriptor
 

@@ -15,7 +15,6 @@ itself.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from ingestq.api.proto.containerd.services.introspection.v1 import introspection
 from ingestq.api.proto.containerd.services.namespaces.v1 import namespace_pb2
 from ingestq.api.proto.containerd.services.version.v1 import version_pb2
 from ingestq.store import filters as filterlang
+from ingestq.store.leases import LeaseStore
 
 GRPC_PLUGIN = "io.containerd.grpc.v1"
 SERVICES = ("content", "images", "introspection", "leases", "namespaces", "version")
@@ -96,14 +96,11 @@ class VersionService:
 class NamespacesService:
     """``containerd.services.namespaces.v1.Namespaces`` (see the module docstring)."""
 
-    def __init__(self, leases_dir: Path) -> None:
-        self._leases_dir = leases_dir
+    def __init__(self, leases: LeaseStore) -> None:
+        self._leases = leases
 
     def _known(self) -> list[str]:
-        names = {"default"}
-        with contextlib.suppress(OSError):
-            names.update(p.stem for p in self._leases_dir.glob("*.json"))
-        return sorted(names)
+        return sorted({"default", *self._leases.namespaces()})
 
     @unary
     def Get(

@@ -19,9 +19,10 @@ The flow, per request (distribution's token spec, Part B4):
 3. On ``401`` with ``Basic``: retry once with the credentials, if there are any.
 
 A second 401 is returned to the caller, which maps it to Unauthenticated. A token
-endpoint that refuses raises :class:`errdefs.Unauthenticated` (401),
-:class:`errdefs.PermissionDenied` (403), :class:`errdefs.Unavailable` (5xx, 429) or
-:class:`errdefs.InvalidArgument` (a malformed token response).
+endpoint that refuses raises the kind of its status by the one mapping of
+:func:`ingestq.fetch.httpio.status_kind` (401 Unauthenticated, 403 PermissionDenied,
+429/503 Unavailable, ...); a malformed token response is
+:class:`errdefs.InvalidArgument`.
 
 Credentials come from a :class:`Credentials` provider: :class:`StaticCredentials`
 (configuration) or :class:`DockerConfigCredentials` (a docker ``config.json``'s
@@ -44,6 +45,7 @@ from typing import Protocol
 import httpx
 
 from ingestq import errdefs
+from ingestq.fetch import httpio
 
 #: Seconds a token must still be valid for to be reused.
 TOKEN_MARGIN = 5.0
@@ -389,15 +391,7 @@ class RegistryAuth(httpx.Auth):
         status = response.status_code
         where = f"token request to {request.url.copy_with(query=None)}"
         if status != 200:
-            body = response.text[:1000]
-            details = {"status": str(status), "url": str(request.url), "body": body}
-            if status == 401:
-                raise errdefs.Unauthenticated(f"{where}: {status}", details)
-            if status == 403:
-                raise errdefs.PermissionDenied(f"{where}: {status}", details)
-            if status == 429 or status >= 500:
-                raise errdefs.Unavailable(f"{where}: {status}", details)
-            raise errdefs.InvalidArgument(f"{where}: unexpected status {status}", details)
+            raise httpio.status_error(response, where, details={"body": response.text[:1000]})
         try:
             doc = response.json()
         except ValueError as e:

@@ -1,41 +1,47 @@
 """OCI distribution registries as a source: manifests, blobs, and whole images.
 
-* :class:`RegistryClient` speaks the registry HTTP API (Part B): manifest ``HEAD`` /
-  ``GET`` with the four schema 2 types in ``Accept``, blob ``GET`` with ``Range`` for
-  resume, redirects to blob storage followed (httpx drops ``Authorization`` on a hop to
-  another origin), Bearer/Basic auth through :class:`~tasks.sources.registry_auth.RegistryAuth`,
-  ``Retry-After`` honoured for 429/503 up to a bound, every failure an errdefs kind
-  (:mod:`ingestq.fetch.registry.errors`).
-* :class:`RegistryBlobSource` is a :class:`tasks.sources.base.Source` for one blob
+* :class:`RegistryClient` speaks the registry HTTP API (Part B) on the one HTTP layer
+  (:mod:`ingestq.fetch.httpio`): manifest ``HEAD`` / ``GET`` with the four schema 2
+  types in ``Accept``, blob ``GET`` with ``Range`` for resume, redirects to blob
+  storage followed (httpx drops ``Authorization`` on a hop to another origin),
+  Bearer/Basic auth through :class:`~ingestq.fetch.registry.auth.RegistryAuth`,
+  ``Retry-After`` honoured in place for 429/503 up to a bound, every failure an errdefs
+  kind (:mod:`ingestq.fetch.registry.errors`).
+* :class:`RegistryBlobSource` is a :class:`~ingestq.fetch.source.Source` for one blob
   (``HOST[:PORT]/REPO@DIGEST``); the store verifies digest and size at commit.
 * :class:`RegistryImage` resolves ``HOST/REPO:TAG`` or ``@DIGEST`` for a pull and hands
   out verified manifests and blob sources.
+* :func:`source_from_registry_spec` is the factory of ``{"type": "registry"}`` source
+  specs (registered by :mod:`ingestq.fetch.specs`).
 
 Plain HTTP is used for loopback hosts, or for every host with ``plain_http``; TLS
-verification takes a CA bundle, a client certificate, or ``insecure_skip_verify``.
+verification takes a CA bundle, a client certificate, or ``insecure_skip_verify``. A
+TLS failure (an untrusted certificate, an ``https://`` registry that speaks plain HTTP)
+is FailedPrecondition, permanent.
 
-Resume and ``416`` (B2): a ``Range: bytes=<offset>-`` request answered ``206`` must
-start at ``offset`` (and name the expected total) or the blob is fetched from 0; a
-``200`` means "from 0"; a ``416`` is closed without reading its body (distribution 2.8
-announces the full blob length but sends 33 bytes) and read as "offset ≥ size": an
-empty stream at ``offset`` when the total equals the offset (the store's commit then
-verifies the bytes held), otherwise a fresh fetch from 0.
+Resume and ``416`` (B2), by :func:`ingestq.fetch.httpio.open_range`: a
+``Range: bytes=<offset>-`` request answered ``206`` must start at ``offset`` or it is
+FailedPrecondition ("unhandled content range"); a ``200`` means "from 0"; a ``416`` is
+closed without reading its body (distribution 2.8 announces the full blob length but
+sends 33 bytes) and read as "offset ≥ size": an empty stream at ``offset`` when the
+total equals the offset (the store's commit then verifies the bytes held), otherwise a
+fresh fetch from 0. A size the registry announces (Content-Length, the Content-Range
+total) that differs from the descriptor's is DataLoss.
 """
 
 from __future__ import annotations
 
-import re
-import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
 
 from ingestq import errdefs
-from ingestq.fetch import manifests
+from ingestq.fetch import httpio, manifests
+from ingestq.fetch.options import FetchOptions
 from ingestq.fetch.reference import Reference, parse_blob_reference, parse_reference
 from ingestq.fetch.registry.auth import (
     ChainCredentials,
@@ -44,19 +50,13 @@ from ingestq.fetch.registry.auth import (
     RegistryAuth,
     StaticCredentials,
 )
-from ingestq.fetch.registry.errors import error_from_response, retry_after, transport_error
-from ingestq.fetch.source import Opened, Source
-from ingestq.fetch.specs import register
-from ingestq.fetch.transport import transport as large_read_transport
-from ingestq.jobs.config import Settings
+from ingestq.fetch.registry.errors import error_from_response
+from ingestq.fetch.source import BytesStream, Opened, Source
 from ingestq.store.digest import Digest
 from ingestq.store.values import Descriptor
 
 #: Largest manifest or index accepted (containerd's limit).
 MAX_MANIFEST_SIZE = 4 << 20
-
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-_UNSATISFIED_RANGE = re.compile(r"^bytes \*/(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class RegistryOptions:
         max_retry_wait: the longest ``Retry-After`` waited in place (seconds); a longer
             one is raised as Unavailable with the ``retry_after`` detail.
         auth_files: docker ``config.json`` paths for credentials; None means the
-            default places (:func:`~tasks.sources.registry_auth.default_docker_config_paths`).
+            default places (:func:`~ingestq.fetch.registry.auth.default_docker_config_paths`).
     """
 
     plain_http: bool | None = None
@@ -112,80 +112,9 @@ class RegistryOptions:
         return cls(**values)
 
 
-def _tls(options: RegistryOptions) -> ssl.SSLContext | bool:
-    if options.insecure_skip_verify:
-        return False
-    try:
-        ctx = ssl.create_default_context(cafile=options.ca_bundle)
-        if options.client_cert:
-            ctx.load_cert_chain(options.client_cert, options.client_key)
-    except (OSError, ssl.SSLError) as e:
-        raise errdefs.InvalidArgument(f"TLS configuration: {e}") from e
-    return ctx
-
-
 def _media_type(response: httpx.Response) -> str:
     value: str = response.headers.get("content-type", "")
     return value.split(";", 1)[0].strip().lower()
-
-
-class _EmptyStream:
-    def read(self, n: int = -1, /) -> bytes:
-        return b""
-
-    def close(self) -> None:
-        pass
-
-
-class ResponseStream:
-    """A blob response body as a :class:`~tasks.sources.base.Stream`.
-
-    Reads the raw (undecoded) bytes unless the server applied a ``Content-Encoding``,
-    in which case the decoded bytes are returned (the digest is of the blob, not the
-    transfer). Transport failures mid-body are Unavailable.
-    """
-
-    def __init__(self, response: httpx.Response, what: str) -> None:
-        self._response = response
-        self._what = what
-        encoding = response.headers.get("content-encoding", "identity").lower()
-        # No chunk size: each read returns what the connection delivered (up to 64 KiB),
-        # so progress and cancellation never wait for a full MiB to arrive.
-        self._chunks: Iterator[bytes] = (
-            response.iter_raw() if encoding in ("", "identity") else response.iter_bytes()
-        )
-        self._buffer = b""
-        self._done = False
-
-    def read(self, n: int = -1, /) -> bytes:
-        """Up to ``n`` bytes (all that is left for ``n < 0``); ``b""`` at the end."""
-        if n < 0:
-            parts = [self._buffer]
-            self._buffer = b""
-            while chunk := self._next():
-                parts.append(chunk)
-            return b"".join(parts)
-        if not self._buffer:
-            self._buffer = self._next()
-        out, self._buffer = self._buffer[:n], self._buffer[n:]
-        return out
-
-    def _next(self) -> bytes:
-        if self._done:
-            return b""
-        try:
-            return next(self._chunks)
-        except StopIteration:
-            self._done = True
-            return b""
-        except httpx.HTTPError as e:
-            self._done = True
-            self._response.close()
-            raise transport_error(e, self._what) from e
-
-    def close(self) -> None:
-        """Close the response (and its connection if the body was not read)."""
-        self._response.close()
 
 
 class RegistryClient:
@@ -196,8 +125,8 @@ class RegistryClient:
         options: how to reach registries.
         credentials: where credentials come from; None means the docker config files
             named by ``options.auth_files`` (or the default places).
-        transport: an httpx transport (tests); None for the network through
-            :mod:`ingestq.fetch.transport` (large socket reads).
+        transport: an httpx transport (tests); None for the network (see
+            :func:`ingestq.fetch.httpio.new_client`).
         sleep: how ``Retry-After`` waits (injectable).
     """
 
@@ -215,17 +144,19 @@ class RegistryClient:
         self.auth = RegistryAuth(credentials)
         self._sleep = sleep
         o = self.options
-        verify = _tls(o)
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
-        self._http = httpx.Client(
-            auth=self.auth,
-            verify=verify,
-            timeout=httpx.Timeout(o.read_timeout, connect=o.connect_timeout),
-            follow_redirects=True,
+        verify = httpio.ssl_context(
+            ca_bundle=o.ca_bundle,
+            client_cert=o.client_cert,
+            client_key=o.client_key,
+            insecure_skip_verify=o.insecure_skip_verify,
+        )
+        self._http = httpio.new_client(
+            connect_timeout=o.connect_timeout,
+            read_timeout=o.read_timeout,
             max_redirects=o.max_redirects,
-            transport=transport or large_read_transport(verify, limits),
-            headers={"User-Agent": "ingestq"},
-            limits=limits,
+            verify=verify,
+            auth=self.auth,
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -253,13 +184,9 @@ class RegistryClient:
         """Send with streaming, retrying 429/503 + Retry-After in place (bounded)."""
         attempt = 0
         while True:
-            request = self._http.build_request(method, url, headers=dict(headers))
-            try:
-                response = self._http.send(request, stream=True)
-            except httpx.HTTPError as e:
-                raise transport_error(e, what) from e
+            response = httpio.send(self._http, method, url, headers, what)
             if response.status_code in (429, 503) and attempt < self.options.retries:
-                delay = retry_after(response)
+                delay = httpio.retry_after(response.headers.get("Retry-After"))
                 if delay is not None and delay <= self.options.max_retry_wait:
                     response.close()
                     attempt += 1
@@ -333,7 +260,7 @@ class RegistryClient:
                     )
                 parts.append(chunk)
         except httpx.HTTPError as e:
-            raise transport_error(e, what) from e
+            raise httpio.transport_error(e, what) from e
         finally:
             response.close()
         data = b"".join(parts)
@@ -355,13 +282,13 @@ class RegistryClient:
         """
         what = f"fetch manifest {ref.name}@{desc.digest}"
         data, _media_type_seen = self._get_manifest(ref, str(desc.digest), what)
-        verify(data, desc, what)
+        manifests.verify(data, desc, what)
         return data
 
     def open_manifest(self, ref: Reference, desc: Descriptor, offset: int = 0) -> Opened:
         """A manifest as a stream from 0 (manifests are small; no Range)."""
         data = self.fetch_manifest(ref, desc)
-        return Opened(_BytesStream(data), 0, len(data))
+        return Opened(BytesStream(data), 0, len(data))
 
     # -- blobs --------------------------------------------------------------------------
     def open_blob(self, ref: Reference, desc: Descriptor, offset: int = 0) -> Opened:
@@ -373,39 +300,21 @@ class RegistryClient:
         """
         what = f"fetch blob {ref.name}@{desc.digest}"
         url = self._url(ref, "blobs", str(desc.digest))
-        headers = {"Accept-Encoding": "identity"}
-        if offset > 0:
-            headers["Range"] = f"bytes={offset}-"
-        response = self._send("GET", url, headers, what)
-        status = response.status_code
-        if status == 416 and offset > 0:
-            unsatisfied = _UNSATISFIED_RANGE.match(response.headers.get("content-range", ""))
-            response.close()  # never read a 416 body (distribution's Content-Length lies)
-            total = int(unsatisfied.group(1)) if unsatisfied else None
-            if total is not None:
-                _check_size(total, desc, what)
-            if total is not None and total == offset:
-                return Opened(_EmptyStream(), offset, total)
-            return self.open_blob(ref, desc, 0)
-        if status == 206 and offset > 0:
-            match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
-            if match is None or int(match.group(1)) != offset:
-                response.close()
-                return self.open_blob(ref, desc, 0)
-            total_text = match.group(3)
-            total = int(total_text) if total_text != "*" else desc.size or None
-            if total is not None:
-                _check_size(total, desc, what, response)
-            return Opened(ResponseStream(response, what), offset, total)
-        if status == 200:
-            size: int | None = desc.size or None
-            length = response.headers.get("content-length")
-            encoded = response.headers.get("content-encoding", "identity").lower()
-            if length is not None and length.isdigit() and encoded in ("", "identity"):
-                _check_size(int(length), desc, what, response)
-                size = int(length)
-            return Opened(ResponseStream(response, what), 0, size)
-        raise self._fail(response, what)
+
+        def get(start: int) -> httpx.Response:
+            return self._send("GET", url, httpio.range_headers(start), what)
+
+        opened = httpio.open_range(
+            get, offset, what, fail=lambda r: self._fail(r, what), decode=True
+        ).opened
+        if opened.size is None:
+            return Opened(opened.stream, opened.start, desc.size or None)
+        if desc.size and opened.size != desc.size:
+            opened.stream.close()
+            raise errdefs.DataLoss(
+                f"{what}: registry serves {opened.size} bytes, expected {desc.size}"
+            )
+        return opened
 
     def blob_exists(self, ref: Reference, desc: Descriptor) -> bool:
         """``HEAD`` the blob: True on 200, False on 404; other failures raise."""
@@ -427,7 +336,8 @@ class RegistryClient:
         length = response.headers.get("content-length", "")
         if not length.isdigit():
             raise errdefs.Unimplemented(f"{what}: registry sent no Content-Length")
-        _check_size(int(length), desc, what)
+        if desc.size and int(length) != desc.size:
+            raise errdefs.DataLoss(f"{what}: registry serves {length} bytes, expected {desc.size}")
         return int(length)
 
 
@@ -439,39 +349,6 @@ def _blob_head(
     response = client._send("HEAD", url, {"Accept-Encoding": "identity"}, what)
     response.close()
     return response, what
-
-
-def _check_size(
-    total: int, desc: Descriptor, what: str, response: httpx.Response | None = None
-) -> None:
-    if desc.size and total != desc.size:
-        if response is not None:
-            response.close()
-        raise errdefs.DataLoss(f"{what}: registry serves {total} bytes, expected {desc.size}")
-
-
-class _BytesStream:
-    def __init__(self, data: bytes) -> None:
-        self._data = memoryview(data)
-        self._pos = 0
-
-    def read(self, n: int = -1, /) -> bytes:
-        end = len(self._data) if n < 0 else min(len(self._data), self._pos + n)
-        out = bytes(self._data[self._pos : end])
-        self._pos = end
-        return out
-
-    def close(self) -> None:
-        pass
-
-
-def verify(data: bytes, desc: Descriptor, what: str) -> None:
-    """Raise DataLoss unless ``data`` has ``desc``'s size (when known) and digest."""
-    if desc.size and len(data) != desc.size:
-        raise errdefs.DataLoss(f"{what}: got {len(data)} bytes, expected {desc.size}")
-    actual = Digest.from_bytes(data, desc.digest.algorithm)
-    if actual != desc.digest:
-        raise errdefs.DataLoss(f"{what}: content hashes to {actual}, expected {desc.digest}")
 
 
 class RegistryBlobSource:
@@ -587,8 +464,10 @@ def blob_spec(ref: Reference, desc: Descriptor, options: RegistryOptions) -> dic
     }
 
 
-def source_from_registry_spec(spec: Mapping[str, Any], settings: Settings) -> Source:
-    """The Source of a ``{"type": "registry", ...}`` spec (see :func:`blob_spec`).
+def source_from_registry_spec(spec: Mapping[str, Any], options: FetchOptions) -> Source:
+    """The Source of a ``{"type": "registry", ...}`` spec (see :func:`blob_spec`); how
+    to reach the registry travels in the spec (``options``), so the process's
+    :class:`~ingestq.fetch.options.FetchOptions` are not used.
 
     InvalidArgument for a malformed reference, size or options.
     """
@@ -601,12 +480,9 @@ def source_from_registry_spec(spec: Mapping[str, Any], settings: Settings) -> So
     ref = parse_blob_reference(text)
     assert ref.digest is not None
     media_type = str(spec.get("media_type") or "application/octet-stream")
-    options = RegistryOptions.from_dict(spec.get("options"))
+    registry = RegistryOptions.from_dict(spec.get("options"))
     desc = Descriptor(digest=ref.digest, size=size, media_type=media_type)
-    return blob_source(text, desc, options)
-
-
-register(RegistryImage.kind, source_from_registry_spec)
+    return blob_source(text, desc, registry)
 
 
 def credentials_from_mapping(entries: Mapping[str, tuple[str, str]]) -> Credentials:
@@ -623,11 +499,9 @@ __all__ = [
     "RegistryClient",
     "RegistryImage",
     "RegistryOptions",
-    "ResponseStream",
     "blob_source",
     "blob_spec",
     "credentials_from_mapping",
     "shared_client",
     "source_from_registry_spec",
-    "verify",
 ]

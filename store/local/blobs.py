@@ -1,20 +1,30 @@
 """Committed blobs, ``blobs/<alg>/<hex>`` (read-only), and their metadata,
-``meta/<alg>/<hex>.json`` (created_at, updated_at, labels)."""
+``meta/<alg>/<hex>.json`` (created_at, updated_at, labels): :class:`Blobs` owns both,
+and is the :class:`Publisher` a writer hands its finished data file to."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 from ingestq import errdefs
-from ingestq.store.digest import Digest, Hasher, new_hasher
+from ingestq.store.atomic import fsync_dir, write_json
+from ingestq.store.codec import BlobMeta, meta_from_json, meta_to_json
+from ingestq.store.digest import ALGORITHMS, Digest, Hasher, new_hasher
+from ingestq.store.filters import Filter, info_fields
+from ingestq.store.labels import apply_update
+from ingestq.store.layout import RootLayout
+from ingestq.store.local.ingest import IngestDir, remove_tree
+from ingestq.store.lockfile import LockFile
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.values import Info
+from ingestq.store.rules import check_read
+from ingestq.store.values import Info, utcnow
 
 HASH_CHUNK = 1 << 20
 
@@ -44,11 +54,7 @@ class FileReaderAt:
         FailedPrecondition once closed."""
         if self._fd is None:
             raise errdefs.FailedPrecondition(f"reader for {self._digest} is closed")
-        if offset < 0 or offset > self._size:
-            raise errdefs.OutOfRange(f"read past object length {self._size} bytes")
-        if length < 0:
-            raise errdefs.InvalidArgument(f"negative read length {length}")
-        want = min(length, self._size - offset)
+        want = check_read(offset, length, self._size)
         try:
             return os.pread(self._fd, want, offset)
         except OSError as e:
@@ -100,45 +106,243 @@ def hash_path(path: Path, algorithm: str) -> tuple[Digest, int]:
     return Digest(algorithm, hasher.hexdigest()), size
 
 
-def meta_to_json(created_at: datetime, updated_at: datetime, labels: Mapping[str, str]) -> str:
-    """The metadata file's JSON text."""
-    return json.dumps(
-        {
-            "created_at": created_at.isoformat(),
-            "updated_at": updated_at.isoformat(),
-            "labels": dict(labels),
-        },
-        sort_keys=True,
-    )
-
-
-def read_meta(meta: Path) -> tuple[datetime, datetime, dict[str, str]] | None:
-    """(created_at, updated_at, labels) from a metadata file; None if it is missing or
-    unreadable (a blob without readable metadata still exists; it has no labels)."""
+def read_meta(meta: Path) -> BlobMeta | None:
+    """A blob's metadata file; None if it is missing or unreadable (a blob without
+    readable metadata still exists; it has no labels)."""
     try:
-        d = json.loads(meta.read_text(encoding="utf-8"))
-        created = datetime.fromisoformat(d["created_at"])
-        updated = datetime.fromisoformat(d["updated_at"])
-        labels = {str(k): str(v) for k, v in dict(d.get("labels") or {}).items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return meta_from_json(json.loads(meta.read_text(encoding="utf-8")))
+    except (OSError, ValueError, AttributeError, errdefs.InvalidArgument):
         return None
-    return created, updated, labels
 
 
-def read_info(blob: Path, meta: Path, digest: Digest) -> Info:
-    """A blob's Info from its file and metadata. NotFound if the blob is absent."""
-    try:
-        st = blob.stat()
-    except FileNotFoundError:
-        raise errdefs.NotFound(f"content {digest}") from None
-    except OSError as e:
-        raise from_os_error(e, f"stat content {digest}") from e
-    found = read_meta(meta)
-    if found is None:
-        created = updated = datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC)
-        labels: dict[str, str] = {}
-    else:
-        created, updated, labels = found
-    return Info(
-        digest=digest, size=st.st_size, created_at=created, updated_at=updated, labels=labels
-    )
+class Publisher(Protocol):
+    """Turns a writer's finished data file into a committed blob."""
+
+    def publish(
+        self,
+        ref: str,
+        ingest: IngestDir,
+        data: Path,
+        fd: int,
+        digest: Digest,
+        labels: Mapping[str, str],
+    ) -> Info:
+        """Publish ``data`` (still open as ``fd``, whose bytes hash to ``digest``) as
+        the blob ``digest`` with ``labels`` and drop the ingest. AlreadyExists if the
+        content is committed already (the ingest is dropped); FailedPrecondition if the
+        file was taken from the writer; PermissionDenied / ResourceExhausted (or another
+        kind) on a filesystem error, keeping the ingest."""
+        ...
+
+
+class Blobs:
+    """The committed blobs and their metadata under one store root.
+
+    Publishing, relabelling and deleting a blob hold its lock file, so they are
+    serialised between threads and processes. ``fsync`` makes publishing and metadata
+    writes durable.
+    """
+
+    def __init__(self, layout: RootLayout, *, fsync: bool = True) -> None:
+        self.layout = layout
+        self.fsync = fsync
+
+    def path(self, digest: Digest) -> Path:
+        """Where the blob ``digest`` is (or would be) committed."""
+        return self.layout.blob(digest)
+
+    @contextlib.contextmanager
+    def lock(self, digest: Digest) -> Iterator[None]:
+        """Hold ``digest``'s blob lock (PermissionDenied / ResourceExhausted if the lock
+        file cannot be created)."""
+        lock = LockFile(self.layout.blob_lock(digest))
+        try:
+            lock.acquire(blocking=True)
+        except OSError as e:
+            raise from_os_error(e, f"lock content {digest}") from e
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def info(self, digest: Digest) -> Info:
+        """The blob's Info from its file and metadata. NotFound if it is absent."""
+        try:
+            st = self.path(digest).stat()
+        except FileNotFoundError:
+            raise errdefs.NotFound(f"content {digest}") from None
+        except OSError as e:
+            raise from_os_error(e, f"stat content {digest}") from e
+        meta = read_meta(self.layout.blob_meta(digest))
+        if meta is None:
+            created = datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC)
+            meta = BlobMeta(created, created)
+        return Info(digest, st.st_size, meta.created_at, meta.updated_at, meta.labels)
+
+    def committed(self, digest: Digest, size: int) -> bool:
+        """Whether a sound copy of ``digest`` is committed. A blob whose size differs
+        from a known ``size`` is re-hashed: if it is intact the caller's size is wrong
+        and the content exists; if it is corrupt it is moved to quarantine and the
+        content counts as absent."""
+        blob = self.path(digest)
+        try:
+            st = blob.stat()
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise from_os_error(e, f"stat content {digest}") from e
+        if size <= 0 or st.st_size == size:
+            return True
+        with self.lock(digest):
+            try:
+                actual, _ = hash_path(blob, digest.algorithm)
+                if actual == digest:
+                    return True
+                self._quarantine(digest)
+            except FileNotFoundError:
+                return False
+            except OSError as e:
+                raise from_os_error(e, f"verify content {digest}") from e
+            return False
+
+    def publish(
+        self,
+        ref: str,
+        ingest: IngestDir,
+        data: Path,
+        fd: int,
+        digest: Digest,
+        labels: Mapping[str, str],
+    ) -> Info:
+        """Link the writer's file (still open as ``fd``) as the blob ``digest``, make it
+        read-only and drop the ingest; the metadata is written first, so a failure
+        (e.g. a full disk) publishes nothing and keeps the ingest. AlreadyExists if a
+        sound copy is committed already (the ingest is dropped); FailedPrecondition if
+        the file was taken from the writer (abort, or a writer that took the ref over)."""
+        blob = self.path(digest)
+        try:
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            with self.lock(digest):
+                try:
+                    existing = blob.stat().st_size
+                except FileNotFoundError:
+                    existing = None
+                if existing is not None:
+                    if existing == os.fstat(fd).st_size:
+                        remove_tree(ingest.path)
+                        raise errdefs.AlreadyExists(f"content {digest}")
+                    self._quarantine(digest)  # a wrong size: damaged on disk
+                old = read_meta(self.layout.blob_meta(digest))
+                now = utcnow()
+                self._write_meta(
+                    digest, BlobMeta(now, now, {**(old.labels if old else {}), **labels})
+                )
+                try:
+                    os.link(data, blob)
+                except BaseException as e:
+                    self._restore_meta(digest, old)
+                    if isinstance(e, FileNotFoundError):
+                        raise errdefs.FailedPrecondition(
+                            f"ingest {ref} was aborted or taken over by another writer"
+                        ) from None
+                    raise
+                # No ingest name may point at the published inode, or a later writer
+                # could claim it; only then is it made read-only.
+                data.unlink(missing_ok=True)
+                os.fchmod(fd, 0o444)
+                if self.fsync:
+                    fsync_dir(blob.parent)
+            remove_tree(ingest.path)
+        except OSError as e:
+            raise from_os_error(e, f"commit {ref}") from e
+        return self.info(digest)
+
+    def update(self, info: Info, fieldpaths: tuple[str, ...]) -> Info:
+        """Change the labels of ``info.digest`` along ``fieldpaths`` (see
+        :func:`store.labels.apply_update`). NotFound for a missing blob,
+        InvalidArgument for another path or an oversize label."""
+        digest = info.digest
+        with self.lock(digest):
+            current = self.info(digest)
+            labels = apply_update(current.labels, info.labels, fieldpaths, str(digest))
+            try:
+                self._write_meta(digest, BlobMeta(current.created_at, utcnow(), labels))
+            except OSError as e:
+                raise from_os_error(e, f"update {digest}") from e
+            return self.info(digest)
+
+    def walk(self, flt: Filter) -> Iterator[Info]:
+        """Every committed blob matching ``flt``, by algorithm then digest; files under
+        ``blobs/`` that are not digests are skipped."""
+        for alg in sorted(ALGORITHMS):
+            directory = self.layout.blob_dir(alg)
+            try:
+                names = sorted(os.listdir(directory))
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise from_os_error(e, f"list {directory}") from e
+            for name in names:
+                try:
+                    digest = Digest(alg, name)
+                except errdefs.InvalidArgument:
+                    continue
+                try:
+                    info = self.info(digest)
+                except errdefs.NotFound:
+                    continue
+                if flt.match(info_fields(info)):
+                    yield info
+
+    def delete(self, digest: Digest) -> None:
+        """Remove a blob and its labels; NotFound if it is not committed."""
+        blob = self.path(digest)
+        with self.lock(digest):
+            if not blob.is_file():
+                raise errdefs.NotFound(f"content digest {digest}")
+            try:
+                self.layout.blob_meta(digest).unlink(missing_ok=True)
+                blob.unlink()
+            except FileNotFoundError:
+                raise errdefs.NotFound(f"content digest {digest}") from None
+            except OSError as e:
+                raise from_os_error(e, f"delete {digest}") from e
+
+    def verify(self, digest: Digest) -> Info:
+        """Re-hash a committed blob; DataLoss if its bytes no longer match its digest,
+        NotFound if it is not committed."""
+        info = self.info(digest)
+        try:
+            actual, size = hash_path(self.path(digest), digest.algorithm)
+        except FileNotFoundError:
+            raise errdefs.NotFound(f"content {digest}") from None
+        except OSError as e:
+            raise from_os_error(e, f"verify content {digest}") from e
+        if actual != digest:
+            raise errdefs.DataLoss(f"content {digest} on disk hashes to {actual} ({size} bytes)")
+        return info
+
+    def _restore_meta(self, digest: Digest, old: BlobMeta | None) -> None:
+        with contextlib.suppress(OSError):
+            if old is None:
+                self.layout.blob_meta(digest).unlink(missing_ok=True)
+            else:
+                self._write_meta(digest, old)
+
+    def _quarantine(self, digest: Digest) -> None:
+        """Move a corrupt blob aside (its metadata stays for the next copy). Raises OSError."""
+        self.layout.quarantine.mkdir(exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.path(digest), self.layout.quarantined(digest, stamp))
+
+    def _write_meta(self, digest: Digest, meta: BlobMeta) -> None:
+        path = self.layout.blob_meta(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The file is fsynced but not its directory (as before): publishing fsyncs the
+        # blob's directory right after, which commits the journal holding this rename
+        # too, and a directory fsync per commit would slow small blobs by ~15%.
+        write_json(path, meta_to_json(meta), sync=self.fsync, sync_dir=False)
+
+
+__all__ = ["HASH_CHUNK", "Blobs", "FileReaderAt", "Publisher", "hash_fd", "hash_path", "read_meta"]

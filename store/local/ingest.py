@@ -1,4 +1,5 @@
-"""One ingest directory, ``<root>/ingest/<sha256(ref)>/``, and how to read its Status.
+"""One ingest directory, ``<root>/ingest/<sha256(ref)>/`` (see :mod:`store.layout`), and
+how to read its Status.
 
 Files:
 
@@ -45,14 +46,6 @@ _ID = re.compile(r"[0-9a-f]{32}")
 def new_data_id() -> str:
     """A fresh data-file id."""
     return uuid.uuid4().hex
-
-
-def write_atomic(path: Path, text: str, *, sync: bool = False) -> None:
-    """Replace ``path`` with ``text`` through a temporary file and a rename.
-
-    Raises OSError; the temporary file is removed on failure.
-    """
-    write_text(path, text, sync=sync, sync_dir=False)
 
 
 def remove_tree(path: Path, *, strict: bool = False) -> None:
@@ -122,6 +115,30 @@ class IngestDir:
         """The path of the sealed data file ``ident``."""
         return self.path / f"{SEALED_PREFIX}{ident}"
 
+    def _write(self, name: str, text: str) -> None:
+        # Not fsynced: an ingest's small files are rewritten on the next open if a crash
+        # loses them (a directory without ``ref`` starts over), and the data file is
+        # what commit makes durable. Syncing them would cost every ingest a few fsyncs.
+        write_text(self.path / name, text, sync=False)
+
+    def begin(self, ref: str, started_at: datetime, total: int, expected: Digest | None) -> None:
+        """Record a new ingest: its start time, total (if > 0) and expected digest (if
+        any), then the ref last, which makes the directory complete. Raises OSError."""
+        self._write("startedat", started_at.isoformat())
+        if total > 0:
+            self.set_total(total)
+        if expected is not None:
+            self.set_expected(expected)
+        self._write("ref", ref)
+
+    def set_total(self, total: int) -> None:
+        """Record the expected total size. Raises OSError."""
+        self._write("total", str(total))
+
+    def set_expected(self, expected: Digest) -> None:
+        """Record the expected digest. Raises OSError."""
+        self._write("expected", str(expected))
+
     def read_ref(self) -> str | None:
         """The stored ref, or None if the directory is incomplete or gone."""
         return _read(self.ref_file)
@@ -160,7 +177,7 @@ class IngestDir:
 
     def set_current(self, ident: str) -> None:
         """Record ``ident`` as the current data file. Raises OSError."""
-        write_atomic(self.path / "current", ident)
+        self._write("current", ident)
 
     def total(self) -> int:
         """The expected total size, 0 if unknown."""

@@ -1,64 +1,31 @@
 """The local filesystem store, with containerd's semantics and error kinds.
 
-Layout under the root (which is also an OCI image layout)::
-
-    oci-layout, index.json         the OCI image layout (see store.ocilayout)
-    blobs/<alg>/<hex>              committed blobs, read-only
-    meta/<alg>/<hex>.json          created_at, updated_at and labels of each blob
-    ingest/<sha256(ref)>/          one directory per ingest (see store.local.ingest)
-    locks/ref-<sha256(ref)>.lock   host-local ref locks, holding their holder's JSON
-    locks/blob-<alg>-<hex>.lock    serialises publishing, relabelling and deleting a blob
-    quarantine/                    blobs found corrupt on disk, moved aside
+Everything it keeps lives under its root as :mod:`ingestq.store.layout` describes (the
+root is also an OCI image layout): committed blobs and their metadata
+(:mod:`.blobs`), one directory per ingest (:mod:`.ingest`) and host-local lock files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ingestq import errdefs
-from ingestq.store import filters as filterlang
-from ingestq.store import labels as labelrules
-from ingestq.store.digest import ALGORITHMS, CANONICAL, Digest, Hasher
+from ingestq.store.digest import CANONICAL, Digest, Hasher
+from ingestq.store.filters import parse, status_fields
 from ingestq.store.images import ensure_layout
-from ingestq.store.local.blobs import (
-    FileReaderAt,
-    hash_fd,
-    hash_path,
-    meta_to_json,
-    read_info,
-    read_meta,
-)
-from ingestq.store.local.ingest import IngestDir, new_data_id, remove_tree, write_atomic
-from ingestq.store.local.writer import LocalWriter, copy_prefix, fsync_dir
-from ingestq.store.lockfile import LockFile
-from ingestq.store.locks import ChainLocker, FileRefLocker, Lease, RefLocker, new_holder_id, ref_key
+from ingestq.store.layout import RootLayout
+from ingestq.store.local.blobs import Blobs, FileReaderAt, hash_fd
+from ingestq.store.local.ingest import IngestDir, new_data_id, remove_tree
+from ingestq.store.local.writer import LocalWriter, copy_prefix
+from ingestq.store.locks import ChainLocker, FileRefLocker, Lease, RefLocker, new_holder_id
 from ingestq.store.oserrors import from_os_error
+from ingestq.store.rules import check_resume_total, validate_ref
 from ingestq.store.values import Descriptor, Info, Status, utcnow
 
-MAX_REF_BYTES = 4096
 _OPEN_ATTEMPTS = 5
-
-
-def validate_ref(ref: str) -> None:
-    """Raise InvalidArgument for an empty ref, one over 4096 UTF-8 bytes, one that is not
-    valid UTF-8, or one holding NUL or other control characters. Any other string is a
-    valid ref: refs only ever name files through their sha256, so none can escape."""
-    if not isinstance(ref, str) or not ref:
-        raise errdefs.InvalidArgument("ref must not be empty")
-    try:
-        size = len(ref.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise errdefs.InvalidArgument(f"ref {ref[:32]!r} is not valid UTF-8") from None
-    if size > MAX_REF_BYTES:
-        raise errdefs.InvalidArgument(
-            f"ref {ref[:32]!r}... is {size} bytes, longer than {MAX_REF_BYTES}"
-        )
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in ref):
-        raise errdefs.InvalidArgument(f"ref {ref[:64]!r} contains control characters")
 
 
 class LocalStore:
@@ -75,41 +42,31 @@ class LocalStore:
         self, root: str | os.PathLike[str], lockers: Sequence[RefLocker] = (), *, fsync: bool = True
     ) -> None:
         self.root = Path(root).absolute()
-        self.fsync = fsync
+        self.layout = RootLayout(self.root)
+        self.blobs = Blobs(self.layout, fsync=fsync)
         try:
-            for sub in ("blobs", "ingest", "locks", "meta"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
-            ensure_layout(self.root)
+            for sub in (self.layout.blobs, self.layout.ingest, self.layout.locks, self.layout.meta):
+                sub.mkdir(parents=True, exist_ok=True)
+            ensure_layout(self.layout)
         except OSError as e:
             raise from_os_error(e, f"open store {self.root}") from e
-        self.file_locker = FileRefLocker(self.root / "locks")
+        self.file_locker = FileRefLocker(self.layout.locks)
         self.locker: RefLocker = (
             ChainLocker([self.file_locker, *lockers]) if lockers else self.file_locker
         )
 
+    @property
+    def fsync(self) -> bool:
+        """Whether commits and metadata writes are made durable."""
+        return self.blobs.fsync
+
     # paths ---------------------------------------------------------------------------
     def blob_path(self, digest: Digest | str) -> Path:
         """Where a committed blob lives (InvalidArgument for a malformed digest)."""
-        d = Digest.parse(digest)
-        return self.root / "blobs" / d.algorithm / d.encoded
-
-    def _meta_path(self, digest: Digest) -> Path:
-        return self.root / "meta" / digest.algorithm / f"{digest.encoded}.json"
+        return self.layout.blob(Digest.parse(digest))
 
     def _ingest(self, ref: str) -> IngestDir:
-        return IngestDir(self.root / "ingest" / ref_key(ref))
-
-    @contextlib.contextmanager
-    def _blob_lock(self, digest: Digest) -> Iterator[None]:
-        lock = LockFile(self.root / "locks" / f"blob-{digest.algorithm}-{digest.encoded}.lock")
-        try:
-            lock.acquire(blocking=True)
-        except OSError as e:
-            raise from_os_error(e, f"lock content {digest}") from e
-        try:
-            yield
-        finally:
-            lock.release()
+        return IngestDir(self.layout.ingest_dir(ref))
 
     def exists(self, digest: Digest | str) -> bool:
         """Whether ``digest`` is committed (InvalidArgument for a malformed digest)."""
@@ -134,11 +91,11 @@ class LocalStore:
         validate_ref(ref)
         total = expected.size if expected is not None and expected.size > 0 else 0
         digest = Digest.parse(expected.digest) if expected is not None else None
-        if digest is not None and self._committed(digest, total):
+        if digest is not None and self.blobs.committed(digest, total):
             raise errdefs.AlreadyExists(f"content {digest}")
         lease = self.locker.try_lock(ref, new_holder_id())
         try:
-            if digest is not None and self._committed(digest, total):
+            if digest is not None and self.blobs.committed(digest, total):
                 raise errdefs.AlreadyExists(f"content {digest}")
             vanished: FileNotFoundError | None = None
             for _ in range(_OPEN_ATTEMPTS):
@@ -158,32 +115,6 @@ class LocalStore:
             lease.release()
             raise
 
-    def _committed(self, digest: Digest, size: int) -> bool:
-        """Whether a sound copy of ``digest`` is committed. A blob whose size differs
-        from a known ``size`` is re-hashed: if it is intact the caller's size is wrong
-        and the content exists; if it is corrupt it is moved to quarantine and the
-        content counts as absent."""
-        blob = self.blob_path(digest)
-        try:
-            st = blob.stat()
-        except FileNotFoundError:
-            return False
-        except OSError as e:
-            raise from_os_error(e, f"stat content {digest}") from e
-        if size <= 0 or st.st_size == size:
-            return True
-        with self._blob_lock(digest):
-            try:
-                actual, _ = hash_path(blob, digest.algorithm)
-                if actual == digest:
-                    return True
-                self._quarantine(blob, digest)
-            except FileNotFoundError:
-                return False
-            except OSError as e:
-                raise from_os_error(e, f"verify content {digest}") from e
-            return False
-
     def _open_writer(
         self, ref: str, total: int, expected: Digest | None, lease: Lease
     ) -> LocalWriter:
@@ -198,23 +129,14 @@ class LocalStore:
             # New, or a directory a crash left incomplete: start it over.
             for leftover in ingest.data_files():
                 leftover.path.unlink(missing_ok=True)
-            write_atomic(ingest.path / "startedat", utcnow().isoformat())
-            if total > 0:
-                write_atomic(ingest.path / "total", str(total))
-            if expected is not None:
-                write_atomic(ingest.path / "expected", str(expected))
-            write_atomic(ingest.ref_file, ref)
+            ingest.begin(ref, utcnow(), total, expected)
         else:
             stored_total = ingest.total()
-            if total > 0 and stored_total > 0 and total != stored_total:
-                raise errdefs.FailedPrecondition(
-                    f"provided total differs from status: {total} != {stored_total}"
-                    f" (abort ref {ref} to start over)"
-                )
+            check_resume_total(ref, total, stored_total)
             if total > 0 and stored_total == 0:
-                write_atomic(ingest.path / "total", str(total))
+                ingest.set_total(total)
             if expected is not None and expected != ingest.expected():
-                write_atomic(ingest.path / "expected", str(expected))
+                ingest.set_expected(expected)
         ident = new_data_id()
         fd, hasher, offset = self._adopt(ingest, ident, algorithm)
         try:
@@ -229,7 +151,7 @@ class LocalStore:
         started = ingest.started_at() or utcnow()
         total = total or ingest.total()
         return LocalWriter(
-            self,
+            self.blobs,
             ref,
             ingest,
             lease,
@@ -241,6 +163,7 @@ class LocalStore:
             total,
             expected or ingest.expected(),
             started,
+            fsync=self.fsync,
         )
 
     def _adopt(self, ingest: IngestDir, ident: str, algorithm: str) -> tuple[int, Hasher, int]:
@@ -279,81 +202,6 @@ class LocalStore:
             raise
         return fd, hasher, offset
 
-    def _publish(
-        self,
-        ref: str,
-        ingest: IngestDir,
-        data: Path,
-        fd: int,
-        digest: Digest,
-        labels: Mapping[str, str],
-    ) -> Info:
-        """Link the writer's file (still open as ``fd``) as the blob ``digest``, make it
-        read-only and drop the ingest; the metadata is written first, so a failure
-        (e.g. a full disk) publishes nothing and keeps the ingest. AlreadyExists if a
-        sound copy is committed already (the ingest is dropped); FailedPrecondition if
-        the file was taken from the writer (abort, or a writer that took the ref over)."""
-        blob = self.blob_path(digest)
-        meta = self._meta_path(digest)
-        try:
-            blob.parent.mkdir(parents=True, exist_ok=True)
-            with self._blob_lock(digest):
-                try:
-                    existing = blob.stat().st_size
-                except FileNotFoundError:
-                    existing = None
-                if existing is not None:
-                    if existing == os.fstat(fd).st_size:
-                        remove_tree(ingest.path)
-                        raise errdefs.AlreadyExists(f"content {digest}")
-                    self._quarantine(blob, digest)  # a wrong size: damaged on disk
-                old = read_meta(meta)
-                now = utcnow()
-                self._write_meta(digest, now, now, {**(old[2] if old else {}), **labels})
-                try:
-                    os.link(data, blob)
-                except BaseException as e:
-                    self._restore_meta(digest, old)
-                    if isinstance(e, FileNotFoundError):
-                        raise errdefs.FailedPrecondition(
-                            f"ingest {ref} was aborted or taken over by another writer"
-                        ) from None
-                    raise
-                # No ingest name may point at the published inode, or a later writer
-                # could claim it; only then is it made read-only.
-                data.unlink(missing_ok=True)
-                os.fchmod(fd, 0o444)
-                if self.fsync:
-                    fsync_dir(blob.parent)
-            remove_tree(ingest.path)
-        except OSError as e:
-            raise from_os_error(e, f"commit {ref}") from e
-        return read_info(blob, meta, digest)
-
-    def _restore_meta(
-        self, digest: Digest, old: tuple[datetime, datetime, dict[str, str]] | None
-    ) -> None:
-        with contextlib.suppress(OSError):
-            if old is None:
-                self._meta_path(digest).unlink(missing_ok=True)
-            else:
-                self._write_meta(digest, *old)
-
-    def _quarantine(self, blob: Path, digest: Digest) -> None:
-        """Move a corrupt blob aside (its metadata stays for the next copy). Raises OSError."""
-        qdir = self.root / "quarantine"
-        qdir.mkdir(exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(blob, qdir / f"{digest.algorithm}-{digest.encoded}-{stamp}")
-
-    def _write_meta(
-        self, digest: Digest, created: datetime, updated: datetime, labels: Mapping[str, str]
-    ) -> None:
-        meta = self._meta_path(digest)
-        meta.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(meta, meta_to_json(created, updated, labels), sync=self.fsync)
-
     # IngestManager ---------------------------------------------------------------------
     def status(self, ref: str) -> Status:
         """The Status of ``ref``'s ingest (offset = bytes on disk; holder = who holds the
@@ -364,18 +212,18 @@ class LocalStore:
     def list_statuses(self, *filters: str) -> list[Status]:
         """Every ingest whose ref matches any filter (field ``ref``), sorted by ref.
         InvalidArgument for a malformed filter."""
-        flt = filterlang.parse(*filters)
+        flt = parse(*filters)
         out: list[Status] = []
         try:
-            entries = os.listdir(self.root / "ingest")
+            entries = os.listdir(self.layout.ingest)
         except FileNotFoundError:
             return out
         except OSError as e:
             raise from_os_error(e, "list ingests") from e
         for name in entries:
-            ingest = IngestDir(self.root / "ingest" / name)
+            ingest = IngestDir(self.layout.ingest / name)
             ref = ingest.read_ref()
-            if ref is None or not flt.match(_status_adaptor(ref)):
+            if ref is None or not flt.match(status_fields(ref)):
                 continue
             try:
                 out.append(ingest.status(ref, self.locker.holder(ref)))
@@ -409,100 +257,28 @@ class LocalStore:
     def info(self, digest: Digest | str) -> Info:
         """The blob's Info; NotFound if it is not committed, InvalidArgument for a
         malformed digest."""
-        d = Digest.parse(digest)
-        return read_info(self.blob_path(d), self._meta_path(d), d)
+        return self.blobs.info(Digest.parse(digest))
 
     def update(self, info: Info, *fieldpaths: str) -> Info:
         """Change labels: paths ``labels`` (replace all) or ``labels.<key>`` (one key; an
         empty value deletes it); no paths replaces all. InvalidArgument for another path
         or an oversize label, NotFound for a missing blob. Returns the new Info."""
-        digest = Digest.parse(info.digest)
-        blob, meta = self.blob_path(digest), self._meta_path(digest)
-        with self._blob_lock(digest):
-            current = read_info(blob, meta, digest)
-            new_labels = labelrules.apply_update(
-                current.labels, info.labels, tuple(fieldpaths), str(digest)
-            )
-            try:
-                self._write_meta(digest, current.created_at, utcnow(), new_labels)
-            except OSError as e:
-                raise from_os_error(e, f"update {digest}") from e
-            return read_info(blob, meta, digest)
+        return self.blobs.update(info, tuple(fieldpaths))
 
     def walk(self, *filters: str) -> Iterator[Info]:
         """Every committed blob matching any filter (fields ``digest``, ``labels.<key>``),
         by algorithm then digest. Filters are parsed before this returns
         (InvalidArgument); files under ``blobs/`` that are not digests are skipped."""
-        flt = filterlang.parse(*filters)
-        return self._walk(flt)
-
-    def _walk(self, flt: filterlang.Filter) -> Iterator[Info]:
-        for alg in sorted(ALGORITHMS):
-            directory = self.root / "blobs" / alg
-            try:
-                names = sorted(os.listdir(directory))
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                raise from_os_error(e, f"list {directory}") from e
-            for name in names:
-                try:
-                    digest = Digest(alg, name)
-                except errdefs.InvalidArgument:
-                    continue
-                try:
-                    info = read_info(self.blob_path(digest), self._meta_path(digest), digest)
-                except errdefs.NotFound:
-                    continue
-                if flt.match(_info_adaptor(info)):
-                    yield info
+        return self.blobs.walk(parse(*filters))
 
     def delete(self, digest: Digest | str) -> None:
         """Remove a blob and its labels; NotFound if it is not committed."""
-        d = Digest.parse(digest)
-        blob = self.blob_path(d)
-        with self._blob_lock(d):
-            if not blob.is_file():
-                raise errdefs.NotFound(f"content digest {d}")
-            try:
-                self._meta_path(d).unlink(missing_ok=True)
-                blob.unlink()
-            except FileNotFoundError:
-                raise errdefs.NotFound(f"content digest {d}") from None
-            except OSError as e:
-                raise from_os_error(e, f"delete {d}") from e
+        self.blobs.delete(Digest.parse(digest))
 
     def verify(self, digest: Digest | str) -> Info:
         """Re-hash a committed blob; DataLoss if its bytes no longer match its digest,
         NotFound if it is not committed."""
-        d = Digest.parse(digest)
-        info = self.info(d)
-        try:
-            actual, size = hash_path(self.blob_path(d), d.algorithm)
-        except FileNotFoundError:
-            raise errdefs.NotFound(f"content {d}") from None
-        except OSError as e:
-            raise from_os_error(e, f"verify content {d}") from e
-        if actual != d:
-            raise errdefs.DataLoss(f"content {d} on disk hashes to {actual} ({size} bytes)")
-        return info
+        return self.blobs.verify(Digest.parse(digest))
 
 
-def _status_adaptor(ref: str) -> filterlang.Adaptor:
-    def lookup(fieldpath: Sequence[str]) -> str | None:
-        return ref if tuple(fieldpath) == ("ref",) else None
-
-    return lookup
-
-
-def _info_adaptor(info: Info) -> filterlang.Adaptor:
-    def lookup(fieldpath: Sequence[str]) -> str | None:
-        if not fieldpath:
-            return None
-        if fieldpath[0] == "digest":
-            return str(info.digest)
-        if fieldpath[0] == "labels" and info.labels:
-            return info.labels.get(".".join(fieldpath[1:]))
-        return None
-
-    return lookup
+__all__ = ["LocalStore"]

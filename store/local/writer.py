@@ -19,19 +19,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 from ingestq import errdefs
-from ingestq.store import labels as labelrules
 from ingestq.store.digest import Digest, Hasher, new_hasher
-from ingestq.store.local.blobs import hash_fd
+from ingestq.store.labels import validate as validate_labels
+from ingestq.store.local.blobs import Publisher, hash_fd
 from ingestq.store.local.ingest import IngestDir
 from ingestq.store.locks import Lease
 from ingestq.store.oserrors import from_os_error
+from ingestq.store.rules import check_commit_digest, check_commit_size
 from ingestq.store.values import Info, Status, utcnow
-
-if TYPE_CHECKING:
-    from ingestq.store.local.store import LocalStore
 
 #: Writes at least this large hash in a helper thread, overlapped with the write call.
 PARALLEL_HASH_MIN = 128 * 1024
@@ -87,25 +85,17 @@ def _forget_pool_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename or link in it is durable. Raises OSError."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class LocalWriter:
     """A write into ``ingest/<H>/data.<id>``, created by :meth:`LocalStore.writer`.
 
-    Holds the ref's lock until :meth:`commit` or :meth:`close`. Not safe for use by
-    several threads at once.
+    Holds the ref's lock until :meth:`commit` or :meth:`close`, and hands the finished
+    file to ``publisher`` at commit. ``fsync`` makes commit and close durable. Not safe
+    for use by several threads at once.
     """
 
     def __init__(
         self,
-        store: LocalStore,
+        publisher: Publisher,
         ref: str,
         ingest: IngestDir,
         lease: Lease,
@@ -117,8 +107,11 @@ class LocalWriter:
         total: int,
         expected: Digest | None,
         started_at: datetime,
+        *,
+        fsync: bool,
     ) -> None:
-        self._store = store
+        self._publisher = publisher
+        self._fsync = fsync
         self._ref = ref
         self._ingest = ingest
         self._lease = lease
@@ -131,7 +124,7 @@ class LocalWriter:
         self._expected = expected
         self._started_at = started_at
         self._updated_at = utcnow()
-        self._writeback = start_writeback if store.fsync else None
+        self._writeback = start_writeback if fsync else None
         self._written_back = offset
 
     @property
@@ -249,9 +242,9 @@ class LocalWriter:
         if fd is None:
             raise errdefs.FailedPrecondition("cannot commit on closed writer")
         new_labels = {k: v for k, v in (labels or {}).items() if v != ""}
-        labelrules.validate(new_labels)
+        validate_labels(new_labels)
         try:
-            if self._store.fsync:
+            if self._fsync:
                 os.fsync(fd)
             actual_size = os.fstat(fd).st_size
         except OSError as e:
@@ -260,10 +253,7 @@ class LocalWriter:
             raise errdefs.DataLoss(
                 f"ingest {self._ref}: data file holds {actual_size} bytes, wrote {self._offset}"
             )
-        if size > 0 and size != self._offset:
-            raise errdefs.FailedPrecondition(
-                f'"{self._ref}" failed size validation: {self._offset} != {size}'
-            )
+        check_commit_size(self._ref, self._offset, size)
         digest = self.digest()
         if expected is not None and expected.algorithm != self._algorithm:
             try:
@@ -271,20 +261,19 @@ class LocalWriter:
             except OSError as e:
                 raise from_os_error(e, f"hash {self._ref}") from e
             digest = Digest(expected.algorithm, hasher.hexdigest())
-        if expected is not None and digest != expected:
-            raise errdefs.FailedPrecondition(
-                f"unexpected commit digest {digest}, expected {expected}"
-            )
+        check_commit_digest(digest, expected)
         self._lease.check()
         # Publishing is content-addressed: even a writer whose lease expired after the
         # check above can only publish bytes that hash to ``digest``. The descriptor
         # stays ours: _finish closes it (and seals the file if it was not published).
-        return self._store._publish(self._ref, self._ingest, self.data_path, fd, digest, new_labels)
+        return self._publisher.publish(
+            self._ref, self._ingest, self.data_path, fd, digest, new_labels
+        )
 
     def close(self) -> None:
         """Release the lock and keep the ingest (sealed) for a later resume or abort.
         Closing twice is fine."""
-        self._finish(sync=self._store.fsync)
+        self._finish(sync=self._fsync)
 
     def _finish(self, *, sync: bool) -> None:
         fd, self._fd = self._fd, None
@@ -346,4 +335,4 @@ def copy_prefix(src: Path | None, dst_fd: int, algorithm: str) -> tuple[Hasher, 
     return hasher, copied
 
 
-__all__ = ["LocalWriter", "copy_prefix", "fsync_dir"]
+__all__ = ["LocalWriter", "copy_prefix"]

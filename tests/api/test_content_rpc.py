@@ -103,6 +103,7 @@ def test_list_of_an_empty_store_sends_no_message(content: Content) -> None:
     assert list(content.List(c.ListContentRequest(), metadata=md())) == []
 
 
+@pytest.mark.slow
 def test_list_sends_batches_of_at_most_100(content: Content, store: LocalStore) -> None:
     digests = {put(store, b"blob %d" % i, ref=f"r{i}") for i in range(250)}
     batches = list(content.List(c.ListContentRequest(), metadata=md()))

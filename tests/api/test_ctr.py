@@ -150,6 +150,7 @@ def _locked_lines(served: Served, ref: str) -> int:
     return sum(f"ref {ref} locked for" in line for line in served.log().splitlines())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("holder_outcome", ["releases", "commits"])
 def test_a_locked_ref_is_retried_by_ctr_until_free(
     serve_process_factory: ServerFactory, tmp_path: Path, holder_outcome: str
@@ -201,6 +202,7 @@ def test_a_locked_ref_is_retried_by_ctr_until_free(
     assert holder_store.list_statuses() == []
 
 
+@pytest.mark.slow
 def test_fetch_from_a_registry(registry: Registry, api_server: Served) -> None:
     layers = [
         make_tar_layer({"a.txt": b"hello"}),

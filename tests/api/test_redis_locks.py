@@ -8,6 +8,8 @@ import random
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from ingestq.tasks.lease import RedisLeaseLocker
 from tests.api.conftest import Served, ServerFactory
 from tests.servers.util import require_binary, wait_until
@@ -17,6 +19,7 @@ def locked_lines(served: Served, ref: str) -> int:
     return sum(f"ref {ref} locked for" in line for line in served.log().splitlines())
 
 
+@pytest.mark.slow
 def test_a_ref_leased_on_another_host_is_waited_for(
     serve_process_factory: ServerFactory, redis_url: str, tmp_path: Path
 ) -> None:

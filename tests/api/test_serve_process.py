@@ -99,6 +99,7 @@ def test_tls_on_tcp(serve_process_factory: ServerFactory, tmp_path: Path) -> Non
         plain.list_statuses()
 
 
+@pytest.mark.slow
 def test_a_socket_another_server_answers_on_is_refused(
     serve_process_factory: ServerFactory, tmp_path: Path
 ) -> None:

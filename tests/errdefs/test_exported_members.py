@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_all_is_exactly_the_public_surface() -> None:
     public = sorted(
         name
-        for name, value in vars(errdefs).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        for name in dir(errdefs)
+        if not name.startswith("_") and not isinstance(getattr(errdefs, name), types.ModuleType)
     )
     assert sorted(errdefs.__all__) == public
     assert len(set(errdefs.__all__)) == len(errdefs.__all__)
@@ -59,7 +59,6 @@ def test_all_lists_the_agreed_api() -> None:
         "record_from_json",
         "to_json_dict",
         "from_json_dict",
-        "normalize",
     }
     assert set(errdefs.__all__) == kinds | predicates | functions
 
@@ -80,6 +79,19 @@ def test_import_pulls_in_nothing_else_of_ingestq() -> None:
         "loaded = {'.'.join(name.split('.')[:2]) for name in sys.modules}"
         " | {name.split('.')[0] for name in sys.modules}\n"
         "assert not ours & loaded, ours & loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True)
+
+
+def test_import_loads_neither_protobuf_nor_celery() -> None:
+    """protobuf comes in with the first use of the record codec, never with the import."""
+    script = (
+        "import sys\n"
+        "import ingestq.errdefs\n"
+        "assert 'google.protobuf' not in sys.modules\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'celery']\n"
+        "ingestq.errdefs.to_json_dict(ingestq.errdefs.NotFound('x'))\n"
+        "assert 'google.protobuf' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True)
 

@@ -1,5 +1,7 @@
-"""The store contract (tests/store/contract.py) run against LocalStore, with and without
-fsync, and with a crash that leaves what SIGKILL leaves (an unsealed data file)."""
+"""The store contract (:mod:`ingestq.store.testing.contract`) run against LocalStore:
+with and without fsync, with a crash that leaves what SIGKILL leaves (an unsealed data
+file), and with the Redis lease locker chained behind the file locks (a real
+redis-server)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import pytest
 
 from ingestq.store import LocalStore, Writer
 from ingestq.store.local import LocalWriter
-from tests.store.contract import StoreContract, StoreFactory
+from ingestq.store.testing.contract import StoreContract, StoreFactory
+from ingestq.tasks.lease import RedisLeaseLocker
 
 
 class TestLocalStoreContract(StoreContract):
@@ -21,7 +24,7 @@ class TestLocalStoreContract(StoreContract):
     ) -> Iterator[StoreFactory]:
         root = tmp_path / "store"
         yield lambda: LocalStore(root, fsync=request.param)
-        _assert_no_stray_files(root)
+        assert_no_stray_files(root)
 
     def crash(self, writer: Writer) -> None:
         """What a SIGKILL leaves: the descriptor gone, the file unsealed, the lock free."""
@@ -33,7 +36,18 @@ class TestLocalStoreContract(StoreContract):
         writer.lease.release()
 
 
-def _assert_no_stray_files(root: Path) -> None:
+class TestLocalStoreWithRedisLeasesContract(TestLocalStoreContract):
+    """Every handle chains its own Redis lease locker (as another worker host would)
+    behind the host's file locks."""
+
+    @pytest.fixture
+    def store_factory(self, tmp_path: Path, redis_url: str) -> Iterator[StoreFactory]:
+        root = tmp_path / "store"
+        yield lambda: LocalStore(root, [RedisLeaseLocker(redis_url, ttl=10.0)], fsync=False)
+        assert_no_stray_files(root)
+
+
+def assert_no_stray_files(root: Path) -> None:
     """Nothing but the layout may be left: no temp files, no lock files of released locks."""
     allowed_top = {"blobs", "ingest", "locks", "meta", "oci-layout", "index.json", "quarantine"}
     assert {p.name for p in root.iterdir()} <= allowed_top

@@ -3,7 +3,6 @@ holders, cleanup) and ChainLocker."""
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 from ingestq import errdefs
 from ingestq.store import ChainLocker, FileRefLocker, Holder
 from ingestq.store.lockfile import HAVE_OFD, LockFile, probe
-from ingestq.store.locks import Lease, holder_from_json, holder_to_json, locked_error
+from ingestq.store.locks import Lease, locked_error
 from ingestq.store.values import utcnow
 
 BACKENDS = [pytest.param(True, id="ofd"), pytest.param(False, id="flock")]
@@ -131,14 +130,6 @@ def test_lock_in_an_unwritable_place_is_an_errdefs_error(tmp_path: Path) -> None
     with pytest.raises(errdefs.ErrdefsError) as exc:
         FileRefLocker(blocker / "locks").try_lock("r", "me")
     assert "lock ref r" in str(exc.value)
-
-
-def test_holder_json_round_trip_and_garbage() -> None:
-    now = utcnow()
-    h = Holder("id", "host", 12, now, now, fence=7)
-    assert holder_from_json(holder_to_json(h)) == h
-    for bad in ("", "{", "[]", json.dumps({"id": "x"}), "null"):
-        assert holder_from_json(bad) is None
 
 
 def test_locked_error_without_a_known_time() -> None:

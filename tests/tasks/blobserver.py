@@ -1,6 +1,8 @@
 """A real HTTP server on 127.0.0.1 that serves blobs and misbehaves on purpose.
 
-Every blob is registered under a path with a :class:`Behaviour`. The server logs every
+Every blob is registered under a path with a :class:`Behaviour`. Unless told to
+misbehave it answers ranges as RFC 9110 says (``bytes=<start>-`` at or past the end is
+416 with ``Content-Range: bytes */<size>``). The server logs every
 request (path, Range, If-Range, status, bytes sent), so tests can assert "the bytes
 were served once" or "the resume asked for ``bytes=<offset>-``". A gate makes
 "mid-ingest" deterministic: the body stops at ``gate_offset`` and the server sets
@@ -142,6 +144,10 @@ class BlobServer:
         if m and not b.ignore_range and (if_range is None or if_range == b.etag):
             start = int(m.group(1))
             partial = True
+        if partial and start >= len(data):
+            unsatisfiable = {**b.headers, "Content-Range": f"bytes */{len(data)}"}
+            self._simple(h, 416, path, rng, if_range, unsatisfiable, at)
+            return
         body = data[start:] + b.extra_bytes
         h.send_response(206 if partial else 200)
         if partial:

@@ -12,7 +12,7 @@ import pytest
 from celery import Celery
 
 from ingestq.jobs.config import Settings
-from ingestq.tasks.producer import QueueClient
+from ingestq.tasks.queue import QueueClient
 from tests.tasks.blobserver import BlobServer
 from tests.tasks.workers import Worker, dump, ping_app, worker_env
 

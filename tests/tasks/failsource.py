@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ingestq import errdefs
+from ingestq.fetch.options import FetchOptions
 from ingestq.fetch.source import Opened, Source
 from ingestq.fetch.specs import register
-from ingestq.jobs.config import Settings
 
 
 class RaisingSource:
@@ -32,7 +32,7 @@ class RaisingSource:
         raise errdefs.KINDS[kind](message, details)
 
 
-def _factory(spec: Mapping[str, Any], settings: Settings) -> Source:
+def _factory(spec: Mapping[str, Any], options: FetchOptions) -> Source:
     return RaisingSource(spec)
 
 

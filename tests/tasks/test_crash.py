@@ -11,7 +11,7 @@ import pytest
 
 from ingestq import errdefs
 from ingestq.store.local import LocalStore
-from ingestq.tasks.producer import enqueue_ingest
+from ingestq.tasks.client import enqueue_ingest
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
 from tests.tasks.conftest import Cluster, ClusterFactory

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from ingestq.jobs.api import JobState
-from ingestq.tasks.producer import enqueue_ingest
+from ingestq.tasks.client import enqueue_ingest
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
 from tests.tasks.conftest import Cluster

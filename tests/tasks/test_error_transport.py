@@ -12,7 +12,7 @@ from celery.result import AsyncResult
 from ingestq import errdefs
 from ingestq.jobs.api import JobState
 from ingestq.tasks.app import make_app
-from ingestq.tasks.producer import enqueue_ingest
+from ingestq.tasks.client import enqueue_ingest
 from tests.tasks.conftest import Cluster
 
 KIND_NAMES = [name for name in errdefs.KINDS]

@@ -178,7 +178,8 @@ def test_through_workers_wait_and_detach(cluster: Cluster, registry: Registry) -
 
 
 def test_the_progress_table_reads_like_ctr() -> None:
-    from ingestq.images.pull import BlobState, BlobStatus, PullStatus
+    from ingestq.images.status import BlobState, BlobStatus
+    from ingestq.jobs.pullstatus import PullStatus
     from ingestq.store.values import Descriptor
     from ingestq.worker.cli.pull import render
 

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from ingestq import errdefs
-from ingestq.images.pull import BlobState, PullStatus
+from ingestq.images.status import BlobState
 from ingestq.jobs.api import JobState
-from ingestq.jobs.pull import enqueue_pull
+from ingestq.jobs.pullstatus import PullStatus
 from ingestq.store.digest import Digest
 from ingestq.store.images import ImageIndex
 from ingestq.store.local import LocalStore
-from ingestq.tasks.pullclient import QueuePullJob
+from ingestq.tasks.client import enqueue_pull
+from ingestq.tasks.queue.pull import QueuePullJob
 from tests.servers import oci
 from tests.servers.registry import Registry
 from tests.servers.util import wait_until

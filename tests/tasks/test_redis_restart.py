@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ingestq.jobs.api import JobState
-from ingestq.tasks.producer import enqueue_ingest
+from ingestq.tasks.client import enqueue_ingest
 from tests.servers.redis_server import RedisFactory
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer

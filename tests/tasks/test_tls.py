@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from ingestq.tasks.client import enqueue_ingest
 from ingestq.tasks.lease import RedisLeaseLocker
-from ingestq.tasks.producer import enqueue_ingest
 from tests.servers.redis_server import RedisFactory
 from tests.servers.util import free_port
 from tests.tasks.conftest import ClusterFactory

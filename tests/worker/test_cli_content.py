@@ -274,6 +274,7 @@ def ingestq(root: Path, *args: str, **kw: object) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.slow
 def test_console_script_stdin_pipe_and_get(root: Path) -> None:
     data = os.urandom(1_500_000)
     done = ingestq(root, "ingest", "-", "--ref", "piped", input=data)
@@ -288,6 +289,7 @@ def test_console_script_stdin_pipe_and_get(root: Path) -> None:
     assert missing.stderr.decode() == f"ingestq: NotFound: content {sha(b'absent')}: not found\n"
 
 
+@pytest.mark.slow
 def test_console_script_file_size_limit_is_resource_exhausted_and_resumes(
     root: Path, tmp_path: Path
 ) -> None:

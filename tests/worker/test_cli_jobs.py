@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from ingestq.jobs.config import Settings
-from ingestq.tasks.producer import QueueClient
+from ingestq.tasks.queue import QueueClient
 from tests.servers.redis_server import RedisServer
 from tests.servers.util import free_port, wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
@@ -115,6 +115,7 @@ def run_on_tty(cluster: Cluster, *args: str) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_ingest_waits_and_prints_the_digest_and_the_worker_exports_metrics(
     compose: tuple[Cluster, int], blob_server: BlobServer
 ) -> None:
@@ -143,6 +144,7 @@ def test_ingest_waits_and_prints_the_digest_and_the_worker_exports_metrics(
     assert "ingestq_job_duration_seconds_bucket" in text
 
 
+@pytest.mark.slow
 def test_detach_then_job_status_and_job_wait(
     compose: tuple[Cluster, int], blob_server: BlobServer
 ) -> None:
@@ -162,6 +164,7 @@ def test_detach_then_job_status_and_job_wait(
     assert [r.status for r in blob_server.requests_for("/d")] == [200]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("status", "code", "kind"), [(404, 15, "NotFound"), (403, 17,
                          "PermissionDenied"), (401, 26, "Unauthenticated")])  # fmt: skip
 def test_failures_exit_with_the_kind_code(
@@ -175,12 +178,14 @@ def test_failures_exit_with_the_kind_code(
     assert record["kind"] == kind and f"HTTP {status}" in record["message"]
 
 
+@pytest.mark.slow
 def test_unknown_jobs_are_not_found(compose: tuple[Cluster, int]) -> None:
     cluster, _ = compose
     assert run(cluster, "job", "status", "no-such-job").returncode == 15
     assert run(cluster, "job", "wait", "no-such-job").returncode == 15
 
 
+@pytest.mark.slow
 def test_active_lists_live_ingests_and_cancel_stops_one(
     compose: tuple[Cluster, int], blob_server: BlobServer
 ) -> None:
@@ -213,6 +218,7 @@ def test_active_lists_live_ingests_and_cancel_stops_one(
     assert json.loads(run(cluster, "active", "--json").stdout) == []
 
 
+@pytest.mark.slow
 def test_the_worker_command_refuses_to_run_without_redis(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTQ_")}
     env.update(INGESTQ_ROOT=str(tmp_path), PYTHONPATH=str(REPO))

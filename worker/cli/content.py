@@ -53,10 +53,6 @@ def _store(root: Path | None) -> LocalStore:
     return LocalStore(resolve_root(root))
 
 
-info_json = info_to_json
-status_json = status_to_json
-
-
 def human_size(size: float) -> str:
     """Docker's ``units.HumanSize``: 4 significant digits, decimal units (``1.049MB``)."""
     units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
@@ -189,10 +185,10 @@ def ingest_cmd(
             src.close()
     if info is None:  # the content already existed
         if as_json and existing is not None:
-            echo_json({**info_json(store.info(existing)), "existed": True})
+            echo_json({**info_to_json(store.info(existing)), "existed": True})
         return
     if as_json:
-        echo_json({**info_json(info), "existed": False})
+        echo_json({**info_to_json(info), "existed": False})
     else:
         click.echo(f"{info.digest} {info.size}")
 
@@ -215,7 +211,7 @@ def info_cmd(digest: str, root: Path | None, as_json: bool) -> None:
     """Show a blob's Info."""
     info = _store(root).info(_digest(digest))
     if as_json:
-        echo_json(info_json(info))
+        echo_json(info_to_json(info))
         return
     click.echo(f"digest:     {info.digest}")
     click.echo(f"size:       {info.size}")
@@ -257,7 +253,7 @@ def ls_cmd(filters: tuple[str, ...], quiet: bool, root: Path | None, as_json: bo
     """List blobs matching any FILTER (``digest``, ``labels.<key>``; containerd syntax)."""
     infos = list(_store(root).walk(*filters))
     if as_json:
-        echo_json([info_json(i) for i in infos])
+        echo_json([info_to_json(i) for i in infos])
     elif quiet:
         for i in infos:
             click.echo(str(i.digest))
@@ -334,7 +330,7 @@ def active_cmd(filter_: str, root: Path | None, as_json: bool) -> None:
     since the start, and who holds each one now."""
     statuses = _store(root).list_statuses(filter_)
     if as_json:
-        echo_json([status_json(s) for s in statuses])
+        echo_json([status_to_json(s) for s in statuses])
         return
 
     def holder(st: Status) -> str:

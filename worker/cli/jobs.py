@@ -39,7 +39,7 @@ def _settings(root: Path | None) -> Settings:
 
 
 def _client(root: Path | None) -> JobClient:
-    from ingestq.tasks.producer import connect
+    from ingestq.tasks.client import connect
 
     return connect(_settings(root))
 
@@ -50,16 +50,14 @@ def _info_json(info: Info, job: IngestJob) -> dict[str, Any]:
     return {"job": job.id, "ref": job.ref, **info_to_json(info)}
 
 
-def _wait(job: IngestJob, timeout: float | None, as_json: bool) -> None:
-    """Wait for ``job``, drawing progress on a TTY; print the result. Interrupted, an
-    embedded job (running in this process) is canceled and kept for a resume; a queued
-    job goes on on the workers."""
-    from ingestq.jobs.local import LocalJob
-
+def _wait(job: IngestJob, timeout: float | None, as_json: bool, in_process: bool) -> None:
+    """Wait for ``job``, drawing progress on a TTY; print the result. Interrupted, a job
+    running in this process is canceled and kept for a resume; a queued job goes on on
+    the workers."""
     try:
         _wait_and_print(job, timeout, as_json)
     except KeyboardInterrupt:
-        if isinstance(job, LocalJob):
+        if in_process:
             job.cancel()
         raise
 
@@ -120,12 +118,10 @@ def ingest_cmd(
     """Ingest SOURCE (an http(s) URL or a file path) into the store.
 
     Prints the blob's digest (or, with --detach, the job id)."""
-    from ingestq.tasks.producer import enqueue_ingest
+    from ingestq.tasks.client import enqueue_ingest
 
     client = _client(root)
-    from ingestq.tasks.producer import QueueClient
-
-    if not wait and not isinstance(client, QueueClient):
+    if not wait and client.in_process:
         raise errdefs.InvalidArgument(
             "--detach needs a queue: set INGESTQ_REDIS_URL (embedded jobs run in this process)"
         )
@@ -140,7 +136,7 @@ def ingest_cmd(
         else:
             click.echo(job.id)
         return
-    _wait(job, timeout, as_json)
+    _wait(job, timeout, as_json, client.in_process)
 
 
 @click.group("job")
@@ -188,7 +184,8 @@ def job_status(job_id: str, as_json: bool, root: Path | None) -> None:
 @handle_errors
 def job_wait(job_id: str, timeout: float | None, as_json: bool, root: Path | None) -> None:
     """Wait for a job; print the digest, or exit with its error kind's code."""
-    _wait(_client(root).job(job_id), timeout, as_json)
+    client = _client(root)
+    _wait(client.job(job_id), timeout, as_json, client.in_process)
 
 
 @job_group.command("cancel")
@@ -249,7 +246,8 @@ def worker_cmd(
     metrics_port: int | None,
     root: Path | None,
 ) -> None:
-    """Run a Celery worker of the project's app (same as ``celery -A tasks.app worker``)."""
+    """Run a Celery worker of the project's app (same as ``celery -A ingestq.tasks.app
+    worker``)."""
     import os
 
     if root is not None:

@@ -31,11 +31,9 @@ from ingestq.worker.cli.common import echo_json, handle_errors, resolve_root, ro
 from ingestq.worker.cli.progress import human_bytes
 
 if TYPE_CHECKING:
-    from ingestq.images.pull import PullStatus
-    from ingestq.jobs.api import JobClient
+    from ingestq.jobs.api import JobClient, PullJob
     from ingestq.jobs.config import Settings
-    from ingestq.jobs.pull import PullJob
-    from ingestq.store.values import Descriptor
+    from ingestq.jobs.pullstatus import PullStatus
 
 #: Seconds between progress redraws on a TTY.
 REFRESH = 0.1
@@ -50,7 +48,7 @@ def _settings(root: Path | None) -> Settings:
 
 
 def _client(root: Path | None) -> JobClient:
-    from ingestq.tasks.producer import connect
+    from ingestq.tasks.client import connect
 
     return connect(_settings(root))
 
@@ -64,7 +62,7 @@ def _bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
 
 def render(status: PullStatus, elapsed: float) -> list[str]:
     """The progress table of ``status``: one line per blob, then the totals."""
-    from ingestq.images.pull import BlobState
+    from ingestq.images.status import BlobState
 
     rows: list[tuple[str, str, str, str]] = []
     if not status.blobs:
@@ -181,9 +179,8 @@ def pull_cmd(
 
     Prints the recorded name and the image digest (or, with --detach, the job id)."""
     from ingestq.fetch.registry.client import RegistryOptions
-    from ingestq.images.pull import PullRequest
-    from ingestq.jobs.pull import enqueue_pull
-    from ingestq.tasks.producer import QueueClient
+    from ingestq.images.request import PullRequest
+    from ingestq.tasks.client import enqueue_pull
 
     options = RegistryOptions(
         plain_http=True if plain_http else None,
@@ -194,7 +191,7 @@ def pull_cmd(
         auth_files=auth_files or None,
     )
     client = _client(root)
-    if not wait and not isinstance(client, QueueClient):
+    if not wait and client.in_process:
         raise errdefs.InvalidArgument(
             "--detach needs a queue: set INGESTQ_REDIS_URL (embedded pulls run in this process)"
         )
@@ -232,7 +229,7 @@ def _pull_blob(
     from ingestq.fetch.registry.client import RegistryClient, blob_spec
     from ingestq.store.codec import info_to_json
     from ingestq.store.values import Descriptor
-    from ingestq.tasks.producer import enqueue_ingest
+    from ingestq.tasks.client import enqueue_ingest
 
     ref = parse_blob_reference(reference)
     assert ref.digest is not None
@@ -254,42 +251,6 @@ def _pull_blob(
         click.echo(str(info.digest))
 
 
-def _tree_size(store: Any, desc: Descriptor, depth: int = 0) -> tuple[int, list[str]] | None:
-    """Bytes of every committed blob under ``desc`` and the platforms of its manifests;
-    None when something is missing."""
-    from ingestq.fetch import manifests, platforms
-    from ingestq.store.helpers import read_blob
-    from ingestq.store.values import Descriptor
-
-    if depth > 4 or not store.exists(desc.digest):
-        return None
-    doc = manifests.parse(desc, read_blob(store, desc))
-    total = desc.size
-    found: list[str] = []
-    if isinstance(doc, manifests.Index):
-        for entry in doc.manifests:
-            child = Descriptor.from_oci(entry)
-            if not store.exists(child.digest):
-                continue
-            sub = _tree_size(store, child, depth + 1)
-            if sub is None:
-                continue
-            total += sub[0]
-            plat = platforms.descriptor_platform(entry)
-            found.extend([str(plat)] if plat is not None else sub[1])
-        return total, found
-    for child in doc.children:
-        if not store.exists(child.digest):
-            return None
-        total += child.size
-    try:
-        config = json.loads(read_blob(store, doc.config))
-        found.append(f"{config.get('os', '?')}/{config.get('architecture', '?')}")
-    except (ValueError, errdefs.ErrdefsError):
-        pass
-    return total, found
-
-
 @click.command("images")
 @click.option("-q", "--quiet", is_flag=True, help="Print names only.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -300,47 +261,27 @@ def images_cmd(quiet: bool, as_json: bool, root: Path | None) -> None:
 
     DIGEST is the image's own digest (the registry's); an image recorded through an OCI
     view (a Docker schema2 image) shows the view's digest under "recorded" in --json."""
-    from ingestq.images.pull import SOURCE_DIGEST_ANNOTATION, SOURCE_MEDIA_TYPE_ANNOTATION
-    from ingestq.store.images import ImageIndex
+    from ingestq.images.size import list_images
     from ingestq.store.local import LocalStore
 
-    path = resolve_root(root)
-    store = LocalStore(path)
-    rows: list[dict[str, Any]] = []
-    for name, desc in ImageIndex(path).list():
-        digest = desc.annotations.get(SOURCE_DIGEST_ANNOTATION, str(desc.digest))
-        media_type = desc.annotations.get(SOURCE_MEDIA_TYPE_ANNOTATION, desc.media_type)
-        try:
-            tree = _tree_size(store, desc)
-        except errdefs.ErrdefsError:
-            tree = None
-        rows.append(
-            {
-                "name": name,
-                "media_type": media_type,
-                "digest": digest,
-                "recorded": str(desc.digest),
-                "size": tree[0] if tree else None,
-                "platforms": sorted(set(tree[1])) if tree else [],
-            }
-        )
+    images = list_images(LocalStore(resolve_root(root)))
     if as_json:
-        echo_json(rows)
+        echo_json([image.to_json() for image in images])
         return
     if quiet:
-        for row in rows:
-            click.echo(row["name"])
+        for image in images:
+            click.echo(image.name)
         return
     header = ("NAME", "TYPE", "DIGEST", "SIZE", "PLATFORMS")
     table = [
         (
-            r["name"],
-            _short_type(r["media_type"]),
-            r["digest"],
-            human_bytes(r["size"]) if r["size"] is not None else "-",
-            ",".join(r["platforms"]) or "-",
+            i.name,
+            _short_type(i.media_type),
+            i.digest,
+            human_bytes(i.size) if i.size is not None else "-",
+            ",".join(i.platforms) or "-",
         )
-        for r in rows
+        for i in images
     ]
     widths = [max(len(str(x[i])) for x in (header, *table)) for i in range(len(header))]
     for line in (header, *table):

@@ -1,0 +1,450 @@
+"""The one HTTP layer of :mod:`ingestq.fetch`: how every source speaks HTTP.
+
+The HTTP source (:mod:`ingestq.fetch.http`) and the registry client
+(:mod:`ingestq.fetch.registry`) share, from here:
+
+* :func:`new_client`: an httpx client on the large-read transport of
+  :mod:`ingestq.fetch.transport` (the environment's proxies, when set, are honoured
+  through httpx's own transports instead), with bounded redirects and separate connect
+  and read timeouts; :func:`ssl_context` for a CA bundle, a client certificate or no
+  verification;
+* :func:`send`: one streamed request, transport failures mapped;
+* :func:`transport_error`: the one table from httpx exceptions to errdefs kinds;
+* :func:`status_kind` / :func:`status_error`: the one mapping of HTTP status codes
+  (the registry adds its OCI error codes on top, :mod:`ingestq.fetch.registry.errors`);
+* :func:`retry_after`: the one ``Retry-After`` parser;
+* :func:`range_headers` / :func:`open_range`: the one ranged GET, with the
+  Content-Range check;
+* :class:`BodyStream`: the one response body stream.
+
+Transport failures (:func:`transport_error`):
+
+=============================================  =========================================
+httpx exception                                kind
+=============================================  =========================================
+TooManyRedirects                               FailedPrecondition ("too many redirects")
+InvalidURL, UnsupportedProtocol                InvalidArgument
+ConnectError from a certificate that fails     FailedPrecondition ("TLS certificate
+verification                                   verification failed")
+ConnectError from any other TLS handshake      FailedPrecondition ("TLS handshake
+failure (``WRONG_VERSION_NUMBER``: https://    failed")
+to a plain-HTTP server, no shared protocol or
+cipher, an alert from the server)
+RemoteProtocolError "incomplete message body"  DataLoss (the prefix is kept for a resume)
+TimeoutException                               Unavailable ("timed out")
+anything else (connect, read, write,           Unavailable
+protocol, a TLS connection closed mid-way)
+=============================================  =========================================
+
+TLS failures are permanent: retrying cannot fix a certificate or a server that does
+not speak TLS; trust a CA bundle, fix the URL, or skip verification. Every
+Unavailable carries details ``url`` and ``error`` (the exception's type name).
+
+Status codes (:func:`status_kind`): 400 InvalidArgument, 401 Unauthenticated, 403
+PermissionDenied, 404/410 NotFound, 405/501 Unimplemented, 416 OutOfRange,
+408/429/500/502/503/504 Unavailable, any other 4xx InvalidArgument, anything else
+(other 5xx, a 1xx or 3xx that reaches a caller) Unknown. The error of
+:func:`status_error` carries details ``status``, ``method``, ``url`` and, when it is
+Unavailable and the server sent ``Retry-After``, ``retry_after`` (seconds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import math
+import re
+import ssl
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from ingestq import errdefs
+from ingestq.fetch.source import BytesStream, Opened
+from ingestq.fetch.transport import transport as large_read_transport
+
+#: The ``User-Agent`` of every request.
+USER_AGENT = "ingestq"
+#: Connections per client (one client serves every job of a process).
+LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+
+STATUS_KINDS: Mapping[int, type[errdefs.ErrdefsError]] = {
+    400: errdefs.InvalidArgument,
+    401: errdefs.Unauthenticated,
+    403: errdefs.PermissionDenied,
+    404: errdefs.NotFound,
+    405: errdefs.Unimplemented,
+    408: errdefs.Unavailable,
+    410: errdefs.NotFound,
+    416: errdefs.OutOfRange,
+    429: errdefs.Unavailable,
+    500: errdefs.Unavailable,
+    501: errdefs.Unimplemented,
+    502: errdefs.Unavailable,
+    503: errdefs.Unavailable,
+    504: errdefs.Unavailable,
+}
+
+_CONTENT_RANGE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$")
+_UNSATISFIED_RANGE = re.compile(r"^bytes\s+\*/(\d+)$")
+#: TLS errors that mean "the connection went away", not "the handshake was refused".
+_TLS_CONNECTION_LOST = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+# -- clients -----------------------------------------------------------------------------
+def ssl_context(
+    *,
+    ca_bundle: str | None = None,
+    client_cert: str | None = None,
+    client_key: str | None = None,
+    insecure_skip_verify: bool = False,
+) -> ssl.SSLContext | bool:
+    """The ``verify`` of :func:`new_client`: False to skip verification, else a context
+    trusting ``ca_bundle`` (the system's CAs when None) with an optional client
+    certificate. InvalidArgument for a file that cannot be read or is not PEM."""
+    if insecure_skip_verify:
+        return False
+    try:
+        ctx = ssl.create_default_context(cafile=ca_bundle)
+        if client_cert:
+            ctx.load_cert_chain(client_cert, client_key)
+    except (OSError, ssl.SSLError) as e:
+        raise errdefs.InvalidArgument(f"TLS configuration: {e}") from e
+    return ctx
+
+
+def new_client(
+    *,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+    max_redirects: int = 10,
+    verify: ssl.SSLContext | bool = True,
+    auth: httpx.Auth | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> httpx.Client:
+    """An httpx client for fetching: redirects followed up to ``max_redirects``, a
+    connect and a read (stall) timeout, :data:`LIMITS`, ``auth`` on every request.
+
+    ``transport`` None means the network through :mod:`ingestq.fetch.transport`
+    (large socket reads), or through httpx's own transports when the environment names
+    a proxy (``HTTPS_PROXY``, ...), so proxies keep working; tests pass their own.
+    """
+    if transport is None and not urllib.request.getproxies():
+        transport = large_read_transport(verify, LIMITS)
+    return httpx.Client(
+        auth=auth,
+        verify=verify,
+        timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+        follow_redirects=True,
+        max_redirects=max_redirects,
+        limits=LIMITS,
+        transport=transport,
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+def send(
+    client: httpx.Client, method: str, url: str, headers: Mapping[str, str], what: str
+) -> httpx.Response:
+    """Send one request with the body left streaming (the caller closes the response).
+    Transport failures raise :func:`transport_error`'s kinds."""
+    try:
+        request = client.build_request(method, url, headers=dict(headers))
+        return client.send(request, stream=True)
+    except httpx.HTTPError as e:
+        raise transport_error(e, what) from e
+
+
+# -- errors ------------------------------------------------------------------------------
+def _tls_error(err: BaseException) -> ssl.SSLError | None:
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _verify_message(err: ssl.SSLCertVerificationError) -> str:
+    return str(getattr(err, "verify_message", None) or err)
+
+
+def transport_error(err: httpx.HTTPError, what: str) -> errdefs.ErrdefsError:
+    """The errdefs error for an httpx exception (the table in the module docstring);
+    ``what`` starts the message (e.g. ``"GET https://host/x"``)."""
+    if isinstance(err, httpx.TooManyRedirects):
+        return errdefs.FailedPrecondition(f"{what}: too many redirects: {err}")
+    if isinstance(err, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return errdefs.InvalidArgument(f"{what}: {err}")
+    if isinstance(err, httpx.ConnectError):
+        tls = _tls_error(err)
+        if isinstance(tls, ssl.SSLCertVerificationError):
+            return errdefs.FailedPrecondition(
+                f"{what}: TLS certificate verification failed: {_verify_message(tls)}"
+            )
+        if tls is not None and not isinstance(tls, _TLS_CONNECTION_LOST):
+            hint = ""
+            if getattr(tls, "reason", None) == "WRONG_VERSION_NUMBER":
+                hint = " (does the server speak plain HTTP? use http://)"
+            return errdefs.FailedPrecondition(f"{what}: TLS handshake failed: {tls}{hint}")
+    if isinstance(err, httpx.RemoteProtocolError) and "complete message body" in str(err):
+        return errdefs.DataLoss(f"{what}: body shorter than announced: {err}")
+    try:
+        url = str(err.request.url)
+    except RuntimeError:
+        url = ""
+    details = {"url": url, "error": type(err).__name__}
+    if isinstance(err, httpx.TimeoutException):
+        return errdefs.Unavailable(f"{what}: timed out: {type(err).__name__}", details)
+    return errdefs.Unavailable(f"{what}: {type(err).__name__}: {err}".rstrip(": "), details)
+
+
+def status_kind(status: int) -> type[errdefs.ErrdefsError]:
+    """The errdefs kind of an HTTP status that is not a success (module docstring)."""
+    kind = STATUS_KINDS.get(status)
+    if kind is not None:
+        return kind
+    return errdefs.InvalidArgument if 400 <= status < 500 else errdefs.Unknown
+
+
+def status_error(
+    response: httpx.Response,
+    what: str,
+    *,
+    kind: type[errdefs.ErrdefsError] | None = None,
+    summary: str | None = None,
+    details: Mapping[str, str] | None = None,
+) -> errdefs.ErrdefsError:
+    """The error for a response that failed: ``<what>: HTTP <status> <summary>``.
+
+    Args:
+        response: the response (its body is not read here).
+        what: the start of the message (e.g. ``"GET https://host/x"``).
+        kind: the kind; None means :func:`status_kind` of the status.
+        summary: the end of the message; None means the reason phrase.
+        details: added to the details ``status``, ``method``, ``url``, ``retry_after``.
+    """
+    status = response.status_code
+    kind = kind or status_kind(status)
+    text = response.reason_phrase if summary is None else summary
+    out = {"status": str(status), "method": "", "url": ""}
+    with contextlib.suppress(RuntimeError):  # a response built by hand has no request
+        out["method"], out["url"] = response.request.method, str(response.request.url)
+    if kind is errdefs.Unavailable:
+        after = retry_after(response.headers.get("Retry-After"))
+        if after is not None:
+            out["retry_after"] = f"{after:g}"
+    out.update(details or {})
+    return kind(f"{what}: HTTP {status} {text}".rstrip(), out)
+
+
+def retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP date (a
+    date in the past is 0). None when there is no value or it is neither."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+# -- ranged GETs -------------------------------------------------------------------------
+def range_headers(offset: int, if_range: str | None = None) -> dict[str, str]:
+    """Headers of a GET for the bytes from ``offset``: ``Accept-Encoding: identity`` (the
+    bytes are the resource, not a transfer encoding of it), and for ``offset > 0``
+    ``Range: bytes=<offset>-`` plus ``If-Range`` when a validator is given."""
+    headers = {"Accept-Encoding": "identity"}
+    if offset > 0:
+        headers["Range"] = f"bytes={offset}-"
+        if if_range:
+            headers["If-Range"] = if_range
+    return headers
+
+
+@dataclass(frozen=True)
+class Ranged:
+    """What :func:`open_range` opened, and the response that answered (its headers:
+    ``ETag``, ``Last-Modified``, ...)."""
+
+    opened: Opened
+    response: httpx.Response
+
+
+def open_range(
+    get: Callable[[int], httpx.Response],
+    offset: int,
+    what: str,
+    *,
+    fail: Callable[[httpx.Response], errdefs.ErrdefsError] | None = None,
+    decode: bool = False,
+) -> Ranged:
+    """Open the bytes from ``offset`` with ``get(offset)``, a GET sent with
+    :func:`range_headers` (containerd's rules):
+
+    * ``200``: the whole resource; the stream starts at 0 (the server ignored the
+      range, or ``If-Range`` no longer matched), ``size`` is ``Content-Length``.
+    * ``206``: only for ``offset > 0``, and ``Content-Range`` must read
+      ``bytes <offset>-<last>/<total|*>`` agreeing with ``Content-Length``; otherwise
+      FailedPrecondition ("unhandled content range"). The stream starts at ``offset``;
+      ``size`` is the total (None for ``*``).
+    * ``416`` for ``offset > 0`` (its body is never read: some servers announce a
+      length they do not send): ``Content-Range: bytes */<offset>`` means nothing is
+      left, an empty stream at ``offset`` of size ``offset``; anything else means the
+      offset is past the end, and the resource is opened again from 0.
+    * anything else: ``fail(response)`` is raised (default :func:`status_error`).
+
+    ``decode`` (registries): a body sent with a ``Content-Encoding`` is decoded, and
+    its size is then unknown; without it the raw bytes are the resource.
+    """
+    response = get(offset)
+    try:
+        return _ranged(get, response, offset, what, fail, decode)
+    except BaseException:
+        response.close()
+        raise
+
+
+def _ranged(
+    get: Callable[[int], httpx.Response],
+    response: httpx.Response,
+    offset: int,
+    what: str,
+    fail: Callable[[httpx.Response], errdefs.ErrdefsError] | None,
+    decode: bool,
+) -> Ranged:
+    code = response.status_code
+    decoded = decode and _encoded(response)
+    length = None if decoded else _int_header(response, "Content-Length")
+    if code == 200:
+        stream = BodyStream(response, what, length, decode=decode)
+        return Ranged(Opened(stream, 0, length), response)
+    if code == 206:
+        if offset == 0:
+            raise errdefs.FailedPrecondition(f"{what}: partial content without a range request")
+        content_range = response.headers.get("Content-Range", "")
+        m = _CONTENT_RANGE.match(content_range.strip())
+        if m is None or int(m.group(1)) != offset:
+            raise errdefs.FailedPrecondition(
+                f"{what}: unhandled content range in response: {content_range!r} for a "
+                f"request from offset {offset}"
+            )
+        first, last = int(m.group(1)), int(m.group(2))
+        if last < first or (length is not None and length != last - first + 1):
+            raise errdefs.FailedPrecondition(
+                f"{what}: content range {content_range!r} disagrees with Content-Length {length}"
+            )
+        total = int(m.group(3)) if m.group(3) != "*" else None
+        expect = None if decoded else last - first + 1
+        stream = BodyStream(response, what, expect, decode=decode)
+        return Ranged(Opened(stream, offset, total), response)
+    if code == 416 and offset > 0:
+        m = _UNSATISFIED_RANGE.match(response.headers.get("Content-Range", "").strip())
+        response.close()
+        if m is not None and int(m.group(1)) == offset:
+            return Ranged(Opened(BytesStream(b""), offset, offset), response)
+        return open_range(get, 0, what, fail=fail, decode=decode)
+    raise fail(response) if fail is not None else status_error(response, what)
+
+
+def _encoded(response: httpx.Response) -> bool:
+    return response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+
+
+def _int_header(response: httpx.Response, name: str) -> int | None:
+    value = response.headers.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+class BodyStream:
+    """A response body as a :class:`~ingestq.fetch.source.Stream`.
+
+    Each read returns what the connection delivered (up to the transport's read size),
+    so progress and cancellation never wait for a large buffer to fill. The raw bytes
+    are returned, or with ``decode`` the decoded ones when the server applied a
+    ``Content-Encoding``. A body that ends before ``expect`` bytes is DataLoss;
+    failures mid-body are :func:`transport_error`'s kinds (a timeout Unavailable, a
+    connection closed early DataLoss).
+    """
+
+    def __init__(
+        self, response: httpx.Response, what: str, expect: int | None, *, decode: bool = False
+    ) -> None:
+        self._response = response
+        self._what = what
+        self._chunks: Iterator[bytes] = (
+            response.iter_bytes() if decode and _encoded(response) else response.iter_raw()
+        )
+        self._buffer = b""
+        self._expect = expect
+        self._got = 0
+        self._done = False
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Up to ``n`` bytes (the rest of the body for ``n < 0``); ``b""`` at the end."""
+        if n < 0:
+            parts = [self._buffer]
+            self._buffer = b""
+            while chunk := self._next():
+                parts.append(chunk)
+            out = b"".join(parts)
+        else:
+            if not self._buffer:
+                self._buffer = self._next()
+            if n >= len(self._buffer):
+                out, self._buffer = self._buffer, b""
+            else:
+                out, self._buffer = self._buffer[:n], self._buffer[n:]
+        return out
+
+    def _next(self) -> bytes:
+        if self._done:
+            return b""
+        while True:
+            try:
+                chunk = next(self._chunks, None)
+            except httpx.HTTPError as e:
+                self._done = True
+                self._response.close()
+                raise transport_error(e, self._what) from e
+            if chunk is None:
+                self._done = True
+                if self._expect is not None and self._got < self._expect:
+                    raise errdefs.DataLoss(
+                        f"{self._what}: body ended after {self._got} of {self._expect} bytes"
+                    )
+                return b""
+            if chunk:
+                self._got += len(chunk)
+                return chunk
+
+    def close(self) -> None:
+        """Close the response (and its connection, if the body was not read to the end)."""
+        self._response.close()
+
+
+__all__ = [
+    "LIMITS",
+    "STATUS_KINDS",
+    "USER_AGENT",
+    "BodyStream",
+    "Ranged",
+    "new_client",
+    "open_range",
+    "range_headers",
+    "retry_after",
+    "send",
+    "ssl_context",
+    "status_error",
+    "status_kind",
+    "transport_error",
+]

@@ -1,0 +1,118 @@
+"""Finalizing a pull: labels (containerd's GC references, the distribution source),
+the OCI view of Docker-typed images, and recording the image in the store's
+``index.json``."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import replace
+
+from ingestq import errdefs
+from ingestq.fetch import manifests
+from ingestq.images.plan import PullPlan
+from ingestq.ingest.protocols import LocalContent
+from ingestq.store.annotations import SOURCE_DIGEST, SOURCE_MEDIA_TYPE
+from ingestq.store.digest import Digest
+from ingestq.store.helpers import read_blob, write_blob
+from ingestq.store.images import ImageIndex
+from ingestq.store.protocols import Manager, Store
+from ingestq.store.values import Descriptor, Info, utcnow
+
+
+def oci_view(store: Store, plan: PullPlan, desc: Descriptor | None = None) -> Descriptor:
+    """The OCI-typed descriptor to record for ``desc`` (default: the plan's target).
+
+    skopeo reads only OCI-typed entries of a layout's ``index.json`` (and refuses
+    Docker configs on inspect), so a Docker schema2 manifest is recorded through an
+    equivalent OCI manifest (same config and layer blobs, OCI media types), and an
+    index holding any Docker manifest, or a Docker manifest list, through an OCI index
+    over the pulled manifests' views. The converted blobs are written to the store with
+    their GC labels; an OCI image is its own view. Deterministic, so idempotent.
+
+    Raises NotFound when a manifest of the plan is not committed, InvalidArgument /
+    Unimplemented for a malformed or unsupported manifest.
+    """
+    desc = desc or plan.target
+    pulled = {b.desc.digest for b in plan.manifests}
+    data = read_blob(store, desc)
+    doc = manifests.parse(desc, data)
+    if isinstance(doc, manifests.Manifest):
+        if desc.media_type == manifests.OCI_MANIFEST:
+            return desc
+        new = manifests.oci_manifest(desc, data)
+        labels = doc.gc_labels()
+        media_type = manifests.OCI_MANIFEST
+    else:
+        changed = desc.media_type != manifests.OCI_INDEX
+        entries: list[dict[str, object]] = []
+        views: list[Descriptor] = []
+        for entry in doc.manifests:
+            child = Descriptor.from_oci(entry)
+            if child.digest not in pulled:
+                continue
+            view = oci_view(store, plan, child)
+            changed = changed or view.digest != child.digest
+            entries.append(
+                {**entry, "mediaType": view.media_type, "digest": str(view.digest),
+                 "size": view.size}
+            )  # fmt: skip
+            views.append(view)
+        if not changed:
+            return desc
+        new = manifests.oci_index(entries)
+        labels = manifests.index_gc_labels(views)
+        media_type = manifests.OCI_INDEX
+    view_desc = Descriptor(Digest.from_bytes(new), len(new), media_type)
+    write_blob(store, manifests.ref_key(view_desc), io.BytesIO(new), view_desc)
+    _label(store, view_desc, labels)
+    return view_desc
+
+
+def _label(store: Manager, desc: Descriptor, labels: Mapping[str, str]) -> None:
+    if labels:
+        now = utcnow()
+        store.update(
+            Info(desc.digest, desc.size, now, now, dict(labels)), *(f"labels.{k}" for k in labels)
+        )
+
+
+def finalize(store: LocalContent, plan: PullPlan) -> tuple[Info, Descriptor]:
+    """Label every blob of ``plan`` and record the image; return the root's Info and the
+    descriptor recorded in ``index.json``.
+
+    Parents get their GC reference labels; with a registry source every blob gets its
+    ``distribution.source`` label (the repository added to the comma list). Then the
+    image is put in the store's ``index.json`` under ``plan.name``: the target itself
+    for an OCI image, else its :func:`oci_view` (annotated with the original digest and
+    media type, :data:`ingestq.store.annotations.SOURCE_DIGEST` /
+    :data:`~ingestq.store.annotations.SOURCE_MEDIA_TYPE`). Idempotent.
+
+    Raises FailedPrecondition when a blob of the plan is not committed, InvalidArgument
+    for an oversize label.
+    """
+    for blob in (*plan.manifests, *plan.children):
+        if not store.exists(blob.desc.digest):
+            raise errdefs.FailedPrecondition(f"pull {plan.name}: {blob.ref} is not committed")
+    for blob in (*plan.children, *plan.manifests):
+        digest = blob.desc.digest
+        new = dict(plan.labels.get(str(digest), {}))
+        if plan.source is not None:
+            host, repo = plan.source
+            key = manifests.distribution_source_key(host)
+            current = store.info(digest).labels.get(key)
+            value = manifests.append_distribution_source(current, repo)
+            if value != current:
+                new[key] = value
+        _label(store, blob.desc, new)
+    view = oci_view(store, plan)
+    if view.digest != plan.target.digest:
+        view = replace(
+            view,
+            annotations={
+                SOURCE_DIGEST: str(plan.target.digest),
+                SOURCE_MEDIA_TYPE: plan.target.media_type,
+            },
+        )
+    ImageIndex(store.root).put(plan.name, view)
+    return store.info(plan.target.digest), view

@@ -1,0 +1,40 @@
+"""What an ingest job is in both backends beyond the job interface: the request a
+producer's arguments make.
+
+Imports fetch (source specs) and ingest (the request).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ingestq.fetch.specs import source_name, spec_from_text
+from ingestq.ingest.request import IngestRequest, make_request
+
+
+def ingest_request(
+    source: str | Mapping[str, Any],
+    *,
+    digest: str | None = None,
+    size: int = 0,
+    media_type: str = "application/octet-stream",
+    ref: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> IngestRequest:
+    """The request to ingest ``source`` (a URL, a file path, or a source spec object).
+
+    ``digest``/``size`` are the expected content (optional: without a digest the bytes
+    are hashed while fetching and committed under the digest they have); ``ref``
+    defaults to containerd's ref key (see :mod:`ingestq.fetch.refkey`).
+
+    Raises InvalidArgument for a malformed digest or source.
+    """
+    spec = spec_from_text(source) if isinstance(source, str) else dict(source)
+    return make_request(
+        spec, source_name(spec), digest=digest, size=size, media_type=media_type, ref=ref,
+        labels=labels,
+    )  # fmt: skip
+
+
+__all__ = ["ingest_request"]

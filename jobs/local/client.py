@@ -1,0 +1,119 @@
+"""The in-process backend of the job interface: :class:`LocalClient` runs ingest and
+pull jobs in threads of this process against the store at ``settings.root``, with no
+server (the embedded default when no Redis is configured).
+
+Imports store and this package.
+"""
+
+from __future__ import annotations
+
+from ingestq.images.request import PullRequest
+from ingestq.ingest.request import IngestRequest
+from ingestq.jobs.api import ActiveIngest
+from ingestq.jobs.config import Settings, open_store
+from ingestq.jobs.local.context import JobThreads, LocalContext
+from ingestq.jobs.local.ingest import LocalIngestJob, submit_ingest
+from ingestq.jobs.local.pull import LocalPullJob, submit_pull
+from ingestq.jobs.local.records import FileJobRecords
+from ingestq.jobs.records import JobRecordStore
+from ingestq.store.local import LocalStore
+from ingestq.store.values import Status
+
+
+class LocalClient:
+    """Runs jobs in this process (the :class:`ingestq.jobs.api.JobClient` protocol).
+
+    Job records live in ``records`` (default: files under the store root, so every
+    process of the host that opens the same root sees and can cancel the jobs).
+    """
+
+    def __init__(self, settings: Settings, records: JobRecordStore | None = None) -> None:
+        store = open_store(settings)
+        if records is None:
+            records = FileJobRecords(store.root, sync=settings.fsync)
+        self._ctx = LocalContext(settings, store, records, JobThreads())
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the client was made with."""
+        return self._ctx.settings
+
+    @property
+    def store(self) -> LocalStore:
+        """The store jobs write to."""
+        return self._ctx.store
+
+    @property
+    def records(self) -> JobRecordStore:
+        """Where the job records live."""
+        return self._ctx.records
+
+    @property
+    def in_process(self) -> bool:
+        """True: jobs run in this process."""
+        return True
+
+    def submit_ingest(
+        self,
+        request: IngestRequest,
+        *,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> LocalIngestJob:
+        """Start ``request`` in a thread of this process (or return the existing job of
+        the same id / idempotency key)."""
+        return submit_ingest(self._ctx, request, job_id, idempotency_key)
+
+    def submit_pull(
+        self,
+        request: PullRequest,
+        *,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> LocalPullJob:
+        """Start the pull ``request`` in a thread of this process (or return the
+        existing job of the same id / idempotency key)."""
+        return submit_pull(self._ctx, request, job_id, idempotency_key)
+
+    def job(self, job_id: str) -> LocalIngestJob:
+        """A handle on ingest job ``job_id`` of this host."""
+        return LocalIngestJob(self._ctx, job_id)
+
+    def pull(self, job_id: str) -> LocalPullJob:
+        """A handle on pull job ``job_id`` of this host."""
+        return LocalPullJob(self._ctx, job_id)
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel ``job_id`` (in this process or another on this host). NotFound for an
+        unknown job."""
+        self._ctx.cancel(job_id)
+
+    def active(self) -> list[ActiveIngest]:
+        """The ingests in this host's store, live (locked by a writer) or resumable."""
+        return [_from_status(s) for s in self.store.list_statuses()]
+
+    def close(self) -> None:
+        """Wait for the jobs started by this client."""
+        self._ctx.threads.join_all()
+
+
+def _from_status(s: Status) -> ActiveIngest:
+    h = s.holder
+    return ActiveIngest(
+        ref=s.ref,
+        offset=s.offset,
+        total=s.total,
+        expected=str(s.expected) if s.expected else "",
+        started_at=s.started_at,
+        updated_at=s.updated_at,
+        holder=h.id if h else "",
+        host=h.host if h else "",
+        pid=h.pid if h else 0,
+        fence=h.fence if h else 0,
+        job_id="",
+        source="",
+        rate=0.0,
+    )
+
+
+__all__ = ["LocalClient"]

@@ -1,0 +1,147 @@
+"""Job records in files under the store root: the record store of the in-process
+backend (the :class:`ingestq.jobs.records.JobRecordStore` protocol).
+
+Each record is a JSON object at ``RootLayout(root).job_record(<name>)``
+(``<root>/jobs/<name>.json``), replaced atomically (:mod:`ingestq.store.atomic`) on
+every update, so any process of the host that opens the same root reads it whole. The
+name is the job id when it is a plain name (letters, digits, ``-``; at most 100
+characters), else a hash of it. Beside the record: ``<name>.cancel`` (the cancel flag,
+a file of its own so the job's updates never overwrite it) and, per idempotency key,
+``<hash>.key`` (the id of the job the key created). A record is created by linking a
+complete file into place, so it appears whole and only once.
+
+Records written by earlier versions (numbers and nested objects as JSON values) are
+read as text fields like any other.
+
+Imports store (layout, atomic writes) and errdefs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ingestq import errdefs
+from ingestq.store.atomic import fsync_dir, write_json
+from ingestq.store.layout import RootLayout
+
+#: The longest job id used as a file name as it is.
+MAX_PLAIN_ID = 100
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class FileJobRecords:
+    """Job records of the store at ``root`` (see the module docstring). ``sync``
+    fsyncs each write (the store's ``fsync`` setting)."""
+
+    def __init__(self, root: Path, *, sync: bool = True) -> None:
+        self._layout = RootLayout(root)
+        self._sync = sync
+        self._layout.jobs.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def root(self) -> Path:
+        """The store root the records live under."""
+        return self._layout.root
+
+    def path(self, job_id: str) -> Path:
+        """Where ``job_id``'s record lives."""
+        plain = job_id.replace("-", "").isalnum() and len(job_id) <= MAX_PLAIN_ID
+        name = job_id if plain else (
+            uuid.uuid5(uuid.NAMESPACE_URL, job_id).hex
+        )  # fmt: skip
+        return self._layout.job_record(name)
+
+    def _cancel_path(self, job_id: str) -> Path:
+        return self.path(job_id).with_suffix(".cancel")
+
+    def _key_path(self, idempotency_key: str) -> Path:
+        name = uuid.uuid5(uuid.NAMESPACE_URL, f"idempotency:{idempotency_key}").hex
+        return self._layout.job_record(name).with_suffix(".key")
+
+    def _create_exclusive(self, path: Path, obj: Mapping[str, str]) -> bool:
+        """Write ``obj`` to ``path`` unless it exists; True when written."""
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.new")
+        try:
+            write_json(tmp, dict(obj), sync=self._sync)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+        except OSError as e:
+            raise errdefs.Unavailable(f"job record {path.name}: {e}") from e
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        if self._sync:
+            fsync_dir(path.parent)
+        return True
+
+    def _read(self, path: Path) -> dict[str, str] | None:
+        try:
+            obj: Any = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as e:
+            raise errdefs.DataLoss(f"job record {path.name} is unreadable: {e}") from e
+        except OSError as e:
+            raise errdefs.Unavailable(f"job record {path.name}: {e}") from e
+        if not isinstance(obj, dict):
+            raise errdefs.DataLoss(f"job record {path.name} is not an object")
+        return {str(k): _text(v) for k, v in obj.items() if v is not None}
+
+    def create(
+        self, job_id: str, fields: Mapping[str, str], idempotency_key: str | None = None
+    ) -> tuple[str, bool]:
+        """See :meth:`ingestq.jobs.records.JobRecords.create`. Unavailable when the
+        directory cannot be written."""
+        if idempotency_key is not None:
+            key_path = self._key_path(idempotency_key)
+            if not self._create_exclusive(key_path, {"job": job_id}):
+                existing = (self._read(key_path) or {}).get("job", job_id)
+                if existing != job_id:
+                    return existing, False
+        record = {**fields, "created_at": f"{time.time():.6f}"}
+        return job_id, self._create_exclusive(self.path(job_id), record)
+
+    def get(self, job_id: str) -> dict[str, str]:
+        """See :meth:`ingestq.jobs.records.JobRecords.get`. DataLoss when the record
+        file is not a JSON object."""
+        return self._read(self.path(job_id)) or {}
+
+    def update(self, job_id: str, fields: Mapping[str, str]) -> None:
+        """See :meth:`ingestq.jobs.records.JobRecords.update`. Only the job's own
+        runner updates a record, so read-merge-replace needs no lock."""
+        path = self.path(job_id)
+        try:
+            record = self._read(path) or {}
+        except errdefs.DataLoss:
+            record = {}
+        record.update(fields)
+        try:
+            write_json(path, record, sync=self._sync)
+        except OSError as e:
+            raise errdefs.Unavailable(f"job record {path.name}: {e}") from e
+
+    def request_cancel(self, job_id: str) -> None:
+        """Create the job's ``.cancel`` file."""
+        try:
+            self._cancel_path(job_id).touch()
+        except OSError as e:
+            raise errdefs.Unavailable(f"job record {job_id}: {e}") from e
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether the job's ``.cancel`` file exists."""
+        return self._cancel_path(job_id).exists()
+
+
+__all__ = ["FileJobRecords"]

@@ -1,0 +1,176 @@
+"""Job records: what a backend keeps about a job beyond running it, behind one small
+store interface (dramatiq's result backends are the model).
+
+A record is a flat ``str -> str`` mapping (nested values are JSON text), the same in
+every store. The fields both backends write (:data:`FIELDS` names them):
+
+==============  ==================================================================
+``created_at``  when the record was created (Unix seconds), set by the store
+``kind``        ``ingest`` or ``pull``
+``ref``         the ingest ref (a pull's: its root manifest's, once planned)
+``source``      what the job reads from (a URL, a path, an image reference)
+``request``     the request, JSON
+``error``       the errdefs error record of a failure, JSON
+``plan``        a pull's plan, JSON (written once the manifests are in)
+``parent``      the pull a child ingest belongs to
+==============  ==================================================================
+
+The in-process backend adds ``state``, ``reason``, ``result`` (JSON), ``pid``,
+``host`` and ``updated_at`` (Celery's result meta holds those for queued jobs); the
+queue adds ``redeliveries``. Cancellation is a flag beside the record
+(:class:`CancelFlags`), so a job's own updates never overwrite a cancel request.
+
+Implementations: :class:`MemoryJobRecords` (here), the file store of the in-process
+backend (:class:`ingestq.jobs.local.records.FileJobRecords`) and the Redis store of
+the queue (:class:`ingestq.tasks.records.RedisJobRecords`). All pass the contract in
+:mod:`ingestq.jobs.testing`.
+
+Imports errdefs only.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from ingestq import errdefs
+
+#: The record fields both backends write (see the module docstring).
+FIELDS = ("created_at", "kind", "ref", "source", "request", "error", "plan", "parent")
+
+KIND_INGEST = "ingest"
+KIND_PULL = "pull"
+
+
+class JobRecords(Protocol):
+    """Creates, reads and updates job records. Every method raises Unavailable when
+    the store cannot be reached."""
+
+    def create(
+        self, job_id: str, fields: Mapping[str, str], idempotency_key: str | None = None
+    ) -> tuple[str, bool]:
+        """Record a new job with ``fields`` (plus ``created_at``); returns
+        ``(job id, created)``. When ``idempotency_key`` was used before or ``job_id``
+        already has a record, nothing is written and the existing job's id comes back
+        with ``created=False``: the caller must not start the job again."""
+        ...
+
+    def get(self, job_id: str) -> dict[str, str]:
+        """A copy of the record's fields; empty when the job is unknown (or expired)."""
+        ...
+
+    def update(self, job_id: str, fields: Mapping[str, str]) -> None:
+        """Merge ``fields`` into the record (an unknown job gets a record of just
+        these fields)."""
+        ...
+
+
+class CancelFlags(Protocol):
+    """The cancel flag of each job, kept beside its record."""
+
+    def request_cancel(self, job_id: str) -> None:
+        """Set ``job_id``'s cancel flag (the running job polls it)."""
+        ...
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether someone asked to cancel ``job_id`` (False when that cannot be read)."""
+        ...
+
+
+class JobRecordStore(JobRecords, CancelFlags, Protocol):
+    """A job record store: records and their cancel flags."""
+
+
+def error_text(err: BaseException) -> str:
+    """The ``error`` field for ``err``: its errdefs error record, compact JSON."""
+    return json.dumps(errdefs.to_json_dict(err), separators=(",", ":"))
+
+
+def error_from_text(text: str | None) -> errdefs.ErrdefsError | None:
+    """The errdefs error of an ``error`` field, or None when absent or unreadable. Only
+    ever constructs a registered errdefs kind."""
+    if not text:
+        return None
+    try:
+        obj: Any = json.loads(text)
+        return errdefs.from_json_dict(obj)
+    except (ValueError, errdefs.InvalidArgument):
+        return None
+
+
+def record_error(records: JobRecords, job_id: str, err: BaseException) -> None:
+    """Store ``err`` as ``job_id``'s ``error`` field. Best effort: an unreachable
+    store is ignored (the backend still reports the failure its own way)."""
+    try:
+        records.update(job_id, {"error": error_text(err)})
+    except errdefs.Unavailable:
+        return
+
+
+def json_field(record: Mapping[str, str], name: str) -> Any:
+    """The JSON value of field ``name``, or None when absent or not JSON."""
+    text = record.get(name)
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+class MemoryJobRecords:
+    """Job records in this process's memory (the :class:`JobRecordStore` protocol):
+    for tests and for embedding a backend that needs no persistence. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, dict[str, str]] = {}
+        self._keys: dict[str, str] = {}
+        self._cancel: set[str] = set()
+        self._mutex = threading.Lock()
+
+    def create(
+        self, job_id: str, fields: Mapping[str, str], idempotency_key: str | None = None
+    ) -> tuple[str, bool]:
+        with self._mutex:
+            if idempotency_key is not None:
+                existing = self._keys.setdefault(idempotency_key, job_id)
+                if existing != job_id:
+                    return existing, False
+            if job_id in self._records:
+                return job_id, False
+            self._records[job_id] = {**fields, "created_at": f"{time.time():.6f}"}
+            return job_id, True
+
+    def get(self, job_id: str) -> dict[str, str]:
+        with self._mutex:
+            return dict(self._records.get(job_id, {}))
+
+    def update(self, job_id: str, fields: Mapping[str, str]) -> None:
+        with self._mutex:
+            self._records.setdefault(job_id, {}).update(fields)
+
+    def request_cancel(self, job_id: str) -> None:
+        with self._mutex:
+            self._cancel.add(job_id)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self._mutex:
+            return job_id in self._cancel
+
+
+__all__ = [
+    "FIELDS",
+    "KIND_INGEST",
+    "KIND_PULL",
+    "CancelFlags",
+    "JobRecordStore",
+    "JobRecords",
+    "MemoryJobRecords",
+    "error_from_text",
+    "error_text",
+    "json_field",
+    "record_error",
+]

@@ -1,0 +1,246 @@
+"""Lease records and their persistence, per namespace: the one lease format of a store root.
+
+A lease (containerd's) is an id, a creation time, labels and the resources (type, id)
+recorded on it. ingestq has no garbage collector yet, so a lease protects nothing that
+would otherwise go away; it is still created, listed, deleted and **recorded** with the
+resources written under it, so clients that need a lease (``ctr content fetch``) work
+unchanged and an operator can see what each lease covers. Leases whose
+``containerd.io/gc.expire`` time has passed are dropped when the namespace's record is
+next read.
+
+Storage: ``leases/<namespace>.json`` under the store root (see :mod:`store.layout`), a
+JSON object ``{id: {"created_at", "labels", "resources": [[type, id], ...]}}``, replaced
+atomically under the namespace's lock file (several servers may share a root).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ingestq import errdefs
+from ingestq.store.atomic import write_json
+from ingestq.store.filters import fields, parse
+from ingestq.store.labels import validate as validate_labels
+from ingestq.store.layout import RootLayout
+from ingestq.store.lockfile import LockFile
+from ingestq.store.oserrors import from_os_error
+from ingestq.store.values import utcnow
+
+#: The label that makes a lease expire (RFC 3339).
+EXPIRE_LABEL = "containerd.io/gc.expire"
+#: Resource types a lease records (besides ``snapshots/<name>``).
+RESOURCE_TYPES = ("content", "ingests")
+
+# A namespace names a file: containerd's identifiers fit, nothing that could be a path.
+_NAMESPACE = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*")
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """One lease: id, creation time, labels and the resources (type, id) recorded on it."""
+
+    id: str
+    created_at: datetime
+    labels: Mapping[str, str] = field(default_factory=dict)
+    resources: tuple[tuple[str, str], ...] = ()
+
+    def expired(self, now: datetime) -> bool:
+        """Whether its ``containerd.io/gc.expire`` time (RFC 3339) has passed."""
+        text = self.labels.get(EXPIRE_LABEL)
+        if not text:
+            return False
+        try:
+            at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return False
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        return at <= now
+
+
+def validate_resource(rtype: str, rid: str) -> None:
+    """InvalidArgument unless ``rtype`` is ``content``, ``ingests`` or ``snapshots/<name>``
+    and ``rid`` is not empty."""
+    if not rid:
+        raise errdefs.InvalidArgument("resource id must not be empty")
+    if rtype not in RESOURCE_TYPES and not (
+        rtype.startswith("snapshots/") and len(rtype) > len("snapshots/")
+    ):
+        raise errdefs.InvalidArgument(f'resource type "{rtype}" is not supported')
+
+
+def new_lease_id() -> str:
+    """containerd's generated id shape: ``<unix nanoseconds>-<base64url of 3 bytes>``."""
+    return f"{time.time_ns()}-{base64.urlsafe_b64encode(secrets.token_bytes(3)).decode()}"
+
+
+def _to_json(lease: LeaseRecord) -> dict[str, Any]:
+    return {
+        "created_at": lease.created_at.isoformat(),
+        "labels": dict(lease.labels),
+        "resources": [list(r) for r in lease.resources],
+    }
+
+
+def _from_json(lease_id: str, d: Mapping[str, Any]) -> LeaseRecord:
+    return LeaseRecord(
+        id=lease_id,
+        created_at=datetime.fromisoformat(d["created_at"]),
+        labels={str(k): str(v) for k, v in dict(d.get("labels") or {}).items()},
+        resources=tuple((str(t), str(i)) for t, i in d.get("resources") or ()),
+    )
+
+
+class LeaseStore:
+    """The leases of every namespace under a store root. Thread- and process-safe.
+
+    Every method raises InvalidArgument for a namespace that is not an identifier,
+    DataLoss for a namespace record that is not readable, and PermissionDenied /
+    ResourceExhausted (or another kind) when it cannot be written.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.layout = RootLayout(Path(root))
+        try:
+            self.layout.leases.mkdir(parents=True, exist_ok=True)
+            self.layout.locks.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise from_os_error(e, f"open leases under {root}") from e
+        self._mutex = threading.Lock()
+
+    def _path(self, namespace: str) -> Path:
+        if not _NAMESPACE.fullmatch(namespace):
+            raise errdefs.InvalidArgument(f"namespace {namespace!r} is not an identifier")
+        return self.layout.lease_file(namespace)
+
+    @contextmanager
+    def _edit(self, namespace: str) -> Iterator[dict[str, LeaseRecord]]:
+        path = self._path(namespace)
+        lock = LockFile(self.layout.leases_lock(namespace))
+        with self._mutex:
+            try:
+                lock.acquire(blocking=True)
+            except OSError as e:
+                raise from_os_error(e, f"lock leases of {namespace}") from e
+            try:
+                leases = self._load(namespace)
+                before = dict(leases)
+                yield leases
+                if leases != before:
+                    data = {lid: _to_json(lease) for lid, lease in leases.items()}
+                    try:
+                        # Not fsynced (as before): a lease protects nothing yet, and the
+                        # Write stream records resources on every blob it writes.
+                        write_json(path, data, sync=False)
+                    except OSError as e:
+                        raise from_os_error(e, f"write leases of {namespace}") from e
+            finally:
+                lock.release()
+
+    def _load(self, namespace: str) -> dict[str, LeaseRecord]:
+        path = self._path(namespace)
+        try:
+            raw: Any = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise errdefs.DataLoss(f"read leases of {namespace}: {e}") from e
+        now = utcnow()
+        out: dict[str, LeaseRecord] = {}
+        try:
+            for lid, d in dict(raw).items():
+                lease = _from_json(str(lid), d)
+                if not lease.expired(now):
+                    out[lease.id] = lease
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise errdefs.DataLoss(f"leases of {namespace} are malformed: {e!r}") from e
+        return out
+
+    def namespaces(self) -> list[str]:
+        """The namespaces that have a lease record, sorted."""
+        try:
+            names = os.listdir(self.layout.leases)
+        except OSError:
+            return []
+        found = (n.removesuffix(".json") for n in names if n.endswith(".json"))
+        return sorted(n for n in found if _NAMESPACE.fullmatch(n))
+
+    def create(self, namespace: str, lease_id: str, labels: Mapping[str, str]) -> LeaseRecord:
+        """Create a lease (a generated id when ``lease_id`` is empty). AlreadyExists
+        ``lease "<id>"`` for a duplicate, InvalidArgument for oversize labels."""
+        validate_labels(labels)
+        lease = LeaseRecord(id=lease_id or new_lease_id(), created_at=utcnow(), labels=dict(labels))
+        with self._edit(namespace) as leases:
+            if lease.id in leases:
+                raise errdefs.AlreadyExists(f'lease "{lease.id}"')
+            leases[lease.id] = lease
+        return lease
+
+    def get(self, namespace: str, lease_id: str) -> LeaseRecord:
+        """The lease; NotFound ``lease "<id>"`` if there is none."""
+        with self._mutex:
+            lease = self._load(namespace).get(lease_id)
+        if lease is None:
+            raise errdefs.NotFound(f'lease "{lease_id}"')
+        return lease
+
+    def delete(self, namespace: str, lease_id: str) -> None:
+        """Delete a lease; NotFound ``lease "<id>"`` if there is none."""
+        with self._edit(namespace) as leases:
+            if leases.pop(lease_id, None) is None:
+                raise errdefs.NotFound(f'lease "{lease_id}"')
+
+    def list(self, namespace: str, *filters: str) -> list[LeaseRecord]:
+        """The namespace's leases matching any filter (fields ``id``, ``labels.*``).
+        InvalidArgument for a malformed filter."""
+        flt = parse(*filters)
+        with self._mutex:
+            leases = list(self._load(namespace).values())
+        return [lease for lease in leases if flt.match(fields({"id": lease.id}, lease.labels))]
+
+    def add_resource(self, namespace: str, lease_id: str, rtype: str, rid: str) -> None:
+        """Record a resource on a lease (idempotent). NotFound for an unknown lease,
+        InvalidArgument for an unsupported resource (see :func:`validate_resource`)."""
+        validate_resource(rtype, rid)
+        with self._edit(namespace) as leases:
+            lease = leases.get(lease_id)
+            if lease is None:
+                raise errdefs.NotFound(f'lease "{lease_id}"')
+            if (rtype, rid) not in lease.resources:
+                leases[lease_id] = replace(lease, resources=(*lease.resources, (rtype, rid)))
+
+    def delete_resource(self, namespace: str, lease_id: str, rtype: str, rid: str) -> None:
+        """Forget a resource (absent is fine). NotFound for an unknown lease."""
+        with self._edit(namespace) as leases:
+            lease = leases.get(lease_id)
+            if lease is None:
+                raise errdefs.NotFound(f'lease "{lease_id}"')
+            kept = tuple(r for r in lease.resources if r != (rtype, rid))
+            if kept != lease.resources:
+                leases[lease_id] = replace(lease, resources=kept)
+
+    def resources(self, namespace: str, lease_id: str) -> Sequence[tuple[str, str]]:
+        """The (type, id) resources recorded on a lease. NotFound for an unknown lease."""
+        return self.get(namespace, lease_id).resources
+
+
+__all__ = [
+    "EXPIRE_LABEL",
+    "RESOURCE_TYPES",
+    "LeaseRecord",
+    "LeaseStore",
+    "new_lease_id",
+    "validate_resource",
+]

@@ -1,0 +1,77 @@
+"""containerd's rules that every store implementation applies, with containerd's messages.
+
+Refs (:func:`validate_ref`), commit checks (size first, then digest), the resume check
+on the total, and the bounds of a ranged read. The local, in-memory and any other store
+call these, so they fail the same way with the same words.
+"""
+
+from __future__ import annotations
+
+from ingestq import errdefs
+from ingestq.store.digest import Digest
+
+#: The longest ref, in UTF-8 bytes.
+MAX_REF_BYTES = 4096
+
+
+def validate_ref(ref: str) -> None:
+    """Raise InvalidArgument for an empty ref, one over 4096 UTF-8 bytes, one that is not
+    valid UTF-8, or one holding NUL or other control characters. Any other string is a
+    valid ref: refs only ever name files through their sha256, so none can escape."""
+    if not isinstance(ref, str) or not ref:
+        raise errdefs.InvalidArgument("ref must not be empty")
+    try:
+        size = len(ref.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise errdefs.InvalidArgument(f"ref {ref[:32]!r} is not valid UTF-8") from None
+    if size > MAX_REF_BYTES:
+        raise errdefs.InvalidArgument(
+            f"ref {ref[:32]!r}... is {size} bytes, longer than {MAX_REF_BYTES}"
+        )
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in ref):
+        raise errdefs.InvalidArgument(f"ref {ref[:64]!r} contains control characters")
+
+
+def check_resume_total(ref: str, total: int, stored_total: int) -> None:
+    """FailedPrecondition when a writer's known ``total`` differs from the known total
+    the unfinished ingest of ``ref`` started with (``provided total differs ...``)."""
+    if total > 0 and stored_total > 0 and total != stored_total:
+        raise errdefs.FailedPrecondition(
+            f"provided total differs from status: {total} != {stored_total}"
+            f" (abort ref {ref} to start over)"
+        )
+
+
+def check_commit_size(ref: str, written: int, size: int) -> None:
+    """A commit's first check, when ``size > 0``: FailedPrecondition ``"<ref>" failed
+    size validation: <written> != <size>``."""
+    if size > 0 and size != written:
+        raise errdefs.FailedPrecondition(f'"{ref}" failed size validation: {written} != {size}')
+
+
+def check_commit_digest(actual: Digest, expected: Digest | None) -> None:
+    """A commit's second check, when ``expected`` is given: FailedPrecondition
+    ``unexpected commit digest <actual>, expected <expected>``."""
+    if expected is not None and actual != expected:
+        raise errdefs.FailedPrecondition(f"unexpected commit digest {actual}, expected {expected}")
+
+
+def check_read(offset: int, length: int, size: int) -> int:
+    """How many bytes a read of ``length`` at ``offset`` returns from ``size`` bytes
+    (fewer only at the end, 0 at the end). OutOfRange for an offset below 0 or past the
+    end, InvalidArgument for a negative length."""
+    if offset < 0 or offset > size:
+        raise errdefs.OutOfRange(f"read past object length {size} bytes")
+    if length < 0:
+        raise errdefs.InvalidArgument(f"negative read length {length}")
+    return min(length, size - offset)
+
+
+__all__ = [
+    "MAX_REF_BYTES",
+    "check_commit_digest",
+    "check_commit_size",
+    "check_read",
+    "check_resume_total",
+    "validate_ref",
+]

@@ -1,0 +1,121 @@
+"""The producer API: connect to a job backend, enqueue ingests and pulls, and find them.
+
+>>> job = enqueue_ingest("https://example.com/blob", digest="sha256:...", size=1234)
+>>> info = job.wait(timeout=600)        # the blob's Info, or raises its errdefs error
+
+:func:`connect` picks the backend from the settings: with Redis configured
+(``INGESTQ_REDIS_URL`` ...) jobs are Celery messages drained by workers
+(:class:`ingestq.tasks.queue.QueueClient`); without it the same ingest core runs in this
+process (:class:`ingestq.jobs.local.LocalClient`). Everything else goes through the
+:class:`ingestq.jobs.api.JobClient` protocol, whichever backend and job kind.
+
+Job ids: pass ``job_id`` to choose one, or ``idempotency_key`` to derive one
+(``uuid5``) and guard publishing: enqueueing twice with the same key or id returns the
+first job and starts nothing (Celery itself does not deduplicate ids). Use a key per
+request: a finished job keeps its result until it expires.
+
+These are the names ``ingestq`` exports (``from ingestq import enqueue_ingest``).
+This module sits where it can see both backends; ``ingestq.jobs`` never imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ingestq.fetch.registry.client import RegistryOptions
+from ingestq.images.request import PullRequest
+from ingestq.jobs.api import IngestJob, JobClient, PullJob
+from ingestq.jobs.config import Settings
+from ingestq.jobs.ingest import ingest_request
+from ingestq.jobs.local import LocalClient
+from ingestq.jobs.pull import pull_request
+from ingestq.tasks.queue import QueueClient
+
+
+def connect(settings: Settings | None = None) -> JobClient:
+    """The job client for ``settings`` (default: the environment): a
+    :class:`QueueClient` with Redis, else a :class:`LocalClient`. FailedPrecondition
+    for an incomplete Redis configuration."""
+    settings = settings or Settings.from_env()
+    if settings.queued:
+        return QueueClient(settings)
+    return LocalClient(settings)
+
+
+def enqueue_ingest(
+    source: str | Mapping[str, Any],
+    *,
+    digest: str | None = None,
+    size: int = 0,
+    media_type: str = "application/octet-stream",
+    ref: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    job_id: str | None = None,
+    idempotency_key: str | None = None,
+    settings: Settings | None = None,
+    client: JobClient | None = None,
+) -> IngestJob:
+    """Enqueue an ingest of ``source`` (a URL, a file path, or a source spec object)
+    on ``client`` (default: :func:`connect` of ``settings``).
+
+    ``digest``/``size`` are the expected content (optional: without a digest the bytes
+    are hashed while fetching and committed under the digest they have); ``ref``
+    defaults to containerd's ref key (see :mod:`ingestq.fetch.refkey`). Returns the job
+    handle. Raises InvalidArgument for a malformed digest or source; Unavailable when
+    Redis cannot be reached.
+    """
+    request = ingest_request(
+        source, digest=digest, size=size, media_type=media_type, ref=ref, labels=labels
+    )
+    jobs = client if client is not None else connect(settings)
+    return jobs.submit_ingest(request, job_id=job_id, idempotency_key=idempotency_key)
+
+
+def enqueue_pull(
+    reference: str | PullRequest,
+    *,
+    platforms: Sequence[str] = (),
+    all_platforms: bool = False,
+    options: RegistryOptions | None = None,
+    name: str | None = None,
+    job_id: str | None = None,
+    idempotency_key: str | None = None,
+    settings: Settings | None = None,
+    client: JobClient | None = None,
+) -> PullJob:
+    """Start a pull of ``reference`` (or a full :class:`PullRequest`) on ``client``
+    (default: :func:`connect` of ``settings``).
+
+    With Redis configured the pull is queued for workers; otherwise it runs in this
+    process. Without ``platforms`` (and ``all_platforms``) the platform of this host is
+    pulled, wherever the pull runs. ``job_id`` / ``idempotency_key`` work as for
+    ingests: the same id or key returns the first job and starts nothing.
+
+    Raises InvalidArgument for a malformed reference or platform, Unavailable when
+    Redis cannot be reached. Failures of the pull itself come from :meth:`PullJob.wait`.
+    """
+    request = pull_request(
+        reference, platforms=platforms, all_platforms=all_platforms, options=options, name=name
+    )
+    jobs = client if client is not None else connect(settings)
+    return jobs.submit_pull(request, job_id=job_id, idempotency_key=idempotency_key)
+
+
+def get_job(
+    job_id: str, settings: Settings | None = None, client: JobClient | None = None
+) -> IngestJob:
+    """A handle on ingest job ``job_id`` (state ``unknown`` if there is none)."""
+    jobs = client if client is not None else connect(settings)
+    return jobs.job(job_id)
+
+
+def get_pull(
+    job_id: str, settings: Settings | None = None, client: JobClient | None = None
+) -> PullJob:
+    """A handle on pull job ``job_id`` (state ``unknown`` if there is none)."""
+    jobs = client if client is not None else connect(settings)
+    return jobs.pull(job_id)
+
+
+__all__ = ["connect", "enqueue_ingest", "enqueue_pull", "get_job", "get_pull"]

@@ -1,0 +1,104 @@
+"""The Celery backend of the job interface: :class:`QueueClient` publishes ingest and
+pull jobs to workers through Redis and reads their state.
+
+Imports celery (through the app), redis, errdefs, the job interface and settings, and
+this package's Redis adapters and job handles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ingestq import errdefs
+from ingestq.images.request import PullRequest
+from ingestq.ingest.request import IngestRequest
+from ingestq.jobs.api import ActiveIngest
+from ingestq.jobs.config import Settings
+from ingestq.tasks.app import make_app
+from ingestq.tasks.queue.context import QueueContext
+from ingestq.tasks.queue.ingest import QueueIngestJob, submit_ingest
+from ingestq.tasks.queue.pull import QueuePullJob, submit_pull
+from ingestq.tasks.records import RedisJobRecords
+from ingestq.tasks.redisconn import redis_client
+from ingestq.tasks.results import CeleryResults
+from ingestq.tasks.statusboard import StatusBoard
+
+#: Socket timeout of the producer's Redis clients, seconds.
+SOCKET_TIMEOUT = 10.0
+
+
+class QueueClient:
+    """Jobs on Celery workers through Redis (the :class:`ingestq.jobs.api.JobClient`
+    protocol). FailedPrecondition when ``settings`` configure no Redis."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.queued or settings.lock_url is None or settings.result_url is None:
+            raise errdefs.FailedPrecondition("QueueClient needs a Redis configuration")
+        self.settings = settings
+        # The producer reads results itself, so its app has no result backend: Celery
+        # would otherwise subscribe to a pub/sub channel per sent task (celery#3808).
+        self.app = make_app(settings, main="ingestq-producer")
+        self.app.conf.result_backend = None
+        self.client = redis_client(settings.lock_url, socket_timeout=SOCKET_TIMEOUT)
+        self.result_client = (
+            self.client
+            if settings.result_url == settings.lock_url
+            else redis_client(settings.result_url, socket_timeout=SOCKET_TIMEOUT)
+        )
+        self.records = RedisJobRecords(self.client, settings.result_expires)
+        self.board = StatusBoard(self.client, stale=max(3 * settings.heartbeat_interval, 2.0))
+        self._ctx = QueueContext(self.app, self.records, CeleryResults(self.result_client),
+                                 self.board)  # fmt: skip
+
+    @property
+    def in_process(self) -> bool:
+        """False: jobs run on workers."""
+        return False
+
+    def meta(self, job_id: str) -> dict[str, Any] | None:
+        """Celery's raw result meta of ``job_id`` (JSON), or None."""
+        return self._ctx.results.meta(job_id)
+
+    def submit_ingest(
+        self,
+        request: IngestRequest,
+        *,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> QueueIngestJob:
+        """Publish ``request`` (once per job id / idempotency key). Unavailable when
+        Redis cannot be reached (nothing is left recorded then)."""
+        return submit_ingest(self._ctx, request, job_id, idempotency_key)
+
+    def submit_pull(
+        self,
+        request: PullRequest,
+        *,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> QueuePullJob:
+        """Publish the pull ``request`` (once per job id / idempotency key).
+        Unavailable when Redis cannot be reached."""
+        return submit_pull(self._ctx, request, job_id, idempotency_key)
+
+    def job(self, job_id: str) -> QueueIngestJob:
+        """A handle on ingest job ``job_id``."""
+        return QueueIngestJob(self._ctx, job_id)
+
+    def pull(self, job_id: str) -> QueuePullJob:
+        """A handle on pull job ``job_id``."""
+        return QueuePullJob(self._ctx, job_id)
+
+    def active(self) -> list[ActiveIngest]:
+        """Every live ingest on every worker."""
+        return self.board.list_active()
+
+    def close(self) -> None:
+        """Close connections."""
+        self.client.close()
+        if self.result_client is not self.client:
+            self.result_client.close()
+        self.app.close()
+
+
+__all__ = ["QueueClient"]

@@ -1,0 +1,62 @@
+"""What every queued job handle shares: the producer's Celery app, the job records,
+Celery's results and the status board (one set of Redis connections per client).
+
+Imports celery, errdefs and this package's Redis adapters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+
+from ingestq import errdefs
+from ingestq.tasks.records import RedisJobRecords
+from ingestq.tasks.results import CeleryResults
+from ingestq.tasks.statusboard import StatusBoard
+
+
+@dataclass(frozen=True)
+class QueueContext:
+    """The connections of one :class:`ingestq.tasks.queue.QueueClient`."""
+
+    app: Celery
+    records: RedisJobRecords
+    results: CeleryResults
+    board: StatusBoard
+
+    def publish(
+        self,
+        task: str,
+        args: list[object],
+        job_id: str,
+        fields: dict[str, str],
+        idempotency_key: str | None,
+        queue: str,
+    ) -> tuple[str, bool]:
+        """Record job ``job_id`` and publish ``task(*args)`` as it, once per id /
+        idempotency key; returns ``(job id, published)`` (an existing job's id, and
+        False, when the key or id was used before). Unavailable when Redis cannot be
+        reached (nothing is left recorded then)."""
+        job_id, created = self.records.create(job_id, fields, idempotency_key)
+        if not created:
+            return job_id, False
+        try:
+            self.app.send_task(task, args=args, task_id=job_id, queue=queue)
+        except Exception as e:
+            self.records.discard(job_id, idempotency_key)
+            raise errdefs.Unavailable(f"publish job {job_id}: {e}") from e
+        return job_id, True
+
+    def revoke(self, job_ids: list[str]) -> None:
+        """Flag ``job_ids`` for cancellation and revoke their messages. Unavailable when
+        the revoke cannot be broadcast (the flags alone still stop the jobs)."""
+        for job_id in job_ids:
+            self.records.request_cancel(job_id)
+        try:
+            self.app.control.revoke(job_ids if len(job_ids) > 1 else job_ids[0])
+        except Exception as e:
+            raise errdefs.Unavailable(f"revoke {job_ids[0]}: {e}") from e
+
+
+__all__ = ["QueueContext"]

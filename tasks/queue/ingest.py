@@ -1,0 +1,152 @@
+"""Queued ingest jobs: publishing ``ingestq.ingest`` and the producer's handle on it
+(the :class:`ingestq.jobs.api.IngestJob` protocol).
+
+The handle reads Celery's result meta directly from Redis (:mod:`ingestq.tasks.results`)
+and never lets Celery rebuild exceptions: a failure becomes its errdefs error through
+the job's stored error record, else by registry lookup of the stored class name
+(:mod:`ingestq.tasks.codec`). A tampered meta can never make the producer import,
+construct or raise anything but an errdefs kind. Progress comes from the status board.
+
+Imports errdefs, store, fetch (source names), ingest (the request), the job interface
+and this package's Redis adapters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ingestq import errdefs
+from ingestq.fetch.specs import source_name
+from ingestq.ingest.request import IngestRequest
+from ingestq.jobs.api import JobState, Progress, new_job_id
+from ingestq.jobs.records import KIND_INGEST
+from ingestq.jobs.wait import poll_outcome
+from ingestq.store.codec import info_from_json
+from ingestq.store.values import Info
+from ingestq.tasks.app import QUEUE
+from ingestq.tasks.codec import error_from_meta
+from ingestq.tasks.names import TASK_INGEST
+from ingestq.tasks.queue.context import QueueContext
+from ingestq.tasks.results import state_of
+
+#: The longest pause between two reads of the result while waiting for a job.
+MAX_POLL = 0.25
+
+
+class QueueIngestJob:
+    """An ingest job on the Redis queue."""
+
+    def __init__(self, ctx: QueueContext, job_id: str, ref: str | None = None) -> None:
+        self._ctx = ctx
+        self._id = job_id
+        self._ref = ref
+
+    @property
+    def id(self) -> str:
+        """The job id."""
+        return self._id
+
+    @property
+    def ref(self) -> str:
+        """The ingest ref the job writes (empty if unknown)."""
+        if self._ref is None:
+            self._ref = self._ctx.records.get(self._id).get("ref", "")
+        return self._ref
+
+    def _meta(self) -> dict[str, Any] | None:
+        return self._ctx.results.meta(self._id)
+
+    def _known(self) -> bool:
+        return bool(self._ctx.records.get(self._id)) or self._meta() is not None
+
+    @property
+    def state(self) -> JobState:
+        """The job's state (a fresh read); Unavailable when Redis is down."""
+        meta = self._meta()
+        if meta is None:
+            return JobState.QUEUED if self._ctx.records.get(self._id) else JobState.UNKNOWN
+        state = state_of(meta)
+        if state is JobState.FAILED and isinstance(self.error(meta), errdefs.Canceled):
+            return JobState.CANCELED
+        return state
+
+    @property
+    def reason(self) -> str | None:
+        """Why the job is retrying, or the message of its failure."""
+        meta = self._meta()
+        if meta is None or meta.get("status") not in ("RETRY", "FAILURE", "REVOKED"):
+            return None
+        return str(self.error(meta))
+
+    @property
+    def progress(self) -> Progress | None:
+        """Offset/total of the live write (status board), the size once succeeded."""
+        meta = self._meta()
+        if meta is not None and meta.get("status") == "SUCCESS":
+            size = int((meta.get("result") or {}).get("size", 0))
+            return Progress(size, size)
+        if not self.ref:
+            return None
+        active = self._ctx.board.get(self.ref)
+        return Progress(active.offset, active.total) if active is not None else None
+
+    def error(self, meta: Mapping[str, Any]) -> errdefs.ErrdefsError:
+        """The job's error as ``meta`` (failed, revoked or retrying) describes it."""
+        record_error = None
+        if meta.get("status") == "FAILURE":
+            record_error = self._ctx.records.get(self._id).get("error")
+        return error_from_meta(self._id, meta, record_error)
+
+    def outcome(self) -> Info | errdefs.ErrdefsError | None:
+        """The Info or the error when done, None while running."""
+        meta = self._meta()
+        if meta is None:
+            return None
+        status = meta.get("status")
+        if status == "SUCCESS":
+            result = meta.get("result")
+            if not isinstance(result, Mapping):
+                return errdefs.Unknown(f"job {self._id}: malformed result")
+            try:
+                return info_from_json(result)
+            except errdefs.InvalidArgument as e:
+                return e
+        if status in ("FAILURE", "REVOKED"):
+            return self.error(meta)
+        return None
+
+    def wait(self, timeout: float | None = None) -> Info:
+        """Block until done; the Info, or the job's errdefs error (DeadlineExceeded
+        after ``timeout`` seconds, NotFound for an unknown job)."""
+        return poll_outcome(self._id, self.outcome, self._known, Info, timeout, max_delay=MAX_POLL)
+
+    def cancel(self) -> None:
+        """Flag the job for cancellation and revoke its message. Unavailable when
+        Redis cannot be reached."""
+        self._ctx.revoke([self._id])
+
+
+def submit_ingest(
+    ctx: QueueContext,
+    request: IngestRequest,
+    job_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> QueueIngestJob:
+    """Record and publish ``request`` (once per job id / idempotency key). Unavailable
+    when Redis cannot be reached (nothing is left recorded then)."""
+    fields = {
+        "kind": KIND_INGEST,
+        "ref": request.ref,
+        "source": source_name(request.source),
+        "request": json.dumps(request.to_json()),
+    }
+    job_id, published = ctx.publish(
+        TASK_INGEST, [request.to_json()], new_job_id(job_id, idempotency_key), fields,
+        idempotency_key, QUEUE,
+    )  # fmt: skip
+    return QueueIngestJob(ctx, job_id, request.ref if published else None)
+
+
+__all__ = ["QueueIngestJob", "submit_ingest"]

@@ -1,0 +1,258 @@
+"""The HTTP source against a real server on 127.0.0.1 that misbehaves on purpose: each
+case gives the right errdefs kind, and nothing wrong is ever committed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ingestq import errdefs
+from ingestq.fetch.http import HttpSource
+from ingestq.fetch.httpio import new_client
+from ingestq.ingest.attempt import ingest_once
+from ingestq.ingest.outcome import RefBusy
+from ingestq.ingest.request import IngestRequest, make_request
+from ingestq.store.digest import Digest
+from ingestq.store.local import LocalStore
+from ingestq.store.resume import ResumeHints
+from ingestq.store.values import Descriptor
+from tests.tasks.blobserver import Behaviour, BlobServer
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    c = new_client(connect_timeout=2, read_timeout=0.5, max_redirects=5)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "store", fsync=False)
+
+
+def _request(url: str, b: Behaviour, *, digest: bool = True, size: bool = True) -> IngestRequest:
+    return make_request(
+        {"type": "http", "url": url}, url,
+        digest=b.digest if digest else None, size=len(b.data) if size else 0,
+    )  # fmt: skip
+
+
+def _committed(store: LocalStore) -> list[str]:
+    return [str(i.digest) for i in store.walk()]
+
+
+def _partial(store: LocalStore, req: IngestRequest, data: bytes, etag: str | None) -> None:
+    """Leave an ingest holding ``data`` as if an earlier attempt stopped there."""
+    with store.writer(req.ref, req.expected) as w:
+        w.write(data)
+    if etag is not None:
+        ResumeHints(store.root).put(req.ref, str(req.source["url"]), etag)
+
+
+def _run(store: LocalStore, client: httpx.Client, req: IngestRequest) -> object:
+    source = HttpSource(str(req.source["url"]), client)
+    return ingest_once(store, source, req)
+
+
+def test_a_wrong_content_range_is_failed_precondition_and_keeps_the_prefix(
+    blob_server: BlobServer, store: LocalStore, client: httpx.Client
+) -> None:
+    b = Behaviour(data=os.urandom(2 * MiB), wrong_range=True)
+    url = blob_server.add("/x", b)
+    req = _request(url, b)
+    _partial(store, req, b.data[:MiB], b.etag)
+    with pytest.raises(errdefs.FailedPrecondition, match="unhandled content range"):
+        _run(store, client, req)
+    assert _committed(store) == []
+    assert store.status(req.ref).offset == MiB
+    (logged,) = blob_server.requests_for("/x")
+    assert logged.range == f"bytes={MiB}-" and logged.if_range == b.etag
+
+
+def test_a_truncated_body_is_data_loss_and_the_retry_resumes(
+    blob_server: BlobServer, store: LocalStore, client: httpx.Client
+) -> None:
+    b = Behaviour(data=os.urandom(3 * MiB), truncate_at=2 * MiB)
+    url = blob_server.add("/x", b)
+    req = _request(url, b)
+    with pytest.raises(errdefs.DataLoss):
+        _run(store, client, req)
+    assert _committed(store) == []
+    kept = store.status(req.ref).offset
+    assert 0 < kept <= 2 * MiB
+    b.truncate_at = None
+    result = _run(store, client, req)
+    assert _committed(store) == [b.digest]
+    assert blob_server.requests_for("/x")[-1].range == f"bytes={kept}-"
+    assert result.resumed_from == kept  # type: ignore[attr-defined]
+
+
+def test_a_server_ignoring_range_restarts_the_ingest_from_zero(
+    blob_server: BlobServer, store: LocalStore, client: httpx.Client
+) -> None:
+    b = Behaviour(data=os.urandom(2 * MiB), ignore_range=True)
+    url = blob_server.add("/x", b)
+    req = _request(url, b)
+    _partial(store, req, b.data[:MiB], b.etag)
+    _run(store, client, req)
+    assert _committed(store) == [b.digest]
+    (logged,) = blob_server.requests_for("/x")
+    assert logged.range == f"bytes={MiB}-" and logged.status == 200
+    assert logged.sent == len(b.data)
+
+
+def test_a_changed_resource_fails_if_range_and_restarts(
+    blob_server: BlobServer, store: LocalStore, client: httpx.Client
+) -> None:
+    old = os.urandom(2 * MiB)
+    b = Behaviour(data=os.urandom(2 * MiB))
+    url = blob_server.add("/x", b)
+    req = _request(url, b, digest=False, size=False)
+    _partial(store, req, old[:MiB], '"old-etag"')
+    _run(store, client, req)
+    assert _committed(store) == [b.digest]  # never a splice of old and new bytes
+    (logged,) = blob_server.requests_for("/x")
+    assert logged.if_range == '"old-etag"' and logged.status == 200
+
+
+def test_a_resume_without_a_recorded_validator_or_digest_restarts(
+    blob_server: BlobServer, store: LocalStore, client: httpx.Client
+) -> None:
+    b = Behaviour(data=os.urandom(2 * MiB))
+    url = blob_server.add("/x", b)
+    req = _request(url, b, digest=False, size=False)
+    _partial(store, req, os.urandom(MiB), None)
+    _run(store, client, req)
+    assert _committed(store) == [b.digest]
+    assert blob_server.requests_for("/x")[0].range is None
+
+
+def test_a_redirect_loop_is_failed_precondition(
+    blob_server: BlobServer, store: LocalStore, client: httpx.Client
+) -> None:
+    url = blob_server.add("/loop", Behaviour(redirect_to="/loop"))
+    req = make_request({"type": "http", "url": url}, url)
+    with pytest.raises(errdefs.FailedPrecondition, match="too many redirects"):
+        _run(store, client, req)
+    assert len(blob_server.requests_for("/loop")) == 6  # first + 5 redirects
+    assert _committed(store) == [] and store.list_statuses() == []
+
+
+def test_a_stalled_body_is_unavailable_and_commits_nothing(
+    blob_server: BlobServer, store: LocalStore, client: httpx.Client
+) -> None:
+    b = Behaviour(data=os.urandom(2 * MiB), stall_at=MiB)
+    url = blob_server.add("/x", b)
+    with pytest.raises(errdefs.Unavailable, match="timed out"):
+        _run(store, client, _request(url, b))
+    assert _committed(store) == []
+
+
+def test_429_with_retry_after_is_unavailable_carrying_the_delay(
+    blob_server: BlobServer, store: LocalStore, client: httpx.Client
+) -> None:
+    b = Behaviour(data=b"x", status=429, headers={"Retry-After": "7"})
+    url = blob_server.add("/x", b)
+    with pytest.raises(errdefs.Unavailable) as caught:
+        _run(store, client, _request(url, b))
+    assert caught.value.details["retry_after"] == "7"
+    assert caught.value.details["status"] == "429"
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (404, errdefs.NotFound),
+        (410, errdefs.NotFound),
+        (401, errdefs.Unauthenticated),
+        (403, errdefs.PermissionDenied),
+        (400, errdefs.InvalidArgument),
+        (500, errdefs.Unavailable),
+        (502, errdefs.Unavailable),
+        (503, errdefs.Unavailable),
+        (501, errdefs.Unimplemented),
+        (505, errdefs.Unknown),
+    ],
+)
+def test_status_codes_map_to_kinds(
+    blob_server: BlobServer, store: LocalStore, client: httpx.Client, status: int,
+    kind: type[errdefs.ErrdefsError],
+) -> None:  # fmt: skip
+    b = Behaviour(data=b"abc", status=status)
+    url = blob_server.add("/x", b)
+    with pytest.raises(kind) as caught:
+        _run(store, client, _request(url, b))
+    assert type(caught.value) is kind and f"HTTP {status}" in str(caught.value)
+    assert _committed(store) == [] and store.list_statuses() == []
+
+
+def test_a_body_longer_than_expected_is_failed_precondition(
+    blob_server: BlobServer, store: LocalStore, client: httpx.Client
+) -> None:
+    b = Behaviour(data=os.urandom(MiB), extra_bytes=b"trailing junk")
+    url = blob_server.add("/x", b)
+    with pytest.raises(errdefs.FailedPrecondition, match="expected"):
+        _run(store, client, _request(url, b))
+    assert _committed(store) == [] and store.list_statuses() == []
+
+
+def test_a_body_longer_than_expected_without_a_size_fails_the_digest_and_is_dropped(
+    blob_server: BlobServer, store: LocalStore, client: httpx.Client
+) -> None:
+    b = Behaviour(data=os.urandom(MiB), extra_bytes=b"trailing junk")
+    url = blob_server.add("/x", b)
+    with pytest.raises(errdefs.FailedPrecondition, match="unexpected commit digest"):
+        _run(store, client, _request(url, b, size=False))
+    assert _committed(store) == [] and store.list_statuses() == []
+
+
+def test_a_body_announced_shorter_than_expected_is_data_loss(
+    blob_server: BlobServer, store: LocalStore, client: httpx.Client
+) -> None:
+    data = os.urandom(MiB)
+    b = Behaviour(data=data[:-10])
+    url = blob_server.add("/x", b)
+    req = make_request(
+        {"type": "http", "url": url}, url,
+        digest="sha256:" + hashlib.sha256(data).hexdigest(), size=len(data),
+    )  # fmt: skip
+    with pytest.raises(errdefs.DataLoss):
+        _run(store, client, req)
+    assert _committed(store) == []
+
+
+def test_a_resume_asks_for_the_rest_with_if_range_and_commits(
+    blob_server: BlobServer, store: LocalStore, client: httpx.Client
+) -> None:
+    b = Behaviour(data=os.urandom(3 * MiB))
+    url = blob_server.add("/x", b)
+    req = _request(url, b)
+    _partial(store, req, b.data[: MiB + 5], b.etag)
+    _run(store, client, req)
+    assert _committed(store) == [b.digest]
+    (logged,) = blob_server.requests_for("/x")
+    assert (logged.range, logged.if_range, logged.status) == (f"bytes={MiB + 5}-", b.etag, 206)
+    assert logged.sent == len(b.data) - MiB - 5
+
+
+def test_a_locked_ref_is_ref_busy_naming_the_holder(
+    blob_server: BlobServer, store: LocalStore, client: httpx.Client
+) -> None:
+    b = Behaviour(data=b"abc")
+    url = blob_server.add("/x", b)
+    req = _request(url, b)
+    desc = Descriptor(Digest.parse(b.digest), 3)
+    with store.writer(req.ref, desc), pytest.raises(RefBusy) as caught:
+        _run(store, client, req)
+    assert "locked" in str(caught.value.error) and caught.value.holder is not None
+    assert blob_server.requests_for("/x") == []

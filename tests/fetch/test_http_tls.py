@@ -1,0 +1,90 @@
+"""TLS failures are permanent from the HTTP source, exactly as from the registry source:
+``https://`` to a real plain-HTTP server and a real TLS server whose certificate is not
+trusted both give FailedPrecondition at once (not an Unavailable that a worker would
+retry for minutes)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from ingestq import errdefs
+from ingestq.fetch.http import HttpSource
+from ingestq.fetch.httpio import new_client, ssl_context
+from ingestq.fetch.options import FetchOptions
+from ingestq.fetch.reference import parse_reference
+from ingestq.fetch.registry.client import RegistryClient, RegistryOptions
+from ingestq.fetch.specs import source_from_spec
+from ingestq.ingest.attempt import ingest_once
+from ingestq.ingest.request import make_request
+from ingestq.store.local import LocalStore
+from tests.servers import oci
+from tests.servers.registry import Registry
+from tests.tasks.blobserver import Behaviour, BlobServer
+from tests.tasks.registry_helpers import FrontFactory, make_tls
+from tests.tasks.registry_helpers import fronts_fixture as fronts_fixture
+
+#: Far longer than a refused handshake takes: the errors below must not be timeouts.
+CONNECT_TIMEOUT = 20.0
+
+
+def _failed_precondition(open_: object, match: str) -> errdefs.FailedPrecondition:
+    assert callable(open_)
+    started = time.monotonic()
+    with pytest.raises(errdefs.FailedPrecondition, match=match) as caught:
+        open_()
+    assert time.monotonic() - started < CONNECT_TIMEOUT / 4
+    return caught.value
+
+
+def test_https_to_a_plain_http_server_is_failed_precondition_at_once(
+    blob_server: BlobServer, tmp_path: Path
+) -> None:
+    url = blob_server.add("/x", Behaviour(data=b"abc")).replace("http://", "https://", 1)
+    with new_client(connect_timeout=CONNECT_TIMEOUT) as client:
+        error = _failed_precondition(HttpSource(url, client).open, "TLS handshake failed")
+    assert "plain HTTP" in str(error)
+
+    # Through the spec factory and the ingest core: the same kind, nothing stored.
+    spec = {"type": "http", "url": url}
+    source = source_from_spec(spec, FetchOptions(http_connect_timeout=CONNECT_TIMEOUT))
+    store = LocalStore(tmp_path / "store", fsync=False)
+    request = make_request(spec, url)
+    _failed_precondition(lambda: ingest_once(store, source, request), "TLS handshake failed")
+    assert list(store.walk()) == [] and store.list_statuses() == []
+    assert blob_server.requests_for("/x") == []
+
+
+def test_an_untrusted_certificate_is_failed_precondition_and_a_trusted_one_serves(
+    blob_server: BlobServer, fronts: FrontFactory, tmp_path: Path
+) -> None:
+    pki = make_tls(tmp_path / "pki")
+    data = os.urandom(200_000)
+    blob_server.add("/x", Behaviour(data=data))
+    front = fronts(blob_server.url, tls=(pki["cert"], pki["key"]))
+    url = f"{front.url}/x"
+    assert url.startswith("https://")
+    with new_client(connect_timeout=CONNECT_TIMEOUT) as client:
+        source = HttpSource(url, client)
+        _failed_precondition(source.open, "certificate verification failed")
+    assert front.requests() == []
+    with new_client(verify=ssl_context(ca_bundle=str(pki["ca"]))) as trusted:
+        opened = HttpSource(url, trusted).open()
+        assert (opened.start, opened.size, opened.stream.read(-1)) == (0, len(data), data)
+        opened.stream.close()
+    with new_client(verify=ssl_context(insecure_skip_verify=True)) as skipping:
+        opened = HttpSource(url, skipping).open(1000)
+        assert (opened.start, opened.stream.read(-1)) == (1000, data[1000:])
+        opened.stream.close()
+
+
+def test_the_registry_source_fails_the_same_way(registry: Registry) -> None:
+    oci.push_image(registry, "app", "v1", [b"plain"])
+    ref = parse_reference(f"{registry.host}/app:v1")
+    tls_only = RegistryOptions(plain_http=False, connect_timeout=CONNECT_TIMEOUT)
+    with RegistryClient(tls_only) as client:
+        error = _failed_precondition(lambda: client.resolve(ref), "TLS handshake failed")
+    assert "plain HTTP" in str(error)

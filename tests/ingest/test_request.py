@@ -1,0 +1,58 @@
+"""The ingest request: default refs, validation and its JSON form."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingestq import errdefs
+from ingestq.ingest.request import IngestRequest, make_request
+from ingestq.store.digest import Digest
+from ingestq.store.values import Descriptor
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_make_request_defaults_the_ref_from_the_digest_or_the_source() -> None:
+    by_digest = make_request({"type": "http", "url": "u"}, "u", digest=DIGEST, size=3)
+    assert by_digest.ref == f"blob-{DIGEST}"
+    assert by_digest.expected == Descriptor(Digest.parse(DIGEST), 3, "application/octet-stream")
+    layer = make_request(
+        {}, "u", digest=DIGEST, media_type="application/vnd.oci.image.layer.v1.tar"
+    )
+    assert layer.ref == f"layer-{DIGEST}"
+    unknown = make_request({"type": "http", "url": "u"}, "http://h/x")
+    assert unknown.digest is None and unknown.expected is None
+    assert unknown.ref.startswith("source-")
+    assert make_request({}, "u", ref="mine").ref == "mine"
+
+
+def test_make_request_refuses_bad_digests_and_sizes() -> None:
+    with pytest.raises(errdefs.InvalidArgument):
+        make_request({}, "u", digest="sha256:nothex")
+    with pytest.raises(errdefs.InvalidArgument, match="negative"):
+        make_request({}, "u", size=-1)
+
+
+def test_the_json_form_round_trips() -> None:
+    req = make_request({"type": "file", "path": "/x"}, "/x", digest=DIGEST, size=9,
+                       labels={"a": "b"})  # fmt: skip
+    assert IngestRequest.from_json(req.to_json()) == req
+    bare = IngestRequest({"type": "file"}, "ref")
+    assert IngestRequest.from_json(bare.to_json()) == bare
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        [],
+        {"ref": "r"},
+        {"source": {}, "ref": ""},
+        {"source": {}, "ref": "r", "size": -1},
+        {"source": {}, "ref": "r", "size": True},
+        {"source": {}, "ref": "r", "labels": ["x"]},
+        {"source": {}, "ref": "r", "digest": "md5:x"},
+    ],
+)
+def test_malformed_json_is_invalid_argument(obj: object) -> None:
+    with pytest.raises(errdefs.InvalidArgument):
+        IngestRequest.from_json(obj)  # type: ignore[arg-type]
