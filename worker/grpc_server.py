@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from ingestq.api.server import ApiServer, Listen
+from ingestq.api.server import STREAM_IDLE_TIMEOUT, ApiServer, Listen
 from ingestq.store import LocalStore, RefLocker
 
 log = logging.getLogger("ingestq.serve")
@@ -28,11 +28,14 @@ log = logging.getLogger("ingestq.serve")
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """How ``ingestq serve`` runs."""
+    """How ``ingestq serve`` runs (the bounds are :class:`ApiServer`'s; ``max_streams``
+    None picks its default)."""
 
     root: Path
     listen: Sequence[Listen]
     max_workers: int = 64
+    max_streams: int | None = None
+    stream_idle_timeout: float = STREAM_IDLE_TIMEOUT
     lock_wait: float = 1.0
     grace: float = 5.0
 
@@ -61,9 +64,16 @@ def build_server(
     opts: ServeOptions, lockers: Sequence[RefLocker] = (), *, fsync: bool = True
 ) -> ApiServer:
     """An :class:`ApiServer` over ``LocalStore(opts.root, lockers)`` bound to every
-    address of ``opts`` (not started)."""
+    address of ``opts`` (not started). InvalidArgument for bounds that do not fit."""
     store = LocalStore(opts.root, lockers, fsync=fsync)
-    server = ApiServer(store, opts.root, max_workers=opts.max_workers, lock_wait=opts.lock_wait)
+    server = ApiServer(
+        store,
+        opts.root,
+        max_workers=opts.max_workers,
+        max_streams=opts.max_streams,
+        stream_idle_timeout=opts.stream_idle_timeout,
+        lock_wait=opts.lock_wait,
+    )
     for where in opts.listen:
         server.listen(where)
     return server

@@ -4,6 +4,12 @@ namespaces services over one ingestq store.
 :class:`ApiServer` binds unix sockets (mode 0660) and, only when asked, TCP addresses
 (with TLS when given a certificate and key). Messages up to 16 MiB are accepted and sent
 both ways, as containerd's clients expect.
+
+Threads are bounded so that no client can starve the others: ``max_workers`` threads
+serve at most ``max_workers`` calls at once (grpc answers any call beyond that
+ResourceExhausted at once instead of queueing it), at most ``max_streams`` of them Write
+or Read streams (the rest stay free for unary calls), and a stream idle for
+``stream_idle_timeout`` seconds ends (see :mod:`ingestq.api.server.limits`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from ingestq.api.server.content import ContentService
 from ingestq.api.server.images import ImagesService, ImageStore
 from ingestq.api.server.introspection import IntrospectionService, NamespacesService, VersionService
 from ingestq.api.server.leases import LeasesService
+from ingestq.api.server.limits import StreamGuard
 from ingestq.store.images import ImageIndex
 from ingestq.store.leases import LeaseStore
 from ingestq.store.protocols import Store
@@ -43,7 +50,26 @@ GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.so_reuseport", 0),
 )
 
-__all__ = ["MAX_MESSAGE", "ApiServer", "Listen", "parse_address"]
+#: How long a stream may wait for its client (a request, or taking a response) by default.
+STREAM_IDLE_TIMEOUT = 60.0
+_CONTENT = content_pb2.DESCRIPTOR.services_by_name["Content"]
+#: The client-paced streams that count against ``max_streams``.
+BUDGETED_STREAMS = (f"/{_CONTENT.full_name}/Write", f"/{_CONTENT.full_name}/Read")
+
+__all__ = [
+    "MAX_MESSAGE",
+    "STREAM_IDLE_TIMEOUT",
+    "ApiServer",
+    "Listen",
+    "default_max_streams",
+    "parse_address",
+]
+
+
+def default_max_streams(max_workers: int) -> int:
+    """The stream budget for ``max_workers`` threads: all but a quarter of them (at
+    least one) kept for unary calls."""
+    return max_workers - max(1, max_workers // 4)
 
 
 @dataclass(frozen=True)
@@ -99,8 +125,15 @@ def _claim_socket_path(path: Path) -> None:
 
 class ApiServer:
     """containerd's API over ``store`` (whose root also holds the OCI index and the
-    leases). ``max_workers`` bounds concurrent RPCs (each open Write stream holds one);
-    ``lock_wait`` is how long a Write stream retries a locked ref before Unavailable."""
+    leases).
+
+    ``max_workers`` (at least 2) threads serve at most that many calls at once; beyond
+    it calls are answered ResourceExhausted. ``max_streams`` (default
+    :func:`default_max_streams`, below ``max_workers``) bounds open Write and Read
+    streams; one more is ResourceExhausted. A stream waiting for its client longer than
+    ``stream_idle_timeout`` seconds ends (a Write with DeadlineExceeded, keeping its
+    partial data). ``lock_wait`` is how long a Write stream retries a locked ref before
+    Unavailable. InvalidArgument for bounds that do not fit."""
 
     def __init__(
         self,
@@ -108,18 +141,33 @@ class ApiServer:
         root: str | os.PathLike[str],
         *,
         max_workers: int = 64,
+        max_streams: int | None = None,
+        stream_idle_timeout: float = STREAM_IDLE_TIMEOUT,
         lock_wait: float = 1.0,
     ) -> None:
+        if max_workers < 2:
+            raise errdefs.InvalidArgument(f"max workers must be at least 2, not {max_workers}")
+        streams = default_max_streams(max_workers) if max_streams is None else max_streams
+        if not 1 <= streams < max_workers:
+            raise errdefs.InvalidArgument(
+                f"max streams must be from 1 to max workers - 1 ({max_workers - 1}), "
+                f"not {streams}: unary calls need a thread of their own"
+            )
         self.root = Path(root)
         self.leases = LeaseStore(self.root)
         self.images = ImageStore(ImageIndex(self.root))
+        self.guard = StreamGuard(
+            max_streams=streams, idle_timeout=stream_idle_timeout, budgeted=BUDGETED_STREAMS
+        )
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="ingestq-api"),
             options=GRPC_OPTIONS,
+            interceptors=[self.guard],
+            maximum_concurrent_rpcs=max_workers,
         )
         services: tuple[tuple[ServiceDescriptor, object], ...] = (
             (
-                content_pb2.DESCRIPTOR.services_by_name["Content"],
+                _CONTENT,
                 ContentService(store, self.leases, lock_wait=lock_wait),
             ),
             (leases_pb2.DESCRIPTOR.services_by_name["Leases"], LeasesService(self.leases)),
@@ -182,6 +230,7 @@ class ApiServer:
         """Stop accepting calls, let running ones finish for ``grace`` seconds, cancel
         the rest (their Write streams keep partial data), and remove the sockets."""
         self._server.stop(grace).wait()
+        self.guard.close()
         for path in self._sockets:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

@@ -142,7 +142,9 @@ class ContentService:
             expected = Digest.parse(first.expected) if first.expected else None
             total = max(first.total, 0)
             desc = Descriptor(expected, total) if expected is not None else None
-            writer = open_writer(self._store, first.ref, desc, self._lock_wait, context.is_active)
+            writer = open_writer(
+                self._store, first.ref, desc, self._lock_wait, context.is_active, total=total
+            )
             on_commit = None
             if lease_id is not None:
                 self._record(ns, lease_id, "ingests", first.ref)

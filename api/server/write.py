@@ -7,8 +7,12 @@ from the first message until the stream ends:
   reference``); its ``total`` and ``expected`` open the writer: AlreadyExists ``content
   <d>`` when ``expected`` is committed, Unavailable ``ref <ref> locked ...`` when another
   writer (another stream, a worker on this host, or a Redis lease on another host) holds
-  the ref. The lock is retried for up to ``lock_wait`` seconds first, as containerd's
-  backend does, so a client that reopens a ref right after closing it is not refused;
+  the ref, FailedPrecondition ``provided total differs from status: <new> != <stored>``
+  when the unfinished ingest of the ref has another known total, with or without
+  ``expected`` (the store contract's rule; containerd 1.6 logs that error and starts the
+  ingest over at offset 0 without truncating it; abort the ref to start over). The lock
+  is retried for up to ``lock_wait`` seconds first, as containerd's backend does, so a
+  client that reopens a ref right after closing it is not refused;
 * every request gets exactly one reply carrying ``offset`` and ``digest`` (the digest of
   the bytes written so far; a fresh ingest reports the empty sha256), plus the
   timestamps and ``total``;
@@ -20,9 +24,11 @@ from the first message until the stream ends:
   and restarts; data is appended; COMMIT then commits with (total, expected, labels):
   FailedPrecondition on size/digest mismatch (the ingest is kept), AlreadyExists when
   the content appeared meanwhile;
-* the stream ends after the COMMIT reply, or when the client half-closes or goes away;
-  the writer is then closed at once, releasing the ref lock and keeping partial data for
-  a resume.
+* the stream ends after the COMMIT reply, or when the client half-closes or goes away,
+  or, with DeadlineExceeded ``ref <ref> kept at offset <n> for a resume: Write stream
+  idle: ...``, when the client sends nothing for the server's stream idle timeout (the
+  request iterator raises it, see :mod:`ingestq.api.server.limits`); the writer is then
+  closed at once, releasing the ref lock and keeping partial data for a resume.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from ingestq.api.proto.containerd.services.content.v1 import content_pb2
 from ingestq.store.digest import Digest
 from ingestq.store.helpers import Backoff
 from ingestq.store.protocols import Store, Writer
+from ingestq.store.rules import check_resume_total
 from ingestq.store.values import Descriptor
 
 STAT = content_pb2.STAT
@@ -52,20 +59,36 @@ def open_writer(
     expected: Descriptor | None,
     lock_wait: float,
     alive: Callable[[], bool] = lambda: True,
+    *,
+    total: int = 0,
 ) -> Writer:
     """``store.writer(ref, expected)``, retrying Unavailable (a locked ref) with a short
     backoff for up to ``lock_wait`` seconds while ``alive()``; then the last Unavailable
-    is raised. Other errors are raised at once."""
+    is raised. Other errors are raised at once.
+
+    ``total`` is the size the client announced without an expected digest (with one,
+    ``expected.size`` is the total and the store checks it): if the unfinished ingest
+    of ``ref`` has another known total, the writer is closed and FailedPrecondition
+    ``provided total differs from status: <total> != <stored>`` raised, as the store
+    answers a descriptor of another size."""
     deadline = time.monotonic() + lock_wait
     backoff = Backoff(first=0.001, cap=0.256)
     while True:
         try:
-            return store.writer(ref, expected)
+            writer = store.writer(ref, expected)
+            break
         except errdefs.Unavailable:
             delay = backoff.next_delay()
             if time.monotonic() + delay > deadline or not alive():
                 raise
             time.sleep(delay)
+    if expected is None and total > 0:
+        try:
+            check_resume_total(ref, total, writer.status().total)
+        except BaseException:
+            writer.close()
+            raise
+    return writer
 
 
 class WriteSession:
@@ -91,6 +114,11 @@ class WriteSession:
         self._started_at = timestamp(status.started_at)
         self._updated_at = timestamp(status.updated_at)
         self.committed = False
+
+    @property
+    def offset(self) -> int:
+        """How many bytes the ingest holds."""
+        return self._offset
 
     def close(self) -> None:
         """Close the writer (keeping partial data) and release the ref lock."""
@@ -186,6 +214,10 @@ def serve_stream(
                 return  # the client half-closed: keep the ingest for a resume
             except grpc.RpcError:
                 return  # the client went away: the same
+            except errdefs.DeadlineExceeded as e:  # idle client: the same, and say so
+                raise errdefs.wrap(
+                    e, f"ref {session.ref} kept at offset {session.offset} for a resume"
+                ) from e
     finally:
         if not session.committed:
             session.close()

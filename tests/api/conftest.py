@@ -118,7 +118,7 @@ ServerFactory = Callable[..., Served]
 @pytest.fixture
 def api_server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     """Start in-process servers: ``factory(lockers=(), lock_wait=0.05, root=None,
-    fsync=False)``.
+    fsync=False, max_workers=32, max_streams=None, stream_idle_timeout=60.0)``.
 
     Each gets a LocalStore under ``tmp_path`` unless ``root`` is given, and
     a socket in a short /tmp directory. All are stopped after the test."""
@@ -130,11 +130,21 @@ def api_server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
         lock_wait: float = 0.05,
         root: Path | None = None,
         fsync: bool = False,
+        max_workers: int = 32,
+        max_streams: int | None = None,
+        stream_idle_timeout: float = 60.0,
     ) -> Served:
         root = root or tmp_path / f"store{len(started)}"
         sockdir = short_dir()
         store = LocalStore(root, lockers, fsync=fsync)
-        server = ApiServer(store, root, max_workers=32, lock_wait=lock_wait)
+        server = ApiServer(
+            store,
+            root,
+            max_workers=max_workers,
+            max_streams=max_streams,
+            stream_idle_timeout=stream_idle_timeout,
+            lock_wait=lock_wait,
+        )
         server.listen(Listen(unix=sockdir / "api.sock"))
         server.start()
         served = Served(socket=sockdir / "api.sock", root=root, store=store, server=server)

@@ -16,6 +16,8 @@ import pytest
 from ingestq import errdefs
 from ingestq.api.client import GrpcStore
 from tests.api.conftest import ServerFactory, ingestq_argv, short_dir
+from tests.api.wire import WriteStream, status_of, write
+from tests.api.wire import stat as stat_request
 from tests.servers.util import free_port, require_binary
 
 EXIT_UNAVAILABLE = 10 + errdefs.Unavailable.grpc_code
@@ -129,3 +131,24 @@ def test_a_stale_socket_file_is_replaced(serve_process_factory: ServerFactory) -
             assert client.list_statuses() == []
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_stream_bounds_from_the_command_line_and_environment(
+    serve_process_factory: ServerFactory,
+) -> None:
+    """``--max-streams`` and ``$INGESTQ_STREAM_IDLE_TIMEOUT`` reach the server: a second
+    stream is refused at once, and the idle one ends keeping its data."""
+    served = serve_process_factory("--max-streams", "1", env={"INGESTQ_STREAM_IDLE_TIMEOUT": "0.5"})
+    with served.channel() as ch:
+        idle = WriteStream(ch)
+        idle.send(stat_request("idle-served"))
+        idle.send(write(0, b"kept"))
+        with pytest.raises(grpc.RpcError) as exc:
+            WriteStream(ch).send(stat_request("second"))
+        assert status_of(exc.value)[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert status_of(idle.wait_end()) == (
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "ref idle-served kept at offset 4 for a resume: Write stream idle: no message "
+            "from the client for 0.5s: context deadline exceeded",
+        )
+    assert served.client().status("idle-served").offset == 4

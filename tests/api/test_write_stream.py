@@ -329,3 +329,27 @@ def test_a_durable_store_commits_a_large_restarted_ingest(
     assert served.store is not None
     with served.store.reader_at(Digest.parse(sha(data))) as ra:
         assert ra.read_at(0, ra.size) == data
+
+
+def test_reopening_with_another_total_is_failed_precondition(api_server: Served) -> None:
+    """Without an expected digest too, as the store refuses a descriptor of another size
+    (the store contract's ``resume-total``); the refused stream leaves the ref free."""
+    data = b"0123456789"
+    with api_server.channel() as ch:
+        first = WriteStream(ch)
+        first.send(stat("retotal", total=len(data), expected=sha(data)))
+        first.send(write(0, data[:4]))
+        assert first.half_close() == grpc.StatusCode.OK
+        other = WriteStream(ch)
+        with pytest.raises(grpc.RpcError) as exc:
+            other.send(stat("retotal", total=20))
+        assert code_of(exc) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "provided total differs from status: 20 != 10 (abort ref retotal to start over): "
+            "failed precondition",
+        )
+        same = WriteStream(ch)
+        reply = same.send(stat("retotal", total=len(data)))
+        assert (reply.offset, reply.total) == (4, len(data))
+        same.send(write(4, data[4:]))
+        assert same.send(commit(len(data), expected=sha(data))).digest == sha(data)

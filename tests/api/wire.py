@@ -107,8 +107,8 @@ class WriteStream:
 
     :meth:`send` sends one request and returns its reply (or raises the stream's
     ``grpc.RpcError``); :meth:`half_close` ends the request side and returns the final
-    status code once the server ends the stream; :meth:`cancel` drops the call as a dying
-    client would.
+    status code once the server ends the stream; :meth:`wait_end` waits, sending nothing,
+    until the server ends it; :meth:`cancel` drops the call as a dying client would.
     """
 
     def __init__(self, channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = NS):
@@ -150,6 +150,16 @@ class WriteStream:
             return e.code()
         assert extra == [], "a reply without a request"
         return self._call.code()
+
+    def wait_end(self) -> grpc.RpcError:
+        """Send nothing more (no half-close) and return the error the server ends the
+        stream with (AssertionError if it ends OK or sends a reply)."""
+        try:
+            extra = next(self._responses, None)
+        except grpc.RpcError as e:
+            self._end()
+            return e
+        raise AssertionError(f"the stream ended OK or replied without a request: {extra}")
 
     def cancel(self) -> None:
         """Drop the call."""

@@ -28,6 +28,9 @@ def test_help_lists_the_options() -> None:
         "--tls-cert",
         "--tls-key",
         "--max-workers",
+        "--max-streams",
+        "--stream-idle-timeout",
+        "INGESTQ_STREAM_IDLE_TIMEOUT",
         "--lock-wait",
         "--log-level",
     ):
@@ -54,6 +57,20 @@ def test_tls_needs_a_tcp_address(tmp_path: Path) -> None:
     )
     assert code == EXIT_INVALID
     assert "--tls-cert applies to TCP addresses only" in out
+
+
+def test_the_stream_budget_must_leave_threads_for_unary_calls() -> None:
+    code, out = run(
+        "--address", "unix:///tmp/unused.sock", "--max-workers", "8", "--max-streams", "8"
+    )
+    assert code == EXIT_INVALID
+    assert "--max-streams 8 must be below --max-workers 8" in out
+
+
+def test_the_stream_idle_timeout_must_be_positive() -> None:
+    code, out = run("--address", "unix:///tmp/unused.sock", "--stream-idle-timeout", "0")
+    assert code == 2  # click's usage error
+    assert "--stream-idle-timeout" in out
 
 
 def test_no_redis_means_only_the_host_file_lock() -> None:

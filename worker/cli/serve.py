@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ingestq import errdefs
-from ingestq.api.server import ApiServer, parse_address
+from ingestq.api.server import STREAM_IDLE_TIMEOUT, ApiServer, parse_address
 from ingestq.worker.cli.common import handle_errors, resolve_root, root_option
 
 
@@ -36,10 +36,30 @@ from ingestq.worker.cli.common import handle_errors, resolve_root, root_option
 )
 @click.option(
     "--max-workers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=2),
     default=64,
     show_default=True,
-    help="Concurrent RPCs (each open Write stream holds one).",
+    help="Server threads, and so concurrent RPCs; calls beyond it are answered "
+    "RESOURCE_EXHAUSTED at once.",
+)
+@click.option(
+    "--max-streams",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Open Write and Read streams at most (below --max-workers, so unary calls "
+    "always find a thread); one more is answered RESOURCE_EXHAUSTED. Default: three "
+    "quarters of --max-workers.",
+)
+@click.option(
+    "--stream-idle-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=STREAM_IDLE_TIMEOUT,
+    show_default=True,
+    envvar="INGESTQ_STREAM_IDLE_TIMEOUT",
+    show_envvar=True,
+    help="Seconds a stream may wait for its client: a Write stream that gets no message "
+    "for that long ends with DEADLINE_EXCEEDED (its data is kept for a resume); a stream "
+    "whose client takes no response for that long is cancelled.",
 )
 @click.option(
     "--lock-wait",
@@ -62,6 +82,8 @@ def serve_command(
     tls_cert: Path | None,
     tls_key: Path | None,
     max_workers: int,
+    max_streams: int | None,
+    stream_idle_timeout: float,
     lock_wait: float,
     log_level: str,
 ) -> None:
@@ -88,9 +110,19 @@ def serve_command(
         for address in server.addresses:
             click.echo(f"ingestq: serving on {address}", err=True)
 
+    if max_streams is not None and max_streams >= max_workers:
+        raise errdefs.InvalidArgument(
+            f"--max-streams {max_streams} must be below --max-workers {max_workers}: "
+            "unary calls need a thread of their own"
+        )
     serve(
         ServeOptions(
-            root=resolve_root(root), listen=listen, max_workers=max_workers, lock_wait=lock_wait
+            root=resolve_root(root),
+            listen=listen,
+            max_workers=max_workers,
+            max_streams=max_streams,
+            stream_idle_timeout=stream_idle_timeout,
+            lock_wait=lock_wait,
         ),
         on_ready=ready,
     )
