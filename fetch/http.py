@@ -20,7 +20,11 @@
   Unauthenticated, 403 PermissionDenied, 408/429/500/502/503/504 Unavailable with
   ``retry_after`` (seconds) in the details when the server sent Retry-After, 501
   Unimplemented, other 5xx Unknown, other 4xx InvalidArgument.
-* A body shorter than its Content-Length is DataLoss; other transport errors are
+* A body shorter than its Content-Length is DataLoss (every byte that arrived is
+  returned first, so the ingest keeps it for a resume); a malformed (e.g. negative)
+  Content-Length is FailedPrecondition; other transport errors are Unavailable.
+* A body slower than the low-speed rule (``low_speed``, curl's; from
+  :attr:`FetchOptions.low_speed <ingestq.fetch.options.FetchOptions.low_speed>`) is
   Unavailable.
 
 The transport seam: pass a client from :func:`ingestq.fetch.httpio.new_client` with
@@ -42,15 +46,21 @@ class HttpSource:
     :class:`~ingestq.fetch.source.Validated` protocols).
 
     ``client`` is shared and not closed by the source; ``headers`` are added to every
-    request (e.g. ``Authorization``).
+    request (e.g. ``Authorization``); ``low_speed`` is the body's low-speed rule.
     """
 
     def __init__(
-        self, url: str, client: httpx.Client, headers: Mapping[str, str] | None = None
+        self,
+        url: str,
+        client: httpx.Client,
+        headers: Mapping[str, str] | None = None,
+        *,
+        low_speed: httpio.LowSpeed = httpio.DEFAULT_LOW_SPEED,
     ) -> None:
         self._url = url
         self._client = client
         self._headers = dict(headers or {})
+        self._low_speed = low_speed
         self.if_range: str | None = None
         self._validator: str | None = None
 
@@ -72,7 +82,7 @@ class HttpSource:
             headers = {**self._headers, **httpio.range_headers(start, self.if_range)}
             return httpio.send(self._client, "GET", self._url, headers, what)
 
-        ranged = httpio.open_range(get, offset, what)
+        ranged = httpio.open_range(get, offset, what, low_speed=self._low_speed)
         if ranged.response.status_code in (200, 206):
             etag = ranged.response.headers.get("ETag")
             if etag and not etag.startswith("W/"):

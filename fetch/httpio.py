@@ -15,7 +15,8 @@ The HTTP source (:mod:`ingestq.fetch.http`) and the registry client
 * :func:`retry_after`: the one ``Retry-After`` parser;
 * :func:`range_headers` / :func:`open_range`: the one ranged GET, with the
   Content-Range check;
-* :class:`BodyStream`: the one response body stream.
+* :class:`BodyStream`: the one response body stream, with curl's low-speed rule
+  (:class:`LowSpeed`).
 
 Transport failures (:func:`transport_error`):
 
@@ -31,6 +32,9 @@ failure (``WRONG_VERSION_NUMBER``: https://    failed")
 to a plain-HTTP server, no shared protocol or
 cipher, an alert from the server)
 RemoteProtocolError "incomplete message body"  DataLoss (the prefix is kept for a resume)
+RemoteProtocolError "bad Content-Length" or     FailedPrecondition ("malformed
+"conflicting Content-Length headers" (a         Content-Length": the server is broken;
+negative or non-numeric length)                 a retry gets the same answer)
 TimeoutException                               Unavailable ("timed out")
 anything else (connect, read, write,           Unavailable
 protocol, a TLS connection closed mid-way)
@@ -46,6 +50,15 @@ PermissionDenied, 404/410 NotFound, 405/501 Unimplemented, 416 OutOfRange,
 (other 5xx, a 1xx or 3xx that reaches a caller) Unknown. The error of
 :func:`status_error` carries details ``status``, ``method``, ``url`` and, when it is
 Unavailable and the server sent ``Retry-After``, ``retry_after`` (seconds).
+
+Slow bodies (:class:`LowSpeed`, curl's ``CURLOPT_LOW_SPEED_LIMIT``/``_TIME``): a body
+that averages fewer than ``limit`` bytes/s over the last ``time`` seconds is
+Unavailable ("slower than <limit> bytes/s over <time> s"), details ``url``, ``error``
+(``LowSpeed``), ``limit`` and ``time``; a retry resumes. The rule is checked as bytes
+arrive, so it fires within ``time`` plus one gap between two reads (a connection that
+sends nothing at all is the read timeout's); the piece that arrived when it fired is
+returned first and the error raised by the next read, so every byte received reaches
+the caller.
 """
 
 from __future__ import annotations
@@ -57,6 +70,7 @@ import re
 import ssl
 import time
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -192,6 +206,8 @@ def transport_error(err: httpx.HTTPError, what: str) -> errdefs.ErrdefsError:
             return errdefs.FailedPrecondition(f"{what}: TLS handshake failed: {tls}{hint}")
     if isinstance(err, httpx.RemoteProtocolError) and "complete message body" in str(err):
         return errdefs.DataLoss(f"{what}: body shorter than announced: {err}")
+    if isinstance(err, httpx.RemoteProtocolError) and "Content-Length" in str(err):
+        return errdefs.FailedPrecondition(f"{what}: malformed Content-Length from server: {err}")
     try:
         url = str(err.request.url)
     except RuntimeError:
@@ -258,6 +274,51 @@ def retry_after(value: str | None, *, now: float | None = None) -> float | None:
     return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
+# -- slow bodies -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LowSpeed:
+    """curl's low-speed rule: a body averaging fewer than ``limit`` bytes/s over the
+    last ``time`` seconds is Unavailable. ``limit`` or ``time`` 0 disables it."""
+
+    limit: int = 1024
+    time: float = 60.0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the rule applies (both ``limit`` and ``time`` are positive)."""
+        return self.limit > 0 and self.time > 0
+
+
+#: The rule switched off.
+NO_LOW_SPEED = LowSpeed(0, 0.0)
+#: The rule's defaults (1024 bytes/s over 60 s), those of the sources.
+DEFAULT_LOW_SPEED = LowSpeed()
+
+
+class _SpeedMeter:
+    """Bytes received over a sliding window of ``rule.time`` seconds, from samples
+    taken at most every ``time / 16`` s (so its memory stays small at any speed)."""
+
+    def __init__(self, rule: LowSpeed, now: float) -> None:
+        self._rule = rule
+        self._step = rule.time / 16
+        self._samples: deque[tuple[float, int]] = deque([(now, 0)])
+
+    def too_slow(self, received: int, now: float) -> tuple[int, float] | None:
+        """``(bytes, seconds)`` of a full window that ran below the limit, else None."""
+        samples, boundary = self._samples, now - self._rule.time
+        if now - samples[-1][0] >= self._step:
+            samples.append((now, received))
+        while len(samples) > 1 and samples[1][0] <= boundary:
+            samples.popleft()
+        since, then = samples[0]
+        if since > boundary:
+            return None  # less than one window of history yet
+        window = now - since
+        got = received - then
+        return (got, window) if got < self._rule.limit * window else None
+
+
 # -- ranged GETs -------------------------------------------------------------------------
 def range_headers(offset: int, if_range: str | None = None) -> dict[str, str]:
     """Headers of a GET for the bytes from ``offset``: ``Accept-Encoding: identity`` (the
@@ -287,6 +348,7 @@ def open_range(
     *,
     fail: Callable[[httpx.Response], errdefs.ErrdefsError] | None = None,
     decode: bool = False,
+    low_speed: LowSpeed = NO_LOW_SPEED,
 ) -> Ranged:
     """Open the bytes from ``offset`` with ``get(offset)``, a GET sent with
     :func:`range_headers` (containerd's rules):
@@ -305,10 +367,11 @@ def open_range(
 
     ``decode`` (registries): a body sent with a ``Content-Encoding`` is decoded, and
     its size is then unknown; without it the raw bytes are the resource.
+    ``low_speed``: the body stream's rule (:class:`BodyStream`).
     """
     response = get(offset)
     try:
-        return _ranged(get, response, offset, what, fail, decode)
+        return _ranged(get, response, offset, what, fail, decode, low_speed)
     except BaseException:
         response.close()
         raise
@@ -321,12 +384,13 @@ def _ranged(
     what: str,
     fail: Callable[[httpx.Response], errdefs.ErrdefsError] | None,
     decode: bool,
+    low_speed: LowSpeed,
 ) -> Ranged:
     code = response.status_code
     decoded = decode and _encoded(response)
     length = None if decoded else _int_header(response, "Content-Length")
     if code == 200:
-        stream = BodyStream(response, what, length, decode=decode)
+        stream = BodyStream(response, what, length, decode=decode, low_speed=low_speed)
         return Ranged(Opened(stream, 0, length), response)
     if code == 206:
         if offset == 0:
@@ -345,14 +409,14 @@ def _ranged(
             )
         total = int(m.group(3)) if m.group(3) != "*" else None
         expect = None if decoded else last - first + 1
-        stream = BodyStream(response, what, expect, decode=decode)
+        stream = BodyStream(response, what, expect, decode=decode, low_speed=low_speed)
         return Ranged(Opened(stream, offset, total), response)
     if code == 416 and offset > 0:
         m = _UNSATISFIED_RANGE.match(response.headers.get("Content-Range", "").strip())
         response.close()
         if m is not None and int(m.group(1)) == offset:
             return Ranged(Opened(BytesStream(b""), offset, offset), response)
-        return open_range(get, 0, what, fail=fail, decode=decode)
+        return open_range(get, 0, what, fail=fail, decode=decode, low_speed=low_speed)
     raise fail(response) if fail is not None else status_error(response, what)
 
 
@@ -373,11 +437,19 @@ class BodyStream:
     are returned, or with ``decode`` the decoded ones when the server applied a
     ``Content-Encoding``. A body that ends before ``expect`` bytes is DataLoss;
     failures mid-body are :func:`transport_error`'s kinds (a timeout Unavailable, a
-    connection closed early DataLoss).
+    connection closed early DataLoss); a body slower than ``low_speed`` allows is
+    Unavailable (module docstring). Reads of ``n >= 0`` return every byte received
+    before a failure is raised, so a caller that writes what it reads keeps them all.
     """
 
     def __init__(
-        self, response: httpx.Response, what: str, expect: int | None, *, decode: bool = False
+        self,
+        response: httpx.Response,
+        what: str,
+        expect: int | None,
+        *,
+        decode: bool = False,
+        low_speed: LowSpeed = NO_LOW_SPEED,
     ) -> None:
         self._response = response
         self._what = what
@@ -388,6 +460,9 @@ class BodyStream:
         self._expect = expect
         self._got = 0
         self._done = False
+        self._low_speed = low_speed
+        self._meter = _SpeedMeter(low_speed, time.monotonic()) if low_speed.enabled else None
+        self._error: errdefs.ErrdefsError | None = None
 
     def read(self, n: int = -1, /) -> bytes:
         """Up to ``n`` bytes (the rest of the body for ``n < 0``); ``b""`` at the end."""
@@ -406,16 +481,22 @@ class BodyStream:
                 out, self._buffer = self._buffer[:n], self._buffer[n:]
         return out
 
+    def _fail(self, error: errdefs.ErrdefsError) -> errdefs.ErrdefsError:
+        self._done = True
+        self._response.close()
+        return error
+
     def _next(self) -> bytes:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise self._fail(error)
         if self._done:
             return b""
         while True:
             try:
                 chunk = next(self._chunks, None)
             except httpx.HTTPError as e:
-                self._done = True
-                self._response.close()
-                raise transport_error(e, self._what) from e
+                raise self._fail(transport_error(e, self._what)) from e
             if chunk is None:
                 self._done = True
                 if self._expect is not None and self._got < self._expect:
@@ -425,7 +506,27 @@ class BodyStream:
                 return b""
             if chunk:
                 self._got += len(chunk)
+                self._check_speed()
                 return chunk
+
+    def _check_speed(self) -> None:
+        """Arm the low-speed error (raised by the next read, after this chunk)."""
+        if self._meter is None:
+            return
+        slow = self._meter.too_slow(self._got, time.monotonic())
+        if slow is None:
+            return
+        got, window = slow
+        rule = self._low_speed
+        try:
+            url = str(self._response.request.url)
+        except RuntimeError:
+            url = ""
+        self._error = errdefs.Unavailable(
+            f"{self._what}: transfer slower than {rule.limit} bytes/s over {rule.time:g} s "
+            f"(low-speed limit): {got} bytes in the last {window:.1f} s",
+            {"url": url, "error": "LowSpeed", "limit": str(rule.limit), "time": f"{rule.time:g}"},
+        )
 
     def close(self) -> None:
         """Close the response (and its connection, if the body was not read to the end)."""
@@ -433,10 +534,13 @@ class BodyStream:
 
 
 __all__ = [
+    "DEFAULT_LOW_SPEED",
     "LIMITS",
+    "NO_LOW_SPEED",
     "STATUS_KINDS",
     "USER_AGENT",
     "BodyStream",
+    "LowSpeed",
     "Ranged",
     "new_client",
     "open_range",

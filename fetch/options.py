@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingestq.fetch.httpio import LowSpeed
+
 
 @dataclass(frozen=True)
 class FetchOptions:
@@ -23,12 +25,22 @@ class FetchOptions:
         http_connect_timeout: seconds to connect (and finish the TLS handshake).
         http_read_timeout: seconds a read may stall before it is Unavailable.
         http_max_redirects: redirects followed per request; more is FailedPrecondition.
+        http_low_speed_limit, http_low_speed_time: curl's low-speed rule for HTTP and
+            registry bodies: averaging fewer than ``limit`` bytes/s over ``time``
+            seconds is Unavailable (retried; the retry resumes). Either 0 disables it.
     """
 
     file_roots: tuple[Path, ...] | None = None
     http_connect_timeout: float = 10.0
     http_read_timeout: float = 60.0
     http_max_redirects: int = 10
+    http_low_speed_limit: int = 1024
+    http_low_speed_time: float = 60.0
+
+    @property
+    def low_speed(self) -> LowSpeed:
+        """The low-speed rule of HTTP and registry body streams."""
+        return LowSpeed(self.http_low_speed_limit, self.http_low_speed_time)
 
 
 __all__ = ["FetchOptions"]

@@ -71,7 +71,12 @@ def _http(spec: Mapping[str, Any], options: FetchOptions) -> Source:
     headers = spec.get("headers") or {}
     if not isinstance(headers, Mapping):
         raise errdefs.InvalidArgument("http source headers must be an object")
-    return HttpSource(url, http_client(options), {str(k): str(v) for k, v in headers.items()})
+    return HttpSource(
+        url,
+        http_client(options),
+        {str(k): str(v) for k, v in headers.items()},
+        low_speed=options.low_speed,
+    )
 
 
 def _file(spec: Mapping[str, Any], options: FetchOptions) -> Source:

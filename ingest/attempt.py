@@ -7,19 +7,25 @@ waits in process, the Celery task retries), or raises the errdefs error of the f
 One attempt, step by step:
 
 1. With an expected digest already committed: return its Info, fetch nothing (labels
-   given are merged into the blob's labels).
+   given are merged into the blob's labels). A committed blob whose size differs from
+   the request's ``size`` is FailedPrecondition, as a commit of that size would be
+   (once the store has checked the blob is intact: a damaged one is fetched again).
 2. ``store.writer(ref, expected)``: takes the host file lock and every extra locker
-   (the Redis lease on workers). Locked: RefBusy. Committed meanwhile: its Info.
+   (the Redis lease on workers). Locked: RefBusy. Committed meanwhile: as in 1.
    Then ``hooks.started``.
 3. Resume: ask the source for the bytes from the stored offset (guarded by the
    validator recorded when the ingest started); a source that starts elsewhere (a
    server that ignored Range, a changed resource) makes the writer truncate to 0.
    A real resume is ``hooks.resumed``.
-4. Copy in 1 MiB chunks, reporting ``hooks.progress`` (offset, total) and asking
-   ``hooks.cancelled`` at every chunk.
+4. Copy what the source delivers (at most 1 MiB a read), writing every piece before
+   reading the next, so a failure mid-body keeps every byte that arrived; reporting
+   ``hooks.progress`` (offset, total) and asking ``hooks.cancelled`` at every piece.
 5. Check size (announced and actual) and digest before committing; content that is
    wrong (longer than expected, digest mismatch) is dropped from the ingest so a retry
-   starts clean. A short body (DataLoss) keeps the prefix for a resume.
+   starts clean. Fewer bytes than the request's ``size`` or, without one, than the
+   source announced when the ingest started (kept in the resume hint) is DataLoss and
+   keeps the prefix for a resume: a resume answered "nothing left" early never
+   commits a prefix as the blob.
 6. Commit (atomic, content-addressed); AlreadyExists counts as success.
 
 Error kinds: the source's (NotFound, PermissionDenied, Unauthenticated, Unavailable,
@@ -41,18 +47,26 @@ from ingestq.ingest.protocols import IngestStore
 from ingestq.ingest.request import IngestRequest
 from ingestq.store.digest import Digest
 from ingestq.store.protocols import Manager, Writer
-from ingestq.store.resume import ResumeHints
+from ingestq.store.resume import Hint, ResumeHints
+from ingestq.store.rules import check_commit_size
 from ingestq.store.values import Info
 
 CHUNK = 1 << 20
 
 
-def _existing(store: Manager, digest: Digest, labels: Mapping[str, str]) -> Info:
-    info = store.info(digest)
+def _labelled(store: Manager, info: Info, labels: Mapping[str, str]) -> Info:
     if labels and any(info.labels.get(k) != v for k, v in labels.items()):
         patch = Info(info.digest, info.size, info.created_at, info.updated_at, dict(labels))
         info = store.update(patch, *(f"labels.{k}" for k in labels))
     return info
+
+
+def _existing(store: Manager, request: IngestRequest, digest: Digest) -> Info:
+    """The committed ``digest`` as the result of ``request``: FailedPrecondition when
+    its size is not the request's (commit's size check), else labelled."""
+    info = store.info(digest)
+    check_commit_size(request.ref, info.size, request.size)
+    return _labelled(store, info, request.labels)
 
 
 def ingest_once(
@@ -80,12 +94,16 @@ def _attempt(
 ) -> IngestResult:
     expected = request.expected
     if expected is not None and store.exists(expected.digest):
-        return IngestResult(_existing(store, expected.digest, request.labels), fetched=False)
+        info = store.info(expected.digest)
+        if not request.size or info.size == request.size:
+            return IngestResult(_labelled(store, info, request.labels), fetched=False)
+        # Sizes disagree: writer() tells an intact blob (AlreadyExists: the request's
+        # size is wrong) from a damaged one (quarantined: fetch it again).
     try:
         writer = store.writer(request.ref, expected)
     except errdefs.AlreadyExists:
         assert expected is not None
-        return IngestResult(_existing(store, expected.digest, request.labels), fetched=False)
+        return IngestResult(_existing(store, request, expected.digest), fetched=False)
     except errdefs.Unavailable as e:
         try:
             holder = store.locker.holder(request.ref)
@@ -121,13 +139,25 @@ class _Attempt:
         self.hooks = hooks
         self.hints = ResumeHints(store.root)
         self.fetched = 0
-        self._validator: str | None = None
+        # The hint to record once the first piece is in (see _copy), and whether one was.
+        self._hint: Hint | None = None
+        self._hinted = False
+        # The total the source announced when the ingest started (0: unknown).
+        self._announced = 0
 
     def _drop_content(self) -> None:
         """Throw away what this writer holds (content known to be wrong)."""
         if not self.hooks.lock_lost():
             self.writer.truncate(0)
+        self._hint = None
         self.hints.drop(self.request.ref)
+
+    def _record_hint(self) -> None:
+        """Record the pending hint (once); one that says nothing removes any older one."""
+        hint, self._hint = self._hint, None
+        if hint is not None:
+            self.hints.put(self.request.ref, self.source.name, hint.validator, hint.total)
+            self._hinted = True
 
     def run(self) -> IngestResult:
         req = self.request
@@ -149,14 +179,14 @@ class _Attempt:
 
     def _open(self, offset: int) -> tuple[Opened, int]:
         req, source = self.request, self.source
-        validated = hasattr(source, "if_range")
-        if offset > 0 and validated:
-            hint = self.hints.get(req.ref, source.name)
-            if hint is None and req.digest is None:
+        hint = self.hints.read(req.ref, source.name) if offset > 0 else None
+        if offset > 0 and hasattr(source, "if_range"):
+            validator = hint.validator if hint is not None else None
+            if validator is None and req.digest is None:
                 # Nothing can prove the stored prefix is the same resource: restart.
                 self.writer.truncate(0)
                 offset = 0
-            source.if_range = hint  # type: ignore[attr-defined]
+            source.if_range = validator
         opened = source.open(offset)
         if opened.start != offset:
             if opened.start != 0:
@@ -166,15 +196,18 @@ class _Attempt:
                 )
             self.writer.truncate(0)
             offset = 0
-        # The validator is recorded once the first chunk is in (see _copy): an ingest
-        # that ends within one chunk never needs it, and small blobs skip the file write.
-        self._validator = getattr(source, "validator", None) if offset == 0 else None
-        if offset > 0:
+        if offset == 0:
+            # Recorded once the first piece is in (see _copy), or when the attempt fails
+            # with a prefix: an ingest that completes within one piece never needs it.
+            self._announced = opened.size or 0
+            self._hint = Hint(getattr(source, "validator", None), self._announced)
+        else:
+            self._announced = hint.total if hint is not None else 0
             self.hooks.resumed(offset)
         return opened, offset
 
     def _fetch(self, offset: int) -> int:
-        req = self.request
+        req, name = self.request, self.source.name
         opened, offset = self._open(offset)
         try:
             announced = opened.size
@@ -182,13 +215,22 @@ class _Attempt:
                 if announced > req.size:
                     self._drop_content()
                     raise errdefs.FailedPrecondition(
-                        f"source {self.source.name} has {announced} bytes, expected {req.size}"
+                        f"source {name} has {announced} bytes, expected {req.size}"
                     )
+                raise errdefs.DataLoss(f"source {name} has {announced} bytes, expected {req.size}")
+            first = self._announced
+            if not req.size and first and announced is not None and announced != first:
                 raise errdefs.DataLoss(
-                    f"source {self.source.name} has {announced} bytes, expected {req.size}"
+                    f"source {name} has {announced} bytes, {first} announced when the "
+                    f"ingest started (abort ref {req.ref} to start over)"
                 )
-            total = req.size or announced or 0
+            total = req.size or first or announced or 0
             return self._copy(opened, offset, total)
+        except BaseException:
+            # A prefix left for a resume needs the hint even when it is one piece long.
+            if self._hint is not None and self.writer.status().offset > 0:
+                self._record_hint()
+            raise
         finally:
             opened.stream.close()
 
@@ -207,17 +249,17 @@ class _Attempt:
                 raise errdefs.FailedPrecondition(
                     f"source {self.source.name} is longer than the expected {size} bytes"
                 )
-            if self._validator is not None and written > offset:
-                self.hints.put(req.ref, self.source.name, self._validator)
-                self._validator = None
+            if self._hint is not None and written > offset:
+                self._record_hint()
             writer.write(chunk)
             written += len(chunk)
             self.fetched += len(chunk)
             hooks.progress(written, total)
             if hooks.cancelled():
                 raise errdefs.Canceled(f"ingest {req.ref} canceled at offset {written}")
-        if size and written < size:
-            raise errdefs.DataLoss(f"source {self.source.name} ended at {written} of {size} bytes")
+        need = size or self._announced
+        if need and written < need:
+            raise errdefs.DataLoss(f"source {self.source.name} ended at {written} of {need} bytes")
         return written
 
     def _commit(self, resumed_from: int) -> IngestResult:
@@ -234,7 +276,7 @@ class _Attempt:
             info = writer.commit(req.size, req.digest, req.labels)
         except errdefs.AlreadyExists:
             digest = req.digest or writer.digest()
-            info = _existing(self.store, digest, req.labels)
-        if resumed_from > 0 or self.fetched > CHUNK:
+            info = _labelled(self.store, self.store.info(digest), req.labels)
+        if resumed_from > 0 or self._hinted:
             self.hints.drop(req.ref)
         return IngestResult(info, True, self.fetched, resumed_from)

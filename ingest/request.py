@@ -12,11 +12,26 @@ from ingestq.fetch.refkey import make_ref_key, source_ref
 from ingestq.store.digest import Digest
 from ingestq.store.values import Descriptor
 
+#: The largest size a blob can have in the store (a file offset is a signed 64-bit int).
+MAX_SIZE = (1 << 63) - 1
+
+
+def check_size(size: object) -> int:
+    """``size`` if it is an int from 0 to :data:`MAX_SIZE`, else InvalidArgument."""
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise errdefs.InvalidArgument(f"size {size!r} is not a natural number")
+    if size < 0:
+        raise errdefs.InvalidArgument(f"size {size} is negative")
+    if size > MAX_SIZE:
+        raise errdefs.InvalidArgument(f"size {size} is larger than the store can hold")
+    return size
+
 
 @dataclass(frozen=True)
 class IngestRequest:
     """What to ingest: a source spec, the expected digest/size (optional), the ref and
-    labels. JSON-serialisable through :meth:`to_json` / :meth:`from_json`."""
+    labels. JSON-serialisable through :meth:`to_json` / :meth:`from_json`. A size that
+    is negative or beyond :data:`MAX_SIZE` is InvalidArgument when the request is made."""
 
     source: Mapping[str, Any]
     ref: str
@@ -24,6 +39,9 @@ class IngestRequest:
     size: int = 0
     media_type: str = "application/octet-stream"
     labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_size(self.size)
 
     @property
     def expected(self) -> Descriptor | None:
@@ -54,8 +72,7 @@ class IngestRequest:
             raise errdefs.InvalidArgument("ingest request needs a source object")
         if not isinstance(ref, str) or not ref:
             raise errdefs.InvalidArgument("ingest request needs a ref")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise errdefs.InvalidArgument(f"size {size!r} is not a natural number")
+        check_size(size)
         if not isinstance(labels, Mapping):
             raise errdefs.InvalidArgument("labels must be an object")
         return cls(
@@ -80,10 +97,9 @@ def make_request(
     labels: Mapping[str, str] | None = None,
 ) -> IngestRequest:
     """An IngestRequest with the default ref (see :mod:`ingestq.fetch.refkey`) when none is given.
-    InvalidArgument for a malformed digest or a negative size."""
+    InvalidArgument for a malformed digest, a negative size or one beyond :data:`MAX_SIZE`."""
     d = Digest.parse(digest) if digest is not None else None
-    if size < 0:
-        raise errdefs.InvalidArgument(f"size {size} is negative")
+    check_size(size)
     if ref is None:
         ref = make_ref_key(d, media_type, annotations) if d is not None else source_ref(source_name)
     return IngestRequest(dict(source), ref, d, size, media_type, dict(labels or {}))

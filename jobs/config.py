@@ -21,6 +21,10 @@ Every knob has a deliberate default; the environment variables are:
 ``INGESTQ_HTTP_CONNECT_TIMEOUT``  HTTP connect timeout, s (default 10)
 ``INGESTQ_HTTP_READ_TIMEOUT``  HTTP read (stall) timeout, s (default 60)
 ``INGESTQ_HTTP_MAX_REDIRECTS`` redirects followed (default 10)
+``INGESTQ_LOW_SPEED_LIMIT``    curl's low-speed rule for HTTP and registry bodies:
+                               slower than this many bytes/s (default 1024) ...
+``INGESTQ_LOW_SPEED_TIME``     ... over this many seconds (default 60) is Unavailable
+                               (retried, resuming); 0 in either disables the rule
 ``INGESTQ_MAX_SOURCE_RETRIES`` retries of a job whose source is Unavailable (default 8)
 ``INGESTQ_MAX_REDELIVERIES``   redeliveries after lost workers before a job fails with
                                Aborted (default 10; bounds reject_on_worker_lost loops)
@@ -92,6 +96,8 @@ class Settings:
     http_connect_timeout: float = 10.0
     http_read_timeout: float = 60.0
     http_max_redirects: int = 10
+    low_speed_limit: int = 1024
+    low_speed_time: float = 60.0
     max_source_retries: int = 8
     max_redeliveries: int = 10
     retry_cap: float = 300.0
@@ -123,6 +129,8 @@ class Settings:
             http_connect_timeout=self.http_connect_timeout,
             http_read_timeout=self.http_read_timeout,
             http_max_redirects=self.http_max_redirects,
+            http_low_speed_limit=self.low_speed_limit,
+            http_low_speed_time=self.low_speed_time,
         )
 
     @property
@@ -179,6 +187,8 @@ class Settings:
             http_connect_timeout=_float(env, "INGESTQ_HTTP_CONNECT_TIMEOUT", 10.0),
             http_read_timeout=_float(env, "INGESTQ_HTTP_READ_TIMEOUT", 60.0),
             http_max_redirects=_int(env, "INGESTQ_HTTP_MAX_REDIRECTS", 10),
+            low_speed_limit=_int(env, "INGESTQ_LOW_SPEED_LIMIT", 1024, allow_zero=True),
+            low_speed_time=_float(env, "INGESTQ_LOW_SPEED_TIME", 60.0, allow_zero=True),
             max_source_retries=_int(env, "INGESTQ_MAX_SOURCE_RETRIES", 8, allow_zero=True),
             max_redeliveries=_int(env, "INGESTQ_MAX_REDELIVERIES", 10),
             retry_cap=_float(env, "INGESTQ_RETRY_CAP", 300.0),

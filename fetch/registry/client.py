@@ -26,7 +26,9 @@ closed without reading its body (distribution 2.8 announces the full blob length
 sends 33 bytes) and read as "offset ≥ size": an empty stream at ``offset`` when the
 total equals the offset (the store's commit then verifies the bytes held), otherwise a
 fresh fetch from 0. A size the registry announces (Content-Length, the Content-Range
-total) that differs from the descriptor's is DataLoss.
+total) that differs from the descriptor's is DataLoss. Blob bodies follow curl's
+low-speed rule (:class:`~ingestq.fetch.httpio.LowSpeed`; a spec's source takes it from
+:attr:`FetchOptions.low_speed <ingestq.fetch.options.FetchOptions.low_speed>`).
 """
 
 from __future__ import annotations
@@ -291,12 +293,20 @@ class RegistryClient:
         return Opened(BytesStream(data), 0, len(data))
 
     # -- blobs --------------------------------------------------------------------------
-    def open_blob(self, ref: Reference, desc: Descriptor, offset: int = 0) -> Opened:
+    def open_blob(
+        self,
+        ref: Reference,
+        desc: Descriptor,
+        offset: int = 0,
+        *,
+        low_speed: httpio.LowSpeed = httpio.DEFAULT_LOW_SPEED,
+    ) -> Opened:
         """Open blob ``desc`` of ``ref``'s repository at ``offset`` (see the module
-        docstring for Range, 206, 200 and 416).
+        docstring for Range, 206, 200 and 416); the body follows ``low_speed``.
 
         Raises NotFound (BLOB_UNKNOWN), Unauthenticated, PermissionDenied, Unavailable
-        (network, 5xx, 429), DataLoss (the registry's size differs from ``desc.size``).
+        (network, 5xx, 429, a body slower than ``low_speed``), DataLoss (the registry's
+        size differs from ``desc.size``).
         """
         what = f"fetch blob {ref.name}@{desc.digest}"
         url = self._url(ref, "blobs", str(desc.digest))
@@ -305,7 +315,7 @@ class RegistryClient:
             return self._send("GET", url, httpio.range_headers(start), what)
 
         opened = httpio.open_range(
-            get, offset, what, fail=lambda r: self._fail(r, what), decode=True
+            get, offset, what, fail=lambda r: self._fail(r, what), decode=True, low_speed=low_speed
         ).opened
         if opened.size is None:
             return Opened(opened.stream, opened.start, desc.size or None)
@@ -355,13 +365,22 @@ class RegistryBlobSource:
     """One blob (or manifest, by media type) of a repository, as a Source.
 
     ``name`` is ``HOST/REPO@DIGEST``. Opening at an offset uses Range (see
-    :meth:`RegistryClient.open_blob`); manifests and indexes are always read from 0.
+    :meth:`RegistryClient.open_blob`, with ``low_speed``); manifests and indexes are
+    always read from 0.
     """
 
-    def __init__(self, client: RegistryClient, ref: Reference, desc: Descriptor) -> None:
+    def __init__(
+        self,
+        client: RegistryClient,
+        ref: Reference,
+        desc: Descriptor,
+        *,
+        low_speed: httpio.LowSpeed = httpio.DEFAULT_LOW_SPEED,
+    ) -> None:
         self._client = client
         self._ref = ref.blob(desc.digest)
         self._desc = desc
+        self._low_speed = low_speed
 
     @property
     def name(self) -> str:
@@ -377,7 +396,7 @@ class RegistryBlobSource:
             self._desc.media_type
         ):
             return self._client.open_manifest(self._ref, self._desc, offset)
-        return self._client.open_blob(self._ref, self._desc, offset)
+        return self._client.open_blob(self._ref, self._desc, offset, low_speed=self._low_speed)
 
 
 class RegistryImage:
@@ -438,17 +457,22 @@ def shared_client(options: RegistryOptions | None = None) -> RegistryClient:
 
 
 def blob_source(
-    text: str, desc: Descriptor | None = None, options: RegistryOptions | None = None
+    text: str,
+    desc: Descriptor | None = None,
+    options: RegistryOptions | None = None,
+    *,
+    low_speed: httpio.LowSpeed = httpio.DEFAULT_LOW_SPEED,
 ) -> RegistryBlobSource:
     """A Source for ``HOST[:PORT]/REPO@DIGEST``. ``desc`` adds size and media type (a
-    manifest type makes the source fetch from the manifests endpoint)."""
+    manifest type makes the source fetch from the manifests endpoint); ``low_speed`` is
+    the body's low-speed rule."""
     ref = parse_blob_reference(text)
     assert ref.digest is not None
     if desc is None:
         desc = Descriptor(digest=ref.digest)
     elif desc.digest != ref.digest:
         raise errdefs.InvalidArgument(f"{text}: descriptor digest {desc.digest} differs")
-    return RegistryBlobSource(shared_client(options), ref, desc)
+    return RegistryBlobSource(shared_client(options), ref, desc, low_speed=low_speed)
 
 
 def blob_spec(ref: Reference, desc: Descriptor, options: RegistryOptions) -> dict[str, Any]:
@@ -466,8 +490,8 @@ def blob_spec(ref: Reference, desc: Descriptor, options: RegistryOptions) -> dic
 
 def source_from_registry_spec(spec: Mapping[str, Any], options: FetchOptions) -> Source:
     """The Source of a ``{"type": "registry", ...}`` spec (see :func:`blob_spec`); how
-    to reach the registry travels in the spec (``options``), so the process's
-    :class:`~ingestq.fetch.options.FetchOptions` are not used.
+    to reach the registry travels in the spec (``options``); of the process's
+    :class:`~ingestq.fetch.options.FetchOptions` only the low-speed rule is used.
 
     InvalidArgument for a malformed reference, size or options.
     """
@@ -482,7 +506,7 @@ def source_from_registry_spec(spec: Mapping[str, Any], options: FetchOptions) ->
     media_type = str(spec.get("media_type") or "application/octet-stream")
     registry = RegistryOptions.from_dict(spec.get("options"))
     desc = Descriptor(digest=ref.digest, size=size, media_type=media_type)
-    return blob_source(text, desc, registry)
+    return blob_source(text, desc, registry, low_speed=options.low_speed)
 
 
 def credentials_from_mapping(entries: Mapping[str, tuple[str, str]]) -> Credentials:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 from ingestq import errdefs
 from ingestq.fetch.http import HttpSource
 from ingestq.fetch.httpio import new_client
+from ingestq.fetch.options import FetchOptions
+from ingestq.fetch.specs import source_from_spec
 from ingestq.ingest.attempt import ingest_once
 from ingestq.ingest.outcome import RefBusy
 from ingestq.ingest.request import IngestRequest, make_request
@@ -21,6 +24,7 @@ from ingestq.store.digest import Digest
 from ingestq.store.local import LocalStore
 from ingestq.store.resume import ResumeHints
 from ingestq.store.values import Descriptor
+from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
 
 MiB = 1 << 20
@@ -79,17 +83,18 @@ def test_a_wrong_content_range_is_failed_precondition_and_keeps_the_prefix(
     assert logged.range == f"bytes={MiB}-" and logged.if_range == b.etag
 
 
-def test_a_truncated_body_is_data_loss_and_the_retry_resumes(
+def test_a_body_cut_at_an_odd_offset_is_data_loss_keeping_every_byte_sent_and_resumes(
     blob_server: BlobServer, store: LocalStore, client: httpx.Client
 ) -> None:
-    b = Behaviour(data=os.urandom(3 * MiB), truncate_at=2 * MiB)
+    cut = MiB + MiB // 2 + 17
+    b = Behaviour(data=os.urandom(3 * MiB), truncate_at=cut)
     url = blob_server.add("/x", b)
     req = _request(url, b)
-    with pytest.raises(errdefs.DataLoss):
+    with pytest.raises(errdefs.DataLoss, match="body shorter than announced"):
         _run(store, client, req)
     assert _committed(store) == []
     kept = store.status(req.ref).offset
-    assert 0 < kept <= 2 * MiB
+    assert kept == blob_server.bytes_served("/x") == cut
     b.truncate_at = None
     result = _run(store, client, req)
     assert _committed(store) == [b.digest]
@@ -256,3 +261,72 @@ def test_a_locked_ref_is_ref_busy_naming_the_holder(
         _run(store, client, req)
     assert "locked" in str(caught.value.error) and caught.value.holder is not None
     assert blob_server.requests_for("/x") == []
+
+
+def _spec_run(store: LocalStore, options: FetchOptions, req: IngestRequest) -> object:
+    return ingest_once(store, source_from_spec(req.source, options), req)
+
+
+def test_a_slow_loris_body_is_unavailable_by_the_low_speed_rule_and_keeps_what_arrived(
+    blob_server: BlobServer, store: LocalStore
+) -> None:
+    b = Behaviour(data=os.urandom(64 * 1024), trickle=(1, 0.25))
+    url = blob_server.add("/slow", b)
+    req = _request(url, b)
+    options = FetchOptions(http_read_timeout=5, http_low_speed_limit=1024, http_low_speed_time=2)
+    started = time.monotonic()
+    with pytest.raises(errdefs.Unavailable, match="slower than 1024 bytes/s over 2 s") as caught:
+        _spec_run(store, options, req)
+    assert time.monotonic() - started < 30  # it used to hold the ingest forever
+    assert caught.value.details["error"] == "LowSpeed"
+    assert (caught.value.details["limit"], caught.value.details["time"]) == ("1024", "2")
+    kept = store.status(req.ref).offset
+    wait_until(lambda: blob_server.requests_for("/slow"), 10, "the server logs the request")
+    assert 0 < kept <= blob_server.bytes_served("/slow")
+    b.trickle = None
+    result = _spec_run(store, options, req)
+    assert result.resumed_from == kept  # type: ignore[attr-defined]
+    assert _committed(store) == [b.digest]
+    assert blob_server.requests_for("/slow")[-1].range == f"bytes={kept}-"
+
+
+@pytest.mark.parametrize(("limit", "seconds"), [(0, 0.5), (1024, 0.0)])
+def test_a_low_speed_limit_or_time_of_zero_disables_the_rule(
+    blob_server: BlobServer, store: LocalStore, limit: int, seconds: float
+) -> None:
+    b = Behaviour(data=os.urandom(6), trickle=(1, 0.2))  # 1 s, slower than any window
+    url = blob_server.add("/slow", b)
+    options = FetchOptions(http_low_speed_limit=limit, http_low_speed_time=seconds)
+    _spec_run(store, options, _request(url, b))
+    assert _committed(store) == [b.digest]
+
+
+def test_a_resume_answered_nothing_left_before_the_announced_total_is_data_loss(
+    blob_server: BlobServer, store: LocalStore, client: httpx.Client
+) -> None:
+    b = Behaviour(data=os.urandom(3 * MiB), truncate_at=2 * MiB + 5)
+    url = blob_server.add("/x", b)
+    req = _request(url, b, digest=False, size=False)
+    with pytest.raises(errdefs.DataLoss):
+        _run(store, client, req)
+    kept = store.status(req.ref).offset
+    b.truncate_at, b.unsatisfiable_total = None, kept  # "416 bytes */<offset>": nothing left
+    with pytest.raises(errdefs.DataLoss, match=f"has {kept} bytes, {3 * MiB} announced"):
+        _run(store, client, req)
+    assert _committed(store) == []  # the prefix is never committed as the blob
+    assert store.status(req.ref).offset == kept
+    assert [r.status for r in blob_server.requests_for("/x")] == [200, 416]
+    b.unsatisfiable_total = None
+    result = _run(store, client, req)
+    assert result.resumed_from == kept  # type: ignore[attr-defined]
+    assert _committed(store) == [b.digest]
+
+
+def test_a_negative_content_length_is_failed_precondition_not_retried(
+    blob_server: BlobServer, store: LocalStore, client: httpx.Client
+) -> None:
+    b = Behaviour(data=b"0123456789", announce_length=-1)
+    url = blob_server.add("/x", b)
+    with pytest.raises(errdefs.FailedPrecondition, match="malformed Content-Length"):
+        _run(store, client, _request(url, b, digest=False, size=False))
+    assert _committed(store) == [] and store.list_statuses() == []

@@ -122,6 +122,16 @@ def _raised(inner: BaseException, outer: Callable[[str], httpx.HTTPError]) -> ht
             errdefs.DataLoss,
             "shorter than announced",
         ),
+        (
+            httpx.RemoteProtocolError("bad Content-Length"),
+            errdefs.FailedPrecondition,
+            "malformed Content-Length",
+        ),
+        (
+            httpx.RemoteProtocolError("conflicting Content-Length headers"),
+            errdefs.FailedPrecondition,
+            "malformed Content-Length",
+        ),
         (httpx.ReadTimeout("slow"), errdefs.Unavailable, "timed out: ReadTimeout"),
         (httpx.ConnectError("refused"), errdefs.Unavailable, "ConnectError: refused"),
     ],

@@ -24,12 +24,15 @@ from ingestq.fetch.registry.client import (
     source_from_registry_spec,
 )
 from ingestq.fetch.specs import source_from_spec
+from ingestq.ingest.attempt import ingest_once
+from ingestq.ingest.request import IngestRequest
 from ingestq.ingest.wait import ingest
 from ingestq.store.digest import Digest
 from ingestq.store.local import LocalStore
 from ingestq.store.values import Descriptor
 from tests.servers import oci
 from tests.servers.registry import Registry
+from tests.tasks.blobserver import Behaviour, BlobServer
 from tests.tasks.registry_helpers import (
     FrontFactory,
     MiB,
@@ -278,3 +281,48 @@ def test_registry_image_hands_out_sources_and_specs(registry: Registry) -> None:
         assert hashlib.sha256(opened.stream.read(-1)).hexdigest() == layer.digest.encoded
         manifest_source = img.blob_source(root)
         assert json.loads(manifest_source.open().stream.read(-1))["layers"]
+
+
+LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
+
+
+def _served_blob(blob_server: BlobServer, b: Behaviour) -> IngestRequest:
+    """``b`` served as blob ``app@<digest>`` of a registry at the blob server (a real
+    HTTP server that misbehaves on purpose), as an ingest request of its spec."""
+    blob_server.add(f"/v2/app/blobs/{b.digest}", b)
+    host = blob_server.url.removeprefix("http://")
+    spec = {"type": "registry", "ref": f"{host}/app@{b.digest}", "size": len(b.data),
+            "media_type": LAYER_TYPE}  # fmt: skip
+    return IngestRequest(spec, f"layer-{b.digest}", Digest.parse(b.digest), len(b.data), LAYER_TYPE)
+
+
+def test_a_slow_registry_blob_is_unavailable_by_the_low_speed_rule_from_fetch_options(
+    blob_server: BlobServer, tmp_path: Path
+) -> None:
+    b = Behaviour(data=os.urandom(4096), trickle=(1, 0.25))
+    request = _served_blob(blob_server, b)
+    store = LocalStore(tmp_path / "store", fsync=False)
+    options = FetchOptions(http_low_speed_limit=1024, http_low_speed_time=2)
+    with pytest.raises(errdefs.Unavailable, match="slower than 1024 bytes/s over 2 s"):
+        ingest_once(store, source_from_spec(request.source, options), request)
+    kept = store.status(request.ref).offset
+    assert kept > 0
+    b.trickle = None
+    result = ingest_once(store, source_from_spec(request.source, options), request)
+    assert result.resumed_from == kept and str(result.info.digest) == b.digest
+
+
+def test_a_registry_blob_cut_at_an_odd_offset_keeps_every_byte_sent(
+    blob_server: BlobServer, tmp_path: Path
+) -> None:
+    cut = MiB + MiB // 2 + 17
+    b = Behaviour(data=os.urandom(3 * MiB), truncate_at=cut)
+    request = _served_blob(blob_server, b)
+    store = LocalStore(tmp_path / "store", fsync=False)
+    with pytest.raises(errdefs.DataLoss):
+        ingest_once(store, source_from_spec(request.source, FetchOptions()), request)
+    assert (
+        store.status(request.ref).offset
+        == blob_server.bytes_served(f"/v2/app/blobs/{b.digest}")
+        == cut
+    )

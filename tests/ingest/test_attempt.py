@@ -80,6 +80,34 @@ def test_a_committed_digest_fetches_nothing_and_reports_only_done(store: LocalSt
     assert hooks.events == [("done", result)]
 
 
+def test_a_committed_digest_with_another_size_is_failed_precondition_like_commit(
+    store: LocalStore,
+) -> None:
+    data = os.urandom(1000)
+    ingest_once(store, BytesSource(data), _request(data))
+    source, hooks = BytesSource(data), Recorder()
+    wrong = IngestRequest({"type": "memory"}, "another-ref", Digest.from_bytes(data), 999)
+    with pytest.raises(errdefs.FailedPrecondition, match='"another-ref" failed size validation: '
+                       "1000 != 999"):  # fmt: skip
+        ingest_once(store, source, wrong, hooks=hooks)
+    assert source.opened == [] and hooks.names() == ["failed"]
+    assert store.info(Digest.from_bytes(data)).size == 1000  # the blob is untouched
+
+
+def test_a_damaged_committed_blob_of_another_size_is_fetched_again(store: LocalStore) -> None:
+    data = os.urandom(1000)
+    req = _request(data)
+    ingest_once(store, BytesSource(data), req)
+    assert req.digest is not None
+    blob = store.blob_path(req.digest)
+    blob.chmod(0o644)
+    blob.write_bytes(data[:500])  # damaged on disk: shorter than the request's size
+    source = BytesSource(data)
+    result = ingest_once(store, source, req)
+    assert result.fetched and source.opened == [0]
+    assert store.reader_at(req.digest).read_at(0, 1000) == data
+
+
 def test_a_resume_reports_resumed_and_counts_from_the_stored_offset(store: LocalStore) -> None:
     data = os.urandom(2 * MiB)
     req = _request(data)
@@ -140,6 +168,23 @@ def test_a_short_body_is_data_loss_and_keeps_the_prefix(store: LocalStore) -> No
     assert store.status(req.ref).offset == 2000
     result = ingest_once(store, BytesSource(data), req)
     assert result.resumed_from == 2000 and result.bytes_fetched == 1000
+
+
+def test_a_resume_never_commits_fewer_bytes_than_the_source_first_announced(
+    store: LocalStore,
+) -> None:
+    data = os.urandom(3000)
+    req = _request(data, digest=False, size=False)
+    with pytest.raises(errdefs.DataLoss, match="ended at 2000 of 3000"):
+        ingest_once(store, BytesSource(data[:2000], announce=3000), req)
+    assert store.status(req.ref).offset == 2000
+    # The source now says it holds only what was stored ("nothing left").
+    with pytest.raises(errdefs.DataLoss, match="has 2000 bytes, 3000 announced"):
+        ingest_once(store, BytesSource(data[:2000]), req)
+    assert list(store.walk()) == [] and store.status(req.ref).offset == 2000
+    result = ingest_once(store, BytesSource(data, announce=None), req)
+    assert result.resumed_from == 2000 and result.info.size == 3000
+    assert result.info.digest == Digest.from_bytes(data)
 
 
 def test_a_longer_body_or_announced_size_is_failed_precondition(store: LocalStore) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingestq import errdefs
-from ingestq.ingest.request import IngestRequest, make_request
+from ingestq.ingest.request import MAX_SIZE, IngestRequest, make_request
 from ingestq.store.digest import Digest
 from ingestq.store.values import Descriptor
 
@@ -33,6 +33,17 @@ def test_make_request_refuses_bad_digests_and_sizes() -> None:
         make_request({}, "u", size=-1)
 
 
+@pytest.mark.parametrize("size", [MAX_SIZE + 1, 1 << 64])
+def test_a_size_beyond_what_the_store_can_hold_is_invalid_argument_when_made(size: int) -> None:
+    with pytest.raises(errdefs.InvalidArgument, match="larger than the store can hold"):
+        make_request({}, "u", size=size)
+    with pytest.raises(errdefs.InvalidArgument, match="larger than the store can hold"):
+        IngestRequest.from_json({"source": {}, "ref": "r", "size": size})
+    with pytest.raises(errdefs.InvalidArgument, match="larger than the store can hold"):
+        IngestRequest({}, "r", size=size)
+    assert make_request({}, "u", size=MAX_SIZE).size == MAX_SIZE
+
+
 def test_the_json_form_round_trips() -> None:
     req = make_request({"type": "file", "path": "/x"}, "/x", digest=DIGEST, size=9,
                        labels={"a": "b"})  # fmt: skip
@@ -49,6 +60,7 @@ def test_the_json_form_round_trips() -> None:
         {"source": {}, "ref": ""},
         {"source": {}, "ref": "r", "size": -1},
         {"source": {}, "ref": "r", "size": True},
+        {"source": {}, "ref": "r", "size": 1.5},
         {"source": {}, "ref": "r", "labels": ["x"]},
         {"source": {}, "ref": "r", "digest": "md5:x"},
     ],

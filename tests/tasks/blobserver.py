@@ -6,13 +6,17 @@ misbehave it answers ranges as RFC 9110 says (``bytes=<start>-`` at or past the 
 request (path, Range, If-Range, status, bytes sent), so tests can assert "the bytes
 were served once" or "the resume asked for ``bytes=<offset>-``". A gate makes
 "mid-ingest" deterministic: the body stops at ``gate_offset`` and the server sets
-``gate_reached`` until the test sets ``gate``.
+``gate_reached`` until the test sets ``gate``. ``trickle`` sends the body slowly
+(``(bytes, seconds)``: that many bytes, then a pause), a slow-loris source; a range
+request to a path with ``unsatisfiable_total`` is answered ``416`` with
+``Content-Range: bytes */<unsatisfiable_total>`` whatever the blob's size.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,6 +45,8 @@ class Behaviour:
     gate_reached: threading.Event = field(default_factory=threading.Event)
     status_sequence: list[int] = field(default_factory=list)
     chunk: int = 1 << 16
+    trickle: tuple[int, float] | None = None
+    unsatisfiable_total: int | None = None
 
     @property
     def digest(self) -> str:
@@ -58,6 +64,14 @@ class Logged:
 
 
 _RANGE = re.compile(r"^bytes=(\d+)-$")
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that drops its connection on purpose (a refused response) is no error."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class BlobServer:
@@ -80,7 +94,7 @@ class BlobServer:
             def do_GET(self) -> None:
                 server._serve(self)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
@@ -144,6 +158,10 @@ class BlobServer:
         if m and not b.ignore_range and (if_range is None or if_range == b.etag):
             start = int(m.group(1))
             partial = True
+        if partial and b.unsatisfiable_total is not None:
+            unsatisfiable = {**b.headers, "Content-Range": f"bytes */{b.unsatisfiable_total}"}
+            self._simple(h, 416, path, rng, if_range, unsatisfiable, at)
+            return
         if partial and start >= len(data):
             unsatisfiable = {**b.headers, "Content-Range": f"bytes */{len(data)}"}
             self._simple(h, 416, path, rng, if_range, unsatisfiable, at)
@@ -177,7 +195,10 @@ class BlobServer:
                 if b.stall_at is not None and start + pos >= b.stall_at:
                     self._stop_stall.wait(30)
                     break
-                end = min(len(body), pos + b.chunk)
+                if b.trickle is not None and pos > 0 and self._stop_stall.wait(b.trickle[1]):
+                    break
+                step = b.trickle[0] if b.trickle is not None else b.chunk
+                end = min(len(body), pos + step)
                 if (
                     b.gate_offset is not None
                     and n <= b.gate_requests
@@ -185,6 +206,8 @@ class BlobServer:
                 ):
                     end = min(end, b.gate_offset - start)
                 h.wfile.write(body[pos:end])
+                if b.trickle is not None:
+                    h.wfile.flush()
                 sent += end - pos
                 pos = end
             h.wfile.flush()
@@ -192,7 +215,7 @@ class BlobServer:
             pass
         finally:
             self._record(Logged(path, rng, if_range, 206 if partial else 200, sent, at))
-        if b.truncate_at is not None or b.stall_at is not None:
+        if b.truncate_at is not None or b.stall_at is not None or b.trickle is not None:
             h.close_connection = True
 
     def _simple(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ingestq import errdefs
+from ingestq.fetch.httpio import LowSpeed
 from ingestq.fetch.specs import source_from_spec, spec_from_text
 from ingestq.jobs.config import Settings
 from ingestq.tasks.app import celery_config
@@ -54,6 +55,16 @@ def test_settings_from_the_environment() -> None:
         Settings.from_env({"INGESTQ_REDIS_URL": "amqp://x"})
     with pytest.raises(errdefs.InvalidArgument):
         Settings.from_env({"INGESTQ_LEASE_TTL": "soon"})
+
+
+def test_the_low_speed_rule_comes_from_the_environment_and_zero_disables_it() -> None:
+    assert Settings.from_env({}).fetch_options().low_speed == LowSpeed(1024, 60.0)
+    env = {"INGESTQ_LOW_SPEED_LIMIT": "2048", "INGESTQ_LOW_SPEED_TIME": "5"}
+    assert Settings.from_env(env).fetch_options().low_speed == LowSpeed(2048, 5.0)
+    off = Settings.from_env({"INGESTQ_LOW_SPEED_LIMIT": "0"}).fetch_options().low_speed
+    assert not off.enabled
+    with pytest.raises(errdefs.InvalidArgument, match="INGESTQ_LOW_SPEED_TIME"):
+        Settings.from_env({"INGESTQ_LOW_SPEED_TIME": "-1"})
 
 
 def test_the_celery_configuration_is_chosen_on_purpose() -> None:
