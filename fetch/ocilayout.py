@@ -15,10 +15,17 @@ Blobs are plain files (``DIR/blobs/<alg>/<hex>``), so a child ingest uses the fi
 source (spec ``{"type": "file", "path": ...}``) and obeys the same file roots
 (:attr:`~ingestq.fetch.options.FetchOptions.file_roots`) as any file ingest.
 
+Every file of the layout (``oci-layout``, ``index.json``, the manifests and indexes
+read here) is read through a :class:`~ingestq.fetch.files.FileSource` too: opened
+beneath its file root without following a symlink, so a directory swapped for a
+symlink while the layout is read is refused, never read outside the roots; and a
+FIFO, socket, device or directory in place of one is InvalidArgument at once.
+
 Errors: NotFound (no layout, no such name or digest, missing blob), InvalidArgument (a
-malformed reference, ``index.json`` or ``oci-layout``, several entries and no name),
-DataLoss (a blob whose bytes do not match its digest), PermissionDenied (outside the
-allowed file roots).
+malformed reference, ``index.json`` or ``oci-layout``, several entries and no name, a
+layout file that is not a regular file), DataLoss (a blob whose bytes do not match its
+digest), PermissionDenied (outside the allowed file roots, or a path that changed to a
+symlink while it was opened), ResourceExhausted (a layout file over its size limit).
 """
 
 from __future__ import annotations
@@ -34,10 +41,13 @@ from ingestq.fetch import manifests
 from ingestq.fetch.files import FileSource, check_path
 from ingestq.store.annotations import REF_NAME as REF_NAME_ANNOTATION
 from ingestq.store.digest import ALGORITHMS, Digest
-from ingestq.store.oserrors import from_os_error
 from ingestq.store.values import Descriptor
 
 PREFIX = "oci-layout:"
+
+# Upper bounds on what is read into memory: generous, far above real layouts.
+_MARKER_LIMIT = 64 << 10
+_INDEX_LIMIT = 64 << 20
 
 
 def parse_layout_reference(text: str) -> tuple[str, str | None, Digest | None]:
@@ -67,39 +77,63 @@ class OCILayout:
     Args:
         root: the layout directory.
         roots: the file roots it must lie in (None: anywhere); see
-            :func:`ingestq.fetch.files.check_path`.
+            :func:`ingestq.fetch.files.check_path`. Every file is read beneath them.
+        use_openat2: False forces the portable component walk for those reads (see
+            :class:`~ingestq.fetch.files.FileSource`).
 
     Raises NotFound when ``root/oci-layout`` is missing, InvalidArgument when it is not
-    a layout of version 1.x, PermissionDenied outside ``roots``.
+    a layout of version 1.x (or not a regular file), PermissionDenied outside ``roots``.
     """
 
-    def __init__(self, root: str | os.PathLike[str], roots: Sequence[Path] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        roots: Sequence[Path] | None = None,
+        *,
+        use_openat2: bool = True,
+    ) -> None:
         self._roots = None if roots is None else tuple(roots)
+        self._use_openat2 = use_openat2
         self.root = check_path(os.path.abspath(os.fspath(root)), self._roots)
         marker = self.root / "oci-layout"
-        try:
-            doc = json.loads(marker.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise errdefs.NotFound(f"OCI layout {self.root}: no oci-layout file") from None
-        except OSError as e:
-            raise from_os_error(e, f"read {marker}") from e
-        except ValueError as e:
-            raise errdefs.InvalidArgument(f"{marker}: not JSON: {e}") from e
+        doc = self._read_json(marker, _MARKER_LIMIT, "no oci-layout file")
         version = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
         if not isinstance(version, str) or not version.startswith("1."):
             raise errdefs.InvalidArgument(f"{marker}: unsupported imageLayoutVersion {version!r}")
 
+    def _read(self, path: Path, limit: int) -> bytes:
+        """At most ``limit + 1`` bytes of ``path``, opened beneath the file roots
+        (the errors of :meth:`FileSource.open <ingestq.fetch.files.FileSource.open>`)."""
+        opened = FileSource(path, self._roots, use_openat2=self._use_openat2).open()
+        try:
+            chunks: list[bytes] = []
+            left = limit + 1
+            while left > 0:
+                chunk = opened.stream.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+            return b"".join(chunks)
+        finally:
+            opened.stream.close()
+
+    def _read_json(self, path: Path, limit: int, missing: str) -> Any:
+        try:
+            data = self._read(path, limit)
+        except errdefs.NotFound:
+            raise errdefs.NotFound(f"OCI layout {self.root}: {missing}") from None
+        if len(data) > limit:
+            raise errdefs.ResourceExhausted(f"{path} exceeds {limit} bytes")
+        try:
+            return json.loads(data.decode("utf-8"))
+        except ValueError as e:  # UnicodeDecodeError included
+            raise errdefs.InvalidArgument(f"{path}: not JSON: {e}") from e
+
     def entries(self) -> list[dict[str, Any]]:
         """The ``manifests`` array of ``index.json``."""
         path = self.root / "index.json"
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise errdefs.NotFound(f"OCI layout {self.root}: no index.json") from None
-        except OSError as e:
-            raise from_os_error(e, f"read {path}") from e
-        except ValueError as e:
-            raise errdefs.InvalidArgument(f"{path}: not JSON: {e}") from e
+        doc = self._read_json(path, _INDEX_LIMIT, "no index.json")
         entries = doc.get("manifests") if isinstance(doc, dict) else None
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise errdefs.InvalidArgument(f"{path}: manifests must be a list of descriptors")
@@ -151,14 +185,13 @@ class OCILayout:
     def read_blob(self, desc: Descriptor, limit: int = 4 << 20) -> bytes:
         """A small blob's bytes, verified against ``desc`` (size when known, digest).
 
-        NotFound when missing, ResourceExhausted over ``limit``, DataLoss on mismatch.
+        NotFound when missing, ResourceExhausted over ``limit``, DataLoss on mismatch,
+        and the other errors of :meth:`FileSource.open <ingestq.fetch.files.FileSource.open>`.
         """
-        path = self.blob_path(desc.digest)
         try:
-            with open(path, "rb") as f:
-                data = f.read(limit + 1)
-        except OSError as e:
-            raise from_os_error(e, f"OCI layout {self.root}: blob {desc.digest}") from e
+            data = self._read(self.blob_path(desc.digest), limit)
+        except errdefs.NotFound as e:
+            raise errdefs.NotFound(f"OCI layout {self.root}: blob {desc.digest}: {e}") from e
         if len(data) > limit:
             raise errdefs.ResourceExhausted(f"blob {desc.digest} exceeds {limit} bytes")
         manifests.verify(data, desc, f"OCI layout {self.root}: blob {desc.digest}")
