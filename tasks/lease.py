@@ -1,10 +1,15 @@
 """Redis leases on refs: the cross-host :class:`store.locks.RefLocker`.
 
-A lease is ``SET NX PX`` of a random token plus a fencing number from a counter that
-only grows (``tasks/lua/acquire.lua``). While it is held, one heartbeat thread per
-process renews every lease it holds with a token-checked ``PEXPIRE`` and publishes the
-write's status in the same script (``heartbeat.lua``), using its own Redis client whose
-socket timeout is a sixth of the TTL. Release is compare-and-delete (``release.lua``).
+A lease is ``SET NX PX`` of a random token plus a fencing number that only grows
+(``tasks/lua/acquire.lua``): ``max(Redis TIME in microseconds, last fence + 1)``, the
+last fence kept in a key that expires :data:`FENCE_TTL` after the ref's last grant
+(every key of a ref expires; once the fence key has gone, TIME alone is above every
+earlier fence unless the server clock went back by more than that ttl).
+
+While it is held, one heartbeat thread per process renews every lease it holds with a
+token-checked ``PEXPIRE`` and publishes the write's status in the same script
+(``heartbeat.lua``), using its own Redis client whose socket timeout is a sixth of the
+TTL. Release is compare-and-delete (``release.lua``).
 
 A lease is *lost* when a renewal finds another token, or when no renewal has succeeded
 for ``ttl - margin`` by this process's monotonic clock (which keeps counting while the
@@ -45,6 +50,24 @@ if TYPE_CHECKING:
     from redis.commands.core import Script
 
 log = logging.getLogger(__name__)
+
+
+#: Seconds a ref's fence key outlives its last grant (far longer than any lease).
+FENCE_TTL = 7 * 24 * 3600.0
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` on this host (field 22 of ``/proc/<pid>/stat``,
+    clock ticks since boot), which tells a live process from a later one that reuses its
+    pid; None when there is no such process (or no ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces and ")".
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else None
 
 
 def ms_to_datetime(ms: int | float | bytes | str) -> datetime:
@@ -183,6 +206,7 @@ class RedisLeaseLocker:
         self.ttl = ttl
         self.interval = interval if interval is not None else min(ttl / 3.0, 1.0)
         self.margin = min(ttl / 5.0, 2.0)
+        self.fence_ttl_ms = int(max(FENCE_TTL, 100 * ttl) * 1000)
         self._pid = -1
         self._mutex = threading.Lock()
         self._leases: dict[str, RedisLease] = {}
@@ -235,7 +259,7 @@ class RedisLeaseLocker:
             reply = self.scripts().acquire(
                 keys=[k.lease, k.fence, k.holder],
                 args=[token, int(self.ttl * 1000), holder_id, socket.gethostname(),
-                      os.getpid(), ref],
+                      os.getpid(), ref, self.fence_ttl_ms, process_start(os.getpid()) or ""],
                 client=client,
             )  # fmt: skip
         except redis.RedisError as e:
