@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,41 @@ def test_a_job_whose_worker_keeps_dying_fails_with_aborted_instead_of_looping(
         cluster.client.job(job_id).wait(timeout=60)
     assert cluster.client.records.get(job_id)["redeliveries"] == "2"
     assert store.status(ref).offset == 4 * MiB  # kept for a later resume
+
+
+def test_a_killed_pool_processs_lease_is_taken_over_at_once_not_after_its_ttl(
+    cluster_factory: ClusterFactory, redis_url: str, store_root: Path, blob_server: BlobServer
+) -> None:
+    # A 60 s lease: each kill would stall the redelivered job for a minute if it waited
+    # for the dead process's lease to expire.
+    cluster = cluster_factory(redis_url, store_root, INGESTQ_LEASE_TTL="60")
+    worker = cluster.start_worker()
+    started = time.monotonic()
+    blob, job_id, pid = _start_gated_job(cluster, blob_server)
+    blob.gate_requests = 3  # the first two resumed requests stop at the gate too
+    store = LocalStore(cluster.root, fsync=False)
+    ref = f"blob-{blob.digest}"
+    fences = [wait_until(lambda: cluster.client.board.get(ref), 10, "status published").fence]
+    for _ in range(2):
+        assert pid in worker.children()
+        os.kill(pid, signal.SIGKILL)
+        pid = wait_until(
+            lambda old=pid: (h := store.status(ref).holder) is not None and h.pid != old and h.pid,
+            30,
+            "the redelivered job holds the ref in a new pool process",
+        )
+        fences.append(
+            wait_until(
+                lambda p=pid: (a := cluster.client.board.get(ref)) and a.pid == p and a,
+                10,
+                "the new holder publishes its status",
+            ).fence
+        )
+    blob.gate.set()
+    info = cluster.client.job(job_id).wait(timeout=30)
+    assert str(info.digest) == blob.digest
+    assert time.monotonic() - started < 30  # two lease ttls would be 120 s
+    assert fences == sorted(set(fences))  # each takeover got a larger fence
+    assert cluster.client.records.get(job_id)["redeliveries"] == "2"
+    path = cluster.root / "blobs" / "sha256" / blob.digest.split(":")[1]
+    assert path.read_bytes() == blob.data
