@@ -4,6 +4,7 @@ worker, every key but the queues' own has a TTL or is gone. Fences still only gr
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import redis
 
@@ -12,9 +13,10 @@ from ingestq.tasks import keys
 from ingestq.tasks.app import QUEUE
 from ingestq.tasks.client import enqueue_ingest
 from ingestq.tasks.lease import FENCE_TTL, RedisLeaseLocker
+from ingestq.tasks.sweeper import SWEEPER_REF
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
-from tests.tasks.conftest import Cluster
+from tests.tasks.conftest import ClusterFactory
 
 #: kombu's own keys for the queue: the list, its priority siblings, the bindings and the
 #: unacked hash and index (entries removed by acks, restored by the visibility timeout).
@@ -26,9 +28,10 @@ def is_queue_key(name: str) -> bool:
 
 
 def test_every_key_but_the_queues_has_a_ttl_after_a_burst_of_jobs(
-    cluster: Cluster, blob_server: BlobServer
+    cluster_factory: ClusterFactory, redis_url: str, store_root: Path, blob_server: BlobServer
 ) -> None:
-    cluster.start_worker(concurrency=2)
+    cluster = cluster_factory(redis_url, store_root, INGESTQ_SWEEP_INTERVAL="1")
+    worker = cluster.start_worker(concurrency=2)
     blobs = [Behaviour(data=os.urandom(256 << 10)) for _ in range(12)]
     urls = [blob_server.add(f"/b{i}", b) for i, b in enumerate(blobs)]
     jobs = [
@@ -47,9 +50,12 @@ def test_every_key_but_the_queues_has_a_ttl_after_a_burst_of_jobs(
     except errdefs.NotFound:
         pass
 
+    wait_until(lambda: "sweeps for dead" in worker.log_text(), 20, "the sweeper holds its lease")
+
     r = redis.Redis.from_url(cluster.redis_url)
     names = [k.decode() for k in r.scan_iter(count=1000)]
     assert any(n.startswith(f"{keys.PREFIX}:fence:") for n in names), names
+    assert r.exists(keys.ref_keys(SWEEPER_REF).lease)
     forever = [n for n in names if not is_queue_key(n) and r.pttl(n) == -1]
     assert forever == [], forever
     fence_ttls = [r.pttl(n) for n in names if n.startswith(f"{keys.PREFIX}:fence:")]
