@@ -103,6 +103,7 @@ class Settings:
     retry_cap: float = 300.0
     lock_wait_cap: float = 5.0
     restore_interval: float = 10.0
+    sweep_interval: float = 20.0
     fsync: bool = True
     metrics_port: int | None = None
 
@@ -194,6 +195,7 @@ class Settings:
             retry_cap=_float(env, "INGESTQ_RETRY_CAP", 300.0),
             lock_wait_cap=_float(env, "INGESTQ_LOCK_WAIT_CAP", 5.0),
             restore_interval=_float(env, "INGESTQ_RESTORE_INTERVAL", 10.0),
+            sweep_interval=_float(env, "INGESTQ_SWEEP_INTERVAL", 20.0, allow_zero=True),
             fsync=env.get("INGESTQ_FSYNC", "1") not in ("0", "false", "no"),
             metrics_port=int(metrics) if metrics else None,
         )

@@ -27,6 +27,10 @@ chosen, not inherited (facts in ``celery-redis-locks.md``):
   while Redis restarts is retried instead of lost.
 * ``worker_deduplicate_successful_tasks``: a redelivered message whose id already
   shows SUCCESS is acked without running.
+* Each worker's main process runs the orphan sweeper (:mod:`ingestq.tasks.sweeper`,
+  started on ``worker_ready``; one sweeps at a time, under a Redis lease): the jobs of
+  a whole worker that died go back on the queue within about a minute and a quarter,
+  not after the visibility timeout.
 
 ``errdefs`` is imported here so that every process that loads the app has the error
 classes in ``sys.modules`` (Celery rebuilds exceptions from there only).
@@ -135,5 +139,29 @@ def _pool_process_exit(**_: Any) -> None:
     metrics.process_exited(os.getpid())
 
 
+_sweeper: Any = None
+
+
+def _start_sweeper(sender: Any = None, **_: Any) -> None:
+    """Start this worker's orphan sweeper (:mod:`ingestq.tasks.sweeper`) in the main
+    process, unless ``INGESTQ_SWEEP_INTERVAL`` is 0."""
+    global _sweeper
+    settings = settings_of(app)
+    node = getattr(sender, "hostname", None)
+    if settings.sweep_interval <= 0 or not settings.queued or not node:
+        return
+    from ingestq.tasks.sweeper import Sweeper
+
+    _sweeper = Sweeper(app, settings, str(node))
+    _sweeper.start()
+
+
+def _stop_sweeper(**_: Any) -> None:
+    if _sweeper is not None:
+        _sweeper.stop()
+
+
 signals.worker_init.connect(_check_configuration, weak=False)
+signals.worker_ready.connect(_start_sweeper, weak=False)
+signals.worker_shutdown.connect(_stop_sweeper, weak=False)
 signals.worker_process_shutdown.connect(_pool_process_exit, weak=False)

@@ -5,6 +5,12 @@ A ref can be any string up to 4 KiB, so keys use ``sha256(ref)`` (the same name 
 store gives the ingest directory). Per-ref keys share a ``{hash}`` tag so the scripts
 touching them stay in one Redis Cluster slot; the active index is global.
 
+Every key here other than Celery's (whose result keys expire by ``result_expires``)
+expires or is deleted when done: the lease, holder and status hash by their TTLs
+(renewed by the heartbeat) and by release; the active index with its newest entry's
+status TTL; the fence key :data:`ingestq.tasks.lease.FENCE_TTL` after the ref's last
+grant; job records and idempotency keys by ``result_expires``.
+
 Imports store (the ref hash) only.
 """
 

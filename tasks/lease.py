@@ -1,16 +1,27 @@
 """Redis leases on refs: the cross-host :class:`store.locks.RefLocker`.
 
-A lease is ``SET NX PX`` of a random token plus a fencing number from a counter that
-only grows (``tasks/lua/acquire.lua``). While it is held, one heartbeat thread per
-process renews every lease it holds with a token-checked ``PEXPIRE`` and publishes the
-write's status in the same script (``heartbeat.lua``), using its own Redis client whose
-socket timeout is a sixth of the TTL. Release is compare-and-delete (``release.lua``).
+A lease is ``SET NX PX`` of a random token plus a fencing number that only grows
+(``tasks/lua/acquire.lua``): ``max(Redis TIME in microseconds, last fence + 1)``, the
+last fence kept in a key that expires :data:`FENCE_TTL` after the ref's last grant
+(every key of a ref expires; once the fence key has gone, TIME alone is above every
+earlier fence unless the server clock went back by more than that ttl).
+
+While it is held, one heartbeat thread per process renews every lease it holds with a
+token-checked ``PEXPIRE`` and publishes the write's status in the same script
+(``heartbeat.lua``), using its own Redis client whose socket timeout is a sixth of the
+TTL. Release is compare-and-delete (``release.lua``).
 
 A lease is *lost* when a renewal finds another token, or when no renewal has succeeded
 for ``ttl - margin`` by this process's monotonic clock (which keeps counting while the
 process is stopped, so a SIGSTOPped worker knows at once after SIGCONT). Then
 :meth:`RedisLease.check` raises FailedPrecondition("lease ... lost"); the store's writer
 checks it before every write and before publishing, so the stale writer stops.
+
+The holder hash names the holder's host, pid, process start time and node (boot id and
+pid namespace). A lease whose holder is a process of this node that is gone (a pool
+process killed mid-ingest, whose job is redelivered at once) is taken over without
+waiting out its ttl: compare-and-set on its token with a new fence (``takeover.lua``).
+A stopped or otherwise live holder, or one on another node, is never taken over.
 
 Waiters see who holds a ref and how fresh its heartbeat is through :meth:`holder`.
 Correctness does not rest on the lease: the store publishes content-addressed files.
@@ -45,6 +56,48 @@ if TYPE_CHECKING:
     from redis.commands.core import Script
 
 log = logging.getLogger(__name__)
+
+
+#: Seconds a ref's fence key outlives its last grant (far longer than any lease).
+FENCE_TTL = 7 * 24 * 3600.0
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` on this host (field 22 of ``/proc/<pid>/stat``,
+    clock ticks since boot), which tells a live process from a later one that reuses its
+    pid; None when there is no such process (or no ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces and ")".
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def node_id() -> str:
+    """Where a pid names one process: this boot of this machine and this pid namespace
+    (``<boot id>:<pid namespace inode>``); empty when ``/proc`` cannot tell."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return f"{boot}:{ns}"
+
+
+def holder_process_gone(node: str, pid: int, started: str) -> bool:
+    """True when the holder process ``pid`` (started at ``started``, ``/proc`` field 22)
+    of node ``node`` is certainly gone: the node is this one, and no process has that
+    pid or the one that has it started at another time (the pid was reused). False
+    whenever that cannot be told (another node, no ``/proc``)."""
+    mine = node_id()
+    if not node or not mine or node != mine or pid <= 0:
+        return False
+    now = process_start(pid)
+    return now is None or (bool(started) and now != started)
 
 
 def ms_to_datetime(ms: int | float | bytes | str) -> datetime:
@@ -163,6 +216,7 @@ class _Scripts:
     acquire: Script
     heartbeat: Script
     release: Script
+    takeover: Script
 
 
 class RedisLeaseLocker:
@@ -183,6 +237,7 @@ class RedisLeaseLocker:
         self.ttl = ttl
         self.interval = interval if interval is not None else min(ttl / 3.0, 1.0)
         self.margin = min(ttl / 5.0, 2.0)
+        self.fence_ttl_ms = int(max(FENCE_TTL, 100 * ttl) * 1000)
         self._pid = -1
         self._mutex = threading.Lock()
         self._leases: dict[str, RedisLease] = {}
@@ -190,10 +245,11 @@ class RedisLeaseLocker:
         self._client: redis.Redis | None = None
         self._hb_client: redis.Redis | None = None
         self._thread: threading.Thread | None = None
-        self._texts = {name: load(name) for name in ("acquire", "heartbeat", "release")}
+        self._texts = {name: load(name) for name in ("acquire", "heartbeat", "release", "takeover")}
         self._acquire_script: Script | None = None
         self._heartbeat_script: Script | None = None
         self._release_script: Script | None = None
+        self._takeover_script: Script | None = None
 
     # process-local state ----------------------------------------------------------------
     def _ensure_process(self) -> None:
@@ -208,6 +264,7 @@ class RedisLeaseLocker:
             self._acquire_script = self._client.register_script(self._texts["acquire"])
             self._heartbeat_script = self._hb_client.register_script(self._texts["heartbeat"])
             self._release_script = self._client.register_script(self._texts["release"])
+            self._takeover_script = self._client.register_script(self._texts["takeover"])
             self._thread = None
             self._pid = os.getpid()
 
@@ -221,28 +278,34 @@ class RedisLeaseLocker:
         """This process's registered scripts."""
         self._ensure_process()
         assert self._acquire_script and self._heartbeat_script and self._release_script
-        return _Scripts(self._acquire_script, self._heartbeat_script, self._release_script)
+        assert self._takeover_script
+        return _Scripts(self._acquire_script, self._heartbeat_script, self._release_script,
+                        self._takeover_script)  # fmt: skip
 
     # RefLocker ------------------------------------------------------------------------
     def try_lock(self, ref: str, holder_id: str) -> RedisLease:
         """Take ``ref``'s lease or raise Unavailable ("ref <ref> locked for ...").
-        Unavailable too when Redis cannot be reached."""
+        A lease held by a process of this node that is gone (see
+        :func:`holder_process_gone`) is taken over at once with a new fence
+        (``takeover.lua``: compare-and-set on its token). Unavailable too when Redis
+        cannot be reached."""
         client = self.client()
         k = keys.ref_keys(ref)
         token = secrets.token_hex(16)
         sent_at = time.monotonic()
+        me: list[str | int] = [holder_id, socket.gethostname(), os.getpid(), ref,
+                               self.fence_ttl_ms, process_start(os.getpid()) or "",
+                               node_id()]  # fmt: skip
         try:
             reply = self.scripts().acquire(
                 keys=[k.lease, k.fence, k.holder],
-                args=[token, int(self.ttl * 1000), holder_id, socket.gethostname(),
-                      os.getpid(), ref],
+                args=[token, int(self.ttl * 1000), *me],
                 client=client,
-            )  # fmt: skip
+            )
+            if int(reply[0]) != 1:
+                reply = self._take_over(ref, k, reply, [token, int(self.ttl * 1000), *me])
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"lease service for ref {ref}: {e}") from e
-        if int(reply[0]) != 1:
-            since = ms_to_datetime(reply[2]) if reply[2] else None
-            raise locked_error(ref, since)
         fence, now_ms = int(reply[1]), int(reply[2])
         now = ms_to_datetime(now_ms)
         holder = Holder(holder_id, socket.gethostname(), os.getpid(), now, now, fence)
@@ -255,6 +318,28 @@ class RedisLeaseLocker:
                 )
                 self._thread.start()
         return lease
+
+    def _take_over(self, ref: str, k: keys.RefKeys, held: list[Any], mine: list[Any]) -> list[Any]:
+        """The grant of ``ref``'s lease taken over from its holder when that is a
+        process of this node that is gone (a killed pool process: its lease would
+        otherwise stall the redelivered job for up to a ttl); else the locked error.
+        ``held`` is acquire.lua's reply, ``mine`` this caller's acquire arguments."""
+        acquired, _host, pid, started, token, node = (
+            v.decode() if isinstance(v, bytes) else v for v in held[2:8]
+        )
+        since = ms_to_datetime(acquired) if acquired else None
+        try:
+            dead_pid = int(pid or 0)
+        except ValueError:
+            dead_pid = 0
+        if token and holder_process_gone(node or "", dead_pid, started or ""):
+            reply = self.scripts().takeover(
+                keys=[k.lease, k.fence, k.holder], args=[token, *mine], client=self.client()
+            )
+            if int(reply[0]) == 1:
+                log.warning("took over the lease on %s from process %d, gone", ref, dead_pid)
+                return list(reply)
+        raise locked_error(ref, since)
 
     def holder(self, ref: str) -> Holder | None:
         """Who holds ``ref`` (with the server time of its last heartbeat), or None.

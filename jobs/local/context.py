@@ -7,11 +7,17 @@ Record fields of in-process jobs (besides those of :mod:`ingestq.jobs.records`):
 ``host``, ``updated_at``. A job whose process died before finishing (same host, pid
 gone) reads as failed with Aborted.
 
+A job's thread never ends without an outcome: whatever its body raises, record writes
+included, becomes the job's error, held in memory (:class:`JobThreads`) so that a
+waiter in this process gets it even when the record cannot be written (a full disk);
+writing the final record is best effort.
+
 Imports errdefs, store, and this package's interface, records, cancel hooks and wait.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -47,22 +53,63 @@ def _pid_alive(pid: int) -> bool:
 
 
 class JobThreads:
-    """The jobs running in this process: a thread and a cancel event per job id."""
+    """The jobs running in this process: a thread, a cancel event and, once the thread
+    ends, the outcome it held in memory, per job id.
+
+    The outcome is what a waiter in this process trusts when the record on disk lags
+    behind (a record write that failed, e.g. on a full disk): a job's thread never
+    dies without leaving one.
+    """
 
     def __init__(self) -> None:
         self._threads: dict[str, threading.Thread] = {}
         self._events: dict[str, threading.Event] = {}
+        self._outcomes: dict[str, dict[str, str]] = {}
         self._mutex = threading.Lock()
 
     def start(self, job_id: str, target: Callable[[threading.Event], None], name: str) -> None:
         """Run ``target(event)`` in a new thread named ``name``; ``event`` is the job's
-        cancel event."""
+        cancel event. Whatever ``target`` raises ends as the job's outcome (Unknown
+        for a non-errdefs error) unless it set one."""
         event = threading.Event()
-        thread = threading.Thread(target=target, args=(event,), name=name)
+
+        def run() -> None:
+            try:
+                target(event)
+            except BaseException as e:
+                with self._mutex:
+                    self._outcomes.setdefault(job_id, _failure(e))
+                if not isinstance(e, Exception):
+                    raise
+
+        thread = threading.Thread(target=run, name=name)
         with self._mutex:
             self._threads[job_id] = thread
             self._events[job_id] = event
         thread.start()
+
+    def settle(self, job_id: str, fields: Mapping[str, str]) -> None:
+        """Hold ``fields`` (a finished record's ``state``, ``result`` or ``error``) as
+        ``job_id``'s outcome in memory."""
+        with self._mutex:
+            self._outcomes[job_id] = dict(fields)
+
+    def outcome(self, job_id: str) -> dict[str, str] | None:
+        """The outcome of ``job_id`` when its thread ran here and ended: the fields it
+        settled, or a failure (Aborted) when the thread is gone without one. None while
+        it runs or when the job is not ours."""
+        with self._mutex:
+            thread = self._threads.get(job_id)
+            held = self._outcomes.get(job_id)
+        if held is not None:
+            return held
+        if thread is None or thread.is_alive():
+            return None
+        with self._mutex:
+            held = self._outcomes.get(job_id)
+        if held is not None:
+            return held
+        return _failure(errdefs.Aborted(f"job {job_id}: its thread ended without an outcome"))
 
     def event(self, job_id: str) -> threading.Event | None:
         """The cancel event of ``job_id`` if it runs in this process."""
@@ -82,6 +129,13 @@ class JobThreads:
             threads = list(self._threads.values())
         for t in threads:
             t.join()
+
+
+def _failure(e: BaseException) -> dict[str, str]:
+    """The finished-record fields of a job that ended with ``e``."""
+    err = errdefs.from_exception(e)
+    state = JobState.CANCELED if isinstance(err, errdefs.Canceled) else JobState.FAILED
+    return {"state": state.value, "reason": str(err), "error": error_text(err)}
 
 
 @dataclass(frozen=True)
@@ -131,15 +185,24 @@ class LocalContext:
         hooks = CancelHooks(self.records, job_id, event=event)
         try:
             self.update(job_id, state=JobState.STARTED.value)
-            result = body(job_id, hooks)
+            done = {"state": JobState.SUCCEEDED.value, "reason": "", **body(job_id, hooks)}
         except BaseException as e:
-            err = errdefs.from_exception(e)
-            state = JobState.CANCELED if isinstance(err, errdefs.Canceled) else JobState.FAILED
-            self.update(job_id, state=state.value, reason=str(err), error=error_text(err))
+            done = _failure(e)
+            self.threads.settle(job_id, done)
+            self._record_outcome(job_id, done)
             if not isinstance(e, Exception):
                 raise
             return
-        self.update(job_id, state=JobState.SUCCEEDED.value, reason="", **result)
+        self.threads.settle(job_id, done)
+        self._record_outcome(job_id, done)
+
+    def _record_outcome(self, job_id: str, done: Mapping[str, str]) -> None:
+        """Write a finished job's outcome to its record, best effort: the outcome is
+        already held in memory, and a record that cannot be written (a full disk) must
+        not keep the job from ending. Other processes then read the job as aborted once
+        this one exits (its pid is in the record)."""
+        with contextlib.suppress(Exception):
+            self.update(job_id, **done)
 
     def cancel(self, job_id: str) -> None:
         """Cancel ``job_id``, in this process or another of the host. NotFound for an
@@ -154,11 +217,19 @@ class LocalContext:
     def read(self, job_id: str) -> dict[str, str]:
         """``job_id``'s record (empty when unknown), failed with Aborted when the
         process that ran it died before finishing, failed with DataLoss when the
-        record is unreadable."""
+        record is unreadable. For a job whose thread ran in this process and ended,
+        the outcome held in memory wins over a record that could not be written."""
+        held = self.threads.outcome(job_id)
         try:
             rec = self.records.get(job_id)
         except errdefs.DataLoss as e:
-            return {"state": JobState.FAILED.value, "error": error_text(e)}
+            return held or {"state": JobState.FAILED.value, "error": error_text(e)}
+        except errdefs.ErrdefsError:
+            if held is None:
+                raise
+            return held
+        if held is not None and state_of(rec) is not state_of(held):
+            return {**rec, **held}
         if rec and rec.get("state") not in _DONE and rec.get("host") == socket.gethostname():
             try:
                 pid = int(rec.get("pid", "0"))

@@ -30,9 +30,19 @@ from typing import Any
 from ingestq import errdefs
 from ingestq.store.atomic import fsync_dir, write_json
 from ingestq.store.layout import RootLayout
+from ingestq.store.oserrors import from_os_error
 
 #: The longest job id used as a file name as it is.
 MAX_PLAIN_ID = 100
+
+
+def _os_error(err: OSError, name: str) -> errdefs.ErrdefsError:
+    """ResourceExhausted for a full disk or quota (nothing a retry fixes soon),
+    Unavailable for any other failure to read or write record ``name``."""
+    out = from_os_error(err, f"job record {name}")
+    if isinstance(out, errdefs.ResourceExhausted):
+        return out
+    return errdefs.Unavailable(f"job record {name}: {err}")
 
 
 def _text(value: object) -> str:
@@ -78,7 +88,7 @@ class FileJobRecords:
             except FileExistsError:
                 return False
         except OSError as e:
-            raise errdefs.Unavailable(f"job record {path.name}: {e}") from e
+            raise _os_error(e, path.name) from e
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -94,7 +104,7 @@ class FileJobRecords:
         except ValueError as e:
             raise errdefs.DataLoss(f"job record {path.name} is unreadable: {e}") from e
         except OSError as e:
-            raise errdefs.Unavailable(f"job record {path.name}: {e}") from e
+            raise _os_error(e, path.name) from e
         if not isinstance(obj, dict):
             raise errdefs.DataLoss(f"job record {path.name} is not an object")
         return {str(k): _text(v) for k, v in obj.items() if v is not None}
@@ -102,8 +112,8 @@ class FileJobRecords:
     def create(
         self, job_id: str, fields: Mapping[str, str], idempotency_key: str | None = None
     ) -> tuple[str, bool]:
-        """See :meth:`ingestq.jobs.records.JobRecords.create`. Unavailable when the
-        directory cannot be written."""
+        """See :meth:`ingestq.jobs.records.JobRecords.create`. ResourceExhausted when
+        the disk is full, Unavailable when the directory cannot be written otherwise."""
         if idempotency_key is not None:
             key_path = self._key_path(idempotency_key)
             if not self._create_exclusive(key_path, {"job": job_id}):
@@ -130,14 +140,14 @@ class FileJobRecords:
         try:
             write_json(path, record, sync=self._sync)
         except OSError as e:
-            raise errdefs.Unavailable(f"job record {path.name}: {e}") from e
+            raise _os_error(e, path.name) from e
 
     def request_cancel(self, job_id: str) -> None:
         """Create the job's ``.cancel`` file."""
         try:
             self._cancel_path(job_id).touch()
         except OSError as e:
-            raise errdefs.Unavailable(f"job record {job_id}: {e}") from e
+            raise _os_error(e, job_id) from e
 
     def cancel_requested(self, job_id: str) -> bool:
         """Whether the job's ``.cancel`` file exists."""

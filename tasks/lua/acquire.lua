@@ -1,15 +1,31 @@
 -- Take a ref lease: SET NX PX with a random token, then a fencing number.
--- KEYS[1] lease key, KEYS[2] fence counter (never expires), KEYS[3] holder hash
--- ARGV[1] token, ARGV[2] ttl ms, ARGV[3] holder id, ARGV[4] host, ARGV[5] pid, ARGV[6] ref
--- Returns {1, fence, now_ms} when taken, {0, pttl_ms, acquired_at_ms or false} when held.
+-- KEYS[1] lease key, KEYS[2] fence key, KEYS[3] holder hash
+-- ARGV[1] token, ARGV[2] ttl ms, ARGV[3] holder id, ARGV[4] host, ARGV[5] pid, ARGV[6] ref,
+-- ARGV[7] fence key ttl ms, ARGV[8] the holder process's start time (or ''), ARGV[9] its
+-- node (boot id and pid namespace: where that pid means that process)
+-- Returns {1, fence, now_ms} when taken; when held, {0, pttl_ms, acquired_at_ms, host,
+-- pid, start time, token, node} of the holder (false for what the holder hash lacks), so the
+-- caller can tell a dead holder of its own host and take its lease over (takeover.lua).
+--
+-- The fence is max(server TIME in microseconds, last fence + 1): it only grows while the
+-- fence key lives, and the key expires (ARGV[7], far longer than any lease) so that no
+-- ref keeps a key forever. Once it has expired, the next fence comes from TIME again,
+-- which is above every fence handed out before unless the server clock stepped back by
+-- more than the time since that last grant (at least the fence key's ttl).
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {0, redis.call('PTTL', KEYS[1]), redis.call('HGET', KEYS[3], 'acquired_at')}
+  local h = redis.call('HMGET', KEYS[3], 'acquired_at', 'host', 'pid', 'started', 'token',
+    'node')
+  return {0, redis.call('PTTL', KEYS[1]), h[1], h[2], h[3], h[4], h[5], h[6]}
 end
-local fence = redis.call('INCR', KEYS[2])
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local fence = math.max(now_us, last + 1)
+redis.call('SET', KEYS[2], string.format('%.0f', fence), 'PX', ARGV[7])
+local now = math.floor(now_us / 1000)
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'id', ARGV[3], 'host', ARGV[4], 'pid', ARGV[5], 'ref', ARGV[6],
-  'acquired_at', now, 'heartbeat_at', now, 'fence', fence)
+  'acquired_at', now, 'heartbeat_at', now, 'fence', string.format('%.0f', fence),
+  'started', ARGV[8], 'node', ARGV[9], 'token', ARGV[1])
 redis.call('PEXPIRE', KEYS[3], ARGV[2])
 return {1, fence, now}

@@ -21,5 +21,11 @@ if ARGV[4] == '1' then
   redis.call('HSETNX', KEYS[3], 'started_at', now)
   redis.call('PEXPIRE', KEYS[3], ARGV[3])
   redis.call('ZADD', KEYS[4], now, ARGV[5])
+  -- The index lives as long as some write still beats: members older than a status
+  -- hash's ttl are dropped, and the key expires with the last write's entry.
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - tonumber(ARGV[3])))
+  if redis.call('PTTL', KEYS[4]) < tonumber(ARGV[3]) then
+    redis.call('PEXPIRE', KEYS[4], ARGV[3])
+  end
 end
 return now

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -135,3 +138,49 @@ def test_a_dead_writers_status_expires_by_itself(
     wait_until(lambda: board.list_active() == [], 10, "the entry goes stale")
     assert r.zcard(keys.ACTIVE) == 0  # swept from the index on read
     wait_until(lambda: r.exists(keys.ref_keys("ref-d").status) == 0, 10, "hash expires")
+
+
+def _hold_in_a_child(redis_url: str, ref: str) -> subprocess.Popen[str]:
+    """A process of this host that takes ``ref``'s 60 s lease and keeps it."""
+    code = (
+        "import sys, time\n"
+        "from ingestq.tasks.lease import RedisLeaseLocker\n"
+        f"lease = RedisLeaseLocker({redis_url!r}, ttl=60).try_lock({ref!r}, 'child')\n"
+        "print(lease.fence, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+
+def test_a_lease_of_a_dead_process_of_this_host_is_taken_over_at_once(
+    locker: RedisLeaseLocker, redis_url: str
+) -> None:
+    child = _hold_in_a_child(redis_url, "ref-dead")
+    assert child.stdout is not None
+    fence = int(child.stdout.readline())
+    with pytest.raises(errdefs.Unavailable, match="locked"):
+        locker.try_lock("ref-dead", "me")  # alive: no takeover
+    child.send_signal(signal.SIGSTOP)
+    with pytest.raises(errdefs.Unavailable, match="locked"):
+        locker.try_lock("ref-dead", "me")  # stopped is not dead
+    child.kill()
+    child.wait(10)
+    lease = locker.try_lock("ref-dead", "me")
+    assert lease.fence > fence
+    holder = locker.holder("ref-dead")
+    assert holder is not None and holder.pid == os.getpid() and holder.fence == lease.fence
+    lease.release()
+
+
+def test_a_lease_of_another_node_is_never_taken_over(
+    locker: RedisLeaseLocker, redis_url: str
+) -> None:
+    child = _hold_in_a_child(redis_url, "ref-far")
+    assert child.stdout is not None
+    child.stdout.readline()
+    child.kill()
+    child.wait(10)
+    r = redis.Redis.from_url(redis_url)
+    r.hset(keys.ref_keys("ref-far").holder, "node", "another-boot:1")
+    with pytest.raises(errdefs.Unavailable, match="locked"):
+        locker.try_lock("ref-far", "me")
