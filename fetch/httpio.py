@@ -102,8 +102,9 @@ STATUS_KINDS: Mapping[int, type[errdefs.ErrdefsError]] = {
     504: errdefs.Unavailable,
 }
 
-_CONTENT_RANGE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$")
-_UNSATISFIED_RANGE = re.compile(r"^bytes\s+\*/(\d+)$")
+# Matched with fullmatch only (``$`` would accept a trailing newline); ASCII digits only.
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.ASCII)
+_UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)", re.ASCII)
 #: TLS errors that mean "the connection went away", not "the handshake was refused".
 _TLS_CONNECTION_LOST = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
@@ -396,7 +397,7 @@ def _ranged(
         if offset == 0:
             raise errdefs.FailedPrecondition(f"{what}: partial content without a range request")
         content_range = response.headers.get("Content-Range", "")
-        m = _CONTENT_RANGE.match(content_range.strip())
+        m = _CONTENT_RANGE.fullmatch(content_range.strip())
         if m is None or int(m.group(1)) != offset:
             raise errdefs.FailedPrecondition(
                 f"{what}: unhandled content range in response: {content_range!r} for a "
@@ -412,7 +413,7 @@ def _ranged(
         stream = BodyStream(response, what, expect, decode=decode, low_speed=low_speed)
         return Ranged(Opened(stream, offset, total), response)
     if code == 416 and offset > 0:
-        m = _UNSATISFIED_RANGE.match(response.headers.get("Content-Range", "").strip())
+        m = _UNSATISFIED_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
         response.close()
         if m is not None and int(m.group(1)) == offset:
             return Ranged(Opened(BytesStream(b""), offset, offset), response)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ingestq import errdefs
 from ingestq.store.values import Descriptor
 
-_COMPONENT = re.compile(r"^[A-Za-z0-9_-]+$")
+_COMPONENT = re.compile(r"[A-Za-z0-9_-]+")  # fullmatch: ``$`` accepts a trailing newline
 _KNOWN_OS = frozenset(
     {
         "aix", "android", "darwin", "dragonfly", "freebsd", "hurd", "illumos", "ios",
@@ -123,7 +123,7 @@ def parse(specifier: str) -> Platform:
     if not specifier or not isinstance(specifier, str):
         raise errdefs.InvalidArgument("platform specifier must not be empty")
     parts = specifier.split("/")
-    if len(parts) > 3 or not all(_COMPONENT.match(part) for part in parts):
+    if len(parts) > 3 or not all(_COMPONENT.fullmatch(part) for part in parts):
         raise errdefs.InvalidArgument(
             f"{specifier!r}: platform specifier must be os/arch[/variant]"
         )

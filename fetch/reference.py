@@ -36,12 +36,13 @@ NAME_TOTAL_LENGTH_MAX = 255
 
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|[-]+)"
-_PATH_COMPONENT = re.compile(rf"^{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*$")
+# Matched with fullmatch only: ``$`` would also match before a trailing newline.
+_PATH_COMPONENT = re.compile(rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = re.compile(
-    rf"^(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?$"
+    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
 )
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -177,19 +178,19 @@ def parse_reference(text: str, *, default_tag: str | None = DEFAULT_TAG) -> Refe
     colon = path.rfind(":")
     if colon > last_slash:
         path, tag = path[:colon], path[colon + 1 :]
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise errdefs.InvalidArgument(f"reference {text!r}: invalid tag {tag!r}")
 
     if domain == LEGACY_DEFAULT_DOMAIN:
         domain = DEFAULT_DOMAIN
-    if not _DOMAIN.match(domain):
+    if not _DOMAIN.fullmatch(domain):
         raise errdefs.InvalidArgument(f"reference {text!r}: invalid registry host {domain!r}")
     if domain == DEFAULT_DOMAIN and "/" not in path:
         path = OFFICIAL_REPO_PREFIX + path
     if not path:
         raise errdefs.InvalidArgument(f"reference {text!r}: repository name must not be empty")
     for component in path.split("/"):
-        if not _PATH_COMPONENT.match(component):
+        if not _PATH_COMPONENT.fullmatch(component):
             if component.lower() != component:
                 raise errdefs.InvalidArgument(
                     f"reference {text!r}: repository name must be lowercase"

@@ -61,7 +61,7 @@ class PlannedBlob:
                 source=dict(obj["source"]),
                 job_id=str(obj.get("job_id") or ""),
             )
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise errdefs.InvalidArgument(f"malformed planned blob: {e}") from e
 
 
@@ -114,7 +114,7 @@ class PullPlan:
                 labels={str(k): dict(v) for k, v in obj["labels"].items()},
                 source=(str(source[0]), str(source[1])) if source else None,
             )
-        except (KeyError, TypeError, IndexError, AttributeError) as e:
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
             raise errdefs.InvalidArgument(f"malformed pull plan: {e}") from e
 
 

@@ -50,7 +50,7 @@ class ChildResult:
                 bytes_fetched=int(obj.get("bytes_fetched", 0)),
                 resumed_from=int(obj.get("resumed_from", 0)),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise errdefs.InvalidArgument(f"malformed child result: {e}") from e
 
 
@@ -93,7 +93,7 @@ class PullResult:
                 children=tuple(ChildResult.from_json(c) for c in obj.get("children") or ()),
                 recorded=Descriptor.from_oci(obj["recorded"]) if obj.get("recorded") else None,
             )
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise errdefs.InvalidArgument(f"malformed pull result: {e}") from e
 
 

@@ -1,5 +1,9 @@
 """What to ingest: :class:`IngestRequest` (the job argument, JSON both ways) and
-:func:`make_request` (a request with the default ref)."""
+:func:`make_request` (a request with the default ref).
+
+A request is valid once built: every field is checked with the store's rules
+(:mod:`ingestq.store.rules`) when it is made, in the producer, and again when a worker
+decodes it, so a bad field fails with InvalidArgument before anything is fetched."""
 
 from __future__ import annotations
 
@@ -10,28 +14,19 @@ from typing import Any
 from ingestq import errdefs
 from ingestq.fetch.refkey import make_ref_key, source_ref
 from ingestq.store.digest import Digest
+from ingestq.store.rules import validate_labels, validate_media_type, validate_ref, validate_size
 from ingestq.store.values import Descriptor
-
-#: The largest size a blob can have in the store (a file offset is a signed 64-bit int).
-MAX_SIZE = (1 << 63) - 1
-
-
-def check_size(size: object) -> int:
-    """``size`` if it is an int from 0 to :data:`MAX_SIZE`, else InvalidArgument."""
-    if not isinstance(size, int) or isinstance(size, bool):
-        raise errdefs.InvalidArgument(f"size {size!r} is not a natural number")
-    if size < 0:
-        raise errdefs.InvalidArgument(f"size {size} is negative")
-    if size > MAX_SIZE:
-        raise errdefs.InvalidArgument(f"size {size} is larger than the store can hold")
-    return size
 
 
 @dataclass(frozen=True)
 class IngestRequest:
     """What to ingest: a source spec, the expected digest/size (optional), the ref and
-    labels. JSON-serialisable through :meth:`to_json` / :meth:`from_json`. A size that
-    is negative or beyond :data:`MAX_SIZE` is InvalidArgument when the request is made."""
+    labels. JSON-serialisable through :meth:`to_json` / :meth:`from_json`.
+
+    Raises InvalidArgument when built with a field the store would refuse: a source that
+    is not an object, a bad ref, a digest that is not a :class:`Digest`, a size outside
+    [0, 2**63 - 1], a media type that is not ``type/subtype``, or labels breaking
+    containerd's rules (see :mod:`ingestq.store.rules`)."""
 
     source: Mapping[str, Any]
     ref: str
@@ -41,7 +36,14 @@ class IngestRequest:
     labels: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_size(self.size)
+        if not isinstance(self.source, Mapping):
+            raise errdefs.InvalidArgument("ingest request needs a source object")
+        validate_ref(self.ref)
+        if self.digest is not None and not isinstance(self.digest, Digest):
+            raise errdefs.InvalidArgument(f"digest {self.digest!r} is not a Digest")
+        validate_size(self.size)
+        validate_media_type(self.media_type)
+        validate_labels(self.labels)
 
     @property
     def expected(self) -> Descriptor | None:
@@ -63,25 +65,25 @@ class IngestRequest:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> IngestRequest:
-        """Parse :meth:`to_json`'s output. InvalidArgument on a malformed field."""
+        """Parse :meth:`to_json`'s output (what a worker receives: untrusted, every
+        field is type-checked, nothing is coerced). InvalidArgument on a malformed field."""
         if not isinstance(obj, Mapping):
             raise errdefs.InvalidArgument("ingest request must be an object")
         source, ref, digest = obj.get("source"), obj.get("ref"), obj.get("digest")
-        size, labels = obj.get("size", 0), obj.get("labels") or {}
+        labels = obj.get("labels") or {}
         if not isinstance(source, Mapping):
             raise errdefs.InvalidArgument("ingest request needs a source object")
         if not isinstance(ref, str) or not ref:
             raise errdefs.InvalidArgument("ingest request needs a ref")
-        check_size(size)
         if not isinstance(labels, Mapping):
             raise errdefs.InvalidArgument("labels must be an object")
         return cls(
             source=dict(source),
             ref=ref,
             digest=Digest.parse(digest) if digest is not None else None,
-            size=size,
-            media_type=str(obj.get("media_type") or "application/octet-stream"),
-            labels={str(k): str(v) for k, v in labels.items()},
+            size=obj.get("size", 0),
+            media_type=obj.get("media_type") or "application/octet-stream",
+            labels=dict(labels),
         )
 
 
@@ -97,9 +99,13 @@ def make_request(
     labels: Mapping[str, str] | None = None,
 ) -> IngestRequest:
     """An IngestRequest with the default ref (see :mod:`ingestq.fetch.refkey`) when none is given.
-    InvalidArgument for a malformed digest, a negative size or one beyond :data:`MAX_SIZE`."""
+    InvalidArgument for any field the store would refuse (see :class:`IngestRequest`),
+    checked here, before anything is published or fetched."""
     d = Digest.parse(digest) if digest is not None else None
-    check_size(size)
+    validate_size(size)
+    validate_media_type(media_type)
+    labels = {} if labels is None else labels
+    validate_labels(labels)
     if ref is None:
         ref = make_ref_key(d, media_type, annotations) if d is not None else source_ref(source_name)
-    return IngestRequest(dict(source), ref, d, size, media_type, dict(labels or {}))
+    return IngestRequest(dict(source), ref, d, size, media_type, dict(labels))

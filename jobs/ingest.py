@@ -28,7 +28,9 @@ def ingest_request(
     are hashed while fetching and committed under the digest they have); ``ref``
     defaults to containerd's ref key (see :mod:`ingestq.fetch.refkey`).
 
-    Raises InvalidArgument for a malformed digest or source.
+    Raises InvalidArgument for a malformed source or for any field the store would
+    refuse (digest, size, media type, ref, labels: :mod:`ingestq.store.rules`), before
+    anything is published or fetched.
     """
     spec = spec_from_text(source) if isinstance(source, str) else dict(source)
     return make_request(

@@ -25,7 +25,11 @@ backend (:class:`ingestq.jobs.local.records.FileJobRecords`) and the Redis store
 the queue (:class:`ingestq.tasks.records.RedisJobRecords`). All pass the contract in
 :mod:`ingestq.jobs.testing`.
 
-Imports errdefs only.
+Everything read back from a record store is untrusted (a record can be tampered with):
+JSON fields are decoded by :func:`load_json`, bounded in size and depth, and a malformed
+field is InvalidArgument naming the job (:func:`decode_error_field`), never a traceback.
+
+Imports errdefs and the store's ref rule.
 """
 
 from __future__ import annotations
@@ -37,12 +41,20 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ingestq import errdefs
+from ingestq.store.rules import validate_ref
 
 #: The record fields both backends write (see the module docstring).
 FIELDS = ("created_at", "kind", "ref", "source", "request", "error", "plan", "parent")
 
 KIND_INGEST = "ingest"
 KIND_PULL = "pull"
+
+#: The longest JSON text read back from a record or a result (the gRPC message limit).
+MAX_JSON_BYTES = 16 << 20
+#: The deepest nesting of arrays and objects accepted in JSON read back.
+MAX_JSON_DEPTH = 64
+#: The most fields a record read back may have.
+MAX_FIELDS = 64
 
 
 class JobRecords(Protocol):
@@ -84,20 +96,96 @@ class JobRecordStore(JobRecords, CancelFlags, Protocol):
     """A job record store: records and their cancel flags."""
 
 
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests arrays and objects (iteratively: no recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def load_json(text: str | bytes, what: str) -> Any:
+    """Decode JSON ``text`` read back from a store. InvalidArgument ``<what>: ...`` when
+    it is longer than :data:`MAX_JSON_BYTES`, not JSON (or not UTF-8), or nests arrays
+    and objects deeper than :data:`MAX_JSON_DEPTH`. Never raises anything else."""
+    if not isinstance(text, str | bytes):
+        raise errdefs.InvalidArgument(f"{what}: not JSON text")
+    if len(text) > MAX_JSON_BYTES:
+        raise errdefs.InvalidArgument(f"{what}: {len(text)} bytes, over {MAX_JSON_BYTES}")
+    try:
+        value: Any = json.loads(text)
+    except RecursionError:
+        raise errdefs.InvalidArgument(f"{what}: nested deeper than {MAX_JSON_DEPTH}") from None
+    except ValueError as e:  # UnicodeDecodeError included
+        raise errdefs.InvalidArgument(f"{what}: invalid JSON: {str(e)[:200]}") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise errdefs.InvalidArgument(f"{what}: nested deeper than {MAX_JSON_DEPTH}")
+    return value
+
+
+def check_record(job_id: str, record: dict[str, str]) -> dict[str, str]:
+    """``record`` (as read back from a store) if its fields are what a backend writes:
+    at most :data:`MAX_FIELDS` string fields of at most :data:`MAX_JSON_BYTES` each, a
+    ``kind`` of ``ingest`` or ``pull``, a ``ref`` that is empty or valid
+    (:func:`ingestq.store.rules.validate_ref`). InvalidArgument ``job <id>: malformed
+    job record: ...`` otherwise. JSON fields are checked when decoded."""
+    what = f"job {job_id}: malformed job record"
+    if len(record) > MAX_FIELDS:
+        raise errdefs.InvalidArgument(f"{what}: {len(record)} fields")
+    for name, value in record.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise errdefs.InvalidArgument(f"{what}: field {str(name)[:40]!r} is not text")
+        if len(value) > MAX_JSON_BYTES:
+            raise errdefs.InvalidArgument(f"{what}: field {name[:40]!r} is too long")
+    if record.get("kind", KIND_INGEST) not in (KIND_INGEST, KIND_PULL):
+        raise errdefs.InvalidArgument(f"{what}: kind {record['kind'][:40]!r}")
+    ref = record.get("ref", "")
+    if ref:
+        try:
+            validate_ref(ref)
+        except errdefs.InvalidArgument as e:
+            raise errdefs.wrap(e, what) from None
+    return record
+
+
 def error_text(err: BaseException) -> str:
     """The ``error`` field for ``err``: its errdefs error record, compact JSON."""
     return json.dumps(errdefs.to_json_dict(err), separators=(",", ":"))
 
 
+def decode_error_field(job_id: str, text: str | None) -> errdefs.ErrdefsError | None:
+    """The errdefs error of job ``job_id``'s ``error`` field, or None when absent.
+    InvalidArgument ``job <id>: malformed error record: ...`` when it is unreadable
+    (see :func:`load_json`). Only ever constructs a registered errdefs kind."""
+    if not text:
+        return None
+    what = f"job {job_id}: malformed error record"
+    obj = load_json(text, what)
+    if not isinstance(obj, Mapping):
+        raise errdefs.InvalidArgument(f"{what}: not an object")
+    try:
+        return errdefs.from_json_dict(obj)
+    except errdefs.InvalidArgument as e:
+        raise errdefs.wrap(e, what) from None
+
+
 def error_from_text(text: str | None) -> errdefs.ErrdefsError | None:
     """The errdefs error of an ``error`` field, or None when absent or unreadable. Only
     ever constructs a registered errdefs kind."""
-    if not text:
-        return None
     try:
-        obj: Any = json.loads(text)
-        return errdefs.from_json_dict(obj)
-    except (ValueError, errdefs.InvalidArgument):
+        return decode_error_field("?", text)
+    except errdefs.InvalidArgument:
         return None
 
 
@@ -111,13 +199,14 @@ def record_error(records: JobRecords, job_id: str, err: BaseException) -> None:
 
 
 def json_field(record: Mapping[str, str], name: str) -> Any:
-    """The JSON value of field ``name``, or None when absent or not JSON."""
+    """The JSON value of field ``name``, or None when absent or unreadable (see
+    :func:`load_json`)."""
     text = record.get(name)
     if not text:
         return None
     try:
-        return json.loads(text)
-    except ValueError:
+        return load_json(text, name)
+    except errdefs.InvalidArgument:
         return None
 
 
@@ -165,12 +254,18 @@ __all__ = [
     "FIELDS",
     "KIND_INGEST",
     "KIND_PULL",
+    "MAX_FIELDS",
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
     "CancelFlags",
     "JobRecordStore",
     "JobRecords",
     "MemoryJobRecords",
+    "check_record",
+    "decode_error_field",
     "error_from_text",
     "error_text",
     "json_field",
+    "load_json",
     "record_error",
 ]

@@ -42,6 +42,8 @@ def meta_to_json(meta: BlobMeta) -> dict[str, Any]:
 
 def _meta(obj: Mapping[str, Any]) -> BlobMeta:
     labels = obj.get("labels") or {}
+    if not isinstance(labels, Mapping) or not all(isinstance(v, str) for v in labels.values()):
+        raise TypeError("labels are not an object of strings")
     return BlobMeta(
         created_at=datetime.fromisoformat(obj["created_at"]),
         updated_at=datetime.fromisoformat(obj["updated_at"]),
@@ -67,9 +69,12 @@ def info_from_json(obj: Mapping[str, Any]) -> Info:
     """Parse :func:`info_to_json`'s output. InvalidArgument when malformed."""
     try:
         meta = _meta(obj)
+        size = obj["size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise TypeError(f"size {size!r} is not a natural number")
         return Info(
             digest=Digest.parse(obj["digest"]),
-            size=int(obj["size"]),
+            size=size,
             created_at=meta.created_at,
             updated_at=meta.updated_at,
             labels=meta.labels,

@@ -16,8 +16,9 @@ from ingestq import errdefs
 ALGORITHMS: dict[str, int] = {"sha256": 64, "sha384": 96, "sha512": 128}
 CANONICAL = "sha256"
 
-_GRAMMAR = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
-_LOWER_HEX = re.compile(r"^[a-f0-9]+$")
+# Used with fullmatch only: ``$`` would also match before a trailing newline.
+_GRAMMAR = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+_LOWER_HEX = re.compile(r"[a-f0-9]+")
 
 
 class Hasher(Protocol):
@@ -49,7 +50,7 @@ class Digest:
             raise errdefs.InvalidArgument(f"{self}: unsupported digest algorithm")
         if len(self.encoded) != length:
             raise errdefs.InvalidArgument(f"{self}: invalid checksum digest length")
-        if not _LOWER_HEX.match(self.encoded):
+        if not _LOWER_HEX.fullmatch(self.encoded):
             raise errdefs.InvalidArgument(f"{self}: invalid checksum digest format")
 
     def __str__(self) -> str:
@@ -66,12 +67,12 @@ class Digest:
         if not sep or not encoded:
             raise errdefs.InvalidArgument(f"{text!r}: invalid checksum digest format")
         if alg not in ALGORITHMS:
-            if _GRAMMAR.match(text):
+            if _GRAMMAR.fullmatch(text):
                 raise errdefs.InvalidArgument(f"{text!r}: unsupported digest algorithm")
             raise errdefs.InvalidArgument(f"{text!r}: invalid checksum digest format")
         if len(encoded) != ALGORITHMS[alg]:
             raise errdefs.InvalidArgument(f"{text!r}: invalid checksum digest length")
-        if not _LOWER_HEX.match(encoded):
+        if not _LOWER_HEX.fullmatch(encoded):
             raise errdefs.InvalidArgument(f"{text!r}: invalid checksum digest format")
         return cls(alg, encoded)
 

@@ -9,14 +9,30 @@ from ingestq import errdefs
 MAX_LABEL_SIZE = 4096
 
 
+def _control(text: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+
+
 def validate(labels: Mapping[str, str]) -> None:
-    """Raise InvalidArgument if any ``len(key) + len(value)`` exceeds 4096 bytes (UTF-8)."""
+    """Raise InvalidArgument unless ``labels`` maps strings to strings with containerd's
+    rule: ``len(key) + len(value)`` at most 4096 UTF-8 bytes. Beyond containerd, a key
+    must be non-empty valid UTF-8 without control characters (a trailing newline
+    included); values may hold any valid UTF-8 (annotations copied into labels can span
+    lines)."""
+    if not isinstance(labels, Mapping):
+        raise errdefs.InvalidArgument(f"labels must be an object, not {type(labels).__name__}")
     for key, value in labels.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise errdefs.InvalidArgument("label keys and values must be strings")
         if not key:
             raise errdefs.InvalidArgument("label key must not be empty")
-        if len(key.encode()) + len(value.encode()) > MAX_LABEL_SIZE:
+        try:
+            size = len(key.encode()) + len(value.encode())
+        except UnicodeEncodeError:
+            raise errdefs.InvalidArgument(f"label {key[:10]!r} is not valid UTF-8") from None
+        if _control(key):
+            raise errdefs.InvalidArgument(f"label key {key[:64]!r} contains control characters")
+        if size > MAX_LABEL_SIZE:
             raise errdefs.InvalidArgument(
                 f"label key and value greater than maximum size ({MAX_LABEL_SIZE} bytes), "
                 f"key: {key[:10]}"

@@ -1,17 +1,53 @@
 """containerd's rules that every store implementation applies, with containerd's messages.
 
-Refs (:func:`validate_ref`), commit checks (size first, then digest), the resume check
-on the total, and the bounds of a ranged read. The local, in-memory and any other store
-call these, so they fail the same way with the same words.
+Request fields (:func:`validate_ref`, :func:`validate_labels`, :func:`validate_size`,
+:func:`validate_media_type`; digests validate themselves in
+:class:`ingestq.store.digest.Digest`), commit checks (size first, then digest), the
+resume check on the total, and the bounds of a ranged read. The local, in-memory and any
+other store call these, so they fail the same way with the same words; so do the places
+where a request is made or received (the producer API, the Celery tasks, the gRPC
+server), so that a bad field fails there, before anything is fetched.
 """
 
 from __future__ import annotations
 
+import re
+
 from ingestq import errdefs
 from ingestq.store.digest import Digest
+from ingestq.store.labels import validate as validate_labels
 
 #: The longest ref, in UTF-8 bytes.
 MAX_REF_BYTES = 4096
+
+#: The largest size a descriptor can state (containerd's and the gRPC API's int64).
+MAX_SIZE = (1 << 63) - 1
+
+# RFC 6838 section 4.2 type/subtype names, as the OCI image spec's schema states them;
+# used with fullmatch only (``$`` would accept a trailing newline).
+_MEDIA_TYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+)
+
+
+def validate_size(size: object) -> None:
+    """Raise InvalidArgument unless ``size`` is an int (not a bool) in [0, 2**63 - 1]
+    (0 meaning unknown)."""
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise errdefs.InvalidArgument(f"size {size!r} is not an integer")
+    if size < 0:
+        raise errdefs.InvalidArgument(f"size {size} is negative")
+    if size > MAX_SIZE:
+        raise errdefs.InvalidArgument(
+            f"size {size} is larger than the store can hold (at most {MAX_SIZE})"
+        )
+
+
+def validate_media_type(media_type: object) -> None:
+    """Raise InvalidArgument unless ``media_type`` is an RFC 6838 ``type/subtype`` (each
+    name 1 to 127 characters, no parameters), as OCI descriptors require."""
+    if not isinstance(media_type, str) or not _MEDIA_TYPE.fullmatch(media_type):
+        raise errdefs.InvalidArgument(f"media type {str(media_type)[:80]!r} is not type/subtype")
 
 
 def validate_ref(ref: str) -> None:
@@ -69,9 +105,13 @@ def check_read(offset: int, length: int, size: int) -> int:
 
 __all__ = [
     "MAX_REF_BYTES",
+    "MAX_SIZE",
     "check_commit_digest",
     "check_commit_size",
     "check_read",
     "check_resume_total",
+    "validate_labels",
+    "validate_media_type",
     "validate_ref",
+    "validate_size",
 ]

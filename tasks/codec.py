@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from ingestq import errdefs
-from ingestq.jobs.records import error_from_text
+from ingestq.jobs.records import decode_error_field
 
 #: The module names Celery records for errdefs kinds (``ingestq.errdefs`` since the
 #: package was renamed; plain ``errdefs`` in results written before).
@@ -92,12 +92,14 @@ def error_from_meta(
     job_id: str, meta: Mapping[str, Any] | None, record_error: str | None
 ) -> errdefs.ErrdefsError:
     """The error of job ``job_id`` whose Celery meta is ``meta``: Canceled when it was
-    revoked; for a failure the job record's error record (``record_error``) when
-    readable; else (failures, and the reason of a retry) Celery's stored exception."""
+    revoked; for a failure the job record's error record (``record_error``) when there
+    is one; else (failures, and the reason of a retry) Celery's stored exception.
+    Raises InvalidArgument naming the job for a malformed (tampered) error record: what
+    the job failed with cannot be told then."""
     status = meta.get("status") if meta is not None else None
     if status == "REVOKED":
         return errdefs.Canceled(f"job {job_id} canceled")
-    stored = error_from_text(record_error) if status == "FAILURE" else None
+    stored = decode_error_field(job_id, record_error) if status == "FAILURE" else None
     if stored is not None:
         return stored
     return error_from_celery_exc(meta.get("result") if meta is not None else None)

@@ -9,7 +9,11 @@ plan, the redelivery count and the cancel flag (the ``cancel`` field).
 ``ingestq:idem:<key>`` maps an idempotency key to its job id. Both expire with the
 job's result (``result_expires``); every write renews the record's expiry.
 
-Imports redis, errdefs and this package's keys and Redis helpers.
+Records read back are checked (:func:`ingestq.jobs.records.check_record`): a tampered
+one is InvalidArgument naming the job.
+
+Imports redis, errdefs, the job records' checks and this package's keys and Redis
+helpers.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import redis
 
 from ingestq import errdefs
+from ingestq.jobs.records import check_record
 from ingestq.tasks import keys
 from ingestq.tasks.redisconn import decode_hash
 
@@ -64,12 +69,14 @@ class RedisJobRecords:
         pipe.execute()
 
     def get(self, job_id: str) -> dict[str, str]:
-        """The record's fields (empty when unknown or expired)."""
+        """The record's fields (empty when unknown or expired). InvalidArgument naming
+        the job for a malformed (tampered) record
+        (:func:`ingestq.jobs.records.check_record`)."""
         try:
             raw = self._client.hgetall(keys.job_key(job_id))
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"job records: {e}") from e
-        return decode_hash(raw)
+        return check_record(job_id, decode_hash(raw))
 
     def update(self, job_id: str, fields: Mapping[str, str]) -> None:
         """Merge ``fields`` into the record and renew its expiry."""

@@ -3,20 +3,23 @@
 for the pull finalize task alike.
 
 The meta is plain JSON; it is read as data and never handed to Celery, so Celery never
-rebuilds an exception from it (errors are decoded by :mod:`ingestq.tasks.codec`).
+rebuilds an exception from it (errors are decoded by :mod:`ingestq.tasks.codec`). It is
+untrusted: decoding is bounded (:func:`ingestq.jobs.records.load_json`) and total, and a
+malformed meta is InvalidArgument naming the job.
 
-Imports redis, errdefs, the job interface's states and this package's keys.
+Imports redis, errdefs, the job interface's states and records, and this package's keys.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from typing import Any
 
 import redis
 
 from ingestq import errdefs
 from ingestq.jobs.api import JobState
+from ingestq.jobs.records import load_json
 from ingestq.tasks import keys
 
 #: Celery's task states as job states.
@@ -30,8 +33,36 @@ STATES = {
     "REVOKED": JobState.CANCELED,
 }
 
-#: What a result that is not a JSON object reads as: a failure of no errdefs kind.
-MALFORMED: dict[str, Any] = {"status": "FAILURE", "result": {"exc_type": "MalformedResult"}}
+#: The statuses whose ``result`` is an object: the return value (SUCCESS) or Celery's
+#: stored exception (FAILURE, RETRY).
+_OBJECT_RESULTS = frozenset({"SUCCESS", "FAILURE", "RETRY"})
+_EXCEPTIONS = frozenset({"FAILURE", "RETRY"})
+
+
+def check_meta(job_id: str, meta: object) -> dict[str, Any]:
+    """``meta`` as a result meta whose fields have their types: a JSON object with a
+    string ``status``; for SUCCESS, FAILURE and RETRY an object ``result``; for FAILURE
+    and RETRY, Celery's exception fields (``exc_type`` a string, ``exc_module`` a string
+    or null, ``exc_message`` a list, a string or null). InvalidArgument ``job <id>:
+    malformed result record: ...`` otherwise."""
+    what = f"job {job_id}: malformed result record"
+    if not isinstance(meta, dict):
+        raise errdefs.InvalidArgument(f"{what}: not an object")
+    status = meta.get("status")
+    if not isinstance(status, str):
+        raise errdefs.InvalidArgument(f"{what}: status is not a string")
+    result = meta.get("result")
+    if status in _OBJECT_RESULTS and not isinstance(result, Mapping):
+        raise errdefs.InvalidArgument(f"{what}: {status} result is not an object")
+    if status in _EXCEPTIONS and isinstance(result, Mapping):
+        exc_type, module = result.get("exc_type"), result.get("exc_module")
+        if not isinstance(exc_type, str):
+            raise errdefs.InvalidArgument(f"{what}: exc_type is not a string")
+        if module is not None and not isinstance(module, str):
+            raise errdefs.InvalidArgument(f"{what}: exc_module is not a string")
+        if not isinstance(result.get("exc_message"), list | str | None):
+            raise errdefs.InvalidArgument(f"{what}: exc_message is not a list")
+    return meta
 
 
 class CeleryResults:
@@ -41,20 +72,20 @@ class CeleryResults:
         self._client = client
 
     def meta(self, job_id: str) -> dict[str, Any] | None:
-        """Celery's result meta of ``job_id``, or None while there is none. A meta
-        that is not a JSON object reads as :data:`MALFORMED`. Unavailable when Redis
-        cannot be reached."""
+        """Celery's result meta of ``job_id``, or None while there is none.
+        InvalidArgument naming the job when the stored meta is too large, too deep, not
+        JSON or malformed (:func:`check_meta`); Unavailable when Redis cannot be
+        reached."""
         try:
             raw = self._client.get(keys.result_key(job_id))
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"result backend: {e}") from e
         if raw is None:
             return None
-        try:
-            meta = json.loads(raw)
-        except ValueError:
-            return dict(MALFORMED)
-        return meta if isinstance(meta, dict) else dict(MALFORMED)
+        if not isinstance(raw, bytes | str):
+            raise errdefs.InvalidArgument(f"job {job_id}: malformed result record")
+        meta = load_json(raw, f"job {job_id}: malformed result record")
+        return check_meta(job_id, meta)
 
 
 def state_of(meta: dict[str, Any]) -> JobState:
@@ -62,4 +93,4 @@ def state_of(meta: dict[str, Any]) -> JobState:
     return STATES.get(str(meta.get("status")), JobState.UNKNOWN)
 
 
-__all__ = ["MALFORMED", "STATES", "CeleryResults", "state_of"]
+__all__ = ["STATES", "CeleryResults", "check_meta", "state_of"]

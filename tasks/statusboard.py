@@ -49,7 +49,7 @@ def _parse(raw: Mapping[Any, Any]) -> ActiveIngest | None:
             source=d.get("source", ""),
             rate=float(d.get("rate", "0")),
         )
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, OverflowError, OSError):  # a timestamp out of range
         return None
 
 

@@ -32,6 +32,7 @@ from ingestq.api.server.write import WriteSession, open_writer, serve_stream
 from ingestq.store.digest import Digest
 from ingestq.store.leases import LeaseStore
 from ingestq.store.protocols import Store
+from ingestq.store.rules import validate_labels, validate_ref
 from ingestq.store.values import Descriptor
 
 LIST_BATCH = 100
@@ -61,7 +62,9 @@ class ContentService:
     ) -> content_pb2.UpdateResponse:
         namespaces.required(context)
         paths = tuple(request.update_mask.paths) if request.HasField("update_mask") else ()
-        info = self._store.update(info_from_pb(request.info), *paths)
+        info = info_from_pb(request.info)
+        validate_labels(info.labels)  # the request's own labels, before any lookup
+        info = self._store.update(info, *paths)
         return content_pb2.UpdateResponse(info=info_to_pb(info))
 
     @stream
@@ -139,6 +142,7 @@ class ContentService:
             self._leases.get(ns, lease_id)
 
         def open_session(first: content_pb2.WriteContentRequest) -> WriteSession:
+            validate_ref(first.ref)
             expected = Digest.parse(first.expected) if first.expected else None
             total = max(first.total, 0)
             desc = Descriptor(expected, total) if expected is not None else None

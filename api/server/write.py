@@ -45,7 +45,7 @@ from ingestq.api.proto.containerd.services.content.v1 import content_pb2
 from ingestq.store.digest import Digest
 from ingestq.store.helpers import Backoff
 from ingestq.store.protocols import Store, Writer
-from ingestq.store.rules import check_resume_total
+from ingestq.store.rules import check_resume_total, validate_labels
 from ingestq.store.values import Descriptor
 
 STAT = content_pb2.STAT
@@ -125,7 +125,10 @@ class WriteSession:
         self._writer.close()
 
     def handle(self, req: content_pb2.WriteContentRequest) -> content_pb2.WriteContentResponse:
-        """Apply one request and return its reply. Errors are errdefs kinds."""
+        """Apply one request and return its reply. Errors are errdefs kinds; bad labels
+        are InvalidArgument before the request's data is written."""
+        if req.labels:
+            validate_labels(dict(req.labels))
         if req.expected:
             self._check_expected(Digest.parse(req.expected))
         if req.total > 0:

@@ -147,6 +147,23 @@ class IngestDir:
         """Whether the directory exists."""
         return self.path.is_dir()
 
+    def create(self) -> bool:
+        """Create the directory (and its parents); True if this call created it, False
+        if it was there. Raises OSError."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir()
+        except FileExistsError:
+            if not self.path.is_dir():
+                raise
+            return False
+        return True
+
+    def discard(self) -> None:
+        """Remove a directory this writer created and failed to start (a full disk
+        midway leaves no empty ingest behind). Best effort."""
+        remove_tree(self.path)
+
     def data_files(self) -> list[DataFile]:
         """Every data file present, sealed or not."""
         try:

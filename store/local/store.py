@@ -118,10 +118,21 @@ class LocalStore:
     def _open_writer(
         self, ref: str, total: int, expected: Digest | None, lease: Lease
     ) -> LocalWriter:
-        """Open the ingest directory and this writer's data file. Raises OSError."""
+        """Open the ingest directory and this writer's data file. Raises OSError. A
+        directory this call created is removed again if opening fails."""
         ingest = self._ingest(ref)
+        created = ingest.create()
+        try:
+            return self._open_in(ingest, ref, total, expected, lease)
+        except BaseException:
+            if created:
+                ingest.discard()
+            raise
+
+    def _open_in(
+        self, ingest: IngestDir, ref: str, total: int, expected: Digest | None, lease: Lease
+    ) -> LocalWriter:
         algorithm = expected.algorithm if expected is not None else CANONICAL
-        ingest.path.mkdir(parents=True, exist_ok=True)
         stored_ref = ingest.read_ref()
         if stored_ref is not None and stored_ref != ref:
             raise errdefs.FailedPrecondition(f"ref key does not match: {stored_ref!r} != {ref!r}")

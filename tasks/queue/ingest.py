@@ -5,7 +5,8 @@ The handle reads Celery's result meta directly from Redis (:mod:`ingestq.tasks.r
 and never lets Celery rebuild exceptions: a failure becomes its errdefs error through
 the job's stored error record, else by registry lookup of the stored class name
 (:mod:`ingestq.tasks.codec`). A tampered meta can never make the producer import,
-construct or raise anything but an errdefs kind. Progress comes from the status board.
+construct or raise anything but an errdefs kind; a malformed one (or a malformed job
+record) is InvalidArgument naming the job. Progress comes from the status board.
 
 Imports errdefs, store, fetch (source names), ingest (the request), the job interface
 and this package's Redis adapters.
@@ -63,7 +64,8 @@ class QueueIngestJob:
 
     @property
     def state(self) -> JobState:
-        """The job's state (a fresh read); Unavailable when Redis is down."""
+        """The job's state (a fresh read); Unavailable when Redis is down,
+        InvalidArgument naming the job when its result meta or record is malformed."""
         meta = self._meta()
         if meta is None:
             return JobState.QUEUED if self._ctx.records.get(self._id) else JobState.UNKNOWN
@@ -82,37 +84,46 @@ class QueueIngestJob:
 
     @property
     def progress(self) -> Progress | None:
-        """Offset/total of the live write (status board), the size once succeeded."""
+        """Offset/total of the live write (status board), the size once succeeded.
+        InvalidArgument naming the job for a malformed result."""
         meta = self._meta()
         if meta is not None and meta.get("status") == "SUCCESS":
-            size = int((meta.get("result") or {}).get("size", 0))
-            return Progress(size, size)
+            info = self._info(meta)
+            if isinstance(info, errdefs.ErrdefsError):
+                raise info
+            return Progress(info.size, info.size)
         if not self.ref:
             return None
         active = self._ctx.board.get(self.ref)
         return Progress(active.offset, active.total) if active is not None else None
 
     def error(self, meta: Mapping[str, Any]) -> errdefs.ErrdefsError:
-        """The job's error as ``meta`` (failed, revoked or retrying) describes it."""
+        """The job's error as ``meta`` (failed, revoked or retrying) describes it.
+        InvalidArgument naming the job when its error record is malformed."""
         record_error = None
         if meta.get("status") == "FAILURE":
             record_error = self._ctx.records.get(self._id).get("error")
         return error_from_meta(self._id, meta, record_error)
 
+    def _info(self, meta: Mapping[str, Any]) -> Info | errdefs.ErrdefsError:
+        """The Info a SUCCESS meta carries, or InvalidArgument naming the job."""
+        result = meta.get("result")
+        if not isinstance(result, Mapping):
+            return errdefs.InvalidArgument(f"job {self._id}: malformed result: not an object")
+        try:
+            return info_from_json(result)
+        except errdefs.InvalidArgument as e:
+            return errdefs.wrap(e, f"job {self._id}: malformed result")
+
     def outcome(self) -> Info | errdefs.ErrdefsError | None:
-        """The Info or the error when done, None while running."""
+        """The Info or the error when done, None while running. InvalidArgument naming
+        the job (raised when the meta cannot be read at all) for a malformed result."""
         meta = self._meta()
         if meta is None:
             return None
         status = meta.get("status")
         if status == "SUCCESS":
-            result = meta.get("result")
-            if not isinstance(result, Mapping):
-                return errdefs.Unknown(f"job {self._id}: malformed result")
-            try:
-                return info_from_json(result)
-            except errdefs.InvalidArgument as e:
-                return e
+            return self._info(meta)
         if status in ("FAILURE", "REVOKED"):
             return self.error(meta)
         return None

@@ -22,7 +22,7 @@ from ingestq.images.request import PullRequest
 from ingestq.images.status import BlobState, BlobStatus, PullResult
 from ingestq.jobs.api import JobState, new_job_id
 from ingestq.jobs.pullstatus import PullStatus
-from ingestq.jobs.records import KIND_PULL, json_field
+from ingestq.jobs.records import KIND_PULL, load_json
 from ingestq.jobs.wait import poll_outcome
 from ingestq.tasks.app import QUEUE
 from ingestq.tasks.names import TASK_PULL
@@ -58,10 +58,24 @@ class QueuePullJob:
         """The pull's state (a fresh read); Unavailable when Redis is down."""
         return self._job.state
 
+    def _plan(self, record: dict[str, str]) -> PullPlan | None:
+        """The plan in ``record``, None before it exists; InvalidArgument naming the job
+        when it is malformed."""
+        if not record.get("plan"):
+            return None
+        what = f"job {self._id}: malformed pull plan"
+        plan = load_json(record["plan"], what)
+        if not isinstance(plan, dict):
+            raise errdefs.InvalidArgument(f"{what}: not an object")
+        try:
+            return PullPlan.from_json(plan)
+        except errdefs.InvalidArgument as e:
+            raise errdefs.wrap(e, f"job {self._id}") from None
+
     def plan(self) -> PullPlan | None:
-        """The plan the worker recorded, or None before it exists."""
-        plan = json_field(self._ctx.records.get(self._id), "plan")
-        return PullPlan.from_json(plan) if plan else None
+        """The plan the worker recorded, or None before it exists. InvalidArgument
+        naming the job when it is malformed."""
+        return self._plan(self._ctx.records.get(self._id))
 
     def _child(self, blob: PlannedBlob) -> BlobStatus:
         d = blob.desc
@@ -86,8 +100,7 @@ class QueuePullJob:
         record = self._ctx.records.get(self._id)
         state = self._job.state
         reason = self._job.reason
-        plan_json = json_field(record, "plan")
-        plan = PullPlan.from_json(plan_json) if plan_json else None
+        plan = self._plan(record)
         if plan is None:
             return PullStatus(self._id, state, record.get("source", ""), reason=reason)
         blobs = [
@@ -111,11 +124,11 @@ class QueuePullJob:
         if meta is not None and meta.get("status") == "SUCCESS":
             result: Any = meta.get("result")
             if not isinstance(result, dict):
-                return errdefs.Unknown(f"pull {self._id}: malformed result")
+                return errdefs.InvalidArgument(f"job {self._id}: malformed result")
             try:
                 return PullResult.from_json(result)
             except errdefs.InvalidArgument as e:
-                return e
+                return errdefs.wrap(e, f"job {self._id}: malformed result")
         outcome = self._job.outcome()
         return outcome if isinstance(outcome, errdefs.ErrdefsError) else None
 
@@ -139,7 +152,10 @@ class QueuePullJob:
         revoke their messages (children stop at their next chunk, ingests are kept for
         resume). Unavailable when Redis cannot be reached."""
         self._ctx.records.request_cancel(self._id)  # first, so a plan written later sees it
-        plan = self.plan()
+        try:
+            plan = self.plan()
+        except errdefs.InvalidArgument:
+            plan = None  # a tampered plan names no children to trust: cancel the pull alone
         children = [c.job_id for c in (plan.children if plan else ()) if c.job_id]
         self._ctx.revoke([self._id, *children])
 

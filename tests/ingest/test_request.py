@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ingestq import errdefs
-from ingestq.ingest.request import MAX_SIZE, IngestRequest, make_request
+from ingestq.ingest.request import IngestRequest, make_request
 from ingestq.store.digest import Digest
+from ingestq.store.rules import MAX_SIZE
 from ingestq.store.values import Descriptor
 
 DIGEST = "sha256:" + "ab" * 32

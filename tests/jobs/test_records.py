@@ -12,7 +12,19 @@ import pytest
 
 from ingestq import errdefs
 from ingestq.jobs.local.records import FileJobRecords
-from ingestq.jobs.records import JobRecordStore, MemoryJobRecords, record_error
+from ingestq.jobs.records import (
+    MAX_FIELDS,
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    JobRecordStore,
+    MemoryJobRecords,
+    check_record,
+    decode_error_field,
+    error_from_text,
+    error_text,
+    load_json,
+    record_error,
+)
 from ingestq.jobs.testing import JobRecordStoreContract
 from ingestq.store.layout import RootLayout
 from ingestq.tasks.records import RedisJobRecords
@@ -93,3 +105,40 @@ def test_record_error_is_best_effort() -> None:
     record_error(records, "j", errdefs.NotFound("x"))  # Redis unreachable: no raise
     with pytest.raises(errdefs.Unavailable):
         records.get("j")
+
+
+# decoding what a store hands back ------------------------------------------------------
+def test_load_json_is_bounded_in_depth_and_size() -> None:
+    at_limit = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    assert load_json(at_limit, "x") == json.loads(at_limit)
+    nested = {"a": [{"b": 1}]}
+    assert load_json(json.dumps(nested).encode(), "x") == nested
+    too_deep = [
+        "[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1),
+        '{"a": ' * 100_000 + "1" + "}" * 100_000,  # json.loads itself would recurse out
+    ]
+    for text in too_deep:
+        with pytest.raises(errdefs.InvalidArgument, match="what: nested deeper than"):
+            load_json(text, "what")
+    for text in ['"' + "x" * MAX_JSON_BYTES + '"', b"\xff", "{", "1" * 5000]:
+        with pytest.raises(errdefs.InvalidArgument, match=r"^what: "):
+            load_json(text, "what")
+
+
+def test_error_fields_decode_totally() -> None:
+    assert decode_error_field("j", None) is None
+    err = decode_error_field("j", error_text(errdefs.NotFound("gone")))
+    assert type(err) is errdefs.NotFound
+    for text in ["[" * 100_000, "[]", '{"kind": 5}', "{"]:
+        with pytest.raises(errdefs.InvalidArgument, match=r"^job j: malformed error record"):
+            decode_error_field("j", text)
+        assert error_from_text(text) is None  # the lenient reader: unreadable is absent
+
+
+def test_check_record_types_the_fields_backends_write() -> None:
+    good = {"kind": "pull", "ref": "layer-sha256:abc", "created_at": "1.0"}
+    assert check_record("j", good) == good
+    for bad in ({"kind": "other"}, {"ref": "r\n"}, {str(i): "" for i in range(MAX_FIELDS + 1)},
+                {"plan": "x" * (MAX_JSON_BYTES + 1)}):  # fmt: skip
+        with pytest.raises(errdefs.InvalidArgument, match=r"^job j: malformed job record"):
+            check_record("j", bad)

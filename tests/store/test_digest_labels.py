@@ -98,3 +98,21 @@ def test_apply_update_rejects_other_paths() -> None:
     assert str(exc.value) == (
         'cannot update "digest" field on content info "sha256:x": invalid argument'
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sha256:" + "a" * 63 + "\n",  # the right length with the newline: $ matched it
+        "sha256:" + "a" * 64 + "\n",
+        "sha256\n:" + "a" * 64,
+        "sha256:\n" + "a" * 63,
+        "sha25\n:" + "a" * 64,
+    ],
+)
+def test_a_newline_anywhere_makes_a_digest_invalid(text: str) -> None:
+    with pytest.raises(errdefs.InvalidArgument):
+        Digest.parse(text)
+    alg, _, encoded = text.partition(":")
+    with pytest.raises(errdefs.InvalidArgument):
+        Digest(alg, encoded)

@@ -214,6 +214,58 @@ def test_no_inodes_left_is_resource_exhausted_and_releases_the_lock(tmp_path: Pa
             assert w.commit(2).size == 2
 
 
+def _exhaust(mnt: Path, room: str) -> list[Path]:
+    """Use up ``room`` ("space": data pages; "inodes") on the tmpfs at ``mnt``; return
+    the hogs, each of which frees one unit (a page, an inode) when removed."""
+    hog = mnt / "hog"
+    hog.mkdir()
+    hogs: list[Path] = []
+    with contextlib.suppress(OSError):
+        for i in range(100_000):
+            path = hog / str(i)
+            if room == "space":
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+                try:
+                    os.write(fd, b"\0" * 4096)
+                finally:
+                    os.close(fd)
+            else:
+                path.touch()
+            hogs.append(path)
+    assert len(hogs) < 100_000, "the tmpfs never filled up"
+    return hogs
+
+
+@pytest.mark.parametrize(
+    ("room", "options"), [("space", "size=64k"), ("inodes", "size=4m,nr_inodes=64")]
+)
+def test_a_full_disk_while_starting_an_ingest_leaves_no_ingest_directory(
+    tmp_path: Path, room: str, options: str
+) -> None:
+    """Whatever step of starting an ingest runs out of room (the lock file, the ingest
+    directory, its first files, the data file), the writer fails with ResourceExhausted
+    and leaves nothing under ``ingest/``; with enough room it starts."""
+    with small_tmpfs(tmp_path / "mnt", options) as mnt:
+        assert mnt is not None, "mounting a tmpfs needs root (CI runs as root)"
+        store = LocalStore(mnt / "store")
+        hogs = _exhaust(mnt, room)
+        failures: list[str] = []
+        while hogs:
+            try:
+                w = store.writer("layer-sha256:starting")
+            except errdefs.ResourceExhausted as e:
+                failures.append(str(e))
+                assert os.listdir(mnt / "store" / "ingest") == [], failures
+                hogs.pop().unlink()  # one more page or inode of room
+                continue
+            w.close()
+            break
+        assert hogs, "the writer never started"
+        # Some attempt failed after the ingest directory was made, not only at the lock.
+        assert any(msg.startswith("open ingest") for msg in failures), failures
+        assert "No space left on device" in failures[-1]
+
+
 def disk_full_under_rlimit(tmp_path: Path) -> None:
     """The disk-full scenario with RLIMIT_FSIZE: a child writes past the limit (EFBIG),
     then this process resumes the ingest and commits it."""

@@ -13,7 +13,7 @@ from ingestq.jobs.records import error_text
 from ingestq.tasks import keys
 from ingestq.tasks.codec import encode, error_from_celery_exc, error_from_meta
 from ingestq.tasks.redisconn import redis_client
-from ingestq.tasks.results import MALFORMED, CeleryResults, state_of
+from ingestq.tasks.results import CeleryResults, state_of
 
 
 class RefLocked(errdefs.Unavailable):
@@ -64,7 +64,8 @@ def test_error_from_meta_prefers_the_record_for_failures_only() -> None:
     record = error_text(errdefs.DataLoss("record's"))
     assert type(error_from_meta("j", failure, record)) is errdefs.DataLoss
     assert error_from_meta("j", failure, None).message == "celery's"
-    assert error_from_meta("j", failure, "{garbage").message == "celery's"
+    with pytest.raises(errdefs.InvalidArgument, match="job j: malformed error record"):
+        error_from_meta("j", failure, "{garbage")  # a tampered record is no fallback
     retry = {"status": "RETRY", "result": {"exc_type": "Unavailable", "exc_module": "errdefs",
                                            "exc_message": ["locked"]}}  # fmt: skip
     assert type(error_from_meta("j", retry, record)) is errdefs.Unavailable
@@ -80,8 +81,9 @@ def test_results_are_read_raw_and_never_rebuilt_by_celery(redis_url: str) -> Non
     assert results.meta("ok") == {"status": "SUCCESS", "result": {"a": 1}}
     client.set(keys.result_key("bad"), b"\xff not json")
     client.set(keys.result_key("list"), "[1, 2]")
-    assert results.meta("bad") == MALFORMED == results.meta("list")
-    assert state_of(MALFORMED) is JobState.FAILED
+    for job_id in ("bad", "list"):
+        with pytest.raises(errdefs.InvalidArgument, match=f"job {job_id}: malformed result"):
+            results.meta(job_id)
     assert state_of({"status": "WHATEVER"}) is JobState.UNKNOWN
     assert keys.result_key("x") == "celery-task-meta-x"
     client.close()
