@@ -25,9 +25,11 @@ process), so a new writer copies the prefix it adopts into a file of its own.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -154,9 +156,17 @@ class IngestDir:
         try:
             self.path.mkdir()
         except FileExistsError:
-            if not self.path.is_dir():
-                raise
-            return False
+            try:
+                mode = os.lstat(self.path).st_mode
+            except FileNotFoundError:
+                # Removed again by a writer the lock did not exclude: the caller starts
+                # over, as for any ingest that vanished under it.
+                raise FileNotFoundError(
+                    errno.ENOENT, "ingest directory removed concurrently", str(self.path)
+                ) from None
+            if stat.S_ISDIR(mode):
+                return False
+            raise
         return True
 
     def discard(self) -> None:
