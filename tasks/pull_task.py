@@ -134,7 +134,7 @@ def pull_task(self: Task, request: dict[str, Any], source_retries: int = 0) -> d
         req = PullRequest.from_json(request)
         if rt.records.cancel_requested(pull_id):
             raise errdefs.Canceled(f"pull {pull_id} canceled")
-        image = open_image(req, rt.settings.fetch_options().file_roots)
+        image = open_image(req, rt.settings.fetch_options())
         store, locker = rt.store, rt.locker
         plan = plan_pull(
             store,

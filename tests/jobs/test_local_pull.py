@@ -28,6 +28,7 @@ from tests.servers import oci
 from tests.servers.registry import Registry
 from tests.servers.skopeo import skopeo, skopeo_inspect
 from tests.servers.util import wait_until
+from tests.tasks.blobserver import Behaviour, BlobServer
 from tests.tasks.registry_helpers import (
     FrontFactory,
     MiB,
@@ -263,3 +264,29 @@ def test_status_shows_the_download_in_progress(
     assert status.state is JobState.STARTED
     threading.Thread(target=gate.gate.set).start()
     assert job.wait(timeout=60).name == f"{front.host}/slow:v1"
+
+
+def _serve_image(blob_server: BlobServer, image: oci.Image, repo: str, tag: str) -> str:
+    """``image`` as ``<blob server>/<repo>:<tag>`` (the blob server standing in for a
+    registry: manifest by tag and digest, blobs by digest); its reference."""
+    manifest = Behaviour(data=image.manifest, headers={"Content-Type": image.descriptor.media_type})
+    blob_server.add(f"/v2/{repo}/manifests/{tag}", manifest)
+    blob_server.add(f"/v2/{repo}/manifests/{image.digest}", manifest)
+    for digest, data in image.blobs().items():
+        blob_server.add(f"/v2/{repo}/blobs/{digest}", Behaviour(data=data))
+    return f"{blob_server.url.removeprefix('http://')}/{repo}:{tag}"
+
+
+def test_a_trickling_layer_fails_the_pull_unavailable_by_the_configured_low_speed_rule(
+    blob_server: BlobServer, tmp_path: Path
+) -> None:
+    image = oci.build_image([os.urandom(4096)])
+    reference = _serve_image(blob_server, image, "app", "v1")
+    layer = image.layer_descriptors[0].digest
+    blob_server.paths[f"/v2/app/blobs/{layer}"].trickle = (1, 0.25)
+    settings = Settings(root=tmp_path / "store", fsync=False, low_speed_limit=1024,
+                        low_speed_time=1.0, max_source_retries=0)  # fmt: skip
+    job = enqueue_pull(reference, client=LocalClient(settings))
+    with pytest.raises(errdefs.Unavailable, match="slower than 1024 bytes/s over 1 s") as exc:
+        job.wait(timeout=30)  # the default rule (60 s) would still be waiting
+    assert f"layer-{layer}" in str(exc.value)
