@@ -68,7 +68,7 @@ class LocalPullJob(RecordedJob):
 
 def _blob_status(store: LocalStore, blob: PlannedBlob) -> BlobStatus:
     d = blob.desc
-    if store.exists(d.digest):
+    if blob.committed(store):
         return BlobStatus(blob.ref, d.digest, d.media_type, d.size, BlobState.DONE, d.size)
     try:
         st = store.status(blob.ref)
