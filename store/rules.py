@@ -1,14 +1,16 @@
 """containerd's rules that every store implementation applies, with containerd's messages.
 
-Refs (:func:`validate_ref`), commit checks (size first, then digest), the resume check
-on the total, and the bounds of a ranged read. The local, in-memory and any other store
-call these, so they fail the same way with the same words.
+Refs (:func:`validate_ref`), the total a writer opens with, commit checks (size first,
+then digest), the resume check on the total, and the bounds of a ranged read. The
+local, in-memory and any other store call these, so they fail the same way with the
+same words.
 """
 
 from __future__ import annotations
 
 from ingestq import errdefs
 from ingestq.store.digest import Digest
+from ingestq.store.values import Descriptor
 
 #: The longest ref, in UTF-8 bytes.
 MAX_REF_BYTES = 4096
@@ -30,6 +32,21 @@ def validate_ref(ref: str) -> None:
         )
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in ref):
         raise errdefs.InvalidArgument(f"ref {ref[:64]!r} contains control characters")
+
+
+def writer_total(ref: str, expected: Descriptor | None, total: int) -> int:
+    """The known total (0: unknown) of a writer opened on ``ref`` with ``expected`` and
+    ``total``: ``expected.size``, or ``total`` when there is no expected size (containerd's
+    descriptor with a size and no digest). InvalidArgument for a negative ``total``, or
+    one that differs from ``expected.size``."""
+    size = expected.size if expected is not None else 0
+    if total < 0:
+        raise errdefs.InvalidArgument(f"ref {ref}: negative total {total}")
+    if size > 0 and total > 0 and size != total:
+        raise errdefs.InvalidArgument(
+            f"ref {ref}: total {total} differs from the expected size {size}"
+        )
+    return size if size > 0 else total
 
 
 def check_resume_total(ref: str, total: int, stored_total: int) -> None:
@@ -74,4 +91,5 @@ __all__ = [
     "check_read",
     "check_resume_total",
     "validate_ref",
+    "writer_total",
 ]
