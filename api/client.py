@@ -30,6 +30,7 @@ from ingestq.api.errors import call, from_rpc_error
 from ingestq.api.proto.containerd.services.content.v1 import content_pb2
 from ingestq.store import filters as filterlang
 from ingestq.store.digest import Digest
+from ingestq.store.rules import writer_total
 from ingestq.store.values import Descriptor, Info, Status
 
 #: The largest WRITE a client sends (well under the 16 MiB message limit).
@@ -127,7 +128,10 @@ _END = object()
 class GrpcWriter:
     """One ``Content/Write`` stream (see the module docstring). Not thread-safe."""
 
-    def __init__(self, store: GrpcStore, ref: str, expected: Descriptor | None) -> None:
+    def __init__(
+        self, store: GrpcStore, ref: str, expected: Descriptor | None, total: int = 0
+    ) -> None:
+        known_total = writer_total(ref, expected, total)
         self._store = store
         self.ref = ref
         self._expected = expected.digest if expected is not None else None
@@ -140,7 +144,7 @@ class GrpcWriter:
         first = content_pb2.WriteContentRequest(
             action=content_pb2.STAT,
             ref=ref,
-            total=expected.size if expected is not None else 0,
+            total=known_total,
             expected=str(expected.digest) if expected is not None else "",
         )
         try:
@@ -343,10 +347,10 @@ class GrpcStore:
         return call(run)
 
     # Ingester ---------------------------------------------------------------------------
-    def writer(self, ref: str, expected: Descriptor | None = None) -> GrpcWriter:
+    def writer(self, ref: str, expected: Descriptor | None = None, *, total: int = 0) -> GrpcWriter:
         """Open a Write stream on ``ref`` (see :meth:`store.protocols.Ingester.writer`):
         Unavailable when the ref is locked, AlreadyExists when ``expected`` exists."""
-        return GrpcWriter(self, ref, expected)
+        return GrpcWriter(self, ref, expected, total)
 
     # IngestManager ----------------------------------------------------------------------
     def status(self, ref: str) -> Status:

@@ -15,7 +15,7 @@ from ingestq.images.request import ImageSource, PullRequest
 from ingestq.ingest.request import IngestRequest
 from ingestq.store.digest import Digest
 from ingestq.store.helpers import read_blob
-from ingestq.store.protocols import Provider
+from ingestq.store.protocols import Manager, Provider
 from ingestq.store.values import Descriptor
 
 #: How deep an index may nest inside another before the pull gives up.
@@ -36,6 +36,17 @@ class PlannedBlob:
     def kind(self) -> str:
         """The ref's prefix: ``index``, ``manifest``, ``config``, ``layer`` or ``blob``."""
         return self.ref.split("-", 1)[0]
+
+    def committed(self, store: Manager) -> bool:
+        """Whether ``store`` holds this blob: its digest committed with the descriptor's
+        size (any size when that is 0). A committed blob of another size is not this
+        blob: only its ingest (:meth:`request`) may settle it, FailedPrecondition for an
+        intact blob as for any ingest, a fetch again for a damaged one."""
+        try:
+            info = store.info(self.desc.digest)
+        except errdefs.NotFound:
+            return False
+        return not self.desc.size or info.size == self.desc.size
 
     def request(self) -> IngestRequest:
         """The ingest request that fetches this blob."""

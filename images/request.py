@@ -1,6 +1,7 @@
 """What to pull and where it comes from: :class:`PullRequest` (the job argument, JSON
 both ways), the :class:`ImageSource` shape, and :func:`open_image` (a registry image or
-an OCI layout directory).
+an OCI layout directory, whose blob sources follow the process's
+:class:`~ingestq.fetch.options.FetchOptions`).
 
 Names: the image is recorded under the fully qualified reference
 (``127.0.0.1:5000/app:v1``, ``docker.io/library/ubuntu:latest``; ``@sha256:...`` when
@@ -12,18 +13,19 @@ no ``:`` in its path.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from ingestq import errdefs
 from ingestq.fetch import platforms
 from ingestq.fetch.ocilayout import PREFIX as LAYOUT_PREFIX
 from ingestq.fetch.ocilayout import OCILayoutImage, parse_layout_reference
+from ingestq.fetch.options import FetchOptions
 from ingestq.fetch.reference import parse_reference
 from ingestq.fetch.registry.client import RegistryImage, RegistryOptions, shared_client
 from ingestq.fetch.source import Source
+from ingestq.fetch.specs import source_from_spec
 from ingestq.store.values import Descriptor
 
 #: Threads per embedded pull fetching children at once.
@@ -123,10 +125,49 @@ class ImageSource(Protocol):
         ...
 
 
-def open_image(request: PullRequest, roots: Sequence[Path] | None = None) -> ImageSource:
-    """The image ``request`` names. ``roots``: the file roots an OCI layout must lie in
-    (None: anywhere). InvalidArgument for a malformed reference, NotFound /
-    PermissionDenied for a missing or forbidden layout directory."""
+class ConfiguredImage:
+    """``image`` whose blob sources are made from its source specs with ``options``,
+    exactly as a queued child job makes them (:func:`~ingestq.fetch.specs.source_from_spec`):
+    so a pull in this process, its planning on a worker and its queued children all
+    follow the same file roots and low-speed rule."""
+
+    def __init__(self, image: RegistryImage | OCILayoutImage, options: FetchOptions) -> None:
+        self.image = image
+        self.options = options
+
+    @property
+    def name(self) -> str:
+        """The name the image is recorded under by default."""
+        return self.image.name
+
+    @property
+    def distribution_source(self) -> tuple[str, str] | None:
+        """(host, repository) for the distribution-source label, or None."""
+        return self.image.distribution_source
+
+    def resolve(self) -> Descriptor:
+        """The root descriptor (an index or a manifest)."""
+        return self.image.resolve()
+
+    def blob_source(self, desc: Descriptor) -> Source:
+        """The Source of :meth:`spec` under the options (InvalidArgument if malformed)."""
+        return source_from_spec(self.spec(desc), self.options)
+
+    def spec(self, desc: Descriptor) -> dict[str, Any]:
+        """The job-argument form of :meth:`blob_source`."""
+        return self.image.spec(desc)
+
+
+def open_image(request: PullRequest, options: FetchOptions | None = None) -> ConfiguredImage:
+    """The image ``request`` names, its blob sources following ``options`` (file roots an
+    OCI layout must lie in, the low-speed rule of registry bodies; None: the defaults,
+    files anywhere). How to reach a registry is ``request.options``, as in a child's
+    spec. InvalidArgument for a malformed reference, NotFound / PermissionDenied for a
+    missing or forbidden layout directory."""
+    options = options or FetchOptions()
+    image: RegistryImage | OCILayoutImage
     if request.reference.startswith(LAYOUT_PREFIX):
-        return OCILayoutImage(request.reference, roots)
-    return RegistryImage(shared_client(request.options), parse_reference(request.reference))
+        image = OCILayoutImage(request.reference, options.file_roots)
+    else:
+        image = RegistryImage(shared_client(request.options), parse_reference(request.reference))
+    return ConfiguredImage(image, options)

@@ -34,6 +34,7 @@ from ingestq.store.rules import (
     check_read,
     check_resume_total,
     validate_ref,
+    writer_total,
 )
 from ingestq.store.values import Descriptor, Holder, Info, Status, utcnow
 
@@ -314,15 +315,18 @@ class MemoryStore:
         return MemoryReaderAt(blob.data, digest)
 
     # Ingester --------------------------------------------------------------------------
-    def writer(self, ref: str, expected: Descriptor | None = None) -> MemoryWriter:
-        """Lock ``ref`` and open its ingest, resuming at its offset.
+    def writer(
+        self, ref: str, expected: Descriptor | None = None, *, total: int = 0
+    ) -> MemoryWriter:
+        """Lock ``ref`` and open its ingest, resuming at its offset; its total is
+        ``expected.size`` or ``total`` (see :meth:`store.protocols.Ingester.writer`).
 
-        InvalidArgument for a bad ref; Unavailable when the ref is locked; AlreadyExists
-        when ``expected.digest`` is committed; FailedPrecondition when ``expected.size``
-        differs from the total the ingest started with.
+        InvalidArgument for a bad ref or total; Unavailable when the ref is locked;
+        AlreadyExists when ``expected.digest`` is committed; FailedPrecondition when the
+        total differs from the one the ingest started with.
         """
         validate_ref(ref)
-        total = expected.size if expected is not None and expected.size > 0 else 0
+        total = writer_total(ref, expected, total)
         digest = Digest.parse(expected.digest) if expected is not None else None
         if digest is not None and self.exists(digest):
             raise errdefs.AlreadyExists(f"content {digest}")

@@ -95,12 +95,18 @@ class Provider(Protocol):
 class Ingester(Protocol):
     """Starts or resumes writes."""
 
-    def writer(self, ref: str, expected: Descriptor | None = None) -> Writer:
+    def writer(self, ref: str, expected: Descriptor | None = None, *, total: int = 0) -> Writer:
         """Lock ``ref`` and open its ingest, resuming at the stored offset.
 
-        Raises InvalidArgument for an empty or malformed ref, Unavailable when another writer
-        holds the ref ("ref <ref> locked for <duration> (since <time>)"), AlreadyExists when
-        ``expected.digest`` is already committed.
+        The ingest's total (its Status's ``total``) is ``expected.size``, or ``total``
+        when the caller knows the size but not the digest (0: unknown); a new ingest
+        records it, and so does one whose total was unknown.
+
+        Raises InvalidArgument for an empty or malformed ref, or a ``total`` that is
+        negative or differs from ``expected.size``; Unavailable when another writer holds
+        the ref ("ref <ref> locked for <duration> (since <time>)"); AlreadyExists when
+        ``expected.digest`` is already committed; FailedPrecondition when the unfinished
+        ingest has another known total ("provided total differs from status: ...").
         """
         ...
 

@@ -7,6 +7,10 @@ resume check on the total, and the bounds of a ranged read. The local, in-memory
 other store call these, so they fail the same way with the same words; so do the places
 where a request is made or received (the producer API, the Celery tasks, the gRPC
 server), so that a bad field fails there, before anything is fetched.
+Refs (:func:`validate_ref`), the total a writer opens with, commit checks (size first,
+then digest), the resume check on the total, and the bounds of a ranged read. The
+local, in-memory and any other store call these, so they fail the same way with the
+same words.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import re
 from ingestq import errdefs
 from ingestq.store.digest import Digest
 from ingestq.store.labels import validate as validate_labels
+from ingestq.store.values import Descriptor
 
 #: The longest ref, in UTF-8 bytes.
 MAX_REF_BYTES = 4096
@@ -68,6 +73,21 @@ def validate_ref(ref: str) -> None:
         raise errdefs.InvalidArgument(f"ref {ref[:64]!r} contains control characters")
 
 
+def writer_total(ref: str, expected: Descriptor | None, total: int) -> int:
+    """The known total (0: unknown) of a writer opened on ``ref`` with ``expected`` and
+    ``total``: ``expected.size``, or ``total`` when there is no expected size (containerd's
+    descriptor with a size and no digest). InvalidArgument for a negative ``total``, or
+    one that differs from ``expected.size``."""
+    size = expected.size if expected is not None else 0
+    if total < 0:
+        raise errdefs.InvalidArgument(f"ref {ref}: negative total {total}")
+    if size > 0 and total > 0 and size != total:
+        raise errdefs.InvalidArgument(
+            f"ref {ref}: total {total} differs from the expected size {size}"
+        )
+    return size if size > 0 else total
+
+
 def check_resume_total(ref: str, total: int, stored_total: int) -> None:
     """FailedPrecondition when a writer's known ``total`` differs from the known total
     the unfinished ingest of ``ref`` started with (``provided total differs ...``)."""
@@ -114,4 +134,5 @@ __all__ = [
     "validate_media_type",
     "validate_ref",
     "validate_size",
+    "writer_total",
 ]

@@ -12,8 +12,9 @@
    same job id, so the producer keeps following one id) and ends, freeing its slot.
 
 ``ingestq.pull.finalize`` checks the children: a child is done when its digest is
-committed in the store (the truth; also when another pull fetched it) and its own job is
-not still running; a failed or canceled child fails the pull with that child's kind.
+committed in the store with its descriptor's size (the truth; also when another pull
+fetched it) and its own job is not still running; a failed or canceled child fails the
+pull with that child's kind.
 While children are pending it publishes itself again with a countdown of 50 ms doubling
 to 500 ms (2 s after the first minute of polls; same job id) and ends with ``Ignore``.
 It never sleeps or blocks in a worker slot, so with ``worker_prefetch_multiplier=1``
@@ -90,11 +91,12 @@ def _fail(rt: Runtime | None, job_id: str, err: BaseException) -> errdefs.Errdef
 
 def _publish_children(rt: Runtime, pull_id: str, plan: PullPlan) -> PullPlan:
     """Give every child not yet committed a job id and publish it; committed ones get
-    no job (they read as done)."""
+    no job (they read as done). A digest committed with another size than the child's
+    descriptor is not the child: its job's ingest fails it (or fetches a damaged one)."""
     plan = with_child_job_ids(plan, pull_id)
     children = []
     for child in plan.children:
-        if rt.store.exists(child.desc.digest):
+        if child.committed(rt.store):
             children.append(PlannedBlob(child.desc, child.ref, child.source))
         else:
             children.append(child)
@@ -134,7 +136,7 @@ def pull_task(self: Task, request: dict[str, Any], source_retries: int = 0) -> d
         req = PullRequest.from_json(request)
         if rt.records.cancel_requested(pull_id):
             raise errdefs.Canceled(f"pull {pull_id} canceled")
-        image = open_image(req, rt.settings.fetch_options().file_roots)
+        image = open_image(req, rt.settings.fetch_options())
         store, locker = rt.store, rt.locker
         plan = plan_pull(
             store,
@@ -169,7 +171,7 @@ def _child_outcome(
     rt: Runtime, plan: PullPlan, child: PlannedBlob
 ) -> ChildResult | errdefs.ErrdefsError | None:
     """Done (its result), failed (the pull's error), or None while pending."""
-    committed = rt.store.exists(child.desc.digest)
+    committed = child.committed(rt.store)
     if not child.job_id:
         if committed:
             return ChildResult(child.ref, child.desc.digest, child.desc.size, False)

@@ -10,7 +10,9 @@ from the first message until the stream ends:
   the ref, FailedPrecondition ``provided total differs from status: <new> != <stored>``
   when the unfinished ingest of the ref has another known total, with or without
   ``expected`` (the store contract's rule; containerd 1.6 logs that error and starts the
-  ingest over at offset 0 without truncating it; abort the ref to start over). The lock
+  ingest over at offset 0 without truncating it; abort the ref to start over). A
+  ``total`` without ``expected`` is recorded as the ingest's total, as containerd does,
+  so Status reports it and a later reopen is checked against it. The lock
   is retried for up to ``lock_wait`` seconds first, as containerd's backend does, so a
   client that reopens a ref right after closing it is not refused;
 * every request gets exactly one reply carrying ``offset`` and ``digest`` (the digest of
@@ -45,7 +47,7 @@ from ingestq.api.proto.containerd.services.content.v1 import content_pb2
 from ingestq.store.digest import Digest
 from ingestq.store.helpers import Backoff
 from ingestq.store.protocols import Store, Writer
-from ingestq.store.rules import check_resume_total, validate_labels
+from ingestq.store.rules import validate_labels
 from ingestq.store.values import Descriptor
 
 STAT = content_pb2.STAT
@@ -62,33 +64,24 @@ def open_writer(
     *,
     total: int = 0,
 ) -> Writer:
-    """``store.writer(ref, expected)``, retrying Unavailable (a locked ref) with a short
-    backoff for up to ``lock_wait`` seconds while ``alive()``; then the last Unavailable
-    is raised. Other errors are raised at once.
+    """``store.writer(ref, expected, total=total)``, retrying Unavailable (a locked ref)
+    with a short backoff for up to ``lock_wait`` seconds while ``alive()``; then the last
+    Unavailable is raised. Other errors are raised at once.
 
-    ``total`` is the size the client announced without an expected digest (with one,
-    ``expected.size`` is the total and the store checks it): if the unfinished ingest
-    of ``ref`` has another known total, the writer is closed and FailedPrecondition
-    ``provided total differs from status: <total> != <stored>`` raised, as the store
-    answers a descriptor of another size."""
+    ``total`` is the size the client announced (``expected.size`` too when there is an
+    expected digest): the store records it as the ingest's total, and answers
+    FailedPrecondition ``provided total differs from status: <total> != <stored>`` when
+    the unfinished ingest of ``ref`` has another known total."""
     deadline = time.monotonic() + lock_wait
     backoff = Backoff(first=0.001, cap=0.256)
     while True:
         try:
-            writer = store.writer(ref, expected)
-            break
+            return store.writer(ref, expected, total=total)
         except errdefs.Unavailable:
             delay = backoff.next_delay()
             if time.monotonic() + delay > deadline or not alive():
                 raise
             time.sleep(delay)
-    if expected is None and total > 0:
-        try:
-            check_resume_total(ref, total, writer.status().total)
-        except BaseException:
-            writer.close()
-            raise
-    return writer
 
 
 class WriteSession:

@@ -68,7 +68,7 @@ class LocalPullJob(RecordedJob):
 
 def _blob_status(store: LocalStore, blob: PlannedBlob) -> BlobStatus:
     d = blob.desc
-    if store.exists(d.digest):
+    if blob.committed(store):
         return BlobStatus(blob.ref, d.digest, d.media_type, d.size, BlobState.DONE, d.size)
     try:
         st = store.status(blob.ref)
@@ -119,7 +119,7 @@ class _Pull:
         )
 
     def run(self) -> PullResult:
-        image = open_image(self.request, self.ctx.settings.fetch_options().file_roots)
+        image = open_image(self.request, self.ctx.settings.fetch_options())
         store = self.ctx.store
         plan = plan_pull(store, image, self.request, lambda b: self._ingest(image, b))
         self.ctx.update(self.job_id, plan=json.dumps(plan.to_json()), ref=plan.manifests[0].ref,

@@ -22,7 +22,7 @@ from ingestq.store.local.ingest import IngestDir, new_data_id, remove_tree
 from ingestq.store.local.writer import LocalWriter, copy_prefix
 from ingestq.store.locks import ChainLocker, FileRefLocker, Lease, RefLocker, new_holder_id
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.rules import check_resume_total, validate_ref
+from ingestq.store.rules import check_resume_total, validate_ref, writer_total
 from ingestq.store.values import Descriptor, Info, Status, utcnow
 
 _OPEN_ATTEMPTS = 5
@@ -79,17 +79,20 @@ class LocalStore:
         return FileReaderAt(self.blob_path(digest), digest)
 
     # Ingester --------------------------------------------------------------------------
-    def writer(self, ref: str, expected: Descriptor | None = None) -> LocalWriter:
-        """Lock ``ref`` and open its ingest, resuming at the stored offset.
+    def writer(
+        self, ref: str, expected: Descriptor | None = None, *, total: int = 0
+    ) -> LocalWriter:
+        """Lock ``ref`` and open its ingest, resuming at the stored offset; its total is
+        ``expected.size`` or ``total`` (see :meth:`store.protocols.Ingester.writer`).
 
-        InvalidArgument for a bad ref; Unavailable when the ref is locked
+        InvalidArgument for a bad ref or total; Unavailable when the ref is locked
         (``ref <ref> locked for <duration> (since <time>)``); AlreadyExists when
-        ``expected.digest`` is committed; FailedPrecondition when ``expected.size``
-        differs from the total the ingest started with; PermissionDenied /
-        ResourceExhausted when the ingest cannot be written.
+        ``expected.digest`` is committed; FailedPrecondition when the total differs
+        from the one the ingest started with; PermissionDenied / ResourceExhausted when
+        the ingest cannot be written.
         """
         validate_ref(ref)
-        total = expected.size if expected is not None and expected.size > 0 else 0
+        total = writer_total(ref, expected, total)
         digest = Digest.parse(expected.digest) if expected is not None else None
         if digest is not None and self.blobs.committed(digest, total):
             raise errdefs.AlreadyExists(f"content {digest}")

@@ -1,10 +1,10 @@
 """The store contract: behaviour every :class:`store.protocols.Store` implementation owes.
 
 Modelled on containerd's ``content/testsuite``: writer basics, resume (after close, after
-a crash, with truncate, after a failed commit, with a different total, through the copy
-helper), commit-exists, commit error states, labels, small blobs, truncate, abort,
-status and list_statuses with ref filters, walk with digest and label filters, delete,
-ranged reads.
+a crash, with truncate, after a failed commit, with a different total, with a total
+given without a digest, through the copy helper), commit-exists, commit error states,
+labels, small blobs, truncate, abort, status and list_statuses with ref filters, walk
+with digest and label filters, delete, ranged reads.
 
 How an implementation plugs in: subclass :class:`StoreContract` in a ``test_*.py``
 module and provide a ``store_factory`` fixture. Calling the factory returns a handle on
@@ -383,6 +383,45 @@ class StoreContract:
             assert (st.offset, st.total) == (4000, len(data))
             w.write(data[4000:])
             w.commit(len(data), Digest.from_bytes(data))
+
+    def test_a_total_without_a_digest_is_recorded(self, store: Store) -> None:
+        data = blob(10_000, seed=30)
+        with store.writer("total-only", total=len(data)) as w:
+            assert w.status().total == len(data)
+            w.write(data[:4000])
+        assert (store.status("total-only").offset, store.status("total-only").total) == (
+            4000,
+            len(data),
+        )
+        with store.writer("total-only") as w:  # unknown size: resumes, keeps the total
+            assert w.status().offset == 4000
+            assert store.status("total-only").total == len(data)
+            w.write(data[4000:])
+            info = w.commit(len(data))
+        assert info.digest == Digest.from_bytes(data)
+
+    @requires(RESUME_TOTAL)
+    def test_resume_with_a_different_total_without_a_digest_is_refused(self, store: Store) -> None:
+        data = blob(10_000, seed=31)
+        with store.writer("resume-total-only", total=len(data)) as w:
+            w.write(data[:4000])
+        with pytest.raises(errdefs.FailedPrecondition) as exc:
+            store.writer("resume-total-only", total=len(data) + 1)
+        assert "total differs" in str(exc.value)
+        assert store.status("resume-total-only").offset == 4000
+        with store.writer("resume-total-only") as w:  # unknown size: resumes, keeps the total
+            assert (w.status().offset, w.status().total) == (4000, len(data))
+            w.write(data[4000:])
+            w.commit(len(data), Digest.from_bytes(data))
+
+    def test_a_total_other_than_the_expected_size_is_invalid(self, store: Store) -> None:
+        data = blob(1000, seed=32)
+        with pytest.raises(errdefs.InvalidArgument):
+            store.writer("total-and-size", desc_of(data), total=len(data) + 1)
+        with pytest.raises(errdefs.InvalidArgument):
+            store.writer("total-and-size", total=-1)
+        with store.writer("total-and-size", desc_of(data), total=len(data)) as w:
+            assert w.status().total == len(data)
 
     @pytest.mark.parametrize("how", ["seek", "discard", "restart"])
     def test_resume_through_copy(self, store: Store, how: str) -> None:

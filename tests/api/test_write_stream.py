@@ -353,3 +353,31 @@ def test_reopening_with_another_total_is_failed_precondition(api_server: Served)
         assert (reply.offset, reply.total) == (4, len(data))
         same.send(write(4, data[4:]))
         assert same.send(commit(len(data), expected=sha(data))).digest == sha(data)
+
+
+def test_a_total_without_expected_is_recorded_and_reopening_with_another_is_refused(
+    api_server: Served,
+) -> None:
+    """containerd records the total of ``Descriptor{size: total}``: Status shows it after
+    the stream ends, and a later stream with another total is checked against it."""
+    data = b"0123456789"
+    with api_server.channel() as ch:
+        first = WriteStream(ch)
+        first.send(stat("total-only", total=len(data)))
+        first.send(write(0, data[:4]))
+        assert first.half_close() == grpc.StatusCode.OK
+        status = Content(ch).Status(c.StatusRequest(ref="total-only"), metadata=md()).status
+        assert (status.offset, status.total) == (4, len(data))
+        other = WriteStream(ch)
+        with pytest.raises(grpc.RpcError) as exc:
+            other.send(stat("total-only", total=20))
+        assert code_of(exc) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "provided total differs from status: 20 != 10 (abort ref total-only to start over): "
+            "failed precondition",
+        )
+        same = WriteStream(ch)
+        reply = same.send(stat("total-only"))
+        assert (reply.offset, reply.total) == (4, len(data))
+        same.send(write(4, data[4:]))
+        assert same.send(commit(len(data))).digest == sha(data)

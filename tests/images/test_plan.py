@@ -146,3 +146,17 @@ def test_indexes_nested_deeper_than_the_limit_are_invalid_argument(store: LocalS
 
     with pytest.raises(errdefs.InvalidArgument, match=f"deeper than {MAX_DEPTH}"):
         plan_pull(store, image, PullRequest("memory/x"), fetch)
+
+
+def test_a_planned_blob_is_committed_only_with_its_descriptors_size(store: LocalStore) -> None:
+    data = b"layer bytes"
+    digest = Digest.from_bytes(data)
+
+    def blob(size: int) -> PlannedBlob:
+        return PlannedBlob(Descriptor(digest, size), f"layer-{digest}", {"type": "file"})
+
+    assert not blob(len(data)).committed(store)
+    write_blob(store, "seed", io.BytesIO(data), Descriptor(digest, len(data)))
+    assert blob(len(data)).committed(store)
+    assert blob(0).committed(store)  # size unknown: any size
+    assert not blob(len(data) + 1).committed(store)

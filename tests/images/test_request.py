@@ -3,15 +3,24 @@ source a reference opens."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from ingestq import errdefs
 from ingestq.fetch.ocilayout import OCILayoutImage
+from ingestq.fetch.options import FetchOptions
 from ingestq.fetch.registry.client import RegistryImage, RegistryOptions
+from ingestq.images.plan import PlannedBlob
 from ingestq.images.request import PullRequest, open_image
+from ingestq.ingest.attempt import ingest_once
+from ingestq.store.digest import Digest
+from ingestq.store.local import LocalStore
+from ingestq.store.values import Descriptor
 from tests.servers import oci
+from tests.tasks.blobserver import Behaviour, BlobServer
+from tests.tasks.conftest import blob_server as blob_server
 
 
 def test_the_json_form_round_trips() -> None:
@@ -56,9 +65,25 @@ def test_malformed_json_is_invalid_argument(obj: dict[str, object]) -> None:
 def test_open_image_picks_the_layout_or_the_registry(tmp_path: Path) -> None:
     oci.make_oci_layout(tmp_path / "layout", "v1", [b"x"])
     local = open_image(PullRequest(f"oci-layout:{tmp_path / 'layout'}:v1"))
-    assert isinstance(local, OCILayoutImage) and local.name == "v1"
+    assert isinstance(local.image, OCILayoutImage) and local.name == "v1"
+    elsewhere = FetchOptions(file_roots=(tmp_path / "other",))
     with pytest.raises(errdefs.PermissionDenied):
-        open_image(PullRequest(f"oci-layout:{tmp_path / 'layout'}:v1"), [tmp_path / "other"])
+        open_image(PullRequest(f"oci-layout:{tmp_path / 'layout'}:v1"), elsewhere)
     remote = open_image(PullRequest("127.0.0.1:5000/app:v1"))
-    assert isinstance(remote, RegistryImage)
+    assert isinstance(remote.image, RegistryImage)
     assert remote.distribution_source == ("127.0.0.1:5000", "app")
+
+
+def test_registry_blob_sources_follow_the_low_speed_rule_of_the_options(
+    blob_server: BlobServer, tmp_path: Path
+) -> None:
+    slow = Behaviour(data=os.urandom(4096), trickle=(1, 0.25))
+    blob_server.add(f"/v2/app/blobs/{slow.digest}", slow)
+    request = PullRequest(f"{blob_server.url.removeprefix('http://')}/app:v1")
+    image = open_image(request, FetchOptions(http_low_speed_limit=1024, http_low_speed_time=1))
+    desc = Descriptor(Digest.parse(slow.digest), len(slow.data), oci.OCI_LAYER)
+    planned = PlannedBlob(desc, f"layer-{desc.digest}", image.spec(desc))
+    store = LocalStore(tmp_path / "store", fsync=False)
+    with pytest.raises(errdefs.Unavailable, match="slower than 1024 bytes/s over 1 s"):
+        ingest_once(store, image.blob_source(desc), planned.request())
+    assert store.status(planned.ref).offset > 0  # kept for the retry to resume

@@ -4,6 +4,7 @@ the recorded name, skopeo reading the store, errors, shared layers fetched once.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -22,12 +23,16 @@ from ingestq.jobs.local import LocalClient
 from ingestq.jobs.pullstatus import PullStatus
 from ingestq.store.annotations import SOURCE_DIGEST
 from ingestq.store.digest import Digest
+from ingestq.store.helpers import write_blob
 from ingestq.store.images import ImageIndex
+from ingestq.store.values import Descriptor
 from ingestq.tasks.client import enqueue_pull, get_pull
+from tests.images.helpers import lying_image, serve_image
 from tests.servers import oci
 from tests.servers.registry import Registry
 from tests.servers.skopeo import skopeo, skopeo_inspect
 from tests.servers.util import wait_until
+from tests.tasks.blobserver import BlobServer
 from tests.tasks.registry_helpers import (
     FrontFactory,
     MiB,
@@ -263,3 +268,33 @@ def test_status_shows_the_download_in_progress(
     assert status.state is JobState.STARTED
     threading.Thread(target=gate.gate.set).start()
     assert job.wait(timeout=60).name == f"{front.host}/slow:v1"
+
+
+def test_a_trickling_layer_fails_the_pull_unavailable_by_the_configured_low_speed_rule(
+    blob_server: BlobServer, tmp_path: Path
+) -> None:
+    image = oci.build_image([os.urandom(4096)])
+    reference = serve_image(blob_server, image, "app", "v1")
+    layer = image.layer_descriptors[0].digest
+    blob_server.paths[f"/v2/app/blobs/{layer}"].trickle = (1, 0.25)
+    settings = Settings(root=tmp_path / "store", fsync=False, low_speed_limit=1024,
+                        low_speed_time=1.0, max_source_retries=0)  # fmt: skip
+    job = enqueue_pull(reference, client=LocalClient(settings))
+    with pytest.raises(errdefs.Unavailable, match="slower than 1024 bytes/s over 1 s") as exc:
+        job.wait(timeout=30)  # the default rule (60 s) would still be waiting
+    assert f"layer-{layer}" in str(exc.value)
+
+
+def test_a_committed_layer_of_another_size_than_the_manifest_says_fails_the_pull(
+    blob_server: BlobServer, local: LocalClient
+) -> None:
+    layer = os.urandom(5000)
+    reference, digest = lying_image(blob_server, layer)
+    store = local.store
+    write_blob(store, "seed", io.BytesIO(layer), Descriptor(Digest.parse(digest), len(layer)))
+    job = enqueue_pull(reference, client=local)
+    with pytest.raises(errdefs.FailedPrecondition, match="failed size validation: 5000 != 5001"):
+        job.wait(timeout=30)
+    by_ref = {b.ref: b for b in get_pull(job.id, client=local).status().blobs}
+    assert by_ref[f"layer-{digest}"].state is not BlobState.DONE
+    assert reference not in dict(ImageIndex(store.root).list())

@@ -70,7 +70,7 @@ class FakeIngester:
         self.calls = 0
         self.writer_obj = object()
 
-    def writer(self, ref: str, expected: Descriptor | None = None) -> Writer:
+    def writer(self, ref: str, expected: Descriptor | None = None, *, total: int = 0) -> Writer:
         self.calls += 1
         if self.script:
             raise self.script.pop(0)

@@ -4,6 +4,7 @@ served once, a worker killed mid-layer resumes, errors keep their kind, cancel."
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 from collections.abc import Iterator
@@ -16,13 +17,17 @@ from ingestq.images.status import BlobState
 from ingestq.jobs.api import JobState
 from ingestq.jobs.pullstatus import PullStatus
 from ingestq.store.digest import Digest
+from ingestq.store.helpers import write_blob
 from ingestq.store.images import ImageIndex
 from ingestq.store.local import LocalStore
+from ingestq.store.values import Descriptor
 from ingestq.tasks.client import enqueue_pull
 from ingestq.tasks.queue.pull import QueuePullJob
+from tests.images.helpers import lying_image
 from tests.servers import oci
 from tests.servers.registry import Registry
 from tests.servers.util import wait_until
+from tests.tasks.blobserver import BlobServer
 from tests.tasks.conftest import Cluster, ClusterFactory
 from tests.tasks.registry_helpers import FrontFactory, MiB, shutdown_all
 from tests.tasks.registry_helpers import fronts_fixture as fronts_fixture
@@ -249,3 +254,19 @@ def test_cancel_while_planning_publishes_no_children(
         job.wait(timeout=60)
     assert front.requests("GET", "/blobs/") == []
     assert isinstance(job, QueuePullJob) and job.plan() is None
+
+
+def test_a_committed_layer_of_another_size_than_the_manifest_says_fails_the_pull(
+    cluster: Cluster, blob_server: BlobServer
+) -> None:
+    layer = os.urandom(5000)
+    reference, digest = lying_image(blob_server, layer)
+    store = LocalStore(cluster.root, fsync=False)
+    write_blob(store, "seed", io.BytesIO(layer), Descriptor(Digest.parse(digest), len(layer)))
+    cluster.start_worker()
+    job = enqueue_pull(reference, client=cluster.client)
+    with pytest.raises(errdefs.FailedPrecondition, match="failed size validation: 5000 != 5001"):
+        job.wait(timeout=60)
+    by_ref = {b.ref: b for b in job.status().blobs}
+    assert by_ref[f"layer-{digest}"].state is BlobState.FAILED
+    assert reference not in dict(ImageIndex(cluster.root).list())
