@@ -389,7 +389,7 @@ def _ranged(
 ) -> Ranged:
     code = response.status_code
     decoded = decode and _encoded(response)
-    length = None if decoded else _int_header(response, "Content-Length")
+    length = None if decoded else int_header(response, "Content-Length")
     if code == 200:
         stream = BodyStream(response, what, length, decode=decode, low_speed=low_speed)
         return Ranged(Opened(stream, 0, length), response)
@@ -425,9 +425,11 @@ def _encoded(response: httpx.Response) -> bool:
     return response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
 
 
-def _int_header(response: httpx.Response, name: str) -> int | None:
+def int_header(response: httpx.Response, name: str) -> int | None:
+    """Header ``name`` as a natural number; None when it is missing or not ASCII digits
+    (``str.isdigit`` alone admits digits of other scripts, which ``int`` refuses)."""
     value = response.headers.get(name, "")
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 class BodyStream:

@@ -27,6 +27,7 @@ import redis
 from ingestq import errdefs
 from ingestq.jobs.records import check_record
 from ingestq.tasks import keys
+from ingestq.tasks.lua import load
 from ingestq.tasks.redisconn import decode_hash
 
 
@@ -36,12 +37,14 @@ class RedisJobRecords:
     def __init__(self, client: redis.Redis, ttl: int) -> None:
         self._client = client
         self._ttl = ttl
+        self._claim = client.register_script(load("claim"))
 
     def create(
         self, job_id: str, fields: Mapping[str, str], idempotency_key: str | None = None
     ) -> tuple[str, bool]:
         """See :meth:`ingestq.jobs.records.JobRecords.create`: ``SET NX`` of the
-        idempotency key, then ``HSETNX created_at`` claims the job id."""
+        idempotency key, then ``tasks/lua/claim.lua`` claims the job id (``HSETNX
+        created_at``, the fields and the expiry in one step)."""
         try:
             if idempotency_key is not None:
                 ikey = keys.idempotency_key(idempotency_key)
@@ -49,13 +52,10 @@ class RedisJobRecords:
                     existing = self._client.get(ikey)
                     if isinstance(existing, bytes):
                         return existing.decode(), False
-            jkey = keys.job_key(job_id)
-            if not self._client.hsetnx(jkey, "created_at", f"{time.time():.6f}"):
+            args: list[str | int] = [f"{time.time():.6f}", self._ttl]
+            args.extend(item for pair in fields.items() for item in pair)
+            if not self._claim(keys=[keys.job_key(job_id)], args=args):
                 return job_id, False
-            if fields:
-                self._write(job_id, fields)
-            else:
-                self._client.expire(jkey, self._ttl)
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"job records: {e}") from e
         return job_id, True

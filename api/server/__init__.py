@@ -96,7 +96,7 @@ def parse_address(address: str, cert: Path | None = None, key: Path | None = Non
     else:
         hostport = address[len("tcp://") :] if address.startswith("tcp://") else address
         host, sep, port = hostport.rpartition(":")
-        if not sep or not host or not port.isdigit():
+        if not sep or not host or not (port.isascii() and port.isdigit()):
             raise errdefs.InvalidArgument(f"address {address!r} is not unix://PATH or HOST:PORT")
         return Listen(tcp=hostport, cert=cert, key=key)
     if not path:

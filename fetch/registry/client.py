@@ -221,12 +221,11 @@ class RegistryClient:
         response.close()
         media_type = _media_type(response)
         header_digest = response.headers.get("docker-content-digest")
-        length = response.headers.get("content-length")
+        length = httpio.int_header(response, "content-length")
         if (
             response.status_code == 200
             and header_digest
             and length is not None
-            and length.isdigit()
             and (manifests.is_index(media_type) or manifests.is_manifest(media_type))
         ):
             digest = Digest.parse(header_digest)
@@ -234,7 +233,7 @@ class RegistryClient:
                 raise errdefs.DataLoss(
                     f"{what}: registry reports digest {digest}, expected {ref.digest}"
                 )
-            return Descriptor(digest=digest, size=int(length), media_type=media_type)
+            return Descriptor(digest=digest, size=length, media_type=media_type)
         data, media_type = self._get_manifest(ref, ref.object, what)
         digest = Digest.from_bytes(data, ref.digest.algorithm if ref.digest else "sha256")
         if ref.digest is not None and digest != ref.digest:
@@ -247,8 +246,8 @@ class RegistryClient:
         if response.status_code != 200:
             raise self._fail(response, what)
         try:
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > MAX_MANIFEST_SIZE:
+            declared = httpio.int_header(response, "content-length")
+            if declared is not None and declared > MAX_MANIFEST_SIZE:
                 raise errdefs.ResourceExhausted(
                     f"{what}: manifest of {declared} bytes exceeds {MAX_MANIFEST_SIZE}"
                 )
@@ -343,12 +342,12 @@ class RegistryClient:
         response, what = _blob_head(self, ref, desc)
         if response.status_code != 200:
             raise error_from_response(response, what, b"")
-        length = response.headers.get("content-length", "")
-        if not length.isdigit():
+        length = httpio.int_header(response, "content-length")
+        if length is None:
             raise errdefs.Unimplemented(f"{what}: registry sent no Content-Length")
-        if desc.size and int(length) != desc.size:
+        if desc.size and length != desc.size:
             raise errdefs.DataLoss(f"{what}: registry serves {length} bytes, expected {desc.size}")
-        return int(length)
+        return length
 
 
 def _blob_head(

@@ -1,4 +1,5 @@
-"""The Lua scripts of the lease and the status board (loaded with ``register_script``)."""
+"""The Lua scripts of the lease, the status board and the job records (loaded with
+``register_script``)."""
 
 from __future__ import annotations
 

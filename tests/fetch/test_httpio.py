@@ -262,3 +262,16 @@ def test_decoding_is_for_registries_only() -> None:
     assert (raw.size, raw.stream.read(-1)) == (len(packed), packed)
     decoded = httpio.open_range(get, 0, "x", decode=True).opened
     assert (decoded.size, decoded.stream.read(-1)) == (None, DATA)
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "1\u00b3", "", "-1", "1.5", " 7"])
+def test_a_numeric_header_is_ascii_digits_or_nothing(value: str) -> None:
+    """``str.isdigit`` admits superscripts (latin-1, so valid in a header) that ``int``
+    refuses; such a header reads as absent instead of raising ValueError."""
+    response = httpx.Response(200, headers={"Content-Length": value.encode("latin-1")})
+    assert httpio.int_header(response, "Content-Length") is None
+
+
+def test_a_numeric_header_of_ascii_digits_is_its_value() -> None:
+    response = httpx.Response(200, headers={"Retry-After": "120"})
+    assert httpio.int_header(response, "Retry-After") == 120

@@ -100,6 +100,27 @@ def test_redis_records_expire_with_the_results(redis_url: str) -> None:
     client.close()
 
 
+def test_a_redis_record_is_claimed_with_its_fields_and_expiry_in_one_command(
+    redis_url: str,
+) -> None:
+    """No crash between the claim and the expiry can leave a record that never expires:
+    the claim, its fields and the expiry are one script call (one EVALSHA; the HSETNX,
+    HSET and EXPIRE all run inside it)."""
+    client = redis_client(redis_url, socket_timeout=5.0)
+    records = RedisJobRecords(client, ttl=100)
+    records.create("warm", {})  # loads the script
+    client.config_resetstat()
+    assert records.create("one", {"ref": "r", "state": "queued"}) == ("one", True)
+    calls = {k: v["calls"] for k, v in client.info("commandstats").items()}
+    assert calls["cmdstat_evalsha"] == 1
+    assert calls["cmdstat_hsetnx"] == calls["cmdstat_hset"] == calls["cmdstat_expire"] == 1
+    assert records.get("one")["ref"] == "r"
+    assert 0 < client.ttl("ingestq:job:one") <= 100
+    assert records.create("one", {"ref": "other"}) == ("one", False)
+    assert records.get("one")["ref"] == "r"
+    client.close()
+
+
 def test_record_error_is_best_effort() -> None:
     records = RedisJobRecords(redis_client("redis://127.0.0.1:1/0", socket_timeout=0.5), 60)
     record_error(records, "j", errdefs.NotFound("x"))  # Redis unreachable: no raise

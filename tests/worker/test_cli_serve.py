@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from ingestq import errdefs
@@ -43,8 +44,9 @@ def test_an_address_is_required() -> None:
     assert "no address: pass --address unix:///PATH.sock: invalid argument" in out
 
 
-def test_a_malformed_address_is_invalid() -> None:
-    code, out = run("--address", "nonsense", "--root", "/tmp/unused-root")
+@pytest.mark.parametrize("address", ["nonsense", "127.0.0.1:\u00b2", "127.0.0.1:"])
+def test_a_malformed_address_is_invalid(address: str) -> None:
+    code, out = run("--address", address, "--root", "/tmp/unused-root")
     assert code == EXIT_INVALID
     assert "is not unix://PATH or HOST:PORT" in out
 
