@@ -20,7 +20,7 @@ checks it before every write and before publishing, so the stale writer stops.
 The holder hash names the holder's host, pid, process start time and node (boot id and
 pid namespace). A lease whose holder is a process of this node that is gone (a pool
 process killed mid-ingest, whose job is redelivered at once) is taken over without
-waiting out its ttl: compare-and-set on its token with a new fence (``takeover.lua``).
+waiting out its ttl: compare-and-set on its token with a new fence (``acquire.lua``).
 A stopped or otherwise live holder, or one on another node, is never taken over.
 
 Waiters see who holds a ref and how fresh its heartbeat is through :meth:`holder`.
@@ -216,7 +216,6 @@ class _Scripts:
     acquire: Script
     heartbeat: Script
     release: Script
-    takeover: Script
 
 
 class RedisLeaseLocker:
@@ -245,11 +244,10 @@ class RedisLeaseLocker:
         self._client: redis.Redis | None = None
         self._hb_client: redis.Redis | None = None
         self._thread: threading.Thread | None = None
-        self._texts = {name: load(name) for name in ("acquire", "heartbeat", "release", "takeover")}
+        self._texts = {name: load(name) for name in ("acquire", "heartbeat", "release")}
         self._acquire_script: Script | None = None
         self._heartbeat_script: Script | None = None
         self._release_script: Script | None = None
-        self._takeover_script: Script | None = None
 
     # process-local state ----------------------------------------------------------------
     def _ensure_process(self) -> None:
@@ -264,7 +262,6 @@ class RedisLeaseLocker:
             self._acquire_script = self._client.register_script(self._texts["acquire"])
             self._heartbeat_script = self._hb_client.register_script(self._texts["heartbeat"])
             self._release_script = self._client.register_script(self._texts["release"])
-            self._takeover_script = self._client.register_script(self._texts["takeover"])
             self._thread = None
             self._pid = os.getpid()
 
@@ -278,16 +275,14 @@ class RedisLeaseLocker:
         """This process's registered scripts."""
         self._ensure_process()
         assert self._acquire_script and self._heartbeat_script and self._release_script
-        assert self._takeover_script
-        return _Scripts(self._acquire_script, self._heartbeat_script, self._release_script,
-                        self._takeover_script)  # fmt: skip
+        return _Scripts(self._acquire_script, self._heartbeat_script, self._release_script)
 
     # RefLocker ------------------------------------------------------------------------
     def try_lock(self, ref: str, holder_id: str) -> RedisLease:
         """Take ``ref``'s lease or raise Unavailable ("ref <ref> locked for ...").
         A lease held by a process of this node that is gone (see
         :func:`holder_process_gone`) is taken over at once with a new fence
-        (``takeover.lua``: compare-and-set on its token). Unavailable too when Redis
+        (``acquire.lua`` again, with a compare-and-set on its token). Unavailable too when Redis
         cannot be reached."""
         client = self.client()
         k = keys.ref_keys(ref)
@@ -299,7 +294,7 @@ class RedisLeaseLocker:
         try:
             reply = self.scripts().acquire(
                 keys=[k.lease, k.fence, k.holder],
-                args=[token, int(self.ttl * 1000), *me],
+                args=[token, int(self.ttl * 1000), *me, ""],
                 client=client,
             )
             if int(reply[0]) != 1:
@@ -333,8 +328,8 @@ class RedisLeaseLocker:
         except ValueError:
             dead_pid = 0
         if token and holder_process_gone(node or "", dead_pid, started or ""):
-            reply = self.scripts().takeover(
-                keys=[k.lease, k.fence, k.holder], args=[token, *mine], client=self.client()
+            reply = self.scripts().acquire(
+                keys=[k.lease, k.fence, k.holder], args=[*mine, token], client=self.client()
             )
             if int(reply[0]) == 1:
                 log.warning("took over the lease on %s from process %d, gone", ref, dead_pid)
