@@ -31,6 +31,7 @@ from ingestq.api.client import GrpcStore, channel_for
 from ingestq.api.proto.containerd.services.version.v1 import version_pb2
 from ingestq.api.server import ApiServer, Listen
 from ingestq.store import LocalStore, RefLocker
+from tests.api.wire import Content
 from tests.servers.util import ServerProcess, require_binary, wait_until
 
 VERSION = version_pb2.DESCRIPTOR.services_by_name["Version"]
@@ -164,6 +165,20 @@ def api_server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
 def api_server(api_server_factory: ServerFactory) -> Served:
     """An in-process server over a fresh LocalStore (ref-lock wait 50 ms)."""
     return api_server_factory()
+
+
+@pytest.fixture
+def content(api_server: Served) -> Iterator[Content]:
+    """The content service of ``api_server``, over a channel closed afterwards."""
+    with api_server.channel() as channel:
+        yield Content(channel)
+
+
+@pytest.fixture
+def store(api_server: Served) -> LocalStore:
+    """The store ``api_server`` serves."""
+    assert api_server.store is not None
+    return api_server.store
 
 
 def ingestq_argv(*args: str) -> list[str]:

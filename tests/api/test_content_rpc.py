@@ -6,7 +6,7 @@ and the namespace every call requires."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -32,18 +32,6 @@ def rpc_error(fn: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as exc:
         fn()
     return status_of(exc.value)
-
-
-@pytest.fixture
-def content(api_server: Served) -> Iterator[Content]:
-    with api_server.channel() as channel:
-        yield Content(channel)
-
-
-@pytest.fixture
-def store(api_server: Served) -> LocalStore:
-    assert api_server.store is not None
-    return api_server.store
 
 
 def test_info_returns_every_field(content: Content, store: LocalStore) -> None:

@@ -5,7 +5,7 @@ Delete and Read; Write checks its ref and labels before writing; Update its labe
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -17,18 +17,6 @@ from tests.api.conftest import Served
 from tests.api.wire import Content, WriteStream, commit, md, stat, status_of, write
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
-
-
-@pytest.fixture
-def content(api_server: Served) -> Iterator[Content]:
-    with api_server.channel() as channel:
-        yield Content(channel)
-
-
-@pytest.fixture
-def store(api_server: Served) -> LocalStore:
-    assert api_server.store is not None
-    return api_server.store
 
 
 def committed(store: LocalStore, data: bytes) -> str:
