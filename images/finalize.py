@@ -5,7 +5,7 @@ the OCI view of Docker-typed images, and recording the image in the store's
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from ingestq import errdefs
@@ -19,8 +19,20 @@ from ingestq.store.images import ImageIndex
 from ingestq.store.protocols import Manager, Store
 from ingestq.store.values import Descriptor, Info, utcnow
 
+#: Called with a blob's digest before it is written, so a gc run keeps it (a job lease).
+Protect = Callable[[Digest], object]
 
-def oci_view(store: Store, plan: PullPlan, desc: Descriptor | None = None) -> Descriptor:
+
+def _unprotected(digest: Digest) -> None:
+    return None
+
+
+def oci_view(
+    store: Store,
+    plan: PullPlan,
+    desc: Descriptor | None = None,
+    protect: Protect = _unprotected,
+) -> Descriptor:
     """The OCI-typed descriptor to record for ``desc`` (default: the plan's target).
 
     skopeo reads only OCI-typed entries of a layout's ``index.json`` (and refuses
@@ -31,7 +43,8 @@ def oci_view(store: Store, plan: PullPlan, desc: Descriptor | None = None) -> De
     their GC labels; an OCI image is its own view. Deterministic, so idempotent.
 
     Raises NotFound when a manifest of the plan is not committed, InvalidArgument /
-    Unimplemented for a malformed or unsupported manifest.
+    Unimplemented for a malformed or unsupported manifest. ``protect`` is called with
+    each converted blob's digest before it is written.
     """
     desc = desc or plan.target
     pulled = {b.desc.digest for b in plan.manifests}
@@ -51,7 +64,7 @@ def oci_view(store: Store, plan: PullPlan, desc: Descriptor | None = None) -> De
             child = Descriptor.from_oci(entry)
             if child.digest not in pulled:
                 continue
-            view = oci_view(store, plan, child)
+            view = oci_view(store, plan, child, protect)
             changed = changed or view.digest != child.digest
             entries.append(
                 {**entry, "mediaType": view.media_type, "digest": str(view.digest),
@@ -64,6 +77,7 @@ def oci_view(store: Store, plan: PullPlan, desc: Descriptor | None = None) -> De
         labels = manifests.index_gc_labels(views)
         media_type = manifests.OCI_INDEX
     view_desc = Descriptor(Digest.from_bytes(new), len(new), media_type)
+    protect(view_desc.digest)
     write_blob(store, manifests.ref_key(view_desc), io.BytesIO(new), view_desc)
     _label(store, view_desc, labels)
     return view_desc
@@ -77,7 +91,9 @@ def _label(store: Manager, desc: Descriptor, labels: Mapping[str, str]) -> None:
         )
 
 
-def finalize(store: LocalContent, plan: PullPlan) -> tuple[Info, Descriptor]:
+def finalize(
+    store: LocalContent, plan: PullPlan, protect: Protect = _unprotected
+) -> tuple[Info, Descriptor]:
     """Label every blob of ``plan`` and record the image; return the root's Info and the
     descriptor recorded in ``index.json``.
 
@@ -88,9 +104,14 @@ def finalize(store: LocalContent, plan: PullPlan) -> tuple[Info, Descriptor]:
     media type, :data:`ingestq.store.annotations.SOURCE_DIGEST` /
     :data:`~ingestq.store.annotations.SOURCE_MEDIA_TYPE`). Idempotent.
 
+    ``protect`` is called with every digest of the plan first, then with each blob
+    the OCI view writes (the pull's lease, so gc keeps them until the image is recorded).
+
     Raises FailedPrecondition when a blob of the plan is not committed, InvalidArgument
     for an oversize label.
     """
+    for blob in (*plan.manifests, *plan.children):
+        protect(blob.desc.digest)
     for blob in (*plan.manifests, *plan.children):
         if not store.exists(blob.desc.digest):
             raise errdefs.FailedPrecondition(f"pull {plan.name}: {blob.ref} is not committed")
@@ -105,7 +126,7 @@ def finalize(store: LocalContent, plan: PullPlan) -> tuple[Info, Descriptor]:
             if value != current:
                 new[key] = value
         _label(store, blob.desc, new)
-    view = oci_view(store, plan)
+    view = oci_view(store, plan, protect=protect)
     if view.digest != plan.target.digest:
         view = replace(
             view,

@@ -33,6 +33,14 @@ Every knob has a deliberate default; the environment variables are:
 ``INGESTQ_RESTORE_INTERVAL``   kombu ``unacked_restore_interval``, s (default 10)
 ``INGESTQ_FSYNC``              ``0`` disables fsync in the store (tests/benchmarks only)
 ``INGESTQ_METRICS_PORT``       worker Prometheus exporter port (unset: no exporter)
+``INGESTQ_GC_INTERVAL``        workers run gc this often (``1h``, ``30m``, seconds;
+                               default 0: never, run ``ingestq gc`` yourself)
+``INGESTQ_GC_INGEST_MAX_AGE``  idle age after which gc removes a partial ingest
+                               (default ``24h``)
+``INGESTQ_GC_JOB_RETENTION``   age after which gc removes a finished job's record
+                               (default ``7d``)
+``INGESTQ_GC_GRACE``           opt-in: gc keeps blobs committed less than this long
+                               ago (default 0: marks alone protect content)
 =============================  =====================================================
 
 With no Redis URL at all the queue is *embedded*: jobs run in the calling process and
@@ -49,6 +57,7 @@ from pathlib import Path
 from ingestq import errdefs
 from ingestq.fetch.options import FetchOptions
 from ingestq.jobs.retry import RetryPolicy
+from ingestq.store.gc import parse_duration
 from ingestq.store.local import LocalStore
 from ingestq.store.locks import ChainLocker, FileRefLocker, RefLocker
 
@@ -74,6 +83,17 @@ def _float(env: Mapping[str, str], name: str, default: float, allow_zero: bool =
     if value < 0 or (value == 0 and not allow_zero):
         raise errdefs.InvalidArgument(f"{name}={raw!r} is out of range")
     return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A duration (``30s``, ``10m``, ``7d`` or seconds); InvalidArgument when malformed."""
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        return parse_duration(text).total_seconds()
+    except errdefs.InvalidArgument as e:
+        raise errdefs.InvalidArgument(f"{name}: {e}") from None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, allow_zero: bool = False) -> int:
@@ -106,6 +126,10 @@ class Settings:
     sweep_interval: float = 20.0
     fsync: bool = True
     metrics_port: int | None = None
+    gc_interval: float = 0.0
+    gc_ingest_max_age: float = 24 * 3600.0
+    gc_job_retention: float = 7 * 24 * 3600.0
+    gc_grace: float = 0.0
 
     @property
     def queued(self) -> bool:
@@ -198,6 +222,10 @@ class Settings:
             sweep_interval=_float(env, "INGESTQ_SWEEP_INTERVAL", 20.0, allow_zero=True),
             fsync=env.get("INGESTQ_FSYNC", "1") not in ("0", "false", "no"),
             metrics_port=int(metrics) if metrics else None,
+            gc_interval=_seconds(env, "INGESTQ_GC_INTERVAL", 0.0),
+            gc_ingest_max_age=_seconds(env, "INGESTQ_GC_INGEST_MAX_AGE", 24 * 3600.0),
+            gc_job_retention=_seconds(env, "INGESTQ_GC_JOB_RETENTION", 7 * 24 * 3600.0),
+            gc_grace=_seconds(env, "INGESTQ_GC_GRACE", 0.0),
         )
 
 

@@ -13,6 +13,7 @@ blobs lives in its own folder::
     locks/blob-<alg>-<hex>.lock    serialises publishing, relabelling and deleting a blob
     locks/index.json.lock          serialises changes to index.json
     locks/leases-<namespace>.lock  serialises changes to a namespace's leases
+    locks/leases.lock              held by every lease change, and by gc while it deletes
     quarantine/<alg>-<hex>-<time>  blobs found corrupt on disk, moved aside
     resume/<sha256(ref)>.json      resume hints: the source validator of an ingest
                                    (see store.resume)

@@ -1,16 +1,17 @@
 """Lease records and their persistence, per namespace: the one lease format of a store root.
 
 A lease (containerd's) is an id, a creation time, labels and the resources (type, id)
-recorded on it. ingestq has no garbage collector yet, so a lease protects nothing that
-would otherwise go away; it is still created, listed, deleted and **recorded** with the
-resources written under it, so clients that need a lease (``ctr content fetch``) work
-unchanged and an operator can see what each lease covers. Leases whose
+recorded on it. While it exists, a lease keeps the content and ingests recorded on it from the
+garbage collector (:mod:`store.gc`); clients that need a lease (``ctr content fetch``)
+work unchanged and an operator can see what each lease covers. Leases whose
 ``containerd.io/gc.expire`` time has passed are dropped when the namespace's record is
 next read.
 
 Storage: ``leases/<namespace>.json`` under the store root (see :mod:`store.layout`), a
 JSON object ``{id: {"created_at", "labels", "resources": [[type, id], ...]}}``, replaced
-atomically under the namespace's lock file (several servers may share a root).
+atomically under the namespace's lock file (several servers may share a root). Every
+change also holds ``locks/leases.lock`` (:func:`leases_lock`), which the garbage
+collector holds while it deletes, so it sees every lease change made before.
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ def validate_resource(rtype: str, rid: str) -> None:
         raise errdefs.InvalidArgument(f'resource type "{rtype}" is not supported')
 
 
+def leases_lock(layout: RootLayout) -> Path:
+    """The lock file every lease change holds (and gc while it deletes)."""
+    return layout.lock("leases.lock")
+
+
 def new_lease_id() -> str:
     """containerd's generated id shape: ``<unix nanoseconds>-<base64url of 3 bytes>``."""
     return f"{time.time_ns()}-{base64.urlsafe_b64encode(secrets.token_bytes(3)).decode()}"
@@ -126,28 +132,33 @@ class LeaseStore:
         return self.layout.lease_file(namespace)
 
     @contextmanager
-    def _edit(self, namespace: str) -> Iterator[dict[str, LeaseRecord]]:
+    def _edit(self, namespace: str, *, rewrite: bool = False) -> Iterator[dict[str, LeaseRecord]]:
         path = self._path(namespace)
+        every = LockFile(leases_lock(self.layout))
         lock = LockFile(self.layout.leases_lock(namespace))
         with self._mutex:
             try:
+                every.acquire(blocking=True)
                 lock.acquire(blocking=True)
             except OSError as e:
+                every.release()
                 raise from_os_error(e, f"lock leases of {namespace}") from e
             try:
                 leases = self._load(namespace)
                 before = dict(leases)
                 yield leases
-                if leases != before:
+                if rewrite or leases != before:
                     data = {lid: _to_json(lease) for lid, lease in leases.items()}
                     try:
-                        # Not fsynced (as before): a lease protects nothing yet, and the
-                        # Write stream records resources on every blob it writes.
+                        # Not fsynced: the Write stream records resources on every blob
+                        # it writes; a crash loses at most what the running writers
+                        # were protecting, and those writers died with it.
                         write_json(path, data, sync=False)
                     except OSError as e:
                         raise from_os_error(e, f"write leases of {namespace}") from e
             finally:
                 lock.release()
+                every.release()
 
     def _load(self, namespace: str) -> dict[str, LeaseRecord]:
         path = self._path(namespace)
@@ -167,6 +178,27 @@ class LeaseStore:
         except (TypeError, ValueError, KeyError, AttributeError) as e:
             raise errdefs.DataLoss(f"leases of {namespace} are malformed: {e!r}") from e
         return out
+
+    def prune_expired(self, namespace: str, now: datetime, *, dry_run: bool = False) -> list[str]:
+        """Remove the namespace's leases expired at ``now`` from its record; their ids
+        (with ``dry_run``, only listed)."""
+        path = self._path(namespace)
+        try:
+            raw: Any = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as e:
+            raise errdefs.DataLoss(f"read leases of {namespace}: {e}") from e
+        try:
+            expired = sorted(
+                str(lid) for lid, d in dict(raw).items() if _from_json(str(lid), d).expired(now)
+            )
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise errdefs.DataLoss(f"leases of {namespace} are malformed: {e!r}") from e
+        if expired and not dry_run:
+            with self._edit(namespace, rewrite=True):
+                pass  # reading drops the expired leases; the rewrite persists that
+        return expired
 
     def namespaces(self) -> list[str]:
         """The namespaces that have a lease record, sorted."""
@@ -220,6 +252,20 @@ class LeaseStore:
                 raise errdefs.NotFound(f'lease "{lease_id}"')
             if (rtype, rid) not in lease.resources:
                 leases[lease_id] = replace(lease, resources=(*lease.resources, (rtype, rid)))
+
+    def add_resources(
+        self, namespace: str, lease_id: str, resources: Sequence[tuple[str, str]]
+    ) -> None:
+        """Record several resources on a lease in one change (see :meth:`add_resource`)."""
+        for rtype, rid in resources:
+            validate_resource(rtype, rid)
+        with self._edit(namespace) as leases:
+            lease = leases.get(lease_id)
+            if lease is None:
+                raise errdefs.NotFound(f'lease "{lease_id}"')
+            new = tuple(r for r in dict.fromkeys(resources) if r not in lease.resources)
+            if new:
+                leases[lease_id] = replace(lease, resources=(*lease.resources, *new))
 
     def delete_resource(self, namespace: str, lease_id: str, rtype: str, rid: str) -> None:
         """Forget a resource (absent is fine). NotFound for an unknown lease."""

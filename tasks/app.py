@@ -31,6 +31,8 @@ chosen, not inherited (facts in ``celery-redis-locks.md``):
   started on ``worker_ready``; one sweeps at a time, under a Redis lease): the jobs of
   a whole worker that died go back on the queue within about a minute and a quarter,
   not after the visibility timeout.
+* With ``INGESTQ_GC_INTERVAL`` set, each worker's main process also runs the periodic
+  gc (:mod:`ingestq.tasks.gcrunner`; one runs at a time, under a Redis lease).
 
 ``errdefs`` is imported here so that every process that loads the app has the error
 classes in ``sys.modules`` (Celery rebuilds exceptions from there only).
@@ -161,7 +163,31 @@ def _stop_sweeper(**_: Any) -> None:
         _sweeper.stop()
 
 
+_gc_runner: Any = None
+
+
+def _start_gc(sender: Any = None, **_: Any) -> None:
+    """Start this worker's periodic gc (:mod:`ingestq.tasks.gcrunner`) in the main
+    process when ``INGESTQ_GC_INTERVAL`` is set."""
+    global _gc_runner
+    settings = settings_of(app)
+    node = getattr(sender, "hostname", None)
+    if settings.gc_interval <= 0 or not settings.queued or not node:
+        return
+    from ingestq.tasks.gcrunner import GcRunner
+
+    _gc_runner = GcRunner(settings, str(node))
+    _gc_runner.start()
+
+
+def _stop_gc(**_: Any) -> None:
+    if _gc_runner is not None:
+        _gc_runner.stop()
+
+
 signals.worker_init.connect(_check_configuration, weak=False)
 signals.worker_ready.connect(_start_sweeper, weak=False)
 signals.worker_shutdown.connect(_stop_sweeper, weak=False)
+signals.worker_ready.connect(_start_gc, weak=False)
+signals.worker_shutdown.connect(_stop_gc, weak=False)
 signals.worker_process_shutdown.connect(_pool_process_exit, weak=False)

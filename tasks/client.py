@@ -21,6 +21,7 @@ This module sits where it can see both backends; ``ingestq.jobs`` never imports 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from ingestq.fetch.registry.client import RegistryOptions
@@ -51,6 +52,7 @@ def enqueue_ingest(
     media_type: str = "application/octet-stream",
     ref: str | None = None,
     labels: Mapping[str, str] | None = None,
+    expire: timedelta | str | None = None,
     job_id: str | None = None,
     idempotency_key: str | None = None,
     settings: Settings | None = None,
@@ -61,13 +63,15 @@ def enqueue_ingest(
 
     ``digest``/``size`` are the expected content (optional: without a digest the bytes
     are hashed while fetching and committed under the digest they have); ``ref``
-    defaults to containerd's ref key (see :mod:`ingestq.fetch.refkey`). Returns the job
-    handle. Raises InvalidArgument for a malformed digest or source; Unavailable when
-    Redis cannot be reached.
+    defaults to containerd's ref key (see :mod:`ingestq.fetch.refkey`). gc keeps the
+    blob, or with ``expire`` (a timedelta or ``30s``, ``10m``, ``7d``) until then.
+    Returns the job handle. Raises InvalidArgument for a malformed digest, source or
+    duration; Unavailable when Redis cannot be reached.
     """
     request = ingest_request(
-        source, digest=digest, size=size, media_type=media_type, ref=ref, labels=labels
-    )
+        source, digest=digest, size=size, media_type=media_type, ref=ref, labels=labels,
+        expire=expire,
+    )  # fmt: skip
     jobs = client if client is not None else connect(settings)
     return jobs.submit_ingest(request, job_id=job_id, idempotency_key=idempotency_key)
 

@@ -47,6 +47,22 @@ DURATION = prometheus_client.Histogram(
     ["outcome"],
     buckets=(0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
 )
+STORE_BYTES = prometheus_client.Gauge(
+    "ingestq_store_bytes",
+    "Bytes of the committed blobs in the store, as of the last gc run.",
+    multiprocess_mode="mostrecent",
+)
+STORE_BLOBS = prometheus_client.Gauge(
+    "ingestq_store_blobs",
+    "Committed blobs in the store, as of the last gc run.",
+    multiprocess_mode="mostrecent",
+)
+GC_RUNS = prometheus_client.Counter(
+    "ingestq_gc_runs", "Garbage collection runs by outcome (ok, failed).", ["outcome"]
+)
+GC_BYTES_FREED = prometheus_client.Counter(
+    "ingestq_gc_bytes_freed", "Bytes of blobs and partial ingests gc removed."
+)
 
 
 class MetricsHooks(Hooks):

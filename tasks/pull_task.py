@@ -25,6 +25,11 @@ the :class:`ingestq.images.status.PullResult` JSON, which is the pull job's resu
 poll countdowns follow the one backoff (:class:`ingestq.jobs.retry.RetryPolicy`,
 without jitter).
 
+From its first byte to the image record the pull holds a store lease
+(:class:`ingestq.store.gc.JobLease`, ``pull-<job id>``): each manifest is added before
+it is ingested and every child before it is published, so no gc run (on any host)
+removes them; it is dropped when the pull ends, and expires by itself if the pull is lost.
+
 Cancellation: the job record's cancel flag, checked by both tasks; finalize passes it on
 to every child. Unavailable (registry down, 429, ...) while planning is retried per
 ``Settings.source_retry`` like an ingest (at least the registry's Retry-After); every
@@ -41,6 +46,7 @@ records and retry policy, and this package's app, runtime, codec and results.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -59,6 +65,7 @@ from ingestq.jobs.pull import child_error
 from ingestq.jobs.pullstatus import with_child_job_ids
 from ingestq.jobs.records import KIND_INGEST, record_error
 from ingestq.jobs.retry import RetryPolicy
+from ingestq.store.gc import JobLease
 from ingestq.tasks.app import QUEUE, app
 from ingestq.tasks.codec import encode, error_from_meta
 from ingestq.tasks.ingest_hooks import worker_hooks
@@ -79,6 +86,18 @@ _SLOW_POLLS = RetryPolicy(first=POLL_FIRST, cap=POLL_SLOW_CAP, jitter=0.0, max_a
 def poll_countdown(polls: int) -> float:
     """The countdown of finalize poll number ``polls`` (0-based)."""
     return (_EAGER_POLLS if polls < POLL_EAGER else _SLOW_POLLS).backoff(polls)
+
+
+def _lease_id(pull_id: str) -> str:
+    return f"pull-{pull_id}"
+
+
+def _release_lease(rt: Runtime | None, pull_id: str) -> None:
+    """Drop the pull's store lease once it has failed for good (best effort)."""
+    if rt is None or not pull_id:
+        return
+    with contextlib.suppress(errdefs.ErrdefsError):
+        JobLease.discard(rt.store.root, _lease_id(pull_id))
 
 
 def _fail(rt: Runtime | None, job_id: str, err: BaseException) -> errdefs.ErrdefsError:
@@ -138,24 +157,23 @@ def pull_task(self: Task, request: dict[str, Any], source_retries: int = 0) -> d
             raise errdefs.Canceled(f"pull {pull_id} canceled")
         image = open_image(req, rt.settings.fetch_options())
         store, locker = rt.store, rt.locker
-        plan = plan_pull(
-            store,
-            image,
-            req,
-            lambda blob: ingest(
-                store,
-                image.blob_source(blob.desc),
-                blob.request(),
-                hooks=worker_hooks(locker, pull_id),
-            ),
-        )
+        lease = JobLease(store.root, _lease_id(pull_id))
+
+        def ingest_manifest(blob: PlannedBlob) -> object:
+            lease.protect(blob.desc.digest)
+            hooks = worker_hooks(locker, pull_id)
+            return ingest(store, image.blob_source(blob.desc), blob.request(), hooks=hooks)
+
+        plan = plan_pull(store, image, req, ingest_manifest)
         if rt.records.cancel_requested(pull_id):
             raise errdefs.Canceled(f"pull {plan.name} canceled")
+        lease.protect(*(child.desc.digest for child in plan.children))
         plan = _publish_children(rt, pull_id, plan)
     except Exception as e:
         settings = rt.settings if rt is not None else Settings()
         countdown = settings.source_retry.delay(source_retries, e)
         if countdown is None:
+            _release_lease(rt, pull_id)
             raise _fail(rt, pull_id, e) from None
         raise self.retry(
             exc=encode(e),
@@ -232,10 +250,13 @@ def pull_finalize_task(self: Task, plan: dict[str, Any], polls: int = 0) -> dict
             else:
                 results.append(outcome)
         if not pending:
-            info, recorded = finalize(rt.store, the_plan)
+            lease = JobLease(rt.store.root, _lease_id(pull_id))
+            info, recorded = finalize(rt.store, the_plan, lease.protect)
+            lease.release()
             result = PullResult(the_plan.name, the_plan.target, info, tuple(results), recorded)
             return result.to_json()
     except Exception as e:
+        _release_lease(rt, pull_id)
         raise _fail(rt, pull_id, e) from None
     countdown = poll_countdown(polls)
     pull_finalize_task.apply_async(

@@ -6,7 +6,8 @@ kombu's Redis transport keeps every message a worker has taken but not acked in 
 ``unacked`` hash (``delivery tag -> [message, exchange, routing key]``) and the
 ``unacked_index`` zset (scored by delivery time); with late acks that is every job a
 worker runs, has reserved, or keeps as an ETA retry. One sweeper at a time (the holder
-of the :data:`SWEEPER_REF` Redis lease, a thread of some live worker) looks every
+of the :data:`SWEEPER_REF` Redis lease, a thread of some live worker:
+:class:`ingestq.tasks.periodic.Leader`) looks every
 ``Settings.sweep_interval`` seconds at the entries delivered more than an interval ago
 and calls one *orphaned* when
 
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -49,7 +49,8 @@ from ingestq import errdefs
 from ingestq.jobs.config import Settings
 from ingestq.jobs.records import KIND_INGEST
 from ingestq.tasks import keys
-from ingestq.tasks.lease import RedisLease, RedisLeaseLocker
+from ingestq.tasks.lease import RedisLeaseLocker
+from ingestq.tasks.periodic import Leader
 from ingestq.tasks.redisconn import redis_client
 
 log = logging.getLogger(__name__)
@@ -118,23 +119,16 @@ class Sweeper:
         self.interval = settings.sweep_interval
         self.locker = RedisLeaseLocker(settings.lock_url, settings.lease_ttl)
         self._client = redis_client(settings.lock_url, socket_timeout=10.0)
-        self._lease: RedisLease | None = None
         self._suspects: set[str] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._leader = Leader(
+            self.locker, SWEEPER_REF, node, self.interval, self.sweep,
+            name="ingestq-sweeper", announce="sweeps for dead workers' jobs",
+        )  # fmt: skip
 
     # leadership ----------------------------------------------------------------------
     def _lead(self) -> bool:
         """Whether this sweeper holds the sweeper lease (taking it when free)."""
-        if self._lease is not None and not self._lease.lost:
-            return True
-        self._lease = None
-        try:
-            self._lease = self.locker.try_lock(SWEEPER_REF, self.node)
-        except errdefs.Unavailable:
-            return False
-        log.info("this worker (%s) sweeps for dead workers' jobs", self.node)
-        return True
+        return self._leader.lead()
 
     # one pass ------------------------------------------------------------------------
     def sweep(self) -> list[str]:
@@ -208,24 +202,11 @@ class Sweeper:
     # the thread ----------------------------------------------------------------------
     def start(self) -> None:
         """Sweep every interval in a daemon thread until :meth:`stop`."""
-        self._thread = threading.Thread(target=self._loop, name="ingestq-sweeper", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.sweep()
-            except Exception:  # keep sweeping; the next pass starts afresh
-                log.exception("sweeper pass failed")
+        self._leader.start()
 
     def stop(self) -> None:
         """Stop sweeping and give the sweeper lease up."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.interval + 5 * REPLY_TIMEOUT)
-        if self._lease is not None:
-            self._lease.release()
-            self._lease = None
+        self._leader.stop(self.interval + 5 * REPLY_TIMEOUT)
 
 
 __all__ = ["SWEEPER_REF", "Sweeper", "Unacked", "held_task_ids", "parse_unacked"]

@@ -146,6 +146,10 @@ class ContentService:
             expected = Digest.parse(first.expected) if first.expected else None
             total = max(first.total, 0)
             desc = Descriptor(expected, total) if expected is not None else None
+            if lease_id is not None and expected is not None:
+                # containerd adds content that exists already to the lease; recorded
+                # before the existence check, so no gc removes it in between.
+                self._record(ns, lease_id, "content", str(expected))
             writer = open_writer(
                 self._store, first.ref, desc, self._lock_wait, context.is_active, total=total
             )

@@ -32,6 +32,7 @@ from ingestq.jobs.local.context import LocalContext, RecordedJob, state_of
 from ingestq.jobs.pull import child_error
 from ingestq.jobs.pullstatus import PullStatus
 from ingestq.jobs.records import KIND_PULL, json_field
+from ingestq.store.gc import JobLease
 from ingestq.store.local import LocalStore
 
 
@@ -119,9 +120,23 @@ class _Pull:
         )
 
     def run(self) -> PullResult:
+        # The lease keeps every blob of the pull from gc until the image is recorded.
+        lease = JobLease(self.ctx.store.root, f"pull-{self.job_id}")
+        try:
+            return self._run(lease)
+        finally:
+            lease.release()
+
+    def _run(self, lease: JobLease) -> PullResult:
         image = open_image(self.request, self.ctx.settings.fetch_options())
         store = self.ctx.store
-        plan = plan_pull(store, image, self.request, lambda b: self._ingest(image, b))
+
+        def ingest_manifest(blob: PlannedBlob) -> IngestResult:
+            lease.protect(blob.desc.digest)
+            return self._ingest(image, blob)
+
+        plan = plan_pull(store, image, self.request, ingest_manifest)
+        lease.protect(*(child.desc.digest for child in plan.children))
         self.ctx.update(self.job_id, plan=json.dumps(plan.to_json()), ref=plan.manifests[0].ref,
                         name=plan.name)  # fmt: skip
         results: list[ChildResult] = []
@@ -154,7 +169,7 @@ class _Pull:
                 )
         if self.hooks.cancelled():
             raise errdefs.Canceled(f"pull {plan.name} canceled")
-        info, recorded = finalize(store, plan)
+        info, recorded = finalize(store, plan, lease.protect)
         return PullResult(plan.name, plan.target, info, tuple(results), recorded)
 
 

@@ -28,9 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from ingestq import errdefs
+from ingestq.jobs.api import JobState
 from ingestq.store.atomic import fsync_dir, write_json
 from ingestq.store.layout import RootLayout
 from ingestq.store.oserrors import from_os_error
+
+#: The states of a finished job (whose record :meth:`FileJobRecords.prune` may remove).
+_FINISHED = frozenset(s.value for s in JobState if s.done)
 
 #: The longest job id used as a file name as it is.
 MAX_PLAIN_ID = 100
@@ -152,6 +156,50 @@ class FileJobRecords:
     def cancel_requested(self, job_id: str) -> bool:
         """Whether the job's ``.cancel`` file exists."""
         return self._cancel_path(job_id).exists()
+
+    def prune(self, older_than: float, *, dry_run: bool = False) -> int:
+        """Remove the records of finished jobs (succeeded, failed, canceled) last
+        written before ``older_than`` (a Unix time), with their cancel flags, and the
+        idempotency keys whose job record is gone; the number of records (with
+        ``dry_run``, that would go). Unreadable records are left alone."""
+        directory = self._layout.jobs
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            return 0
+        count = 0
+        for entry in entries:
+            if not entry.name.endswith(".json") or entry.name.startswith("."):
+                continue
+            try:
+                if entry.stat().st_mtime >= older_than:
+                    continue
+                record = self._read(Path(entry.path)) or {}
+            except (OSError, errdefs.ErrdefsError):
+                continue
+            if record.get("state") not in _FINISHED:
+                continue
+            count += 1
+            if not dry_run:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    Path(entry.path).with_suffix(".cancel").unlink(missing_ok=True)
+        if not dry_run:
+            for entry in entries:
+                if entry.name.endswith(".key"):
+                    self._prune_key(Path(entry.path), older_than)
+        return count
+
+    def _prune_key(self, path: Path, older_than: float) -> None:
+        try:
+            if path.stat().st_mtime >= older_than:
+                return
+            job = (self._read(path) or {}).get("job")
+        except (OSError, errdefs.ErrdefsError):
+            return
+        if job is None or not self.path(job).exists():
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 __all__ = ["FileJobRecords"]

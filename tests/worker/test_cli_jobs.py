@@ -129,7 +129,7 @@ def test_ingest_waits_and_prints_the_digest_and_the_worker_exports_metrics(
     again = run(cluster, "ingest", url, "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["digest"] == b.digest
     labelled = run(cluster, "ingest", url, "--digest", b.digest, "--json")
-    assert json.loads(labelled.stdout)["labels"] == {"team": "infra"}
+    assert json.loads(labelled.stdout)["labels"] == {"team": "infra", "ingestq.expire-at": "never"}
 
     def scrape() -> str | None:
         try:

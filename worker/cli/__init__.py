@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from ingestq.worker.cli import content, jobs, pull, serve
+from ingestq.worker.cli import content, gc, images, jobs, pull, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,7 +21,7 @@ def cli() -> None:
     """
 
 
-for _module in (content, jobs, pull, serve):
+for _module in (content, gc, images, jobs, pull, serve):
     _module.register(cli)
 
 

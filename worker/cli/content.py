@@ -7,7 +7,8 @@
 ``get DIGEST``                             a blob's bytes on stdout (checked against the
                                            digest: DataLoss at the end if they differ)
 ``ls [FILTER...]``                         ``DIGEST SIZE AGE LABELS`` (``-q``: digests)
-``rm DIGEST...``                           delete blobs; unknown ones are skipped silently
+``rm [--force] DIGEST...``                 delete blobs; unknown ones are skipped silently, one
+                                           a recorded image uses is refused unless --force
 ``label DIGEST [k=v|k=|k]...``             set (``k`` means ``k=true``) or delete (``k=``)
                                            labels; prints the labels
 ``active [FILTER]``                        ingests in progress: ``REF SIZE AGE HOLDER``
@@ -274,16 +275,26 @@ def ls_cmd(filters: tuple[str, ...], quiet: bool, root: Path | None, as_json: bo
 
 @content_group.command("rm")
 @click.argument("digests", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Delete blobs that recorded images use too.")
 @root_option
 @handle_errors
-def rm_cmd(digests: tuple[str, ...], root: Path | None) -> None:
-    """Delete blobs; print each one deleted. Unknown blobs are skipped silently; other
-    errors are reported and the first one sets the exit status."""
+def rm_cmd(digests: tuple[str, ...], force: bool, root: Path | None) -> None:
+    """Delete blobs; print each one deleted. Unknown blobs are skipped silently; a blob
+    a recorded image uses is refused (FailedPrecondition naming the image) unless
+    --force; other errors are reported and the first one sets the exit status."""
+    from ingestq.store.gc import image_trees
+
     store = _store(root)
+    trees = {} if force else image_trees(store)
     first: errdefs.ErrdefsError | None = None
     for text in digests:
         try:
             d = _digest(text)
+            users = sorted(name for name, tree in trees.items() if d in tree)
+            if users and store.exists(d):
+                raise errdefs.FailedPrecondition(
+                    f"content {d} is used by image {', '.join(users)} (--force deletes it)"
+                )
             store.delete(d)
         except errdefs.NotFound:
             continue

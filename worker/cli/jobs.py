@@ -94,6 +94,12 @@ def _wait_and_print(job: IngestJob, timeout: float | None, as_json: bool) -> Non
 @click.option("--ref", default=None, help="Ingest ref (default: containerd's ref key).")
 @click.option("--media-type", default="application/octet-stream", show_default=True)
 @click.option("--label", "labels", multiple=True, help="k=v label for the blob (repeatable).")
+@click.option(
+    "--expire",
+    default=None,
+    metavar="DURATION",
+    help="Let gc remove the blob after DURATION (30s, 10m, 7d) unless something else uses it.",
+)
 @click.option("--wait/--detach", default=True, help="Wait for the job (default) or return.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after N seconds.")
 @click.option("--job-id", default=None, help="Choose the job id.")
@@ -108,6 +114,7 @@ def ingest_cmd(
     ref: str | None,
     media_type: str,
     labels: tuple[str, ...],
+    expire: str | None,
     wait: bool,
     timeout: float | None,
     job_id: str | None,
@@ -117,7 +124,8 @@ def ingest_cmd(
 ) -> None:
     """Ingest SOURCE (an http(s) URL or a file path) into the store.
 
-    Prints the blob's digest (or, with --detach, the job id)."""
+    Prints the blob's digest (or, with --detach, the job id). gc keeps the blob (until
+    --expire's time, when given)."""
     from ingestq.tasks.client import enqueue_ingest
 
     client = _client(root)
@@ -127,7 +135,7 @@ def ingest_cmd(
         )
     job = enqueue_ingest(
         source, digest=digest, size=size, media_type=media_type, ref=ref,
-        labels=parse_labels(labels), job_id=job_id, idempotency_key=idempotency_key,
+        labels=parse_labels(labels), expire=expire, job_id=job_id, idempotency_key=idempotency_key,
         client=client,
     )  # fmt: skip
     if not wait:

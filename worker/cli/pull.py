@@ -1,4 +1,4 @@
-"""``ingestq pull`` and ``ingestq images``.
+"""``ingestq pull``.
 
 ``ingestq pull REF`` pulls an image (``HOST[:PORT]/REPO[:TAG|@DIGEST]``, a docker short
 name, or ``oci-layout:DIR[:NAME]``) into the store and records it in the store's OCI
@@ -11,8 +11,9 @@ id at once. While waiting, a TTY shows one line per blob like ``ctr``'s::
     elapsed: 1.4 s         total: 150.2 MiB (107.3 MiB/s)
 
 and other outputs get the final table once. ``--blob`` ingests a single registry blob
-(``HOST/REPO@DIGEST``) instead of an image. ``ingestq images`` lists what ``index.json``
-holds. Errors exit with 10 + the gRPC code of their kind (see ``ingestq --help``).
+(``HOST/REPO@DIGEST``) instead of an image (``ingestq images``, in
+:mod:`ingestq.worker.cli.images`, lists what ``index.json`` holds). Errors exit with
+10 + the gRPC code of their kind (see ``ingestq --help``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ingestq import errdefs
-from ingestq.worker.cli.common import echo_json, handle_errors, resolve_root, root_option
+from ingestq.worker.cli.common import echo_json, handle_errors, root_option
 from ingestq.worker.cli.progress import human_bytes
 
 if TYPE_CHECKING:
@@ -251,55 +252,6 @@ def _pull_blob(
         click.echo(str(info.digest))
 
 
-@click.command("images")
-@click.option("-q", "--quiet", is_flag=True, help="Print names only.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@root_option
-@handle_errors
-def images_cmd(quiet: bool, as_json: bool, root: Path | None) -> None:
-    """List the images the store's index.json holds: NAME TYPE DIGEST SIZE PLATFORMS.
-
-    DIGEST is the image's own digest (the registry's); an image recorded through an OCI
-    view (a Docker schema2 image) shows the view's digest under "recorded" in --json."""
-    from ingestq.images.size import list_images
-    from ingestq.store.local import LocalStore
-
-    images = list_images(LocalStore(resolve_root(root)))
-    if as_json:
-        echo_json([image.to_json() for image in images])
-        return
-    if quiet:
-        for image in images:
-            click.echo(image.name)
-        return
-    header = ("NAME", "TYPE", "DIGEST", "SIZE", "PLATFORMS")
-    table = [
-        (
-            i.name,
-            _short_type(i.media_type),
-            i.digest,
-            human_bytes(i.size) if i.size is not None else "-",
-            ",".join(i.platforms) or "-",
-        )
-        for i in images
-    ]
-    widths = [max(len(str(x[i])) for x in (header, *table)) for i in range(len(header))]
-    for line in (header, *table):
-        click.echo("  ".join(f"{c!s:<{w}}" for c, w in zip(line, widths, strict=True)).rstrip())
-
-
-def _short_type(media_type: str) -> str:
-    from ingestq.fetch import manifests
-
-    return {
-        manifests.OCI_INDEX: "oci-index",
-        manifests.OCI_MANIFEST: "oci-manifest",
-        manifests.DOCKER_MANIFEST_LIST: "docker-list",
-        manifests.DOCKER_MANIFEST: "docker-manifest",
-    }.get(media_type, media_type)
-
-
 def register(cli: click.Group) -> None:
     """Add this module's commands to the main group."""
     cli.add_command(pull_cmd)
-    cli.add_command(images_cmd)

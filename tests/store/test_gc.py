@@ -1,0 +1,298 @@
+"""Garbage collection of a real store root (:mod:`ingestq.store.gc`): roots and edges,
+expiry, dry runs, partial ingests, resume hints, expired leases, the image check, the
+disk-usage totals against the files on disk, and a gc killed with SIGKILL midway."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ingestq import errdefs
+from ingestq.store.digest import Digest
+from ingestq.store.gc import (
+    GC_ROOT_LABEL,
+    REQUESTED_LABEL,
+    GcOptions,
+    JobLease,
+    check_image,
+    collect,
+    images_using,
+    parse_duration,
+    requested_labels,
+    usage,
+)
+from ingestq.store.helpers import write_blob
+from ingestq.store.images import ImageIndex
+from ingestq.store.leases import EXPIRE_LABEL, LeaseStore
+from ingestq.store.local import LocalStore
+from ingestq.store.resume import ResumeHints
+from ingestq.store.values import Descriptor
+from tests.servers.util import wait_until
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+LAYER = "application/vnd.oci.image.layer.v1.tar"
+CONFIG = "application/vnd.oci.image.config.v1+json"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "store", fsync=False)
+
+
+def put(store: LocalStore, data: bytes, labels: dict[str, str] | None = None) -> Digest:
+    digest = Digest.from_bytes(data)
+    write_blob(store, f"t-{digest}", io.BytesIO(data), Descriptor(digest, len(data)))
+    if labels:
+        from ingestq.store.values import Info
+
+        now = datetime.now(UTC)
+        store.update(Info(digest, len(data), now, now, labels), *(f"labels.{k}" for k in labels))
+    return digest
+
+
+def desc(digest: Digest, size: int, media_type: str) -> dict[str, object]:
+    return {"mediaType": media_type, "digest": str(digest), "size": size}
+
+
+def image(store: LocalStore, name: str, layers: list[bytes], *, record: bool = True) -> Descriptor:
+    """Write an OCI image (config, layers, manifest) and record it under ``name``."""
+    config = json.dumps({"os": "linux", "architecture": "amd64", "n": name}).encode()
+    c = put(store, config)
+    ls = [(put(store, layer), len(layer)) for layer in layers]
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": desc(c, len(config), CONFIG),
+            "layers": [desc(d, n, LAYER) for d, n in ls],
+        }
+    ).encode()
+    m = put(store, manifest)
+    target = Descriptor(m, len(manifest), OCI_MANIFEST)
+    if record:
+        ImageIndex(store.root).put(name, target)
+    return target
+
+
+def present(store: LocalStore, digest: Digest) -> bool:
+    return store.layout.blob(digest).exists()
+
+
+def test_gc_removes_unreferenced_content_and_keeps_every_kind_of_root(store: LocalStore) -> None:
+    img = image(store, "app:v1", [b"layer-a", b"layer-b"])
+    orphan = put(store, b"nobody wants me")
+    rooted = put(store, b"gc root", {GC_ROOT_LABEL: "2026-01-01T00:00:00Z"})
+    child = put(store, b"child of a root")
+    parent = put(store, b"labelled parent", {"containerd.io/gc.ref.content.l.0": str(child)})
+    requested = put(store, b"a producer asked", requested_labels(None))
+    leased = put(store, b"under a lease")
+    JobLease(store.root, "pull-1").protect(leased, parent)
+    leases = LeaseStore(store.root)
+    leases.create("default", "old", {EXPIRE_LABEL: "2000-01-01T00:00:00Z"})
+    expired_only = put(store, b"only an expired lease")
+    with pytest.raises(errdefs.NotFound):  # an expired lease reads as gone
+        leases.add_resource("default", "old", "content", str(expired_only))
+
+    report = collect(store)
+
+    assert {d for d, _ in report.blobs} == {str(orphan), str(expired_only)}
+    assert report.bytes == len(b"nobody wants me") + len(b"only an expired lease")
+    assert report.leases == ("default/old",)
+    for kept in (rooted, child, parent, requested, leased, img.digest):
+        assert present(store, kept), kept
+    assert not present(store, orphan)
+    assert not store.layout.blob_meta(orphan).exists()
+    assert check_image(store, "app:v1").complete
+
+
+def test_a_dry_run_reports_the_same_and_removes_nothing(store: LocalStore) -> None:
+    orphan = put(store, b"orphan")
+    dry = collect(store, GcOptions(dry_run=True))
+    assert [d for d, _ in dry.blobs] == [str(orphan)] and dry.dry_run
+    assert present(store, orphan)
+    assert [d for d, _ in collect(store).blobs] == [str(orphan)]
+
+
+def test_removing_an_image_frees_what_only_it_holds(store: LocalStore) -> None:
+    image(store, "a", [b"shared", b"only-a"])
+    image(store, "b", [b"shared", b"only-b"])
+    ImageIndex(store.root).remove("a")
+    removed = {d for d, _ in collect(store).blobs}
+    assert str(Digest.from_bytes(b"only-a")) in removed
+    assert str(Digest.from_bytes(b"shared")) not in removed
+    assert check_image(store, "b").complete
+    assert images_using(store, Digest.from_bytes(b"shared")) == ["b"]
+
+
+def test_an_index_keeps_its_manifests_and_their_children(store: LocalStore) -> None:
+    inner = image(store, "unused", [b"platform layer"], record=False)
+    index = json.dumps(
+        {"schemaVersion": 2, "mediaType": OCI_INDEX,
+         "manifests": [desc(inner.digest, inner.size, OCI_MANIFEST)]}
+    ).encode()  # fmt: skip
+    i = put(store, index)
+    ImageIndex(store.root).put("multi", Descriptor(i, len(index), OCI_INDEX))
+    assert collect(store).blobs == ()
+    assert check_image(store, "multi").complete
+
+
+def test_expiry_makes_a_requested_blob_collectable_after_its_time(store: LocalStore) -> None:
+    past = requested_labels(timedelta(seconds=-1))
+    soon = requested_labels("1h")
+    expired = put(store, b"expired", past)
+    later = put(store, b"later", soon)
+    assert parse_duration("30s") == timedelta(seconds=30)
+    assert parse_duration("10m") == timedelta(minutes=10)
+    assert parse_duration("7d") == timedelta(days=7)
+    with pytest.raises(errdefs.InvalidArgument):
+        parse_duration("soon")
+    assert [d for d, _ in collect(store).blobs] == [str(expired)]
+    assert present(store, later)
+    at = datetime.fromisoformat(soon[REQUESTED_LABEL].replace("Z", "+00:00"))
+    assert timedelta(minutes=59) < at - datetime.now(UTC) <= timedelta(hours=1)
+
+
+def test_a_blob_referenced_by_an_expired_blob_is_kept_when_an_image_holds_it(
+    store: LocalStore,
+) -> None:
+    image(store, "keep", [b"layer kept by the image"])
+    put(store, b"expired", requested_labels(timedelta(seconds=-1)))
+    layer = Digest.from_bytes(b"layer kept by the image")
+    collect(store)
+    assert present(store, layer)
+
+
+def test_idle_partial_ingests_go_active_and_fresh_ones_stay(store: LocalStore) -> None:
+    old = store.writer("old-ingest")
+    old.write(b"partial")
+    old.close()
+    fresh = store.writer("fresh-ingest")
+    fresh.write(b"partial")
+    fresh.close()
+    held = store.writer("held-ingest")  # a live writer holds its ref lock
+    held.write(b"partial")
+    long_ago = (datetime.now(UTC) - timedelta(days=2)).timestamp()
+    for ref in ("old-ingest", "held-ingest"):
+        path = store.layout.ingest_dir(ref)
+        for f in [path, *path.iterdir()]:
+            os.utime(f, (long_ago, long_ago))
+    ResumeHints(store.root).put("gone-ingest", "http://x", '"etag"')
+    ResumeHints(store.root).put("fresh-ingest", "http://x", '"etag"')
+    try:
+        report = collect(store, GcOptions(ingest_max_age=timedelta(hours=1)))
+    finally:
+        held.close()
+    assert [r for r, _ in report.ingests] == ["old-ingest"]
+    assert report.resume_hints == 1
+    assert not store.layout.ingest_dir("old-ingest").exists()
+    assert store.status("fresh-ingest").offset == len(b"partial")
+    assert store.status("held-ingest").offset == len(b"partial")
+    assert store.layout.resume_hint("fresh-ingest").exists()
+    assert not store.layout.resume_hint("gone-ingest").exists()
+
+
+def test_an_ingest_named_by_a_lease_stays_however_old(store: LocalStore) -> None:
+    w = store.writer("leased-ingest")
+    w.write(b"x")
+    w.close()
+    leases = LeaseStore(store.root)
+    leases.create("default", "L", {})
+    leases.add_resource("default", "L", "ingests", "leased-ingest")
+    assert collect(store, GcOptions(ingest_max_age=timedelta(0))).ingests == ()
+    leases.delete("default", "L")
+    assert [r for r, _ in collect(store, GcOptions(ingest_max_age=timedelta(0))).ingests] == [
+        "leased-ingest"
+    ]
+
+
+def test_the_opt_in_grace_keeps_recent_blobs(store: LocalStore) -> None:
+    recent = put(store, b"recent")
+    assert collect(store, GcOptions(grace=timedelta(hours=1))).blobs == ()
+    assert [d for d, _ in collect(store).blobs] == [str(recent)]
+
+
+def test_check_reports_missing_and_incomplete_blobs(store: LocalStore) -> None:
+    image(store, "broken", [b"will vanish", b"will shrink"])
+    gone, shrunk = Digest.from_bytes(b"will vanish"), Digest.from_bytes(b"will shrink")
+    store.delete(gone)
+    path = store.layout.blob(shrunk)
+    path.chmod(0o644)
+    path.write_bytes(b"short")
+    check = check_image(store, "broken")
+    assert not check.complete
+    assert check.missing == (str(gone),)
+    assert check.incomplete == (str(shrunk),)
+    with pytest.raises(errdefs.NotFound):
+        check_image(store, "no-such-image")
+
+
+def _files(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob("*") if p.is_file()]
+
+
+def test_df_totals_equal_the_files_on_disk(store: LocalStore) -> None:
+    image(store, "a", [b"shared layer", b"a" * 1000])
+    image(store, "b", [b"shared layer", b"b" * 3000])
+    put(store, b"plain", requested_labels(None))
+    put(store, b"orphan")
+    w = store.writer("partial")
+    w.write(b"12345")
+    w.close()
+    use = usage(store, collect(store, GcOptions(dry_run=True)))
+    blob_files = _files(store.layout.blobs)
+    assert use.blobs == len(blob_files)
+    assert use.bytes == sum(p.stat().st_size for p in blob_files)
+    by_name = {i.name: i for i in use.images}
+    shared = len(b"shared layer")
+    assert by_name["a"].shared == by_name["b"].shared == shared
+    assert by_name["a"].unique == by_name["a"].size - shared
+    assert by_name["b"].unique > 3000
+    assert (use.requested_blobs, use.requested_bytes) == (1, len(b"plain"))
+    ingest_files = _files(store.layout.ingest)
+    assert (use.partial_ingests, use.partial_bytes) == (
+        1,
+        sum(p.stat().st_size for p in ingest_files),
+    )
+    assert use.oldest_partial is not None
+    assert [d for d, _ in use.reclaimable.blobs] == [str(Digest.from_bytes(b"orphan"))]
+
+
+_GC_LOOP = """
+import sys
+from ingestq.store.gc import collect
+from ingestq.store.local import LocalStore
+collect(LocalStore(sys.argv[1], fsync=False))
+"""
+
+
+@pytest.mark.slow
+def test_a_gc_killed_midway_leaves_a_store_the_next_run_completes(store: LocalStore) -> None:
+    for i in range(20):
+        image(store, f"img{i}", [f"layer {i}".encode(), b"common"])
+    orphans = [put(store, os.urandom(64)) for _ in range(3000)]
+    before = len(_files(store.layout.blobs))
+    proc = subprocess.Popen([sys.executable, "-c", _GC_LOOP, str(store.root)])
+    try:
+        wait_until(
+            lambda: len(_files(store.layout.blobs)) < before - 50 or proc.poll() is not None,
+            60.0,
+            "gc to start deleting",
+        )
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    collect(store)
+    for i in range(20):
+        assert check_image(store, f"img{i}").complete
+    assert not any(present(store, d) for d in orphans)
+    metas = {p.name.removesuffix(".json") for p in _files(store.layout.meta)}
+    assert metas <= {p.name for p in _files(store.layout.blobs)}
