@@ -33,6 +33,10 @@ Every knob has a deliberate default; the environment variables are:
 ``INGESTQ_RESTORE_INTERVAL``   kombu ``unacked_restore_interval``, s (default 10)
 ``INGESTQ_FSYNC``              ``0`` disables fsync in the store (tests/benchmarks only)
 ``INGESTQ_METRICS_PORT``       worker Prometheus exporter port (unset: no exporter)
+``INGESTQ_MAX_BYTES``          cap of the bytes the store's blobs and ingests hold
+                               (``10G``, ``512M``, ``1.5T``; unset: no cap)
+``INGESTQ_MIN_FREE``           free space kept on the store's filesystem (same units)
+``INGESTQ_GC_ON_PRESSURE``     ``1``: collect garbage once before refusing for space
 =============================  =====================================================
 
 With no Redis URL at all the queue is *embedded*: jobs run in the calling process and
@@ -49,6 +53,7 @@ from pathlib import Path
 from ingestq import errdefs
 from ingestq.fetch.options import FetchOptions
 from ingestq.jobs.retry import RetryPolicy
+from ingestq.store.budget import Budget
 from ingestq.store.local import LocalStore
 from ingestq.store.locks import ChainLocker, FileRefLocker, RefLocker
 
@@ -106,6 +111,8 @@ class Settings:
     sweep_interval: float = 20.0
     fsync: bool = True
     metrics_port: int | None = None
+    budget: Budget = field(default_factory=Budget)
+    gc_on_pressure: bool = False
 
     @property
     def queued(self) -> bool:
@@ -151,7 +158,8 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read the settings from ``env`` (default ``os.environ``).
 
-        Raises InvalidArgument for a malformed number or a Redis URL of another scheme.
+        Raises InvalidArgument for a malformed number or size or a Redis URL of another
+        scheme.
         """
         env = os.environ if env is None else env
         common = env.get("INGESTQ_REDIS_URL") or None
@@ -198,13 +206,16 @@ class Settings:
             sweep_interval=_float(env, "INGESTQ_SWEEP_INTERVAL", 20.0, allow_zero=True),
             fsync=env.get("INGESTQ_FSYNC", "1") not in ("0", "false", "no"),
             metrics_port=int(metrics) if metrics else None,
+            budget=Budget.parse(env.get("INGESTQ_MAX_BYTES"), env.get("INGESTQ_MIN_FREE")),
+            gc_on_pressure=env.get("INGESTQ_GC_ON_PRESSURE", "0") not in ("", "0", "false", "no"),
         )
 
 
 def open_store(settings: Settings, lockers: Sequence[RefLocker] = ()) -> LocalStore:
     """The store at ``settings.root`` with the host lock in ``settings.lock_dir`` (when
-    set) followed by ``lockers``."""
-    store = LocalStore(settings.root, lockers=lockers, fsync=settings.fsync)
+    set) followed by ``lockers``, and ``settings.budget``. (``gc_on_pressure`` is for the
+    caller that has a collector: it sets ``store.meter.on_pressure``.)"""
+    store = LocalStore(settings.root, lockers=lockers, fsync=settings.fsync, budget=settings.budget)
     if settings.lock_dir is not None:
         store.file_locker = FileRefLocker(settings.lock_dir)
         store.locker = ChainLocker([store.file_locker, *lockers])
