@@ -29,7 +29,9 @@ One attempt, step by step:
 6. Commit (atomic, content-addressed); AlreadyExists counts as success.
 
 Error kinds: the source's (NotFound, PermissionDenied, Unauthenticated, Unavailable,
-DataLoss, ...), FailedPrecondition for size/digest mismatch, Unavailable("lease ...
+DataLoss, ...), FailedPrecondition for size/digest mismatch, ResourceExhausted when the
+store's disk budget has no room (before fetching when the size is known; at the limit,
+keeping the prefix for a resume, otherwise), Unavailable("lease ...
 lost") when ``hooks.lock_lost()`` says the writer's lease expired under it
 (retry-safe), Canceled when ``hooks.cancelled()`` said so.
 """
@@ -100,7 +102,9 @@ def _attempt(
         # Sizes disagree: writer() tells an intact blob (AlreadyExists: the request's
         # size is wrong) from a damaged one (quarantined: fetch it again).
     try:
-        writer = store.writer(request.ref, expected)
+        # With the size known, a store with a disk budget refuses here (ResourceExhausted)
+        # before a byte is fetched; of unknown size, the writer stops at the limit.
+        writer = store.writer(request.ref, expected, total=request.size)
     except errdefs.AlreadyExists:
         assert expected is not None
         return IngestResult(_existing(store, request, expected.digest), fetched=False)

@@ -41,6 +41,10 @@ Every knob has a deliberate default; the environment variables are:
                                (default ``7d``)
 ``INGESTQ_GC_GRACE``           opt-in: gc keeps blobs committed less than this long
                                ago (default 0: marks alone protect content)
+``INGESTQ_MAX_BYTES``          cap of the bytes the store's blobs and ingests hold
+                               (``10G``, ``512M``, ``1.5T``; unset: no cap)
+``INGESTQ_MIN_FREE``           free space kept on the store's filesystem (same units)
+``INGESTQ_GC_ON_PRESSURE``     ``1``: collect garbage once before refusing for space
 =============================  =====================================================
 
 With no Redis URL at all the queue is *embedded*: jobs run in the calling process and
@@ -52,12 +56,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from ingestq import errdefs
 from ingestq.fetch.options import FetchOptions
 from ingestq.jobs.retry import RetryPolicy
-from ingestq.store.gc import parse_duration
+from ingestq.store.budget import Budget
+from ingestq.store.gc import GcOptions, collect, parse_duration
 from ingestq.store.local import LocalStore
 from ingestq.store.locks import ChainLocker, FileRefLocker, RefLocker
 
@@ -130,6 +136,16 @@ class Settings:
     gc_ingest_max_age: float = 24 * 3600.0
     gc_job_retention: float = 7 * 24 * 3600.0
     gc_grace: float = 0.0
+    budget: Budget = field(default_factory=Budget)
+    gc_on_pressure: bool = False
+
+    def gc_options(self, *, dry_run: bool = False) -> GcOptions:
+        """The gc options these settings give (``INGESTQ_GC_*``)."""
+        return GcOptions(
+            dry_run=dry_run,
+            ingest_max_age=timedelta(seconds=self.gc_ingest_max_age),
+            grace=timedelta(seconds=self.gc_grace),
+        )
 
     @property
     def queued(self) -> bool:
@@ -175,7 +191,8 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read the settings from ``env`` (default ``os.environ``).
 
-        Raises InvalidArgument for a malformed number or a Redis URL of another scheme.
+        Raises InvalidArgument for a malformed number or size or a Redis URL of another
+        scheme.
         """
         env = os.environ if env is None else env
         common = env.get("INGESTQ_REDIS_URL") or None
@@ -226,13 +243,19 @@ class Settings:
             gc_ingest_max_age=_seconds(env, "INGESTQ_GC_INGEST_MAX_AGE", 24 * 3600.0),
             gc_job_retention=_seconds(env, "INGESTQ_GC_JOB_RETENTION", 7 * 24 * 3600.0),
             gc_grace=_seconds(env, "INGESTQ_GC_GRACE", 0.0),
+            budget=Budget.parse(env.get("INGESTQ_MAX_BYTES"), env.get("INGESTQ_MIN_FREE")),
+            gc_on_pressure=env.get("INGESTQ_GC_ON_PRESSURE", "0") not in ("", "0", "false", "no"),
         )
 
 
 def open_store(settings: Settings, lockers: Sequence[RefLocker] = ()) -> LocalStore:
     """The store at ``settings.root`` with the host lock in ``settings.lock_dir`` (when
-    set) followed by ``lockers``."""
-    store = LocalStore(settings.root, lockers=lockers, fsync=settings.fsync)
+    set) followed by ``lockers``, and ``settings.budget``; with ``gc_on_pressure``, a
+    write that would break the budget first runs one gc (:func:`ingestq.store.gc.collect`)."""
+    store = LocalStore(settings.root, lockers=lockers, fsync=settings.fsync, budget=settings.budget)
+    if settings.gc_on_pressure:
+        options = settings.gc_options()
+        store.meter.on_pressure = lambda: collect(store, options)
     if settings.lock_dir is not None:
         store.file_locker = FileRefLocker(settings.lock_dir)
         store.locker = ChainLocker([store.file_locker, *lockers])

@@ -9,28 +9,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from datetime import timedelta
 
 from ingestq.jobs.config import Settings
 from ingestq.jobs.local.records import FileJobRecords
-from ingestq.store.gc import GcOptions, GcReport, Usage, collect, usage
+from ingestq.store.gc import GcReport, Usage, collect, usage
 from ingestq.store.local import LocalStore
-
-
-def gc_options(settings: Settings, *, dry_run: bool = False) -> GcOptions:
-    """The gc options ``settings`` give (``INGESTQ_GC_*``)."""
-    return GcOptions(
-        dry_run=dry_run,
-        ingest_max_age=timedelta(seconds=settings.gc_ingest_max_age),
-        grace=timedelta(seconds=settings.gc_grace),
-    )
 
 
 def run_gc(store: LocalStore, settings: Settings, *, dry_run: bool = False) -> GcReport:
     """One gc run over ``store`` and its job records; the report (see
     :func:`ingestq.store.gc.collect` for what it raises)."""
     started = time.monotonic()
-    report = collect(store, gc_options(settings, dry_run=dry_run))
+    report = collect(store, settings.gc_options(dry_run=dry_run))
     records = FileJobRecords(store.root, sync=store.fsync).prune(
         time.time() - settings.gc_job_retention, dry_run=dry_run
     )
@@ -42,4 +32,4 @@ def disk_usage(store: LocalStore, settings: Settings) -> Usage:
     return usage(store, run_gc(store, settings, dry_run=True))
 
 
-__all__ = ["disk_usage", "gc_options", "run_gc"]
+__all__ = ["disk_usage", "run_gc"]

@@ -344,7 +344,6 @@ class MemoryStore:
                     check_resume_total(ref, total, ingest.total)
                     ingest.total = ingest.total or total
                     ingest.expected = digest or ingest.expected
-                    ingest.updated_at = utcnow()
                 algorithm = digest.algorithm if digest is not None else CANONICAL
                 writer = MemoryWriter(self, ingest, lease, algorithm)
                 ingest.owner = writer

@@ -16,12 +16,13 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from ingestq.api.server import STREAM_IDLE_TIMEOUT, ApiServer, Listen
 from ingestq.store import LocalStore, RefLocker
+from ingestq.store.budget import Budget
 
 log = logging.getLogger("ingestq.serve")
 
@@ -38,6 +39,7 @@ class ServeOptions:
     stream_idle_timeout: float = STREAM_IDLE_TIMEOUT
     lock_wait: float = 1.0
     grace: float = 5.0
+    budget: Budget = field(default_factory=Budget)
 
 
 def redis_configured(env: Mapping[str, str]) -> bool:
@@ -65,7 +67,7 @@ def build_server(
 ) -> ApiServer:
     """An :class:`ApiServer` over ``LocalStore(opts.root, lockers)`` bound to every
     address of ``opts`` (not started). InvalidArgument for bounds that do not fit."""
-    store = LocalStore(opts.root, lockers, fsync=fsync)
+    store = LocalStore(opts.root, lockers, fsync=fsync, budget=opts.budget)
     server = ApiServer(
         store,
         opts.root,

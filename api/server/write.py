@@ -65,23 +65,26 @@ def open_writer(
     total: int = 0,
 ) -> Writer:
     """``store.writer(ref, expected, total=total)``, retrying Unavailable (a locked ref)
-    with a short backoff for up to ``lock_wait`` seconds while ``alive()``; then the last
-    Unavailable is raised. Other errors are raised at once.
+    at random intervals spread over ``lock_wait`` seconds while ``alive()``, the last
+    try at the end of the window; then the last Unavailable is raised. Other errors are
+    raised at once. (containerd's backend tries ten times at random intervals within
+    about a second: here the bound of each wait doubles from ``lock_wait / 1024`` to
+    ``lock_wait / 8``, so a ref freed mid-window is taken within an eighth of it.)
 
     ``total`` is the size the client announced (``expected.size`` too when there is an
     expected digest): the store records it as the ingest's total, and answers
     FailedPrecondition ``provided total differs from status: <total> != <stored>`` when
     the unfinished ingest of ``ref`` has another known total."""
     deadline = time.monotonic() + lock_wait
-    backoff = Backoff(first=0.001, cap=0.256)
+    backoff = Backoff(first=lock_wait / 1024, cap=lock_wait / 8) if lock_wait > 0 else None
     while True:
         try:
             return store.writer(ref, expected, total=total)
         except errdefs.Unavailable:
-            delay = backoff.next_delay()
-            if time.monotonic() + delay > deadline or not alive():
+            remaining = deadline - time.monotonic()
+            if backoff is None or remaining <= 0 or not alive():
                 raise
-            time.sleep(delay)
+            time.sleep(min(backoff.next_delay(), remaining))
 
 
 class WriteSession:

@@ -294,19 +294,22 @@ class Blobs:
                 if flt.match(info_fields(info)):
                     yield info
 
-    def delete(self, digest: Digest) -> None:
-        """Remove a blob and its labels; NotFound if it is not committed."""
+    def delete(self, digest: Digest) -> int:
+        """Remove a blob and its labels and return its size; NotFound if it is not
+        committed."""
         blob = self.path(digest)
         with self.lock(digest):
             if not blob.is_file():
                 raise errdefs.NotFound(f"content digest {digest}")
             try:
+                size = blob.stat().st_size
                 self.layout.blob_meta(digest).unlink(missing_ok=True)
                 blob.unlink()
             except FileNotFoundError:
                 raise errdefs.NotFound(f"content digest {digest}") from None
             except OSError as e:
                 raise from_os_error(e, f"delete {digest}") from e
+        return size
 
     def verify(self, digest: Digest) -> Info:
         """Re-hash a committed blob; DataLoss if its bytes no longer match its digest,

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ingestq import errdefs
+from ingestq.store.budget import Budget, BudgetMeter
 from ingestq.store.digest import CANONICAL, Digest, Hasher
 from ingestq.store.filters import parse, status_fields
 from ingestq.store.images import ensure_layout
@@ -34,16 +36,24 @@ class LocalStore:
     Writers take the host-local file lock of their ref, then each of ``lockers`` (e.g. a
     Redis lease for many hosts). :attr:`locker` is the combined lock and may be replaced
     (tests replace it to prove the store is correct without one). ``fsync=False`` skips
-    durability syncs (for tests). Raises PermissionDenied / ResourceExhausted (or another
-    kind) when the root cannot be created.
+    durability syncs (for tests). ``budget`` caps what blobs and ingests hold and keeps a
+    reserve free on the filesystem (see :mod:`ingestq.store.budget`; :attr:`meter`
+    applies it, and its ``on_pressure`` hook may be set). Raises PermissionDenied /
+    ResourceExhausted (or another kind) when the root cannot be created.
     """
 
     def __init__(
-        self, root: str | os.PathLike[str], lockers: Sequence[RefLocker] = (), *, fsync: bool = True
+        self,
+        root: str | os.PathLike[str],
+        lockers: Sequence[RefLocker] = (),
+        *,
+        fsync: bool = True,
+        budget: Budget | None = None,
     ) -> None:
         self.root = Path(root).absolute()
         self.layout = RootLayout(self.root)
         self.blobs = Blobs(self.layout, fsync=fsync)
+        self.meter = BudgetMeter(self.layout, budget or Budget())
         try:
             for sub in (self.layout.blobs, self.layout.ingest, self.layout.locks, self.layout.meta):
                 sub.mkdir(parents=True, exist_ok=True)
@@ -88,8 +98,10 @@ class LocalStore:
         InvalidArgument for a bad ref or total; Unavailable when the ref is locked
         (``ref <ref> locked for <duration> (since <time>)``); AlreadyExists when
         ``expected.digest`` is committed; FailedPrecondition when the total differs
-        from the one the ingest started with; PermissionDenied / ResourceExhausted when
-        the ingest cannot be written.
+        from the one the ingest started with; ResourceExhausted when the rest of an
+        ingest of known total does not fit in the budget (nothing is written or kept
+        for a new ingest), PermissionDenied / ResourceExhausted when the ingest cannot
+        be written.
         """
         validate_ref(ref)
         total = writer_total(ref, expected, total)
@@ -139,6 +151,7 @@ class LocalStore:
         stored_ref = ingest.read_ref()
         if stored_ref is not None and stored_ref != ref:
             raise errdefs.FailedPrecondition(f"ref key does not match: {stored_ref!r} != {ref!r}")
+        self._check_budget(ingest, ref, total or (ingest.total() if stored_ref else 0))
         if stored_ref is None:
             # New, or a directory a crash left incomplete: start it over.
             for leftover in ingest.data_files():
@@ -151,11 +164,16 @@ class LocalStore:
                 ingest.set_total(total)
             if expected is not None and expected != ingest.expected():
                 ingest.set_expected(expected)
+        last_write = _mtime_ns(ingest)
         ident = new_data_id()
         fd, hasher, offset = self._adopt(ingest, ident, algorithm)
         try:
             ingest.set_current(ident)
-            os.utime(fd)
+            if last_write is not None:
+                # A copied prefix keeps the time of its last write: a resume reports
+                # when the ingest was last written, not when it was reopened.
+                os.utime(fd, ns=(last_write, last_write))
+            mtime = datetime.fromtimestamp(os.fstat(fd).st_mtime_ns / 1e9, UTC)
         except BaseException:
             os.close(fd)
             raise
@@ -163,6 +181,7 @@ class LocalStore:
             if leftover.id != ident:
                 leftover.path.unlink(missing_ok=True)
         started = ingest.started_at() or utcnow()
+        updated = max(mtime, started)  # as IngestDir.status reads it
         total = total or ingest.total()
         return LocalWriter(
             self.blobs,
@@ -178,7 +197,21 @@ class LocalStore:
             expected or ingest.expected(),
             started,
             fsync=self.fsync,
+            meter=self.meter,
+            updated_at=updated,
         )
+
+    def _check_budget(self, ingest: IngestDir, ref: str, total: int) -> None:
+        """ResourceExhausted unless the rest of an ingest of known ``total`` fits in
+        the budget (checked before a byte is written or fetched)."""
+        if total <= 0 or not self.meter.budget.limited:
+            return
+        held = 0
+        data = ingest.current() if ingest.read_ref() is not None else None
+        if data is not None:
+            with contextlib.suppress(FileNotFoundError):
+                held = data.path.stat().st_size
+        self.meter.check(max(total - held, 0), f"ingest {ref} of {total} bytes")
 
     def _adopt(self, ingest: IngestDir, ident: str, algorithm: str) -> tuple[int, Hasher, int]:
         """Open the new writer's data file ``data.<ident>`` holding the ingest's bytes so
@@ -260,12 +293,23 @@ class LocalStore:
             stored = ingest.read_ref()
             if stored is not None and stored != ref:
                 raise errdefs.NotFound(f"reference {ref}")
+            held = self._held(ingest)
             try:
                 remove_tree(ingest.path, strict=True)
             except OSError as e:
                 raise from_os_error(e, f"abort {ref}") from e
+            self.meter.credit(held)
         finally:
             lease.release()
+
+    @staticmethod
+    def _held(ingest: IngestDir) -> int:
+        """The bytes an ingest's data files hold (0 for none)."""
+        held = 0
+        for data in ingest.data_files():
+            with contextlib.suppress(FileNotFoundError):
+                held += data.path.stat().st_size
+        return held
 
     # Manager ---------------------------------------------------------------------------
     def info(self, digest: Digest | str) -> Info:
@@ -287,12 +331,23 @@ class LocalStore:
 
     def delete(self, digest: Digest | str) -> None:
         """Remove a blob and its labels; NotFound if it is not committed."""
-        self.blobs.delete(Digest.parse(digest))
+        self.meter.credit(self.blobs.delete(Digest.parse(digest)))
 
     def verify(self, digest: Digest | str) -> Info:
         """Re-hash a committed blob; DataLoss if its bytes no longer match its digest,
         NotFound if it is not committed."""
         return self.blobs.verify(Digest.parse(digest))
+
+
+def _mtime_ns(ingest: IngestDir) -> int | None:
+    """When the ingest's current data file was last written (None: no file)."""
+    data = ingest.current()
+    if data is None:
+        return None
+    try:
+        return data.path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 __all__ = ["LocalStore"]

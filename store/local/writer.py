@@ -16,12 +16,13 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from ingestq import errdefs
+from ingestq.store.budget import BudgetMeter
 from ingestq.store.digest import Digest, Hasher, new_hasher
 from ingestq.store.labels import validate as validate_labels
 from ingestq.store.local.blobs import Publisher, hash_fd
@@ -37,6 +38,7 @@ PARALLEL_HASH_MIN = 128 * 1024
 WRITEBACK_STEP = 8 << 20
 
 _SYNC_FILE_RANGE_WRITE = 2
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _sync_file_range() -> Callable[[int, int, int], None] | None:
@@ -89,8 +91,10 @@ class LocalWriter:
     """A write into ``ingest/<H>/data.<id>``, created by :meth:`LocalStore.writer`.
 
     Holds the ref's lock until :meth:`commit` or :meth:`close`, and hands the finished
-    file to ``publisher`` at commit. ``fsync`` makes commit and close durable. Not safe
-    for use by several threads at once.
+    file to ``publisher`` at commit. ``fsync`` makes commit and close durable. ``meter``
+    (the store's disk budget) is asked before every write. ``updated_at`` is the time of
+    the ingest's last write (now for a new one). Not safe for use by several threads at
+    once.
     """
 
     def __init__(
@@ -109,6 +113,8 @@ class LocalWriter:
         started_at: datetime,
         *,
         fsync: bool,
+        meter: BudgetMeter | None = None,
+        updated_at: datetime | None = None,
     ) -> None:
         self._publisher = publisher
         self._fsync = fsync
@@ -123,7 +129,9 @@ class LocalWriter:
         self._total = total
         self._expected = expected
         self._started_at = started_at
-        self._updated_at = utcnow()
+        self._updated_at = updated_at or utcnow()
+        self._meter = meter
+        self._charged = offset
         self._writeback = start_writeback if fsync else None
         self._written_back = offset
 
@@ -150,14 +158,34 @@ class LocalWriter:
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append ``data``; returns ``len(data)``.
 
-        ResourceExhausted (disk full, file too large), PermissionDenied, or another kind
-        from the OS error; the bytes that reached the file count (the offset and digest
-        cover exactly them), so the ingest stays resumable. FailedPrecondition when the
-        writer is closed or its lease was lost.
+        ResourceExhausted when the store's budget has no room for all of ``data`` (the
+        part that fits is written first, so the ingest stops exactly at the limit), when
+        the disk is full or the file too large; PermissionDenied, or another kind from
+        the OS error. The bytes that reached the file count (the offset and digest cover
+        exactly them), so the ingest stays resumable. FailedPrecondition when the writer
+        is closed or its lease was lost.
         """
         fd = self._open_fd()
         self._lease.check()
         view = memoryview(data).cast("B")
+        refused = ""
+        if self._meter is not None:
+            room, refused = self._meter.room(len(view))
+            if refused:
+                view = view[:room]
+        try:
+            self._write(fd, view)
+        finally:
+            if self._meter is not None:
+                self._meter.charge(self._offset - self._charged)
+                self._charged = self._offset
+        if refused:
+            raise errdefs.ResourceExhausted(
+                f"write {self._ref} at offset {self._offset} (kept for a resume): {refused}"
+            )
+        return len(view)
+
+    def _write(self, fd: int, view: memoryview) -> None:
         size = len(view)
         pos = 0
         pending: Future[None] | None = None
@@ -186,7 +214,6 @@ class LocalWriter:
                 self._written_back = self._offset
             except OSError:
                 self._writeback = None  # only a hint: durability comes from commit's fsync
-        return pos
 
     def digest(self) -> Digest:
         """The digest of every byte written so far (the empty digest for none)."""
@@ -217,7 +244,10 @@ class LocalWriter:
         except OSError as e:
             raise from_os_error(e, f"truncate {self._ref}") from e
         self._hasher = new_hasher(self._algorithm)
+        if self._meter is not None:
+            self._meter.credit(self._offset)
         self._offset = 0
+        self._charged = 0
         self._written_back = 0
         self._updated_at = utcnow()
 
@@ -234,8 +264,12 @@ class LocalWriter:
         """
         try:
             return self._commit(size, Digest.parse(expected) if expected else None, labels)
+        except errdefs.AlreadyExists:
+            if self._meter is not None:
+                self._meter.credit(self._offset)  # the ingest was dropped
+            raise
         finally:
-            self._finish(sync=False)
+            self._finish(sync=False, stamp=False)
 
     def _commit(self, size: int, expected: Digest | None, labels: Mapping[str, str] | None) -> Info:
         fd = self._fd
@@ -273,13 +307,18 @@ class LocalWriter:
     def close(self) -> None:
         """Release the lock and keep the ingest (sealed) for a later resume or abort.
         Closing twice is fine."""
-        self._finish(sync=self._fsync)
+        self._finish(sync=self._fsync, stamp=True)
 
-    def _finish(self, *, sync: bool) -> None:
+    def _finish(self, *, sync: bool, stamp: bool) -> None:
         fd, self._fd = self._fd, None
         try:
             if fd is not None:
                 try:
+                    # The file's time is the ingest's updated_at on disk and on resume:
+                    # make it exactly this writer's (containerd writes ``updatedat``).
+                    if stamp:
+                        ns = (self._updated_at - _EPOCH) // timedelta(microseconds=1) * 1000
+                        os.utime(fd, ns=(ns, ns))
                     if sync:
                         os.fsync(fd)
                 except OSError:

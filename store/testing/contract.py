@@ -80,6 +80,7 @@ from __future__ import annotations
 
 import io
 import random
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -275,6 +276,21 @@ class StoreContract:
             assert before - CLOCK_SLACK <= st.started_at <= st.updated_at
             assert st.updated_at <= datetime.now(UTC) + CLOCK_SLACK
             assert [s.ref for s in two.list_statuses()] == ["visible"]
+
+    def test_a_reopened_writer_reports_the_updated_at_of_the_last_write(self, store: Store) -> None:
+        with store.writer("updated", total=100) as w:
+            w.write(blob(40, seed=35))
+            last = w.status().updated_at
+        assert store.status("updated").updated_at == last
+        deadline = time.monotonic() + 5
+        while datetime.now(UTC) <= last + timedelta(milliseconds=50):  # let time pass
+            assert time.monotonic() < deadline, "the clock does not move"
+            time.sleep(0.01)
+        with store.writer("updated", total=100) as w:
+            assert w.status().offset == 40
+            assert w.status().updated_at == last  # not the time of the reopen
+        assert store.status("updated").updated_at == last
+        store.abort("updated")
 
     @requires(HOLDER)
     def test_status_names_the_holder(self, store_factory: StoreFactory) -> None:

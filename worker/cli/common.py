@@ -3,6 +3,7 @@ exit codes per error kind."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -14,6 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 import click
 
 from ingestq import errdefs
+from ingestq.store.budget import Budget, parse_size
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,6 +40,26 @@ root_option = click.option(
     default=None,
     help="Store root (default: $INGESTQ_ROOT or the user's data directory).",
 )
+
+
+max_bytes_option = click.option(
+    "--max-bytes",
+    default=None,
+    metavar="SIZE",
+    help="Cap the bytes the store's blobs and ingests may hold when this process writes "
+    "it (10G, 512M, 1.5T; default: $INGESTQ_MAX_BYTES). Workers read the environment.",
+)
+
+
+def store_budget(max_bytes: str | None = None, base: Budget | None = None) -> Budget:
+    """The disk budget of a store this process opens: ``base`` (default: from
+    ``$INGESTQ_MAX_BYTES`` and ``$INGESTQ_MIN_FREE``) with ``--max-bytes`` over it.
+    InvalidArgument for a malformed size."""
+    if base is None:
+        base = Budget.parse(os.environ.get("INGESTQ_MAX_BYTES"), os.environ.get("INGESTQ_MIN_FREE"))
+    if max_bytes is None:
+        return base
+    return dataclasses.replace(base, max_bytes=parse_size(max_bytes))
 
 
 def resolve_root(root: Path | None) -> Path:

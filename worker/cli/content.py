@@ -40,9 +40,11 @@ from ingestq.store.oserrors import from_os_error
 from ingestq.worker.cli.common import (
     echo_json,
     handle_errors,
+    max_bytes_option,
     parse_labels,
     resolve_root,
     root_option,
+    store_budget,
 )
 
 READ_CHUNK = 1 << 20
@@ -50,8 +52,8 @@ READ_CHUNK = 1 << 20
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-def _store(root: Path | None) -> LocalStore:
-    return LocalStore(resolve_root(root))
+def _store(root: Path | None, max_bytes: str | None = None) -> LocalStore:
+    return LocalStore(resolve_root(root), budget=store_budget(max_bytes))
 
 
 def human_size(size: float) -> str:
@@ -136,6 +138,7 @@ def content_group() -> None:
     "--timeout", type=float, default=None, help="Seconds to wait for a locked ref (default: ever)."
 )
 @root_option
+@max_bytes_option
 @json_option
 @handle_errors
 def ingest_cmd(
@@ -146,6 +149,7 @@ def ingest_cmd(
     labels: tuple[str, ...],
     timeout: float | None,
     root: Path | None,
+    max_bytes: str | None,
     as_json: bool,
 ) -> None:
     """Ingest FILE (``-`` for stdin) as one blob and print its digest and size.
@@ -159,7 +163,7 @@ def ingest_cmd(
         raise errdefs.InvalidArgument(f"--expected-size {expected_size} is negative")
     digest = _digest(expected_digest) if expected_digest else None
     label_map = parse_labels(labels)
-    store = _store(root)
+    store = _store(root, max_bytes)
     src = _open_source(source)
     try:
         size = expected_size or _regular_file_size(src)

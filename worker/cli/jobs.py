@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ingestq import errdefs
-from ingestq.worker.cli.common import echo_json, handle_errors, parse_labels, root_option
+from ingestq.worker.cli.common import (
+    echo_json,
+    handle_errors,
+    max_bytes_option,
+    parse_labels,
+    root_option,
+    store_budget,
+)
 from ingestq.worker.cli.progress import line
 
 if TYPE_CHECKING:
@@ -31,17 +38,19 @@ if TYPE_CHECKING:
     from ingestq.store.values import Info
 
 
-def _settings(root: Path | None) -> Settings:
+def _settings(root: Path | None, max_bytes: str | None = None) -> Settings:
     from ingestq.jobs.config import Settings
 
     settings = Settings.from_env()
+    budget = store_budget(max_bytes, settings.budget)
+    settings = dataclasses.replace(settings, budget=budget)
     return dataclasses.replace(settings, root=root) if root is not None else settings
 
 
-def _client(root: Path | None) -> JobClient:
+def _client(root: Path | None, max_bytes: str | None = None) -> JobClient:
     from ingestq.tasks.client import connect
 
-    return connect(_settings(root))
+    return connect(_settings(root, max_bytes))
 
 
 def _info_json(info: Info, job: IngestJob) -> dict[str, Any]:
@@ -106,6 +115,7 @@ def _wait_and_print(job: IngestJob, timeout: float | None, as_json: bool) -> Non
 @click.option("--idempotency-key", default=None, help="Enqueue at most once per key.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @root_option
+@max_bytes_option
 @handle_errors
 def ingest_cmd(
     source: str,
@@ -121,14 +131,17 @@ def ingest_cmd(
     idempotency_key: str | None,
     as_json: bool,
     root: Path | None,
+    max_bytes: str | None,
 ) -> None:
     """Ingest SOURCE (an http(s) URL or a file path) into the store.
 
     Prints the blob's digest (or, with --detach, the job id). gc keeps the blob (until
-    --expire's time, when given)."""
+    --expire's time, when given). An ingest that does not fit in the disk budget fails
+    with ResourceExhausted (exit 18): before fetching when its size is known, at the
+    limit (kept for a resume) otherwise."""
     from ingestq.tasks.client import enqueue_ingest
 
-    client = _client(root)
+    client = _client(root, max_bytes)
     if not wait and client.in_process:
         raise errdefs.InvalidArgument(
             "--detach needs a queue: set INGESTQ_REDIS_URL (embedded jobs run in this process)"

@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ingestq import errdefs
-from ingestq.worker.cli.common import echo_json, handle_errors, root_option
+from ingestq.worker.cli.common import (
+    echo_json,
+    handle_errors,
+    max_bytes_option,
+    root_option,
+    store_budget,
+)
 from ingestq.worker.cli.progress import human_bytes
 
 if TYPE_CHECKING:
@@ -41,17 +47,18 @@ REFRESH = 0.1
 BAR_WIDTH = 40
 
 
-def _settings(root: Path | None) -> Settings:
+def _settings(root: Path | None, max_bytes: str | None = None) -> Settings:
     from ingestq.jobs.config import Settings
 
     settings = Settings.from_env()
+    settings = dataclasses.replace(settings, budget=store_budget(max_bytes, settings.budget))
     return dataclasses.replace(settings, root=root) if root is not None else settings
 
 
-def _client(root: Path | None) -> JobClient:
+def _client(root: Path | None, max_bytes: str | None = None) -> JobClient:
     from ingestq.tasks.client import connect
 
-    return connect(_settings(root))
+    return connect(_settings(root, max_bytes))
 
 
 def _bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
@@ -155,6 +162,7 @@ def _pull_json(job_id: str, result: Any) -> dict[str, Any]:
 @click.option("-q", "--quiet", is_flag=True, help="No progress table.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @root_option
+@max_bytes_option
 @handle_errors
 def pull_cmd(
     reference: str,
@@ -175,6 +183,7 @@ def pull_cmd(
     quiet: bool,
     as_json: bool,
     root: Path | None,
+    max_bytes: str | None,
 ) -> None:
     """Pull image REFERENCE into the store and record it under its full name.
 
@@ -191,7 +200,7 @@ def pull_cmd(
         client_key=client_key,
         auth_files=auth_files or None,
     )
-    client = _client(root)
+    client = _client(root, max_bytes)
     if not wait and client.in_process:
         raise errdefs.InvalidArgument(
             "--detach needs a queue: set INGESTQ_REDIS_URL (embedded pulls run in this process)"

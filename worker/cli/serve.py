@@ -10,7 +10,13 @@ import click
 
 from ingestq import errdefs
 from ingestq.api.server import STREAM_IDLE_TIMEOUT, ApiServer, parse_address
-from ingestq.worker.cli.common import handle_errors, resolve_root, root_option
+from ingestq.worker.cli.common import (
+    handle_errors,
+    max_bytes_option,
+    resolve_root,
+    root_option,
+    store_budget,
+)
 
 
 @click.command("serve")
@@ -75,6 +81,7 @@ from ingestq.worker.cli.common import handle_errors, resolve_root, root_option
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="Level of ingestq's own log on stderr (other libraries log warnings only).",
 )
+@max_bytes_option
 @handle_errors
 def serve_command(
     addresses: tuple[str, ...],
@@ -86,6 +93,7 @@ def serve_command(
     stream_idle_timeout: float,
     lock_wait: float,
     log_level: str,
+    max_bytes: str | None,
 ) -> None:
     """Serve containerd's content gRPC API over the store, so `ctr -a SOCKET content
     ...` (ingest, ls, get, active, rm, label, fetch) works against ingestq.
@@ -123,6 +131,7 @@ def serve_command(
             max_streams=max_streams,
             stream_idle_timeout=stream_idle_timeout,
             lock_wait=lock_wait,
+            budget=store_budget(max_bytes),
         ),
         on_ready=ready,
     )
