@@ -96,9 +96,12 @@ def _attempt(
 ) -> IngestResult:
     expected = request.expected
     if expected is not None and store.exists(expected.digest):
-        info = store.info(expected.digest)
-        if not request.size or info.size == request.size:
-            return IngestResult(_labelled(store, info, request.labels), fetched=False)
+        try:
+            info = store.info(expected.digest)
+            if not request.size or info.size == request.size:
+                return IngestResult(_labelled(store, info, request.labels), fetched=False)
+        except errdefs.NotFound:
+            pass  # removed (by a gc) since exists(): fetch it like any missing blob
         # Sizes disagree: writer() tells an intact blob (AlreadyExists: the request's
         # size is wrong) from a damaged one (quarantined: fetch it again).
     try:
@@ -107,7 +110,13 @@ def _attempt(
         writer = store.writer(request.ref, expected, total=request.size)
     except errdefs.AlreadyExists:
         assert expected is not None
-        return IngestResult(_existing(store, request, expected.digest), fetched=False)
+        try:
+            return IngestResult(_existing(store, request, expected.digest), fetched=False)
+        except errdefs.NotFound as e:
+            raise errdefs.Unavailable(
+                f"ingest {request.ref}: {expected.digest} was removed while being taken "
+                "as committed (a gc): try again"
+            ) from e
     except errdefs.Unavailable as e:
         try:
             holder = store.locker.holder(request.ref)

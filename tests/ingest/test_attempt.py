@@ -14,6 +14,7 @@ from ingestq.ingest.outcome import RefBusy
 from ingestq.ingest.request import IngestRequest, make_request
 from ingestq.store.digest import Digest
 from ingestq.store.local import LocalStore
+from ingestq.store.values import Info
 from tests.ingest.helpers import BytesSource, MiB, Recorder
 
 
@@ -78,6 +79,37 @@ def test_a_committed_digest_fetches_nothing_and_reports_only_done(store: LocalSt
     assert not result.fetched and source.opened == []
     assert result.info.labels == {"team": "infra", "new": "1"}
     assert hooks.events == [("done", result)]
+
+
+class _CollectedWhileLabelling(LocalStore):
+    """A gc that removes the blob between the core's existence check and its label
+    update: a real gc cannot be timed into that window, so this store runs the removal
+    itself, once, as the update starts."""
+
+    collect_on_update = True
+
+    def update(self, info: Info, *fieldpaths: str) -> Info:
+        if self.collect_on_update:
+            self.collect_on_update = False
+            self.delete(info.digest)
+        return super().update(info, *fieldpaths)
+
+
+def test_a_committed_blob_removed_while_being_labelled_is_fetched_again(
+    tmp_path: Path,
+) -> None:
+    store = _CollectedWhileLabelling(tmp_path / "store", fsync=False)
+    data = os.urandom(100)
+    store.collect_on_update = False
+    ingest_once(store, BytesSource(data), _request(data))
+    store.collect_on_update = True
+    source = BytesSource(data)
+    labelled = IngestRequest(
+        {"type": "memory"}, "another-ref", Digest.from_bytes(data), 100, labels={"new": "1"}
+    )
+    result = ingest_once(store, source, labelled)
+    assert result.fetched and len(source.opened) == 1
+    assert store.info(Digest.from_bytes(data)).labels == {"new": "1"}
 
 
 def test_a_committed_digest_with_another_size_is_failed_precondition_like_commit(
