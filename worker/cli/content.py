@@ -40,6 +40,7 @@ from ingestq.worker.cli.common import (
     echo_json,
     handle_errors,
     parse_labels,
+    report,
     resolve_root,
     root_option,
 )
@@ -280,7 +281,7 @@ def rm_cmd(digests: tuple[str, ...], root: Path | None) -> None:
     """Delete blobs; print each one deleted. Unknown blobs are skipped silently; other
     errors are reported and the first one sets the exit status."""
     store = _store(root)
-    first: errdefs.ErrdefsError | None = None
+    status = 0
     for text in digests:
         try:
             d = _digest(text)
@@ -288,13 +289,13 @@ def rm_cmd(digests: tuple[str, ...], root: Path | None) -> None:
         except errdefs.NotFound:
             continue
         except errdefs.ErrdefsError as e:
-            err = errdefs.wrap(e, f"unable to delete {text}")
-            click.echo(f"ingestq: {type(err).name}: {err}", err=True)
-            first = first or err
+            # Each error is reported once, here; the first sets the exit status.
+            code = report(errdefs.wrap(e, f"unable to delete {text}"))
+            status = status or code
             continue
         click.echo(str(d))
-    if first is not None:
-        raise first
+    if status:
+        sys.exit(status)
 
 
 @content_group.command("label")
