@@ -16,6 +16,10 @@
   range"); a 200 means the server ignored the range (or the resource changed): the
   stream starts at 0 and the ingest restarts. A 416 whose total equals the offset
   means nothing is left to read (:func:`~ingestq.fetch.httpio.open_range`).
+* Conditional: :meth:`HttpSource.open_if_changed` sends ``If-None-Match`` (the ETag)
+  and/or ``If-Modified-Since`` (the Last-Modified) of an earlier fetch; ``304 Not
+  Modified`` means the bytes are those already fetched (nothing is transferred), any
+  other answer is handled as a GET from 0.
 * Status codes map as in :mod:`ingestq.fetch.httpio`: 404/410 NotFound, 401
   Unauthenticated, 403 PermissionDenied, 408/429/500/502/503/504 Unavailable with
   ``retry_after`` (seconds) in the details when the server sent Retry-After, 501
@@ -63,6 +67,8 @@ class HttpSource:
         self._low_speed = low_speed
         self.if_range: str | None = None
         self._validator: str | None = None
+        self._etag: str | None = None
+        self._last_modified: str | None = None
 
     @property
     def name(self) -> str:
@@ -74,6 +80,16 @@ class HttpSource:
         """The strong ETag of the last 200/206, else its Last-Modified, else None."""
         return self._validator
 
+    @property
+    def etag(self) -> str | None:
+        """The strong ETag of the last 200/206, or None."""
+        return self._etag
+
+    @property
+    def last_modified(self) -> str | None:
+        """The Last-Modified of the last 200/206, or None."""
+        return self._last_modified
+
     def open(self, offset: int = 0) -> Opened:
         """GET the URL from ``offset`` (see the module docstring for every outcome)."""
         what = f"GET {self._url}"
@@ -82,13 +98,30 @@ class HttpSource:
             headers = {**self._headers, **httpio.range_headers(start, self.if_range)}
             return httpio.send(self._client, "GET", self._url, headers, what)
 
-        ranged = httpio.open_range(get, offset, what, low_speed=self._low_speed)
+        return self._opened(httpio.open_range(get, offset, what, low_speed=self._low_speed))
+
+    def open_if_changed(self, etag: str | None, last_modified: str | None) -> Opened | None:
+        """GET the URL unless it still matches ``etag`` / ``last_modified``: None on
+        ``304 Not Modified`` (no body is read), else as :meth:`open` from 0."""
+        what = f"GET {self._url}"
+        headers = {
+            **self._headers,
+            **httpio.range_headers(0),
+            **httpio.conditional_headers(etag, last_modified),
+        }
+        response = httpio.send(self._client, "GET", self._url, headers, what)
+        if response.status_code == 304:
+            response.close()
+            return None
+        ranged = httpio.open_range(lambda _: response, 0, what, low_speed=self._low_speed)
+        return self._opened(ranged)
+
+    def _opened(self, ranged: httpio.Ranged) -> Opened:
         if ranged.response.status_code in (200, 206):
             etag = ranged.response.headers.get("ETag")
-            if etag and not etag.startswith("W/"):
-                self._validator = etag
-            else:
-                self._validator = ranged.response.headers.get("Last-Modified")
+            self._etag = etag if etag and not etag.startswith("W/") else None
+            self._last_modified = ranged.response.headers.get("Last-Modified") or None
+            self._validator = self._etag or self._last_modified
         return ranged.opened
 
 

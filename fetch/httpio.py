@@ -14,7 +14,7 @@ The HTTP source (:mod:`ingestq.fetch.http`) and the registry client
   (the registry adds its OCI error codes on top, :mod:`ingestq.fetch.registry.errors`);
 * :func:`retry_after`: the one ``Retry-After`` parser;
 * :func:`range_headers` / :func:`open_range`: the one ranged GET, with the
-  Content-Range check;
+  Content-Range check; :func:`conditional_headers` for a GET that may answer 304;
 * :class:`BodyStream`: the one response body stream, with curl's low-speed rule
   (:class:`LowSpeed`).
 
@@ -333,6 +333,18 @@ def range_headers(offset: int, if_range: str | None = None) -> dict[str, str]:
     return headers
 
 
+def conditional_headers(etag: str | None, last_modified: str | None) -> dict[str, str]:
+    """Headers that make a GET answer ``304 Not Modified`` while the resource still
+    matches: ``If-None-Match`` for an ETag, ``If-Modified-Since`` for a Last-Modified
+    (a server that knows both honours the ETag, RFC 9110)."""
+    headers = {}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    return headers
+
+
 @dataclass(frozen=True)
 class Ranged:
     """What :func:`open_range` opened, and the response that answered (its headers:
@@ -545,6 +557,7 @@ __all__ = [
     "BodyStream",
     "LowSpeed",
     "Ranged",
+    "conditional_headers",
     "new_client",
     "open_range",
     "range_headers",

@@ -206,8 +206,10 @@ def _strip(desc: Descriptor) -> Descriptor:
 class OCILayoutImage:
     """An image in an OCI layout, for a pull (an :class:`ingestq.images.request.ImageSource`).
 
-    ``name`` is what the image is recorded as: the ``NAME`` of the reference, else the
-    digest (``sha256:...``), else the only entry's own name.
+    ``name`` is what the image is recorded as by default, saying where it came from:
+    the reference with the layout's absolute directory, ``oci-layout:<dir>:<NAME>``
+    (``NAME`` the reference's, else the only entry's own) or
+    ``oci-layout:<dir>@<digest>``, and ``oci-layout:<dir>`` for an unnamed only entry.
     """
 
     kind = "oci-layout"
@@ -219,12 +221,14 @@ class OCILayoutImage:
 
     @property
     def name(self) -> str:
+        """The default image name (class docstring)."""
+        where = f"{PREFIX}{self.layout.root}"
         if self._name:
-            return self._name
+            return f"{where}:{self._name}"
         if self._digest is not None:
-            return str(self._digest)
+            return f"{where}@{self._digest}"
         names = self.layout.names()
-        return names[0] if len(names) == 1 else f"{self.layout.root.name}"
+        return f"{where}:{names[0]}" if len(names) == 1 else where
 
     @property
     def distribution_source(self) -> tuple[str, str] | None:

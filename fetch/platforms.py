@@ -10,12 +10,16 @@
 * :func:`select_manifests` picks the manifests of an index: the best match per
   requested platform, or all of them.
 
-Malformed specifiers raise :class:`errdefs.InvalidArgument`; nothing matching is
-:class:`errdefs.NotFound`.
+Specifiers are checked: an unknown operating system or architecture (Go's ``GOOS`` and
+``GOARCH`` names, and the aliases above), or a variant the architecture does not have
+(``amd64`` v1-v4, ``arm`` v5-v8, ``arm64`` v8/v9), is :class:`errdefs.InvalidArgument`,
+as is a malformed one; nothing matching is :class:`errdefs.NotFound`, naming the
+platforms there are (:func:`select_manifests`, :func:`check_platform`).
 """
 
 from __future__ import annotations
 
+import json
 import platform as _stdlib_platform
 import re
 import sys
@@ -32,6 +36,19 @@ _KNOWN_OS = frozenset(
         "js", "linux", "nacl", "netbsd", "openbsd", "plan9", "solaris", "windows", "zos",
     }
 )  # fmt: skip
+_KNOWN_ARCH = frozenset(
+    {
+        "386", "amd64", "amd64p32", "arm", "armbe", "arm64", "arm64be", "loong64", "mips",
+        "mipsle", "mips64", "mips64le", "mips64p32", "mips64p32le", "ppc", "ppc64",
+        "ppc64le", "riscv", "riscv64", "s390", "s390x", "sparc", "sparc64", "wasm",
+    }
+)  # fmt: skip
+#: The variants of the architectures that have them (after normalisation).
+_VARIANTS = {
+    "amd64": frozenset({"", "v2", "v3", "v4"}),
+    "arm": frozenset({"v5", "v6", "v7", "v8"}),
+    "arm64": frozenset({"", "v9"}),
+}
 
 
 @dataclass(frozen=True, order=True)
@@ -114,11 +131,34 @@ def host() -> Platform:
     return normalize(Platform(os_name, machine, variant))
 
 
+def _checked(specifier: str, p: Platform) -> Platform:
+    """``p`` when its os, architecture and variant are known, else InvalidArgument."""
+    if p.os not in _KNOWN_OS:
+        known = ", ".join(sorted(_KNOWN_OS))
+        raise errdefs.InvalidArgument(
+            f"{specifier!r}: unknown operating system {p.os!r} (one of {known})"
+        )
+    if p.architecture not in _KNOWN_ARCH:
+        raise errdefs.InvalidArgument(
+            f"{specifier!r}: unknown architecture {p.architecture!r} "
+            f"(e.g. amd64, arm64, arm/v7, 386, ppc64le, s390x, riscv64)"
+        )
+    variants = _VARIANTS.get(p.architecture)
+    if variants is not None and p.variant not in variants:
+        allowed = ", ".join(v for v in sorted(variants) if v) or "none"
+        raise errdefs.InvalidArgument(
+            f"{specifier!r}: unknown variant {p.variant!r} of {p.architecture} "
+            f"(variants: {allowed})"
+        )
+    return p
+
+
 def parse(specifier: str) -> Platform:
-    """Parse ``os[/arch[/variant]]`` or a bare ``arch``.
+    """Parse ``os[/arch[/variant]]`` or a bare ``os`` or ``arch``.
 
     A lone known OS name keeps the host's architecture; a lone architecture gets the
-    host's OS (containerd's rule). InvalidArgument for empty or malformed parts.
+    host's OS (containerd's rule). InvalidArgument for empty or malformed parts, and for
+    an os, architecture or variant that is not known (module docstring).
     """
     if not specifier or not isinstance(specifier, str):
         raise errdefs.InvalidArgument("platform specifier must not be empty")
@@ -131,11 +171,15 @@ def parse(specifier: str) -> Platform:
     if len(parts) == 1:
         word = parts[0].lower()
         if word in _KNOWN_OS:
-            return normalize(Platform(word, here.architecture, here.variant))
-        return normalize(Platform(here.os, word))
+            return _checked(specifier, normalize(Platform(word, here.architecture, here.variant)))
+        if normalize(Platform(here.os, word)).architecture not in _KNOWN_ARCH:
+            raise errdefs.InvalidArgument(
+                f"{specifier!r}: unknown operating system or architecture"
+            )
+        return _checked(specifier, normalize(Platform(here.os, word)))
     if len(parts) == 2:
-        return normalize(Platform(parts[0], parts[1]))
-    return normalize(Platform(parts[0], parts[1], parts[2]))
+        return _checked(specifier, normalize(Platform(parts[0], parts[1])))
+    return _checked(specifier, normalize(Platform(parts[0], parts[1], parts[2])))
 
 
 _ARM_ORDER = ("v8", "v7", "v6", "v5")
@@ -227,15 +271,46 @@ def select_manifests(
         if best is None:
             available = ", ".join(str(p) for _, p in parsed if p is not None) or "none"
             raise errdefs.NotFound(
-                f"no match for platform {target} in manifest (available: {available})"
+                f"no match for platform {target} in manifest (available: {available})",
+                {"platform": str(target), "available": available},
             )
         chosen.add(best[1])
     return [parsed[i] for i in sorted(chosen)]
 
 
+def config_platform(data: bytes) -> Platform | None:
+    """The platform an image config (JSON) declares in its ``os``, ``architecture`` and
+    ``variant``, or None when it is not a JSON object declaring both."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(doc, Mapping):
+        return None
+    if not isinstance(doc.get("os"), str) or not isinstance(doc.get("architecture"), str):
+        return None
+    if not doc["os"] or not doc["architecture"]:
+        return None
+    return Platform.from_oci(doc)
+
+
+def check_platform(what: str, have: Platform, platforms: Iterable[Platform]) -> None:
+    """NotFound unless ``have`` (the only platform of an image: its config's) matches one
+    of ``platforms`` (none: nothing to check). The message names the platform it has."""
+    wanted = list(platforms)
+    if wanted and not any(Matcher(t).match(have) for t in wanted):
+        asked = ", ".join(str(t) for t in wanted)
+        raise errdefs.NotFound(
+            f"no match for platform {asked} in {what} (available: {have})",
+            {"platform": asked, "available": str(have)},
+        )
+
+
 __all__ = [
     "Matcher",
     "Platform",
+    "check_platform",
+    "config_platform",
     "descriptor_platform",
     "host",
     "normalize",

@@ -19,7 +19,7 @@ Also here: :class:`BytesStream`, the Stream of bytes already in memory.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class Stream(Protocol):
@@ -100,6 +100,32 @@ class Validated(Protocol):
         ...
 
 
+@runtime_checkable
+class Conditional(Protocol):
+    """A source that can be asked for its bytes only if they changed since a fetch that
+    answered with the given validators (HTTP: ``If-None-Match`` / ``If-Modified-Since``).
+
+    After a full open, :attr:`etag` and :attr:`last_modified` are what the source
+    answered with (None when it sent none; a weak ETag is no proof of identical bytes
+    and reads as None)."""
+
+    @property
+    def etag(self) -> str | None:
+        """The strong ETag of the bytes last opened, or None."""
+        ...
+
+    @property
+    def last_modified(self) -> str | None:
+        """The Last-Modified of the bytes last opened, or None."""
+        ...
+
+    def open_if_changed(self, etag: str | None, last_modified: str | None) -> Opened | None:
+        """None when the source still holds the bytes those validators describe (HTTP
+        304: nothing is transferred), else the whole resource opened at 0 as
+        :meth:`Source.open` would. Errors as :meth:`Source.open`."""
+        ...
+
+
 class BytesStream:
     """A :class:`Stream` over bytes in memory."""
 
@@ -118,4 +144,4 @@ class BytesStream:
         """Nothing to release."""
 
 
-__all__ = ["BytesStream", "Opened", "Source", "Stream", "Validated"]
+__all__ = ["BytesStream", "Conditional", "Opened", "Source", "Stream", "Validated"]

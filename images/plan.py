@@ -134,6 +134,36 @@ def planned(image: ImageSource, desc: Descriptor) -> PlannedBlob:
     return PlannedBlob(desc, manifests.ref_key(desc), image.spec(desc))
 
 
+#: The largest image config read while planning (real ones are a few KiB).
+MAX_CONFIG = 4 << 20
+
+
+def _read_config(store: Provider, image: ImageSource, config: Descriptor) -> bytes:
+    """The bytes of ``config``: the committed blob, else read from the image's source (at
+    most :data:`MAX_CONFIG`, checked against the descriptor: DataLoss if they differ)."""
+    try:
+        return read_blob(store, config)
+    except errdefs.NotFound:
+        pass
+    if config.size > MAX_CONFIG:
+        raise errdefs.ResourceExhausted(
+            f"config {config.digest}: {config.size} bytes, more than {MAX_CONFIG}"
+        )
+    limit = (config.size or MAX_CONFIG) + 1  # one more: a longer blob fails verify
+    opened = image.blob_source(config).open(0)
+    try:
+        parts: list[bytes] = []
+        got = 0
+        while got < limit and (piece := opened.stream.read(limit - got)):
+            parts.append(piece)
+            got += len(piece)
+    finally:
+        opened.stream.close()
+    data = b"".join(parts)
+    manifests.verify(data, config, f"config {config.digest}")
+    return data
+
+
 def plan_pull(
     store: Provider,
     image: ImageSource,
@@ -143,7 +173,13 @@ def plan_pull(
     """Resolve ``image`` and ingest its index and manifests (through ``ingest_blob``,
     which must leave each committed in ``store``); return the plan of the children.
 
-    Raises NotFound (unknown reference, or no manifest for a wanted platform),
+    A single manifest (no index) must be of a wanted platform: its image config is read
+    while planning (from the store when committed, else from the source, bounded and
+    verified, without committing it: the config stays a child of the plan) and the
+    platform it declares must match one of them (a config declaring none passes).
+
+    Raises NotFound (unknown reference, or no manifest for a wanted platform: the
+    message lists the platforms the image has),
     InvalidArgument / Unimplemented (malformed or unsupported manifests, an index
     nested deeper than :data:`MAX_DEPTH`), and whatever ``ingest_blob`` raises.
     """
@@ -174,9 +210,18 @@ def plan_pull(
                 else:
                     children.setdefault(child.digest, planned(image, child))
         else:
+            if depth == 0 and wanted and not request.all_platforms:
+                check_config_platform(doc.config)
             labels[str(desc.digest)] = doc.gc_labels()
             for child in doc.children:
                 children.setdefault(child.digest, planned(image, child))
+
+    def check_config_platform(config: Descriptor) -> None:
+        if config.media_type not in (manifests.OCI_CONFIG, manifests.DOCKER_CONFIG):
+            return
+        have = platforms.config_platform(_read_config(store, image, config))
+        if have is not None:
+            platforms.check_platform(f"image {image.name}", have, wanted)
 
     visit(root, 0)
     return PullPlan(

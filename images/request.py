@@ -5,7 +5,9 @@ an OCI layout directory, whose blob sources follow the process's
 
 Names: the image is recorded under the fully qualified reference
 (``127.0.0.1:5000/app:v1``, ``docker.io/library/ubuntu:latest``; ``@sha256:...`` when
-pulled by digest), or ``name`` when given. skopeo splits ``oci:PATH:NAME`` at the first
+pulled by digest), or ``name`` when given; an OCI layout's image under where it came
+from, ``oci-layout:<absolute dir>:<NAME>`` (or ``@<digest>``), see
+:class:`~ingestq.fetch.ocilayout.OCILayoutImage`. skopeo splits ``oci:PATH:NAME`` at the first
 ``:``, and its name grammar accepts ``:``, ``/`` and ``@``, so
 ``skopeo inspect oci:<root>:127.0.0.1:5000/app:v1`` works as long as the store root has
 no ``:`` in its path.

@@ -28,6 +28,15 @@ One attempt, step by step:
    commits a prefix as the blob.
 6. Commit (atomic, content-addressed); AlreadyExists counts as success.
 
+Sources fetched without an expected digest that can be asked conditionally
+(:class:`~ingestq.fetch.source.Conditional`: HTTP) are remembered: the commit records
+the source's validators with the digest they produced (:mod:`ingestq.store.fetched`,
+keyed by the source's ref), and a later attempt that starts from 0 with that blob still
+committed asks "only if changed" instead of step 3: "not modified" returns the blob
+(``fetched=False``, its empty ingest removed), anything else is fetched as usual. A
+second ingest of the same URL that waited for the first (the same default ref, so the
+same lock) thus ends with one conditional request and no body.
+
 Error kinds: the source's (NotFound, PermissionDenied, Unauthenticated, Unavailable,
 DataLoss, ...), FailedPrecondition for size/digest mismatch, ResourceExhausted when the
 store's disk budget has no room (before fetching when the size is known; at the limit,
@@ -42,12 +51,14 @@ import contextlib
 from collections.abc import Mapping
 
 from ingestq import errdefs
-from ingestq.fetch.source import Opened, Source
+from ingestq.fetch.refkey import source_ref
+from ingestq.fetch.source import Conditional, Opened, Source
 from ingestq.ingest.hooks import NO_HOOKS, IngestHooks
 from ingestq.ingest.outcome import IngestResult, RefBusy
 from ingestq.ingest.protocols import IngestStore
 from ingestq.ingest.request import IngestRequest
 from ingestq.store.digest import Digest
+from ingestq.store.fetched import Fetched, FetchedRecords
 from ingestq.store.protocols import Manager, Writer
 from ingestq.store.resume import Hint, ResumeHints
 from ingestq.store.rules import check_commit_size
@@ -126,7 +137,13 @@ def _attempt(
     try:
         with writer:
             hooks.started(request, source.name)
-            return _Attempt(store, source, request, writer, hooks).run()
+            result = _Attempt(store, source, request, writer, hooks).run()
+        if not result.fetched:
+            # Not modified: the ingest opened for it holds nothing.
+            with contextlib.suppress(errdefs.ErrdefsError):
+                if store.status(request.ref).offset == 0:
+                    store.abort(request.ref)
+        return result
     except BaseException:
         # An ingest that holds nothing is not worth keeping for a resume. abort() takes
         # the ref's locks, so it never removes an ingest someone else took meanwhile.
@@ -172,6 +189,25 @@ class _Attempt:
             self.hints.put(self.request.ref, self.source.name, hint.validator, hint.total)
             self._hinted = True
 
+    def _conditional(self) -> Conditional | None:
+        """The source, when it is fetched without a digest and can be asked conditionally."""
+        source = self.source
+        if self.request.digest is not None or not isinstance(source, Conditional):
+            return None
+        return source
+
+    def _known(self, source: Conditional) -> tuple[Fetched, Info] | None:
+        """The record of this source's last fetch and its blob, when still committed
+        (with the request's size, if it has one)."""
+        record = FetchedRecords(self.store.root).get(source_ref(self.source.name), self.source.name)
+        if record is None or (self.request.size and record.size != self.request.size):
+            return None
+        try:
+            info = self.store.info(record.digest)
+        except errdefs.NotFound:
+            return None
+        return (record, info) if info.size == record.size else None
+
     def run(self) -> IngestResult:
         req = self.request
         offset = self.writer.status().offset
@@ -180,7 +216,18 @@ class _Attempt:
             self.writer.truncate(0)
             offset = 0
         try:
-            if not (req.size and offset == req.size):
+            conditional = self._conditional() if offset == 0 else None
+            known = self._known(conditional) if conditional is not None else None
+            if conditional is not None and known is not None:
+                record, info = known
+                opened = conditional.open_if_changed(record.etag, record.last_modified)
+                if opened is None:
+                    try:
+                        return IngestResult(_labelled(self.store, info, req.labels), fetched=False)
+                    except errdefs.NotFound:
+                        opened = self.source.open(0)  # deleted meanwhile: fetch it again
+                offset = self._fetch(offset, opened)
+            elif not (req.size and offset == req.size):
                 offset = self._fetch(offset)
             return self._commit(resumed_from)
         except errdefs.FailedPrecondition as e:
@@ -190,7 +237,11 @@ class _Attempt:
                 ) from e
             raise
 
-    def _open(self, offset: int) -> tuple[Opened, int]:
+    def _open(self, offset: int, opened: Opened | None) -> tuple[Opened, int]:
+        if opened is not None:  # opened at 0 by a conditional request
+            self._announced = opened.size or 0
+            self._hint = Hint(getattr(self.source, "validator", None), self._announced)
+            return opened, 0
         req, source = self.request, self.source
         hint = self.hints.read(req.ref, source.name) if offset > 0 else None
         if offset > 0 and hasattr(source, "if_range"):
@@ -219,9 +270,9 @@ class _Attempt:
             self.hooks.resumed(offset)
         return opened, offset
 
-    def _fetch(self, offset: int) -> int:
+    def _fetch(self, offset: int, pre: Opened | None = None) -> int:
         req, name = self.request, self.source.name
-        opened, offset = self._open(offset)
+        opened, offset = self._open(offset, pre)
         try:
             announced = opened.size
             if req.size and announced is not None and announced != req.size:
@@ -292,4 +343,10 @@ class _Attempt:
             info = _labelled(self.store, self.store.info(digest), req.labels)
         if resumed_from > 0 or self._hinted:
             self.hints.drop(req.ref)
+        conditional = self._conditional()
+        if conditional is not None:
+            name = self.source.name
+            etag, modified = conditional.etag, conditional.last_modified
+            record = Fetched(name, info.digest, info.size, etag, modified)
+            FetchedRecords(self.store.root).put(source_ref(self.source.name), record)
         return IngestResult(info, True, self.fetched, resumed_from)

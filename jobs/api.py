@@ -20,11 +20,14 @@ in annotations only.
 from __future__ import annotations
 
 import enum
+import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from ingestq import errdefs
 from ingestq.store.values import Info
 
 if TYPE_CHECKING:
@@ -46,6 +49,30 @@ def new_job_id(job_id: str | None, idempotency_key: str | None) -> str:
     if job_id is not None:
         return job_id
     return job_id_for(idempotency_key) if idempotency_key else str(uuid.uuid4())
+
+
+def check_same_request(
+    idempotency_key: str, job_id: str, existing: Mapping[str, str], fields: Mapping[str, str]
+) -> None:
+    """FailedPrecondition naming ``idempotency_key`` when the job it already names
+    (``existing``, its record; empty when gone) was for another request than ``fields``
+    (its ``kind`` and JSON ``request``), so a reused key never silently answers with
+    the first job of a different request."""
+    if not existing:
+        return
+
+    def request_of(record: Mapping[str, str]) -> object:
+        try:
+            return json.loads(record.get("request") or "null")
+        except ValueError:
+            return record.get("request")
+
+    if existing.get("kind") != fields.get("kind") or request_of(existing) != request_of(fields):
+        raise errdefs.FailedPrecondition(
+            f"idempotency key {idempotency_key!r} was used for job {job_id} with a "
+            f"different request ({existing.get('kind', '?')} of {existing.get('source', '?')})",
+            {"idempotency_key": idempotency_key, "job_id": job_id},
+        )
 
 
 class JobState(enum.StrEnum):

@@ -17,6 +17,8 @@ blobs lives in its own folder::
     quarantine/<alg>-<hex>-<time>  blobs found corrupt on disk, moved aside
     resume/<sha256(ref)>.json      resume hints: the source validator of an ingest
                                    (see store.resume)
+    fetched/<sha256(ref)>.json     what a source's bytes became (digest, size) and
+                                   its validators (see store.fetched)
     jobs/<id>.json                 job records of in-process (embedded) jobs
     leases/<namespace>.json        leases (gRPC and job leases), per namespace
                                    (see store.leases)
@@ -91,6 +93,11 @@ class RootLayout:
         return self.root / "resume"
 
     @property
+    def fetched(self) -> Path:
+        """Fetched records (source validators and the blob they became), one per ref."""
+        return self.root / "fetched"
+
+    @property
     def jobs(self) -> Path:
         """Records of in-process jobs, one file per job id."""
         return self.root / "jobs"
@@ -136,6 +143,10 @@ class RootLayout:
     def resume_hint(self, ref: str) -> Path:
         """The resume hint file of ``ref``."""
         return self.resume / f"{ref_key(ref)}.json"
+
+    def fetched_record(self, ref: str) -> Path:
+        """The fetched record of the source whose ref is ``ref``."""
+        return self.fetched / f"{ref_key(ref)}.json"
 
     def lease_file(self, namespace: str) -> Path:
         """The lease records of ``namespace`` (a containerd identifier, never a path)."""

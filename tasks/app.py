@@ -27,6 +27,10 @@ chosen, not inherited (facts in ``celery-redis-locks.md``):
   while Redis restarts is retried instead of lost.
 * ``worker_deduplicate_successful_tasks``: a redelivered message whose id already
   shows SUCCESS is acked without running.
+* Logging (:mod:`ingestq.tasks.joblog`): the tasks declare the expected errdefs kinds
+  as ``throws`` (logged at INFO with kind and message, no traceback); the finalize
+  poll's ``ignored`` lines are DEBUG; ``INGESTQ_JSON_LOGS=1`` makes every line JSON.
+  Task events stay off unless the worker is started with ``-E``.
 * Each worker's main process runs the orphan sweeper (:mod:`ingestq.tasks.sweeper`,
   started on ``worker_ready``; one sweeps at a time, under a Redis lease): the jobs of
   a whole worker that died go back on the queue within about a minute and a quarter,
@@ -42,6 +46,7 @@ Imports celery, errdefs and the job settings.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -49,6 +54,7 @@ from celery import Celery, signals
 
 from ingestq import errdefs
 from ingestq.jobs.config import Settings
+from ingestq.tasks import joblog
 
 QUEUE = "ingestq"
 
@@ -185,6 +191,15 @@ def _stop_gc(**_: Any) -> None:
         _gc_runner.stop()
 
 
+def _log_format(logger: logging.Logger | None = None, **_: Any) -> None:
+    if logger is not None and os.environ.get(joblog.JSON_LOGS_ENV) == "1":
+        joblog.install_json_logs(logger)
+
+
+joblog.connect()
+logging.getLogger("celery.app.trace").addFilter(joblog.QuietIgnored())
+signals.after_setup_logger.connect(_log_format, weak=False)
+signals.after_setup_task_logger.connect(_log_format, weak=False)
 signals.worker_init.connect(_check_configuration, weak=False)
 signals.worker_ready.connect(_start_sweeper, weak=False)
 signals.worker_shutdown.connect(_stop_sweeper, weak=False)

@@ -55,6 +55,7 @@ from ingestq.tasks import metrics
 from ingestq.tasks.app import app
 from ingestq.tasks.codec import encode
 from ingestq.tasks.ingest_hooks import worker_hooks
+from ingestq.tasks.joblog import EXPECTED_ERRORS
 from ingestq.tasks.names import TASK_INGEST
 from ingestq.tasks.runtime import Runtime, runtime
 
@@ -89,6 +90,7 @@ def _fail(rt: Runtime | None, job_id: str, err: BaseException, started: float) -
     max_retries=None,
     acks_late=True,
     reject_on_worker_lost=True,
+    throws=EXPECTED_ERRORS,
 )
 def ingest_task(
     self: Task, request: dict[str, Any], lock_waits: int = 0, source_retries: int = 0

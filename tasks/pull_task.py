@@ -69,6 +69,7 @@ from ingestq.store.gc import JobLease
 from ingestq.tasks.app import QUEUE, app
 from ingestq.tasks.codec import encode, error_from_meta
 from ingestq.tasks.ingest_hooks import worker_hooks
+from ingestq.tasks.joblog import EXPECTED_ERRORS
 from ingestq.tasks.names import TASK_INGEST, TASK_PULL, TASK_PULL_FINALIZE
 from ingestq.tasks.runtime import Runtime, runtime
 
@@ -145,6 +146,7 @@ def _publish_children(rt: Runtime, pull_id: str, plan: PullPlan) -> PullPlan:
     max_retries=None,
     acks_late=True,
     reject_on_worker_lost=True,
+    throws=EXPECTED_ERRORS,
 )
 def pull_task(self: Task, request: dict[str, Any], source_retries: int = 0) -> dict[str, Any]:
     """Plan a pull, publish its children, and hand over to finalize (module docstring)."""
@@ -227,6 +229,7 @@ def _cancel_children(rt: Runtime, plan: PullPlan) -> None:
     max_retries=None,
     acks_late=True,
     reject_on_worker_lost=True,
+    throws=EXPECTED_ERRORS,
 )
 def pull_finalize_task(self: Task, plan: dict[str, Any], polls: int = 0) -> dict[str, Any]:
     """Wait for the children without holding a slot, then label and record the image."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Sequence
 
 
@@ -31,6 +32,17 @@ def worker_argv(
     return argv
 
 
+#: The ``celery worker`` options that turn task events on.
+EVENTS_OPTIONS = frozenset({"-E", "--task-events"})
+
+
+def banner(root: str, file_roots: Sequence[str], metrics_port: int | None) -> str:
+    """What ``ingestq worker`` prints before Celery's own banner."""
+    roots = ", ".join(file_roots) or "anywhere"
+    port = str(metrics_port) if metrics_port is not None else "off"
+    return f"ingestq worker: store root {root}, file roots {roots}, metrics port {port}"
+
+
 def run_worker(
     *,
     concurrency: int | None = None,
@@ -39,12 +51,27 @@ def run_worker(
     hostname: str | None = None,
     metrics_port: int | None = None,
     extra: Sequence[str] = (),
+    json_logs: bool = False,
 ) -> None:
-    """Run a worker in this process until it is shut down (TERM/INT: warm shutdown)."""
+    """Run a worker in this process until it is shut down (TERM/INT: warm shutdown).
+
+    ``extra`` are further ``celery worker`` options, passed through; ``-E`` /
+    ``--task-events`` also makes the tasks this worker publishes send ``task-sent``
+    events (for Flower). ``json_logs``: one JSON object per log line
+    (:mod:`ingestq.tasks.joblog`). Prints :func:`banner` to stderr first."""
     if metrics_port is not None:
         # Before tasks.metrics is imported: it picks the multiprocess mode from this.
         os.environ["INGESTQ_METRICS_PORT"] = str(metrics_port)
-    from ingestq.tasks.app import app
+    if json_logs:
+        os.environ["INGESTQ_JSON_LOGS"] = "1"
+    from ingestq.tasks.app import app, settings_of
+
+    if EVENTS_OPTIONS.intersection(extra):
+        app.conf.update(worker_send_task_events=True, task_send_sent_event=True)
+    settings = settings_of(app)
+    port = settings.metrics_port if metrics_port is None else metrics_port
+    file_roots = [str(r) for r in settings.file_roots or ()]
+    print(banner(str(settings.root), file_roots, port), file=sys.stderr, flush=True)
 
     app.worker_main(
         worker_argv(

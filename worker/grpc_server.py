@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from ingestq import errdefs
 from ingestq.api.server import STREAM_IDLE_TIMEOUT, ApiServer, Listen
 from ingestq.store import LocalStore, RefLocker
 from ingestq.store.budget import Budget
@@ -62,11 +64,35 @@ def build_lockers(env: Mapping[str, str] | None = None) -> list[RefLocker]:
     return [RedisLeaseLocker(settings.lock_url, ttl=settings.lease_ttl)]
 
 
+def _check_bindable(tcp: str) -> None:
+    """Unavailable naming ``tcp`` (``host:port``) when it cannot be bound, found with a
+    plain socket before grpc tries (which would log its own error lines)."""
+    name, _, port = tcp.rpartition(":")
+    host = name.strip("[]") or None
+    try:
+        infos = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (OSError, ValueError) as e:
+        raise errdefs.Unavailable(f"cannot listen on {tcp}: {e}") from e
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as e:
+            raise errdefs.Unavailable(f"cannot listen on {tcp}: {e.strerror or e}") from e
+
+
 def build_server(
     opts: ServeOptions, lockers: Sequence[RefLocker] = (), *, fsync: bool = True
 ) -> ApiServer:
     """An :class:`ApiServer` over ``LocalStore(opts.root, lockers)`` bound to every
-    address of ``opts`` (not started). InvalidArgument for bounds that do not fit."""
+    address of ``opts`` (not started). InvalidArgument for bounds that do not fit;
+    Unavailable naming the address when one cannot be bound (in use, not local)."""
+    for where in opts.listen:
+        if where.tcp is not None:
+            _check_bindable(where.tcp)
     store = LocalStore(opts.root, lockers, fsync=fsync, budget=opts.budget)
     server = ApiServer(
         store,
@@ -77,7 +103,14 @@ def build_server(
         lock_wait=opts.lock_wait,
     )
     for where in opts.listen:
-        server.listen(where)
+        try:
+            server.listen(where)
+        except RuntimeError as e:  # grpc's "Failed to bind to address ..."
+            server.stop(0)  # removes the sockets already bound
+            address = where.tcp if where.unix is None else f"unix://{where.unix}"
+            raise errdefs.Unavailable(
+                f"cannot listen on {address}: address in use or not available on this host"
+            ) from e
     return server
 
 

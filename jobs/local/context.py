@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ingestq import errdefs
-from ingestq.jobs.api import JobState, new_job_id
+from ingestq.jobs.api import JobState, check_same_request, new_job_id
 from ingestq.jobs.cancel import CancelHooks
 from ingestq.jobs.config import Settings
 from ingestq.jobs.records import JobRecordStore, error_from_text, error_text, json_field
@@ -156,7 +156,8 @@ class LocalContext:
         name: str,
     ) -> str:
         """Record a job and run ``body(job_id, hooks)`` in a thread named
-        ``<name>-<id>``, unless the id or key already has a job (then nothing starts).
+        ``<name>-<id>``, unless the id or key already has a job (then nothing starts;
+        FailedPrecondition when the key's job was for another request).
         The record goes ``queued``, ``started``, then ``succeeded`` with the fields
         ``body`` returns, or ``failed``/``canceled`` with the error. Returns the id."""
         job_id = new_job_id(job_id, idempotency_key)
@@ -167,6 +168,8 @@ class LocalContext:
             "host": socket.gethostname(),
         }
         job_id, created = self.records.create(job_id, record, idempotency_key)
+        if not created and idempotency_key:
+            check_same_request(idempotency_key, job_id, self.records.get(job_id), fields)
         if created:
             self.threads.start(job_id, lambda event: self._run(job_id, event, body),
                                f"{name}-{job_id}")  # fmt: skip

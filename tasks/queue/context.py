@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from celery import Celery
 
 from ingestq import errdefs
+from ingestq.jobs.api import check_same_request
 from ingestq.tasks.records import RedisJobRecords
 from ingestq.tasks.results import CeleryResults
 from ingestq.tasks.statusboard import StatusBoard
@@ -36,10 +37,13 @@ class QueueContext:
     ) -> tuple[str, bool]:
         """Record job ``job_id`` and publish ``task(*args)`` as it, once per id /
         idempotency key; returns ``(job id, published)`` (an existing job's id, and
-        False, when the key or id was used before). Unavailable when Redis cannot be
-        reached (nothing is left recorded then)."""
+        False, when the key or id was used before; FailedPrecondition when the key's
+        job was for another request). Unavailable when Redis cannot be reached (nothing
+        is left recorded then)."""
         job_id, created = self.records.create(job_id, fields, idempotency_key)
         if not created:
+            if idempotency_key:
+                check_same_request(idempotency_key, job_id, self.records.get(job_id), fields)
             return job_id, False
         try:
             self.app.send_task(task, args=args, task_id=job_id, queue=queue)

@@ -75,7 +75,7 @@ def test_a_docker_image_is_recorded_through_an_oci_view_naming_the_original(
         SOURCE_DIGEST: image.digest,
         SOURCE_MEDIA_TYPE: oci.DOCKER_MANIFEST,
     }
-    entry = ImageIndex(store.root).get("v1")
+    entry = ImageIndex(store.root).get(f"oci-layout:{tmp_path / 'layout'}:v1")
     assert entry.digest == recorded.digest
     assert entry.annotations[SOURCE_DIGEST] == image.digest
     view = json.loads(read_blob(store, recorded))

@@ -46,7 +46,7 @@ def test_a_manifest_is_ingested_while_planning_and_its_blobs_become_children(
     image = oci.build_image([b"one", b"two"])
     ref = layout(tmp_path / "layout", image)
     the_plan, _ = plan(store, PullRequest(ref))
-    assert the_plan.name == "v1" and the_plan.source is None
+    assert the_plan.name == f"oci-layout:{tmp_path / 'layout'}:v1" and the_plan.source is None
     assert str(the_plan.target.digest) == image.digest
     assert [b.ref for b in the_plan.manifests] == [f"manifest-{image.digest}"]
     assert [b.ref for b in the_plan.children] == [

@@ -65,7 +65,10 @@ def test_malformed_json_is_invalid_argument(obj: dict[str, object]) -> None:
 def test_open_image_picks_the_layout_or_the_registry(tmp_path: Path) -> None:
     oci.make_oci_layout(tmp_path / "layout", "v1", [b"x"])
     local = open_image(PullRequest(f"oci-layout:{tmp_path / 'layout'}:v1"))
-    assert isinstance(local.image, OCILayoutImage) and local.name == "v1"
+    assert (
+        isinstance(local.image, OCILayoutImage)
+        and local.name == f"oci-layout:{tmp_path / 'layout'}:v1"
+    )
     elsewhere = FetchOptions(file_roots=(tmp_path / "other",))
     with pytest.raises(errdefs.PermissionDenied):
         open_image(PullRequest(f"oci-layout:{tmp_path / 'layout'}:v1"), elsewhere)

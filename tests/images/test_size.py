@@ -32,8 +32,8 @@ def test_a_manifest_weighs_itself_its_config_and_layers_on_its_config_platform(
     _, _, recorded = pull(store, PullRequest(layout(tmp_path / "layout", image)))
     assert tree_size(store, recorded) == TreeSize(_size(image), ("linux/arm",))
     assert list_images(store) == [
-        ImageSummary("v1", oci.OCI_MANIFEST, image.digest, image.digest, _size(image),
-                     ("linux/arm",)),
+        ImageSummary(f"oci-layout:{tmp_path / 'layout'}:v1", oci.OCI_MANIFEST, image.digest,
+                     image.digest, _size(image), ("linux/arm",)),
     ]  # fmt: skip
 
 
@@ -74,7 +74,14 @@ def test_an_image_missing_a_blob_has_no_size(store: LocalStore, tmp_path: Path) 
     store.delete(Digest.parse(image.layer_descriptors[0].digest))
     assert tree_size(store, recorded) is None
     assert list_images(store) == [
-        ImageSummary("v1", oci.OCI_MANIFEST, image.digest, image.digest, None, ())
+        ImageSummary(
+            f"oci-layout:{tmp_path / 'layout'}:v1",
+            oci.OCI_MANIFEST,
+            image.digest,
+            image.digest,
+            None,
+            (),
+        )
     ]
     store.delete(recorded.digest)
     assert tree_size(store, recorded) is None

@@ -19,7 +19,7 @@ from ingestq.jobs.local import LocalClient
 from ingestq.jobs.local.records import FileJobRecords
 from ingestq.jobs.records import MemoryJobRecords, error_text
 from ingestq.store.digest import Digest
-from ingestq.tasks.client import connect, enqueue_ingest, get_job, get_pull
+from ingestq.tasks.client import connect, enqueue_ingest, enqueue_pull, get_job, get_pull
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
 
@@ -73,6 +73,21 @@ def test_an_id_or_key_used_before_returns_the_first_job(
     assert str(again.wait(timeout=30).digest) == b.digest
     assert len(blob_server.requests_for("/once")) == 1
     assert get_job(first.id, client=local).state is JobState.SUCCEEDED
+
+
+def test_an_idempotency_key_reused_for_another_request_is_failed_precondition(
+    blob_server: BlobServer, local: LocalClient
+) -> None:
+    one = blob_server.add("/one", Behaviour(data=b"one"))
+    two = blob_server.add("/two", Behaviour(data=b"two"))
+    first = enqueue_ingest(one, idempotency_key="k2", client=local)
+    with pytest.raises(errdefs.FailedPrecondition, match="idempotency key 'k2'"):
+        enqueue_ingest(two, idempotency_key="k2", client=local)
+    with pytest.raises(errdefs.FailedPrecondition, match="k2"):
+        enqueue_pull("oci-layout:/nonexistent:v1", idempotency_key="k2", client=local)
+    assert enqueue_ingest(one, idempotency_key="k2", client=local).id == first.id
+    first.wait(timeout=30)
+    assert blob_server.requests_for("/two") == []
 
 
 def test_unknown_jobs(local: LocalClient) -> None:

@@ -10,10 +10,17 @@ were served once" or "the resume asked for ``bytes=<offset>-``". A gate makes
 (``(bytes, seconds)``: that many bytes, then a pause), a slow-loris source; a range
 request to a path with ``unsatisfiable_total`` is answered ``416`` with
 ``Content-Range: bytes */<unsatisfiable_total>`` whatever the blob's size.
+
+Validators: every blob with data has an ``ETag`` (derived from the data unless given;
+``etag=""`` sends none) and, when set, a ``Last-Modified``; a GET whose
+``If-None-Match`` matches the ETag, or (without If-None-Match) whose
+``If-Modified-Since`` is not older than Last-Modified, is answered ``304 Not Modified``
+with no body. :meth:`BlobServer.count` counts the requests of a path by status.
 """
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import re
 import sys
@@ -30,6 +37,7 @@ class Behaviour:
 
     data: bytes = b""
     etag: str | None = None
+    last_modified: str | None = None
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     ignore_range: bool = False
@@ -61,6 +69,8 @@ class Logged:
     status: int
     sent: int
     at: float = 0.0
+    if_none_match: str | None = None
+    if_modified_since: str | None = None
 
 
 _RANGE = re.compile(r"^bytes=(\d+)-$")
@@ -123,6 +133,10 @@ class BlobServer:
         with self._mutex:
             return [r for r in self.log if r.path == path]
 
+    def count(self, path: str, status: int | None = None) -> int:
+        """How many requests of ``path`` were answered (with ``status``, if given)."""
+        return sum(1 for r in self.requests_for(path) if status is None or r.status == status)
+
     def bytes_served(self, path: str) -> int:
         return sum(r.sent for r in self.requests_for(path))
 
@@ -148,6 +162,16 @@ class BlobServer:
             self._record(Logged(path, rng, if_range, 302, 0, at))
             return
         status = b.status_sequence.pop(0) if b.status_sequence else b.status
+        inm, ims = h.headers.get("If-None-Match"), h.headers.get("If-Modified-Since")
+        if status == 200 and _not_modified(b, inm, ims):
+            h.send_response(304)
+            if b.etag:
+                h.send_header("ETag", b.etag)
+            if b.last_modified:
+                h.send_header("Last-Modified", b.last_modified)
+            h.end_headers()
+            self._record(Logged(path, rng, if_range, 304, 0, at, inm, ims))
+            return
         if status != 200:
             self._simple(h, status, path, rng, if_range, b.headers, at)
             return
@@ -177,6 +201,8 @@ class BlobServer:
         h.send_header("Content-Length", str(length))
         if b.etag:
             h.send_header("ETag", b.etag)
+        if b.last_modified:
+            h.send_header("Last-Modified", b.last_modified)
         for k, v in b.headers.items():
             h.send_header(k, v)
         h.end_headers()
@@ -214,7 +240,8 @@ class BlobServer:
         except (TimeoutError, BrokenPipeError, ConnectionResetError, OSError):
             pass
         finally:
-            self._record(Logged(path, rng, if_range, 206 if partial else 200, sent, at))
+            status = 206 if partial else 200
+            self._record(Logged(path, rng, if_range, status, sent, at, inm, ims))
         if b.truncate_at is not None or b.stall_at is not None or b.trickle is not None:
             h.close_connection = True
 
@@ -236,3 +263,17 @@ class BlobServer:
         h.end_headers()
         h.wfile.write(body)
         self._record(Logged(path, rng, if_range, status, 0, at))
+
+
+def _not_modified(b: Behaviour, if_none_match: str | None, if_modified_since: str | None) -> bool:
+    """RFC 9110: If-None-Match decides when present, else If-Modified-Since."""
+    if if_none_match is not None:
+        return bool(b.etag) and if_none_match.strip() in (b.etag, "*")
+    if if_modified_since is None or not b.last_modified:
+        return False
+    try:
+        since = email.utils.parsedate_to_datetime(if_modified_since)
+        modified = email.utils.parsedate_to_datetime(b.last_modified)
+    except (TypeError, ValueError):
+        return False
+    return modified <= since

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
+from ingestq import errdefs
 from ingestq.jobs.api import JobState
 from ingestq.tasks.client import enqueue_ingest
 from tests.servers.util import wait_until
@@ -40,6 +43,19 @@ def test_fifty_jobs_for_one_digest_on_two_workers_fetch_the_bytes_once(
     assert [r.status for r in served] == [200], served
     assert blob_server.bytes_served("/one") == len(data)
     assert (cluster.root / "blobs" / "sha256" / blob.digest.split(":")[1]).read_bytes() == data
+
+
+def test_an_idempotency_key_reused_for_another_request_is_failed_precondition(
+    cluster: Cluster,
+) -> None:
+    first = enqueue_ingest({"type": "file", "path": "/nonexistent/a"}, idempotency_key="k-ab",
+                           client=cluster.client)  # fmt: skip
+    with pytest.raises(errdefs.FailedPrecondition, match="idempotency key 'k-ab'"):
+        enqueue_ingest({"type": "file", "path": "/nonexistent/b"}, idempotency_key="k-ab",
+                       client=cluster.client)  # fmt: skip
+    same = enqueue_ingest({"type": "file", "path": "/nonexistent/a"}, idempotency_key="k-ab",
+                          client=cluster.client)  # fmt: skip
+    assert same.id == first.id
 
 
 def test_an_idempotency_key_or_job_id_publishes_once(cluster: Cluster) -> None:

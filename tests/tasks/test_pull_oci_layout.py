@@ -28,7 +28,7 @@ def test_a_layout_saved_by_skopeo_is_pulled_into_the_store(
     saved_digest = json.loads((saved / "index.json").read_text())["manifests"][0]["digest"]
 
     image = OCILayoutImage(f"oci-layout:{saved}:v1")
-    assert image.name == "v1" and image.distribution_source is None
+    assert image.name == f"oci-layout:{saved}:v1" and image.distribution_source is None
     client = LocalClient(Settings(root=tmp_path / "store", fsync=False))
     result = enqueue_pull(f"oci-layout:{saved}:v1", name="saved/app:v1", client=client).wait(60)
     assert str(result.target.digest) == saved_digest

@@ -230,6 +230,13 @@ def test_rm(run: Invoke, root: Path) -> None:
     assert run("rm", sha(b"never")).exit_code == 0
 
 
+def test_rm_reports_each_error_once(run: Invoke) -> None:
+    r = run("rm", "sha256:bad")
+    assert r.exit_code == code("InvalidArgument")
+    assert r.stderr.count("unable to delete sha256:bad") == 1
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_label(run: Invoke, root: Path) -> None:
     ingest(root, b"labelled", "l", a="1", b="2")
     d = sha(b"labelled")

@@ -3,6 +3,9 @@ exit code, and which ref lockers the environment configures."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from click.testing import CliRunner
 from ingestq import errdefs
 from ingestq.worker.cli import cli
 from ingestq.worker.grpc_server import build_lockers, redis_configured
+from tests.tasks.workers import REPO
 
 EXIT_INVALID = 10 + errdefs.InvalidArgument.grpc_code
 
@@ -97,3 +101,19 @@ def test_a_separate_lock_url_is_used_for_leases() -> None:
     }
     [locker] = build_lockers(env)
     assert locker.url == "redis://127.0.0.1:2/3"  # type: ignore[attr-defined]
+
+
+def test_a_port_in_use_is_one_clear_line_and_the_unavailable_exit_status() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-c", "from worker.cli import main; main()", "serve",
+             "-a", f"127.0.0.1:{port}"],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 10 + errdefs.Unavailable.grpc_code
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in lines[0] and "in use" in lines[0]

@@ -42,6 +42,7 @@ from ingestq.worker.cli.common import (
     handle_errors,
     max_bytes_option,
     parse_labels,
+    report,
     resolve_root,
     root_option,
     store_budget,
@@ -290,7 +291,7 @@ def rm_cmd(digests: tuple[str, ...], force: bool, root: Path | None) -> None:
 
     store = _store(root)
     trees = {} if force else image_trees(store)
-    first: errdefs.ErrdefsError | None = None
+    status = 0
     for text in digests:
         try:
             d = _digest(text)
@@ -303,13 +304,13 @@ def rm_cmd(digests: tuple[str, ...], force: bool, root: Path | None) -> None:
         except errdefs.NotFound:
             continue
         except errdefs.ErrdefsError as e:
-            err = errdefs.wrap(e, f"unable to delete {text}")
-            click.echo(f"ingestq: {type(err).name}: {err}", err=True)
-            first = first or err
+            # Each error is reported once, here; the first sets the exit status.
+            code = report(errdefs.wrap(e, f"unable to delete {text}"))
+            status = status or code
             continue
         click.echo(str(d))
-    if first is not None:
-        raise first
+    if status:
+        sys.exit(status)
 
 
 @content_group.command("label")

@@ -248,7 +248,9 @@ def active_cmd(as_json: bool, watch: bool, root: Path | None) -> None:
         time.sleep(1.0)
 
 
-@click.command("worker")
+@click.command(
+    "worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None)
 @click.option(
     "--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork",
@@ -257,7 +259,9 @@ def active_cmd(as_json: bool, watch: bool, root: Path | None) -> None:
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("-n", "--hostname", default=None, help="Worker node name (name@host).")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics here.")
+@click.option("--json-logs", is_flag=True, help="Log one JSON object per line.")
 @root_option
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
 def worker_cmd(
     concurrency: int | None,
@@ -265,10 +269,13 @@ def worker_cmd(
     loglevel: str,
     hostname: str | None,
     metrics_port: int | None,
+    json_logs: bool,
     root: Path | None,
+    celery_args: tuple[str, ...],
 ) -> None:
     """Run a Celery worker of the project's app (same as ``celery -A ingestq.tasks.app
-    worker``)."""
+    worker``). Other options are Celery's and passed to it (e.g. -E for task events,
+    --max-tasks-per-child N, --without-gossip)."""
     import os
 
     if root is not None:
@@ -281,7 +288,7 @@ def worker_cmd(
 
     run_worker(
         concurrency=concurrency, pool=pool, loglevel=loglevel, hostname=hostname,
-        metrics_port=metrics_port,
+        metrics_port=metrics_port, extra=celery_args, json_logs=json_logs,
     )  # fmt: skip
 
 
