@@ -37,7 +37,7 @@ def ok(result: Result) -> Result:
 def pulled(root: Path, tmp_path: Path, tag: str, layers: list[bytes]) -> str:
     layout = tmp_path / f"layout-{tag}"
     oci.make_oci_layout(layout, tag, layers)
-    ok(run(root, "pull", f"oci-layout:{layout}:{tag}"))
+    ok(run(root, "pull", f"oci-layout:{layout}:{tag}", "--name", tag))
     return tag
 
 
