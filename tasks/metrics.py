@@ -5,19 +5,26 @@ resumes and lock waits.
 Celery's prefork pool runs tasks in child processes, so when a worker exports metrics
 (``INGESTQ_METRICS_PORT`` / ``ingestq worker --metrics-port``) the client library runs
 in multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` is set (to a fresh temporary
-directory unless given) before ``prometheus_client`` is imported, every process writes
+directory unless given) before this module's metrics are made, every process writes
 its samples there, and the exporter in the worker's main process aggregates them.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 
 def _prepare_multiprocess() -> None:
     if os.environ.get("INGESTQ_METRICS_PORT") and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ingestq-metrics-")
+        values = sys.modules.get("prometheus_client.values")
+        if values is not None:
+            # Another library (Flower's Celery command plugin, loaded with Celery's
+            # CLI) imported prometheus_client first, which chose single-process values
+            # then; metrics made from here on read the class again.
+            values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
 
 
 _prepare_multiprocess()
