@@ -26,7 +26,7 @@ class IngestqGroup(click.Group):
 
 
 @click.group(cls=IngestqGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="ingestq", message="%(prog)s %(version)s")
+@click.version_option(package_name="ingestq", prog_name="ingestq", message="%(prog)s %(version)s")
 def cli() -> None:
     """ingestq: a content-addressable blob store fed by a job queue.
 

@@ -135,6 +135,7 @@ def follow(job: IngestJob, client: JobClient, timeout: float | None, display: Di
     label = shorten(job.source or job.ref, 60)
     last_event = 0.0
     last_attempt = 0
+    told_idle = False
     while True:
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         try:
@@ -145,10 +146,13 @@ def follow(job: IngestJob, client: JobClient, timeout: float | None, display: Di
         if display.mode == "quiet":
             continue
         state = job.state
-        if watch.check(state is JobState.QUEUED):
+        idle = watch.check(state is JobState.QUEUED)
+        if idle and not told_idle:
+            display.event("queued", job_id=job.id, queue=watch.queue, workers=0)
+        told_idle = idle
+        if idle:
             display.status(f"queued: no worker is consuming {watch.queue}")
             display.message(f"ingestq: queued: no worker is consuming {watch.queue}")
-            display.event("queued", job_id=job.id, queue=watch.queue, workers=0)
             continue
         if state is JobState.RETRYING:
             retry = job.retry
