@@ -51,7 +51,7 @@ class RedisJobRecords:
     ) -> tuple[str, bool]:
         """See :meth:`ingestq.jobs.records.JobRecords.create`: ``SET NX`` of the
         idempotency key, then ``tasks/lua/claim.lua`` claims the job id (``HSETNX
-        created_at``, the fields and the expiry in one step)."""
+        created_at``, the fields, the expiry and the job index in one step)."""
         try:
             if idempotency_key is not None:
                 ikey = keys.idempotency_key(idempotency_key)
@@ -59,23 +59,13 @@ class RedisJobRecords:
                     existing = self._client.get(ikey)
                     if isinstance(existing, bytes):
                         return existing.decode(), False
-            args: list[str | int] = [f"{time.time():.6f}", self._ttl]
+            args: list[str | int] = [f"{time.time():.6f}", self._ttl, job_id, MAX_INDEXED]
             args.extend(item for pair in fields.items() for item in pair)
-            if not self._claim(keys=[keys.job_key(job_id)], args=args):
+            if not self._claim(keys=[keys.job_key(job_id), keys.JOBS], args=args):
                 return job_id, False
-            self._index(job_id)
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"job records: {e}") from e
         return job_id, True
-
-    def _index(self, job_id: str) -> None:
-        now = time.time()
-        pipe = self._client.pipeline(transaction=True)
-        pipe.zadd(keys.JOBS, {job_id: now})
-        pipe.zremrangebyscore(keys.JOBS, "-inf", now - self._ttl)
-        pipe.zremrangebyrank(keys.JOBS, 0, -(MAX_INDEXED + 1))
-        pipe.expire(keys.JOBS, self._ttl)
-        pipe.execute()
 
     def list(self, limit: int = 1000) -> list[tuple[str, dict[str, str]]]:
         """See :meth:`ingestq.jobs.records.JobRecords.list`: the newest members of the
