@@ -88,7 +88,8 @@ def test_every_environment_variable_the_code_reads_is_in_the_readme_table() -> N
     used: set[str] = set()
     for folder in CODE_DIRS:
         for path in (REPO / folder).rglob("*.py"):
-            used.update(re.findall(r"\bINGESTQ_[A-Z0-9_]+\b", path.read_text()))
+            # a family written ``INGESTQ_GC_*`` names no variable of its own
+            used.update(re.findall(r"\bINGESTQ_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
     readme = (REPO / "README.md").read_text()
     table = set(re.findall(r"^\| `(INGESTQ_[A-Z0-9_]+)` \|", readme, re.MULTILINE))
     assert used - table == set(), "undocumented"
