@@ -31,6 +31,12 @@ ConnectError from any other TLS handshake      FailedPrecondition ("TLS handshak
 failure (``WRONG_VERSION_NUMBER``: https://    failed")
 to a plain-HTTP server, no shared protocol or
 cipher, an alert from the server)
+ConnectError from a host name that does not    FailedPrecondition ("host name does
+resolve (``EAI_NONAME``/``EAI_NODATA``: a      not resolve")
+typo, a name that does not exist)
+ConnectError from a resolver that failed       Unavailable (the resolver may come back)
+for now (``EAI_AGAIN``, ``EAI_FAIL``)
+ConnectError "Connection refused"              Unavailable (a server restarting)
 RemoteProtocolError "incomplete message body"  DataLoss (the prefix is kept for a resume)
 RemoteProtocolError "bad Content-Length" or     FailedPrecondition ("malformed
 "conflicting Content-Length headers" (a         Content-Length": the server is broken;
@@ -40,8 +46,9 @@ anything else (connect, read, write,           Unavailable
 protocol, a TLS connection closed mid-way)
 =============================================  =========================================
 
-TLS failures are permanent: retrying cannot fix a certificate or a server that does
-not speak TLS; trust a CA bundle, fix the URL, or skip verification. Every
+TLS failures and names that do not resolve are permanent: retrying cannot fix a
+certificate, a server that does not speak TLS or a mistyped host; trust a CA bundle,
+fix the URL, or skip verification. Every
 Unavailable carries details ``url`` and ``error`` (the exception's type name).
 
 Status codes (:func:`status_kind`): 400 InvalidArgument, 401 Unauthenticated, 403
@@ -67,6 +74,7 @@ import contextlib
 import email.utils
 import math
 import re
+import socket
 import ssl
 import time
 import urllib.request
@@ -183,6 +191,23 @@ def _tls_error(err: BaseException) -> ssl.SSLError | None:
     return None
 
 
+#: getaddrinfo errors meaning the name does not exist (retrying cannot help).
+_NO_SUCH_NAME = frozenset(
+    code
+    for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None))
+    if code is not None
+)
+
+
+def _no_such_name(err: BaseException) -> socket.gaierror | None:
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, socket.gaierror) and seen.errno in _NO_SUCH_NAME:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _verify_message(err: ssl.SSLCertVerificationError) -> str:
     return str(getattr(err, "verify_message", None) or err)
 
@@ -205,6 +230,11 @@ def transport_error(err: httpx.HTTPError, what: str) -> errdefs.ErrdefsError:
             if getattr(tls, "reason", None) == "WRONG_VERSION_NUMBER":
                 hint = " (does the server speak plain HTTP? use http://)"
             return errdefs.FailedPrecondition(f"{what}: TLS handshake failed: {tls}{hint}")
+        unresolved = _no_such_name(err)
+        if unresolved is not None:
+            return errdefs.FailedPrecondition(
+                f"{what}: host name does not resolve: {unresolved.strerror}"
+            )
     if isinstance(err, httpx.RemoteProtocolError) and "complete message body" in str(err):
         return errdefs.DataLoss(f"{what}: body shorter than announced: {err}")
     if isinstance(err, httpx.RemoteProtocolError) and "Content-Length" in str(err):

@@ -101,6 +101,61 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class RetryInfo:
+    """Where a retrying job stands: the ``attempt`` that failed (1-based) of
+    ``max_attempts`` (None: unbounded), when the next one starts (``next_at``, Unix
+    seconds; None when unknown) and why (``reason``)."""
+
+    attempt: int
+    max_attempts: int | None
+    next_at: float | None
+    reason: str
+
+    @classmethod
+    def from_record(cls, record: dict[str, str], reason: str | None) -> RetryInfo | None:
+        """The retry fields of a job record (``attempt``, ``max_attempts``,
+        ``next_at``), or None when it has none or they are malformed."""
+        try:
+            attempt = int(record.get("attempt") or 0)
+            most = record.get("max_attempts") or ""
+            nxt = record.get("next_at") or ""
+            max_attempts = int(most) if most else None
+            next_at = float(nxt) if nxt else None
+        except ValueError:
+            return None
+        if attempt <= 0:
+            return None
+        return cls(attempt, max_attempts, next_at, reason or record.get("reason", ""))
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict."""
+        return {"attempt": self.attempt, "max_attempts": self.max_attempts,
+                "next_at": self.next_at, "reason": self.reason}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """One job as :meth:`JobClient.jobs` lists it."""
+
+    job_id: str
+    kind: str
+    state: JobState
+    source: str
+    ref: str
+    created_at: float
+    parent: str
+    reason: str
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict (the CLI's keys)."""
+        return {
+            "job_id": self.job_id, "kind": self.kind, "state": self.state.value,
+            "source": self.source, "ref": self.ref, "created_at": self.created_at,
+            "parent": self.parent, "reason": self.reason,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
 class ActiveIngest:
     """One live write, as a backend lists it (:meth:`JobClient.active`): published by
     its worker's lease heartbeat (queue), or read from the store (in process)."""
@@ -166,6 +221,18 @@ class IngestJob(Protocol):
         """Offset/total of the live write, the full size once succeeded, else None."""
         ...
 
+    @property
+    def source(self) -> str:
+        """What the job reads from (a URL, a path, an image reference; empty if
+        unknown)."""
+        ...
+
+    @property
+    def retry(self) -> RetryInfo | None:
+        """Where the job's retries stand while it is retrying a failed attempt, else
+        None."""
+        ...
+
     def wait(self, timeout: float | None = None) -> Info:
         """Block until the job is done; return the Info or raise its errdefs error
         (Canceled for a canceled job; DeadlineExceeded after ``timeout`` seconds;
@@ -215,10 +282,12 @@ class IngestJobs(Protocol):
         *,
         job_id: str | None = None,
         idempotency_key: str | None = None,
+        retries: int | None = None,
     ) -> IngestJob:
         """Start ``request`` as job ``job_id`` (see :func:`new_job_id`), or return the
         existing job of that id or idempotency key (nothing new starts then).
-        Unavailable when the backend cannot be reached."""
+        ``retries`` bounds the retries of an Unavailable source for this job (default:
+        the settings'). Unavailable when the backend cannot be reached."""
         ...  # fmt: skip
 
     def job(self, job_id: str) -> IngestJob:
@@ -259,6 +328,11 @@ class JobClient(IngestJobs, PullJobs, Protocol):
         """Every live ingest this client can see. Unavailable when Redis is down."""
         ...
 
+    def jobs(self, limit: int = 1000) -> list[JobSummary]:
+        """The jobs this backend recorded, newest first (at most ``limit``).
+        Unavailable when the backend cannot be reached."""
+        ...
+
     def close(self) -> None:
         """Release connections (and, in process, wait for the jobs started here)."""
         ...
@@ -271,9 +345,11 @@ __all__ = [
     "IngestJobs",
     "JobClient",
     "JobState",
+    "JobSummary",
     "Progress",
     "PullJob",
     "PullJobs",
+    "RetryInfo",
     "job_id_for",
     "new_job_id",
 ]

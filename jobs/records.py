@@ -13,6 +13,10 @@ every store. The fields both backends write (:data:`FIELDS` names them):
 ``error``       the errdefs error record of a failure, JSON
 ``plan``        a pull's plan, JSON (written once the manifests are in)
 ``parent``      the pull a child ingest belongs to
+``attempt``     while retrying: the attempt that failed (1-based)
+``max_attempts`` while retrying: attempts in all (empty: unbounded)
+``next_at``     while retrying: when the next attempt starts (Unix seconds)
+``max_retries`` the retries the producer allowed (``--retries``), when it chose
 ==============  ==================================================================
 
 The in-process backend adds ``state``, ``reason``, ``result`` (JSON), ``pid``,
@@ -44,7 +48,13 @@ from ingestq import errdefs
 from ingestq.store.rules import validate_ref
 
 #: The record fields both backends write (see the module docstring).
-FIELDS = ("created_at", "kind", "ref", "source", "request", "error", "plan", "parent")
+FIELDS = (
+    "created_at", "kind", "ref", "source", "request", "error", "plan", "parent",
+    "attempt", "max_attempts", "next_at", "max_retries",
+)  # fmt: skip
+
+#: The most records :meth:`JobRecords.list` returns by default.
+LIST_LIMIT = 1000
 
 KIND_INGEST = "ingest"
 KIND_PULL = "pull"
@@ -77,6 +87,12 @@ class JobRecords(Protocol):
     def update(self, job_id: str, fields: Mapping[str, str]) -> None:
         """Merge ``fields`` into the record (an unknown job gets a record of just
         these fields)."""
+        ...
+
+    def list(self, limit: int = LIST_LIMIT) -> list[tuple[str, dict[str, str]]]:
+        """Up to ``limit`` ``(job id, record)`` pairs of the jobs created with
+        :meth:`create`, newest first (expired ones are left out; a record that cannot
+        be read is skipped)."""
         ...
 
 
@@ -241,6 +257,12 @@ class MemoryJobRecords:
         with self._mutex:
             self._records.setdefault(job_id, {}).update(fields)
 
+    def list(self, limit: int = LIST_LIMIT) -> list[tuple[str, dict[str, str]]]:
+        with self._mutex:
+            items = [(k, dict(v)) for k, v in self._records.items() if "created_at" in v]
+        items.sort(key=lambda kv: float(kv[1]["created_at"]), reverse=True)
+        return items[: max(limit, 0)]
+
     def request_cancel(self, job_id: str) -> None:
         with self._mutex:
             self._cancel.add(job_id)
@@ -254,6 +276,7 @@ __all__ = [
     "FIELDS",
     "KIND_INGEST",
     "KIND_PULL",
+    "LIST_LIMIT",
     "MAX_FIELDS",
     "MAX_JSON_BYTES",
     "MAX_JSON_DEPTH",

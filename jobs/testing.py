@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 from ingestq import errdefs
 from ingestq.jobs.records import JobRecordStore, error_from_text, error_text
@@ -131,6 +132,27 @@ class JobRecordStoreContract:
         assert other_records.create("j2", {}, "key") == ("j1", False)
         other_records.request_cancel("j1")
         assert records.cancel_requested("j1")
+
+    def test_list_gives_created_jobs_newest_first(self, records: JobRecordStore) -> None:
+        assert records.list() == []
+        for job_id in ("old", "mid", "new"):
+            records.create(job_id, {"ref": job_id})
+            # creation times must differ: wait for the clock instead of sleeping blindly
+            created = float(records.get(job_id)["created_at"])
+            while time.time() <= created:
+                time.sleep(0.001)
+        records.update("mid", {"state": "started"})
+        listed = records.list()
+        assert [job_id for job_id, _ in listed] == ["new", "mid", "old"]
+        assert dict(listed)["mid"]["state"] == "started"
+        assert dict(listed)["old"] == records.get("old")
+        assert [job_id for job_id, _ in records.list(limit=2)] == ["new", "mid"]
+        assert self.reopen(records).list(limit=1)[0][0] == "new"
+
+    def test_list_names_ids_that_are_not_file_names(self, records: JobRecordStore) -> None:
+        for job_id in ODD_IDS:
+            records.create(job_id, {})
+        assert {job_id for job_id, _ in records.list()} == set(ODD_IDS)
 
     def test_concurrent_creates_of_one_id_create_it_once(self, records: JobRecordStore) -> None:
         results: list[bool] = []

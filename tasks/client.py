@@ -57,6 +57,7 @@ def enqueue_ingest(
     idempotency_key: str | None = None,
     settings: Settings | None = None,
     client: JobClient | None = None,
+    retries: int | None = None,
 ) -> IngestJob:
     """Enqueue an ingest of ``source`` (a URL, a file path, or a source spec object)
     on ``client`` (default: :func:`connect` of ``settings``).
@@ -65,15 +66,19 @@ def enqueue_ingest(
     are hashed while fetching and committed under the digest they have); ``ref``
     defaults to containerd's ref key (see :mod:`ingestq.fetch.refkey`). gc keeps the
     blob, or with ``expire`` (a timedelta or ``30s``, ``10m``, ``7d``) until then.
-    Returns the job handle. Raises InvalidArgument for a malformed digest, source or
-    duration; Unavailable when Redis cannot be reached.
+    ``retries`` bounds the retries of an Unavailable source for this job (default:
+    ``INGESTQ_MAX_SOURCE_RETRIES``). Returns the job handle. Raises InvalidArgument for
+    a malformed digest, source or duration or a negative ``retries``; Unavailable when
+    Redis cannot be reached.
     """
     request = ingest_request(
         source, digest=digest, size=size, media_type=media_type, ref=ref, labels=labels,
         expire=expire,
     )  # fmt: skip
     jobs = client if client is not None else connect(settings)
-    return jobs.submit_ingest(request, job_id=job_id, idempotency_key=idempotency_key)
+    return jobs.submit_ingest(
+        request, job_id=job_id, idempotency_key=idempotency_key, retries=retries
+    )
 
 
 def enqueue_pull(

@@ -1,7 +1,8 @@
 """The Celery ingest task (``ingestq.ingest``): the ingest core on a worker.
 
 Arguments (all JSON): ``request`` (:meth:`ingestq.ingest.request.IngestRequest.to_json`),
-and the counters ``lock_waits`` and ``source_retries`` carried from retry to retry.
+the counters ``lock_waits`` and ``source_retries`` carried from retry to retry, and
+``max_source_retries`` (the producer's ``--retries``; default the settings').
 
 Returns the committed blob's Info as JSON (``digest``, ``size``, ``created_at``,
 ``updated_at``, ``labels``) plus ``ref``, ``fetched``, ``bytes_fetched`` and
@@ -21,6 +22,8 @@ How a job waits and fails:
   lease: retried per ``Settings.source_retry`` (the one retry policy, shared with the
   in-process runners): up to ``INGESTQ_MAX_SOURCE_RETRIES`` times, countdown = capped
   exponential backoff, at least the server's Retry-After; then FAILURE(Unavailable).
+  Each retry writes ``attempt``, ``max_attempts`` and ``next_at`` to the job record, so
+  a waiting producer can show them.
 * Any other errdefs kind (NotFound, InvalidArgument, PermissionDenied,
   Unauthenticated, FailedPrecondition, DataLoss, Canceled, ...): FAILURE at once.
   Anything else becomes Unknown with its message.
@@ -37,6 +40,7 @@ hooks, and this package's app, runtime, codec and metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -74,6 +78,18 @@ def _busy_error(busy: RefBusy) -> errdefs.Unavailable:
     return errdefs.Unavailable(busy.error.message, details)
 
 
+def _record_retry(
+    rt: Runtime, job_id: str, attempt: int, max_attempts: int | None, countdown: float
+) -> None:
+    """Write where the job's retries stand to its record (best effort)."""
+    fields = {"attempt": str(attempt), "max_attempts": str(max_attempts or ""),
+              "next_at": f"{time.time() + countdown:.3f}"}  # fmt: skip
+    try:
+        rt.records.update(job_id, fields)
+    except errdefs.Unavailable:
+        return
+
+
 def _fail(rt: Runtime | None, job_id: str, err: BaseException, started: float) -> Exception:
     """Count and record the failure ``err``; what the task raises for it."""
     clean = encode(err)
@@ -93,7 +109,11 @@ def _fail(rt: Runtime | None, job_id: str, err: BaseException, started: float) -
     throws=EXPECTED_ERRORS,
 )
 def ingest_task(
-    self: Task, request: dict[str, Any], lock_waits: int = 0, source_retries: int = 0
+    self: Task,
+    request: dict[str, Any],
+    lock_waits: int = 0,
+    source_retries: int = 0,
+    max_source_retries: int | None = None,
 ) -> dict[str, Any]:
     """Ingest one blob (see the module docstring)."""
     started = time.monotonic()
@@ -128,21 +148,34 @@ def ingest_task(
             exc=_busy_error(busy),
             countdown=rt.settings.lock_wait_retry.backoff(lock_waits),
             args=[request],
-            kwargs={"lock_waits": lock_waits + 1, "source_retries": source_retries},
+            kwargs={
+                "lock_waits": lock_waits + 1,
+                "source_retries": source_retries,
+                "max_source_retries": max_source_retries,
+            },
             max_retries=None,
         ) from None
     except Exception as e:
         settings = rt.settings if rt is not None else Settings()
-        countdown = settings.source_retry.delay(source_retries, e)
+        policy = settings.source_retry
+        if max_source_retries is not None and max_source_retries >= 0:
+            policy = dataclasses.replace(policy, max_attempts=max_source_retries + 1)
+        countdown = policy.delay(source_retries, e)
         if countdown is None:
             raise _fail(rt, job_id, e, started) from None
         clean = encode(e)
         metrics.JOBS.labels("retried", clean.name).inc()
+        if rt is not None and job_id:
+            _record_retry(rt, job_id, source_retries + 1, policy.max_attempts, countdown)
         raise self.retry(
             exc=clean,
             countdown=countdown,
             args=[request],
-            kwargs={"lock_waits": lock_waits, "source_retries": source_retries + 1},
+            kwargs={
+                "lock_waits": lock_waits,
+                "source_retries": source_retries + 1,
+                "max_source_retries": max_source_retries,
+            },
             max_retries=None,
         ) from None
     outcome = "succeeded" if result.fetched else "deduplicated"

@@ -9,7 +9,8 @@ Every key here other than Celery's (whose result keys expire by ``result_expires
 expires or is deleted when done: the lease, holder and status hash by their TTLs
 (renewed by the heartbeat) and by release; the active index with its newest entry's
 status TTL; the fence key :data:`ingestq.tasks.lease.FENCE_TTL` after the ref's last
-grant; job records and idempotency keys by ``result_expires``.
+grant; job records, their index and idempotency keys by ``result_expires`` (the
+index's members older than that are trimmed at each create).
 
 Imports store (the ref hash) only.
 """
@@ -22,6 +23,8 @@ from ingestq.store.locks import ref_key
 
 PREFIX = "ingestq"
 ACTIVE = f"{PREFIX}:active"
+#: The index of job records (a zset of job ids scored by creation time), for listing.
+JOBS = f"{PREFIX}:jobs"
 #: The prefix of Celery's Redis result backend keys (``celery-task-meta-<task id>``).
 CELERY_RESULT_PREFIX = "celery-task-meta-"
 

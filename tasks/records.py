@@ -8,6 +8,10 @@ plan, the redelivery count and the cancel flag (the ``cancel`` field).
 ``ingestq:job:<id>`` is a hash of the record's fields (see :mod:`ingestq.jobs.records`),
 ``ingestq:idem:<key>`` maps an idempotency key to its job id. Both expire with the
 job's result (``result_expires``); every write renews the record's expiry.
+``ingestq:jobs`` indexes the records for listing (no KEYS, no SCAN): a zset of job ids
+scored by creation time, trimmed at each create to the members younger than
+``result_expires`` and to at most :data:`MAX_INDEXED`, and expiring itself with the
+newest record.
 
 Records read back are checked (:func:`ingestq.jobs.records.check_record`): a tampered
 one is InvalidArgument naming the job.
@@ -30,6 +34,9 @@ from ingestq.tasks import keys
 from ingestq.tasks.lua import load
 from ingestq.tasks.redisconn import decode_hash
 
+#: The most job ids the listing index keeps (the oldest are dropped first).
+MAX_INDEXED = 100_000
+
 
 class RedisJobRecords:
     """Job records on one Redis client, expiring after ``ttl`` seconds."""
@@ -44,7 +51,7 @@ class RedisJobRecords:
     ) -> tuple[str, bool]:
         """See :meth:`ingestq.jobs.records.JobRecords.create`: ``SET NX`` of the
         idempotency key, then ``tasks/lua/claim.lua`` claims the job id (``HSETNX
-        created_at``, the fields and the expiry in one step)."""
+        created_at``, the fields, the expiry and the job index in one step)."""
         try:
             if idempotency_key is not None:
                 ikey = keys.idempotency_key(idempotency_key)
@@ -52,13 +59,37 @@ class RedisJobRecords:
                     existing = self._client.get(ikey)
                     if isinstance(existing, bytes):
                         return existing.decode(), False
-            args: list[str | int] = [f"{time.time():.6f}", self._ttl]
+            args: list[str | int] = [f"{time.time():.6f}", self._ttl, job_id, MAX_INDEXED]
             args.extend(item for pair in fields.items() for item in pair)
-            if not self._claim(keys=[keys.job_key(job_id)], args=args):
+            if not self._claim(keys=[keys.job_key(job_id), keys.JOBS], args=args):
                 return job_id, False
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"job records: {e}") from e
         return job_id, True
+
+    def list(self, limit: int = 1000) -> list[tuple[str, dict[str, str]]]:
+        """See :meth:`ingestq.jobs.records.JobRecords.list`: the newest members of the
+        index, then their records (expired or malformed ones are left out)."""
+        if limit <= 0:
+            return []
+        try:
+            members = self._client.zrevrange(keys.JOBS, 0, limit - 1)
+            pipe = self._client.pipeline(transaction=False)
+            ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+            for job_id in ids:
+                pipe.hgetall(keys.job_key(job_id))
+            hashes = pipe.execute() if ids else []
+        except redis.RedisError as e:
+            raise errdefs.Unavailable(f"job records: {e}") from e
+        out: list[tuple[str, dict[str, str]]] = []
+        for job_id, raw in zip(ids, hashes, strict=True):
+            if not raw:
+                continue
+            try:
+                out.append((job_id, check_record(job_id, decode_hash(raw))))
+            except errdefs.InvalidArgument:
+                continue
+        return out
 
     def _write(self, job_id: str, fields: Mapping[str, str]) -> None:
         jkey = keys.job_key(job_id)
@@ -92,6 +123,7 @@ class RedisJobRecords:
         Best effort."""
         try:
             self._client.delete(keys.job_key(job_id))
+            self._client.zrem(keys.JOBS, job_id)
             if idempotency_key:
                 self._client.delete(keys.idempotency_key(idempotency_key))
         except redis.RedisError:

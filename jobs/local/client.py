@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from ingestq.images.request import PullRequest
 from ingestq.ingest.request import IngestRequest
-from ingestq.jobs.api import ActiveIngest
+from ingestq.jobs.api import ActiveIngest, JobState, JobSummary
 from ingestq.jobs.config import Settings, open_store
-from ingestq.jobs.local.context import JobThreads, LocalContext
+from ingestq.jobs.local.context import JobThreads, LocalContext, state_of
 from ingestq.jobs.local.ingest import LocalIngestJob, submit_ingest
 from ingestq.jobs.local.pull import LocalPullJob, submit_pull
 from ingestq.jobs.local.records import FileJobRecords
-from ingestq.jobs.records import JobRecordStore
+from ingestq.jobs.records import KIND_INGEST, JobRecordStore, error_from_text
 from ingestq.store.local import LocalStore
 from ingestq.store.values import Status
 
@@ -59,10 +59,11 @@ class LocalClient:
         *,
         job_id: str | None = None,
         idempotency_key: str | None = None,
+        retries: int | None = None,
     ) -> LocalIngestJob:
         """Start ``request`` in a thread of this process (or return the existing job of
-        the same id / idempotency key)."""
-        return submit_ingest(self._ctx, request, job_id, idempotency_key)
+        the same id / idempotency key); ``retries`` bounds its source retries."""
+        return submit_ingest(self._ctx, request, job_id, idempotency_key, retries)
 
     def submit_pull(
         self,
@@ -89,16 +90,56 @@ class LocalClient:
         self._ctx.cancel(job_id)
 
     def active(self) -> list[ActiveIngest]:
-        """The ingests in this host's store, live (locked by a writer) or resumable."""
-        return [_from_status(s) for s in self.store.list_statuses()]
+        """The ingests in this host's store, live (locked by a writer) or resumable,
+        with the job id, source and rate of the unfinished job writing each (from the
+        job records)."""
+        running: dict[str, tuple[str, dict[str, str]]] = {}
+        for job_id, rec in self.records.list():
+            ref = rec.get("ref", "")
+            if ref and ref not in running and not state_of(rec).done:
+                running[ref] = (job_id, rec)
+        return [_from_status(s, *running.get(s.ref, ("", {}))) for s in self.store.list_statuses()]
+
+    def jobs(self, limit: int = 1000) -> list[JobSummary]:
+        """The jobs recorded under the store root, newest first (state as
+        :meth:`job` reads it: a job whose process died reads as failed)."""
+        out = []
+        for job_id, rec in self.records.list(limit):
+            rec = self._ctx.read(job_id) or rec
+            out.append(summary(job_id, rec, state_of(rec)))
+        return out
 
     def close(self) -> None:
         """Wait for the jobs started by this client."""
         self._ctx.threads.join_all()
 
 
-def _from_status(s: Status) -> ActiveIngest:
+def summary(job_id: str, rec: dict[str, str], state: JobState) -> JobSummary:
+    """The :class:`JobSummary` of record ``rec`` in ``state``."""
+    try:
+        created = float(rec.get("created_at") or 0)
+    except ValueError:
+        created = 0.0
+    err = error_from_text(rec.get("error"))
+    reason = str(err) if err is not None else rec.get("reason", "")
+    return JobSummary(
+        job_id,
+        rec.get("kind", KIND_INGEST),
+        state,
+        rec.get("source", ""),
+        rec.get("ref", ""),
+        created,
+        rec.get("parent", ""),
+        reason if state in (JobState.RETRYING, JobState.FAILED, JobState.CANCELED) else "",
+    )
+
+
+def _from_status(s: Status, job_id: str, rec: dict[str, str]) -> ActiveIngest:
     h = s.holder
+    try:
+        rate = float(rec.get("rate") or 0) if h is not None else 0.0
+    except ValueError:
+        rate = 0.0
     return ActiveIngest(
         ref=s.ref,
         offset=s.offset,
@@ -110,10 +151,10 @@ def _from_status(s: Status) -> ActiveIngest:
         host=h.host if h else "",
         pid=h.pid if h else 0,
         fence=h.fence if h else 0,
-        job_id="",
-        source="",
-        rate=0.0,
+        job_id=job_id,
+        source=rec.get("source", ""),
+        rate=rate,
     )
 
 
-__all__ = ["LocalClient"]
+__all__ = ["LocalClient", "summary"]

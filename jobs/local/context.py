@@ -65,6 +65,7 @@ class JobThreads:
         self._threads: dict[str, threading.Thread] = {}
         self._events: dict[str, threading.Event] = {}
         self._outcomes: dict[str, dict[str, str]] = {}
+        self._finished: dict[str, threading.Event] = {}
         self._mutex = threading.Lock()
 
     def start(self, job_id: str, target: Callable[[threading.Event], None], name: str) -> None:
@@ -72,6 +73,7 @@ class JobThreads:
         cancel event. Whatever ``target`` raises ends as the job's outcome (Unknown
         for a non-errdefs error) unless it set one."""
         event = threading.Event()
+        finished = threading.Event()
 
         def run() -> None:
             try:
@@ -81,11 +83,14 @@ class JobThreads:
                     self._outcomes.setdefault(job_id, _failure(e))
                 if not isinstance(e, Exception):
                     raise
+            finally:
+                finished.set()
 
         thread = threading.Thread(target=run, name=name)
         with self._mutex:
             self._threads[job_id] = thread
             self._events[job_id] = event
+            self._finished[job_id] = finished
         thread.start()
 
     def settle(self, job_id: str, fields: Mapping[str, str]) -> None:
@@ -99,11 +104,11 @@ class JobThreads:
         settled, or a failure (Aborted) when the thread is gone without one. None while
         it runs or when the job is not ours."""
         with self._mutex:
-            thread = self._threads.get(job_id)
+            finished = self._finished.get(job_id)
             held = self._outcomes.get(job_id)
         if held is not None:
             return held
-        if thread is None or thread.is_alive():
+        if finished is None or not finished.is_set():
             return None
         with self._mutex:
             held = self._outcomes.get(job_id)
@@ -117,11 +122,14 @@ class JobThreads:
             return self._events.get(job_id)
 
     def join(self, job_id: str, timeout: float | None) -> None:
-        """Wait up to ``timeout`` seconds for ``job_id``'s thread, if it is ours."""
+        """Wait up to ``timeout`` seconds for ``job_id``'s thread, if it is ours. Waits
+         on an event the thread sets last, not on ``Thread.join``: a KeyboardInterrupt
+         that lands in ``join`` can leave the thread marked as stopped while it still runs
+        , and this wait is what a Ctrl-C'd command relies on."""
         with self._mutex:
-            thread = self._threads.get(job_id)
-        if thread is not None:
-            thread.join(timeout)
+            finished = self._finished.get(job_id)
+        if finished is not None:
+            finished.wait(timeout)
 
     def join_all(self) -> None:
         """Wait for every job started here."""

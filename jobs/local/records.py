@@ -8,7 +8,9 @@ name is the job id when it is a plain name (letters, digits, ``-``; at most 100
 characters), else a hash of it. Beside the record: ``<name>.cancel`` (the cancel flag,
 a file of its own so the job's updates never overwrite it) and, per idempotency key,
 ``<hash>.key`` (the id of the job the key created). A record is created by linking a
-complete file into place, so it appears whole and only once.
+complete file into place, so it appears whole and only once. The file also holds the
+job id (``_job_id``, not a record field) so that :meth:`FileJobRecords.list` can name
+jobs whose file name is a hash.
 
 Records written by earlier versions (numbers and nested objects as JSON values) are
 read as text fields like any other.
@@ -38,6 +40,8 @@ _FINISHED = frozenset(s.value for s in JobState if s.done)
 
 #: The longest job id used as a file name as it is.
 MAX_PLAIN_ID = 100
+#: The key under which a record file keeps its job id (not a record field).
+ID_KEY = "_job_id"
 
 
 def _os_error(err: OSError, name: str) -> errdefs.ErrdefsError:
@@ -100,6 +104,13 @@ class FileJobRecords:
             fsync_dir(path.parent)
         return True
 
+    def _read_record(self, path: Path) -> dict[str, str] | None:
+        """The record at ``path`` without its id key (None when absent)."""
+        record = self._read(path)
+        if record is not None:
+            record.pop(ID_KEY, None)
+        return record
+
     def _read(self, path: Path) -> dict[str, str] | None:
         try:
             obj: Any = json.loads(path.read_text())
@@ -121,16 +132,42 @@ class FileJobRecords:
         if idempotency_key is not None:
             key_path = self._key_path(idempotency_key)
             if not self._create_exclusive(key_path, {"job": job_id}):
-                existing = (self._read(key_path) or {}).get("job", job_id)
+                existing = (self._read_record(key_path) or {}).get("job", job_id)
                 if existing != job_id:
                     return existing, False
-        record = {**fields, "created_at": f"{time.time():.6f}"}
+        record = {**fields, "created_at": f"{time.time():.6f}", ID_KEY: job_id}
         return job_id, self._create_exclusive(self.path(job_id), record)
 
     def get(self, job_id: str) -> dict[str, str]:
         """See :meth:`ingestq.jobs.records.JobRecords.get`. DataLoss when the record
         file is not a JSON object."""
-        return self._read(self.path(job_id)) or {}
+        return self._read_record(self.path(job_id)) or {}
+
+    def list(self, limit: int = 1000) -> list[tuple[str, dict[str, str]]]:
+        """See :meth:`ingestq.jobs.records.JobRecords.list`: the record files of the
+        root, newest first by ``created_at``; unreadable ones are skipped."""
+        out: list[tuple[float, str, dict[str, str]]] = []
+        try:
+            paths = list(self._layout.jobs.glob("*.json"))
+        except OSError as e:
+            raise _os_error(e, "jobs") from e
+        for path in paths:
+            if path.name.startswith("."):
+                continue
+            try:
+                record = self._read(path)
+            except errdefs.ErrdefsError:
+                continue
+            if not record or "created_at" not in record:
+                continue
+            job_id = record.pop(ID_KEY, None) or path.stem
+            try:
+                created = float(record["created_at"])
+            except ValueError:
+                created = 0.0
+            out.append((created, job_id, record))
+        out.sort(key=lambda item: item[0], reverse=True)
+        return [(job_id, record) for _, job_id, record in out[: max(limit, 0)]]
 
     def update(self, job_id: str, fields: Mapping[str, str]) -> None:
         """See :meth:`ingestq.jobs.records.JobRecords.update`. Only the job's own
@@ -141,6 +178,7 @@ class FileJobRecords:
         except errdefs.DataLoss:
             record = {}
         record.update(fields)
+        record.setdefault(ID_KEY, job_id)
         try:
             write_json(path, record, sync=self._sync)
         except OSError as e:

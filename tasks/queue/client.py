@@ -12,8 +12,9 @@ from typing import Any
 from ingestq import errdefs
 from ingestq.images.request import PullRequest
 from ingestq.ingest.request import IngestRequest
-from ingestq.jobs.api import ActiveIngest
+from ingestq.jobs.api import ActiveIngest, JobState, JobSummary
 from ingestq.jobs.config import Settings
+from ingestq.jobs.records import KIND_INGEST
 from ingestq.tasks.app import make_app
 from ingestq.tasks.queue.context import QueueContext
 from ingestq.tasks.queue.ingest import QueueIngestJob, submit_ingest
@@ -22,6 +23,8 @@ from ingestq.tasks.records import RedisJobRecords
 from ingestq.tasks.redisconn import redis_client
 from ingestq.tasks.results import CeleryResults
 from ingestq.tasks.statusboard import StatusBoard
+
+_WITH_REASON = (JobState.RETRYING, JobState.FAILED, JobState.CANCELED)
 
 #: Socket timeout of the producer's Redis clients, seconds.
 SOCKET_TIMEOUT = 10.0
@@ -65,10 +68,12 @@ class QueueClient:
         *,
         job_id: str | None = None,
         idempotency_key: str | None = None,
+        retries: int | None = None,
     ) -> QueueIngestJob:
-        """Publish ``request`` (once per job id / idempotency key). Unavailable when
-        Redis cannot be reached (nothing is left recorded then)."""
-        return submit_ingest(self._ctx, request, job_id, idempotency_key)
+        """Publish ``request`` (once per job id / idempotency key); ``retries`` bounds
+        its source retries. Unavailable when Redis cannot be reached (nothing is left
+        recorded then)."""
+        return submit_ingest(self._ctx, request, job_id, idempotency_key, retries)
 
     def submit_pull(
         self,
@@ -92,6 +97,40 @@ class QueueClient:
     def active(self) -> list[ActiveIngest]:
         """Every live ingest on every worker."""
         return self.board.list_active()
+
+    def jobs(self, limit: int = 1000) -> list[JobSummary]:
+        """The jobs in the Redis job records, newest first, each in the state Celery's
+        result shows. Unavailable when Redis is down."""
+        out = []
+        for job_id, rec in self.records.list(limit):
+            handle = QueueIngestJob(self._ctx, job_id, rec.get("ref", ""))
+            try:
+                state = handle.state
+                reason = handle.reason if state in _WITH_REASON else None
+            except errdefs.InvalidArgument as e:
+                state, reason = JobState.UNKNOWN, str(e)
+            try:
+                created = float(rec.get("created_at") or 0)
+            except ValueError:
+                created = 0.0
+            out.append(JobSummary(job_id, rec.get("kind", KIND_INGEST), state,
+                                  rec.get("source", ""), rec.get("ref", ""), created,
+                                  rec.get("parent", ""), reason or ""))  # fmt: skip
+        return out
+
+    def consumers(self, timeout: float = 1.0) -> dict[str, list[str]]:
+        """The workers that answer within ``timeout`` seconds, each with the queues it
+        consumes (Celery's ``inspect active_queues``, a broadcast on the broker).
+        Unavailable when the broker cannot be reached."""
+        try:
+            replies = self.app.control.inspect(timeout=timeout).active_queues() or {}
+        except Exception as e:
+            raise errdefs.Unavailable(f"inspect workers: {e}") from e
+        out: dict[str, list[str]] = {}
+        for name, queues in replies.items():
+            names = [q.get("name", "") for q in queues if isinstance(q, dict)]
+            out[str(name)] = [n for n in names if isinstance(n, str)]
+        return out
 
     def close(self) -> None:
         """Close connections."""

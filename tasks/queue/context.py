@@ -34,8 +34,9 @@ class QueueContext:
         fields: dict[str, str],
         idempotency_key: str | None,
         queue: str,
+        kwargs: dict[str, object] | None = None,
     ) -> tuple[str, bool]:
-        """Record job ``job_id`` and publish ``task(*args)`` as it, once per id /
+        """Record job ``job_id`` and publish ``task(*args, **kwargs)`` as it, once per id /
         idempotency key; returns ``(job id, published)`` (an existing job's id, and
         False, when the key or id was used before; FailedPrecondition when the key's
         job was for another request). Unavailable when Redis cannot be reached (nothing
@@ -46,7 +47,8 @@ class QueueContext:
                 check_same_request(idempotency_key, job_id, self.records.get(job_id), fields)
             return job_id, False
         try:
-            self.app.send_task(task, args=args, task_id=job_id, queue=queue)
+            self.app.send_task(task, args=args, kwargs=kwargs or {}, task_id=job_id,
+                               queue=queue)  # fmt: skip
         except Exception as e:
             self.records.discard(job_id, idempotency_key)
             raise errdefs.Unavailable(f"publish job {job_id}: {e}") from e

@@ -21,7 +21,7 @@ from typing import Any
 from ingestq import errdefs
 from ingestq.fetch.specs import source_name
 from ingestq.ingest.request import IngestRequest
-from ingestq.jobs.api import JobState, Progress, new_job_id
+from ingestq.jobs.api import JobState, Progress, RetryInfo, new_job_id
 from ingestq.jobs.records import KIND_INGEST
 from ingestq.jobs.wait import poll_outcome
 from ingestq.store.codec import info_from_json
@@ -97,6 +97,20 @@ class QueueIngestJob:
         active = self._ctx.board.get(self.ref)
         return Progress(active.offset, active.total) if active is not None else None
 
+    @property
+    def source(self) -> str:
+        """What the job reads from (empty if unknown)."""
+        return self._ctx.records.get(self._id).get("source", "")
+
+    @property
+    def retry(self) -> RetryInfo | None:
+        """The retry fields the worker recorded while the job is retrying a failed
+        attempt (Celery shows RETRY), else None."""
+        meta = self._meta()
+        if meta is None or meta.get("status") != "RETRY":
+            return None
+        return RetryInfo.from_record(self._ctx.records.get(self._id), self.reason)
+
     def error(self, meta: Mapping[str, Any]) -> errdefs.ErrdefsError:
         """The job's error as ``meta`` (failed, revoked or retrying) describes it.
         InvalidArgument naming the job when its error record is malformed."""
@@ -144,18 +158,27 @@ def submit_ingest(
     request: IngestRequest,
     job_id: str | None = None,
     idempotency_key: str | None = None,
+    retries: int | None = None,
 ) -> QueueIngestJob:
-    """Record and publish ``request`` (once per job id / idempotency key). Unavailable
-    when Redis cannot be reached (nothing is left recorded then)."""
+    """Record and publish ``request`` (once per job id / idempotency key); ``retries``
+    bounds its source retries (the task's ``max_source_retries`` argument). Unavailable
+    when Redis cannot be reached (nothing is left recorded then); InvalidArgument for a
+    negative ``retries``."""
+    if retries is not None and retries < 0:
+        raise errdefs.InvalidArgument(f"retries must be at least 0, got {retries}")
     fields = {
         "kind": KIND_INGEST,
         "ref": request.ref,
         "source": source_name(request.source),
         "request": json.dumps(request.to_json()),
     }
+    kwargs: dict[str, object] = {}
+    if retries is not None:
+        fields["max_retries"] = str(retries)
+        kwargs["max_source_retries"] = retries
     job_id, published = ctx.publish(
         TASK_INGEST, [request.to_json()], new_job_id(job_id, idempotency_key), fields,
-        idempotency_key, QUEUE,
+        idempotency_key, QUEUE, kwargs,
     )  # fmt: skip
     return QueueIngestJob(ctx, job_id, request.ref if published else None)
 

@@ -275,3 +275,16 @@ def test_a_numeric_header_is_ascii_digits_or_nothing(value: str) -> None:
 def test_a_numeric_header_of_ascii_digits_is_its_value() -> None:
     response = httpx.Response(200, headers={"Retry-After": "120"})
     assert httpio.int_header(response, "Retry-After") == 120
+
+
+def test_a_name_that_does_not_resolve_is_permanent_and_a_refused_connection_is_not() -> None:
+    """A real resolver on the reserved ``.invalid`` domain, a real closed port."""
+    with httpx.Client() as client:
+        with pytest.raises(httpx.ConnectError) as unresolved:
+            client.get("http://no-such-host.invalid/x")
+        with pytest.raises(httpx.ConnectError) as refused:
+            client.get("http://127.0.0.1:1/x")
+    err = httpio.transport_error(unresolved.value, "GET http://no-such-host.invalid/x")
+    assert isinstance(err, errdefs.FailedPrecondition)
+    assert "host name does not resolve" in str(err)
+    assert isinstance(httpio.transport_error(refused.value, "GET"), errdefs.Unavailable)

@@ -199,7 +199,8 @@ def test_the_progress_table_reads_like_ctr() -> None:
     assert "|" + "+" * 40 + "|  1.0 KiB/1.0 KiB" in lines[0]
     assert lines[1].startswith(f"layer-{layer}:")
     assert "downloading  |" + "+" * 10 + "-" * 30 + "|  1.0 MiB/4.0 MiB" in lines[1]
-    assert lines[2].startswith("elapsed: 2.0 s") and lines[2].endswith("(512.5 KiB/s)")
+    assert lines[2].startswith("elapsed: 2.0 s")
+    assert lines[2].endswith("total: 1.0 MiB/4.0 MiB (512.5 KiB/s, ETA 6s)")
     assert "total: 1.0 MiB" in lines[2]
     planning = render(PullStatus("job", JobState.STARTED, "r/app:v1"), 0.5)
     assert planning[0].startswith("r/app:v1:  resolving")

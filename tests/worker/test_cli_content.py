@@ -27,7 +27,9 @@ INGESTQ = Path(sys.executable).with_name("ingestq")
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    return tmp_path / "store"
+    root = tmp_path / "store"
+    root.mkdir()  # read-only commands need an existing root
+    return root
 
 
 class Invoke(Protocol):

@@ -121,7 +121,7 @@ def test_df_reports_totals_images_and_reclaimable(root: Path, tmp_path: Path) ->
 def test_ingest_expire_lets_gc_remove_the_blob_after_its_time(root: Path, tmp_path: Path) -> None:
     f = tmp_path / "f"
     f.write_bytes(b"short-lived")
-    digest = ok(run(root, "ingest", str(f), "--expire", "0s")).output.strip()
+    digest = ok(run(root, "ingest", str(f), "--expire", "0s", "-q")).output.strip()
     assert json.loads(ok(run(root, "gc", "--json")).output)["blobs"][0]["digest"] == digest
     bad = run(root, "ingest", str(f), "--expire", "whenever")
     assert bad.exit_code == EXIT_CODES["InvalidArgument"]

@@ -154,7 +154,7 @@ def test_detach_then_job_status_and_job_wait(
     detached = run(cluster, "ingest", url, "--digest", b.digest, "--detach", "--json",
                    "--job-id", "my-job")  # fmt: skip
     assert detached.returncode == 0, detached.stderr
-    assert json.loads(detached.stdout)["job"] == "my-job"
+    assert json.loads(detached.stdout)["job_id"] == "my-job"
     waited = run(cluster, "job", "wait", "my-job", "--json")
     assert waited.returncode == 0 and json.loads(waited.stdout)["digest"] == b.digest
     status = json.loads(run(cluster, "job", "status", "my-job", "--json").stdout)
@@ -174,7 +174,9 @@ def test_failures_exit_with_the_kind_code(
     url = blob_server.add(f"/e{status}", Behaviour(data=b"x", status=status))
     failed = run(cluster, "ingest", url, "--json")
     assert failed.returncode == code, failed.stderr
-    record = json.loads(failed.stderr)["error"]
+    last = json.loads(failed.stderr.splitlines()[-1])
+    assert last["exit_status"] == code
+    record = last["error"]
     assert record["kind"] == kind and f"HTTP {status}" in record["message"]
 
 
@@ -204,7 +206,7 @@ def test_active_lists_live_ingests_and_cancel_stops_one(
     assert entry["ref"] == f"blob-{b.digest}" and entry["job_id"] == job_id
     assert entry["total"] == 4 * MiB and entry["host"]
     plain = run(cluster, "active")
-    assert f"blob-{b.digest}"[:48] in plain.stdout and "2.0 MiB/4.0 MiB" in plain.stdout
+    assert url in plain.stdout and "2.0 MiB/4.0 MiB" in plain.stdout  # named by its source
     assert "[" not in plain.stdout  # no bars when not on a terminal
     on_tty = run_on_tty(cluster, "active")
     assert " 50.0%" in on_tty and "[" + "#" * 5 in on_tty and "." * 5 + "]" in on_tty

@@ -6,22 +6,27 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 
 from ingestq import errdefs
 from ingestq.store.budget import Budget, parse_size
 
+if TYPE_CHECKING:
+    from ingestq.jobs.api import JobClient
+    from ingestq.jobs.config import Settings
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Exit status per errdefs kind: 10 + the gRPC code (Unknown = 12). 1 is reserved for
-#: unexpected crashes, 2 for usage errors (click).
+#: unexpected crashes, 2 for usage errors (click), 130 for an interrupt (Ctrl-C).
 EXIT_CODES: dict[str, int] = {name: 10 + cls.grpc_code for name, cls in errdefs.KINDS.items()}
 
 
@@ -40,6 +45,9 @@ root_option = click.option(
     default=None,
     help="Store root (default: $INGESTQ_ROOT or the user's data directory).",
 )
+
+#: The exit status of a command interrupted by Ctrl-C (128 + SIGINT, as shells do).
+EXIT_INTERRUPTED = 130
 
 
 max_bytes_option = click.option(
@@ -67,20 +75,92 @@ def resolve_root(root: Path | None) -> Path:
     return root if root is not None else default_root()
 
 
+def require_root(root: Path) -> Path:
+    """``root`` when it is an existing directory. NotFound naming it otherwise: only
+    commands that write create a store root, so that a mistyped ``--root`` or
+    ``INGESTQ_ROOT`` never silently shows an empty store."""
+    if not root.is_dir():
+        raise errdefs.NotFound(
+            f"store root {root} does not exist (check --root/INGESTQ_ROOT; "
+            "commands that write, such as ingest and pull, create it)"
+        )
+    return root
+
+
+def settings_for(root: Path | None, max_bytes: str | None = None) -> Settings:
+    """The settings of the environment, with ``root`` when given and ``--max-bytes``
+    over the environment's disk budget (:func:`store_budget`)."""
+    from ingestq.jobs.config import Settings
+
+    settings = Settings.from_env()
+    settings = dataclasses.replace(settings, budget=store_budget(max_bytes, settings.budget))
+    return dataclasses.replace(settings, root=root) if root is not None else settings
+
+
+def job_client(root: Path | None, *, write: bool, max_bytes: str | None = None) -> JobClient:
+    """The job backend of the environment. A command that only reads (``write`` False)
+    on the embedded backend needs an existing store root (:func:`require_root`)."""
+    from ingestq.tasks.client import connect
+
+    settings = settings_for(root, max_bytes)
+    if not settings.queued and not write:
+        require_root(settings.root)
+    return connect(settings)
+
+
+#: The help of ``-q/--quiet`` on the commands that start jobs.
+QUIET_HELP = "Print only the result: no job id, progress or messages."
+
+
+def quiet_option(fn: Callable[P, R]) -> Callable[P, R]:
+    """``-q/--quiet`` (see :data:`QUIET_HELP`)."""
+    return click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)(fn)
+
+
+def hidden_alias(
+    name: str, dest: str, replacement: str, **attrs: Any
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A hidden option ``name`` into parameter ``dest``: an old spelling of
+    ``replacement``, still accepted (the command merges ``dest`` into the new one)."""
+    attrs.setdefault("default", None)
+    return click.option(name, dest, hidden=True, help=f"Old spelling of {replacement}.", **attrs)
+
+
+def verbose_option(fn: Callable[P, R]) -> Callable[P, R]:
+    """``-v/--verbose`` (repeatable): log ingestq's own messages to stderr at INFO (``-v``)
+    or DEBUG (``-vv``)."""
+
+    def setup(ctx: click.Context, param: click.Parameter, value: int) -> int:
+        if value:
+            logging.basicConfig(
+                level=logging.DEBUG if value > 1 else logging.INFO,
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            )
+        return value
+
+    return click.option(
+        "-v", "--verbose", count=True, expose_value=False, callback=setup,
+        help="Log what ingestq does to stderr (-vv: debug).",
+    )(fn)  # fmt: skip
+
+
 def exit_code_for(err: BaseException) -> int:
     """The documented exit status for an error."""
     return EXIT_CODES.get(errdefs.resolve(err).name, EXIT_CODES["Unknown"])
 
 
 def report(err: BaseException, as_json: bool = False) -> int:
-    """Print ``ingestq: <Kind>: <message>`` (or a JSON error record) to stderr and return
-    the exit code."""
+    """Print ``ingestq: <Kind>: <message>`` (or, with ``as_json``, ``{"error": <error
+    record>, "exit_status": N}``: the record carries the gRPC ``code``) on a line of its
+    own on stderr and return the exit status."""
     e = errdefs.from_exception(err)
+    status = exit_code_for(e)
     if as_json:
-        click.echo(json.dumps({"error": errdefs.to_json_dict(e)}), err=True)
+        click.echo(json.dumps({"error": errdefs.to_json_dict(e), "exit_status": status}),
+                   err=True)  # fmt: skip
     else:
         click.echo(f"ingestq: {type(e).name}: {e}", err=True)
-    return exit_code_for(e)
+    return status
 
 
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:

@@ -40,9 +40,11 @@ from ingestq.store.oserrors import from_os_error
 from ingestq.worker.cli.common import (
     echo_json,
     handle_errors,
+    hidden_alias,
     max_bytes_option,
     parse_labels,
     report,
+    require_root,
     resolve_root,
     root_option,
     store_budget,
@@ -53,8 +55,10 @@ READ_CHUNK = 1 << 20
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-def _store(root: Path | None, max_bytes: str | None = None) -> LocalStore:
-    return LocalStore(resolve_root(root), budget=store_budget(max_bytes))
+def _store(root: Path | None, max_bytes: str | None = None, write: bool = False) -> LocalStore:
+    """The store; a command that only reads needs an existing root (NotFound)."""
+    path = resolve_root(root)
+    return LocalStore(path if write else require_root(path), budget=store_budget(max_bytes))
 
 
 def human_size(size: float) -> str:
@@ -126,14 +130,20 @@ def _open_source(path: str) -> IO[bytes]:
 
 @click.group("content")
 def content_group() -> None:
-    """Manage the content store (blobs and ingests), like ``ctr content``."""
+    """Manage the content store (blobs and ingests), like "ctr content"."""
 
 
 @content_group.command("ingest")
 @click.argument("source", metavar="FILE|-")
 @click.option("--ref", required=True, help="The ingest's name (resumed if unfinished).")
-@click.option("--expected-digest", default=None, help="Fail unless the content has this digest.")
-@click.option("--expected-size", type=int, default=0, help="Fail unless it has this many bytes.")
+@click.option(
+    "--digest", "expected_digest", default=None, help="Fail unless the content has this digest."
+)
+@click.option(
+    "--size", "expected_size", type=int, default=0, help="Fail unless it has this many bytes."
+)
+@hidden_alias("--expected-digest", "old_expected_digest", "--digest")
+@hidden_alias("--expected-size", "old_expected_size", "--size", type=int)
 @click.option("--label", "labels", multiple=True, help="k=v label to commit (repeatable).")
 @click.option(
     "--timeout", type=float, default=None, help="Seconds to wait for a locked ref (default: ever)."
@@ -147,24 +157,28 @@ def ingest_cmd(
     ref: str,
     expected_digest: str | None,
     expected_size: int,
+    old_expected_digest: str | None,
+    old_expected_size: int | None,
     labels: tuple[str, ...],
     timeout: float | None,
     root: Path | None,
     max_bytes: str | None,
     as_json: bool,
 ) -> None:
-    """Ingest FILE (``-`` for stdin) as one blob and print its digest and size.
+    """Ingest FILE ("-" for stdin) as one blob and print its digest and size.
 
     An unfinished ingest of the same ref is resumed (a file is seeked; stdin is read
     and discarded up to the stored offset). While another writer holds the ref this
     waits (saying so once on stderr) until it is free or the content exists. Content
     that already exists succeeds silently.
     """
+    expected_digest = expected_digest or old_expected_digest
+    expected_size = expected_size or old_expected_size or 0
     if expected_size < 0:
-        raise errdefs.InvalidArgument(f"--expected-size {expected_size} is negative")
+        raise errdefs.InvalidArgument(f"--size {expected_size} is negative")
     digest = _digest(expected_digest) if expected_digest else None
     label_map = parse_labels(labels)
-    store = _store(root, max_bytes)
+    store = _store(root, max_bytes, write=True)
     src = _open_source(source)
     try:
         size = expected_size or _regular_file_size(src)
@@ -256,7 +270,7 @@ def get_cmd(digest: str, root: Path | None) -> None:
 @json_option
 @handle_errors
 def ls_cmd(filters: tuple[str, ...], quiet: bool, root: Path | None, as_json: bool) -> None:
-    """List blobs matching any FILTER (``digest``, ``labels.<key>``; containerd syntax)."""
+    """List blobs matching any FILTER (digest, labels.<key>; containerd syntax)."""
     infos = list(_store(root).walk(*filters))
     if as_json:
         echo_json([info_to_json(i) for i in infos])
@@ -320,8 +334,8 @@ def rm_cmd(digests: tuple[str, ...], force: bool, root: Path | None) -> None:
 @json_option
 @handle_errors
 def label_cmd(digest: str, labels: tuple[str, ...], root: Path | None, as_json: bool) -> None:
-    """Set labels (``k=v``; ``k`` alone is ``k=true``), delete them (``k=``), and print
-    the blob's labels as ``k=v,...``. Without labels, just print them."""
+    """Set labels (k=v; k alone is k=true), delete them (k=), and print
+    the blob's labels as k=v,.... Without labels, just print them."""
     store = _store(root)
     d = _digest(digest)
     if labels:
@@ -342,7 +356,7 @@ def label_cmd(digest: str, labels: tuple[str, ...], root: Path | None, as_json: 
 @json_option
 @handle_errors
 def active_cmd(filter_: str, root: Path | None, as_json: bool) -> None:
-    """List ingests in progress (``ref`` filters, e.g. ``ref~=layer``): offset, age
+    """List ingests in progress (ref filters, e.g. ref~=layer): offset, age
     since the start, and who holds each one now."""
     statuses = _store(root).list_statuses(filter_)
     if as_json:

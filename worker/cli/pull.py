@@ -18,9 +18,7 @@ and other outputs get the final table once. ``--blob`` ingests a single registry
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,15 +29,17 @@ from ingestq import errdefs
 from ingestq.worker.cli.common import (
     echo_json,
     handle_errors,
+    hidden_alias,
+    job_client,
     max_bytes_option,
+    quiet_option,
     root_option,
-    store_budget,
+    verbose_option,
 )
-from ingestq.worker.cli.progress import human_bytes
+from ingestq.worker.cli.progress import Display, Meter, eta, human_bytes, human_seconds, mode_for
 
 if TYPE_CHECKING:
     from ingestq.jobs.api import JobClient, PullJob
-    from ingestq.jobs.config import Settings
     from ingestq.jobs.pullstatus import PullStatus
 
 #: Seconds between progress redraws on a TTY.
@@ -47,18 +47,8 @@ REFRESH = 0.1
 BAR_WIDTH = 40
 
 
-def _settings(root: Path | None, max_bytes: str | None = None) -> Settings:
-    from ingestq.jobs.config import Settings
-
-    settings = Settings.from_env()
-    settings = dataclasses.replace(settings, budget=store_budget(max_bytes, settings.budget))
-    return dataclasses.replace(settings, root=root) if root is not None else settings
-
-
 def _client(root: Path | None, max_bytes: str | None = None) -> JobClient:
-    from ingestq.tasks.client import connect
-
-    return connect(_settings(root, max_bytes))
+    return job_client(root, write=True, max_bytes=max_bytes)
 
 
 def _bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
@@ -68,14 +58,16 @@ def _bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
     return "|" + "+" * filled + "-" * (width - filled) + "|"
 
 
-def render(status: PullStatus, elapsed: float) -> list[str]:
-    """The progress table of ``status``: one line per blob, then the totals."""
+def render(status: PullStatus, elapsed: float, rate: float | None = None) -> list[str]:
+    """The progress table of ``status``: one line per blob, then the totals (with the
+    rate, ``rate`` when given, else the average, and the time left)."""
     from ingestq.images.status import BlobState
 
     rows: list[tuple[str, str, str, str]] = []
     if not status.blobs:
         label = status.name or status.reference
-        rows.append((f"{label}:", "resolving", _bar(0, 0), ""))
+        waiting = "retrying" if status.reason else "resolving"
+        rows.append((f"{label}:", waiting, _bar(0, 0), status.reason or ""))
     for b in status.blobs:
         done = b.size if b.state is BlobState.DONE else b.offset
         rows.append(
@@ -86,21 +78,40 @@ def render(status: PullStatus, elapsed: float) -> list[str]:
                 f"{human_bytes(done)}/{human_bytes(b.size)}",
             )
         )
+        if b.reason:
+            rows.append(("", "", "", f"  {b.reason}"))
     width = max(len(r[0]) for r in rows)
     lines = [f"{r[0]:<{width}}  {r[1]:<12} {r[2]}  {r[3]}".rstrip() for r in rows]
-    rate = status.bytes_done / elapsed if elapsed > 0 else 0.0
+    if rate is None:
+        rate = status.bytes_done / elapsed if elapsed > 0 else 0.0
+    left = eta(status.bytes_done, status.bytes_total, rate)
     lines.append(
         f"{'elapsed: ' + format(elapsed, '.1f') + ' s':<{width}}  "
-        f"total: {human_bytes(status.bytes_done)} ({human_bytes(rate)}/s)"
+        f"total: {human_bytes(status.bytes_done)}/{human_bytes(status.bytes_total)} "
+        f"({human_bytes(rate)}/s" + (f", ETA {human_seconds(left)})" if left is not None else ")")
     )
     return lines
 
 
-def _follow(job: PullJob, timeout: float | None, tty: bool, quiet: bool) -> None:
-    """Wait for ``job``; redraw the table on a TTY, print it once at the end otherwise."""
+def _follow(job: PullJob, timeout: float | None, display: Display) -> None:
+    """Wait for ``job``; redraw the table on a TTY, print it once at the end otherwise
+    (JSON events in json mode). Ctrl-C cancels the pull and exits 130."""
+    from ingestq.worker.cli.jobs import interrupted
+
+    try:
+        _follow_table(job, timeout, display)
+    except KeyboardInterrupt:
+        interrupted(job, False, display, started_here=True)
+
+
+def _follow_table(job: PullJob, timeout: float | None, display: Display) -> None:
+    tty = display.mode == "tty"
+    quiet = display.mode in ("quiet", "json")
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
     drawn = 0
+    meter = Meter()
+    last_event = 0.0
     while True:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
@@ -112,8 +123,24 @@ def _follow(job: PullJob, timeout: float | None, tty: bool, quiet: bool) -> None
             pass
         except errdefs.ErrdefsError:
             break  # the final table below, then the error from the last wait
-        if tty and not quiet:
-            lines = render(job.status(), time.monotonic() - started)
+        if display.mode == "json" and time.monotonic() - last_event >= 1.0:
+            last_event = time.monotonic()
+            st = job.status()
+            rate = meter.sample(st.bytes_done)
+            display.event(
+                "progress",
+                job_id=job.id,
+                source=st.reference,
+                state=st.state.value,
+                offset=st.bytes_done,
+                total=st.bytes_total,
+                rate=round(rate, 1),
+                eta=eta(st.bytes_done, st.bytes_total, rate),
+                reason=st.reason,
+            )
+        if tty:
+            st = job.status()
+            lines = render(st, time.monotonic() - started, meter.sample(st.bytes_done))
             if drawn:
                 click.echo(f"\x1b[{drawn}A", nl=False, err=True)
             for text in lines:
@@ -128,7 +155,7 @@ def _follow(job: PullJob, timeout: float | None, tty: bool, quiet: bool) -> None
 
 
 def _pull_json(job_id: str, result: Any) -> dict[str, Any]:
-    out = {"job": job_id}
+    out = {"job_id": job_id}
     out.update(result.to_json())
     return out
 
@@ -136,31 +163,66 @@ def _pull_json(job_id: str, result: Any) -> dict[str, Any]:
 @click.command("pull")
 @click.argument("reference")
 @click.option(
-    "--platform", "platforms", multiple=True,
+    "--platform",
+    "platforms",
+    multiple=True,
     help="os/arch[/variant] to pull (repeatable; default: this host's).",
-)  # fmt: skip
+)
 @click.option("--all-platforms", is_flag=True, help="Pull every platform of an index.")
 @click.option("--plain-http", is_flag=True, default=None, help="Use http:// for the registry.")
 @click.option(
-    "-k", "--skip-verify", "--insecure-skip-verify", "skip_verify", is_flag=True,
+    "-k",
+    "--skip-verify",
+    "--insecure-skip-verify",
+    "skip_verify",
+    is_flag=True,
     help="Do not verify the registry's TLS certificate.",
-)  # fmt: skip
-@click.option("--tlscacert", "ca_bundle", type=click.Path(dir_okay=False), default=None,
-              help="PEM CA bundle to trust for the registry.")  # fmt: skip
-@click.option("--tlscert", "client_cert", type=click.Path(dir_okay=False), default=None,
-              help="PEM client certificate for the registry.")  # fmt: skip
-@click.option("--tlskey", "client_key", type=click.Path(dir_okay=False), default=None,
-              help="PEM key of --tlscert.")  # fmt: skip
-@click.option("--auth-file", "auth_files", multiple=True, type=click.Path(dir_okay=False),
-              help="docker config.json with credentials (default: the usual places).")  # fmt: skip
+)
+@click.option(
+    "--tls-ca-cert",
+    "ca_bundle",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PEM CA bundle to trust for the registry.",
+)
+@click.option(
+    "--tls-cert",
+    "client_cert",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PEM client certificate for the registry.",
+)
+@click.option(
+    "--tls-key",
+    "client_key",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PEM key of --tls-cert.",
+)
+@hidden_alias("--tlscacert", "old_ca_bundle", "--tls-ca-cert")
+@hidden_alias("--tlscert", "old_client_cert", "--tls-cert")
+@hidden_alias("--tlskey", "old_client_key", "--tls-key")
+@click.option(
+    "--auth-file",
+    "auth_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="docker config.json with credentials (default: the usual places).",
+)
 @click.option("--name", default=None, help="Record the image under NAME.")
 @click.option("--blob", is_flag=True, help="REFERENCE is HOST/REPO@DIGEST: ingest one blob.")
 @click.option("--wait/--detach", default=True, help="Wait for the pull (default) or return.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after N seconds.")
 @click.option("--job-id", default=None, help="Choose the job id.")
 @click.option("--idempotency-key", default=None, help="Enqueue at most once per key.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress table.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the result as JSON; progress as JSON events on stderr.",
+)
+@quiet_option
+@verbose_option
 @root_option
 @max_bytes_option
 @handle_errors
@@ -173,6 +235,9 @@ def pull_cmd(
     ca_bundle: str | None,
     client_cert: str | None,
     client_key: str | None,
+    old_ca_bundle: str | None,
+    old_client_cert: str | None,
+    old_client_key: str | None,
     auth_files: tuple[str, ...],
     name: str | None,
     blob: bool,
@@ -187,7 +252,9 @@ def pull_cmd(
 ) -> None:
     """Pull image REFERENCE into the store and record it under its full name.
 
-    Prints the recorded name and the image digest (or, with --detach, the job id)."""
+    Prints the job id on stderr when it starts, a progress table while it runs, then the
+    recorded name and the image digest (with --detach: the job id). Ctrl-C cancels the
+    pull (its blobs' partial data is kept) and exits 130."""
     from ingestq.fetch.registry.client import RegistryOptions
     from ingestq.images.request import PullRequest
     from ingestq.tasks.client import enqueue_pull
@@ -195,9 +262,9 @@ def pull_cmd(
     options = RegistryOptions(
         plain_http=True if plain_http else None,
         insecure_skip_verify=skip_verify,
-        ca_bundle=ca_bundle,
-        client_cert=client_cert,
-        client_key=client_key,
+        ca_bundle=ca_bundle or old_ca_bundle,
+        client_cert=client_cert or old_client_cert,
+        client_key=client_key or old_client_key,
         auth_files=auth_files or None,
     )
     client = _client(root, max_bytes)
@@ -205,19 +272,24 @@ def pull_cmd(
         raise errdefs.InvalidArgument(
             "--detach needs a queue: set INGESTQ_REDIS_URL (embedded pulls run in this process)"
         )
+    display = Display(mode_for(quiet, as_json))
     if blob:
-        _pull_blob(reference, options, client, wait, timeout, job_id, idempotency_key, as_json)
+        _pull_blob(
+            reference, options, client, wait, timeout, job_id, idempotency_key, as_json, display
+        )
         return
     request = PullRequest(reference, platforms, all_platforms, options, name)
     job = enqueue_pull(request, job_id=job_id, idempotency_key=idempotency_key, client=client)
     if not wait:
         if as_json:
-            echo_json({"job": job.id, "state": job.state.value})
+            echo_json({"job_id": job.id, "state": job.state.value})
         else:
             click.echo(job.id)
         return
-    tty = sys.stderr.isatty() and not as_json
-    _follow(job, timeout, tty, quiet or as_json)
+    from ingestq.worker.cli.jobs import announce
+
+    announce(job.id, "pull", display)
+    _follow(job, timeout, display)
     result = job.wait(0)
     if as_json:
         echo_json(_pull_json(job.id, result))
@@ -234,10 +306,10 @@ def _pull_blob(
     job_id: str | None,
     idempotency_key: str | None,
     as_json: bool,
+    display: Display,
 ) -> None:
     from ingestq.fetch.reference import parse_blob_reference
     from ingestq.fetch.registry.client import RegistryClient, blob_spec
-    from ingestq.store.codec import info_to_json
     from ingestq.store.values import Descriptor
     from ingestq.tasks.client import enqueue_ingest
 
@@ -248,17 +320,21 @@ def _pull_blob(
     desc = Descriptor(ref.digest, size)
     spec = blob_spec(ref, desc, options)
     job = enqueue_ingest(
-        spec, digest=str(ref.digest), size=size, media_type=desc.media_type,
-        job_id=job_id, idempotency_key=idempotency_key, client=client,
-    )  # fmt: skip
+        spec,
+        digest=str(ref.digest),
+        size=size,
+        media_type=desc.media_type,
+        job_id=job_id,
+        idempotency_key=idempotency_key,
+        client=client,
+    )
     if not wait:
-        click.echo(json.dumps({"job": job.id}) if as_json else job.id)
+        click.echo(json.dumps({"job_id": job.id}) if as_json else job.id)
         return
-    info = job.wait(timeout)
-    if as_json:
-        echo_json({"job": job.id, "ref": job.ref, **info_to_json(info)})
-    else:
-        click.echo(str(info.digest))
+    from ingestq.worker.cli.jobs import announce, wait_and_print
+
+    announce(job.id, "ingest", display)
+    wait_and_print(job, client, timeout, as_json, display, started_here=True)
 
 
 def register(cli: click.Group) -> None:
