@@ -11,6 +11,9 @@ Every knob has a deliberate default; the environment variables are:
 ``INGESTQ_RESULT_URL``         override: the Celery result backend
 ``INGESTQ_LOCK_URL``           override: leases, the status board and job records
 ``INGESTQ_ROOT``               the store root (default: the user's data directory)
+``INGESTQ_STORE``              ``s3://BUCKET/PREFIX``: keep the content in S3 (the AWS
+                               environment configures the client; needs ``ingestq[s3]``);
+                               the root then holds only host-local files
 ``INGESTQ_FILE_ROOTS``         ``os.pathsep``-separated roots file sources may read
 ``INGESTQ_LOCK_DIR``           host-local lock directory (default ``<root>/locks``); set
                                it to a local disk when the root is a shared filesystem
@@ -45,6 +48,7 @@ from pathlib import Path
 from ingestq import errdefs
 from ingestq.fetch.options import FetchOptions
 from ingestq.jobs.retry import RetryPolicy
+from ingestq.s3 import S3Store, open_s3_store
 from ingestq.store.local import LocalStore
 from ingestq.store.locks import ChainLocker, FileRefLocker, RefLocker
 
@@ -99,6 +103,7 @@ class Settings:
     restore_interval: float = 10.0
     fsync: bool = True
     metrics_port: int | None = None
+    store_url: str | None = None
 
     @property
     def queued(self) -> bool:
@@ -186,12 +191,18 @@ class Settings:
             restore_interval=_float(env, "INGESTQ_RESTORE_INTERVAL", 10.0),
             fsync=env.get("INGESTQ_FSYNC", "1") not in ("0", "false", "no"),
             metrics_port=int(metrics) if metrics else None,
+            store_url=env.get("INGESTQ_STORE") or None,
         )
 
 
-def open_store(settings: Settings, lockers: Sequence[RefLocker] = ()) -> LocalStore:
-    """The store at ``settings.root`` with the host lock in ``settings.lock_dir`` (when
-    set) followed by ``lockers``."""
+def open_store(settings: Settings, lockers: Sequence[RefLocker] = ()) -> LocalStore | S3Store:
+    """The store at ``settings.store_url`` (``s3://...``) or else at ``settings.root``,
+    with the host lock in ``settings.lock_dir`` (when set, else under the root) followed
+    by ``lockers``. InvalidArgument for another URL scheme, FailedPrecondition for
+    ``s3://`` without boto3."""
+    if settings.store_url is not None:
+        host = FileRefLocker(settings.lock_dir or settings.root / "locks")
+        return open_s3_store(settings.store_url, settings.root, ChainLocker([host, *lockers]))
     store = LocalStore(settings.root, lockers=lockers, fsync=settings.fsync)
     if settings.lock_dir is not None:
         store.file_locker = FileRefLocker(settings.lock_dir)

@@ -1,0 +1,585 @@
+"""The S3 store: :class:`S3Store`, a :class:`ingestq.store.protocols.Store` whose blobs,
+metadata and partial ingests live in a bucket (see :mod:`ingestq.s3.location`), with the
+local store's (and containerd's) semantics.
+
+* A blob is published only after its size and digest are verified, with a conditional
+  create (``If-None-Match: *``): a second writer of the same digest gets AlreadyExists,
+  and on a server without conditional writes a duplicate write of a content-addressed
+  key is harmless.
+* An ingest is a multipart upload. Bytes below the part size are buffered (small blobs
+  take one PUT); a closing writer stores its buffer as the ingest's *tail*. The ingest
+  record holds the parts it vouches for and the hash state after the last of them; a
+  writer that adopts the ingest (after a close or a crash) checks those parts against
+  the server's ListParts (number, size, ETag), restores the state and re-hashes the
+  tail it reads back, so it continues with the next part. Anything that does not match
+  starts the ingest over.
+* An ingest that knows its digest uploads straight to the blob's key; one that does not
+  uploads to a staging key and is copied on the server at commit.
+* Ref locks come from the locker the store is given (the Redis lease on workers); the
+  store is correct without them.
+* Only ``root`` is local: resume hints, job records and the image index of the jobs
+  that use this store (what is local by nature, or not yet moved to the bucket).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from ingestq import errdefs
+from ingestq.s3.bucket import Bucket
+from ingestq.s3.hashstate import StateHasher
+from ingestq.s3.location import S3Location
+from ingestq.s3.records import (
+    IngestRecord,
+    Part,
+    Upload,
+    meta_from_bytes,
+    meta_to_bytes,
+    record_from_bytes,
+    record_to_bytes,
+)
+from ingestq.store.codec import BlobMeta
+from ingestq.store.digest import CANONICAL, Digest, new_hasher
+from ingestq.store.filters import info_fields, parse, status_fields
+from ingestq.store.labels import apply_update
+from ingestq.store.labels import validate as validate_labels
+from ingestq.store.locks import FileRefLocker, Lease, RefLocker, new_holder_id
+from ingestq.store.rules import (
+    check_commit_digest,
+    check_commit_size,
+    check_read,
+    check_resume_total,
+    validate_ref,
+)
+from ingestq.store.values import Descriptor, Info, Status, utcnow
+
+#: S3's smallest part (all but the last).
+MIN_PART_SIZE = 5 * 1024**2
+#: The part size writers upload (bytes below it are buffered).
+DEFAULT_PART_SIZE = 8 * 1024**2
+#: How often a writer refreshes the offset other hosts see while it writes, seconds.
+LIVE_INTERVAL = 0.5
+#: Attempts of a conditional metadata update that keeps meeting concurrent updates.
+UPDATE_ATTEMPTS = 8
+
+
+class S3ReaderAt:
+    """A :class:`ingestq.store.protocols.ReaderAt` over one blob: each read is a ranged
+    GET."""
+
+    def __init__(self, bucket: Bucket, key: str, size: int, digest: Digest) -> None:
+        self._bucket = bucket
+        self._key = key
+        self._size = size
+        self._digest = digest
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        """The blob's size in bytes."""
+        return self._size
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``offset`` (fewer only at the end). OutOfRange
+        past the end, FailedPrecondition once closed, NotFound if the blob was deleted,
+        DataLoss on a short answer."""
+        if self._closed:
+            raise errdefs.FailedPrecondition(f"reader for {self._digest} is closed")
+        want = check_read(offset, length, self._size)
+        if want == 0:
+            return b""
+        try:
+            data, _ = self._bucket.get(self._key, (offset, offset + want - 1))
+        except errdefs.NotFound:
+            raise errdefs.NotFound(f"content {self._digest}") from None
+        if len(data) != want:
+            raise errdefs.DataLoss(
+                f"read of {self._digest} at {offset}: got {len(data)} bytes, want {want}"
+            )
+        return data
+
+    def close(self) -> None:
+        """Close the reader. Closing twice is fine."""
+        self._closed = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class S3Writer:
+    """A write into one ingest of an :class:`S3Store`, made by :meth:`S3Store.writer`.
+
+    Holds the ref's lock until :meth:`commit` or :meth:`close`. Not for several threads
+    at once.
+    """
+
+    def __init__(
+        self,
+        store: S3Store,
+        rec: IngestRecord,
+        lease: Lease,
+        hasher: StateHasher,
+        tail: bytes,
+    ) -> None:
+        self._store = store
+        self._rec = rec
+        self._lease = lease
+        self._hasher = hasher  # over the uploaded parts only
+        self._buffer = bytearray(tail)
+        self._stored_tail = len(tail)
+        self._closed = False
+        self._done = False
+        self._saved_at = time.monotonic()
+
+    @property
+    def ref(self) -> str:
+        """The ref this writer holds."""
+        return self._rec.ref
+
+    @property
+    def lease(self) -> Lease:
+        """The lock this writer holds."""
+        return self._lease
+
+    @property
+    def _parts_size(self) -> int:
+        return self._rec.upload.size if self._rec.upload is not None else 0
+
+    def _check(self) -> None:
+        if self._closed:
+            raise errdefs.FailedPrecondition(f"writer for {self.ref} is closed")
+        self._lease.check()
+
+    def _save(self) -> None:
+        self._rec = self._rec.with_(
+            offset=self._parts_size + len(self._buffer), updated_at=utcnow()
+        )
+        self._store._put_record(self._rec)
+        self._saved_at = time.monotonic()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data``; returns its length. Full parts are uploaded as they fill.
+        FailedPrecondition when closed or the lease is lost; Unavailable and the other
+        kinds of :func:`ingestq.s3.errors.from_s3_error` when S3 fails."""
+        self._check()
+        view = memoryview(data).cast("B")
+        self._buffer += view
+        part = self._store.part_size
+        uploaded = False
+        while len(self._buffer) >= part:
+            self._upload_part(memoryview(self._buffer)[:part])
+            del self._buffer[:part]
+            uploaded = True
+        # Others see the live offset: at once when the record shows nothing beyond what
+        # is stored, then refreshed at most every LIVE_INTERVAL.
+        stale = self._rec.offset == self._rec.persisted
+        if uploaded or stale or time.monotonic() - self._saved_at >= LIVE_INTERVAL:
+            self._save()
+        return view.nbytes
+
+    def _upload_part(self, chunk: memoryview) -> None:
+        store, up = self._store, self._rec.upload
+        if up is None:
+            expected = self._rec.expected
+            if expected is not None and expected.algorithm == self._rec.algorithm:
+                key = store.location.blob(expected)
+            else:
+                key = store.location.staging(self.ref, uuid.uuid4().hex[:16])
+            up = Upload(store.bucket.create_upload(key), key)
+            self._rec = self._rec.with_(upload=up)
+        number = len(up.parts) + 1
+        etag = store.bucket.upload_part(up.key, up.id, number, chunk)
+        self._hasher.update(chunk)
+        parts = (*up.parts, Part(number, chunk.nbytes, etag))
+        self._rec = self._rec.with_(upload=Upload(up.id, up.key, parts, self._hasher.state().hex()))
+
+    def digest(self) -> Digest:
+        """The digest of every byte written so far."""
+        h = self._hasher.copy()
+        h.update(self._buffer)
+        return Digest(self._rec.algorithm, h.hexdigest())
+
+    def status(self) -> Status:
+        """This write's Status (with the holder of its lock)."""
+        r = self._rec
+        return Status(
+            r.ref,
+            self._parts_size + len(self._buffer),
+            r.total,
+            r.started_at,
+            r.updated_at,
+            r.expected,
+            self._lease.holder,
+        )
+
+    def truncate(self, size: int) -> None:
+        """Start the ingest over (a new upload). Only ``size == 0`` (InvalidArgument
+        otherwise); FailedPrecondition when closed."""
+        if size != 0:
+            raise errdefs.InvalidArgument(f"truncate {self.ref}: only size 0 is supported")
+        self._check()
+        self._store._drop_upload(self._rec)
+        self._rec = self._rec.with_(upload=None, tail=0)
+        self._buffer = bytearray()
+        self._stored_tail = 0
+        self._hasher = StateHasher(self._rec.algorithm)
+        self._save()
+
+    def commit(
+        self, size: int = 0, expected: Digest | None = None, labels: Mapping[str, str] | None = None
+    ) -> Info:
+        """Check the size (if ``size > 0``) then the digest (if ``expected``) and
+        publish the blob. FailedPrecondition for a wrong size or digest, a closed writer
+        or a lost lease (the ingest is kept); AlreadyExists when the digest is committed
+        (the ingest is dropped); InvalidArgument for bad labels. Always closes."""
+        try:
+            if self._closed:
+                raise errdefs.FailedPrecondition("cannot commit on closed writer")
+            new_labels = {k: v for k, v in (labels or {}).items() if v != ""}
+            validate_labels(new_labels)
+            want = Digest.parse(expected) if expected else None
+            self._check()
+            check_commit_size(self.ref, self._parts_size + len(self._buffer), size)
+            digest = self.digest()
+            if want is not None and want.algorithm != digest.algorithm:
+                if self._rec.upload is not None:
+                    raise errdefs.FailedPrecondition(
+                        f"ingest {self.ref} is hashed with {digest.algorithm}; "
+                        f"cannot verify {want} (abort it and write it again)"
+                    )
+                h = new_hasher(want.algorithm)
+                h.update(self._buffer)
+                digest = Digest(want.algorithm, h.hexdigest())
+            check_commit_digest(digest, want)
+            info = self._store._publish(self._rec, bytes(self._buffer), digest, new_labels)
+            self._done = True
+            return info
+        except errdefs.AlreadyExists:
+            self._done = True
+            raise
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Keep the buffered bytes as the ingest's tail and release the lock. Closing
+        twice is fine."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not self._done and self._owned():
+                if len(self._buffer) != self._stored_tail or self._rec.tail != len(self._buffer):
+                    if self._buffer:
+                        self._store.bucket.put(self._store.location.tail(self.ref), self._buffer)
+                    self._rec = self._rec.with_(tail=len(self._buffer))
+                self._save()
+        finally:
+            self._lease.release()
+
+    def _owned(self) -> bool:
+        try:
+            self._lease.check()
+        except errdefs.FailedPrecondition:
+            return False
+        return True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class S3Store:
+    """A :class:`ingestq.store.protocols.Store` in an S3 bucket (see the module
+    docstring).
+
+    Args:
+        location: the bucket and key prefix.
+        client: a boto3 S3 client (:func:`ingestq.s3.client.make_client`).
+        root: a host-local directory for what stays local (resume hints, job records,
+            and the default ref locks ``<root>/locks``).
+        locker: the ref locks; the host's file locks under ``root`` by default. Give
+            every host the same cross-host locker (the Redis lease) in production.
+        part_size: the multipart part size (at least 5 MiB, S3's minimum).
+    """
+
+    def __init__(
+        self,
+        location: S3Location,
+        client: Any,
+        root: str | Path,
+        *,
+        locker: RefLocker | None = None,
+        part_size: int = DEFAULT_PART_SIZE,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise errdefs.InvalidArgument(f"part size {part_size} is below S3's 5 MiB minimum")
+        self.location = location
+        self.bucket = Bucket(client, location.bucket)
+        self.root = Path(root).absolute()
+        self.locker: RefLocker = (
+            locker if locker is not None else FileRefLocker(self.root / "locks")
+        )
+        self.part_size = part_size
+
+    def __repr__(self) -> str:
+        return f"<S3Store {self.location}>"
+
+    # records ---------------------------------------------------------------------------
+    def _put_record(self, rec: IngestRecord) -> None:
+        self.bucket.put(self.location.ingest(rec.ref), record_to_bytes(rec))
+
+    def _record(self, ref: str) -> IngestRecord | None:
+        found = self.bucket.get_or_none(self.location.ingest(ref))
+        return record_from_bytes(found[0]) if found is not None else None
+
+    def _drop_upload(self, rec: IngestRecord) -> None:
+        if rec.upload is not None:
+            self.bucket.abort_upload(rec.upload.key, rec.upload.id)
+
+    def _drop_ingest(self, rec: IngestRecord) -> None:
+        self._drop_upload(rec)
+        self.bucket.delete(self.location.tail(rec.ref))
+        self.bucket.delete(self.location.ingest(rec.ref))
+
+    def _recover(self, rec: IngestRecord) -> tuple[IngestRecord, StateHasher, bytes]:
+        """What an adopted ingest verifiably holds: its parts (matched against ListParts,
+        their hash state restored) and its tail (read back). Whatever fails to match is
+        dropped and the ingest starts over from there."""
+        hasher = StateHasher(rec.algorithm)
+        up = rec.upload
+        if up is not None:
+            try:
+                held = self.bucket.list_parts(up.key, up.id)
+            except errdefs.NotFound:
+                held = None
+            if held is not None and all(held.get(p.number) == p for p in up.parts):
+                if up.parts:
+                    hasher = StateHasher.restore(rec.algorithm, bytes.fromhex(up.state))
+            else:
+                if held is not None:
+                    self._drop_upload(rec)
+                return rec.with_(upload=None, tail=0, offset=0), hasher, b""
+        tail = b""
+        if rec.tail:
+            found = self.bucket.get_or_none(self.location.tail(rec.ref))
+            if found is not None and len(found[0]) == rec.tail:
+                tail = found[0]
+            else:
+                rec = rec.with_(tail=0)
+        return rec.with_(offset=rec.persisted), hasher, tail
+
+    def exists(self, digest: Digest | str) -> bool:
+        """Whether ``digest`` is committed (InvalidArgument for a malformed digest)."""
+        return self.bucket.head(self.location.blob(Digest.parse(digest))) is not None
+
+    # Provider --------------------------------------------------------------------------
+    def reader_at(self, desc: Descriptor | Digest | str) -> S3ReaderAt:
+        """A reader for the blob; NotFound if it is not committed."""
+        digest = desc.digest if isinstance(desc, Descriptor) else Digest.parse(desc)
+        key = self.location.blob(digest)
+        head = self.bucket.head(key)
+        if head is None:
+            raise errdefs.NotFound(f"content {digest}")
+        return S3ReaderAt(self.bucket, key, head.size, digest)
+
+    # Ingester --------------------------------------------------------------------------
+    def writer(self, ref: str, expected: Descriptor | None = None) -> S3Writer:
+        """Lock ``ref`` and open its ingest, continuing with what it verifiably holds.
+
+        InvalidArgument for a bad ref; AlreadyExists when ``expected.digest`` is
+        committed; Unavailable when the ref is locked; FailedPrecondition when
+        ``expected.size`` differs from the ingest's total.
+        """
+        validate_ref(ref)
+        total = expected.size if expected is not None and expected.size > 0 else 0
+        digest = Digest.parse(expected.digest) if expected is not None else None
+        if digest is not None and self.exists(digest):
+            raise errdefs.AlreadyExists(f"content {digest}")
+        lease = self.locker.try_lock(ref, new_holder_id())
+        try:
+            rec = self._record(ref)
+            tail = b""
+            if rec is None:
+                now = utcnow()
+                algorithm = digest.algorithm if digest is not None else CANONICAL
+                rec = IngestRecord(ref, algorithm, now, now, total, digest)
+                hasher = StateHasher(algorithm)
+            else:
+                check_resume_total(ref, total, rec.total)
+                rec, hasher, tail = self._recover(rec)
+                rec = rec.with_(total=rec.total or total, expected=digest or rec.expected)
+            writer = S3Writer(self, rec, lease, hasher, tail)
+            writer._save()
+            return writer
+        except BaseException:
+            lease.release()
+            raise
+
+    def _publish(
+        self, rec: IngestRecord, tail: bytes, digest: Digest, labels: Mapping[str, str]
+    ) -> Info:
+        key = self.location.blob(digest)
+        try:
+            if self.exists(digest):
+                raise errdefs.AlreadyExists(f"content {digest}")
+            up = rec.upload
+            if up is None:
+                self.bucket.put(key, tail, if_none_match=True)
+            else:
+                if up.key.startswith(self.location.blobs) and up.key != key:
+                    raise errdefs.FailedPrecondition(
+                        f"ingest {rec.ref} was started for {up.key}, its content is {digest}"
+                    )
+                parts = up.parts
+                if tail:
+                    number = len(parts) + 1
+                    etag = self.bucket.upload_part(up.key, up.id, number, tail)
+                    parts = (*parts, Part(number, len(tail), etag))
+                direct = up.key == key
+                self.bucket.complete_upload(up.key, up.id, parts, if_none_match=direct)
+                if not direct:
+                    try:
+                        self.bucket.copy_new(up.key, key, up.size + len(tail))
+                    finally:
+                        self.bucket.delete(up.key)
+        except errdefs.AlreadyExists:
+            self._drop_ingest(rec)
+            raise errdefs.AlreadyExists(f"content {digest}") from None
+        now = utcnow()
+        size = rec.persisted - rec.tail + len(tail)
+        self.bucket.put(self.location.meta(digest), meta_to_bytes(BlobMeta(now, now, labels), size))
+        self.bucket.delete(self.location.tail(rec.ref))
+        self.bucket.delete(self.location.ingest(rec.ref))
+        return Info(digest, size, now, now, labels)
+
+    # IngestManager ---------------------------------------------------------------------
+    def status(self, ref: str) -> Status:
+        """The Status of ``ref``'s ingest: the writer's live offset while the ref is
+        held, what survives a crash otherwise. NotFound if there is none."""
+        validate_ref(ref)
+        rec = self._record(ref)
+        if rec is None:
+            raise errdefs.NotFound(f"reference {ref}")
+        return rec.status(self.locker.holder(ref))
+
+    def list_statuses(self, *filters: str) -> list[Status]:
+        """Every ingest whose ref matches any filter (field ``ref``), sorted by ref.
+        InvalidArgument for a malformed filter."""
+        flt = parse(*filters)
+        found: list[Status] = []
+        for obj in self.bucket.list_objects(self.location.ingests):
+            if not obj.key.endswith(".json"):
+                continue
+            data = self.bucket.get_or_none(obj.key)
+            if data is None:
+                continue  # committed or aborted meanwhile
+            rec = record_from_bytes(data[0])
+            if flt.match(status_fields(rec.ref)):
+                found.append(rec.status(self.locker.holder(rec.ref)))
+        return sorted(found, key=lambda s: s.ref)
+
+    def abort(self, ref: str) -> None:
+        """Abort ``ref``'s multipart upload and drop the ingest. NotFound if there is
+        none, Unavailable while a writer holds it."""
+        validate_ref(ref)
+        if self._record(ref) is None:
+            raise errdefs.NotFound(f"reference {ref}")
+        lease = self.locker.try_lock(ref, new_holder_id())
+        try:
+            rec = self._record(ref)
+            if rec is None:
+                raise errdefs.NotFound(f"reference {ref}")
+            self._drop_ingest(rec)
+        finally:
+            lease.release()
+
+    # Manager ---------------------------------------------------------------------------
+    def _meta(self, digest: Digest) -> tuple[BlobMeta, int, str | None]:
+        """A blob's metadata, size and the metadata object's ETag (None when the blob
+        has no metadata object). NotFound when the blob is not committed."""
+        found = self.bucket.get_or_none(self.location.meta(digest))
+        if found is not None:
+            meta, size = meta_from_bytes(found[0])
+            return meta, size, found[1]
+        head = self.bucket.head(self.location.blob(digest))
+        if head is None:
+            raise errdefs.NotFound(f"content {digest}")
+        return BlobMeta(head.modified, head.modified), head.size, None
+
+    def info(self, digest: Digest | str) -> Info:
+        """The blob's Info; NotFound if it is not committed."""
+        d = Digest.parse(digest)
+        meta, size, _ = self._meta(d)
+        return Info(d, size, meta.created_at, meta.updated_at, meta.labels)
+
+    def update(self, info: Info, *fieldpaths: str) -> Info:
+        """Change labels along ``fieldpaths`` (``labels``, ``labels.<key>``; none
+        replaces all) with a conditional write of the metadata object, so concurrent
+        updates are never lost. InvalidArgument for another path or an oversize label,
+        NotFound for a missing blob, Unavailable when updates keep colliding."""
+        d = Digest.parse(info.digest)
+        for _ in range(UPDATE_ATTEMPTS):
+            meta, size, etag = self._meta(d)
+            labels = apply_update(meta.labels, info.labels, tuple(fieldpaths), str(d))
+            new = BlobMeta(meta.created_at, max(utcnow(), meta.updated_at), labels)
+            try:
+                self.bucket.put(
+                    self.location.meta(d),
+                    meta_to_bytes(new, size),
+                    if_none_match=etag is None,
+                    if_match=etag,
+                )
+            except (errdefs.FailedPrecondition, errdefs.AlreadyExists):
+                continue  # someone else changed it meanwhile: read again
+            if not self.exists(d):  # deleted meanwhile: leave no orphan metadata
+                self.bucket.delete(self.location.meta(d))
+                raise errdefs.NotFound(f"content {d}")
+            return Info(d, size, new.created_at, new.updated_at, labels)
+        raise errdefs.Unavailable(f"update of {d}: too many concurrent updates")
+
+    def walk(self, *filters: str) -> Iterator[Info]:
+        """Every committed blob matching any filter (fields ``digest``, ``labels.<key>``),
+        in key order. Filters are parsed before this returns (InvalidArgument)."""
+        flt = parse(*filters)
+
+        def infos() -> Iterator[Info]:
+            for obj in self.bucket.list_objects(self.location.blobs):
+                d = self.location.digest_of_blob_key(obj.key)
+                if d is None:
+                    continue
+                with contextlib.suppress(errdefs.NotFound):
+                    info = self.info(d)
+                    if flt.match(info_fields(info)):
+                        yield info
+
+        return infos()
+
+    def delete(self, digest: Digest | str) -> None:
+        """Remove a blob and its metadata; NotFound if it is not committed."""
+        d = Digest.parse(digest)
+        if not self.exists(d):
+            raise errdefs.NotFound(f"content digest {d}")
+        self.bucket.delete(self.location.meta(d))
+        self.bucket.delete(self.location.blob(d))
+
+    def multipart_uploads(self) -> list[tuple[str, str]]:
+        """``(key, upload id)`` of every multipart upload in progress under the prefix."""
+        return self.bucket.uploads(self.location.key(""))
+
+
+__all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "S3ReaderAt", "S3Store", "S3Writer"]
