@@ -55,10 +55,13 @@ class Bucket:
             raise from_s3_error(e, f"get {key}") from e
 
     def get_or_none(self, key: str) -> tuple[bytes, str] | None:
-        """:meth:`get`, or None when the object does not exist."""
+        """:meth:`get`, or None when the object does not exist (NotFound still when
+        the bucket does not)."""
         try:
             return self.get(key)
-        except errdefs.NotFound:
+        except errdefs.NotFound as e:
+            if e.details.get("s3_code") == "NoSuchBucket":
+                raise
             return None
 
     def head(self, key: str) -> ObjectInfo | None:
@@ -67,7 +70,7 @@ class Bucket:
             resp = self.client.head_object(Bucket=self.name, Key=key)
         except Exception as e:
             err = from_s3_error(e, f"head {key}")
-            if isinstance(err, errdefs.NotFound):
+            if isinstance(err, errdefs.NotFound) and err.details.get("s3_code") != "NoSuchBucket":
                 return None
             raise err from e
         return ObjectInfo(

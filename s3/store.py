@@ -315,6 +315,12 @@ class S3Store:
         locker: the ref locks; the host's file locks under ``root`` by default. Give
             every host the same cross-host locker (the Redis lease) in production.
         part_size: the multipart part size (at least 5 MiB, S3's minimum).
+        conditional_writes: whether the server honours ``If-None-Match: *`` on PUT,
+            CompleteMultipartUpload and CopyObject (AWS S3, SeaweedFS, MinIO do). Then a
+            publish is one conditional request, and exactly one of several writers of a
+            digest succeeds. Set it False for servers that ignore the header: each
+            publish is then preceded by a HEAD (two racing writers may both write the
+            same bytes, which is harmless, and the later one's labels win).
     """
 
     def __init__(
@@ -325,6 +331,7 @@ class S3Store:
         *,
         locker: RefLocker | None = None,
         part_size: int = DEFAULT_PART_SIZE,
+        conditional_writes: bool = True,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise errdefs.InvalidArgument(f"part size {part_size} is below S3's 5 MiB minimum")
@@ -335,6 +342,7 @@ class S3Store:
             locker if locker is not None else FileRefLocker(self.root / "locks")
         )
         self.part_size = part_size
+        self.conditional_writes = conditional_writes
 
     def __repr__(self) -> str:
         return f"<S3Store {self.location}>"
@@ -435,7 +443,7 @@ class S3Store:
     ) -> Info:
         key = self.location.blob(digest)
         try:
-            if self.exists(digest):
+            if not self.conditional_writes and self.exists(digest):
                 raise errdefs.AlreadyExists(f"content {digest}")
             up = rec.upload
             if up is None:

@@ -105,7 +105,8 @@ class S3Endpoint:
 class SeaweedServer:
     """One ``weed server -filer -s3`` process on loopback with its data in ``directory``.
 
-    One admin identity (random keys) is configured through ``-s3.config``.
+    Two identities (random keys) are configured through ``-s3.config``: an admin
+    (:attr:`endpoint`) and one that may only read and list (:attr:`reader`).
     """
 
     def __init__(self, directory: Path) -> None:
@@ -114,6 +115,12 @@ class SeaweedServer:
         self.endpoint = S3Endpoint(
             url="",
             access_key=f"AK{uuid.uuid4().hex[:18].upper()}",
+            secret_key=uuid.uuid4().hex + uuid.uuid4().hex[:8],
+        )
+        #: A second identity that may only read and list (for PermissionDenied).
+        self.reader = S3Endpoint(
+            url="",
+            access_key=f"RK{uuid.uuid4().hex[:18].upper()}",
             secret_key=uuid.uuid4().hex + uuid.uuid4().hex[:8],
         )
         self._ports: dict[str, int] = {}
@@ -159,11 +166,19 @@ class SeaweedServer:
             ],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }
-        config.write_text(json.dumps({"identities": [identity]}))
+        reader = {
+            "name": "reader",
+            "credentials": [
+                {"accessKey": self.reader.access_key, "secretKey": self.reader.secret_key}
+            ],
+            "actions": ["Read", "List"],
+        }
+        config.write_text(json.dumps({"identities": [identity, reader]}))
         for attempt in range(PORT_ATTEMPTS):
             self._ports = {flag: free_port() for flag in _PORT_FLAGS}
             url = f"http://{LOOPBACK}:{self._ports['s3.port']}"
             self.endpoint = S3Endpoint(url, self.endpoint.access_key, self.endpoint.secret_key)
+            self.reader = S3Endpoint(url, self.reader.access_key, self.reader.secret_key)
             process = ServerProcess("weed", self._argv(binary, config), self.log_path)
             process.spawn()
             self._process = process
