@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from ingestq.api.server import ApiServer, Listen
-from ingestq.store import LocalStore, RefLocker
+from ingestq.store import ChainLocker, FileRefLocker, LocalStore, RefLocker, Store
 
 log = logging.getLogger("ingestq.serve")
 
@@ -35,6 +35,9 @@ class ServeOptions:
     max_workers: int = 64
     lock_wait: float = 1.0
     grace: float = 5.0
+    #: ``s3://BUCKET/PREFIX``: serve the S3 store there (the root keeps only what is
+    #: host-local: lock files, leases, the image index); None: the local store at root.
+    store_url: str | None = None
 
 
 def redis_configured(env: Mapping[str, str]) -> bool:
@@ -60,9 +63,16 @@ def build_lockers(env: Mapping[str, str] | None = None) -> list[RefLocker]:
 def build_server(
     opts: ServeOptions, lockers: Sequence[RefLocker] = (), *, fsync: bool = True
 ) -> ApiServer:
-    """An :class:`ApiServer` over ``LocalStore(opts.root, lockers)`` bound to every
-    address of ``opts`` (not started)."""
-    store = LocalStore(opts.root, lockers, fsync=fsync)
+    """An :class:`ApiServer` over ``LocalStore(opts.root, lockers)`` (or the S3 store
+    of ``opts.store_url``) bound to every address of ``opts`` (not started)."""
+    store: Store
+    if opts.store_url is not None:
+        from ingestq.s3 import open_s3_store
+
+        host = FileRefLocker(opts.root / "locks")
+        store = open_s3_store(opts.store_url, opts.root, ChainLocker([host, *lockers]))
+    else:
+        store = LocalStore(opts.root, lockers, fsync=fsync)
     server = ApiServer(store, opts.root, max_workers=opts.max_workers, lock_wait=opts.lock_wait)
     for where in opts.listen:
         server.listen(where)

@@ -49,6 +49,13 @@ from ingestq.worker.cli.common import handle_errors, resolve_root, root_option
     help="Seconds a Write stream retries a locked ref before answering Unavailable.",
 )
 @click.option(
+    "--store",
+    "store_url",
+    envvar="INGESTQ_STORE",
+    help="s3://BUCKET/PREFIX: serve the S3 store there (the AWS environment configures "
+    "the client; needs ingestq[s3]). Default $INGESTQ_STORE, else the local store at the root.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -63,6 +70,7 @@ def serve_command(
     tls_key: Path | None,
     max_workers: int,
     lock_wait: float,
+    store_url: str | None,
     log_level: str,
 ) -> None:
     """Serve containerd's content gRPC API over the store, so `ctr -a SOCKET content
@@ -90,7 +98,11 @@ def serve_command(
 
     serve(
         ServeOptions(
-            root=resolve_root(root), listen=listen, max_workers=max_workers, lock_wait=lock_wait
+            root=resolve_root(root),
+            listen=listen,
+            max_workers=max_workers,
+            lock_wait=lock_wait,
+            store_url=store_url or None,
         ),
         on_ready=ready,
     )
