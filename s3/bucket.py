@@ -139,9 +139,12 @@ class Bucket:
         except Exception as e:
             raise from_s3_error(e, f"upload part {number} of {key}") from e
 
-    def list_parts(self, key: str, upload: str) -> dict[int, Part]:
-        """The parts the server holds for an upload. NotFound when the upload is gone."""
-        parts: dict[int, Part] = {}
+    def list_parts(self, key: str, upload: str) -> dict[int, set[Part]]:
+        """The parts the server holds for an upload, by number. A number may hold
+        several: SeaweedFS keeps every upload of a part number (and completes with the
+        one whose ETag it is given); S3 keeps the last. NotFound when the upload is
+        gone."""
+        parts: dict[int, set[Part]] = {}
         try:
             pages = self.client.get_paginator("list_parts").paginate(
                 Bucket=self.name, Key=key, UploadId=upload
@@ -149,7 +152,7 @@ class Bucket:
             for page in pages:
                 for p in page.get("Parts") or ():
                     n = int(p["PartNumber"])
-                    parts[n] = Part(n, int(p["Size"]), _etag(p.get("ETag")))
+                    parts.setdefault(n, set()).add(Part(n, int(p["Size"]), _etag(p.get("ETag"))))
         except Exception as e:
             raise from_s3_error(e, f"list parts of {key}") from e
         return parts

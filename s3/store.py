@@ -181,6 +181,13 @@ class S3Writer:
             self._upload_part(memoryview(self._buffer)[:part])
             del self._buffer[:part]
             uploaded = True
+        if uploaded and self._rec.tail:
+            # The stored tail went into a part: the record must stop pointing at it
+            # before the tail object goes.
+            self._rec = self._rec.with_(tail=0)
+            self._stored_tail = 0
+            self._save()
+            self._store.bucket.delete(self._store.location.tail(self.ref))
         # Others see the live offset: at once when the record shows nothing beyond what
         # is stored, then refreshed at most every LIVE_INTERVAL.
         stale = self._rec.offset == self._rec.persisted
@@ -198,6 +205,7 @@ class S3Writer:
                 key = store.location.staging(self.ref, uuid.uuid4().hex[:16])
             up = Upload(store.bucket.create_upload(key), key)
             self._rec = self._rec.with_(upload=up)
+            self._save()  # so that the upload is aborted with the ingest, even after a crash
         number = len(up.parts) + 1
         etag = store.bucket.upload_part(up.key, up.id, number, chunk)
         self._hasher.update(chunk)
@@ -230,6 +238,8 @@ class S3Writer:
             raise errdefs.InvalidArgument(f"truncate {self.ref}: only size 0 is supported")
         self._check()
         self._store._drop_upload(self._rec)
+        if self._rec.tail:
+            self._store.bucket.delete(self._store.location.tail(self.ref))
         self._rec = self._rec.with_(upload=None, tail=0)
         self._buffer = bytearray()
         self._stored_tail = 0
@@ -279,9 +289,12 @@ class S3Writer:
         self._closed = True
         try:
             if not self._done and self._owned():
+                tail_key = self._store.location.tail(self.ref)
                 if len(self._buffer) != self._stored_tail or self._rec.tail != len(self._buffer):
                     if self._buffer:
-                        self._store.bucket.put(self._store.location.tail(self.ref), self._buffer)
+                        self._store.bucket.put(tail_key, self._buffer)
+                    elif self._rec.tail:
+                        self._store.bucket.delete(tail_key)
                     self._rec = self._rec.with_(tail=len(self._buffer))
                 self._save()
         finally:
@@ -375,7 +388,9 @@ class S3Store:
                 held = self.bucket.list_parts(up.key, up.id)
             except errdefs.NotFound:
                 held = None
-            if held is not None and all(held.get(p.number) == p for p in up.parts):
+            # Complete names each part by its ETag (the MD5 the server computed), so a
+            # vouched part still held is exactly the bytes the hash state covers.
+            if held is not None and all(p in held.get(p.number, ()) for p in up.parts):
                 if up.parts:
                     hasher = StateHasher.restore(rec.algorithm, bytes.fromhex(up.state))
             else:
@@ -471,7 +486,8 @@ class S3Store:
         now = utcnow()
         size = rec.persisted - rec.tail + len(tail)
         self.bucket.put(self.location.meta(digest), meta_to_bytes(BlobMeta(now, now, labels), size))
-        self.bucket.delete(self.location.tail(rec.ref))
+        if rec.tail:
+            self.bucket.delete(self.location.tail(rec.ref))
         self.bucket.delete(self.location.ingest(rec.ref))
         return Info(digest, size, now, now, labels)
 

@@ -7,6 +7,7 @@ updates are conditional too, and S3 failures map to errdefs kinds."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -114,9 +115,100 @@ def test_a_killed_writer_is_continued_with_the_next_part(
     assert uploads(client, location) == []
 
 
-def test_parts_changed_behind_the_record_are_not_trusted(
+_KILLED_AFTER_RESUME = """
+import sys
+from ingestq.s3 import S3Location, S3Store
+from ingestq.s3.client import make_client
+from ingestq.store import Descriptor, Digest
+import random
+bucket, prefix, root, part, size = sys.argv[1:6]
+part = int(part)
+data = random.Random(7).randbytes(int(size))
+desc = Descriptor(Digest.from_bytes(data), len(data))
+store = S3Store(S3Location(bucket, prefix), make_client(), root, part_size=part)
+w = store.writer("resumed", desc)
+w.write(data[:1024])
+w.close()  # 1 KiB kept as the tail
+w = store.writer("resumed", desc)
+w.write(data[1024 : part + 2048])  # the tail and more go into part 1; 2 KiB buffered
+print("written", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_stored_tail_that_went_into_a_part_is_not_used_again(
+    s3_endpoint: S3Endpoint, location: S3Location, tmp_path: Path
+) -> None:
+    env = {**os.environ, **s3_endpoint.env()}
+    args = [location.bucket, location.prefix, str(tmp_path), str(PART), str(len(DATA))]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_AFTER_RESUME, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"written\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    store = S3Store(location, s3_endpoint.client(), tmp_path, part_size=PART)
+    with store.writer("resumed", desc(DATA)) as w:
+        assert w.status().offset == PART
+        assert w.digest() == Digest.from_bytes(DATA[:PART])
+        w.write(DATA[PART:])
+        w.commit(len(DATA), Digest.from_bytes(DATA))
+    assert keys(s3_endpoint.client(), location) == [
+        f"blobs/sha256/{Digest.from_bytes(DATA).encoded}",
+        f"meta/sha256/{Digest.from_bytes(DATA).encoded}.json",
+    ]
+
+
+def test_a_record_vouching_for_parts_the_server_lacks_is_not_trusted(
     store: S3Store, s3_endpoint: S3Endpoint, location: S3Location
 ) -> None:
+    """The record says part 2 has an ETag the server does not hold for it: the hash
+    state cannot be trusted, the upload is aborted and the ingest starts over."""
+    client = s3_endpoint.client()
+    w = store.writer("lying", desc(DATA))
+    w.write(DATA[: 2 * PART])
+    w.close()
+    key = location.ingest("lying")
+    record = json.loads(client.get_object(Bucket=location.bucket, Key=key)["Body"].read())
+    record["upload"]["parts"][1][2] = "0" * 32
+    client.put_object(Bucket=location.bucket, Key=key, Body=json.dumps(record).encode())
+    assert store.status("lying").offset == 2 * PART  # what the record claims
+    with store.writer("lying", desc(DATA)) as w:
+        assert (w.status().offset, w.digest()) == (0, Digest.from_bytes(b""))
+        assert uploads(client, location) == []  # the untrusted upload was aborted
+        w.write(DATA)
+        info = w.commit(len(DATA), Digest.from_bytes(DATA))
+    assert info.size == len(DATA)
+    assert uploads(client, location) == []
+
+
+def test_an_upload_aborted_behind_the_record_starts_over(
+    store: S3Store, s3_endpoint: S3Endpoint, location: S3Location
+) -> None:
+    client = s3_endpoint.client()
+    w = store.writer("vanished", desc(DATA))
+    w.write(DATA[: PART + 10])
+    w.close()
+    (up,) = uploads(client, location)
+    client.abort_multipart_upload(Bucket=location.bucket, Key=up["Key"], UploadId=up["UploadId"])
+    with store.writer("vanished", desc(DATA)) as w:
+        assert w.status().offset == 0
+        w.write(DATA)
+        w.commit(len(DATA), Digest.from_bytes(DATA))
+
+
+def test_a_part_overwritten_behind_the_record_never_reaches_the_blob(
+    store: S3Store, s3_endpoint: S3Endpoint, location: S3Location
+) -> None:
+    """Another client uploads other bytes as part 2. S3 then holds only those (the
+    record's ETag is gone: start over); SeaweedFS keeps both and completes with the
+    ETag it is given (continue). Either way the blob is exactly the data."""
     client = s3_endpoint.client()
     w = store.writer("tampered", desc(DATA))
     w.write(DATA[: 2 * PART])
@@ -130,11 +222,13 @@ def test_parts_changed_behind_the_record_are_not_trusted(
         Body=b"x" * PART,
     )
     with store.writer("tampered", desc(DATA)) as w:
-        assert (w.status().offset, w.digest()) == (0, Digest.from_bytes(b""))
-        assert uploads(client, location) == []  # the untrusted upload was aborted
-        w.write(DATA)
+        offset = w.status().offset
+        assert offset in (0, 2 * PART)
+        assert w.digest() == Digest.from_bytes(DATA[:offset])
+        w.write(DATA[offset:])
         info = w.commit(len(DATA), Digest.from_bytes(DATA))
-    assert info.size == len(DATA)
+    with store.reader_at(info.digest) as ra:
+        assert Digest.from_bytes(ra.read_at(0, ra.size)) == Digest.from_bytes(DATA)
     assert uploads(client, location) == []
 
 
