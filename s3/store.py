@@ -24,15 +24,23 @@ local store's (and containerd's) semantics.
 from __future__ import annotations
 
 import contextlib
+import os
+import random
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from ingestq import errdefs
 from ingestq.s3.bucket import Bucket
+from ingestq.s3.errors import from_s3_error
 from ingestq.s3.hashstate import StateHasher
 from ingestq.s3.location import S3Location
 from ingestq.s3.records import (
@@ -63,10 +71,12 @@ from ingestq.store.values import Descriptor, Info, Status, utcnow
 MIN_PART_SIZE = 5 * 1024**2
 #: The part size writers upload (bytes below it are buffered).
 DEFAULT_PART_SIZE = 8 * 1024**2
+#: Parts a writer uploads at once.
+DEFAULT_UPLOAD_CONCURRENCY = 4
 #: How often a writer refreshes the offset other hosts see while it writes, seconds.
 LIVE_INTERVAL = 0.5
 #: Attempts of a conditional metadata update that keeps meeting concurrent updates.
-UPDATE_ATTEMPTS = 8
+UPDATE_ATTEMPTS = 20
 
 
 class S3ReaderAt:
@@ -117,11 +127,28 @@ class S3ReaderAt:
         self.close()
 
 
+@dataclass(frozen=True)
+class _InFlight:
+    """A part being uploaded: the hash state after it, and the upload's future ETag."""
+
+    number: int
+    size: int
+    state: str
+    etag: Future[str]
+    holds_tail: bool
+
+
 class S3Writer:
     """A write into one ingest of an :class:`S3Store`, made by :meth:`S3Store.writer`.
 
-    Holds the ref's lock until :meth:`commit` or :meth:`close`. Not for several threads
-    at once.
+    Full parts are uploaded in the background, up to ``store.upload_concurrency`` at
+    once; as soon as a part and every part before it are uploaded, the record vouches
+    for it (with the hash state after it), so a writer killed while its source stalls
+    loses nothing that reached the server. A failed part upload closes the writer: the
+    ingest keeps the parts vouched for, and the next writer continues after them.
+
+    Holds the ref's lock until :meth:`commit` or :meth:`close`. One thread at a time
+    calls its methods (the upload threads only vouch for parts).
     """
 
     def __init__(
@@ -135,9 +162,12 @@ class S3Writer:
         self._store = store
         self._rec = rec
         self._lease = lease
-        self._hasher = hasher  # over the uploaded parts only
+        self._hasher = hasher  # over every part, uploaded or in flight
         self._buffer = bytearray(tail)
         self._stored_tail = len(tail)
+        self._in_flight: deque[_InFlight] = deque()
+        self._error: BaseException | None = None
+        self._mutex = threading.RLock()
         self._closed = False
         self._done = False
         self._saved_at = time.monotonic()
@@ -153,8 +183,9 @@ class S3Writer:
         return self._lease
 
     @property
-    def _parts_size(self) -> int:
-        return self._rec.upload.size if self._rec.upload is not None else 0
+    def _written(self) -> int:
+        vouched = self._rec.upload.size if self._rec.upload is not None else 0
+        return vouched + sum(f.size for f in self._in_flight) + len(self._buffer)
 
     def _check(self) -> None:
         if self._closed:
@@ -162,40 +193,35 @@ class S3Writer:
         self._lease.check()
 
     def _save(self) -> None:
-        self._rec = self._rec.with_(
-            offset=self._parts_size + len(self._buffer), updated_at=utcnow()
-        )
+        self._rec = self._rec.with_(offset=self._written, updated_at=utcnow())
         self._store._put_record(self._rec)
         self._saved_at = time.monotonic()
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append ``data``; returns its length. Full parts are uploaded as they fill.
         FailedPrecondition when closed or the lease is lost; Unavailable and the other
-        kinds of :func:`ingestq.s3.errors.from_s3_error` when S3 fails."""
-        self._check()
-        view = memoryview(data).cast("B")
-        self._buffer += view
-        part = self._store.part_size
-        uploaded = False
-        while len(self._buffer) >= part:
-            self._upload_part(memoryview(self._buffer)[:part])
-            del self._buffer[:part]
-            uploaded = True
-        if uploaded and self._rec.tail:
-            # The stored tail went into a part: the record must stop pointing at it
-            # before the tail object goes.
-            self._rec = self._rec.with_(tail=0)
-            self._stored_tail = 0
-            self._save()
-            self._store.bucket.delete(self._store.location.tail(self.ref))
-        # Others see the live offset: at once when the record shows nothing beyond what
-        # is stored, then refreshed at most every LIVE_INTERVAL.
-        stale = self._rec.offset == self._rec.persisted
-        if uploaded or stale or time.monotonic() - self._saved_at >= LIVE_INTERVAL:
-            self._save()
+        kinds of :func:`ingestq.s3.errors.from_s3_error` when S3 fails (the writer is
+        then closed)."""
+        with self._mutex:
+            self._raise_failure()
+            self._check()
+            view = memoryview(data).cast("B")
+            self._buffer += view
+            part = self._store.part_size
+            while len(self._buffer) >= part:
+                self._start_part(bytes(memoryview(self._buffer)[:part]))
+                del self._buffer[:part]
+            # Others see the live offset: at once when the record shows nothing beyond
+            # what is stored, then refreshed at most every LIVE_INTERVAL.
+            stale = self._rec.offset == self._rec.persisted
+            if stale or time.monotonic() - self._saved_at >= LIVE_INTERVAL:
+                self._save()
+            backlog = len(self._in_flight) > self._store.upload_concurrency
+        if backlog:
+            self._wait(everything=False)
         return view.nbytes
 
-    def _upload_part(self, chunk: memoryview) -> None:
+    def _start_part(self, chunk: bytes) -> None:
         store, up = self._store, self._rec.upload
         if up is None:
             expected = self._rec.expected
@@ -206,30 +232,104 @@ class S3Writer:
             up = Upload(store.bucket.create_upload(key), key)
             self._rec = self._rec.with_(upload=up)
             self._save()  # so that the upload is aborted with the ingest, even after a crash
-        number = len(up.parts) + 1
-        etag = store.bucket.upload_part(up.key, up.id, number, chunk)
+        # The first part after a resume carries the stored tail.
+        holds_tail = self._stored_tail > 0 and not self._in_flight
+        self._stored_tail = 0
+        number = len(up.parts) + len(self._in_flight) + 1
         self._hasher.update(chunk)
-        parts = (*up.parts, Part(number, chunk.nbytes, etag))
-        self._rec = self._rec.with_(upload=Upload(up.id, up.key, parts, self._hasher.state().hex()))
+        etag = store._uploads().submit(store.bucket.upload_part, up.key, up.id, number, chunk)
+        self._in_flight.append(
+            _InFlight(number, len(chunk), self._hasher.state().hex(), etag, holds_tail)
+        )
+        etag.add_done_callback(self._part_done)
+
+    def _part_done(self, _: Future[str]) -> None:
+        """On an upload thread, when a part upload ends: vouch for what is in order."""
+        with self._mutex:
+            if self._closed:
+                return
+            try:
+                self._vouch()
+            except BaseException as e:
+                self._error = self._error or e
+
+    def _vouch(self) -> None:
+        """Record every uploaded part that follows the vouched ones; note a failure."""
+        gained = False
+        while self._in_flight and self._in_flight[0].etag.done() and self._error is None:
+            head = self._in_flight[0]
+            error = head.etag.exception()
+            if error is not None:
+                self._error = error
+                break
+            self._in_flight.popleft()
+            up = self._rec.upload
+            assert up is not None
+            parts = (*up.parts, Part(head.number, head.size, head.etag.result()))
+            self._rec = self._rec.with_(upload=Upload(up.id, up.key, parts, head.state))
+            gained = True
+            if head.holds_tail:
+                # The stored tail is in a vouched part now: the record must stop
+                # pointing at it before the tail object goes.
+                self._rec = self._rec.with_(tail=0)
+                self._save()
+                gained = False
+                self._store.bucket.delete(self._store.location.tail(self.ref))
+        if gained:
+            self._save()
+
+    def _wait(self, *, everything: bool) -> None:
+        """Wait for every part in flight (or the first), then vouch for them. Raises
+        (and closes the writer) when an upload failed."""
+        with self._mutex:
+            pending = [f.etag for f in self._in_flight]
+        if not everything:
+            pending = pending[:1]
+        wait_futures(pending)
+        with self._mutex:
+            if not self._closed:
+                self._vouch()
+            self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        """If an upload failed: wait for the others, keep only what is vouched for (the
+        stored tail too, unless a vouched part holds it), close, and raise."""
+        error = self._error
+        if error is None:
+            return
+        self._error = None
+        wait_futures([f.etag for f in self._in_flight])
+        self._in_flight.clear()
+        self._buffer = bytearray()
+        self._closed = True
+        try:
+            if self._owned():
+                self._rec = self._rec.with_(offset=self._rec.persisted, updated_at=utcnow())
+                self._store._put_record(self._rec)
+        finally:
+            self._lease.release()
+        raise from_s3_error(error, f"upload of {self.ref}") from error
 
     def digest(self) -> Digest:
         """The digest of every byte written so far."""
-        h = self._hasher.copy()
-        h.update(self._buffer)
-        return Digest(self._rec.algorithm, h.hexdigest())
+        with self._mutex:
+            h = self._hasher.copy()
+            h.update(self._buffer)
+            return Digest(self._rec.algorithm, h.hexdigest())
 
     def status(self) -> Status:
         """This write's Status (with the holder of its lock)."""
-        r = self._rec
-        return Status(
-            r.ref,
-            self._parts_size + len(self._buffer),
-            r.total,
-            r.started_at,
-            r.updated_at,
-            r.expected,
-            self._lease.holder,
-        )
+        with self._mutex:
+            r = self._rec
+            return Status(
+                r.ref,
+                self._written,
+                r.total,
+                r.started_at,
+                r.updated_at,
+                r.expected,
+                self._lease.holder,
+            )
 
     def truncate(self, size: int) -> None:
         """Start the ingest over (a new upload). Only ``size == 0`` (InvalidArgument
@@ -237,14 +337,16 @@ class S3Writer:
         if size != 0:
             raise errdefs.InvalidArgument(f"truncate {self.ref}: only size 0 is supported")
         self._check()
-        self._store._drop_upload(self._rec)
-        if self._rec.tail:
-            self._store.bucket.delete(self._store.location.tail(self.ref))
-        self._rec = self._rec.with_(upload=None, tail=0)
-        self._buffer = bytearray()
-        self._stored_tail = 0
-        self._hasher = StateHasher(self._rec.algorithm)
-        self._save()
+        self._wait(everything=True)
+        with self._mutex:
+            self._store._drop_upload(self._rec)
+            if self._rec.tail:
+                self._store.bucket.delete(self._store.location.tail(self.ref))
+            self._rec = self._rec.with_(upload=None, tail=0)
+            self._buffer = bytearray()
+            self._stored_tail = 0
+            self._hasher = StateHasher(self._rec.algorithm)
+            self._save()
 
     def commit(
         self, size: int = 0, expected: Digest | None = None, labels: Mapping[str, str] | None = None
@@ -260,7 +362,8 @@ class S3Writer:
             validate_labels(new_labels)
             want = Digest.parse(expected) if expected else None
             self._check()
-            check_commit_size(self.ref, self._parts_size + len(self._buffer), size)
+            self._wait(everything=True)
+            check_commit_size(self.ref, self._written, size)
             digest = self.digest()
             if want is not None and want.algorithm != digest.algorithm:
                 if self._rec.upload is not None:
@@ -282,22 +385,26 @@ class S3Writer:
             self.close()
 
     def close(self) -> None:
-        """Keep the buffered bytes as the ingest's tail and release the lock. Closing
-        twice is fine."""
+        """Wait for the parts in flight, keep the buffered bytes as the ingest's tail
+        and release the lock. Closing twice is fine."""
         if self._closed:
             return
-        self._closed = True
         try:
             if not self._done and self._owned():
-                tail_key = self._store.location.tail(self.ref)
-                if len(self._buffer) != self._stored_tail or self._rec.tail != len(self._buffer):
-                    if self._buffer:
-                        self._store.bucket.put(tail_key, self._buffer)
-                    elif self._rec.tail:
-                        self._store.bucket.delete(tail_key)
-                    self._rec = self._rec.with_(tail=len(self._buffer))
-                self._save()
+                self._wait(everything=True)
+                with self._mutex:
+                    tail_key = self._store.location.tail(self.ref)
+                    buffered = len(self._buffer)
+                    if buffered != self._stored_tail or self._rec.tail != buffered:
+                        if self._buffer:
+                            self._store.bucket.put(tail_key, self._buffer)
+                        elif self._rec.tail:
+                            self._store.bucket.delete(tail_key)
+                        self._rec = self._rec.with_(tail=buffered)
+                    self._save()
         finally:
+            with self._mutex:
+                self._closed = True
             self._lease.release()
 
     def _owned(self) -> bool:
@@ -328,6 +435,8 @@ class S3Store:
         locker: the ref locks; the host's file locks under ``root`` by default. Give
             every host the same cross-host locker (the Redis lease) in production.
         part_size: the multipart part size (at least 5 MiB, S3's minimum).
+        upload_concurrency: parts a writer uploads at once (each writer holds up to
+            that many parts in memory, plus the one it fills).
         conditional_writes: whether the server honours ``If-None-Match: *`` on PUT,
             CompleteMultipartUpload and CopyObject (AWS S3, SeaweedFS, MinIO do). Then a
             publish is one conditional request, and exactly one of several writers of a
@@ -345,6 +454,7 @@ class S3Store:
         locker: RefLocker | None = None,
         part_size: int = DEFAULT_PART_SIZE,
         conditional_writes: bool = True,
+        upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise errdefs.InvalidArgument(f"part size {part_size} is below S3's 5 MiB minimum")
@@ -356,9 +466,23 @@ class S3Store:
         )
         self.part_size = part_size
         self.conditional_writes = conditional_writes
+        self.upload_concurrency = max(1, upload_concurrency)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = -1
+        self._pool_mutex = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<S3Store {self.location}>"
+
+    def _uploads(self) -> ThreadPoolExecutor:
+        """The threads part uploads run on (made on first use in each process)."""
+        with self._pool_mutex:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(
+                    self.upload_concurrency * 2, thread_name_prefix="s3-parts"
+                )
+                self._pool_pid = os.getpid()
+            return self._pool
 
     # records ---------------------------------------------------------------------------
     def _put_record(self, rec: IngestRecord) -> None:
@@ -404,6 +528,9 @@ class S3Store:
                 tail = found[0]
             else:
                 rec = rec.with_(tail=0)
+        if not tail:
+            # A writer killed after its record let go of the tail may have left it.
+            self.bucket.delete(self.location.tail(rec.ref))
         return rec.with_(offset=rec.persisted), hasher, tail
 
     def exists(self, digest: Digest | str) -> bool:
@@ -557,7 +684,7 @@ class S3Store:
         updates are never lost. InvalidArgument for another path or an oversize label,
         NotFound for a missing blob, Unavailable when updates keep colliding."""
         d = Digest.parse(info.digest)
-        for _ in range(UPDATE_ATTEMPTS):
+        for attempt in range(UPDATE_ATTEMPTS):
             meta, size, etag = self._meta(d)
             labels = apply_update(meta.labels, info.labels, tuple(fieldpaths), str(d))
             new = BlobMeta(meta.created_at, max(utcnow(), meta.updated_at), labels)
@@ -569,7 +696,9 @@ class S3Store:
                     if_match=etag,
                 )
             except (errdefs.FailedPrecondition, errdefs.AlreadyExists):
-                continue  # someone else changed it meanwhile: read again
+                # Someone else changed it meanwhile: read again, after a jittered pause.
+                time.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
+                continue
             if not self.exists(d):  # deleted meanwhile: leave no orphan metadata
                 self.bucket.delete(self.location.meta(d))
                 raise errdefs.NotFound(f"content {d}")

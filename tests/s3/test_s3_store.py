@@ -25,7 +25,7 @@ from ingestq.s3.store import MIN_PART_SIZE
 from ingestq.store import Descriptor, Digest
 from ingestq.store.testing import FakeRefLocker
 from tests.servers.seaweed import S3Endpoint, SeaweedServer
-from tests.servers.util import free_port
+from tests.servers.util import free_port, wait_until
 
 PART = MIN_PART_SIZE
 DATA = random.Random(7).randbytes(3 * PART + 1024 * 1024)  # three parts and a tail
@@ -64,6 +64,13 @@ def parts_of(client: Any, location: S3Location) -> list[int]:
     return [p["PartNumber"] for p in got.get("Parts") or ()]
 
 
+def vouched_parts(client: Any, location: S3Location, ref: str) -> tuple[int, int]:
+    """How many parts ``ref``'s ingest record vouches for, and its stored tail."""
+    raw = client.get_object(Bucket=location.bucket, Key=location.ingest(ref))["Body"].read()
+    record = json.loads(raw)
+    return len((record["upload"] or {}).get("parts", ())), record["tail"]
+
+
 _KILLED_WRITER = """
 import sys
 from ingestq.s3 import S3Location, S3Store
@@ -95,6 +102,12 @@ def test_a_killed_writer_is_continued_with_the_next_part(
     try:
         assert child.stdout is not None
         assert child.stdout.readline() == b"written\n"
+        client = s3_endpoint.client()
+        wait_until(
+            lambda: vouched_parts(client, location, "killed") == (2, 0),
+            30,
+            "the record vouches for the two uploaded parts",
+        )
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(30)
@@ -108,7 +121,8 @@ def test_a_killed_writer_is_continued_with_the_next_part(
         assert w.status().offset == 2 * PART  # the buffered tail died with the writer
         assert w.digest() == Digest.from_bytes(DATA[: 2 * PART])
         w.write(DATA[2 * PART :])
-        assert parts_of(client, location) == [1, 2, 3]  # the next part, not a restart
+        # The next part (uploaded in the background), not a restart.
+        wait_until(lambda: parts_of(client, location) == [1, 2, 3], 30, "part 3 uploaded")
         info = w.commit(len(DATA), Digest.from_bytes(DATA))
     with store.reader_at(info.digest) as ra:
         assert hashlib.sha256(ra.read_at(0, ra.size)).digest() == hashlib.sha256(DATA).digest()
@@ -150,6 +164,12 @@ def test_a_stored_tail_that_went_into_a_part_is_not_used_again(
     try:
         assert child.stdout is not None
         assert child.stdout.readline() == b"written\n"
+        client = s3_endpoint.client()
+        wait_until(
+            lambda: vouched_parts(client, location, "resumed") == (1, 0),
+            30,
+            "the record vouches for part 1 (holding the tail) and no longer for the tail",
+        )
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(30)
@@ -398,19 +418,25 @@ def test_concurrent_label_updates_are_never_lost(
         w.write(b"labelled")
         info = w.commit()
 
+    errors: list[BaseException] = []
+
     def label(i: int) -> None:
-        for j in range(5):
-            key = f"k{i}-{j}"
-            stores[i].update(
-                type(info)(info.digest, 0, info.created_at, info.updated_at, {key: "v"}),
-                f"labels.{key}",
-            )
+        try:
+            for j in range(5):
+                key = f"k{i}-{j}"
+                stores[i].update(
+                    type(info)(info.digest, 0, info.created_at, info.updated_at, {key: "v"}),
+                    f"labels.{key}",
+                )
+        except BaseException as e:
+            errors.append(e)
 
     threads = [threading.Thread(target=label, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
+    assert errors == []
     assert set(stores[0].info(info.digest).labels) == {
         f"k{i}-{j}" for i in range(4) for j in range(5)
     }

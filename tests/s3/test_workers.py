@@ -16,6 +16,7 @@ from ingestq.s3 import S3Location, S3Store
 from ingestq.s3.store import DEFAULT_PART_SIZE
 from ingestq.tasks.client import enqueue_ingest
 from ingestq.tasks.lease import RedisLeaseLocker
+from tests.s3.test_s3_store import vouched_parts
 from tests.servers.seaweed import S3Endpoint
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
@@ -105,11 +106,13 @@ def test_a_killed_pool_process_resumes_from_its_uploaded_parts(
     watcher = S3Store(
         location, s3_endpoint.client(), tmp_path / "watcher", locker=RedisLeaseLocker(redis_url)
     )
-    status = wait_until(
-        lambda: (s := watcher.status(job.ref)).offset >= parts and s.holder is not None and s,
+    client = s3_endpoint.client()
+    wait_until(
+        lambda: vouched_parts(client, location, job.ref) == (2, 0),
         30,
-        "the worker uploaded two parts",
+        "the worker's record vouches for two uploaded parts",
     )
+    status = watcher.status(job.ref)
     assert status.holder is not None and status.holder.pid in worker.children()
     os.kill(status.holder.pid, signal.SIGKILL)
     info = s3_cluster.client.job(job.id).wait(timeout=90)
