@@ -64,6 +64,23 @@ class Bucket:
                 raise
             return None
 
+    def read(self, key: str) -> tuple[bytes, ObjectInfo] | None:
+        """The object's bytes and its size, time and ETag; None when it does not exist
+        (NotFound still when the bucket does not)."""
+        try:
+            resp = self.client.get_object(Bucket=self.name, Key=key)
+            body = resp["Body"]
+            try:
+                data = body.read()
+            finally:
+                body.close()
+        except Exception as e:
+            err = from_s3_error(e, f"get {key}")
+            if isinstance(err, errdefs.NotFound) and err.details.get("s3_code") != "NoSuchBucket":
+                return None
+            raise err from e
+        return data, ObjectInfo(key, len(data), resp["LastModified"], _etag(resp.get("ETag")))
+
     def head(self, key: str) -> ObjectInfo | None:
         """The object's size, time and ETag, or None when it does not exist."""
         try:

@@ -1,6 +1,7 @@
 """Where an S3 store lives: :class:`S3Location` (``s3://BUCKET/PREFIX``) and every key
 under its prefix::
 
+    <prefix>/index.json                   the image records (an OCI index; see s3.images)
     <prefix>/blobs/<alg>/<hex>            committed blobs (published only once verified)
     <prefix>/meta/<alg>/<hex>.json        created_at, updated_at and labels of each blob
     <prefix>/ingests/<sha256(ref)>.json   an ingest: ref, total, expected, times, its

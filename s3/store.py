@@ -17,8 +17,9 @@ local store's (and containerd's) semantics.
   uploads to a staging key and is copied on the server at commit.
 * Ref locks come from the locker the store is given (the Redis lease on workers); the
   store is correct without them.
-* Only ``root`` is local: resume hints, job records and the image index of the jobs
-  that use this store (what is local by nature, or not yet moved to the bucket).
+* Image records live in the bucket too (:meth:`S3Store.image_index`). Only ``root``
+  is local: ref lock files, resume hints, embedded job records, and the gRPC server's
+  leases (not yet moved to the bucket).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ingestq import errdefs
 from ingestq.s3.bucket import Bucket
 from ingestq.s3.errors import from_s3_error
 from ingestq.s3.hashstate import StateHasher
+from ingestq.s3.images import S3ImageIndex
 from ingestq.s3.location import S3Location
 from ingestq.s3.records import (
     IngestRecord,
@@ -729,6 +731,11 @@ class S3Store:
             raise errdefs.NotFound(f"content digest {d}")
         self.bucket.delete(self.location.meta(d))
         self.bucket.delete(self.location.blob(d))
+
+    def image_index(self) -> S3ImageIndex:
+        """The image records, in the bucket's ``<prefix>/index.json`` (conditional
+        writes: see :mod:`ingestq.s3.images`)."""
+        return S3ImageIndex(self.bucket, self.location)
 
     def multipart_uploads(self) -> list[tuple[str, str]]:
         """``(key, upload id)`` of every multipart upload in progress under the prefix."""

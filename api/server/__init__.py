@@ -32,7 +32,7 @@ from ingestq.api.server.content import ContentService
 from ingestq.api.server.images import ImagesService, ImageStore
 from ingestq.api.server.introspection import IntrospectionService, NamespacesService, VersionService
 from ingestq.api.server.leases import LeasesService
-from ingestq.store.images import ImageIndex
+from ingestq.store.images import image_index_of
 from ingestq.store.leases import LeaseStore
 from ingestq.store.protocols import Store
 
@@ -112,7 +112,7 @@ class ApiServer:
     ) -> None:
         self.root = Path(root)
         self.leases = LeaseStore(self.root)
-        self.images = ImageStore(ImageIndex(self.root))
+        self.images = ImageStore(image_index_of(store, self.root))
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="ingestq-api"),
             options=GRPC_OPTIONS,
