@@ -14,6 +14,8 @@ from typing import Any, ParamSpec, TypeVar
 import click
 
 from ingestq import errdefs
+from ingestq.s3 import S3Store
+from ingestq.store.local import LocalStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -43,6 +45,17 @@ root_option = click.option(
 def resolve_root(root: Path | None) -> Path:
     """The store root from the option or the environment."""
     return root if root is not None else default_root()
+
+
+def open_cli_store(root: Path | None) -> LocalStore | S3Store:
+    """The store a command works on: the S3 store of ``$INGESTQ_STORE`` (``s3://...``)
+    when set, with ``root`` for what stays local; else the local store at ``root``."""
+    url = os.environ.get("INGESTQ_STORE")
+    if not url:
+        return LocalStore(resolve_root(root))
+    from ingestq.jobs.config import Settings, open_store
+
+    return open_store(Settings(root=resolve_root(root), store_url=url))
 
 
 def exit_code_for(err: BaseException) -> int:

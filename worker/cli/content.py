@@ -33,14 +33,15 @@ from typing import IO
 import click
 
 from ingestq import errdefs
+from ingestq.s3 import S3Store
 from ingestq.store import Descriptor, Digest, Info, LocalStore, Status, copy, open_writer
 from ingestq.store.codec import info_to_json, status_to_json
 from ingestq.store.oserrors import from_os_error
 from ingestq.worker.cli.common import (
     echo_json,
     handle_errors,
+    open_cli_store,
     parse_labels,
-    resolve_root,
     root_option,
 )
 
@@ -49,8 +50,8 @@ READ_CHUNK = 1 << 20
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-def _store(root: Path | None) -> LocalStore:
-    return LocalStore(resolve_root(root))
+def _store(root: Path | None) -> LocalStore | S3Store:
+    return open_cli_store(root)
 
 
 def human_size(size: float) -> str:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ingestq import errdefs
-from ingestq.worker.cli.common import echo_json, handle_errors, resolve_root, root_option
+from ingestq.worker.cli.common import echo_json, handle_errors, root_option
 from ingestq.worker.cli.progress import human_bytes
 
 if TYPE_CHECKING:
@@ -262,9 +262,9 @@ def images_cmd(quiet: bool, as_json: bool, root: Path | None) -> None:
     DIGEST is the image's own digest (the registry's); an image recorded through an OCI
     view (a Docker schema2 image) shows the view's digest under "recorded" in --json."""
     from ingestq.images.size import list_images
-    from ingestq.store.local import LocalStore
+    from ingestq.worker.cli.common import open_cli_store
 
-    images = list_images(LocalStore(resolve_root(root)))
+    images = list_images(open_cli_store(root))
     if as_json:
         echo_json([image.to_json() for image in images])
         return
