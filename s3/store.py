@@ -248,8 +248,8 @@ class S3Writer:
     def _part_done(self, _: Future[str]) -> None:
         """On an upload thread, when a part upload ends: vouch for what is in order."""
         with self._mutex:
-            if self._closed:
-                return
+            if self._closed or not self._owned():
+                return  # a writer that lost its lease must not touch the record
             try:
                 self._vouch()
             except BaseException as e:
@@ -290,6 +290,7 @@ class S3Writer:
         wait_futures(pending)
         with self._mutex:
             if not self._closed:
+                self._check()
                 self._vouch()
             self._raise_failure()
 
