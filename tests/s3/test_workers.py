@@ -1,7 +1,8 @@
 """Celery workers on an S3 store (``INGESTQ_STORE=s3://...``), two of them sharing
 nothing but Redis and the bucket (each its own root and lock directory): N jobs for one
-digest fetch it once, and a pool process killed mid-ingest is resumed from the parts it
-had uploaded."""
+digest fetch it once, a pool process killed mid-ingest is resumed from the parts it had
+uploaded, and a whole pull lands in the bucket, its image recorded in the bucket's
+index.json."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import pytest
 
 from ingestq.s3 import S3Location, S3Store
 from ingestq.s3.store import DEFAULT_PART_SIZE
-from ingestq.tasks.client import enqueue_ingest
+from ingestq.tasks.client import enqueue_ingest, enqueue_pull
 from ingestq.tasks.lease import RedisLeaseLocker
 from tests.s3.test_s3_store import vouched_parts
+from tests.servers import oci
+from tests.servers.registry import Registry
 from tests.servers.seaweed import S3Endpoint
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
@@ -124,5 +127,31 @@ def test_a_killed_pool_process_resumes_from_its_uploaded_parts(
     meta = s3_cluster.client.meta(job.id)
     assert meta is not None and meta["result"]["resumed_from"] == parts
     assert blob_in_bucket(s3_endpoint, location, blob.digest) == data
+    uploads = s3_endpoint.client().list_multipart_uploads(Bucket=location.bucket)
+    assert not uploads.get("Uploads")
+
+
+def test_a_pull_on_two_hosts_lands_in_the_bucket(
+    s3_cluster: Cluster,
+    registry: Registry,
+    s3_endpoint: S3Endpoint,
+    location: S3Location,
+    tmp_path: Path,
+) -> None:
+    layers = [os.urandom(MiB + i) for i in range(4)]
+    image = oci.build_image(layers)
+    oci.push_built_image(registry, "app", image, "v1")
+    start_host(s3_cluster, tmp_path, "host-a")
+    start_host(s3_cluster, tmp_path, "host-b")
+    name = f"{registry.host}/app:v1"
+    result = enqueue_pull(name, client=s3_cluster.client).wait(timeout=120)
+    assert str(result.target.digest) == image.digest
+    for d, data in zip(image.layer_descriptors, layers, strict=True):
+        assert blob_in_bucket(s3_endpoint, location, str(d.digest)) == data
+    store = S3Store(location, s3_endpoint.client(), tmp_path / "reader")
+    assert store.image_index().get(name).digest == result.recorded.digest
+    for host in ("host-a", "host-b"):
+        assert not (tmp_path / host / "index.json").exists()
+        assert not (tmp_path / host / "blobs").exists()
     uploads = s3_endpoint.client().list_multipart_uploads(Bucket=location.bucket)
     assert not uploads.get("Uploads")
