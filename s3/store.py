@@ -591,6 +591,10 @@ class S3Store:
             if not self.conditional_writes and self.exists(digest):
                 raise errdefs.AlreadyExists(f"content {digest}")
             up = rec.upload
+            if up is not None and not up.parts:
+                # Its first part never made it: the content is all in the buffer.
+                self._drop_upload(rec)
+                up = None
             if up is None:
                 self.bucket.put(key, tail, if_none_match=True)
             else:

@@ -491,3 +491,29 @@ def test_an_unreachable_server_is_unavailable(s3_endpoint: S3Endpoint, tmp_path:
         store.info(Digest.from_bytes(b"x"))
     with pytest.raises(errdefs.Unavailable):
         store.writer("offline")
+
+
+def test_a_failed_part_upload_closes_the_writer_and_keeps_what_is_vouched_for(
+    store: S3Store, s3_endpoint: S3Endpoint, location: S3Location
+) -> None:
+    """The upload is aborted behind the writer's back: its next part fails (NotFound
+    NoSuchUpload), the writer closes itself, and the next writer starts over."""
+    client = s3_endpoint.client()
+    w = store.writer("pulled-away", desc(DATA))
+    w.write(DATA[:PART])
+    wait_until(lambda: vouched_parts(client, location, "pulled-away") == (1, 0), 30, "part 1")
+    (up,) = uploads(client, location)
+    client.abort_multipart_upload(Bucket=location.bucket, Key=up["Key"], UploadId=up["UploadId"])
+    w.write(DATA[PART : 2 * PART])
+    with pytest.raises(errdefs.NotFound) as exc:
+        w.commit(len(DATA), Digest.from_bytes(DATA))
+    assert exc.value.details["s3_code"] == "NoSuchUpload"
+    with pytest.raises(errdefs.FailedPrecondition):
+        w.write(b"more")  # closed
+    assert store.status("pulled-away").holder is None  # the lock was released
+    with store.writer("pulled-away", desc(DATA)) as w2:
+        assert w2.status().offset == 0
+        w2.write(DATA)
+        info = w2.commit(len(DATA), Digest.from_bytes(DATA))
+    assert info.size == len(DATA)
+    assert uploads(client, location) == []
