@@ -10,6 +10,7 @@ COPY pyproject.toml README.md ./
 COPY ingestq ./ingestq
 COPY errdefs ./errdefs
 COPY store ./store
+COPY s3 ./s3
 COPY fetch ./fetch
 COPY ingest ./ingest
 COPY images ./images
@@ -17,7 +18,8 @@ COPY jobs ./jobs
 COPY tasks ./tasks
 COPY api ./api
 COPY worker ./worker
-RUN pip install . && useradd --uid 1000 --create-home ingestq \
+# The s3 extra (boto3) lets the image use an S3 store (INGESTQ_STORE=s3://...).
+RUN pip install ".[s3]" && useradd --uid 1000 --create-home ingestq \
     && mkdir -p /store /var/lib/ingestq/locks && chown ingestq /store /var/lib/ingestq/locks
 
 USER ingestq

@@ -15,7 +15,7 @@ from ingestq.ingest.protocols import LocalContent
 from ingestq.store.annotations import SOURCE_DIGEST, SOURCE_MEDIA_TYPE
 from ingestq.store.digest import Digest
 from ingestq.store.helpers import read_blob, write_blob
-from ingestq.store.images import ImageIndex
+from ingestq.store.images import image_index_of
 from ingestq.store.protocols import Manager, Store
 from ingestq.store.values import Descriptor, Info, utcnow
 
@@ -135,5 +135,5 @@ def finalize(
                 SOURCE_MEDIA_TYPE: plan.target.media_type,
             },
         )
-    ImageIndex(store.root).put(plan.name, view)
+    image_index_of(store, store.root).put(plan.name, view)
     return store.info(plan.target.digest), view

@@ -14,7 +14,7 @@ from ingestq.fetch import manifests, platforms
 from ingestq.ingest.protocols import LocalContent
 from ingestq.store.annotations import SOURCE_DIGEST, SOURCE_MEDIA_TYPE
 from ingestq.store.helpers import read_blob
-from ingestq.store.images import ImageIndex
+from ingestq.store.images import image_index_of
 from ingestq.store.values import Descriptor
 
 #: How deep an index may nest inside another before the walk gives up.
@@ -100,7 +100,7 @@ def list_images(store: LocalContent) -> list[ImageSummary]:
     image whose tree cannot be walked (missing or damaged blobs) has no size and no
     platforms. Raises what reading ``index.json`` raises (DataLoss when malformed)."""
     out: list[ImageSummary] = []
-    for name, desc in ImageIndex(store.root).list():
+    for name, desc in image_index_of(store, store.root).list():
         try:
             tree = tree_size(store, desc)
         except errdefs.ErrdefsError:

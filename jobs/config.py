@@ -11,6 +11,9 @@ Every knob has a deliberate default; the environment variables are:
 ``INGESTQ_RESULT_URL``         override: the Celery result backend
 ``INGESTQ_LOCK_URL``           override: leases, the status board and job records
 ``INGESTQ_ROOT``               the store root (default: the user's data directory)
+``INGESTQ_STORE``              ``s3://BUCKET/PREFIX``: keep the content in S3 (the AWS
+                               environment configures the client; needs ``ingestq[s3]``);
+                               the root then holds only host-local files
 ``INGESTQ_FILE_ROOTS``         ``os.pathsep``-separated roots file sources may read
 ``INGESTQ_LOCK_DIR``           host-local lock directory (default ``<root>/locks``); set
                                it to a local disk when the root is a shared filesystem
@@ -62,6 +65,7 @@ from pathlib import Path
 from ingestq import errdefs
 from ingestq.fetch.options import FetchOptions
 from ingestq.jobs.retry import RetryPolicy
+from ingestq.s3 import S3Store, open_s3_store
 from ingestq.store.budget import Budget
 from ingestq.store.gc import GcOptions, collect, parse_duration
 from ingestq.store.local import LocalStore
@@ -138,6 +142,7 @@ class Settings:
     gc_grace: float = 0.0
     budget: Budget = field(default_factory=Budget)
     gc_on_pressure: bool = False
+    store_url: str | None = None
 
     def gc_options(self, *, dry_run: bool = False) -> GcOptions:
         """The gc options these settings give (``INGESTQ_GC_*``)."""
@@ -245,13 +250,26 @@ class Settings:
             gc_grace=_seconds(env, "INGESTQ_GC_GRACE", 0.0),
             budget=Budget.parse(env.get("INGESTQ_MAX_BYTES"), env.get("INGESTQ_MIN_FREE")),
             gc_on_pressure=env.get("INGESTQ_GC_ON_PRESSURE", "0") not in ("", "0", "false", "no"),
+            store_url=env.get("INGESTQ_STORE") or None,
         )
 
 
-def open_store(settings: Settings, lockers: Sequence[RefLocker] = ()) -> LocalStore:
-    """The store at ``settings.root`` with the host lock in ``settings.lock_dir`` (when
-    set) followed by ``lockers``, and ``settings.budget``; with ``gc_on_pressure``, a
-    write that would break the budget first runs one gc (:func:`ingestq.store.gc.collect`)."""
+def open_store(settings: Settings, lockers: Sequence[RefLocker] = ()) -> LocalStore | S3Store:
+    """The store at ``settings.store_url`` (``s3://...``) or else at ``settings.root``,
+    with the host lock in ``settings.lock_dir`` (when set, else under the root) followed
+    by ``lockers``, and ``settings.budget``; with
+    ``gc_on_pressure``, a local write that would break the budget first runs one gc
+    (:func:`ingestq.store.gc.collect`). InvalidArgument for another URL scheme,
+    FailedPrecondition for ``s3://`` without boto3, Unimplemented for a budget on
+    ``s3://`` (not supported there yet)."""
+    if settings.store_url is not None:
+        if settings.budget.limited:
+            raise errdefs.Unimplemented(
+                "a disk budget (INGESTQ_MAX_BYTES, INGESTQ_MIN_FREE) is not supported on "
+                "an s3:// store yet"
+            )
+        host = FileRefLocker(settings.lock_dir or settings.root / "locks")
+        return open_s3_store(settings.store_url, settings.root, ChainLocker([host, *lockers]))
     store = LocalStore(settings.root, lockers=lockers, fsync=settings.fsync, budget=settings.budget)
     if settings.gc_on_pressure:
         options = settings.gc_options()

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from ingestq import errdefs
 from ingestq.store.annotations import (
@@ -261,12 +261,31 @@ class ImageIndex:
             raise from_os_error(e, f"update {self.path} for {name}") from e
 
 
+@runtime_checkable
+class KeepsImageIndex(Protocol):
+    """A store that keeps its image records itself (the S3 store, in its bucket)."""
+
+    def image_index(self) -> ImageIndex:
+        """The store's image index."""
+        ...
+
+
+def image_index_of(store: object, root: str | os.PathLike[str]) -> ImageIndex:
+    """The image records of ``store``: its own index when it keeps one
+    (:class:`KeepsImageIndex`), else ``index.json`` under ``root``."""
+    if isinstance(store, KeepsImageIndex):
+        return store.image_index()
+    return ImageIndex(root)
+
+
 __all__ = [
     "INDEX_MEDIA_TYPE",
     "LAYOUT_VERSION",
     "ImageIndex",
     "ImageRecord",
+    "KeepsImageIndex",
     "ensure_layout",
+    "image_index_of",
     "record_from_entry",
     "record_to_entry",
 ]

@@ -15,6 +15,7 @@ import redis
 
 from ingestq import errdefs
 from ingestq.jobs.config import Settings, open_store
+from ingestq.s3 import S3Store
 from ingestq.store.local import LocalStore
 from ingestq.tasks.app import app, settings_of
 from ingestq.tasks.lease import RedisLeaseLocker
@@ -31,7 +32,7 @@ class Runtime:
     """A worker process's store, lease locker, Redis clients, records and results."""
 
     settings: Settings
-    store: LocalStore
+    store: LocalStore | S3Store
     locker: RedisLeaseLocker
     client: redis.Redis
     records: RedisJobRecords

@@ -15,10 +15,15 @@ Fixtures:
     registry_token_auth: function; a :class:`Registry` with silly Bearer auth whose
         realm is a live :class:`TokenServer` (``registry_token_auth.token_server``).
     containerd_daemon: function; a running :class:`ContainerdDaemon`.
+    seaweed: session; one SeaweedFS (``weed server`` with its S3 gateway).
+    s3_endpoint: function; the session SeaweedFS's :class:`S3Endpoint`.
+    s3_bucket: module; a fresh bucket on it for the test module (its name).
+    s3_prefix: function; a fresh key prefix for the test (isolation inside the bucket).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -29,6 +34,7 @@ import pytest
 from tests.servers.containerd import ContainerdDaemon
 from tests.servers.redis_server import RedisFactory, RedisServer
 from tests.servers.registry import Registry, RegistryFactory, TokenServer
+from tests.servers.seaweed import S3Endpoint, SeaweedServer
 
 
 @pytest.fixture
@@ -131,3 +137,33 @@ def containerd_daemon(tmp_path: Path) -> Iterator[ContainerdDaemon]:
         yield daemon
     finally:
         daemon.close()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """One SeaweedFS (master, volume, filer, S3 gateway) for the whole session."""
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_endpoint(seaweed: SeaweedServer) -> S3Endpoint:
+    """The session SeaweedFS's S3 endpoint and credentials."""
+    return seaweed.endpoint
+
+
+@pytest.fixture(scope="module")
+def s3_bucket(seaweed: SeaweedServer) -> str:
+    """A fresh bucket for the test module. SeaweedFS gives every bucket volumes of its
+    own, so tests share their module's bucket and isolate by :func:`s3_prefix`."""
+    return seaweed.endpoint.new_bucket()
+
+
+@pytest.fixture
+def s3_prefix() -> str:
+    """A fresh key prefix for this test."""
+    return f"t-{uuid.uuid4().hex[:12]}"

@@ -3,7 +3,7 @@ third-party import, and our own packages always imported as ``ingestq.<pkg>``.
 
 The layer order (each package may import only packages before it in :data:`LAYERS`):
 
-    errdefs < store < fetch < ingest < images < jobs < tasks < api < worker
+    errdefs < store < s3 < fetch < ingest < images < jobs < tasks < api < worker
 
 with one exception: ``api`` may not import ``tasks`` (the gRPC server gets what it
 needs from Celery/Redis, e.g. the Redis lease, passed in by ``worker``). Every import
@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS: tuple[str, ...] = (
     "errdefs",
     "store",
+    "s3",
     "fetch",
     "ingest",
     "images",
@@ -54,6 +55,7 @@ FAMILIES: Mapping[str, frozenset[str]] = {
     "grpc": frozenset({"grpc", "grpc_tools", "grpc_status"}),
     "httpx": frozenset({"httpx"}),
     "prometheus_client": frozenset({"prometheus_client"}),
+    "boto": frozenset({"boto3", "botocore", "s3transfer"}),
 }
 
 _DOMAIN = frozenset({"celery", "redis", "grpc", "prometheus_client"})
@@ -61,7 +63,8 @@ _DOMAIN = frozenset({"celery", "redis", "grpc", "prometheus_client"})
 #: The third-party families each package may not import.
 FORBIDDEN_THIRD_PARTY: Mapping[str, frozenset[str]] = {
     "errdefs": frozenset({"celery", "redis", "grpc", "httpx"}),
-    "store": frozenset({"celery", "redis", "grpc", "httpx", "prometheus_client"}),
+    "store": frozenset({"celery", "redis", "grpc", "httpx", "prometheus_client", "boto"}),
+    "s3": frozenset({"celery", "redis", "grpc", "httpx", "prometheus_client"}),
     "fetch": _DOMAIN,
     "ingest": _DOMAIN,
     "images": _DOMAIN,
@@ -406,14 +409,22 @@ def _normalized(name: str) -> str:
 def test_every_third_party_import_is_a_declared_dependency() -> None:
     """A module the packages import (at any level) comes from a distribution named in
     ``[project].dependencies``: an install without the test extras has it. The shipped
-    contract suites (``testing`` modules) may also use the ``testing`` extra."""
+    contract suites (``testing`` modules) may also use the ``testing`` extra, and the
+    ``s3`` package (only it) the ``s3`` extra: boto3 and the distributions boto3 itself
+    requires (botocore)."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
     def names(specs: Iterable[str]) -> set[str]:
         return {_normalized(re.split(r"[\s\[<>=!~;]", s, maxsplit=1)[0]) for s in specs}
 
     declared = names(project["dependencies"])
-    for_testing = declared | names(project["optional-dependencies"]["testing"])
+    extras = project["optional-dependencies"]
+    for_testing = declared | names(extras["testing"])
+    s3_extra = names(extras["s3"])
+    for_s3 = declared | s3_extra
+    for dist in s3_extra:
+        required = metadata.requires(dist) or []
+        for_s3 |= names(r for r in required if "extra ==" not in r)
     providers = metadata.packages_distributions()
     problems = []
     for imp in all_imports():
@@ -421,7 +432,12 @@ def test_every_third_party_import_is_a_declared_dependency() -> None:
         if top in sys.stdlib_module_names or top in ("__future__", "ingestq") or top in RANK:
             continue
         dists = {_normalized(d) for d in providers.get(top, [])}
-        allowed = for_testing if "testing" in imp.path.with_suffix("").parts else declared
+        if "testing" in imp.path.with_suffix("").parts:
+            allowed = for_testing
+        elif imp.importer == "s3":
+            allowed = for_s3
+        else:
+            allowed = declared
         if not dists & allowed:
             problems.append(
                 f"{imp.where}: {imp.importer} -> {imp.module} (from {sorted(dists) or '?'}, "

@@ -23,7 +23,7 @@ from types import FrameType
 
 from ingestq import errdefs
 from ingestq.api.server import STREAM_IDLE_TIMEOUT, ApiServer, Listen
-from ingestq.store import LocalStore, RefLocker
+from ingestq.store import ChainLocker, FileRefLocker, LocalStore, RefLocker, Store
 from ingestq.store.budget import Budget
 
 log = logging.getLogger("ingestq.serve")
@@ -42,6 +42,9 @@ class ServeOptions:
     lock_wait: float = 1.0
     grace: float = 5.0
     budget: Budget = field(default_factory=Budget)
+    #: ``s3://BUCKET/PREFIX``: serve the S3 store there (the root keeps only what is
+    #: host-local: lock files, leases, the image index); None: the local store at root.
+    store_url: str | None = None
 
 
 def redis_configured(env: Mapping[str, str]) -> bool:
@@ -87,13 +90,26 @@ def _check_bindable(tcp: str) -> None:
 def build_server(
     opts: ServeOptions, lockers: Sequence[RefLocker] = (), *, fsync: bool = True
 ) -> ApiServer:
-    """An :class:`ApiServer` over ``LocalStore(opts.root, lockers)`` bound to every
-    address of ``opts`` (not started). InvalidArgument for bounds that do not fit;
-    Unavailable naming the address when one cannot be bound (in use, not local)."""
+    """An :class:`ApiServer` over ``LocalStore(opts.root, lockers)`` (or the S3 store
+    of ``opts.store_url``) bound to every address of ``opts`` (not started).
+    InvalidArgument for bounds that do not fit; Unavailable naming the address when one
+    cannot be bound (in use, not local); Unimplemented for a disk budget on an S3 store."""
     for where in opts.listen:
         if where.tcp is not None:
             _check_bindable(where.tcp)
-    store = LocalStore(opts.root, lockers, fsync=fsync, budget=opts.budget)
+    store: Store
+    if opts.store_url is not None:
+        from ingestq.s3 import open_s3_store
+
+        if opts.budget.limited:
+            raise errdefs.Unimplemented(
+                "a disk budget (--max-bytes, INGESTQ_MAX_BYTES, INGESTQ_MIN_FREE) is not "
+                "supported on an s3:// store yet"
+            )
+        host = FileRefLocker(opts.root / "locks")
+        store = open_s3_store(opts.store_url, opts.root, ChainLocker([host, *lockers]))
+    else:
+        store = LocalStore(opts.root, lockers, fsync=fsync, budget=opts.budget)
     server = ApiServer(
         store,
         opts.root,

@@ -39,7 +39,7 @@ from ingestq.api.server.images import ImagesService, ImageStore
 from ingestq.api.server.introspection import IntrospectionService, NamespacesService, VersionService
 from ingestq.api.server.leases import LeasesService
 from ingestq.api.server.limits import StreamGuard
-from ingestq.store.images import ImageIndex
+from ingestq.store.images import image_index_of
 from ingestq.store.leases import LeaseStore
 from ingestq.store.protocols import Store
 
@@ -155,7 +155,7 @@ class ApiServer:
             )
         self.root = Path(root)
         self.leases = LeaseStore(self.root)
-        self.images = ImageStore(ImageIndex(self.root))
+        self.images = ImageStore(image_index_of(store, self.root))
         self.guard = StreamGuard(
             max_streams=streams, idle_timeout=stream_idle_timeout, budgeted=BUDGETED_STREAMS
         )

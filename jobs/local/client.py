@@ -16,6 +16,7 @@ from ingestq.jobs.local.ingest import LocalIngestJob, submit_ingest
 from ingestq.jobs.local.pull import LocalPullJob, submit_pull
 from ingestq.jobs.local.records import FileJobRecords
 from ingestq.jobs.records import KIND_INGEST, JobRecordStore, error_from_text
+from ingestq.s3 import S3Store
 from ingestq.store.local import LocalStore
 from ingestq.store.values import Status
 
@@ -39,7 +40,7 @@ class LocalClient:
         return self._ctx.settings
 
     @property
-    def store(self) -> LocalStore:
+    def store(self) -> LocalStore | S3Store:
         """The store jobs write to."""
         return self._ctx.store
 

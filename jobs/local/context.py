@@ -32,6 +32,7 @@ from ingestq.jobs.cancel import CancelHooks
 from ingestq.jobs.config import Settings
 from ingestq.jobs.records import JobRecordStore, error_from_text, error_text, json_field
 from ingestq.jobs.wait import poll_outcome
+from ingestq.s3 import S3Store
 from ingestq.store.local import LocalStore
 
 T = TypeVar("T")
@@ -151,7 +152,7 @@ class LocalContext:
     """Everything in-process jobs of one store root share."""
 
     settings: Settings
-    store: LocalStore
+    store: LocalStore | S3Store
     records: JobRecordStore
     threads: JobThreads
 

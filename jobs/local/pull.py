@@ -32,6 +32,7 @@ from ingestq.jobs.local.context import LocalContext, RecordedJob, state_of
 from ingestq.jobs.pull import child_error
 from ingestq.jobs.pullstatus import PullStatus
 from ingestq.jobs.records import KIND_PULL, json_field
+from ingestq.s3 import S3Store
 from ingestq.store.gc import JobLease
 from ingestq.store.local import LocalStore
 
@@ -67,7 +68,7 @@ class LocalPullJob(RecordedJob):
         return self._wait(timeout, PullResult.from_json, PullResult)
 
 
-def _blob_status(store: LocalStore, blob: PlannedBlob) -> BlobStatus:
+def _blob_status(store: LocalStore | S3Store, blob: PlannedBlob) -> BlobStatus:
     d = blob.desc
     if blob.committed(store):
         return BlobStatus(blob.ref, d.digest, d.media_type, d.size, BlobState.DONE, d.size)

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import click
 
 from ingestq import errdefs
+from ingestq.s3 import S3Store
 from ingestq.store.budget import Budget, parse_size
+from ingestq.store.local import LocalStore
 
 if TYPE_CHECKING:
     from ingestq.jobs.api import JobClient
@@ -142,6 +144,33 @@ def verbose_option(fn: Callable[P, R]) -> Callable[P, R]:
         "-v", "--verbose", count=True, expose_value=False, callback=setup,
         help="Log what ingestq does to stderr (-vv: debug).",
     )(fn)  # fmt: skip
+
+
+def open_cli_store(
+    root: Path | None, *, max_bytes: str | None = None, write: bool = False
+) -> LocalStore | S3Store:
+    """The store a command works on: the S3 store of ``$INGESTQ_STORE`` (``s3://...``)
+    when set, with ``root`` for what stays local; else the local store at ``root`` with
+    the disk budget (:func:`store_budget`), where a command that only reads
+    (``write`` False) needs an existing root (:func:`require_root`). A ``--max-bytes``
+    on an S3 store is Unimplemented (no budget there yet)."""
+    url = os.environ.get("INGESTQ_STORE")
+    if not url:
+        path = resolve_root(root)
+        return LocalStore(path if write else require_root(path), budget=store_budget(max_bytes))
+    if max_bytes is not None:
+        raise errdefs.Unimplemented("--max-bytes is not supported on an s3:// store yet")
+    from ingestq.jobs.config import Settings, open_store
+
+    return open_store(Settings(root=resolve_root(root), store_url=url))
+
+
+def local_store_for(store: LocalStore | S3Store, command: str) -> LocalStore:
+    """``store`` when it is a :class:`LocalStore`; Unimplemented naming ``command`` for
+    an S3 store, where it is not supported yet."""
+    if isinstance(store, LocalStore):
+        return store
+    raise errdefs.Unimplemented(f"ingestq {command} is not supported on an s3:// store yet")
 
 
 def exit_code_for(err: BaseException) -> int:

@@ -34,6 +34,7 @@ from typing import IO
 import click
 
 from ingestq import errdefs
+from ingestq.s3 import S3Store
 from ingestq.store import Descriptor, Digest, Info, LocalStore, Status, copy, open_writer
 from ingestq.store.codec import info_to_json, status_to_json
 from ingestq.store.oserrors import from_os_error
@@ -42,12 +43,10 @@ from ingestq.worker.cli.common import (
     handle_errors,
     hidden_alias,
     max_bytes_option,
+    open_cli_store,
     parse_labels,
     report,
-    require_root,
-    resolve_root,
     root_option,
-    store_budget,
 )
 
 READ_CHUNK = 1 << 20
@@ -55,10 +54,12 @@ READ_CHUNK = 1 << 20
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-def _store(root: Path | None, max_bytes: str | None = None, write: bool = False) -> LocalStore:
-    """The store; a command that only reads needs an existing root (NotFound)."""
-    path = resolve_root(root)
-    return LocalStore(path if write else require_root(path), budget=store_budget(max_bytes))
+def _store(
+    root: Path | None, max_bytes: str | None = None, write: bool = False
+) -> LocalStore | S3Store:
+    """The store (:func:`open_cli_store`); a command that only reads needs an existing
+    local root (NotFound)."""
+    return open_cli_store(root, max_bytes=max_bytes, write=write)
 
 
 def human_size(size: float) -> str:
@@ -301,7 +302,7 @@ def rm_cmd(digests: tuple[str, ...], force: bool, root: Path | None) -> None:
     """Delete blobs; print each one deleted. Unknown blobs are skipped silently; a blob
     a recorded image uses is refused (FailedPrecondition naming the image) unless
     --force; other errors are reported and the first one sets the exit status."""
-    from ingestq.store.gc import image_trees
+    from ingestq.jobs.gc import image_trees
 
     store = _store(root)
     trees = {} if force else image_trees(store)

@@ -20,10 +20,11 @@ from ingestq.worker.cli.progress import human_bytes
 
 if TYPE_CHECKING:
     from ingestq.jobs.config import Settings
+    from ingestq.s3 import S3Store
     from ingestq.store.local import LocalStore
 
 
-def _open(root: Path | None) -> tuple[LocalStore, Settings]:
+def _open(root: Path | None) -> tuple[LocalStore | S3Store, Settings]:
     from ingestq.jobs.config import Settings, open_store
 
     settings = dataclasses.replace(Settings.from_env(), root=resolve_root(root))

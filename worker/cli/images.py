@@ -14,7 +14,14 @@ from pathlib import Path
 import click
 
 from ingestq import errdefs
-from ingestq.worker.cli.common import echo_json, handle_errors, resolve_root, root_option
+from ingestq.worker.cli.common import (
+    echo_json,
+    handle_errors,
+    local_store_for,
+    open_cli_store,
+    resolve_root,
+    root_option,
+)
 from ingestq.worker.cli.progress import human_bytes
 
 
@@ -33,9 +40,8 @@ def images_group(ctx: click.Context, quiet: bool, as_json: bool, root: Path | No
     if ctx.invoked_subcommand is not None:
         return
     from ingestq.images.size import list_images
-    from ingestq.store.local import LocalStore
 
-    images = list_images(LocalStore(resolve_root(root)))
+    images = list_images(open_cli_store(root, write=True))
     if as_json:
         echo_json([image.to_json() for image in images])
         return
@@ -77,9 +83,9 @@ def _short_type(media_type: str) -> str:
 def rm_cmd(names: tuple[str, ...], root: Path | None) -> None:
     """Forget the images NAMES; print each one removed. Their blobs go at the next gc.
     An unknown name is reported (NotFound) after the others are removed."""
-    from ingestq.store.images import ImageIndex
+    from ingestq.store.images import image_index_of
 
-    index = ImageIndex(resolve_root(root))
+    index = image_index_of(open_cli_store(root, write=True), resolve_root(root))
     first: errdefs.ErrdefsError | None = None
     for name in names:
         try:
@@ -102,9 +108,8 @@ def check_cmd(name: str, as_json: bool, root: Path | None) -> None:
     """Report the blobs image NAME lacks: missing, or committed with another size.
     Exits 19 (FailedPrecondition) when it is incomplete, 15 when NAME is not recorded."""
     from ingestq.store.gc import check_image
-    from ingestq.store.local import LocalStore
 
-    check = check_image(LocalStore(resolve_root(root)), name)
+    check = check_image(local_store_for(open_cli_store(root, write=True), "images check"), name)
     if as_json:
         echo_json(check.to_json())
     else:

@@ -75,6 +75,13 @@ from ingestq.worker.cli.common import (
     help="Seconds a Write stream retries a locked ref before answering Unavailable.",
 )
 @click.option(
+    "--store",
+    "store_url",
+    envvar="INGESTQ_STORE",
+    help="s3://BUCKET/PREFIX: serve the S3 store there (the AWS environment configures "
+    "the client; needs ingestq[s3]). Default $INGESTQ_STORE, else the local store at the root.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -92,6 +99,7 @@ def serve_command(
     max_streams: int | None,
     stream_idle_timeout: float,
     lock_wait: float,
+    store_url: str | None,
     log_level: str,
     max_bytes: str | None,
 ) -> None:
@@ -132,6 +140,7 @@ def serve_command(
             stream_idle_timeout=stream_idle_timeout,
             lock_wait=lock_wait,
             budget=store_budget(max_bytes),
+            store_url=store_url or None,
         ),
         on_ready=ready,
     )

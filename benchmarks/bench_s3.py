@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""The S3 store's ingest throughput vs boto3's own upload of the same bytes to the same
+server, in the same run.
+
+Usage (from the repository root)::
+
+    python benchmarks/bench_s3.py [--size-mib 512] [--small 3000] [--runs 3]
+
+Starts a private SeaweedFS (tests.servers.seaweed; the ``weed`` of the test extra).
+Large: a regular file of ``--size-mib`` MiB is ingested into an :class:`S3Store`
+(``write_blob`` with the expected digest: hashed, uploaded in parts, published with a
+conditional CompleteMultipartUpload) and uploaded with boto3's ``upload_file`` (its
+default transfer: 8 MiB parts, 10 threads, no hashing of ours). Small: ``--small``
+blobs of 4 KiB through ``write_blob`` vs ``put_object``. Each run's content differs
+(its first 8 bytes), runs alternate; prints medians and the ratios (goals: >= 0.9
+large, >= 0.7 small).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ingestq.s3 import S3Location, S3Store  # noqa: E402
+from ingestq.store import Descriptor, Digest, write_blob  # noqa: E402
+from ingestq.store.testing import FakeRefLocker  # noqa: E402
+from tests.servers.seaweed import running_seaweed  # noqa: E402
+
+MiB = 1 << 20
+
+
+def stamped(path: Path, run: int) -> Descriptor:
+    """Make ``path`` unique to this run (its first 8 bytes); its descriptor."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, run.to_bytes(8, "big"), 0)
+    finally:
+        os.close(fd)
+    h = Digest.from_bytes(b"").hasher()
+    with open(path, "rb") as f:
+        while chunk := f.read(16 * MiB):
+            h.update(chunk)
+    return Descriptor(Digest("sha256", h.hexdigest()), path.stat().st_size)
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mib", type=int, default=512)
+    ap.add_argument("--small", type=int, default=3000)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
+        tmpdir = Path(tmp)
+        src = tmpdir / "src.bin"
+        with open(src, "wb") as f:
+            for _ in range(args.size_mib // 16):
+                f.write(os.urandom(16 * MiB))
+        with running_seaweed(tmpdir / "weed") as weed:
+            client = weed.endpoint.client()
+            bucket = weed.endpoint.new_bucket()
+            store = S3Store(S3Location(bucket, "ingestq"), client, tmpdir, locker=FakeRefLocker())
+            large: dict[str, list[float]] = {"ingestq": [], "boto3": []}
+            small: dict[str, list[float]] = {"ingestq": [], "boto3": []}
+            for run in range(args.runs):
+                desc = stamped(src, 2 * run)
+
+                def ours(desc: Descriptor = desc, run: int = run) -> None:
+                    with open(src, "rb") as f:
+                        write_blob(store, f"bench-{run}", f, desc)
+
+                large["ingestq"].append(timed(ours))
+                stamped(src, 2 * run + 1)
+                key = f"boto3/large-{run}"
+                large["boto3"].append(timed(lambda k=key: client.upload_file(str(src), bucket, k)))
+
+                blobs = [
+                    run.to_bytes(8, "big") + i.to_bytes(8, "big") + os.urandom(4096 - 16)
+                    for i in range(args.small)
+                ]
+
+                def ours_small(blobs: list[bytes] = blobs, run: int = run) -> None:
+                    for i, b in enumerate(blobs):
+                        d = Descriptor(Digest.from_bytes(b), len(b))
+                        write_blob(store, f"small-{run}-{i}", io.BytesIO(b), d)
+
+                def theirs_small(blobs: list[bytes] = blobs, run: int = run) -> None:
+                    for i, b in enumerate(blobs):
+                        client.put_object(Bucket=bucket, Key=f"boto3/small-{run}-{i}", Body=b)
+
+                small["ingestq"].append(timed(ours_small))
+                small["boto3"].append(timed(theirs_small))
+                print(
+                    f"run {run}: large ingestq {large['ingestq'][-1]:.2f}s boto3 "
+                    f"{large['boto3'][-1]:.2f}s; small ingestq {small['ingestq'][-1]:.2f}s "
+                    f"boto3 {small['boto3'][-1]:.2f}s",
+                    flush=True,
+                )
+    size = args.size_mib
+    lo, lb = statistics.median(large["ingestq"]), statistics.median(large["boto3"])
+    so, sb = statistics.median(small["ingestq"]), statistics.median(small["boto3"])
+    print(f"ingestq  {size} MiB: {lo:6.2f} s {size / lo:7.1f} MiB/s (median of {args.runs})")
+    print(f"boto3    {size} MiB: {lb:6.2f} s {size / lb:7.1f} MiB/s upload_file")
+    print(f"ingestq  {args.small} x 4 KiB: {so:6.2f} s {args.small / so:7.0f} blobs/s")
+    print(f"boto3    {args.small} x 4 KiB: {sb:6.2f} s {args.small / sb:7.0f} blobs/s put_object")
+    print(f"large: ingestq / boto3 speed {lb / lo:.2f}x (goal >= 0.9)")
+    print(f"small: ingestq / boto3 speed {sb / so:.2f}x (goal >= 0.7)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Making the boto3 S3 client from the usual AWS environment (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``,
+``AWS_PROFILE``, shared config files): boto3 reads them itself. boto3 is the optional
+extra ``ingestq[s3]``; without it, FailedPrecondition says how to install it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ingestq import errdefs
+
+#: Attempts botocore makes per request (its "standard" retry mode: throttling, 5xx and
+#: connection errors, with backoff) before the error reaches the store as Unavailable.
+MAX_ATTEMPTS = 4
+#: Connections kept per client: writers upload several parts at once.
+MAX_POOL_CONNECTIONS = 32
+
+
+def make_client(env: Mapping[str, str] | None = None, **overrides: Any) -> Any:
+    """A boto3 S3 client configured from ``env`` (default ``os.environ``): path-style
+    addressing when a custom endpoint is set (what S3-compatible servers expect),
+    standard retries. ``overrides`` go to ``boto3.Session.client``.
+
+    FailedPrecondition when boto3 is not installed; Unauthenticated or InvalidArgument
+    (via :func:`ingestq.s3.errors.from_s3_error`) for a broken profile.
+    """
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError as e:
+        raise errdefs.FailedPrecondition(
+            "the S3 store needs boto3: pip install 'ingestq[s3]'"
+        ) from e
+    from ingestq.s3.errors import from_s3_error
+
+    env = os.environ if env is None else env
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+    config = Config(
+        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        max_pool_connections=MAX_POOL_CONNECTIONS,
+        s3={"addressing_style": "path" if endpoint else "auto"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    kwargs: dict[str, Any] = {"config": config}
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
+    kwargs.update(overrides)
+    try:
+        session = boto3.session.Session(profile_name=env.get("AWS_PROFILE") or None)
+        return session.client("s3", **kwargs)
+    except Exception as e:
+        raise from_s3_error(e, "S3 client") from e
+
+
+__all__ = ["make_client"]

@@ -1,0 +1,755 @@
+"""The S3 store: :class:`S3Store`, a :class:`ingestq.store.protocols.Store` whose blobs,
+metadata and partial ingests live in a bucket (see :mod:`ingestq.s3.location`), with the
+local store's (and containerd's) semantics.
+
+* A blob is published only after its size and digest are verified, with a conditional
+  create (``If-None-Match: *``): a second writer of the same digest gets AlreadyExists,
+  and on a server without conditional writes a duplicate write of a content-addressed
+  key is harmless.
+* An ingest is a multipart upload. Bytes below the part size are buffered (small blobs
+  take one PUT); a closing writer stores its buffer as the ingest's *tail*. The ingest
+  record holds the parts it vouches for and the hash state after the last of them; a
+  writer that adopts the ingest (after a close or a crash) checks those parts against
+  the server's ListParts (number, size, ETag), restores the state and re-hashes the
+  tail it reads back, so it continues with the next part. Anything that does not match
+  starts the ingest over.
+* An ingest that knows its digest uploads straight to the blob's key; one that does not
+  uploads to a staging key and is copied on the server at commit.
+* Ref locks come from the locker the store is given (the Redis lease on workers); the
+  store is correct without them.
+* Image records live in the bucket too (:meth:`S3Store.image_index`). Only ``root``
+  is local: ref lock files, resume hints, embedded job records, and the gRPC server's
+  leases (not yet moved to the bucket).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from ingestq import errdefs
+from ingestq.s3.bucket import Bucket
+from ingestq.s3.errors import from_s3_error
+from ingestq.s3.hashstate import StateHasher
+from ingestq.s3.images import S3ImageIndex
+from ingestq.s3.location import S3Location
+from ingestq.s3.records import (
+    IngestRecord,
+    Part,
+    Upload,
+    meta_from_bytes,
+    meta_to_bytes,
+    record_from_bytes,
+    record_to_bytes,
+)
+from ingestq.store.codec import BlobMeta
+from ingestq.store.digest import CANONICAL, Digest, new_hasher
+from ingestq.store.filters import info_fields, parse, status_fields
+from ingestq.store.labels import apply_update
+from ingestq.store.labels import validate as validate_labels
+from ingestq.store.locks import FileRefLocker, Lease, RefLocker, new_holder_id
+from ingestq.store.rules import (
+    check_commit_digest,
+    check_commit_size,
+    check_read,
+    check_resume_total,
+    validate_ref,
+    writer_total,
+)
+from ingestq.store.values import Descriptor, Info, Status, utcnow
+
+#: S3's smallest part (all but the last).
+MIN_PART_SIZE = 5 * 1024**2
+#: The part size writers upload (bytes below it are buffered).
+DEFAULT_PART_SIZE = 8 * 1024**2
+#: Parts a writer uploads at once.
+DEFAULT_UPLOAD_CONCURRENCY = 4
+#: How often a writer refreshes the offset other hosts see while it writes, seconds.
+LIVE_INTERVAL = 0.5
+#: Attempts of a conditional metadata update that keeps meeting concurrent updates.
+UPDATE_ATTEMPTS = 20
+
+
+class S3ReaderAt:
+    """A :class:`ingestq.store.protocols.ReaderAt` over one blob: each read is a ranged
+    GET."""
+
+    def __init__(self, bucket: Bucket, key: str, size: int, digest: Digest) -> None:
+        self._bucket = bucket
+        self._key = key
+        self._size = size
+        self._digest = digest
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        """The blob's size in bytes."""
+        return self._size
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``offset`` (fewer only at the end). OutOfRange
+        past the end, FailedPrecondition once closed, NotFound if the blob was deleted,
+        DataLoss on a short answer."""
+        if self._closed:
+            raise errdefs.FailedPrecondition(f"reader for {self._digest} is closed")
+        want = check_read(offset, length, self._size)
+        if want == 0:
+            return b""
+        try:
+            data, _ = self._bucket.get(self._key, (offset, offset + want - 1))
+        except errdefs.NotFound:
+            raise errdefs.NotFound(f"content {self._digest}") from None
+        if len(data) != want:
+            raise errdefs.DataLoss(
+                f"read of {self._digest} at {offset}: got {len(data)} bytes, want {want}"
+            )
+        return data
+
+    def close(self) -> None:
+        """Close the reader. Closing twice is fine."""
+        self._closed = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """A part being uploaded: the hash state after it, and the upload's future ETag."""
+
+    number: int
+    size: int
+    state: str
+    etag: Future[str]
+    holds_tail: bool
+
+
+class S3Writer:
+    """A write into one ingest of an :class:`S3Store`, made by :meth:`S3Store.writer`.
+
+    Full parts are uploaded in the background, up to ``store.upload_concurrency`` at
+    once; as soon as a part and every part before it are uploaded, the record vouches
+    for it (with the hash state after it), so a writer killed while its source stalls
+    loses nothing that reached the server. A failed part upload closes the writer: the
+    ingest keeps the parts vouched for, and the next writer continues after them.
+
+    Holds the ref's lock until :meth:`commit` or :meth:`close`. One thread at a time
+    calls its methods (the upload threads only vouch for parts).
+    """
+
+    def __init__(
+        self,
+        store: S3Store,
+        rec: IngestRecord,
+        lease: Lease,
+        hasher: StateHasher,
+        tail: bytes,
+    ) -> None:
+        self._store = store
+        self._rec = rec
+        self._lease = lease
+        self._hasher = hasher  # over every part, uploaded or in flight
+        self._buffer = bytearray(tail)
+        self._stored_tail = len(tail)
+        self._in_flight: deque[_InFlight] = deque()
+        self._error: BaseException | None = None
+        self._mutex = threading.RLock()
+        self._closed = False
+        self._done = False
+        self._saved_at = time.monotonic()
+        self._last_write = rec.updated_at  # a reopen is not a write
+
+    @property
+    def ref(self) -> str:
+        """The ref this writer holds."""
+        return self._rec.ref
+
+    @property
+    def lease(self) -> Lease:
+        """The lock this writer holds."""
+        return self._lease
+
+    @property
+    def _written(self) -> int:
+        vouched = self._rec.upload.size if self._rec.upload is not None else 0
+        return vouched + sum(f.size for f in self._in_flight) + len(self._buffer)
+
+    def _check(self) -> None:
+        if self._closed:
+            raise errdefs.FailedPrecondition(f"writer for {self.ref} is closed")
+        self._lease.check()
+
+    def _save(self) -> None:
+        self._rec = self._rec.with_(offset=self._written, updated_at=self._last_write)
+        self._store._put_record(self._rec)
+        self._saved_at = time.monotonic()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data``; returns its length. Full parts are uploaded as they fill.
+        FailedPrecondition when closed or the lease is lost; Unavailable and the other
+        kinds of :func:`ingestq.s3.errors.from_s3_error` when S3 fails (the writer is
+        then closed)."""
+        with self._mutex:
+            self._raise_failure()
+            self._check()
+            view = memoryview(data).cast("B")
+            self._last_write = utcnow()
+            self._buffer += view
+            part = self._store.part_size
+            while len(self._buffer) >= part:
+                self._start_part(bytes(memoryview(self._buffer)[:part]))
+                del self._buffer[:part]
+            # Others see the live offset: at once when the record shows nothing beyond
+            # what is stored, then refreshed at most every LIVE_INTERVAL.
+            stale = self._rec.offset == self._rec.persisted
+            if stale or time.monotonic() - self._saved_at >= LIVE_INTERVAL:
+                self._save()
+            backlog = len(self._in_flight) > self._store.upload_concurrency
+        if backlog:
+            self._wait(everything=False)
+        return view.nbytes
+
+    def _start_part(self, chunk: bytes) -> None:
+        store, up = self._store, self._rec.upload
+        if up is None:
+            expected = self._rec.expected
+            if expected is not None and expected.algorithm == self._rec.algorithm:
+                key = store.location.blob(expected)
+            else:
+                key = store.location.staging(self.ref, uuid.uuid4().hex[:16])
+            up = Upload(store.bucket.create_upload(key), key)
+            self._rec = self._rec.with_(upload=up)
+            self._save()  # so that the upload is aborted with the ingest, even after a crash
+        # The first part after a resume carries the stored tail.
+        holds_tail = self._stored_tail > 0 and not self._in_flight
+        self._stored_tail = 0
+        number = len(up.parts) + len(self._in_flight) + 1
+        self._hasher.update(chunk)
+        etag = store._uploads().submit(store.bucket.upload_part, up.key, up.id, number, chunk)
+        self._in_flight.append(
+            _InFlight(number, len(chunk), self._hasher.state().hex(), etag, holds_tail)
+        )
+        etag.add_done_callback(self._part_done)
+
+    def _part_done(self, _: Future[str]) -> None:
+        """On an upload thread, when a part upload ends: vouch for what is in order."""
+        with self._mutex:
+            if self._closed or not self._owned():
+                return  # a writer that lost its lease must not touch the record
+            try:
+                self._vouch()
+            except BaseException as e:
+                self._error = self._error or e
+
+    def _vouch(self) -> None:
+        """Record every uploaded part that follows the vouched ones; note a failure."""
+        gained = False
+        while self._in_flight and self._in_flight[0].etag.done() and self._error is None:
+            head = self._in_flight[0]
+            error = head.etag.exception()
+            if error is not None:
+                self._error = error
+                break
+            self._in_flight.popleft()
+            up = self._rec.upload
+            assert up is not None
+            parts = (*up.parts, Part(head.number, head.size, head.etag.result()))
+            self._rec = self._rec.with_(upload=Upload(up.id, up.key, parts, head.state))
+            gained = True
+            if head.holds_tail:
+                # The stored tail is in a vouched part now: the record must stop
+                # pointing at it before the tail object goes.
+                self._rec = self._rec.with_(tail=0)
+                self._save()
+                gained = False
+                self._store.bucket.delete(self._store.location.tail(self.ref))
+        if gained:
+            self._save()
+
+    def _wait(self, *, everything: bool) -> None:
+        """Wait for every part in flight (or the first), then vouch for them. Raises
+        (and closes the writer) when an upload failed."""
+        with self._mutex:
+            pending = [f.etag for f in self._in_flight]
+        if not everything:
+            pending = pending[:1]
+        wait_futures(pending)
+        with self._mutex:
+            if not self._closed:
+                self._check()
+                self._vouch()
+            self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        """If an upload failed: wait for the others, keep only what is vouched for (the
+        stored tail too, unless a vouched part holds it), close, and raise."""
+        error = self._error
+        if error is None:
+            return
+        self._error = None
+        wait_futures([f.etag for f in self._in_flight])
+        self._in_flight.clear()
+        self._buffer = bytearray()
+        self._closed = True
+        try:
+            if self._owned():
+                self._rec = self._rec.with_(offset=self._rec.persisted, updated_at=utcnow())
+                self._store._put_record(self._rec)
+        finally:
+            self._lease.release()
+        raise from_s3_error(error, f"upload of {self.ref}") from error
+
+    def digest(self) -> Digest:
+        """The digest of every byte written so far."""
+        with self._mutex:
+            h = self._hasher.copy()
+            h.update(self._buffer)
+            return Digest(self._rec.algorithm, h.hexdigest())
+
+    def status(self) -> Status:
+        """This write's Status (with the holder of its lock)."""
+        with self._mutex:
+            r = self._rec
+            return Status(
+                r.ref,
+                self._written,
+                r.total,
+                r.started_at,
+                self._last_write,
+                r.expected,
+                self._lease.holder,
+            )
+
+    def truncate(self, size: int) -> None:
+        """Start the ingest over (a new upload). Only ``size == 0`` (InvalidArgument
+        otherwise); FailedPrecondition when closed."""
+        if size != 0:
+            raise errdefs.InvalidArgument(f"truncate {self.ref}: only size 0 is supported")
+        self._check()
+        self._wait(everything=True)
+        with self._mutex:
+            self._store._drop_upload(self._rec)
+            if self._rec.tail:
+                self._store.bucket.delete(self._store.location.tail(self.ref))
+            self._rec = self._rec.with_(upload=None, tail=0)
+            self._buffer = bytearray()
+            self._stored_tail = 0
+            self._hasher = StateHasher(self._rec.algorithm)
+            self._last_write = utcnow()
+            self._save()
+
+    def commit(
+        self, size: int = 0, expected: Digest | None = None, labels: Mapping[str, str] | None = None
+    ) -> Info:
+        """Check the size (if ``size > 0``) then the digest (if ``expected``) and
+        publish the blob. FailedPrecondition for a wrong size or digest, a closed writer
+        or a lost lease (the ingest is kept); AlreadyExists when the digest is committed
+        (the ingest is dropped); InvalidArgument for bad labels. Always closes."""
+        try:
+            if self._closed:
+                raise errdefs.FailedPrecondition("cannot commit on closed writer")
+            new_labels = {k: v for k, v in (labels or {}).items() if v != ""}
+            validate_labels(new_labels)
+            want = Digest.parse(expected) if expected else None
+            self._check()
+            self._wait(everything=True)
+            check_commit_size(self.ref, self._written, size)
+            digest = self.digest()
+            if want is not None and want.algorithm != digest.algorithm:
+                if self._rec.upload is not None:
+                    raise errdefs.FailedPrecondition(
+                        f"ingest {self.ref} is hashed with {digest.algorithm}; "
+                        f"cannot verify {want} (abort it and write it again)"
+                    )
+                h = new_hasher(want.algorithm)
+                h.update(self._buffer)
+                digest = Digest(want.algorithm, h.hexdigest())
+            check_commit_digest(digest, want)
+            info = self._store._publish(self._rec, bytes(self._buffer), digest, new_labels)
+            self._done = True
+            return info
+        except errdefs.AlreadyExists:
+            self._done = True
+            raise
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Wait for the parts in flight, keep the buffered bytes as the ingest's tail
+        and release the lock. Closing twice is fine."""
+        if self._closed:
+            return
+        try:
+            if not self._done and self._owned():
+                self._wait(everything=True)
+                with self._mutex:
+                    tail_key = self._store.location.tail(self.ref)
+                    buffered = len(self._buffer)
+                    if buffered != self._stored_tail or self._rec.tail != buffered:
+                        if self._buffer:
+                            self._store.bucket.put(tail_key, self._buffer)
+                        elif self._rec.tail:
+                            self._store.bucket.delete(tail_key)
+                        self._rec = self._rec.with_(tail=buffered)
+                    self._save()
+        finally:
+            with self._mutex:
+                self._closed = True
+            self._lease.release()
+
+    def _owned(self) -> bool:
+        try:
+            self._lease.check()
+        except errdefs.FailedPrecondition:
+            return False
+        return True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class S3Store:
+    """A :class:`ingestq.store.protocols.Store` in an S3 bucket (see the module
+    docstring).
+
+    Args:
+        location: the bucket and key prefix.
+        client: a boto3 S3 client (:func:`ingestq.s3.client.make_client`).
+        root: a host-local directory for what stays local (resume hints, job records,
+            and the default ref locks ``<root>/locks``).
+        locker: the ref locks; the host's file locks under ``root`` by default. Give
+            every host the same cross-host locker (the Redis lease) in production.
+        part_size: the multipart part size (at least 5 MiB, S3's minimum).
+        upload_concurrency: parts a writer uploads at once (each writer holds up to
+            that many parts in memory, plus the one it fills).
+        conditional_writes: whether the server honours ``If-None-Match: *`` on PUT,
+            CompleteMultipartUpload and CopyObject (AWS S3, SeaweedFS, MinIO do). Then a
+            publish is one conditional request, and exactly one of several writers of a
+            digest succeeds. Set it False for servers that ignore the header: each
+            publish is then preceded by a HEAD (two racing writers may both write the
+            same bytes, which is harmless, and the later one's labels win).
+    """
+
+    def __init__(
+        self,
+        location: S3Location,
+        client: Any,
+        root: str | Path,
+        *,
+        locker: RefLocker | None = None,
+        part_size: int = DEFAULT_PART_SIZE,
+        conditional_writes: bool = True,
+        upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise errdefs.InvalidArgument(f"part size {part_size} is below S3's 5 MiB minimum")
+        self.location = location
+        self.bucket = Bucket(client, location.bucket)
+        self.root = Path(root).absolute()
+        self.locker: RefLocker = (
+            locker if locker is not None else FileRefLocker(self.root / "locks")
+        )
+        self.part_size = part_size
+        self.conditional_writes = conditional_writes
+        self.upload_concurrency = max(1, upload_concurrency)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = -1
+        self._pool_mutex = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<S3Store {self.location}>"
+
+    def _uploads(self) -> ThreadPoolExecutor:
+        """The threads part uploads run on (made on first use in each process)."""
+        with self._pool_mutex:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(
+                    self.upload_concurrency * 2, thread_name_prefix="s3-parts"
+                )
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    # records ---------------------------------------------------------------------------
+    def _put_record(self, rec: IngestRecord) -> None:
+        self.bucket.put(self.location.ingest(rec.ref), record_to_bytes(rec))
+
+    def _record(self, ref: str) -> IngestRecord | None:
+        found = self.bucket.get_or_none(self.location.ingest(ref))
+        return record_from_bytes(found[0]) if found is not None else None
+
+    def _drop_upload(self, rec: IngestRecord) -> None:
+        if rec.upload is not None:
+            self.bucket.abort_upload(rec.upload.key, rec.upload.id)
+
+    def _drop_ingest(self, rec: IngestRecord) -> None:
+        self._drop_upload(rec)
+        self.bucket.delete(self.location.tail(rec.ref))
+        self.bucket.delete(self.location.ingest(rec.ref))
+
+    def _recover(self, rec: IngestRecord) -> tuple[IngestRecord, StateHasher, bytes]:
+        """What an adopted ingest verifiably holds: its parts (matched against ListParts,
+        their hash state restored) and its tail (read back). Whatever fails to match is
+        dropped and the ingest starts over from there."""
+        hasher = StateHasher(rec.algorithm)
+        up = rec.upload
+        if up is not None:
+            try:
+                held = self.bucket.list_parts(up.key, up.id)
+            except errdefs.NotFound:
+                held = None
+            # Complete names each part by its ETag (the MD5 the server computed), so a
+            # vouched part still held is exactly the bytes the hash state covers.
+            if held is not None and all(p in held.get(p.number, ()) for p in up.parts):
+                if up.parts:
+                    hasher = StateHasher.restore(rec.algorithm, bytes.fromhex(up.state))
+            else:
+                if held is not None:
+                    self._drop_upload(rec)
+                return rec.with_(upload=None, tail=0, offset=0), hasher, b""
+        tail = b""
+        if rec.tail:
+            found = self.bucket.get_or_none(self.location.tail(rec.ref))
+            if found is not None and len(found[0]) == rec.tail:
+                tail = found[0]
+            else:
+                rec = rec.with_(tail=0)
+        if not tail:
+            # A writer killed after its record let go of the tail may have left it.
+            self.bucket.delete(self.location.tail(rec.ref))
+        return rec.with_(offset=rec.persisted), hasher, tail
+
+    def exists(self, digest: Digest | str) -> bool:
+        """Whether ``digest`` is committed (InvalidArgument for a malformed digest)."""
+        return self.bucket.head(self.location.blob(Digest.parse(digest))) is not None
+
+    # Provider --------------------------------------------------------------------------
+    def reader_at(self, desc: Descriptor | Digest | str) -> S3ReaderAt:
+        """A reader for the blob; NotFound if it is not committed."""
+        digest = desc.digest if isinstance(desc, Descriptor) else Digest.parse(desc)
+        key = self.location.blob(digest)
+        head = self.bucket.head(key)
+        if head is None:
+            raise errdefs.NotFound(f"content {digest}")
+        return S3ReaderAt(self.bucket, key, head.size, digest)
+
+    # Ingester --------------------------------------------------------------------------
+    def writer(self, ref: str, expected: Descriptor | None = None, *, total: int = 0) -> S3Writer:
+        """Lock ``ref`` and open its ingest, continuing with what it verifiably holds; its
+        total is ``expected.size`` or ``total`` (see :meth:`store.protocols.Ingester.writer`).
+
+        InvalidArgument for a bad ref or total; AlreadyExists when ``expected.digest`` is
+        committed; Unavailable when the ref is locked; FailedPrecondition when the known
+        total differs from the ingest's.
+        """
+        validate_ref(ref)
+        total = writer_total(ref, expected, total)
+        digest = Digest.parse(expected.digest) if expected is not None else None
+        if digest is not None and self.exists(digest):
+            raise errdefs.AlreadyExists(f"content {digest}")
+        lease = self.locker.try_lock(ref, new_holder_id())
+        try:
+            rec = self._record(ref)
+            tail = b""
+            if rec is None:
+                now = utcnow()
+                algorithm = digest.algorithm if digest is not None else CANONICAL
+                rec = IngestRecord(ref, algorithm, now, now, total, digest)
+                hasher = StateHasher(algorithm)
+            else:
+                check_resume_total(ref, total, rec.total)
+                rec, hasher, tail = self._recover(rec)
+                rec = rec.with_(total=rec.total or total, expected=digest or rec.expected)
+            writer = S3Writer(self, rec, lease, hasher, tail)
+            writer._save()
+            return writer
+        except BaseException:
+            lease.release()
+            raise
+
+    def _publish(
+        self, rec: IngestRecord, tail: bytes, digest: Digest, labels: Mapping[str, str]
+    ) -> Info:
+        key = self.location.blob(digest)
+        try:
+            if not self.conditional_writes and self.exists(digest):
+                raise errdefs.AlreadyExists(f"content {digest}")
+            up = rec.upload
+            if up is not None and not up.parts:
+                # Its first part never made it: the content is all in the buffer.
+                self._drop_upload(rec)
+                up = None
+            if up is None:
+                self.bucket.put(key, tail, if_none_match=True)
+            else:
+                if up.key.startswith(self.location.blobs) and up.key != key:
+                    raise errdefs.FailedPrecondition(
+                        f"ingest {rec.ref} was started for {up.key}, its content is {digest}"
+                    )
+                parts = up.parts
+                if tail:
+                    number = len(parts) + 1
+                    etag = self.bucket.upload_part(up.key, up.id, number, tail)
+                    parts = (*parts, Part(number, len(tail), etag))
+                direct = up.key == key
+                self.bucket.complete_upload(up.key, up.id, parts, if_none_match=direct)
+                if not direct:
+                    try:
+                        self.bucket.copy_new(up.key, key, up.size + len(tail))
+                    finally:
+                        self.bucket.delete(up.key)
+        except errdefs.AlreadyExists:
+            self._drop_ingest(rec)
+            raise errdefs.AlreadyExists(f"content {digest}") from None
+        now = utcnow()
+        size = rec.persisted - rec.tail + len(tail)
+        self.bucket.put(self.location.meta(digest), meta_to_bytes(BlobMeta(now, now, labels), size))
+        if rec.tail:
+            self.bucket.delete(self.location.tail(rec.ref))
+        self.bucket.delete(self.location.ingest(rec.ref))
+        return Info(digest, size, now, now, labels)
+
+    # IngestManager ---------------------------------------------------------------------
+    def status(self, ref: str) -> Status:
+        """The Status of ``ref``'s ingest: the writer's live offset while the ref is
+        held, what survives a crash otherwise. NotFound if there is none."""
+        validate_ref(ref)
+        rec = self._record(ref)
+        if rec is None:
+            raise errdefs.NotFound(f"reference {ref}")
+        return rec.status(self.locker.holder(ref))
+
+    def list_statuses(self, *filters: str) -> list[Status]:
+        """Every ingest whose ref matches any filter (field ``ref``), sorted by ref.
+        InvalidArgument for a malformed filter."""
+        flt = parse(*filters)
+        found: list[Status] = []
+        for obj in self.bucket.list_objects(self.location.ingests):
+            if not obj.key.endswith(".json"):
+                continue
+            data = self.bucket.get_or_none(obj.key)
+            if data is None:
+                continue  # committed or aborted meanwhile
+            rec = record_from_bytes(data[0])
+            if flt.match(status_fields(rec.ref)):
+                found.append(rec.status(self.locker.holder(rec.ref)))
+        return sorted(found, key=lambda s: s.ref)
+
+    def abort(self, ref: str) -> None:
+        """Abort ``ref``'s multipart upload and drop the ingest. NotFound if there is
+        none, Unavailable while a writer holds it."""
+        validate_ref(ref)
+        if self._record(ref) is None:
+            raise errdefs.NotFound(f"reference {ref}")
+        lease = self.locker.try_lock(ref, new_holder_id())
+        try:
+            rec = self._record(ref)
+            if rec is None:
+                raise errdefs.NotFound(f"reference {ref}")
+            self._drop_ingest(rec)
+        finally:
+            lease.release()
+
+    # Manager ---------------------------------------------------------------------------
+    def _meta(self, digest: Digest) -> tuple[BlobMeta, int, str | None]:
+        """A blob's metadata, size and the metadata object's ETag (None when the blob
+        has no metadata object). NotFound when the blob is not committed."""
+        found = self.bucket.get_or_none(self.location.meta(digest))
+        if found is not None:
+            meta, size = meta_from_bytes(found[0])
+            return meta, size, found[1]
+        head = self.bucket.head(self.location.blob(digest))
+        if head is None:
+            raise errdefs.NotFound(f"content {digest}")
+        return BlobMeta(head.modified, head.modified), head.size, None
+
+    def info(self, digest: Digest | str) -> Info:
+        """The blob's Info; NotFound if it is not committed."""
+        d = Digest.parse(digest)
+        meta, size, _ = self._meta(d)
+        return Info(d, size, meta.created_at, meta.updated_at, meta.labels)
+
+    def update(self, info: Info, *fieldpaths: str) -> Info:
+        """Change labels along ``fieldpaths`` (``labels``, ``labels.<key>``; none
+        replaces all) with a conditional write of the metadata object, so concurrent
+        updates are never lost. InvalidArgument for another path or an oversize label,
+        NotFound for a missing blob, Unavailable when updates keep colliding."""
+        d = Digest.parse(info.digest)
+        for attempt in range(UPDATE_ATTEMPTS):
+            meta, size, etag = self._meta(d)
+            labels = apply_update(meta.labels, info.labels, tuple(fieldpaths), str(d))
+            new = BlobMeta(meta.created_at, max(utcnow(), meta.updated_at), labels)
+            try:
+                self.bucket.put(
+                    self.location.meta(d),
+                    meta_to_bytes(new, size),
+                    if_none_match=etag is None,
+                    if_match=etag,
+                )
+            except (errdefs.FailedPrecondition, errdefs.AlreadyExists):
+                # Someone else changed it meanwhile: read again, after a jittered pause.
+                time.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
+                continue
+            if not self.exists(d):  # deleted meanwhile: leave no orphan metadata
+                self.bucket.delete(self.location.meta(d))
+                raise errdefs.NotFound(f"content {d}")
+            return Info(d, size, new.created_at, new.updated_at, labels)
+        raise errdefs.Unavailable(f"update of {d}: too many concurrent updates")
+
+    def walk(self, *filters: str) -> Iterator[Info]:
+        """Every committed blob matching any filter (fields ``digest``, ``labels.<key>``),
+        in key order. Filters are parsed before this returns (InvalidArgument)."""
+        flt = parse(*filters)
+
+        def infos() -> Iterator[Info]:
+            for obj in self.bucket.list_objects(self.location.blobs):
+                d = self.location.digest_of_blob_key(obj.key)
+                if d is None:
+                    continue
+                with contextlib.suppress(errdefs.NotFound):
+                    info = self.info(d)
+                    if flt.match(info_fields(info)):
+                        yield info
+
+        return infos()
+
+    def delete(self, digest: Digest | str) -> None:
+        """Remove a blob and its metadata; NotFound if it is not committed."""
+        d = Digest.parse(digest)
+        if not self.exists(d):
+            raise errdefs.NotFound(f"content digest {d}")
+        self.bucket.delete(self.location.meta(d))
+        self.bucket.delete(self.location.blob(d))
+
+    def image_index(self) -> S3ImageIndex:
+        """The image records, in the bucket's ``<prefix>/index.json`` (conditional
+        writes: see :mod:`ingestq.s3.images`)."""
+        return S3ImageIndex(self.bucket, self.location)
+
+    def multipart_uploads(self) -> list[tuple[str, str]]:
+        """``(key, upload id)`` of every multipart upload in progress under the prefix."""
+        return self.bucket.uploads(self.location.key(""))
+
+
+__all__ = ["DEFAULT_PART_SIZE", "MIN_PART_SIZE", "S3ReaderAt", "S3Store", "S3Writer"]
