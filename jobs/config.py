@@ -260,16 +260,16 @@ def open_store(settings: Settings, lockers: Sequence[RefLocker] = ()) -> LocalSt
     by ``lockers``, and ``settings.budget``; with
     ``gc_on_pressure``, a local write that would break the budget first runs one gc
     (:func:`ingestq.store.gc.collect`). InvalidArgument for another URL scheme,
-    FailedPrecondition for ``s3://`` without boto3, Unimplemented for a budget on
-    ``s3://`` (not supported there yet)."""
+    FailedPrecondition for ``s3://`` without boto3, Unimplemented for a free-space
+    reserve on ``s3://``."""
     if settings.store_url is not None:
-        if settings.budget.limited:
-            raise errdefs.Unimplemented(
-                "a disk budget (INGESTQ_MAX_BYTES, INGESTQ_MIN_FREE) is not supported on "
-                "an s3:// store yet"
-            )
         host = FileRefLocker(settings.lock_dir or settings.root / "locks")
-        return open_s3_store(settings.store_url, settings.root, ChainLocker([host, *lockers]))
+        return open_s3_store(
+            settings.store_url,
+            settings.root,
+            ChainLocker([host, *lockers]),
+            budget=settings.budget,
+        )
     store = LocalStore(settings.root, lockers=lockers, fsync=settings.fsync, budget=settings.budget)
     if settings.gc_on_pressure:
         options = settings.gc_options()

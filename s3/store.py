@@ -54,6 +54,7 @@ from ingestq.s3.records import (
     record_from_bytes,
     record_to_bytes,
 )
+from ingestq.store.budget import Budget, human
 from ingestq.store.codec import BlobMeta
 from ingestq.store.digest import CANONICAL, Digest, new_hasher
 from ingestq.store.filters import info_fields, parse, status_fields
@@ -175,6 +176,7 @@ class S3Writer:
         self._done = False
         self._saved_at = time.monotonic()
         self._last_write = rec.updated_at  # a reopen is not a write
+        self._limit: int | None = None  # the most bytes the budget lets it hold
 
     @property
     def ref(self) -> str:
@@ -203,13 +205,17 @@ class S3Writer:
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append ``data``; returns its length. Full parts are uploaded as they fill.
-        FailedPrecondition when closed or the lease is lost; Unavailable and the other
+        FailedPrecondition when closed or the lease is lost; ResourceExhausted after
+        writing what fits when the budget has no room for all of it; Unavailable and the other
         kinds of :func:`ingestq.s3.errors.from_s3_error` when S3 fails (the writer is
         then closed)."""
         with self._mutex:
             self._raise_failure()
             self._check()
             view = memoryview(data).cast("B")
+            over = self._over_budget(view.nbytes)
+            if over:
+                view = view[: view.nbytes - over]
             self._last_write = utcnow()
             self._buffer += view
             part = self._store.part_size
@@ -224,7 +230,19 @@ class S3Writer:
             backlog = len(self._in_flight) > self._store.upload_concurrency
         if backlog:
             self._wait(everything=False)
+        if over:
+            cap = self._store.budget.max_bytes
+            raise errdefs.ResourceExhausted(
+                f"ingest {self.ref}: store budget of {cap} bytes (INGESTQ_MAX_BYTES) reached "
+                f"at offset {self._written}, {over} more bytes not written"
+            )
         return view.nbytes
+
+    def _over_budget(self, n: int) -> int:
+        """How many of ``n`` more bytes the budget has no room for."""
+        if self._limit is None:
+            return 0
+        return max(self._written + n - self._limit, 0)
 
     def _start_part(self, chunk: bytes) -> None:
         store, up = self._store, self._rec.upload
@@ -444,6 +462,12 @@ class S3Store:
         part_size: the multipart part size (at least 5 MiB, S3's minimum).
         upload_concurrency: parts a writer uploads at once (each writer holds up to
             that many parts in memory, plus the one it fills).
+        budget: the cap on the bytes blobs and ingests hold in the bucket
+            (``max_bytes``; a ``min_free`` is Unimplemented: there is no filesystem).
+            The use is a listing (:meth:`used`), taken when a writer opens: one of
+            known total that does not fit is ResourceExhausted before anything is
+            written; one of unknown total stops at the cap (ResourceExhausted, keeping
+            what it wrote).
         conditional_writes: whether the server honours ``If-None-Match: *`` on PUT,
             CompleteMultipartUpload and CopyObject (AWS S3, SeaweedFS, MinIO do). Then a
             publish is one conditional request, and exactly one of several writers of a
@@ -462,7 +486,13 @@ class S3Store:
         part_size: int = DEFAULT_PART_SIZE,
         conditional_writes: bool = True,
         upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY,
+        budget: Budget | None = None,
     ) -> None:
+        budget = budget if budget is not None else Budget()
+        if budget.min_free is not None:
+            raise errdefs.Unimplemented(
+                "a free-space reserve (INGESTQ_MIN_FREE) is not supported on an s3:// store"
+            )
         if part_size < MIN_PART_SIZE:
             raise errdefs.InvalidArgument(f"part size {part_size} is below S3's 5 MiB minimum")
         self.location = location
@@ -474,6 +504,7 @@ class S3Store:
         self.part_size = part_size
         self.conditional_writes = conditional_writes
         self.upload_concurrency = max(1, upload_concurrency)
+        self.budget = budget
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = -1
         self._pool_mutex = threading.Lock()
@@ -540,6 +571,39 @@ class S3Store:
             self.bucket.delete(self.location.tail(rec.ref))
         return rec.with_(offset=rec.persisted), hasher, tail
 
+    def used(self) -> int:
+        """The bytes blobs and ingests hold in the bucket now: the blob objects, the
+        staging objects and tails (listings), and each ingest's uploaded parts (its
+        record)."""
+        loc = self.location
+        total = sum(o.size for o in self.bucket.list_objects(loc.blobs))
+        total += sum(o.size for o in self.bucket.list_objects(loc.key("staging") + "/"))
+        for obj in self.bucket.list_objects(loc.ingests):
+            if obj.key.endswith(".tail"):
+                total += obj.size
+            elif obj.key.endswith(".json"):
+                found = self.bucket.get_or_none(obj.key)
+                rec = record_from_bytes(found[0]) if found is not None else None
+                if rec is not None and rec.upload is not None:
+                    total += rec.upload.size
+        return total
+
+    def _budget_check(self, ref: str, rec: IngestRecord) -> int | None:
+        """The bytes this ingest may reach under the budget (None: no cap).
+        ResourceExhausted when its known total does not fit."""
+        cap = self.budget.max_bytes
+        if cap is None:
+            return None
+        others = self.used() - rec.persisted
+        need = rec.total - rec.persisted
+        if rec.total > 0 and others + rec.total > cap:
+            used = others + rec.persisted
+            raise errdefs.ResourceExhausted(
+                f"ingest {ref}: store budget of {cap} bytes ({human(cap)}, INGESTQ_MAX_BYTES) "
+                f"has {used} bytes ({human(used)}) in use, {need} more needed"
+            )
+        return max(cap - others, 0)
+
     def exists(self, digest: Digest | str) -> bool:
         """Whether ``digest`` is committed (InvalidArgument for a malformed digest)."""
         return self.bucket.head(self.location.blob(Digest.parse(digest))) is not None
@@ -561,7 +625,8 @@ class S3Store:
 
         InvalidArgument for a bad ref or total; AlreadyExists when ``expected.digest`` is
         committed; Unavailable when the ref is locked; FailedPrecondition when the known
-        total differs from the ingest's.
+        total differs from the ingest's; ResourceExhausted when it does not fit in the
+        budget (nothing is written).
         """
         validate_ref(ref)
         total = writer_total(ref, expected, total)
@@ -581,7 +646,9 @@ class S3Store:
                 check_resume_total(ref, total, rec.total)
                 rec, hasher, tail = self._recover(rec)
                 rec = rec.with_(total=rec.total or total, expected=digest or rec.expected)
+            limit = self._budget_check(ref, rec)
             writer = S3Writer(self, rec, lease, hasher, tail)
+            writer._limit = limit
             writer._save()
             return writer
         except BaseException:

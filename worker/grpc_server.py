@@ -93,7 +93,8 @@ def build_server(
     """An :class:`ApiServer` over ``LocalStore(opts.root, lockers)`` (or the S3 store
     of ``opts.store_url``) bound to every address of ``opts`` (not started).
     InvalidArgument for bounds that do not fit; Unavailable naming the address when one
-    cannot be bound (in use, not local); Unimplemented for a disk budget on an S3 store."""
+    cannot be bound (in use, not local); Unimplemented for a free-space reserve on an
+    S3 store."""
     for where in opts.listen:
         if where.tcp is not None:
             _check_bindable(where.tcp)
@@ -101,13 +102,10 @@ def build_server(
     if opts.store_url is not None:
         from ingestq.s3 import open_s3_store
 
-        if opts.budget.limited:
-            raise errdefs.Unimplemented(
-                "a disk budget (--max-bytes, INGESTQ_MAX_BYTES, INGESTQ_MIN_FREE) is not "
-                "supported on an s3:// store yet"
-            )
         host = FileRefLocker(opts.root / "locks")
-        store = open_s3_store(opts.store_url, opts.root, ChainLocker([host, *lockers]))
+        store = open_s3_store(
+            opts.store_url, opts.root, ChainLocker([host, *lockers]), budget=opts.budget
+        )
     else:
         store = LocalStore(opts.root, lockers, fsync=fsync, budget=opts.budget)
     server = ApiServer(

@@ -78,15 +78,24 @@ def test_the_ingest_job_command_writes_into_the_bucket(
     assert run(root, "images", "-q").stdout == ""
 
 
-def test_local_only_features_are_unimplemented_on_the_bucket(
-    location: S3Location, tmp_path: Path
+def test_images_check_is_unimplemented_on_the_bucket(location: S3Location, tmp_path: Path) -> None:
+    r = run(tmp_path / "host", "images", "check", "app:v1")
+    assert r.exit_code == 22, r.output
+    assert "images check is not supported on an s3:// store yet" in r.output
+
+
+def test_max_bytes_refuses_an_ingest_that_does_not_fit_in_the_bucket(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
 ) -> None:
     root = tmp_path / "host"
     src = tmp_path / "blob"
-    src.write_bytes(b"data")
+    src.write_bytes(os.urandom(200_000))
+    digest = str(Digest.from_bytes(src.read_bytes()))
+    r = run(root, "content", "ingest", str(src), "--ref", "one", "--digest", digest,
+            "--max-bytes", "100K")  # fmt: skip
+    assert r.exit_code == 18, r.output
+    assert "store budget of 102400 bytes" in r.output
+    store = S3Store(location, s3_endpoint.client(), root)
+    assert (store.list_statuses(), store.multipart_uploads()) == ([], [])
     r = run(root, "content", "ingest", str(src), "--ref", "one", "--max-bytes", "1M")
-    assert r.exit_code == 22, r.output
-    assert "--max-bytes is not supported on an s3:// store yet" in r.output
-    r = run(root, "images", "check", "app:v1")
-    assert r.exit_code == 22, r.output
-    assert "images check is not supported on an s3:// store yet" in r.output
+    assert r.exit_code == 0, r.output

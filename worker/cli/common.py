@@ -152,17 +152,15 @@ def open_cli_store(
     """The store a command works on: the S3 store of ``$INGESTQ_STORE`` (``s3://...``)
     when set, with ``root`` for what stays local; else the local store at ``root`` with
     the disk budget (:func:`store_budget`), where a command that only reads
-    (``write`` False) needs an existing root (:func:`require_root`). A ``--max-bytes``
-    on an S3 store is Unimplemented (no budget there yet)."""
+    (``write`` False) needs an existing root (:func:`require_root`)."""
     url = os.environ.get("INGESTQ_STORE")
     if not url:
         path = resolve_root(root)
         return LocalStore(path if write else require_root(path), budget=store_budget(max_bytes))
-    if max_bytes is not None:
-        raise errdefs.Unimplemented("--max-bytes is not supported on an s3:// store yet")
     from ingestq.jobs.config import Settings, open_store
 
-    return open_store(Settings(root=resolve_root(root), store_url=url))
+    settings = Settings(root=resolve_root(root), store_url=url, budget=store_budget(max_bytes))
+    return open_store(settings)
 
 
 def local_store_for(store: LocalStore | S3Store, command: str) -> LocalStore:
