@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ class ObjectInfo:
     size: int
     modified: datetime
     etag: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)  # x-amz-meta-* (HEAD only)
 
 
 def _etag(value: Any) -> str:
@@ -91,7 +92,11 @@ class Bucket:
                 return None
             raise err from e
         return ObjectInfo(
-            key, int(resp["ContentLength"]), resp["LastModified"], _etag(resp.get("ETag"))
+            key,
+            int(resp["ContentLength"]),
+            resp["LastModified"],
+            _etag(resp.get("ETag")),
+            dict(resp.get("Metadata") or {}),
         )
 
     def put(
@@ -101,11 +106,14 @@ class Bucket:
         *,
         if_none_match: bool = False,
         if_match: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> str:
-        """Write the object; returns its ETag. With ``if_none_match`` only if it does not
-        exist (AlreadyExists otherwise); with ``if_match`` only if its ETag is that
-        (FailedPrecondition otherwise)."""
+        """Write the object (with user ``metadata``, ``x-amz-meta-*``); returns its ETag.
+        With ``if_none_match`` only if it does not exist (AlreadyExists otherwise); with
+        ``if_match`` only if its ETag is that (FailedPrecondition otherwise)."""
         kwargs: dict[str, Any] = {"Bucket": self.name, "Key": key, "Body": bytes(body)}
+        if metadata:
+            kwargs["Metadata"] = dict(metadata)
         if if_none_match:
             kwargs["IfNoneMatch"] = "*"
         if if_match is not None:

@@ -35,6 +35,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -71,6 +72,9 @@ from ingestq.store.rules import (
 )
 from ingestq.store.values import Descriptor, Info, Status, utcnow
 
+#: User metadata keys (``x-amz-meta-*``) of a blob published with no metadata object.
+TIME_CREATED = "ingestq-created-at"
+TIME_UPDATED = "ingestq-updated-at"
 #: S3's smallest part (all but the last).
 MIN_PART_SIZE = 5 * 1024**2
 #: The part size writers upload (bytes below it are buffered).
@@ -81,6 +85,23 @@ DEFAULT_UPLOAD_CONCURRENCY = 4
 LIVE_INTERVAL = 0.5
 #: Attempts of a conditional metadata update that keeps meeting concurrent updates.
 UPDATE_ATTEMPTS = 20
+
+
+def _times_metadata(now: datetime) -> dict[str, str]:
+    """The times a blob published without a metadata object carries as user metadata."""
+    stamp = now.isoformat()
+    return {TIME_CREATED: stamp, TIME_UPDATED: stamp}
+
+
+def _times_of(metadata: Mapping[str, str], modified: datetime) -> tuple[datetime, datetime]:
+    """The (created, updated) times of :func:`_times_metadata`, else ``modified``."""
+    try:
+        return (
+            datetime.fromisoformat(metadata[TIME_CREATED]),
+            datetime.fromisoformat(metadata[TIME_UPDATED]),
+        )
+    except (KeyError, ValueError):
+        return modified, modified
 
 
 class S3ReaderAt:
@@ -177,6 +198,10 @@ class S3Writer:
         self._saved_at = time.monotonic()
         self._last_write = rec.updated_at  # a reopen is not a write
         self._limit: int | None = None  # the most bytes the budget lets it hold
+        # A new ingest of known digest below the part size, written whole by its first
+        # write: that write saves nothing (the commit follows), and the commit puts the
+        # blob with its times and no metadata object unless it has labels.
+        self._quick = False
 
     @property
     def ref(self) -> str:
@@ -224,8 +249,11 @@ class S3Writer:
                 del self._buffer[:part]
             # Others see the live offset: at once when the record shows nothing beyond
             # what is stored, then refreshed at most every LIVE_INTERVAL.
+            if self._quick and self._written != self._rec.total:
+                self._quick = False  # written piecemeal: others see its progress
             stale = self._rec.offset == self._rec.persisted
-            if stale or time.monotonic() - self._saved_at >= LIVE_INTERVAL:
+            due = stale or time.monotonic() - self._saved_at >= LIVE_INTERVAL
+            if due and not self._quick:
                 self._save()
             backlog = len(self._in_flight) > self._store.upload_concurrency
         if backlog:
@@ -400,7 +428,9 @@ class S3Writer:
                 h.update(self._buffer)
                 digest = Digest(want.algorithm, h.hexdigest())
             check_commit_digest(digest, want)
-            info = self._store._publish(self._rec, bytes(self._buffer), digest, new_labels)
+            info = self._store._publish(
+                self._rec, bytes(self._buffer), digest, new_labels, quick=self._quick
+            )
             self._done = True
             return info
         except errdefs.AlreadyExists:
@@ -505,6 +535,7 @@ class S3Store:
         self.conditional_writes = conditional_writes
         self.upload_concurrency = max(1, upload_concurrency)
         self.budget = budget
+        self._bucket_seen = False  # a read has found the bucket
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = -1
         self._pool_mutex = threading.Lock()
@@ -635,13 +666,30 @@ class S3Store:
             raise errdefs.AlreadyExists(f"content {digest}")
         lease = self.locker.try_lock(ref, new_holder_id())
         try:
-            rec = self._record(ref)
+            now = utcnow()
+            algorithm = digest.algorithm if digest is not None else CANONICAL
+            fresh = IngestRecord(ref, algorithm, now, now, total, digest)
+            # Without a budget to check first, a new ingest's record is created with one
+            # conditional PUT; only when one exists is it read (and resumed). The first
+            # writer reads first: some servers (SeaweedFS) create a missing bucket on PUT.
+            created = self.conditional_writes and self.budget.max_bytes is None
+            created = created and self._bucket_seen
+            if created:
+                try:
+                    self.bucket.put(
+                        self.location.ingest(ref), record_to_bytes(fresh), if_none_match=True
+                    )
+                except errdefs.AlreadyExists:
+                    created = False
+            rec = fresh if created else self._record(ref)
+            self._bucket_seen = True
             tail = b""
-            if rec is None:
-                now = utcnow()
-                algorithm = digest.algorithm if digest is not None else CANONICAL
-                rec = IngestRecord(ref, algorithm, now, now, total, digest)
+            quick = False
+            if rec is None or created:
+                rec = fresh
                 hasher = StateHasher(algorithm)
+                quick = self.conditional_writes and digest is not None
+                quick = quick and 0 < total < self.part_size
             else:
                 check_resume_total(ref, total, rec.total)
                 rec, hasher, tail = self._recover(rec)
@@ -649,16 +697,28 @@ class S3Store:
             limit = self._budget_check(ref, rec)
             writer = S3Writer(self, rec, lease, hasher, tail)
             writer._limit = limit
-            writer._save()
+            writer._quick = quick
+            if not created:
+                writer._save()
             return writer
         except BaseException:
             lease.release()
             raise
 
     def _publish(
-        self, rec: IngestRecord, tail: bytes, digest: Digest, labels: Mapping[str, str]
+        self,
+        rec: IngestRecord,
+        tail: bytes,
+        digest: Digest,
+        labels: Mapping[str, str],
+        *,
+        quick: bool = False,
     ) -> Info:
+        """Publish the verified content and drop the ingest. ``quick`` (an ingest with
+        no upload): the blob's PUT carries its times, and a metadata object is written
+        only for labels."""
         key = self.location.blob(digest)
+        now = utcnow()
         try:
             if not self.conditional_writes and self.exists(digest):
                 raise errdefs.AlreadyExists(f"content {digest}")
@@ -668,7 +728,8 @@ class S3Store:
                 self._drop_upload(rec)
                 up = None
             if up is None:
-                self.bucket.put(key, tail, if_none_match=True)
+                times = _times_metadata(now) if quick else {}
+                self.bucket.put(key, tail, if_none_match=True, metadata=times)
             else:
                 if up.key.startswith(self.location.blobs) and up.key != key:
                     raise errdefs.FailedPrecondition(
@@ -689,9 +750,10 @@ class S3Store:
         except errdefs.AlreadyExists:
             self._drop_ingest(rec)
             raise errdefs.AlreadyExists(f"content {digest}") from None
-        now = utcnow()
         size = rec.persisted - rec.tail + len(tail)
-        self.bucket.put(self.location.meta(digest), meta_to_bytes(BlobMeta(now, now, labels), size))
+        if labels or not quick:
+            meta = meta_to_bytes(BlobMeta(now, now, labels), size)
+            self.bucket.put(self.location.meta(digest), meta)
         if rec.tail:
             self.bucket.delete(self.location.tail(rec.ref))
         self.bucket.delete(self.location.ingest(rec.ref))
@@ -749,7 +811,8 @@ class S3Store:
         head = self.bucket.head(self.location.blob(digest))
         if head is None:
             raise errdefs.NotFound(f"content {digest}")
-        return BlobMeta(head.modified, head.modified), head.size, None
+        created, updated = _times_of(head.metadata, head.modified)
+        return BlobMeta(created, updated), head.size, None
 
     def info(self, digest: Digest | str) -> Info:
         """The blob's Info; NotFound if it is not committed."""

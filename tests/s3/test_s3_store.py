@@ -22,7 +22,7 @@ import pytest
 from ingestq import errdefs
 from ingestq.s3 import S3Location, S3Store
 from ingestq.s3.store import MIN_PART_SIZE
-from ingestq.store import Descriptor, Digest
+from ingestq.store import Descriptor, Digest, Info
 from ingestq.store.testing import FakeRefLocker
 from tests.servers.seaweed import S3Endpoint, SeaweedServer
 from tests.servers.util import free_port, wait_until
@@ -286,10 +286,39 @@ def test_small_blobs_are_buffered_and_take_no_multipart_upload(
         w.write(data)
         assert uploads(client, location) == []
         info = w.commit(len(data), Digest.from_bytes(data))
-    assert keys(client, location) == [
-        f"blobs/sha256/{info.digest.encoded}",
-        f"meta/sha256/{info.digest.encoded}.json",
-    ]
+    assert keys(client, location) == [f"blobs/sha256/{info.digest.encoded}"]
+    assert store.info(info.digest) == info  # its times ride on the blob object
+
+
+def test_a_small_blob_written_whole_takes_four_requests_and_labels_add_one(
+    s3_endpoint: S3Endpoint, location: S3Location, tmp_path: Path
+) -> None:
+    client = s3_endpoint.client()
+    calls: list[str] = []
+    client.meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
+    store = S3Store(location, client, tmp_path, locker=FakeRefLocker(), part_size=PART)
+    with store.writer("first") as w:  # the first writer reads: the bucket exists
+        w.write(b"first")
+        w.commit()
+    calls.clear()
+    data = DATA[:4096]
+    with store.writer("small", desc(data)) as w:
+        w.write(data)
+        info = w.commit(len(data), Digest.from_bytes(data))
+    assert calls == ["HeadObject", "PutObject", "PutObject", "DeleteObject"]
+    calls.clear()
+    other = DATA[4096:8192]
+    with store.writer("labelled", desc(other)) as w:
+        w.write(other)
+        labelled = w.commit(len(other), Digest.from_bytes(other), {"a": "1"})
+    assert calls == [
+        "HeadObject", "PutObject", "PutObject", "PutObject", "DeleteObject"
+    ]  # fmt: skip
+    assert store.info(labelled.digest) == labelled
+    assert store.info(info.digest) == info
+    updated = store.update(Info(info.digest, 0, info.created_at, info.updated_at, {"b": "2"}))
+    assert updated.created_at == info.created_at
+    assert dict(store.info(info.digest).labels) == {"b": "2"}
 
 
 @pytest.mark.parametrize("with_digest", [True, False], ids=["direct", "staged"])
