@@ -1,0 +1,76 @@
+"""Copies between two file descriptors inside the kernel, and the small protocol of a
+writer that can take them.
+
+:func:`kernel_copy` moves bytes from a file to a file without passing them through
+Python: ``copy_file_range`` (Linux; a reflink where the filesystem shares extents, e.g.
+btrfs and XFS), else ``sendfile`` (Linux takes any file as its output). Where neither
+works for this pair of files (EXDEV, ENOSYS, EINVAL, EOPNOTSUPP, a seccomp filter's
+EPERM, another OS) it answers None and the caller copies by ``pread`` + ``write``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Literal, Protocol, runtime_checkable
+
+#: How :func:`kernel_copy` may copy: ``auto`` tries copy_file_range then sendfile.
+Method = Literal["auto", "copy_file_range", "sendfile", "none"]
+
+# Errors that say "this pair of files (or this system) cannot do it", not "it failed".
+_UNSUPPORTED = frozenset(
+    {
+        errno.EXDEV,
+        errno.ENOSYS,
+        errno.EINVAL,
+        errno.EOPNOTSUPP,
+        errno.ENOTSUP,
+        errno.EPERM,
+        errno.EBADF,
+    }
+)
+
+
+def _copy_file_range(src: int, dst: int, offset: int, count: int) -> int:
+    return os.copy_file_range(src, dst, count, offset)
+
+
+def _sendfile(src: int, dst: int, offset: int, count: int) -> int:
+    return os.sendfile(dst, src, offset, count)
+
+
+def kernel_copy(src: int, dst: int, offset: int, count: int, method: Method = "auto") -> int | None:
+    """Copy up to ``count`` bytes of ``src`` from ``offset`` (``src``'s own position is
+    left alone) to ``dst`` at its current position (which advances).
+
+    Returns the number of bytes copied (0 at the end of ``src``; fewer than ``count``
+    is fine, call again), or None when no kernel copy works for these files (then
+    nothing was copied). OSError for a real failure (ENOSPC, EIO, EFBIG, ...).
+    """
+    steps = []
+    if method in ("auto", "copy_file_range") and hasattr(os, "copy_file_range"):
+        steps.append(_copy_file_range)
+    if method in ("auto", "sendfile") and hasattr(os, "sendfile"):
+        steps.append(_sendfile)
+    for step in steps:
+        try:
+            return step(src, dst, offset, count)
+        except OSError as e:
+            if e.errno not in _UNSUPPORTED:
+                raise
+    return None
+
+
+@runtime_checkable
+class FdCopier(Protocol):
+    """A writer that can append bytes straight from a file descriptor (an optional
+    addition to :class:`~ingestq.store.protocols.Writer`)."""
+
+    def copy_from(self, fd: int, offset: int, length: int) -> int:
+        """Append up to ``length`` bytes of the file ``fd`` from ``offset``, as
+        ``write`` would (same digest, budget, lease and error rules); returns the
+        number appended, fewer only at the end of the file."""
+        ...
+
+
+__all__ = ["FdCopier", "Method", "kernel_copy"]
