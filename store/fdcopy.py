@@ -12,7 +12,17 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Mapping
 from typing import Literal, Protocol, runtime_checkable
+
+from ingestq import errdefs
+from ingestq.store.digest import Digest
+from ingestq.store.oserrors import from_os_error
+from ingestq.store.protocols import Writer
+from ingestq.store.values import Info
+
+#: Bytes :func:`copy_fd` asks :meth:`FdCopier.copy_from` for at a time.
+FD_PIECE = 64 << 20
 
 #: How :func:`kernel_copy` may copy: ``auto`` tries copy_file_range then sendfile.
 Method = Literal["auto", "copy_file_range", "sendfile", "none"]
@@ -73,4 +83,56 @@ class FdCopier(Protocol):
         ...
 
 
-__all__ = ["FdCopier", "Method", "kernel_copy"]
+class FdWriter(Writer, FdCopier, Protocol):
+    """A :class:`~ingestq.store.protocols.Writer` that is also an :class:`FdCopier`."""
+
+
+def copy_fd(
+    writer: FdWriter,
+    fd: int,
+    size: int = 0,
+    expected: Digest | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Info | None:
+    """:func:`ingestq.store.helpers.copy` for a regular file ``fd``: the same resume,
+    checks, errors and result, with the bytes copied by the kernel.
+
+    The copy starts at the writer's stored offset (``pread`` offsets: ``fd``'s position
+    is not used); an ingest longer than ``size`` restarts from 0. DataLoss when the
+    file ends before ``size``; FailedPrecondition when it is longer (nothing past
+    ``size`` is written). Returns the Info, or None when the content already existed.
+    """
+    status = writer.status()
+    ref, written = status.ref, status.offset
+    if size and written > size:
+        writer.truncate(0)
+        written = 0
+    while True:
+        want = FD_PIECE if not size else min(FD_PIECE, size - written)
+        if want == 0:
+            try:
+                more = os.pread(fd, 1, written)
+            except OSError as e:
+                raise from_os_error(e, f"read the source of {ref}") from e
+            if more:
+                raise errdefs.FailedPrecondition(
+                    f"source for {ref} is longer than the expected {size} bytes"
+                )
+            break
+        n = writer.copy_from(fd, written, want)
+        if not n:
+            break
+        written += n
+    if size and written < size:
+        raise errdefs.DataLoss(
+            f"failed to read expected number of bytes for {ref}: got {written} of {size}"
+        )
+    try:
+        return writer.commit(size, expected, labels)
+    except errdefs.AlreadyExists:
+        return None
+    except errdefs.ErrdefsError as e:
+        raise errdefs.wrap(e, f'failed commit on ref "{ref}"') from e
+
+
+__all__ = ["FD_PIECE", "FdCopier", "FdWriter", "Method", "copy_fd", "kernel_copy"]

@@ -248,7 +248,7 @@ class LocalWriter:
                 self._meter.charge(self._offset - self._charged)
                 self._charged = self._offset
         copied = self._offset - start
-        if refused and copied == length:
+        if refused and copied == length and self._pread(fd, offset + copied, 1):
             raise errdefs.ResourceExhausted(
                 f"write {self._ref} at offset {self._offset} (kept for a resume): {refused}"
             )

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from ingestq import errdefs
+from ingestq.store.budget import Budget
 from ingestq.store.digest import Digest
-from ingestq.store.fdcopy import FdCopier, Method, kernel_copy
+from ingestq.store.fdcopy import FdCopier, Method, copy_fd, kernel_copy
 from ingestq.store.local import LocalStore
 from ingestq.store.local.writer import COPY_PIECE, LocalWriter
+from ingestq.store.values import Info
 
 MiB = 1 << 20
 SIZE = 2 * COPY_PIECE + 12345  # several pieces and an odd tail
@@ -161,3 +164,56 @@ def test_kernel_copy_none_copies_nothing_and_says_so(tmp_path: Path) -> None:
         os.close(src)
         os.close(dst)
     assert (tmp_path / "dst").read_bytes() == (tmp_path / "src").read_bytes()
+
+
+def test_copy_from_stops_at_the_budget_and_keeps_the_prefix(tmp_path: Path) -> None:
+    data = _file(tmp_path / "src", 3 * MiB)
+    store = LocalStore(tmp_path / "store", fsync=False, budget=Budget(max_bytes=MiB))
+    w = _writer(store)
+    fd = os.open(tmp_path / "src", os.O_RDONLY)
+    try:
+        with pytest.raises(errdefs.ResourceExhausted):
+            w.copy_from(fd, 0, 3 * MiB)
+    finally:
+        os.close(fd)
+    kept = w.status().offset
+    assert 0 < kept <= MiB
+    assert w.digest() == Digest.from_bytes(data[:kept])
+    w.close()
+
+
+def _copy_fd(
+    store: LocalStore, src: Path, size: int, expected: Digest | None = None
+) -> Info | None:
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        with store.writer("r") as w:
+            assert isinstance(w, LocalWriter)
+            return copy_fd(w, fd, size, expected)
+    finally:
+        os.close(fd)
+
+
+def test_copy_fd_resumes_checks_sizes_and_commits_like_copy(tmp_path: Path) -> None:
+    data = _file(tmp_path / "src")
+    store = LocalStore(tmp_path / "store", fsync=True)
+    digest = Digest.from_bytes(data)
+    with store.writer("r") as w:
+        w.write(data[:MiB])
+    info = _copy_fd(store, tmp_path / "src", SIZE, digest)
+    assert info is not None and info.digest == digest and info.size == SIZE
+    assert _copy_fd(store, tmp_path / "src", SIZE, digest) is None  # already exists
+
+
+def test_copy_fd_of_a_shorter_file_is_data_loss_and_a_longer_one_failed_precondition(
+    tmp_path: Path,
+) -> None:
+    _file(tmp_path / "src", 2 * MiB)
+    store = LocalStore(tmp_path / "store", fsync=False)
+    with pytest.raises(errdefs.DataLoss):
+        _copy_fd(store, tmp_path / "src", 3 * MiB)
+    assert store.status("r").offset == 2 * MiB  # kept for a resume
+    store.abort("r")
+    with pytest.raises(errdefs.FailedPrecondition, match="longer"):
+        _copy_fd(store, tmp_path / "src", MiB)
+    assert store.status("r").offset == MiB  # nothing past the size was written
