@@ -15,8 +15,9 @@ In one process:
 
 The store sides copy in the kernel (``copy_file_range``) and hash the data file back
 from the page cache in a helper thread; they must hash, the baselines do not. Runs
-alternate after a ``sync`` so that none inherits another's writeback; each store gets a
-fresh root. The medians are compared (ratio = baseline time / ingestq time).
+alternate (the order rotates every round) after a ``sync`` so that none inherits
+another's writeback; each store gets a fresh root, deleted outside the timed part.
+The medians are compared (ratio = baseline time / ingestq time).
 
     .venv/bin/python benchmarks/bench_localfile.py --size 512M --repeat 5
 """
@@ -121,9 +122,12 @@ def main() -> None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
 
         def fresh(name: str) -> Path:
-            root = base / name
-            shutil.rmtree(root, ignore_errors=True)
-            return root
+            return base / name
+
+        def clean() -> None:  # outside the timed part: no run pays for another's delete
+            out.unlink(missing_ok=True)
+            for name in ("cli-content", "cli-ingest", "store", "ingest"):
+                shutil.rmtree(base / name, ignore_errors=True)
 
         variants: dict[str, Callable[[int], None]] = {
             "dd": lambda i: run("dd", f"if={src}", f"of={out}", "bs=1M", "conv=fsync"),
@@ -140,14 +144,17 @@ def main() -> None:
             "ingest_once": lambda i: ingest_copy(src, fresh("ingest")),
         }
         for fn in variants.values():  # warm-up: bytecode caches, page cache of FILE
+            clean()
             fn(-1)
-        out.unlink(missing_ok=True)
         times: dict[str, list[float]] = {k: [] for k in variants}
         print(f"{mib:.0f} MiB file under {base} ({args.repeat} interleaved runs each)")
         for i in range(args.repeat):
-            for name, fn in variants.items():
+            names = list(variants)
+            names = names[i % len(names) :] + names[: i % len(names)]  # rotate the order
+            for name in names:
+                clean()
+                fn = variants[name]
                 times[name].append(timed(lambda fn=fn, i=i: fn(i)))  # type: ignore[misc]
-                out.unlink(missing_ok=True)
             print(f"  run {i + 1}: " + "  ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items()))
         med = {k: statistics.median(v) for k, v in times.items()}
         for name, t in med.items():
