@@ -11,8 +11,10 @@ fresh directory on the same filesystem, in one process:
           (``small_blob_max=0``): the ingest directory, ref lock and metadata file of
           the general writer path, for contrast.
 
-Runs are interleaved (raw, put, writer, raw, ...) and the medians compared; the
-ratios printed are blobs/s of each store variant over raw's (goal for ``put``: >= 0.5).
+Within each run the variants take turns in blocks of ``--block`` blobs (the order
+rotating), so load that drifts during a run (a shared disk) hits all of them alike; a
+run's ratio is raw's time over the variant's, and the medians over ``--repeat`` runs are
+printed (goal for ``put``: >= 0.5).
 
     .venv/bin/python benchmarks/bench_small.py --count 2000 --repeat 5
 """
@@ -35,63 +37,103 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ingestq.store import Descriptor, Digest, LocalStore, write_blob
 
 
-def raw_run(root: Path, blobs: list[bytes]) -> float:
-    directory = root / "raw"
-    directory.mkdir()
-    t0 = time.perf_counter()
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+class Raw:
+    """The limit: write + fsync + rename + fsync(dir), one named temp file per blob."""
+
+    def __init__(self, root: Path) -> None:
+        self.directory = root / "raw"
+        self.directory.mkdir()
+        self.dfd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.n = 0
+
+    def write(self, data: bytes, desc: Descriptor) -> None:
+        self.n += 1
+        tmp = self.directory / f".{self.n}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.directory / str(self.n))
+        os.fsync(self.dfd)
+
+    def close(self) -> None:
+        os.close(self.dfd)
+
+
+class Store:
+    """``write_blob`` on a LocalStore (``small_blob_max=0``: the writer path)."""
+
+    def __init__(self, root: Path, small_blob_max: int | None) -> None:
+        self.store = LocalStore(root / "store", small_blob_max=small_blob_max)
+        self.n = 0
+
+    def write(self, data: bytes, desc: Descriptor) -> None:
+        self.n += 1
+        write_blob(self.store, f"small-{self.n}", io.BytesIO(data), desc)
+
+    def close(self) -> None:
+        assert not self.store.list_statuses()
+
+
+def one_run(count: int, size: int, block: int, where: str, rep: int) -> dict[str, float]:
+    """Every variant writes ``count`` fresh blobs, in blocks of ``block`` taken in
+    turns (so load that drifts during the run hits all alike); seconds per variant."""
+    rng = random.Random(rep)
+    names = ["raw", "put", "writer"]
+    spent = dict.fromkeys(names, 0.0)
+    roots = {n: Path(tempfile.mkdtemp(prefix=f"bench-small-{n}-", dir=where)) for n in names}
+    sinks: dict[str, Raw | Store] = {
+        "raw": Raw(roots["raw"]),
+        "put": Store(roots["put"], None),
+        "writer": Store(roots["writer"], 0),
+    }
     try:
-        for i, data in enumerate(blobs):
-            tmp = directory / f".{i}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, directory / str(i))
-            os.fsync(dfd)
+        os.sync()
+        for b in range(0, count, block):
+            batch = [rng.randbytes(size) for _ in range(min(block, count - b))]
+            descs = [Descriptor(Digest.from_bytes(d), len(d)) for d in batch]
+            order = names[b // block % 3 :] + names[: b // block % 3]
+            for name in order:
+                sink = sinks[name]
+                t0 = time.perf_counter()
+                for data, desc in zip(batch, descs, strict=True):
+                    sink.write(data, desc)
+                spent[name] += time.perf_counter() - t0
     finally:
-        os.close(dfd)
-    return time.perf_counter() - t0
-
-
-def store_run(root: Path, blobs: list[bytes], small_blob_max: int | None) -> float:
-    store = LocalStore(root / "store", small_blob_max=small_blob_max)
-    descs = [Descriptor(Digest.from_bytes(b), len(b)) for b in blobs]
-    t0 = time.perf_counter()
-    for i, (data, desc) in enumerate(zip(blobs, descs, strict=True)):
-        write_blob(store, f"small-{i}", io.BytesIO(data), desc)
-    elapsed = time.perf_counter() - t0
-    assert not store.list_statuses()
-    return elapsed
+        for sink in sinks.values():
+            sink.close()
+        for root in roots.values():
+            shutil.rmtree(root)
+    return spent
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--count", type=int, default=2000, help="blobs per run")
+    ap.add_argument("--count", type=int, default=2000, help="blobs per variant and run")
     ap.add_argument("--size", type=int, default=4096, help="bytes per blob")
-    ap.add_argument("--repeat", type=int, default=5, help="interleaved runs per variant")
-    ap.add_argument("--dir", default=None, help="where to write (default: a temp dir here)")
+    ap.add_argument("--block", type=int, default=50, help="blobs per turn")
+    ap.add_argument("--repeat", type=int, default=5, help="runs")
+    ap.add_argument("--dir", default=".", help="where to write (default: here)")
     args = ap.parse_args()
-    rng = random.Random(1)
-    variants = {"raw": None, "put": None, "writer": 0}
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    rates: dict[str, list[float]] = {"raw": [], "put": [], "writer": []}
+    ratios: dict[str, list[float]] = {"put": [], "writer": []}
     for rep in range(args.repeat):
-        for name, small_max in variants.items():
-            blobs = [rng.randbytes(args.size) for _ in range(args.count)]
-            root = Path(tempfile.mkdtemp(prefix="bench-small-", dir=args.dir or "."))
-            try:
-                os.sync()
-                t = raw_run(root, blobs) if name == "raw" else store_run(root, blobs, small_max)
-            finally:
-                shutil.rmtree(root)
-            times[name].append(t)
-            print(f"run {rep + 1} {name:6s} {args.count / t:8.0f} blobs/s", flush=True)
-    rate = {name: args.count / statistics.median(ts) for name, ts in times.items()}
+        spent = one_run(args.count, args.size, args.block, args.dir, rep)
+        for name, t in spent.items():
+            rates[name].append(args.count / t)
+        for name in ratios:
+            ratios[name].append(spent["raw"] / spent[name])
+        line = "  ".join(f"{n} {args.count / t:6.0f}/s" for n, t in spent.items())
+        print(f"run {rep + 1}: {line}", flush=True)
     print(f"\n{args.count} x {args.size} B blobs with fsync, median of {args.repeat} runs:")
-    for name in variants:
-        print(f"  {name:6s} {rate[name]:8.0f} blobs/s  ratio to raw {rate[name] / rate['raw']:.2f}")
+    print(f"  raw     {statistics.median(rates['raw']):6.0f} blobs/s")
+    for name in ratios:
+        print(
+            f"  {name:7s} {statistics.median(rates[name]):6.0f} blobs/s"
+            f"  ratio to raw {statistics.median(ratios[name]):.2f}"
+        )
 
 
 if __name__ == "__main__":
