@@ -64,10 +64,12 @@ from ingestq.ingest.request import IngestRequest
 from ingestq.store.digest import Digest
 from ingestq.store.fdcopy import FdCopier
 from ingestq.store.fetched import Fetched, FetchedRecords
-from ingestq.store.protocols import Manager, Writer
+from ingestq.store.helpers import read_exactly
+from ingestq.store.locks import new_holder_id
+from ingestq.store.protocols import Manager, Putter, Writer
 from ingestq.store.resume import Hint, ResumeHints
 from ingestq.store.rules import check_commit_size
-from ingestq.store.values import Info
+from ingestq.store.values import Descriptor, Info
 
 CHUNK = 1 << 20
 #: Bytes a kernel copy of a local file moves between two progress/cancel checks.
@@ -113,7 +115,8 @@ def _attempt(
     store: IngestStore, source: Source, request: IngestRequest, hooks: IngestHooks
 ) -> IngestResult:
     expected = request.expected
-    if expected is not None and store.exists(expected.digest):
+    committed = expected is not None and store.exists(expected.digest)
+    if expected is not None and committed:
         try:
             info = store.info(expected.digest)
             if not request.size or info.size == request.size:
@@ -122,6 +125,9 @@ def _attempt(
             pass  # removed (by a gc) since exists(): fetch it like any missing blob
         # Sizes disagree: writer() tells an intact blob (AlreadyExists: the request's
         # size is wrong) from a damaged one (quarantined: fetch it again).
+    if expected is not None and not committed and _small(store, request):
+        assert isinstance(store, Putter)
+        return _put_small(store, source, request, expected, hooks)
     try:
         # With the size known, a store with a disk budget refuses here (ResourceExhausted)
         # before a byte is fetched; of unknown size, the writer stops at the limit.
@@ -136,11 +142,7 @@ def _attempt(
                 "as committed (a gc): try again"
             ) from e
     except errdefs.Unavailable as e:
-        try:
-            holder = store.locker.holder(request.ref)
-        except errdefs.ErrdefsError:
-            holder = None
-        raise RefBusy(e, holder) from e
+        raise _busy(store, request.ref, e) from e
     try:
         with writer:
             hooks.started(request, source.name)
@@ -158,6 +160,65 @@ def _attempt(
             if store.status(request.ref).offset == 0:
                 store.abort(request.ref)
         raise
+
+
+def _small(store: IngestStore, request: IngestRequest) -> bool:
+    """Whether ``request`` takes the store's small-blob path: its size is known and at
+    most the store's threshold, and no unfinished ingest of its ref waits for a resume."""
+    if not isinstance(store, Putter) or not 0 < request.size <= store.small_blob_max:
+        return False
+    try:
+        store.status(request.ref)
+    except errdefs.NotFound:
+        return True
+    return False
+
+
+def _busy(store: IngestStore, ref: str, error: errdefs.Unavailable) -> RefBusy:
+    try:
+        holder = store.locker.holder(ref)
+    except errdefs.ErrdefsError:
+        holder = None
+    return RefBusy(error, holder)
+
+
+def _put_small(
+    store: IngestStore, source: Source, request: IngestRequest, expected: Descriptor,
+    hooks: IngestHooks,
+) -> IngestResult:  # fmt: skip
+    """A small blob of known digest and size: read whole into memory under the ref's
+    lock (one fetch per digest, as for any ingest) and committed with one
+    :meth:`~ingestq.store.protocols.Putter.put`: no ingest directory, nothing to resume."""
+    assert isinstance(store, Putter)
+    try:
+        lease = store.locker.try_lock(request.ref, new_holder_id())
+    except errdefs.Unavailable as e:
+        raise _busy(store, request.ref, e) from e
+    try:
+        if store.exists(expected.digest):  # committed by the holder we waited for
+            return IngestResult(_existing(store, request, expected.digest), fetched=False)
+        hooks.started(request, source.name)
+        hooks.progress(0, request.size)
+        opened = source.open(0)
+        try:
+            if opened.size is not None and opened.size != request.size:
+                kind = (
+                    errdefs.FailedPrecondition if opened.size > request.size else errdefs.DataLoss
+                )
+                raise kind(f"source {source.name} has {opened.size} bytes, expected {request.size}")
+            data = read_exactly(opened.stream, request.size, request.ref)
+        finally:
+            opened.stream.close()
+        if hooks.cancelled():
+            raise errdefs.Canceled(f"ingest {request.ref} canceled")
+        hooks.progress(len(data), request.size)
+        try:
+            info = store.put(request.ref, expected, data, request.labels)
+        except errdefs.AlreadyExists:
+            return IngestResult(_existing(store, request, expected.digest), fetched=False)
+        return IngestResult(info, fetched=True, bytes_fetched=len(data))
+    finally:
+        lease.release()
 
 
 class _Attempt:

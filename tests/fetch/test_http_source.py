@@ -41,7 +41,8 @@ def client() -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> LocalStore:
-    return LocalStore(tmp_path / "store", fsync=False)
+    # The resumable writer path (what prefixes are kept is under test here).
+    return LocalStore(tmp_path / "store", fsync=False, small_blob_max=0)
 
 
 def _request(url: str, b: Behaviour, *, digest: bool = True, size: bool = True) -> IngestRequest:
