@@ -80,7 +80,8 @@ def test_a_wrong_content_range_is_failed_precondition_and_keeps_the_prefix(
         _run(store, client, req)
     assert _committed(store) == []
     assert store.status(req.ref).offset == MiB
-    (logged,) = blob_server.requests_for("/x")
+    # The server logs a request once its body is written (or the client hung up).
+    (logged,) = wait_until(lambda: blob_server.requests_for("/x") or None, 30, "the request log")
     assert logged.range == f"bytes={MiB}-" and logged.if_range == b.etag
 
 
