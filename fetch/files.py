@@ -27,6 +27,11 @@ restriction": what the embedded default uses when the variable is unset (the cal
 reads its own files with its own rights, symlinks followed); workers with the variable
 unset get ``()``, which refuses every file.
 
+The stream of an opened :class:`FileSource` is a :class:`LocalFileStream`: it names its
+file descriptor, so an ingest may have the kernel copy the file (``copy_file_range``,
+see :mod:`ingestq.store.fdcopy`) instead of reading it (``zero_copy=False`` hides the
+descriptor: the bytes are then read as from any stream).
+
 A :class:`FileSource` is :class:`~ingestq.fetch.source.Validated` by the file's
 identity (device, inode, size, modification time): a resume of a file that changed
 starts at 0.
@@ -43,6 +48,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+from typing import Protocol, runtime_checkable
 
 from ingestq import errdefs
 from ingestq.fetch.source import Opened
@@ -170,6 +176,30 @@ class _FileStream:
         self._f.close()
 
 
+class _FdFileStream(_FileStream):
+    def regular_file_fd(self) -> int:
+        return self._f.fileno()
+
+
+@runtime_checkable
+class LocalFileStream(Protocol):
+    """A source stream that is a regular local file whose descriptor may be read
+    directly (``pread``, ``copy_file_range``) from any offset."""
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Up to ``n`` bytes from the stream's position (b"" at the end)."""
+        ...
+
+    def regular_file_fd(self) -> int:
+        """The open file descriptor of the regular file (owned by the stream: valid
+        until ``close``). Not ``fileno``: every io object has that one, sockets too."""
+        ...
+
+    def close(self) -> None:
+        """Close the file."""
+        ...
+
+
 def _locate(path: str | os.PathLike[str], roots: Sequence[Path] | None) -> tuple[Path, Path | None]:
     """(resolved path, the resolved root it lies under; None when ``roots`` is None)."""
     text = os.fspath(path)
@@ -211,7 +241,9 @@ class FileSource:
     :class:`~ingestq.fetch.source.Validated` protocols).
 
     ``use_openat2=False`` forces the portable component walk even where the kernel has
-    ``openat2`` (both refuse the same paths; see the module docstring)."""
+    ``openat2`` (both refuse the same paths; see the module docstring).
+    ``zero_copy=False`` opens plain streams (not :class:`LocalFileStream`), so an
+    ingest reads the file instead of having the kernel copy it."""
 
     def __init__(
         self,
@@ -219,8 +251,10 @@ class FileSource:
         roots: Sequence[Path] | None,
         *,
         use_openat2: bool = True,
+        zero_copy: bool = True,
     ) -> None:
         self._path = os.fspath(path)
+        self._zero_copy = zero_copy
         self._roots = None if roots is None else tuple(roots)
         self._use_openat2 = use_openat2
         self.if_range: str | None = None
@@ -286,4 +320,5 @@ class FileSource:
         except BaseException:
             os.close(fd)
             raise
-        return Opened(_FileStream(fd, self._path), offset, st.st_size)
+        stream = _FdFileStream if self._zero_copy else _FileStream
+        return Opened(stream(fd, self._path), offset, st.st_size)

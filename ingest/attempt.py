@@ -20,6 +20,9 @@ One attempt, step by step:
 4. Copy what the source delivers (at most 1 MiB a read), writing every piece before
    reading the next, so a failure mid-body keeps every byte that arrived; reporting
    ``hooks.progress`` (offset, total) and asking ``hooks.cancelled`` at every piece.
+   A local file (:class:`~ingestq.fetch.files.LocalFileStream`) into a writer that can
+   take a descriptor (:class:`~ingestq.store.fdcopy.FdCopier`) is copied by the kernel
+   instead, :data:`FILE_PIECE` bytes a piece, with the same checks and events.
 5. Check size (announced and actual) and digest before committing; content that is
    wrong (longer than expected, digest mismatch) is dropped from the ingest so a retry
    starts clean. Fewer bytes than the request's ``size`` or, without one, than the
@@ -51,6 +54,7 @@ import contextlib
 from collections.abc import Mapping
 
 from ingestq import errdefs
+from ingestq.fetch.files import LocalFileStream
 from ingestq.fetch.refkey import source_ref
 from ingestq.fetch.source import Conditional, Opened, Source
 from ingestq.ingest.hooks import NO_HOOKS, IngestHooks
@@ -58,13 +62,18 @@ from ingestq.ingest.outcome import IngestResult, RefBusy
 from ingestq.ingest.protocols import IngestStore
 from ingestq.ingest.request import IngestRequest
 from ingestq.store.digest import Digest
+from ingestq.store.fdcopy import FdCopier
 from ingestq.store.fetched import Fetched, FetchedRecords
-from ingestq.store.protocols import Manager, Writer
+from ingestq.store.helpers import read_exactly
+from ingestq.store.locks import new_holder_id
+from ingestq.store.protocols import Manager, Putter, Writer
 from ingestq.store.resume import Hint, ResumeHints
 from ingestq.store.rules import check_commit_size
-from ingestq.store.values import Info
+from ingestq.store.values import Descriptor, Info
 
 CHUNK = 1 << 20
+#: Bytes a kernel copy of a local file moves between two progress/cancel checks.
+FILE_PIECE = 16 << 20
 
 
 def _labelled(store: Manager, info: Info, labels: Mapping[str, str]) -> Info:
@@ -106,7 +115,8 @@ def _attempt(
     store: IngestStore, source: Source, request: IngestRequest, hooks: IngestHooks
 ) -> IngestResult:
     expected = request.expected
-    if expected is not None and store.exists(expected.digest):
+    committed = expected is not None and store.exists(expected.digest)
+    if expected is not None and committed:
         try:
             info = store.info(expected.digest)
             if not request.size or info.size == request.size:
@@ -115,6 +125,9 @@ def _attempt(
             pass  # removed (by a gc) since exists(): fetch it like any missing blob
         # Sizes disagree: writer() tells an intact blob (AlreadyExists: the request's
         # size is wrong) from a damaged one (quarantined: fetch it again).
+    if expected is not None and not committed and _small(store, request):
+        assert isinstance(store, Putter)
+        return _put_small(store, source, request, expected, hooks)
     try:
         # With the size known, a store with a disk budget refuses here (ResourceExhausted)
         # before a byte is fetched; of unknown size, the writer stops at the limit.
@@ -129,11 +142,7 @@ def _attempt(
                 "as committed (a gc): try again"
             ) from e
     except errdefs.Unavailable as e:
-        try:
-            holder = store.locker.holder(request.ref)
-        except errdefs.ErrdefsError:
-            holder = None
-        raise RefBusy(e, holder) from e
+        raise _busy(store, request.ref, e) from e
     try:
         with writer:
             hooks.started(request, source.name)
@@ -151,6 +160,65 @@ def _attempt(
             if store.status(request.ref).offset == 0:
                 store.abort(request.ref)
         raise
+
+
+def _small(store: IngestStore, request: IngestRequest) -> bool:
+    """Whether ``request`` takes the store's small-blob path: its size is known and at
+    most the store's threshold, and no unfinished ingest of its ref waits for a resume."""
+    if not isinstance(store, Putter) or not 0 < request.size <= store.small_blob_max:
+        return False
+    try:
+        store.status(request.ref)
+    except errdefs.NotFound:
+        return True
+    return False
+
+
+def _busy(store: IngestStore, ref: str, error: errdefs.Unavailable) -> RefBusy:
+    try:
+        holder = store.locker.holder(ref)
+    except errdefs.ErrdefsError:
+        holder = None
+    return RefBusy(error, holder)
+
+
+def _put_small(
+    store: IngestStore, source: Source, request: IngestRequest, expected: Descriptor,
+    hooks: IngestHooks,
+) -> IngestResult:  # fmt: skip
+    """A small blob of known digest and size: read whole into memory under the ref's
+    lock (one fetch per digest, as for any ingest) and committed with one
+    :meth:`~ingestq.store.protocols.Putter.put`: no ingest directory, nothing to resume."""
+    assert isinstance(store, Putter)
+    try:
+        lease = store.locker.try_lock(request.ref, new_holder_id())
+    except errdefs.Unavailable as e:
+        raise _busy(store, request.ref, e) from e
+    try:
+        if store.exists(expected.digest):  # committed by the holder we waited for
+            return IngestResult(_existing(store, request, expected.digest), fetched=False)
+        hooks.started(request, source.name)
+        hooks.progress(0, request.size)
+        opened = source.open(0)
+        try:
+            if opened.size is not None and opened.size != request.size:
+                kind = (
+                    errdefs.FailedPrecondition if opened.size > request.size else errdefs.DataLoss
+                )
+                raise kind(f"source {source.name} has {opened.size} bytes, expected {request.size}")
+            data = read_exactly(opened.stream, request.size, request.ref)
+        finally:
+            opened.stream.close()
+        if hooks.cancelled():
+            raise errdefs.Canceled(f"ingest {request.ref} canceled")
+        hooks.progress(len(data), request.size)
+        try:
+            info = store.put(request.ref, expected, data, request.labels)
+        except errdefs.AlreadyExists:
+            return IngestResult(_existing(store, request, expected.digest), fetched=False)
+        return IngestResult(info, fetched=True, bytes_fetched=len(data))
+    finally:
+        lease.release()
 
 
 class _Attempt:
@@ -303,9 +371,30 @@ class _Attempt:
         hooks.progress(offset, total)
         size = req.size
         written = offset
+        stream = opened.stream
+        copier = writer if isinstance(writer, FdCopier) else None
+        fd = stream.regular_file_fd() if isinstance(stream, LocalFileStream) else None
         while True:
+            if copier is not None and fd is not None:
+                want = FILE_PIECE if not size else min(FILE_PIECE, size - written + 1)
+                if self._hint is not None and written > offset:
+                    self._record_hint()
+                n = copier.copy_from(fd, written, want)
+                if not n:
+                    break
+                if size and written + n > size:
+                    self._drop_content()
+                    raise errdefs.FailedPrecondition(
+                        f"source {self.source.name} is longer than the expected {size} bytes"
+                    )
+                written += n
+                self.fetched += n
+                hooks.progress(written, total)
+                if hooks.cancelled():
+                    raise errdefs.Canceled(f"ingest {req.ref} canceled at offset {written}")
+                continue
             want = CHUNK if not size else min(CHUNK, size - written + 1)
-            chunk = opened.stream.read(want)
+            chunk = stream.read(want)
             if not chunk:
                 break
             if size and written + len(chunk) > size:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -10,7 +11,7 @@ from typing import IO, Protocol
 
 from ingestq import errdefs
 from ingestq.store.digest import Digest
-from ingestq.store.protocols import Ingester, Manager, Provider, Writer
+from ingestq.store.protocols import Ingester, Manager, Provider, Putter, Writer
 from ingestq.store.values import Descriptor, Info
 
 COPY_CHUNK = 1 << 20
@@ -184,6 +185,26 @@ def copy(
         raise errdefs.wrap(e, f'failed commit on ref "{ref}"') from e
 
 
+def read_exactly(source: Source, size: int, ref: str) -> bytearray:
+    """All ``size`` bytes of ``source``, with :func:`copy`'s errors: DataLoss when it ends
+    early, FailedPrecondition when it holds more."""
+    buf = bytearray()
+    while len(buf) <= size:
+        chunk = source.read(size + 1 - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    if len(buf) > size:
+        raise errdefs.FailedPrecondition(
+            f"source for {ref} is longer than the expected {size} bytes"
+        )
+    if len(buf) < size:
+        raise errdefs.DataLoss(
+            f"failed to read expected number of bytes for {ref}: got {len(buf)} of {size}"
+        )
+    return buf
+
+
 class IngesterManager(Ingester, Manager, Protocol):
     """What :func:`write_blob` needs: writers, and Info for content that exists."""
 
@@ -199,7 +220,28 @@ def write_blob(
 ) -> Info:
     """Write ``source`` as ``desc`` under ``ref`` (waiting for a locked ref, see
     :func:`open_writer`) and return the blob's Info. Content that already exists is not
-    read and its Info is returned. Errors as :func:`open_writer` and :func:`copy`."""
+    read and its Info is returned. Errors as :func:`open_writer` and :func:`copy`.
+
+    A known size of at most the store's ``small_blob_max`` (a :class:`Putter`) is read
+    into memory and committed with one :meth:`Putter.put`, without an ingest.
+    """
+    if isinstance(store, Putter) and 0 < desc.size <= store.small_blob_max:
+        try:
+            existing = store.info(desc.digest)
+            if existing.size == desc.size:
+                return existing
+        except errdefs.NotFound:
+            pass
+        data = read_exactly(source, desc.size, ref)
+        try:
+            return store.put(ref, desc, data, labels)
+        except errdefs.AlreadyExists:
+            return store.info(desc.digest)
+        except errdefs.Unavailable:
+            source = io.BytesIO(data)  # a writer holds the ref's ingest: wait for it
+        except (errdefs.FailedPrecondition, errdefs.ResourceExhausted) as e:
+            context = f'failed commit on ref "{ref}"'
+            raise (e if context in str(e) else errdefs.wrap(e, context)) from e
     try:
         writer = open_writer(store, ref, desc, timeout=timeout)
     except errdefs.AlreadyExists:

@@ -13,6 +13,7 @@ same contract suite as the local store (:mod:`ingestq.store.testing.contract`).
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import threading
@@ -25,6 +26,7 @@ from typing import Self
 from ingestq import errdefs
 from ingestq.store.digest import CANONICAL, Digest, new_hasher
 from ingestq.store.filters import info_fields, parse, status_fields
+from ingestq.store.helpers import copy
 from ingestq.store.labels import apply_update
 from ingestq.store.labels import validate as validate_labels
 from ingestq.store.locks import Lease, RefLocker, locked_error, new_holder_id
@@ -300,6 +302,8 @@ class MemoryStore:
 
     def __init__(self, locker: RefLocker | None = None) -> None:
         self.locker: RefLocker = locker if locker is not None else MemoryRefLocker()
+        #: The largest content :meth:`put` commits without an ingest.
+        self.small_blob_max = 1 << 20
         self._mutex = threading.RLock()
         self._blobs: dict[Digest, _Blob] = {}
         self._ingests: dict[str, _Ingest] = {}
@@ -351,6 +355,39 @@ class MemoryStore:
         except BaseException:
             lease.release()
             raise
+
+    def put(
+        self,
+        ref: str,
+        desc: Descriptor,
+        data: bytes | bytearray | memoryview,
+        labels: Mapping[str, str] | None = None,
+    ) -> Info:
+        """Commit ``data`` as ``desc`` in one call (see :meth:`store.protocols.Putter.put`):
+        without an ingest when ``ref`` has none, else through :meth:`writer`.
+        InvalidArgument, FailedPrecondition, AlreadyExists and Unavailable as there."""
+        validate_ref(ref)
+        digest = Digest.parse(desc.digest)
+        new_labels = {k: v for k, v in (labels or {}).items() if v != ""}
+        validate_labels(new_labels)
+        with self._mutex:
+            by_writer = ref in self._ingests
+        if by_writer:
+            with self.writer(ref, desc) as w:
+                info = copy(w, io.BytesIO(data), desc.size, digest, new_labels)
+            if info is None:
+                raise errdefs.AlreadyExists(f"content {digest}")
+            return info
+        content = bytes(data)
+        check_commit_size(ref, len(content), desc.size)
+        check_commit_digest(Digest.from_bytes(content, digest.algorithm), digest)
+        with self._mutex:
+            if digest in self._blobs:
+                raise errdefs.AlreadyExists(f"content {digest}")
+            now = utcnow()
+            blob = _Blob(content, now, now, new_labels)
+            self._blobs[digest] = blob
+            return blob.info(digest)
 
     def _owns(self, ingest: _Ingest, writer: MemoryWriter) -> bool:
         with self._mutex:

@@ -154,5 +154,35 @@ class Manager(Protocol):
         ...
 
 
+@runtime_checkable
+class Putter(Protocol):
+    """Commits content whose bytes are all in memory in one call (ingestq's extension;
+    containerd has no such call). Stores offer it to make small blobs cheap."""
+
+    @property
+    def small_blob_max(self) -> int:
+        """The largest content (bytes) worth reading into memory for :meth:`put`."""
+        ...
+
+    def put(
+        self,
+        ref: str,
+        desc: Descriptor,
+        data: bytes | bytearray | memoryview,
+        labels: Mapping[str, str] | None = None,
+    ) -> Info:
+        """Commit ``data`` as ``desc`` with ``labels`` and return its Info, as a writer
+        for ``ref`` that writes ``data`` and commits would (an unfinished ingest of
+        ``ref`` is resumed and dropped), durably and atomically.
+
+        InvalidArgument for a bad ref or labels; FailedPrecondition when ``data`` has
+        another size than a known ``desc.size`` or does not hash to ``desc.digest``
+        (nothing is kept); AlreadyExists when the content is committed (labels are not
+        applied); Unavailable when a writer holds ``ref``'s unfinished ingest;
+        ResourceExhausted when it does not fit.
+        """
+        ...
+
+
 class Store(Provider, Ingester, IngestManager, Manager, Protocol):
     """All four store protocols together."""

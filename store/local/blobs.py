@@ -21,6 +21,7 @@ from ingestq.store.filters import Filter, info_fields
 from ingestq.store.labels import apply_update
 from ingestq.store.layout import RootLayout
 from ingestq.store.local.ingest import IngestDir, remove_tree
+from ingestq.store.local.small import TempFile
 from ingestq.store.lockfile import LockFile
 from ingestq.store.oserrors import from_os_error
 from ingestq.store.rules import check_read
@@ -146,6 +147,7 @@ class Blobs:
     def __init__(self, layout: RootLayout, *, fsync: bool = True) -> None:
         self.layout = layout
         self.fsync = fsync
+        self.temp = TempFile()
 
     def path(self, digest: Digest) -> Path:
         """Where the blob ``digest`` is (or would be) committed."""
@@ -256,6 +258,60 @@ class Blobs:
         except OSError as e:
             raise from_os_error(e, f"commit {ref}") from e
         return self.info(digest)
+
+    def put(
+        self, digest: Digest, data: bytes | bytearray | memoryview, labels: Mapping[str, str]
+    ) -> Info:
+        """Commit ``data`` (already checked to hash to ``digest``) as the blob ``digest``
+        with one temporary file: written, fsynced, linked under the digest (never over an
+        existing file), then the directory fsynced. No ingest directory, and neither a
+        metadata file nor the blob lock unless there are ``labels`` (or metadata left
+        from an earlier copy, which is then rewritten as :meth:`publish` does).
+        AlreadyExists if the blob is committed meanwhile; PermissionDenied /
+        ResourceExhausted (or another kind) on a filesystem error, leaving nothing."""
+        blob = self.path(digest)
+        try:
+            try:
+                fd, tmp = self.temp.open(blob.parent)
+            except FileNotFoundError:
+                blob.parent.mkdir(parents=True, exist_ok=True)
+                if self.fsync:
+                    fsync_dir(blob.parent.parent)
+                fd, tmp = self.temp.open(blob.parent)
+            try:
+                view = memoryview(data).cast("B")
+                pos = 0
+                while pos < len(view):
+                    pos += os.write(fd, view[pos:])
+                if self.fsync:
+                    os.fsync(fd)
+                if labels or self.layout.blob_meta(digest).exists():
+                    with self.lock(digest):
+                        old = read_meta(self.layout.blob_meta(digest))
+                        now = utcnow()
+                        meta = BlobMeta(now, now, {**(old.labels if old else {}), **labels})
+                        self._write_meta(digest, meta)
+                        try:
+                            self.temp.link(fd, tmp, blob)
+                        except BaseException:
+                            self._restore_meta(digest, old)
+                            raise
+                else:
+                    # No metadata: Info reads created_at and updated_at from the file.
+                    mtime = datetime.fromtimestamp(os.fstat(fd).st_mtime_ns / 1e9, UTC)
+                    self.temp.link(fd, tmp, blob)
+                    meta = BlobMeta(mtime, mtime)
+            finally:
+                os.close(fd)
+                if tmp is not None:
+                    tmp.unlink(missing_ok=True)
+            if self.fsync:
+                fsync_dir(blob.parent)
+        except FileExistsError:
+            raise errdefs.AlreadyExists(f"content {digest}") from None
+        except OSError as e:
+            raise from_os_error(e, f"commit {digest}") from e
+        return Info(digest, len(view), meta.created_at, meta.updated_at, meta.labels)
 
     def update(self, info: Info, fieldpaths: tuple[str, ...]) -> Info:
         """Change the labels of ``info.digest`` along ``fieldpaths`` (see

@@ -8,8 +8,9 @@ root is also an OCI image layout): committed blobs and their metadata
 from __future__ import annotations
 
 import contextlib
+import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,14 +18,23 @@ from ingestq import errdefs
 from ingestq.store.budget import Budget, BudgetMeter
 from ingestq.store.digest import CANONICAL, Digest, Hasher
 from ingestq.store.filters import parse, status_fields
+from ingestq.store.helpers import copy
 from ingestq.store.images import ensure_layout
+from ingestq.store.labels import validate as validate_labels
 from ingestq.store.layout import RootLayout
 from ingestq.store.local.blobs import Blobs, FileReaderAt, hash_fd
 from ingestq.store.local.ingest import IngestDir, new_data_id, remove_tree
+from ingestq.store.local.small import small_blob_max as env_small_blob_max
 from ingestq.store.local.writer import LocalWriter, copy_prefix
 from ingestq.store.locks import ChainLocker, FileRefLocker, Lease, RefLocker, new_holder_id
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.rules import check_resume_total, validate_ref, writer_total
+from ingestq.store.rules import (
+    check_commit_digest,
+    check_commit_size,
+    check_resume_total,
+    validate_ref,
+    writer_total,
+)
 from ingestq.store.values import Descriptor, Info, Status, utcnow
 
 _OPEN_ATTEMPTS = 5
@@ -38,8 +48,11 @@ class LocalStore:
     (tests replace it to prove the store is correct without one). ``fsync=False`` skips
     durability syncs (for tests). ``budget`` caps what blobs and ingests hold and keeps a
     reserve free on the filesystem (see :mod:`ingestq.store.budget`; :attr:`meter`
-    applies it, and its ``on_pressure`` hook may be set). Raises PermissionDenied /
-    ResourceExhausted (or another kind) when the root cannot be created.
+    applies it, and its ``on_pressure`` hook may be set). ``small_blob_max`` is the
+    largest content :meth:`put` commits without an ingest (default: ``INGESTQ_SMALL_BLOB``,
+    else 1 MiB; 0 turns the small-blob path off). Raises PermissionDenied /
+    ResourceExhausted (or another kind) when the root cannot be created, InvalidArgument
+    for a malformed ``INGESTQ_SMALL_BLOB``.
     """
 
     def __init__(
@@ -49,7 +62,9 @@ class LocalStore:
         *,
         fsync: bool = True,
         budget: Budget | None = None,
+        small_blob_max: int | None = None,
     ) -> None:
+        self.small_blob_max = small_blob_max if small_blob_max is not None else env_small_blob_max()
         self.root = Path(root).absolute()
         self.layout = RootLayout(self.root)
         self.blobs = Blobs(self.layout, fsync=fsync)
@@ -248,6 +263,56 @@ class LocalStore:
             own.unlink(missing_ok=True)
             raise
         return fd, hasher, offset
+
+    def put(
+        self,
+        ref: str,
+        desc: Descriptor,
+        data: bytes | bytearray | memoryview,
+        labels: Mapping[str, str] | None = None,
+    ) -> Info:
+        """Commit ``data`` as ``desc`` in one call (see :meth:`store.protocols.Putter.put`).
+
+        Content of at most :attr:`small_blob_max` bytes, when ``ref`` has no unfinished
+        ingest, takes the small-blob path (:meth:`Blobs.put`): no ingest directory, no
+        ref lock, no metadata file without labels; as durable as a commit, and a crash
+        leaves nothing. Anything else goes through :meth:`writer` (resuming that ingest).
+        InvalidArgument for a bad ref or labels; FailedPrecondition when ``data`` has
+        another size than a known ``desc.size`` or another digest (nothing is kept);
+        AlreadyExists when the content is committed; Unavailable when a writer holds
+        ``ref``'s unfinished ingest; ResourceExhausted when it does not fit in the budget
+        or on the disk.
+        """
+        validate_ref(ref)
+        digest = Digest.parse(desc.digest)
+        size = len(data) if not isinstance(data, memoryview) else data.nbytes
+        new_labels = {k: v for k, v in (labels or {}).items() if v != ""}
+        validate_labels(new_labels)
+        if size > self.small_blob_max or self._ingest(ref).exists():
+            return self._put_by_writer(ref, desc, data, new_labels)
+        check_commit_size(ref, size, desc.size)
+        hasher = digest.hasher()
+        hasher.update(data)
+        check_commit_digest(Digest(digest.algorithm, hasher.hexdigest()), digest)
+        if self.blobs.committed(digest, size):
+            raise errdefs.AlreadyExists(f"content {digest}")
+        self.meter.check(size, f"put {ref} of {size} bytes")
+        info = self.blobs.put(digest, data, new_labels)
+        self.meter.charge(size)
+        return info
+
+    def _put_by_writer(
+        self,
+        ref: str,
+        desc: Descriptor,
+        data: bytes | bytearray | memoryview,
+        labels: Mapping[str, str],
+    ) -> Info:
+        with self.writer(ref, desc) as w:
+            info = copy(w, io.BytesIO(data), desc.size, Digest.parse(desc.digest), labels)
+        if info is None:
+            raise errdefs.AlreadyExists(f"content {desc.digest}")
+        return info
 
     # IngestManager ---------------------------------------------------------------------
     def status(self, ref: str) -> Status:

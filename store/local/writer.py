@@ -24,6 +24,7 @@ from typing import Self
 from ingestq import errdefs
 from ingestq.store.budget import BudgetMeter
 from ingestq.store.digest import Digest, Hasher, new_hasher
+from ingestq.store.fdcopy import Method, kernel_copy
 from ingestq.store.labels import validate as validate_labels
 from ingestq.store.local.blobs import Publisher, hash_fd
 from ingestq.store.local.ingest import IngestDir
@@ -34,6 +35,9 @@ from ingestq.store.values import Info, Status, utcnow
 
 #: Writes at least this large hash in a helper thread, overlapped with the write call.
 PARALLEL_HASH_MIN = 128 * 1024
+#: Bytes :meth:`LocalWriter.copy_from` copies in one kernel call; the previous piece is
+#: hashed (read back from the page cache) while the next one is copied.
+COPY_PIECE = 4 << 20
 #: Bytes written between two starts of the kernel's writeback (when the store fsyncs).
 WRITEBACK_STEP = 8 << 20
 
@@ -134,6 +138,10 @@ class LocalWriter:
         self._charged = offset
         self._writeback = start_writeback if fsync else None
         self._written_back = offset
+        # copy_from's kernel copy; "none" once it failed for this writer's files.
+        self._copy_method: Method = "auto"
+        self._hash_buffer: bytearray | None = None
+        self._hashed = offset  # copy_from: the end of the bytes the hasher has seen
 
     @property
     def ref(self) -> str:
@@ -208,6 +216,127 @@ class LocalWriter:
                 self._hasher.update(view[:pos])
             self._offset += pos
             self._updated_at = utcnow()
+        self._start_writeback(fd)
+
+    def copy_from(self, fd: int, offset: int, length: int, *, method: Method | None = None) -> int:
+        """Append up to ``length`` bytes of the file ``fd`` from ``offset`` (``fd``'s
+        own position is not used); returns the number appended, fewer than ``length``
+        only when the file ends first (0 at its end).
+
+        The kernel copies (``copy_file_range`` or ``sendfile``, see
+        :mod:`ingestq.store.fdcopy`) while a helper thread hashes the previous piece read
+        back from this writer's data file, so the digest covers exactly the bytes the
+        file holds even if the source changes meanwhile. Where no kernel copy works for
+        these files it reads and writes as :meth:`write` does. Errors, budget and
+        resumability as :meth:`write`. ``method`` forces a way to copy (``"none"``: read
+        and write); by default the best one that works.
+        """
+        dst = self._open_fd()
+        self._lease.check()
+        if length <= 0:
+            return 0
+        refused = ""
+        if self._meter is not None:
+            room, refused = self._meter.room(length)
+            if refused:
+                length = room
+        start = self._offset
+        try:
+            self._copy(fd, dst, offset, length, method or self._copy_method)
+        finally:
+            if self._meter is not None:
+                self._meter.charge(self._offset - self._charged)
+                self._charged = self._offset
+        copied = self._offset - start
+        if refused and copied == length and self._pread(fd, offset + copied, 1):
+            raise errdefs.ResourceExhausted(
+                f"write {self._ref} at offset {self._offset} (kept for a resume): {refused}"
+            )
+        return copied
+
+    def _copy(self, src: int, dst: int, offset: int, length: int, method: Method) -> None:
+        copied = 0
+        pending: Future[None] | None = None
+        try:
+            while copied < length:
+                want = min(COPY_PIECE, length - copied)
+                at = self._offset
+                try:
+                    n = kernel_copy(src, dst, offset + copied, want, method)
+                except OSError as e:
+                    raise from_os_error(e, f"write {self._ref} at offset {at}") from e
+                if n is None:  # no kernel copy for these files: read and write instead
+                    method = self._copy_method = "none"
+                    piece = self._pread(src, offset + copied, want)
+                    if not piece:
+                        break
+                    if pending is not None:
+                        pending.result()
+                        pending = None
+                    self._write(dst, memoryview(piece))
+                    copied += len(piece)
+                    continue
+                if n == 0:
+                    break
+                # The bytes are in the file: they count even if hashing them fails.
+                self._offset += n
+                copied += n
+                if pending is not None:
+                    pending.result()
+                else:
+                    self._hashed = at
+                pending = _hash_pool().submit(self._hash_back, dst, at, n)
+                self._start_writeback(dst)
+        finally:
+            try:
+                if pending is not None:
+                    pending.result()
+            except BaseException as e:
+                self._unhashed_tail(dst, e)
+            finally:
+                self._updated_at = utcnow()
+
+    def _unhashed_tail(self, fd: int, error: BaseException) -> None:
+        """Hashing the copied bytes failed: cut the file back to the bytes the digest
+        covers (so the ingest stays resumable and never commits an unhashed byte)."""
+        try:
+            os.ftruncate(fd, self._hashed)
+            os.lseek(fd, self._hashed, os.SEEK_SET)
+        except OSError as e:
+            self._finish(sync=False, stamp=False)  # its digest would not match its bytes
+            raise errdefs.DataLoss(
+                f"ingest {self._ref}: the copied bytes could not be hashed ({error}) nor "
+                "dropped; the writer is closed"
+            ) from e
+        self._offset = self._written_back = self._hashed
+        if isinstance(error, OSError):
+            raise from_os_error(error, f"hash {self._ref}") from error
+        raise error
+
+    def _pread(self, fd: int, offset: int, n: int) -> bytes:
+        try:
+            return os.pread(fd, n, offset)
+        except OSError as e:
+            raise from_os_error(e, f"read the source of {self._ref} at offset {offset}") from e
+
+    def _hash_back(self, fd: int, offset: int, n: int) -> None:
+        """Hash ``n`` bytes of the data file from ``offset`` (just written: page cache)."""
+        if self._hash_buffer is None or len(self._hash_buffer) < COPY_PIECE:
+            self._hash_buffer = bytearray(COPY_PIECE)
+        buf = memoryview(self._hash_buffer)
+        done = 0
+        while done < n:
+            want = min(len(buf), n - done)
+            got = os.preadv(fd, [buf[:want]], offset + done)
+            if got <= 0:
+                raise errdefs.DataLoss(
+                    f"ingest {self._ref}: data file ended at {offset + done} while hashing"
+                )
+            self._hasher.update(buf[:got])
+            done += got
+            self._hashed = offset + done
+
+    def _start_writeback(self, fd: int) -> None:
         if self._writeback is not None and self._offset - self._written_back >= WRITEBACK_STEP:
             try:
                 self._writeback(fd, self._written_back, self._offset - self._written_back)

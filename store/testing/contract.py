@@ -57,6 +57,10 @@ in the subclass, so nothing is skipped):
 :data:`STATUS_EXPECTED`
     Status reports the expected digest an ingest was opened with. containerd's local
     store never fills it.
+:data:`PUT`
+    The store is a :class:`store.protocols.Putter`: ``put`` commits content held in
+    memory in one call, without an ingest. containerd and the gRPC API have no such
+    call, so it is not in :data:`ALL_CAPABILITIES`: a store that has it says so.
 
 Other differences from containerd (1.6, run through :class:`api.client.GrpcStore`)
 ----------------------------------------------------------------------------------
@@ -91,7 +95,7 @@ import pytest
 from ingestq import errdefs
 from ingestq.store.digest import EMPTY, Digest
 from ingestq.store.helpers import copy, write_blob
-from ingestq.store.protocols import Store, Writer
+from ingestq.store.protocols import Putter, Store, Writer
 from ingestq.store.values import Descriptor, Info
 
 StoreFactory = Callable[[], Store]
@@ -113,12 +117,17 @@ ALL_CAPABILITIES = frozenset(
     {HOLDER, ABORT_HELD, RESUME_TOTAL, DIGEST_ALGORITHMS, WALK_UPDATED_AT, STATUS_EXPECTED}
 )
 
+#: The store is a Putter (not in ALL_CAPABILITIES: the gRPC API has no such call).
+PUT = "put"
+#: Every capability a subclass may list.
+KNOWN_CAPABILITIES = ALL_CAPABILITIES | {PUT}
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def requires(*capabilities: str) -> Callable[[_F], _F]:
     """Mark a contract test as needing ``capabilities`` (see the module docstring)."""
-    unknown = set(capabilities) - ALL_CAPABILITIES
+    unknown = set(capabilities) - KNOWN_CAPABILITIES
     if unknown:
         raise ValueError(f"unknown capabilities {sorted(unknown)}")
 
@@ -171,7 +180,7 @@ class StoreContract:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        unknown = cls.capabilities - ALL_CAPABILITIES
+        unknown = cls.capabilities - KNOWN_CAPABILITIES
         if unknown:
             raise TypeError(f"{cls.__name__}: unknown capabilities {sorted(unknown)}")
         for name in dir(cls):
@@ -486,6 +495,129 @@ class StoreContract:
         unread = _NonSeekable(b"never read")
         assert write_blob(store, "again", unread, desc_of(data)) == info
         assert unread.reads == 0
+
+    def test_write_blob_of_a_small_known_size_leaves_no_ingest(self, store: Store) -> None:
+        data = blob(4096, seed=40)
+        info = write_blob(store, "small-known", io.BytesIO(data), desc_of(data), {"k": "v"})
+        assert info == store.info(info.digest)
+        assert (info.size, dict(info.labels)) == (4096, {"k": "v"})
+        assert self.read_all(store, info.digest) == data
+        assert store.list_statuses() == []
+        with pytest.raises(errdefs.NotFound):
+            store.status("small-known")
+
+    def test_write_blob_of_a_short_source_is_data_loss(self, store: Store) -> None:
+        data = blob(4096, seed=41)
+        with pytest.raises(errdefs.DataLoss, match="got 4000 of 4096"):
+            write_blob(store, "short", io.BytesIO(data[:4000]), desc_of(data))
+        with pytest.raises(errdefs.NotFound):
+            store.info(Digest.from_bytes(data))
+
+    def test_write_blob_of_a_long_source_is_failed_precondition(self, store: Store) -> None:
+        data = blob(4096, seed=42)
+        with pytest.raises(errdefs.FailedPrecondition, match="longer than the expected"):
+            write_blob(store, "long", io.BytesIO(data + b"x"), desc_of(data))
+        with pytest.raises(errdefs.NotFound):
+            store.info(Digest.from_bytes(data))
+
+    def test_write_blob_of_wrong_small_content_commits_nothing(self, store: Store) -> None:
+        data, other = blob(4096, seed=43), blob(4096, seed=44)
+        with pytest.raises(errdefs.FailedPrecondition, match="unexpected commit digest"):
+            write_blob(store, "wrong", io.BytesIO(other), desc_of(data))
+        for d in (data, other):
+            with pytest.raises(errdefs.NotFound):
+                store.info(Digest.from_bytes(d))
+
+    # put (in-memory content in one call) -------------------------------------------------
+    @requires(PUT)
+    def test_put_commits_without_an_ingest(self, store: Store) -> None:
+        assert isinstance(store, Putter)
+        data = blob(4096, seed=50)
+        before = datetime.now(UTC) - CLOCK_SLACK
+        info = store.put("put", desc_of(data), data)
+        assert info == store.info(info.digest)
+        assert (info.digest, info.size, dict(info.labels)) == (Digest.from_bytes(data), 4096, {})
+        assert before <= info.created_at == info.updated_at <= datetime.now(UTC) + CLOCK_SLACK
+        assert self.read_all(store, info.digest) == data
+        assert store.list_statuses() == []
+        with pytest.raises(errdefs.NotFound):
+            store.status("put")
+
+    @requires(PUT)
+    def test_put_records_labels(self, store: Store) -> None:
+        assert isinstance(store, Putter)
+        data = blob(100, seed=51)
+        info = store.put("put-labels", desc_of(data), data, {"a": "1", "gone": ""})
+        assert dict(info.labels) == {"a": "1"} == dict(store.info(info.digest).labels)
+        updated = store.update(replace(info, labels={"b": "2"}), "labels.b")
+        assert dict(updated.labels) == {"a": "1", "b": "2"}
+
+    @requires(PUT)
+    def test_put_of_committed_content_is_already_exists(self, store: Store) -> None:
+        assert isinstance(store, Putter)
+        data = blob(4096, seed=52)
+        info = store.put("first", desc_of(data), data)
+        with pytest.raises(errdefs.AlreadyExists):
+            store.put("second", desc_of(data), data, {"ignored": "1"})
+        assert store.info(info.digest) == info
+        assert store.list_statuses() == []
+
+    @requires(PUT)
+    def test_put_with_a_wrong_digest_or_size_keeps_nothing(self, store: Store) -> None:
+        assert isinstance(store, Putter)
+        data, other = blob(4096, seed=53), blob(4096, seed=54)
+        with pytest.raises(errdefs.FailedPrecondition, match="unexpected commit digest"):
+            store.put("bad", desc_of(data), other)
+        with pytest.raises(errdefs.FailedPrecondition, match="failed size validation"):
+            store.put("bad", Descriptor(Digest.from_bytes(data), 4000), data)
+        for d in (data, other):
+            with pytest.raises(errdefs.NotFound):
+                store.info(Digest.from_bytes(d))
+        assert store.list_statuses() == []
+
+    @requires(PUT)
+    def test_put_refuses_bad_refs_and_labels(self, store: Store) -> None:
+        assert isinstance(store, Putter)
+        data = blob(10, seed=55)
+        with pytest.raises(errdefs.InvalidArgument):
+            store.put("", desc_of(data), data)
+        with pytest.raises(errdefs.InvalidArgument):
+            store.put("r", desc_of(data), data, {"k" * 4000: "v" * 100})
+        with pytest.raises(errdefs.NotFound):
+            store.info(Digest.from_bytes(data))
+
+    @requires(PUT)
+    def test_put_finishes_and_drops_an_unfinished_ingest_of_its_ref(self, store: Store) -> None:
+        assert isinstance(store, Putter)
+        data = blob(4096, seed=56)
+        with store.writer("half", desc_of(data)) as w:
+            w.write(data[:1000])
+        info = store.put("half", desc_of(data), data, {"a": "1"})
+        assert (info.digest, dict(info.labels)) == (Digest.from_bytes(data), {"a": "1"})
+        assert self.read_all(store, info.digest) == data
+        with pytest.raises(errdefs.NotFound):
+            store.status("half")
+
+    @requires(PUT, ABORT_HELD)
+    def test_put_on_a_held_ingest_is_unavailable(self, store_factory: StoreFactory) -> None:
+        a, b = store_factory(), store_factory()
+        assert isinstance(b, Putter)
+        data = blob(4096, seed=57)
+        with a.writer("held", desc_of(data)) as w:
+            w.write(data[:10])
+            with pytest.raises(errdefs.Unavailable, match="held locked"):
+                b.put("held", desc_of(data), data)
+            with pytest.raises(errdefs.NotFound):
+                b.info(Digest.from_bytes(data))
+
+    @requires(PUT)
+    def test_put_of_content_larger_than_small_blob_max(self, store: Store) -> None:
+        assert isinstance(store, Putter)
+        data = blob(store.small_blob_max + 1, seed=58)
+        info = store.put("large", desc_of(data), data)
+        assert info.size == len(data)
+        assert self.read_all(store, info.digest) == data
+        assert store.list_statuses() == []
 
     # commit error states -----------------------------------------------------------------
     def test_commit_with_wrong_size_keeps_the_ingest(self, store: Store) -> None:

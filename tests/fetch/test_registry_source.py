@@ -301,7 +301,7 @@ def test_a_slow_registry_blob_is_unavailable_by_the_low_speed_rule_from_fetch_op
 ) -> None:
     b = Behaviour(data=os.urandom(4096), trickle=(1, 0.25))
     request = _served_blob(blob_server, b)
-    store = LocalStore(tmp_path / "store", fsync=False)
+    store = LocalStore(tmp_path / "store", fsync=False, small_blob_max=0)
     options = FetchOptions(http_low_speed_limit=1024, http_low_speed_time=2)
     with pytest.raises(errdefs.Unavailable, match="slower than 1024 bytes/s over 2 s"):
         ingest_once(store, source_from_spec(request.source, options), request)

@@ -20,7 +20,9 @@ from tests.ingest.helpers import BytesSource, MiB, Recorder
 
 @pytest.fixture
 def store(tmp_path: Path) -> LocalStore:
-    return LocalStore(tmp_path / "store", fsync=False)
+    # The resumable writer path: small known-size blobs would take put() instead
+    # (tests/ingest/test_small_path.py).
+    return LocalStore(tmp_path / "store", fsync=False, small_blob_max=0)
 
 
 def _request(data: bytes, *, digest: bool = True, size: bool = True) -> IngestRequest:

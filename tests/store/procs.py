@@ -155,3 +155,34 @@ def put_images(root: str, prefix: str, count: int, start: Barrier) -> None:
     for i in range(count):
         d = Digest.from_bytes(f"{prefix}-{i}".encode())
         index.put(f"{prefix}:{i}", Descriptor(d, i + 1))
+
+
+def put_until_killed(root: str, seed: int, unnamed: bool, conn: Connection) -> None:
+    """Put distinct 4 KiB blobs (every third with a label) back to back, sending each
+    committed digest, until the parent kills us (the pipe is never read from)."""
+    store = LocalStore(root)
+    store.blobs.temp.unnamed = store.blobs.temp.unnamed and unnamed
+    conn.send(("ready", os.getpid()))
+    for i in range(1_000_000):
+        data = content(4096, seed * 1_000_000 + i)
+        desc = Descriptor(Digest.from_bytes(data), len(data))
+        labels = {"n": str(i)} if i % 3 == 0 else None
+        store.put(f"small-{i}", desc, data, labels)
+        conn.send(("put", str(desc.digest)))
+
+
+def race_puts(root: str, count: int, start: Barrier, out: Queue[Any]) -> None:
+    """Put the same ``count`` blobs as the other racers, each after the barrier; report
+    per digest whether this process committed it or found it already there."""
+    store = LocalStore(root)
+    start.wait(WAIT)
+    results = []
+    for i in range(count):
+        data = content(4096, 7000 + i)
+        desc = Descriptor(Digest.from_bytes(data), len(data))
+        try:
+            store.put(f"race-{i}", desc, data)
+            results.append((str(desc.digest), "committed"))
+        except errdefs.AlreadyExists:
+            results.append((str(desc.digest), "already_exists"))
+    out.put((os.getpid(), results))

@@ -13,11 +13,13 @@ import pytest
 
 from ingestq.store import LocalStore, Writer
 from ingestq.store.local import LocalWriter
-from ingestq.store.testing.contract import StoreContract, StoreFactory
+from ingestq.store.testing.contract import KNOWN_CAPABILITIES, StoreContract, StoreFactory
 from ingestq.tasks.lease import RedisLeaseLocker
 
 
 class TestLocalStoreContract(StoreContract):
+    capabilities = KNOWN_CAPABILITIES
+
     @pytest.fixture(params=[False, True], ids=["nofsync", "fsync"])
     def store_factory(
         self, tmp_path: Path, request: pytest.FixtureRequest

@@ -239,3 +239,56 @@ def test_the_real_locker_is_what_prevents_duplicates(tmp_path: Path) -> None:
         pytest.raises(errdefs.Unavailable),
     ):
         store.writer("r")
+
+
+def test_puts_and_writers_forced_onto_one_ref_only_publish_sound_blobs(store: LocalStore) -> None:
+    """Small puts (with and without an unfinished ingest of the ref, so both of put's
+    paths) race writers on the same ref and content with the lock granted to all."""
+    n = 6
+    barrier = threading.Barrier(n)
+    errors: list[BaseException] = []
+    contents = [random.Random(k).randbytes(3000) for k in range(8)]  # one total per ref
+    published: list[Digest] = []
+
+    def run(i: int) -> None:
+        rng = random.Random(i)
+        try:
+            barrier.wait(30)
+            for _ in range(20):
+                data = rng.choice(contents)
+                desc = Descriptor(Digest.from_bytes(data), len(data))
+                if rng.random() < 0.5:
+                    with contextlib.suppress(
+                        errdefs.AlreadyExists, errdefs.FailedPrecondition, errdefs.Aborted
+                    ):
+                        published.append(store.put("mixed", desc, data).digest)
+                    continue
+                try:
+                    w = store.writer("mixed", desc)
+                except (errdefs.AlreadyExists, errdefs.Aborted):
+                    continue
+                w.write(data[w.status().offset : rng.randrange(len(data) + 1)])
+                if rng.random() < 0.3:
+                    w.close()  # leave an unfinished ingest for the next put to finish
+                    continue
+                with contextlib.suppress(
+                    errdefs.AlreadyExists, errdefs.FailedPrecondition, errdefs.DataLoss
+                ):
+                    w.write(data[w.status().offset :])
+                    published.append(w.commit(len(data), desc.digest).digest)
+                w.close()
+        except BaseException as e:  # report in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert assert_all_blobs_sound(store) == len(set(published)) > 0
+    assert {i.digest for i in store.walk()} <= {Digest.from_bytes(c) for c in contents}
+    for data in contents:  # whatever is left, put finishes it
+        with contextlib.suppress(errdefs.AlreadyExists):
+            store.put("mixed", Descriptor(Digest.from_bytes(data), len(data)), data)
+        assert read_blob(store, Digest.from_bytes(data)) == data

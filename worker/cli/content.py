@@ -37,6 +37,7 @@ from ingestq import errdefs
 from ingestq.s3 import S3Store
 from ingestq.store import Descriptor, Digest, Info, LocalStore, Status, copy, open_writer
 from ingestq.store.codec import info_to_json, status_to_json
+from ingestq.store.fdcopy import FdCopier, copy_fd
 from ingestq.store.oserrors import from_os_error
 from ingestq.worker.cli.common import (
     echo_json,
@@ -199,7 +200,10 @@ def ingest_cmd(
             pass
         else:
             with writer:
-                info = copy(writer, src, size, digest, label_map)
+                if isinstance(writer, FdCopier) and _regular_file_size(src):
+                    info = copy_fd(writer, src.fileno(), size, digest, label_map)
+                else:
+                    info = copy(writer, src, size, digest, label_map)
                 existing = writer.digest()
     finally:
         if src is not sys.stdin.buffer:

@@ -1,0 +1,138 @@
+"""Copies between two file descriptors inside the kernel, and the small protocol of a
+writer that can take them.
+
+:func:`kernel_copy` moves bytes from a file to a file without passing them through
+Python: ``copy_file_range`` (Linux; a reflink where the filesystem shares extents, e.g.
+btrfs and XFS), else ``sendfile`` (Linux takes any file as its output). Where neither
+works for this pair of files (EXDEV, ENOSYS, EINVAL, EOPNOTSUPP, a seccomp filter's
+EPERM, another OS) it answers None and the caller copies by ``pread`` + ``write``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Mapping
+from typing import Literal, Protocol, runtime_checkable
+
+from ingestq import errdefs
+from ingestq.store.digest import Digest
+from ingestq.store.oserrors import from_os_error
+from ingestq.store.protocols import Writer
+from ingestq.store.values import Info
+
+#: Bytes :func:`copy_fd` asks :meth:`FdCopier.copy_from` for at a time.
+FD_PIECE = 64 << 20
+
+#: How :func:`kernel_copy` may copy: ``auto`` tries copy_file_range then sendfile.
+Method = Literal["auto", "copy_file_range", "sendfile", "none"]
+
+# Errors that say "this pair of files (or this system) cannot do it", not "it failed".
+_UNSUPPORTED = frozenset(
+    {
+        errno.EXDEV,
+        errno.ENOSYS,
+        errno.EINVAL,
+        errno.EOPNOTSUPP,
+        errno.ENOTSUP,
+        errno.EPERM,
+        errno.EBADF,
+    }
+)
+
+
+def _copy_file_range(src: int, dst: int, offset: int, count: int) -> int:
+    return os.copy_file_range(src, dst, count, offset)
+
+
+def _sendfile(src: int, dst: int, offset: int, count: int) -> int:
+    return os.sendfile(dst, src, offset, count)
+
+
+def kernel_copy(src: int, dst: int, offset: int, count: int, method: Method = "auto") -> int | None:
+    """Copy up to ``count`` bytes of ``src`` from ``offset`` (``src``'s own position is
+    left alone) to ``dst`` at its current position (which advances).
+
+    Returns the number of bytes copied (0 at the end of ``src``; fewer than ``count``
+    is fine, call again), or None when no kernel copy works for these files (then
+    nothing was copied). OSError for a real failure (ENOSPC, EIO, EFBIG, ...).
+    """
+    steps = []
+    if method in ("auto", "copy_file_range") and hasattr(os, "copy_file_range"):
+        steps.append(_copy_file_range)
+    if method in ("auto", "sendfile") and hasattr(os, "sendfile"):
+        steps.append(_sendfile)
+    for step in steps:
+        try:
+            return step(src, dst, offset, count)
+        except OSError as e:
+            if e.errno not in _UNSUPPORTED:
+                raise
+    return None
+
+
+@runtime_checkable
+class FdCopier(Protocol):
+    """A writer that can append bytes straight from a file descriptor (an optional
+    addition to :class:`~ingestq.store.protocols.Writer`)."""
+
+    def copy_from(self, fd: int, offset: int, length: int) -> int:
+        """Append up to ``length`` bytes of the file ``fd`` from ``offset``, as
+        ``write`` would (same digest, budget, lease and error rules); returns the
+        number appended, fewer only at the end of the file."""
+        ...
+
+
+class FdWriter(Writer, FdCopier, Protocol):
+    """A :class:`~ingestq.store.protocols.Writer` that is also an :class:`FdCopier`."""
+
+
+def copy_fd(
+    writer: FdWriter,
+    fd: int,
+    size: int = 0,
+    expected: Digest | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Info | None:
+    """:func:`ingestq.store.helpers.copy` for a regular file ``fd``: the same resume,
+    checks, errors and result, with the bytes copied by the kernel.
+
+    The copy starts at the writer's stored offset (``pread`` offsets: ``fd``'s position
+    is not used); an ingest longer than ``size`` restarts from 0. DataLoss when the
+    file ends before ``size``; FailedPrecondition when it is longer (nothing past
+    ``size`` is written). Returns the Info, or None when the content already existed.
+    """
+    status = writer.status()
+    ref, written = status.ref, status.offset
+    if size and written > size:
+        writer.truncate(0)
+        written = 0
+    while True:
+        want = FD_PIECE if not size else min(FD_PIECE, size - written)
+        if want == 0:
+            try:
+                more = os.pread(fd, 1, written)
+            except OSError as e:
+                raise from_os_error(e, f"read the source of {ref}") from e
+            if more:
+                raise errdefs.FailedPrecondition(
+                    f"source for {ref} is longer than the expected {size} bytes"
+                )
+            break
+        n = writer.copy_from(fd, written, want)
+        if not n:
+            break
+        written += n
+    if size and written < size:
+        raise errdefs.DataLoss(
+            f"failed to read expected number of bytes for {ref}: got {written} of {size}"
+        )
+    try:
+        return writer.commit(size, expected, labels)
+    except errdefs.AlreadyExists:
+        return None
+    except errdefs.ErrdefsError as e:
+        raise errdefs.wrap(e, f'failed commit on ref "{ref}"') from e
+
+
+__all__ = ["FD_PIECE", "FdCopier", "FdWriter", "Method", "copy_fd", "kernel_copy"]

@@ -1,0 +1,93 @@
+"""The ingest core's small-blob path: content of known digest and size up to the store's
+threshold is read whole under the ref's lock and committed with one ``put`` (no ingest
+directory); everything else takes the resumable writer path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ingestq import errdefs
+from ingestq.ingest.attempt import ingest_once
+from ingestq.ingest.outcome import RefBusy
+from ingestq.ingest.request import IngestRequest, make_request
+from ingestq.store import read_blob
+from ingestq.store.digest import Digest
+from ingestq.store.local import LocalStore
+from ingestq.store.locks import new_holder_id
+from tests.ingest.helpers import BytesSource, Recorder
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "store", fsync=False, small_blob_max=64 * 1024)
+
+
+def _request(data: bytes, labels: dict[str, str] | None = None) -> IngestRequest:
+    digest = Digest.from_bytes(data)
+    return make_request({"type": "memory"}, "memory:test", digest=digest, size=len(data),
+                        labels=labels)  # fmt: skip
+
+
+def _ingest_dirs(store: LocalStore) -> list[str]:
+    ingest = store.root / "ingest"
+    return sorted(os.listdir(ingest)) if ingest.exists() else []
+
+
+def test_a_small_known_blob_is_put_without_an_ingest_directory(store: LocalStore) -> None:
+    data = os.urandom(4096)
+    hooks = Recorder()
+    result = ingest_once(store, BytesSource(data), _request(data, labels={"a": "b"}), hooks=hooks)
+    assert result.fetched and result.bytes_fetched == 4096
+    assert result.info.digest == Digest.from_bytes(data) and result.info.labels == {"a": "b"}
+    assert read_blob(store, result.info.digest) == data
+    assert _ingest_dirs(store) == []
+    assert hooks.names()[0] == "started" and hooks.names()[-1] == "done"
+
+
+def test_a_short_small_body_is_data_loss_and_keeps_nothing(store: LocalStore) -> None:
+    data = os.urandom(4096)
+    with pytest.raises(errdefs.DataLoss):
+        ingest_once(store, BytesSource(data[:1000], announce=None), _request(data))
+    assert _ingest_dirs(store) == []
+    assert not store.exists(Digest.from_bytes(data))
+    assert ingest_once(store, BytesSource(data), _request(data)).fetched
+
+
+def test_wrong_small_content_commits_nothing(store: LocalStore) -> None:
+    data = os.urandom(4096)
+    with pytest.raises(errdefs.FailedPrecondition):
+        ingest_once(store, BytesSource(os.urandom(4096)), _request(data))
+    assert _ingest_dirs(store) == [] and list(store.walk()) == []
+
+
+def test_a_locked_ref_is_ref_busy_and_nothing_is_fetched(store: LocalStore) -> None:
+    data = os.urandom(4096)
+    req = _request(data)
+    source = BytesSource(data)
+    lease = store.locker.try_lock(req.ref, new_holder_id())
+    try:
+        with pytest.raises(RefBusy):
+            ingest_once(store, source, req)
+    finally:
+        lease.release()
+    assert source.opened == []
+
+
+def test_a_committed_blob_is_not_fetched_again(store: LocalStore) -> None:
+    data = os.urandom(4096)
+    ingest_once(store, BytesSource(data), _request(data))
+    source = BytesSource(data)
+    result = ingest_once(store, source, _request(data))
+    assert not result.fetched and source.opened == []
+
+
+def test_content_over_the_threshold_takes_the_resumable_writer(store: LocalStore) -> None:
+    data = os.urandom(64 * 1024 + 1)
+    with pytest.raises(errdefs.DataLoss):
+        ingest_once(store, BytesSource(data[:30000], announce=None), _request(data))
+    assert len(_ingest_dirs(store)) == 1  # the prefix is kept for a resume
+    result = ingest_once(store, BytesSource(data), _request(data))
+    assert result.fetched and result.resumed_from == 30000

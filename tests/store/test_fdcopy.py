@@ -1,0 +1,219 @@
+"""LocalWriter.copy_from: kernel copies from a file descriptor into the data file, with
+the digest read back from the data file, on the real filesystem and across a tmpfs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ingestq import errdefs
+from ingestq.store.budget import Budget
+from ingestq.store.digest import Digest
+from ingestq.store.fdcopy import FdCopier, Method, copy_fd, kernel_copy
+from ingestq.store.local import LocalStore
+from ingestq.store.local.writer import COPY_PIECE, LocalWriter
+from ingestq.store.values import Info
+
+MiB = 1 << 20
+SIZE = 2 * COPY_PIECE + 12345  # several pieces and an odd tail
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Path]:
+    """A directory on a tmpfs (/dev/shm): another filesystem than the test's tmp_path."""
+    path = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="ingestq-fdcopy-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _file(path: Path, size: int = SIZE) -> bytes:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return data
+
+
+def _writer(store: LocalStore, ref: str = "r") -> LocalWriter:
+    w = store.writer(ref)
+    assert isinstance(w, LocalWriter) and isinstance(w, FdCopier)
+    return w
+
+
+def _copy_all(w: LocalWriter, src: Path, offset: int = 0, **kw: Method) -> int:
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        total = 0
+        while n := w.copy_from(fd, offset + total, 3 * MiB, **kw):
+            total += n
+        return total
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("method", ["auto", "copy_file_range", "sendfile", "none"])
+def test_copy_from_commits_the_file_with_its_digest_and_size_by_every_method(
+    tmp_path: Path, method: Method
+) -> None:
+    data = _file(tmp_path / "src")
+    store = LocalStore(tmp_path / "store", fsync=True)
+    w = _writer(store)
+    assert _copy_all(w, tmp_path / "src", method=method) == SIZE
+    digest = Digest.from_bytes(data)
+    assert w.digest() == digest
+    info = w.commit(SIZE, digest)
+    assert info.size == SIZE
+    assert store.reader_at(digest).read_at(0, SIZE) == data
+
+
+@pytest.mark.parametrize("where", ["source-on-tmpfs", "store-on-tmpfs"])
+def test_copy_from_across_filesystems_works_or_falls_back(
+    tmp_path: Path, tmpfs: Path, where: str
+) -> None:
+    src_dir, store_dir = (tmpfs, tmp_path) if where == "source-on-tmpfs" else (tmp_path, tmpfs)
+    data = _file(src_dir / "src")
+    store = LocalStore(store_dir / "store", fsync=True)
+    w = _writer(store)
+    assert _copy_all(w, src_dir / "src") == SIZE
+    digest = Digest.from_bytes(data)
+    assert w.commit(SIZE, digest).digest == digest
+    assert store.reader_at(digest).read_at(0, SIZE) == data
+
+
+def test_copy_from_returns_fewer_bytes_at_the_end_of_the_file_and_zero_after(
+    tmp_path: Path,
+) -> None:
+    data = _file(tmp_path / "src", 5 * MiB)
+    w = _writer(LocalStore(tmp_path / "store", fsync=False))
+    fd = os.open(tmp_path / "src", os.O_RDONLY)
+    try:
+        assert w.copy_from(fd, 4 * MiB, 8 * MiB) == MiB
+        assert w.copy_from(fd, 5 * MiB, 8 * MiB) == 0
+        assert w.copy_from(fd, 0, 0) == 0
+    finally:
+        os.close(fd)
+    assert w.status().offset == MiB
+    assert w.digest() == Digest.from_bytes(data[4 * MiB :])
+    w.close()
+
+
+def test_copy_from_and_write_mix_in_order(tmp_path: Path) -> None:
+    data = _file(tmp_path / "src", 6 * MiB)
+    store = LocalStore(tmp_path / "store", fsync=False)
+    w = _writer(store)
+    fd = os.open(tmp_path / "src", os.O_RDONLY)
+    try:
+        w.write(data[:MiB])
+        assert w.copy_from(fd, MiB, 2 * MiB) == 2 * MiB
+        w.write(data[3 * MiB : 4 * MiB])
+        assert w.copy_from(fd, 4 * MiB, 2 * MiB, method="none") == 2 * MiB
+    finally:
+        os.close(fd)
+    digest = Digest.from_bytes(data)
+    assert w.commit(len(data), digest).digest == digest
+    assert store.reader_at(digest).read_at(0, len(data)) == data
+
+
+def test_a_resumed_writer_copies_from_the_stored_offset_over_the_adopted_prefix(
+    tmp_path: Path,
+) -> None:
+    data = _file(tmp_path / "src")
+    store = LocalStore(tmp_path / "store", fsync=True)
+    digest = Digest.from_bytes(data)
+    with store.writer("r") as w:
+        w.write(data[: 3 * MiB])
+    w2 = _writer(store)
+    offset = w2.status().offset
+    assert offset == 3 * MiB
+    assert _copy_all(w2, tmp_path / "src", offset) == SIZE - offset
+    assert w2.commit(SIZE, digest).digest == digest
+
+
+def test_the_digest_covers_the_bytes_in_the_data_file_not_a_later_source(
+    tmp_path: Path,
+) -> None:
+    data = _file(tmp_path / "src", 4 * MiB)
+    w = _writer(LocalStore(tmp_path / "store", fsync=False))
+    fd = os.open(tmp_path / "src", os.O_RDWR)
+    try:
+        assert w.copy_from(fd, 0, 2 * MiB) == 2 * MiB
+        os.pwrite(fd, b"\0" * MiB, 0)  # changes bytes already copied: no effect
+        assert w.copy_from(fd, 2 * MiB, 2 * MiB) == 2 * MiB
+    finally:
+        os.close(fd)
+    stored = w.data_path.read_bytes()
+    assert stored == data
+    assert w.digest() == Digest("sha256", hashlib.sha256(stored).hexdigest())
+    w.close()
+
+
+def test_kernel_copy_none_copies_nothing_and_says_so(tmp_path: Path) -> None:
+    _file(tmp_path / "src", 1000)
+    src = os.open(tmp_path / "src", os.O_RDONLY)
+    dst = os.open(tmp_path / "dst", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        assert kernel_copy(src, dst, 0, 1000, "none") is None
+        assert kernel_copy(src, dst, 0, 1000, "auto") == 1000
+    finally:
+        os.close(src)
+        os.close(dst)
+    assert (tmp_path / "dst").read_bytes() == (tmp_path / "src").read_bytes()
+
+
+def test_copy_from_stops_at_the_budget_and_keeps_the_prefix(tmp_path: Path) -> None:
+    data = _file(tmp_path / "src", 3 * MiB)
+    store = LocalStore(tmp_path / "store", fsync=False, budget=Budget(max_bytes=MiB))
+    w = _writer(store)
+    fd = os.open(tmp_path / "src", os.O_RDONLY)
+    try:
+        with pytest.raises(errdefs.ResourceExhausted):
+            w.copy_from(fd, 0, 3 * MiB)
+    finally:
+        os.close(fd)
+    kept = w.status().offset
+    assert 0 < kept <= MiB
+    assert w.digest() == Digest.from_bytes(data[:kept])
+    w.close()
+
+
+def _copy_fd(
+    store: LocalStore, src: Path, size: int, expected: Digest | None = None
+) -> Info | None:
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        with store.writer("r") as w:
+            assert isinstance(w, LocalWriter)
+            return copy_fd(w, fd, size, expected)
+    finally:
+        os.close(fd)
+
+
+def test_copy_fd_resumes_checks_sizes_and_commits_like_copy(tmp_path: Path) -> None:
+    data = _file(tmp_path / "src")
+    store = LocalStore(tmp_path / "store", fsync=True)
+    digest = Digest.from_bytes(data)
+    with store.writer("r") as w:
+        w.write(data[:MiB])
+    info = _copy_fd(store, tmp_path / "src", SIZE, digest)
+    assert info is not None and info.digest == digest and info.size == SIZE
+    assert _copy_fd(store, tmp_path / "src", SIZE, digest) is None  # already exists
+
+
+def test_copy_fd_of_a_shorter_file_is_data_loss_and_a_longer_one_failed_precondition(
+    tmp_path: Path,
+) -> None:
+    _file(tmp_path / "src", 2 * MiB)
+    store = LocalStore(tmp_path / "store", fsync=False)
+    with pytest.raises(errdefs.DataLoss):
+        _copy_fd(store, tmp_path / "src", 3 * MiB)
+    assert store.status("r").offset == 2 * MiB  # kept for a resume
+    store.abort("r")
+    with pytest.raises(errdefs.FailedPrecondition, match="longer"):
+        _copy_fd(store, tmp_path / "src", MiB)
+    assert store.status("r").offset == MiB  # nothing past the size was written

@@ -1,0 +1,209 @@
+"""The local store's small-blob path (``LocalStore.put``, ``write_blob`` for small known
+sizes): what it leaves on disk, durability steps, SIGKILL at any point, and processes
+racing for the same content. The protocol-level behaviour is in the contract."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing as mp
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingestq import errdefs
+from ingestq.store import Descriptor, Digest, LocalStore, read_blob, write_blob
+from ingestq.store.budget import Budget
+from ingestq.store.local.small import DEFAULT_SMALL_BLOB_MAX, SMALL_BLOB_ENV, small_blob_max
+from tests.store import procs
+
+CTX = mp.get_context("spawn")
+WAIT = 60.0
+
+
+def desc_of(data: bytes) -> Descriptor:
+    return Descriptor(Digest.from_bytes(data), len(data))
+
+
+def files(root: Path) -> set[str]:
+    """Every file under ``root`` (relative paths), directories left out."""
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+#: What every store root holds from the start.
+LAYOUT_FILES = {"oci-layout", "index.json"}
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["o_tmpfile", "named-temp"])
+def test_put_writes_only_the_blob(tmp_path: Path, unnamed: bool) -> None:
+    store = LocalStore(tmp_path / "s")
+    store.blobs.temp.unnamed = store.blobs.temp.unnamed and unnamed
+    data = os.urandom(4096)
+    info = write_blob(store, "r", io.BytesIO(data), desc_of(data))
+    blob = store.blob_path(info.digest)
+    assert files(store.root) == LAYOUT_FILES | {str(blob.relative_to(store.root))}
+    st = blob.stat()
+    assert st.st_mode & 0o777 == 0o444
+    assert st.st_nlink == 1  # no temporary name still points at it
+    # Without a metadata file, Info's times are the file's.
+    assert info.created_at == info.updated_at == store.info(info.digest).created_at
+    assert info.created_at.timestamp() == pytest.approx(st.st_mtime_ns / 1e9, abs=1e-5)
+    assert read_blob(store, info.digest) == data
+
+
+def test_put_with_labels_writes_metadata_and_releases_its_lock(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    data = os.urandom(100)
+    info = store.put("r", desc_of(data), data, {"a": "1"})
+    assert store.layout.blob_meta(info.digest).is_file()
+    assert list(store.layout.locks.iterdir()) == []
+    assert dict(LocalStore(store.root).info(info.digest).labels) == {"a": "1"}
+
+
+def test_put_without_labels_keeps_labels_left_by_an_earlier_copy(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    data = os.urandom(100)
+    first = store.put("r", desc_of(data), data, {"a": "1"})
+    store.blob_path(first.digest).unlink()  # the file lost, its metadata kept
+    again = store.put("r", desc_of(data), data)
+    assert dict(again.labels) == {"a": "1"} == dict(store.info(first.digest).labels)
+    assert again.created_at >= first.created_at
+
+
+def test_a_damaged_blob_is_quarantined_and_put_again(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    data = os.urandom(4096)
+    info = store.put("r", desc_of(data), data)
+    path = store.blob_path(info.digest)
+    path.chmod(0o644)
+    path.write_bytes(data[:100])
+    again = write_blob(store, "r", io.BytesIO(data), desc_of(data))
+    assert again.size == 4096
+    assert read_blob(store, info.digest) == data
+    assert len(list(store.layout.quarantine.iterdir())) == 1
+
+
+def test_the_threshold_comes_from_the_environment(tmp_path: Path) -> None:
+    assert small_blob_max({}) == DEFAULT_SMALL_BLOB_MAX == 1 << 20
+    assert small_blob_max({SMALL_BLOB_ENV: "64K"}) == 65536
+    with pytest.raises(errdefs.InvalidArgument):
+        small_blob_max({SMALL_BLOB_ENV: "lots"})
+    # 0 turns the path off: write_blob goes through a writer, which writes metadata.
+    store = LocalStore(tmp_path / "s", small_blob_max=0)
+    data = os.urandom(4096)
+    info = write_blob(store, "r", io.BytesIO(data), desc_of(data))
+    assert store.layout.blob_meta(info.digest).is_file()
+    small = LocalStore(tmp_path / "t", small_blob_max=4096)
+    info = write_blob(small, "r", io.BytesIO(data), desc_of(data))
+    assert not small.layout.blob_meta(info.digest).exists()
+
+
+def test_put_above_the_threshold_is_a_resumable_ingest(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s", small_blob_max=1000)
+    data = os.urandom(4096)
+
+    class Failing(io.RawIOBase):
+        def __init__(self) -> None:
+            self.pos = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b: Any) -> int:
+            if self.pos >= 2048:
+                raise errdefs.Unavailable("source dropped")
+            n = min(len(b), 2048 - self.pos)
+            b[:n] = data[self.pos : self.pos + n]
+            self.pos += n
+            return n
+
+    with pytest.raises(errdefs.Unavailable):
+        write_blob(store, "big", Failing(), desc_of(data))
+    assert store.status("big").offset == 2048
+    info = store.put("big", desc_of(data), data)
+    assert read_blob(store, info.digest) == data
+    assert store.list_statuses() == []
+
+
+def test_put_respects_the_budget(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s", budget=Budget(max_bytes=6000))
+    first = os.urandom(4096)
+    store.put("a", desc_of(first), first)
+    second = os.urandom(4096)
+    with pytest.raises(errdefs.ResourceExhausted):
+        store.put("b", desc_of(second), second)
+    with pytest.raises(errdefs.NotFound):
+        store.info(Digest.from_bytes(second))
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["o_tmpfile", "named-temp"])
+def test_sigkill_during_puts_leaves_only_sound_blobs(tmp_path: Path, unnamed: bool) -> None:
+    root = tmp_path / "store"
+    reported: set[str] = set()
+    for round_ in range(3):
+        parent_end, child_end = CTX.Pipe()
+        p = CTX.Process(target=procs.put_until_killed, args=(str(root), round_, unnamed, child_end))
+        p.start()
+        assert parent_end.poll(WAIT)
+        assert parent_end.recv() == ("ready", p.pid)
+        seen = 0
+        while seen < 40:  # well into the loop; the kill lands inside some put
+            assert parent_end.poll(WAIT)
+            kind, digest = parent_end.recv()
+            assert kind == "put"
+            reported.add(digest)
+            seen += 1
+        assert p.pid is not None
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(WAIT)
+        assert p.exitcode == -signal.SIGKILL
+        while parent_end.poll(0):  # puts that finished before the kill landed
+            reported.add(parent_end.recv()[1])
+    store = LocalStore(root)
+    blob_dir = store.layout.blob_dir("sha256")
+    names = os.listdir(blob_dir)
+    committed = {f"sha256:{n}" for n in names if not n.startswith(".")}
+    assert reported <= committed
+    for digest in committed:
+        store.verify(digest)  # DataLoss if any published blob were torn
+    # Nothing else: no ingest directories, and no temporary file unless it had a name.
+    assert os.listdir(store.layout.ingest) == []
+    leftovers = [n for n in names if n.startswith(".")]
+    if unnamed:
+        assert leftovers == []
+    else:
+        assert all(n.endswith(".tmp") for n in leftovers) and len(leftovers) <= 3
+    # Every blob can still be put or found (no lock is left stuck by a killed holder).
+    for digest in committed:
+        data = read_blob(store, digest)
+        with pytest.raises(errdefs.AlreadyExists):
+            store.put("again", desc_of(data), data)
+    assert store.list_statuses() == []
+
+
+def test_processes_racing_to_put_the_same_blobs_commit_each_once(tmp_path: Path) -> None:
+    root, n, count = str(tmp_path / "store"), 3, 60
+    start = CTX.Barrier(n)
+    out: Any = CTX.Queue()
+    ps = [CTX.Process(target=procs.race_puts, args=(root, count, start, out)) for _ in range(n)]
+    for p in ps:
+        p.start()
+    results = [out.get(timeout=WAIT) for _ in ps]
+    for p in ps:
+        p.join(WAIT)
+        assert p.exitcode == 0
+    by_digest: dict[str, list[str]] = {}
+    for _, rs in results:
+        for digest, outcome in rs:
+            by_digest.setdefault(digest, []).append(outcome)
+    assert len(by_digest) == count
+    for outcomes in by_digest.values():
+        assert sorted(outcomes) == ["already_exists"] * (n - 1) + ["committed"]
+    store = LocalStore(root)
+    for digest in by_digest:
+        store.verify(digest)
+    assert files(store.root) == LAYOUT_FILES | {
+        f"blobs/sha256/{d.split(':')[1]}" for d in by_digest
+    }
