@@ -25,6 +25,7 @@ local store's (and containerd's) semantics.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import random
 import threading
@@ -59,6 +60,7 @@ from ingestq.store.budget import Budget, human
 from ingestq.store.codec import BlobMeta
 from ingestq.store.digest import CANONICAL, Digest, new_hasher
 from ingestq.store.filters import info_fields, parse, status_fields
+from ingestq.store.helpers import copy
 from ingestq.store.labels import apply_update
 from ingestq.store.labels import validate as validate_labels
 from ingestq.store.locks import FileRefLocker, Lease, RefLocker, new_holder_id
@@ -704,6 +706,66 @@ class S3Store:
         except BaseException:
             lease.release()
             raise
+
+    # Putter ------------------------------------------------------------------------------
+    @property
+    def small_blob_max(self) -> int:
+        """The largest content :meth:`put` commits with one PUT (below the part size)."""
+        return self.part_size - 1
+
+    def put(
+        self,
+        ref: str,
+        desc: Descriptor,
+        data: bytes | bytearray | memoryview,
+        labels: Mapping[str, str] | None = None,
+    ) -> Info:
+        """Commit ``data`` as ``desc`` in one call (see :meth:`store.protocols.Putter.put`):
+        when ``ref`` has no ingest record and the content is at most
+        :attr:`small_blob_max`, one conditional PUT of the blob carrying its times (and a
+        metadata object for labels), taking no ref lock (as the local store; the ingest
+        core holds it); else through :meth:`writer`. InvalidArgument,
+        FailedPrecondition, AlreadyExists, Unavailable and ResourceExhausted as there."""
+        validate_ref(ref)
+        digest = Digest.parse(desc.digest)
+        new_labels = {k: v for k, v in (labels or {}).items() if v != ""}
+        validate_labels(new_labels)
+        content = bytes(data)
+        check_commit_size(ref, len(content), desc.size)
+        check_commit_digest(Digest.from_bytes(content, digest.algorithm), digest)
+        small = len(content) <= self.small_blob_max and self.conditional_writes
+        if small and self.bucket.head(self.location.ingest(ref)) is None:
+            return self._put_new(ref, digest, content, new_labels)
+        with self.writer(ref, desc) as w:
+            info = copy(w, io.BytesIO(content), len(content), digest, new_labels)
+        if info is None:
+            raise errdefs.AlreadyExists(f"content {digest}")
+        return info
+
+    def _put_new(self, ref: str, digest: Digest, content: bytes, labels: Mapping[str, str]) -> Info:
+        cap = self.budget.max_bytes
+        if cap is not None:
+            used = self.used()
+            if used + len(content) > cap:
+                raise errdefs.ResourceExhausted(
+                    f"ingest {ref}: store budget of {cap} bytes ({human(cap)}, "
+                    f"INGESTQ_MAX_BYTES) has {used} bytes ({human(used)}) in use, "
+                    f"{len(content)} more needed"
+                )
+        now = utcnow()
+        try:
+            self.bucket.put(
+                self.location.blob(digest),
+                content,
+                if_none_match=True,
+                metadata=_times_metadata(now),
+            )
+        except errdefs.AlreadyExists:
+            raise errdefs.AlreadyExists(f"content {digest}") from None
+        if labels:
+            meta = meta_to_bytes(BlobMeta(now, now, labels), len(content))
+            self.bucket.put(self.location.meta(digest), meta)
+        return Info(digest, len(content), now, now, labels)
 
     def _publish(
         self,

@@ -15,12 +15,14 @@ import pytest
 from ingestq.s3 import S3Location, S3Store
 from ingestq.s3.store import DEFAULT_PART_SIZE, MIN_PART_SIZE
 from ingestq.store.testing import FakeRefLocker
-from ingestq.store.testing.contract import StoreContract, StoreFactory
+from ingestq.store.testing.contract import ALL_CAPABILITIES, PUT, StoreContract, StoreFactory
 from ingestq.tasks.lease import RedisLeaseLocker
 from tests.servers.seaweed import S3Endpoint
 
 
 class TestS3StoreContract(StoreContract):
+    capabilities = ALL_CAPABILITIES | {PUT}
+
     @pytest.fixture(params=[MIN_PART_SIZE, DEFAULT_PART_SIZE], ids=["5MiB-parts", "8MiB-parts"])
     def store_factory(
         self,
@@ -39,6 +41,8 @@ class TestS3StoreContract(StoreContract):
 
 class TestS3StoreWithRedisLeasesContract(StoreContract):
     """Every handle has its own client and Redis lease locker, as another host would."""
+
+    capabilities = ALL_CAPABILITIES | {PUT}
 
     @pytest.fixture
     def store_factory(

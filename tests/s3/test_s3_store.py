@@ -546,3 +546,19 @@ def test_a_failed_part_upload_closes_the_writer_and_keeps_what_is_vouched_for(
         info = w2.commit(len(DATA), Digest.from_bytes(DATA))
     assert info.size == len(DATA)
     assert uploads(client, location) == []
+
+
+def test_put_of_a_small_blob_is_one_conditional_put_after_a_record_check(
+    s3_endpoint: S3Endpoint, location: S3Location, tmp_path: Path
+) -> None:
+    client = s3_endpoint.client()
+    calls: list[str] = []
+    client.meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
+    store = S3Store(location, client, tmp_path, locker=FakeRefLocker(), part_size=PART)
+    data = DATA[:4096]
+    info = store.put("small", desc(data), data)
+    assert calls == ["HeadObject", "PutObject"]
+    assert keys(client, location) == [f"blobs/sha256/{info.digest.encoded}"]
+    assert store.info(info.digest) == info
+    with pytest.raises(errdefs.AlreadyExists):
+        store.put("again", desc(data), data)
