@@ -86,7 +86,7 @@ def test_registry_blob_sources_follow_the_low_speed_rule_of_the_options(
     image = open_image(request, FetchOptions(http_low_speed_limit=1024, http_low_speed_time=1))
     desc = Descriptor(Digest.parse(slow.digest), len(slow.data), oci.OCI_LAYER)
     planned = PlannedBlob(desc, f"layer-{desc.digest}", image.spec(desc))
-    store = LocalStore(tmp_path / "store", fsync=False)
+    store = LocalStore(tmp_path / "store", fsync=False, small_blob_max=0)  # resumable path
     with pytest.raises(errdefs.Unavailable, match="slower than 1024 bytes/s over 1 s"):
         ingest_once(store, image.blob_source(desc), planned.request())
     assert store.status(planned.ref).offset > 0  # kept for the retry to resume
