@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from tests.tasks.conftest import blob_server as blob_server
 from tests.tasks.conftest import store_root as store_root
 
-__all__ = ["blob_server", "store_root"]
+__all__ = ["store_root"]

@@ -20,7 +20,6 @@ from ingestq.store.local import LocalStore
 from ingestq.store.values import Descriptor
 from tests.servers import oci
 from tests.tasks.blobserver import Behaviour, BlobServer
-from tests.tasks.conftest import blob_server as blob_server
 
 
 def test_the_json_form_round_trips() -> None:

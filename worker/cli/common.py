@@ -117,6 +117,23 @@ def quiet_option(fn: Callable[P, R]) -> Callable[P, R]:
     return click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)(fn)
 
 
+def events_json_option(fn: Callable[P, R]) -> Callable[P, R]:
+    """``--json`` of the commands that wait for a job: the result as JSON on stdout,
+    progress as one JSON event per line on stderr."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print the result as JSON; progress as JSON events on stderr.",
+    )(fn)
+
+
+def submit_options(fn: Callable[P, R]) -> Callable[P, R]:
+    """``--job-id`` and ``--idempotency-key`` of the commands that start a job."""
+    fn = click.option("--idempotency-key", default=None, help="Enqueue at most once per key.")(fn)
+    return click.option("--job-id", default=None, help="Choose the job id.")(fn)
+
+
 def hidden_alias(
     name: str, dest: str, replacement: str, **attrs: Any
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:

@@ -32,6 +32,7 @@ from ingestq import errdefs
 from ingestq.worker.cli.common import (
     EXIT_INTERRUPTED,
     echo_json,
+    events_json_option,
     handle_errors,
     job_client,
     max_bytes_option,
@@ -39,6 +40,7 @@ from ingestq.worker.cli.common import (
     quiet_option,
     root_option,
     settings_for,
+    submit_options,
     verbose_option,
 )
 from ingestq.worker.cli.progress import Display, Meter, eta, human_seconds, line, mode_for, shorten
@@ -264,14 +266,8 @@ def wait_and_print(
     default=None,
     help="Retries of an unavailable source (default: $INGESTQ_MAX_SOURCE_RETRIES).",
 )
-@click.option("--job-id", default=None, help="Choose the job id.")
-@click.option("--idempotency-key", default=None, help="Enqueue at most once per key.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the result as JSON; progress as JSON events on stderr.",
-)
+@submit_options
+@events_json_option
 @quiet_option
 @verbose_option
 @root_option
@@ -477,12 +473,7 @@ def job_status(job_id: str, as_json: bool, root: Path | None) -> None:
 @job_group.command("wait")
 @click.argument("job_id")
 @click.option("--timeout", type=float, default=None, help="Give up after N seconds.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the result as JSON; progress as JSON events on stderr.",
-)
+@events_json_option
 @quiet_option
 @verbose_option
 @root_option

@@ -28,12 +28,14 @@ import click
 from ingestq import errdefs
 from ingestq.worker.cli.common import (
     echo_json,
+    events_json_option,
     handle_errors,
     hidden_alias,
     job_client,
     max_bytes_option,
     quiet_option,
     root_option,
+    submit_options,
     verbose_option,
 )
 from ingestq.worker.cli.progress import Display, Meter, eta, human_bytes, human_seconds, mode_for
@@ -213,14 +215,8 @@ def _pull_json(job_id: str, result: Any) -> dict[str, Any]:
 @click.option("--blob", is_flag=True, help="REFERENCE is HOST/REPO@DIGEST: ingest one blob.")
 @click.option("--wait/--detach", default=True, help="Wait for the pull (default) or return.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after N seconds.")
-@click.option("--job-id", default=None, help="Choose the job id.")
-@click.option("--idempotency-key", default=None, help="Enqueue at most once per key.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the result as JSON; progress as JSON events on stderr.",
-)
+@submit_options
+@events_json_option
 @quiet_option
 @verbose_option
 @root_option
