@@ -16,6 +16,8 @@ request: a finished job keeps its result until it expires.
 
 These are the names ``ingestq`` exports (``from ingestq import enqueue_ingest``).
 This module sits where it can see both backends; ``ingestq.jobs`` never imports it.
+It imports Celery, kombu and redis only when :func:`connect` picks the queue, so an
+in-process ingest starts without them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from ingestq.jobs.config import Settings
 from ingestq.jobs.ingest import ingest_request
 from ingestq.jobs.local import LocalClient
 from ingestq.jobs.pull import pull_request
-from ingestq.tasks.queue import QueueClient
 
 
 def connect(settings: Settings | None = None) -> JobClient:
@@ -40,6 +41,8 @@ def connect(settings: Settings | None = None) -> JobClient:
     for an incomplete Redis configuration."""
     settings = settings or Settings.from_env()
     if settings.queued:
+        from ingestq.tasks.queue import QueueClient  # Celery, kombu, redis: queue only
+
         return QueueClient(settings)
     return LocalClient(settings)
 
