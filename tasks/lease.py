@@ -118,6 +118,9 @@ class LeaseProgress:
         self.total = 0
         self.expected = ""
         self.rate = 0.0
+        #: Called once, on the heartbeat thread, after the first beat that published
+        #: this status (the write has lasted a heartbeat); then cleared.
+        self.on_beat: Callable[[], None] | None = None
 
     def fields(self, ref: str, holder: Holder) -> list[str]:
         """The status hash fields, as a flat field/value list."""
@@ -397,8 +400,12 @@ class RedisLeaseLocker:
             return
         if int(reply) == 0:
             lease._mark_lost("the lease key holds another token")
-        else:
-            lease._renewed(sent_at, int(reply))
+            return
+        lease._renewed(sent_at, int(reply))
+        callback = p.on_beat if p.publish else None
+        if callback is not None:
+            p.on_beat = None
+            callback()
 
 
 def holder_from_hash(raw: Mapping[Any, Any]) -> Holder | None:
