@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -288,6 +288,16 @@ class IngestJobs(Protocol):
         existing job of that id or idempotency key (nothing new starts then).
         ``retries`` bounds the retries of an Unavailable source for this job (default:
         the settings'). Unavailable when the backend cannot be reached."""
+        ...  # fmt: skip
+
+    def submit_ingests(
+        self, requests: Sequence[IngestRequest], *, retries: int | None = None
+    ) -> Sequence[IngestJob]:
+        """Start every request of ``requests`` as a new job (a fresh id each) in one
+        call (on the queue: one Redis pipeline for the records, one producer connection
+        for the messages); their handles, in order. ``retries`` as for
+        :meth:`submit_ingest`. Unavailable when the backend cannot be reached (on the
+        queue the jobs not published by then are left unrecorded)."""
         ...  # fmt: skip
 
     def job(self, job_id: str) -> IngestJob:

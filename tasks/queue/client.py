@@ -7,6 +7,7 @@ this package's Redis adapters and job handles.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ingestq import errdefs
@@ -17,7 +18,7 @@ from ingestq.jobs.config import Settings
 from ingestq.jobs.records import KIND_INGEST
 from ingestq.tasks.app import make_app
 from ingestq.tasks.queue.context import QueueContext
-from ingestq.tasks.queue.ingest import QueueIngestJob, submit_ingest
+from ingestq.tasks.queue.ingest import QueueIngestJob, submit_ingest, submit_ingests
 from ingestq.tasks.queue.pull import QueuePullJob, submit_pull
 from ingestq.tasks.records import RedisJobRecords
 from ingestq.tasks.redisconn import redis_client
@@ -74,6 +75,15 @@ class QueueClient:
         its source retries. Unavailable when Redis cannot be reached (nothing is left
         recorded then)."""
         return submit_ingest(self._ctx, request, job_id, idempotency_key, retries)
+
+    def submit_ingests(
+        self, requests: Sequence[IngestRequest], *, retries: int | None = None
+    ) -> list[QueueIngestJob]:
+        """Publish every request as a new job: the records in one Redis pipeline, the
+        messages through one producer connection. Their handles, in order. Unavailable
+        when Redis cannot be reached (the jobs not published by then are left
+        unrecorded)."""
+        return submit_ingests(self._ctx, requests, retries)
 
     def submit_pull(
         self,

@@ -13,7 +13,9 @@ import click
 from click.testing import CliRunner
 
 from ingestq.store import LocalStore
-from ingestq.worker.cli import cli
+from ingestq.worker.cli import load_all
+
+cli = load_all()
 
 REPO = Path(__file__).resolve().parents[2]
 CODE_DIRS = ("errdefs", "store", "fetch", "ingest", "images", "jobs", "tasks", "api", "worker")

@@ -48,6 +48,7 @@ from ingestq.worker.cli.progress import Display, Meter, eta, human_seconds, line
 if TYPE_CHECKING:
     from ingestq.jobs.api import IngestJob, JobClient, RetryInfo
     from ingestq.store.values import Info
+    from ingestq.tasks.queue import QueueClient
 
 #: Seconds between two redraws while waiting.
 REFRESH = 0.25
@@ -98,11 +99,14 @@ class QueueWatch:
     every :data:`CONSUMER_CHECK_EVERY` seconds, after :data:`NO_WORKER_AFTER`)."""
 
     def __init__(self, client: JobClient) -> None:
-        from ingestq.tasks.app import QUEUE
-        from ingestq.tasks.queue import QueueClient
+        self.queue = ""
+        self._client: QueueClient | None = None
+        if not client.in_process:  # only the queue loads Celery
+            from ingestq.tasks.app import QUEUE
+            from ingestq.tasks.queue import QueueClient
 
-        self.queue = QUEUE
-        self._client = client if isinstance(client, QueueClient) else None
+            self.queue = QUEUE
+            self._client = client if isinstance(client, QueueClient) else None
         self._since: float | None = None
         self._next = 0.0
         self.idle = False
