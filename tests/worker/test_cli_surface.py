@@ -51,6 +51,17 @@ def test_the_job_commands_take_quiet_and_verbose() -> None:
         assert {"-q", "--quiet", "-v", "--verbose"} <= opts, name
 
 
+def test_every_command_takes_verbose() -> None:
+    """``-v/--verbose`` (and ``-vv``) on every command and subcommand, which loads
+    with its module."""
+    lacking = [
+        name
+        for name, cmd in commands(cli, ("ingestq",))
+        if name != "ingestq" and "--verbose" not in {o for p in cmd.params for o in p.opts}
+    ]
+    assert lacking == []
+
+
 def test_old_spellings_are_hidden_but_still_work(tmp_path: Path) -> None:
     runner = CliRunner()
     root = tmp_path / "store"

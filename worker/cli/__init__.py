@@ -50,6 +50,10 @@ def load_module(name: str) -> Any:
     if name not in _registered:
         _registered.add(name)
         module.register(cli)
+        from ingestq.worker.cli.common import add_verbose
+
+        for command in cli.commands.values():
+            add_verbose(command)
     return module
 
 

@@ -143,22 +143,39 @@ def hidden_alias(
     return click.option(name, dest, hidden=True, help=f"Old spelling of {replacement}.", **attrs)
 
 
-def verbose_option(fn: Callable[P, R]) -> Callable[P, R]:
-    """``-v/--verbose`` (repeatable): log ingestq's own messages to stderr at INFO (``-v``)
-    or DEBUG (``-vv``)."""
+def _log_verbosely(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value:
+        logging.basicConfig(
+            level=logging.DEBUG if value > 1 else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    return value
 
-    def setup(ctx: click.Context, param: click.Parameter, value: int) -> int:
-        if value:
-            logging.basicConfig(
-                level=logging.DEBUG if value > 1 else logging.INFO,
-                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            )
-        return value
 
-    return click.option(
-        "-v", "--verbose", count=True, expose_value=False, callback=setup,
+def verbose_param() -> click.Option:
+    """A ``-v/--verbose`` option (repeatable): log ingestq's own messages to stderr at
+    INFO (``-v``) or DEBUG (``-vv``)."""
+    return click.Option(
+        ["-v", "--verbose"], count=True, expose_value=False, callback=_log_verbosely,
         help="Log what ingestq does to stderr (-vv: debug).",
-    )(fn)  # fmt: skip
+    )  # fmt: skip
+
+
+def verbose_option(fn: Callable[P, R]) -> Callable[P, R]:
+    """``-v/--verbose`` on a command (see :func:`verbose_param`)."""
+    params: list[click.Parameter] = fn.__dict__.setdefault("__click_params__", [])
+    params.append(verbose_param())
+    return fn
+
+
+def add_verbose(command: click.Command) -> None:
+    """Give ``command`` (and, for a group, every subcommand) ``-v/--verbose`` where it
+    has none."""
+    if not any("--verbose" in getattr(p, "opts", ()) for p in command.params):
+        command.params.append(verbose_param())
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_verbose(sub)
 
 
 def exit_code_for(err: BaseException) -> int:
