@@ -314,6 +314,7 @@ class PullJobs(Protocol):
         *,
         job_id: str | None = None,
         idempotency_key: str | None = None,
+        retries: int | None = None,
     ) -> PullJob:
         """Start ``request`` (already validated, platforms resolved) as job ``job_id``,
         or return the existing job of that id or idempotency key. Unavailable when the

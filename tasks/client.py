@@ -134,6 +134,7 @@ def enqueue_pull(
     name: str | None = None,
     job_id: str | None = None,
     idempotency_key: str | None = None,
+    retries: int | None = None,
     settings: Settings | None = None,
     client: JobClient | None = None,
 ) -> PullJob:
@@ -143,16 +144,21 @@ def enqueue_pull(
     With Redis configured the pull is queued for workers; otherwise it runs in this
     process. Without ``platforms`` (and ``all_platforms``) the platform of this host is
     pulled, wherever the pull runs. ``job_id`` / ``idempotency_key`` work as for
-    ingests: the same id or key returns the first job and starts nothing.
+    ingests: the same id or key returns the first job and starts nothing. ``retries``
+    bounds the retries of an Unavailable source, for the planning and for each blob
+    (default: ``INGESTQ_MAX_SOURCE_RETRIES``).
 
-    Raises InvalidArgument for a malformed reference or platform, Unavailable when
+    Raises InvalidArgument for a malformed reference or platform or a negative
+    ``retries``, Unavailable when
     Redis cannot be reached. Failures of the pull itself come from :meth:`PullJob.wait`.
     """
     request = pull_request(
         reference, platforms=platforms, all_platforms=all_platforms, options=options, name=name
     )
     jobs = client if client is not None else connect(settings)
-    return jobs.submit_pull(request, job_id=job_id, idempotency_key=idempotency_key)
+    return jobs.submit_pull(
+        request, job_id=job_id, idempotency_key=idempotency_key, retries=retries
+    )
 
 
 def get_job(

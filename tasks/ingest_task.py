@@ -43,7 +43,6 @@ hooks, and this package's app, runtime, codec and metrics.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -218,7 +217,7 @@ def _ingest(
         settings = rt.settings if rt is not None else Settings()
         policy = settings.source_retry
         if max_source_retries is not None and max_source_retries >= 0:
-            policy = dataclasses.replace(policy, max_attempts=max_source_retries + 1)
+            policy = policy.with_retries(max_source_retries)
         countdown = policy.delay(source_retries, e)
         if countdown is None:
             raise _fail(rt, job_id, e, started) from None

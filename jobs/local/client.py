@@ -79,10 +79,11 @@ class LocalClient:
         *,
         job_id: str | None = None,
         idempotency_key: str | None = None,
+        retries: int | None = None,
     ) -> LocalPullJob:
         """Start the pull ``request`` in a thread of this process (or return the
         existing job of the same id / idempotency key)."""
-        return submit_pull(self._ctx, request, job_id, idempotency_key)
+        return submit_pull(self._ctx, request, job_id, idempotency_key, retries)
 
     def job(self, job_id: str) -> LocalIngestJob:
         """A handle on ingest job ``job_id`` of this host."""

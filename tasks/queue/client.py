@@ -91,10 +91,11 @@ class QueueClient:
         *,
         job_id: str | None = None,
         idempotency_key: str | None = None,
+        retries: int | None = None,
     ) -> QueuePullJob:
         """Publish the pull ``request`` (once per job id / idempotency key).
         Unavailable when Redis cannot be reached."""
-        return submit_pull(self._ctx, request, job_id, idempotency_key)
+        return submit_pull(self._ctx, request, job_id, idempotency_key, retries)
 
     def job(self, job_id: str) -> QueueIngestJob:
         """A handle on ingest job ``job_id``."""

@@ -23,7 +23,7 @@ from ingestq.store.local import LocalStore
 from ingestq.store.values import Descriptor
 from ingestq.tasks.client import enqueue_pull
 from ingestq.tasks.queue.pull import QueuePullJob
-from tests.images.helpers import lying_image
+from tests.images.helpers import lying_image, serve_image
 from tests.servers import oci
 from tests.servers.registry import Registry
 from tests.servers.util import wait_until
@@ -272,3 +272,20 @@ def test_a_committed_layer_of_another_size_than_the_manifest_says_fails_the_pull
     by_ref = {b.ref: b for b in job.status().blobs}
     assert by_ref[f"layer-{digest}"].state is BlobState.FAILED
     assert reference not in dict(ImageIndex(cluster.root).list())
+
+
+def test_retries_of_a_queued_pull_bound_its_childrens_retries(
+    cluster: Cluster, blob_server: BlobServer
+) -> None:
+    """``enqueue_pull(retries=1)``: the child ingest of a layer answering 503 asks twice
+    (the settings would allow 8 retries), then the pull fails Unavailable."""
+    image = oci.build_image([os.urandom(4096)])
+    reference = serve_image(blob_server, image, "app", "v1")
+    layer = image.layer_descriptors[0].digest
+    blob_server.paths[f"/v2/app/blobs/{layer}"].status = 503
+    cluster.start_worker()
+    job = enqueue_pull(reference, retries=1, client=cluster.client)
+    with pytest.raises(errdefs.Unavailable):
+        job.wait(timeout=90)
+    assert blob_server.count(f"/v2/app/blobs/{layer}") == 2
+    assert cluster.client.records.get(job.id)["max_retries"] == "1"

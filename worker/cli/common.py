@@ -128,6 +128,16 @@ def events_json_option(fn: Callable[P, R]) -> Callable[P, R]:
     )(fn)
 
 
+def retries_option(fn: Callable[P, R]) -> Callable[P, R]:
+    """``--retries N``: the most retries of an Unavailable source for the job."""
+    return click.option(
+        "--retries",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Retries of an unavailable source (default: $INGESTQ_MAX_SOURCE_RETRIES).",
+    )(fn)
+
+
 def submit_options(fn: Callable[P, R]) -> Callable[P, R]:
     """``--job-id`` and ``--idempotency-key`` of the commands that start a job."""
     fn = click.option("--idempotency-key", default=None, help="Enqueue at most once per key.")(fn)

@@ -38,6 +38,7 @@ from ingestq.worker.cli.common import (
     max_bytes_option,
     parse_labels,
     quiet_option,
+    retries_option,
     root_option,
     settings_for,
     submit_options,
@@ -264,12 +265,7 @@ def wait_and_print(
     help="Wait for the job (default) or print its id and return (queue only).",
 )
 @click.option("--timeout", type=float, default=None, help="Give up waiting after N seconds.")
-@click.option(
-    "--retries",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Retries of an unavailable source (default: $INGESTQ_MAX_SOURCE_RETRIES).",
-)
+@retries_option
 @submit_options
 @events_json_option
 @quiet_option

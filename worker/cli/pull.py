@@ -34,6 +34,7 @@ from ingestq.worker.cli.common import (
     job_client,
     max_bytes_option,
     quiet_option,
+    retries_option,
     root_option,
     submit_options,
     verbose_option,
@@ -215,6 +216,7 @@ def _pull_json(job_id: str, result: Any) -> dict[str, Any]:
 @click.option("--blob", is_flag=True, help="REFERENCE is HOST/REPO@DIGEST: ingest one blob.")
 @click.option("--wait/--detach", default=True, help="Wait for the pull (default) or return.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after N seconds.")
+@retries_option
 @submit_options
 @events_json_option
 @quiet_option
@@ -239,6 +241,7 @@ def pull_cmd(
     blob: bool,
     wait: bool,
     timeout: float | None,
+    retries: int | None,
     job_id: str | None,
     idempotency_key: str | None,
     quiet: bool,
@@ -270,12 +273,13 @@ def pull_cmd(
         )
     display = Display(mode_for(quiet, as_json))
     if blob:
-        _pull_blob(
-            reference, options, client, wait, timeout, job_id, idempotency_key, as_json, display
-        )
+        _pull_blob(reference, options, client, wait, timeout, job_id, idempotency_key,
+                   retries, as_json, display)  # fmt: skip
         return
     request = PullRequest(reference, platforms, all_platforms, options, name)
-    job = enqueue_pull(request, job_id=job_id, idempotency_key=idempotency_key, client=client)
+    job = enqueue_pull(
+        request, job_id=job_id, idempotency_key=idempotency_key, retries=retries, client=client
+    )
     if not wait:
         if as_json:
             echo_json({"job_id": job.id, "state": job.state.value})
@@ -301,6 +305,7 @@ def _pull_blob(
     timeout: float | None,
     job_id: str | None,
     idempotency_key: str | None,
+    retries: int | None,
     as_json: bool,
     display: Display,
 ) -> None:
@@ -322,6 +327,7 @@ def _pull_blob(
         media_type=desc.media_type,
         job_id=job_id,
         idempotency_key=idempotency_key,
+        retries=retries,
         client=client,
     )
     if not wait:
