@@ -1,18 +1,22 @@
 """3000 ingest jobs of 4 KiB blobs through Redis with 2 worker processes, against
-Celery's empty task on the same Redis and the same workers, in the same run.
+Celery's empty task with Celery's default settings on the same Redis and the same
+number of worker processes, in the same run; the Redis commands per job; the producer's
+enqueue speed (one ``submit_ingest`` per job vs one ``enqueue_many``); and the start-up
+of ``ingestq --help`` vs ``python -c pass``.
 
 Each phase fills the queue while the workers' consumers are paused (``cancel_consumer``)
 and times from ``add_consumer`` to the last result, so the figure is the workers'
 throughput, not the producer's publishing speed (printed separately).
 
-    .venv/bin/python benchmarks/bench_queue.py [--jobs 3000] [--no-fsync]
+    .venv/bin/python benchmarks/bench_queue.py [--jobs 3000] [--rounds 3] [--no-fsync]
 
-Starts a private redis-server (AOF everysec, as deployed) and two
-``celery -A tasks.app worker --pool=prefork --concurrency=1`` processes that also load
-this module (for the empty task). Phase 1 publishes N empty tasks and waits for all
-their results; phase 2 enqueues N ingest jobs (file sources, expected digest and size)
-through the producer API and waits for all. Throughput is jobs per second from the
-first publish to the last result; prints both and the ratio (target >= 0.7).
+Starts a private redis-server (AOF everysec, as deployed), two
+``celery -A ingestq.tasks.app worker --pool=prefork --concurrency=1`` processes and two
+of a Celery app with default settings (broker and result backend on the same Redis,
+nothing else set: ``celery -A benchmarks.bench_queue:default_app worker``). Each round
+runs, interleaved: N empty tasks on the default app; N ingest jobs (file sources,
+expected digest and size) enqueued one by one; N more enqueued with ``enqueue_many``.
+Prints the median of the rounds and the ratio (target >= 0.7).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,17 +32,29 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from celery import Celery
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ingestq.tasks.app import app  # noqa: E402
 
 EMPTY = "ingestq.bench.empty"
+DEFAULT_EMPTY = "bench.default.empty"
+_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+#: Celery with its default settings: only the broker and the result backend are set.
+default_app = Celery("bench-default", broker=_URL, backend=_URL, set_as_current=False)
 
 
 @app.task(name=EMPTY)  # type: ignore[untyped-decorator]
 def empty() -> None:
-    """Celery's empty task: the baseline."""
+    """An empty task on ingestq's app (for comparison)."""
+
+
+@default_app.task(name=DEFAULT_EMPTY)  # type: ignore[untyped-decorator]
+def default_empty() -> None:
+    """Celery's empty task with default settings: the baseline."""
 
 
 def _wait_results(client: object, ids: list[str], timeout: float = 600) -> None:
@@ -75,88 +92,154 @@ def _store_floor(fsync: bool, n: int = 300) -> float:
         return n / (time.perf_counter() - t0)
 
 
+def _commands(client: object) -> int:
+    """Redis commands served since the last reset (Lua's included), without the
+    benchmark's own polling."""
+    import redis
+
+    assert isinstance(client, redis.Redis)
+    stats = client.info("commandstats")
+    skip = ("cmdstat_mget", "cmdstat_config|resetstat", "cmdstat_info")
+    return sum(int(v["calls"]) for k, v in stats.items() if k not in skip)
+
+
+def _startup(runs: int = 15) -> tuple[float, float]:
+    """Median seconds of ``ingestq --help`` and of ``python -c pass``, interleaved."""
+    cli = str(Path(sys.executable).parent / "ingestq")
+    help_s, bare_s = [], []
+    for _ in range(runs):
+        for cmd, out in (([cli, "--help"], help_s), ([sys.executable, "-c", "pass"], bare_s)):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            out.append(time.perf_counter() - t0)
+    return statistics.median(help_s), statistics.median(bare_s)
+
+
+def _blobs(files: Path, tag: str, n: int) -> list[tuple[str, str]]:
+    out = []
+    for i in range(n):
+        data = os.urandom(4096)
+        path = files / f"{tag}-{i}"
+        path.write_bytes(data)
+        out.append((str(path), "sha256:" + hashlib.sha256(data).hexdigest()))
+    return out
+
+
+def _start_workers(
+    target: str, queue: str, prefix: str, env: dict[str, str], base: Path, control: Celery
+) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+    from tests.servers.util import wait_until
+
+    workers, names = [], []
+    for n in range(2):
+        name = f"{prefix}{n}@local"
+        log = open(base / f"{name}.log", "wb")  # noqa: SIM115
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", target, "worker", "--pool=prefork",
+             "--concurrency=1", f"--hostname={name}", "--loglevel=WARNING", "-Q", queue,
+             "--without-mingle", "--without-gossip", "-I", "benchmarks.bench_queue"],
+            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        ))  # fmt: skip
+        wait_until(
+            lambda name=name: control.control.ping(destination=[name], timeout=0.3),
+            60, f"{name} ready",
+        )  # fmt: skip
+        names.append(name)
+    return workers, names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-fsync", action="store_true", help="INGESTQ_FSYNC=0 on workers")
     args = parser.parse_args()
 
-    from celery import Celery
-
     from ingestq.ingest.request import make_request
     from ingestq.jobs.config import Settings
+    from ingestq.tasks.client import enqueue_many
     from ingestq.tasks.queue import QueueClient
     from tests.servers.redis_server import running_redis
-    from tests.servers.util import wait_until
 
+    n = args.jobs
+    kinds = ("empty", "ingest", "cmds_empty", "cmds_ingest", "pub_empty", "pub_single",
+             "pub_many")  # fmt: skip
+    figures: dict[str, list[float]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         base = Path(tmp)
         files = base / "files"
         files.mkdir()
-        blobs = []
-        for i in range(args.jobs):
-            data = os.urandom(4096)
-            path = files / f"b{i}"
-            path.write_bytes(data)
-            blobs.append((str(path), "sha256:" + hashlib.sha256(data).hexdigest()))
         with running_redis(base / "redis") as server:
             env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTQ_")}
             env.update(
                 INGESTQ_REDIS_URL=server.url, INGESTQ_ROOT=str(base / "store"),
                 INGESTQ_FILE_ROOTS=str(files), PYTHONPATH=str(REPO),
-                INGESTQ_FSYNC="0" if args.no_fsync else "1",
+                INGESTQ_FSYNC="0" if args.no_fsync else "1", BENCH_REDIS_URL=server.url,
             )  # fmt: skip
-            workers = []
+            workers: list[subprocess.Popen[bytes]] = []
             control = Celery("bench-control", broker=server.url, set_as_current=False)
+            default = Celery("bench-default", broker=server.url, backend=server.url,
+                             set_as_current=False)  # fmt: skip
             try:
-                for n in range(2):
-                    name = f"bench{n}@local"
-                    log = open(base / f"{name}.log", "wb")  # noqa: SIM115
-                    workers.append(subprocess.Popen(
-                        [sys.executable, "-m", "celery", "-A", "ingestq.tasks.app", "worker",
-                         "--pool=prefork", "--concurrency=1", f"--hostname={name}",
-                         "--loglevel=WARNING", "-Q", "ingestq", "--without-mingle",
-                         "--without-gossip", "-I", "benchmarks.bench_queue"],
-                        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                    ))  # fmt: skip
-                    wait_until(
-                        lambda name=name: control.control.ping(destination=[name], timeout=0.3),
-                        60, f"{name} ready",
-                    )  # fmt: skip
+                ours, our_names = _start_workers(
+                    "ingestq.tasks.app", "ingestq", "bench", env, base, control
+                )
+                workers += ours
+                theirs, their_names = _start_workers(
+                    "benchmarks.bench_queue:default_app", "celery", "default", env, base, control
+                )
+                workers += theirs
+                for queue, names in (("ingestq", our_names), ("celery", their_names)):
+                    control.control.cancel_consumer(queue, destination=names, reply=True)
                 settings = Settings.from_env(env)
                 producer = QueueClient(settings)
                 rclient = producer.result_client
 
-                names = [f"bench{n}@local" for n in range(2)]
-
-                def drain(publish: Callable[[], list[str]]) -> tuple[float, float]:
+                def drain(
+                    queue: str, names: list[str], publish: Callable[[], list[str]]
+                ) -> tuple[float, float, float]:
                     """Fill the queue with consumers paused, then time the workers
-                    alone from resuming to the last result (publishing is excluded:
-                    it is the producer's speed, not the workers')."""
-                    control.control.cancel_consumer("ingestq", destination=names, reply=True)
+                    alone from resuming to the last result; (seconds, publish seconds,
+                    Redis commands per job)."""
+                    rclient.config_resetstat()
                     t0 = time.perf_counter()
                     ids = publish()
                     published = time.perf_counter() - t0
                     t0 = time.perf_counter()
-                    control.control.add_consumer("ingestq", destination=names, reply=True)
+                    control.control.add_consumer(queue, destination=names, reply=True)
                     _wait_results(rclient, ids)
-                    return time.perf_counter() - t0, published
+                    took = time.perf_counter() - t0
+                    control.control.cancel_consumer(queue, destination=names, reply=True)
+                    return took, published, _commands(rclient) / len(ids)
 
-                empty_s, empty_published_s = drain(
-                    lambda: [
-                        producer.app.send_task(EMPTY, queue="ingestq").id for _ in range(args.jobs)
-                    ]
-                )
-                ingest_s, published_s = drain(
-                    lambda: [
+                for r in range(args.rounds):
+                    single = _blobs(files, f"s{r}", n)
+                    many = _blobs(files, f"m{r}", n)
+                    took, pub, cmds = drain("celery", their_names, lambda: [
+                        default.send_task(DEFAULT_EMPTY).id for _ in range(n)])  # fmt: skip
+                    figures["empty"].append(n / took)
+                    figures["pub_empty"].append(n / pub)
+                    figures["cmds_empty"].append(cmds)
+                    took, pub, cmds = drain("ingestq", our_names, lambda: [
                         producer.submit_ingest(
                             make_request({"type": "file", "path": p}, p, digest=d, size=4096)
                         ).id
-                        for p, d in blobs
-                    ]
-                )
+                        for p, d in single  # noqa: B023 - called at once
+                    ])  # fmt: skip
+                    figures["ingest"].append(n / took)
+                    figures["pub_single"].append(n / pub)
+                    figures["cmds_ingest"].append(cmds)
+                    took, pub, cmds = drain("ingestq", our_names, lambda: [
+                        j.id for j in enqueue_many(
+                            [{"source": p, "digest": d, "size": 4096} for p, d in many],  # noqa: B023
+                            client=producer,
+                        )
+                    ])  # fmt: skip
+                    figures["ingest"].append(n / took)
+                    figures["pub_many"].append(n / pub)
+                    figures["cmds_ingest"].append(cmds)
                 stored = len(list((base / "store" / "blobs" / "sha256").iterdir()))
-                assert stored == args.jobs, stored
+                assert stored == 2 * n * args.rounds, stored
                 producer.close()
             finally:
                 for w in workers:
@@ -164,16 +247,26 @@ def main() -> None:
                 for w in workers:
                     w.wait(30)
                 control.close()
+                default.close()
+    help_s, bare_s = _startup()
     floor = _store_floor(not args.no_fsync)
-    e, i = args.jobs / empty_s, args.jobs / ingest_s
-    print(f"celery empty task      : {e:8.1f} jobs/s  ({args.jobs} in {empty_s:.2f} s; "
-          f"published in {empty_published_s:.2f} s)")  # fmt: skip
-    print(f"ingestq ingest (4 KiB) : {i:8.1f} jobs/s  ({args.jobs} in {ingest_s:.2f} s; "
-          f"published in {published_s:.2f} s)")  # fmt: skip
-    print(f"ratio ingest/empty     : {i / e:8.2f}  (target >= 0.7; fsync "
+    med = {k: statistics.median(v) for k, v in figures.items()}
+    e, i = med["empty"], med["ingest"]
+    print(f"medians of {args.rounds} interleaved rounds, {n} jobs each, 2 worker processes")
+    print(f"celery empty task (defaults): {e:8.1f} jobs/s  {med['cmds_empty']:5.1f} Redis "
+          f"commands/job")  # fmt: skip
+    print(f"ingestq ingest (4 KiB)      : {i:8.1f} jobs/s  {med['cmds_ingest']:5.1f} Redis "
+          f"commands/job (producer's and worker's, Lua's included)")  # fmt: skip
+    print(f"ratio ingest/empty          : {i / e:8.2f}  (target >= 0.7; fsync "
           f"{'off' if args.no_fsync else 'on'})")  # fmt: skip
+    print(f"producer: celery send_task  : {med['pub_empty']:8.1f} jobs/s")
+    print(f"producer: submit_ingest     : {med['pub_single']:8.1f} jobs/s (one call per job)")
+    print(f"producer: enqueue_many      : {med['pub_many']:8.1f} jobs/s (one call)  "
+          f"x{med['pub_many'] / med['pub_single']:.1f}")  # fmt: skip
+    print(f"start-up: ingestq --help    : {help_s * 1000:8.1f} ms (python -c pass "
+          f"{bare_s * 1000:.1f} ms; target <= 80 ms)")  # fmt: skip
     print(
-        f"(context) store alone  : {floor:8.1f} blobs/s per process: LocalStore writer + "
+        f"(context) store alone       : {floor:8.1f} blobs/s per process: LocalStore writer + "
         "commit of a 4 KiB blob, no queue; two workers can at most double it"
     )
 

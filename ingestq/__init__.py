@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ingestq.jobs.api import IngestJob, JobClient, JobState, Progress, PullJob
     from ingestq.store import Descriptor, Digest, Info, LocalStore, Status
-    from ingestq.tasks.client import connect, enqueue_ingest, enqueue_pull, get_job, get_pull
+    from ingestq.tasks.client import (
+        connect,
+        enqueue_ingest,
+        enqueue_many,
+        enqueue_pull,
+        get_job,
+        get_pull,
+    )
 
 __all__ = [
     "Descriptor",
@@ -43,6 +50,7 @@ __all__ = [
     "Status",
     "connect",
     "enqueue_ingest",
+    "enqueue_many",
     "enqueue_pull",
     "get_job",
     "get_pull",
@@ -62,6 +70,7 @@ _LOCATIONS: dict[str, str] = {
     "PullJob": "ingestq.jobs.api",
     "connect": "ingestq.tasks.client",
     "enqueue_ingest": "ingestq.tasks.client",
+    "enqueue_many": "ingestq.tasks.client",
     "enqueue_pull": "ingestq.tasks.client",
     "get_job": "ingestq.tasks.client",
     "get_pull": "ingestq.tasks.client",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -290,6 +290,16 @@ class IngestJobs(Protocol):
         the settings'). Unavailable when the backend cannot be reached."""
         ...  # fmt: skip
 
+    def submit_ingests(
+        self, requests: Sequence[IngestRequest], *, retries: int | None = None
+    ) -> Sequence[IngestJob]:
+        """Start every request of ``requests`` as a new job (a fresh id each) in one
+        call (on the queue: one Redis pipeline for the records, one producer connection
+        for the messages); their handles, in order. ``retries`` as for
+        :meth:`submit_ingest`. Unavailable when the backend cannot be reached (on the
+        queue the jobs not published by then are left unrecorded)."""
+        ...  # fmt: skip
+
     def job(self, job_id: str) -> IngestJob:
         """A handle on ingest job ``job_id`` (state ``unknown`` if there is none)."""
         ...
@@ -304,6 +314,7 @@ class PullJobs(Protocol):
         *,
         job_id: str | None = None,
         idempotency_key: str | None = None,
+        retries: int | None = None,
     ) -> PullJob:
         """Start ``request`` (already validated, platforms resolved) as job ``job_id``,
         or return the existing job of that id or idempotency key. Unavailable when the

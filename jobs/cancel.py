@@ -19,7 +19,9 @@ from ingestq.jobs.records import CancelFlags
 
 
 class CancelHooks(Hooks):
-    """Ingest hooks whose :meth:`cancelled` is the job's cancel flag (or ``event``)."""
+    """Ingest hooks whose :meth:`cancelled` is the job's cancel flag (or ``event``).
+    With ``checked`` (the caller read the flag just before) the first read of the flag
+    waits ``poll`` seconds, so a job done in milliseconds reads it once."""
 
     def __init__(
         self,
@@ -28,12 +30,14 @@ class CancelHooks(Hooks):
         *,
         event: threading.Event | None = None,
         poll: float = 0.25,
+        checked: bool = False,
     ) -> None:
         self.event = event if event is not None else threading.Event()
         self._flags = flags
         self._job_id = job_id
         self._poll = poll
-        self._next = 0.0
+        # ``checked``: the caller has just read the flag, so the first read waits a poll.
+        self._next = time.monotonic() + poll if checked else 0.0
 
     def cancelled(self) -> bool:
         """True once the job's event is set or its cancel flag was seen."""

@@ -25,6 +25,7 @@ Imports errdefs only.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Callable
@@ -82,6 +83,15 @@ class RetryPolicy:
             raise errdefs.InvalidArgument(f"retry multiplier must be at least 1: {self}")
         if self.max_attempts is not None and self.max_attempts < 1:
             raise errdefs.InvalidArgument(f"max_attempts must be at least 1: {self}")
+
+    def with_retries(self, retries: int | None) -> RetryPolicy:
+        """This policy with at most ``retries`` retries (``None``: unchanged), as a
+        producer's ``--retries`` asks. InvalidArgument for a negative number."""
+        if retries is None:
+            return self
+        if retries < 0:
+            raise errdefs.InvalidArgument(f"retries must be at least 0, got {retries}")
+        return dataclasses.replace(self, max_attempts=retries + 1)
 
     def backoff(self, retry: int) -> float:
         """The delay before retry number ``retry`` (0-based): the bound grows from

@@ -15,8 +15,8 @@ import os
 from collections.abc import Mapping
 from typing import Literal, Protocol, runtime_checkable
 
-from ingestq import errdefs
 from ingestq.store.digest import Digest
+from ingestq.store.helpers import finish_copy, longer_than
 from ingestq.store.oserrors import from_os_error
 from ingestq.store.protocols import Writer
 from ingestq.store.values import Info
@@ -115,24 +115,13 @@ def copy_fd(
             except OSError as e:
                 raise from_os_error(e, f"read the source of {ref}") from e
             if more:
-                raise errdefs.FailedPrecondition(
-                    f"source for {ref} is longer than the expected {size} bytes"
-                )
+                raise longer_than(ref, size)
             break
         n = writer.copy_from(fd, written, want)
         if not n:
             break
         written += n
-    if size and written < size:
-        raise errdefs.DataLoss(
-            f"failed to read expected number of bytes for {ref}: got {written} of {size}"
-        )
-    try:
-        return writer.commit(size, expected, labels)
-    except errdefs.AlreadyExists:
-        return None
-    except errdefs.ErrdefsError as e:
-        raise errdefs.wrap(e, f'failed commit on ref "{ref}"') from e
+    return finish_copy(writer, ref, written, size, expected, labels)
 
 
 __all__ = ["FD_PIECE", "FdCopier", "FdWriter", "Method", "copy_fd", "kernel_copy"]

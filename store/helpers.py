@@ -166,17 +166,39 @@ def copy(
         if not chunk:
             break
         if size and written + len(chunk) > size:
-            raise errdefs.FailedPrecondition(
-                f"source for {ref} is longer than the expected {size} bytes"
-            )
+            raise longer_than(ref, size)
         writer.write(chunk)
         written += len(chunk)
         if on_progress is not None:
             on_progress(written)
+    return finish_copy(writer, ref, written, size, expected, labels)
+
+
+def longer_than(ref: str, size: int) -> errdefs.FailedPrecondition:
+    """The error of a source that holds more than the expected ``size`` bytes."""
+    return errdefs.FailedPrecondition(f"source for {ref} is longer than the expected {size} bytes")
+
+
+def shorter_than(ref: str, written: int, size: int) -> errdefs.DataLoss:
+    """The error of a source that ended after ``written`` of the expected ``size`` bytes."""
+    return errdefs.DataLoss(
+        f"failed to read expected number of bytes for {ref}: got {written} of {size}"
+    )
+
+
+def finish_copy(
+    writer: Writer,
+    ref: str,
+    written: int,
+    size: int,
+    expected: Digest | None,
+    labels: Mapping[str, str] | None,
+) -> Info | None:
+    """The end of every copy into ``writer``: DataLoss when fewer than ``size`` bytes
+    came, else the commit's Info (None when the content already existed); commit errors
+    keep their kind, reading ``failed commit on ref "<ref>": ...``."""
     if size and written < size:
-        raise errdefs.DataLoss(
-            f"failed to read expected number of bytes for {ref}: got {written} of {size}"
-        )
+        raise shorter_than(ref, written, size)
     try:
         return writer.commit(size, expected, labels)
     except errdefs.AlreadyExists:
@@ -195,13 +217,9 @@ def read_exactly(source: Source, size: int, ref: str) -> bytearray:
             break
         buf += chunk
     if len(buf) > size:
-        raise errdefs.FailedPrecondition(
-            f"source for {ref} is longer than the expected {size} bytes"
-        )
+        raise longer_than(ref, size)
     if len(buf) < size:
-        raise errdefs.DataLoss(
-            f"failed to read expected number of bytes for {ref}: got {len(buf)} of {size}"
-        )
+        raise shorter_than(ref, len(buf), size)
     return buf
 
 

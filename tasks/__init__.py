@@ -7,7 +7,7 @@ worker side of its jobs.
 - :mod:`.queue`: the producer side, :class:`~ingestq.tasks.queue.QueueClient` and the
   handles on queued ingests and pulls (status, wait, cancel);
 - :mod:`.client`: ``connect`` (picks the Celery or the in-process backend) and the
-  producer API ``enqueue_ingest``, ``enqueue_pull``, ``get_job``, ``get_pull``;
+  producer API ``enqueue_ingest``, ``enqueue_many``, ``enqueue_pull``, ``get_job``, ``get_pull``;
 - :mod:`.codec`: the Celery error codec (encode, decode result meta, normalize);
 - :mod:`.results`: the one reader of Celery's result keys;
 - :mod:`.records`: job records in Redis; :mod:`.keys`: every Redis key name;

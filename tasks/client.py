@@ -16,22 +16,25 @@ request: a finished job keeps its result until it expires.
 
 These are the names ``ingestq`` exports (``from ingestq import enqueue_ingest``).
 This module sits where it can see both backends; ``ingestq.jobs`` never imports it.
+It imports Celery, kombu and redis only when :func:`connect` picks the queue, so an
+in-process ingest starts without them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from ingestq import errdefs
 from ingestq.fetch.registry.client import RegistryOptions
 from ingestq.images.request import PullRequest
+from ingestq.ingest.request import IngestRequest
 from ingestq.jobs.api import IngestJob, JobClient, PullJob
 from ingestq.jobs.config import Settings
 from ingestq.jobs.ingest import ingest_request
 from ingestq.jobs.local import LocalClient
 from ingestq.jobs.pull import pull_request
-from ingestq.tasks.queue import QueueClient
 
 
 def connect(settings: Settings | None = None) -> JobClient:
@@ -40,6 +43,8 @@ def connect(settings: Settings | None = None) -> JobClient:
     for an incomplete Redis configuration."""
     settings = settings or Settings.from_env()
     if settings.queued:
+        from ingestq.tasks.queue import QueueClient  # Celery, kombu, redis: queue only
+
         return QueueClient(settings)
     return LocalClient(settings)
 
@@ -81,6 +86,45 @@ def enqueue_ingest(
     )
 
 
+def enqueue_many(
+    requests: Iterable[IngestRequest | Mapping[str, Any]],
+    *,
+    settings: Settings | None = None,
+    client: JobClient | None = None,
+    retries: int | None = None,
+) -> list[IngestJob]:
+    """Enqueue many ingests in one call on ``client`` (default: :func:`connect` of
+    ``settings``): on the queue the job records go in one Redis pipeline and the
+    messages through one producer connection. Each request is an
+    :class:`~ingestq.ingest.request.IngestRequest` or a mapping of
+    :func:`enqueue_ingest`'s request arguments (``source`` required; ``digest``,
+    ``size``, ``media_type``, ``ref``, ``labels``, ``expire``). Each job gets a fresh
+    id (use :func:`enqueue_ingest` for idempotency keys). Returns the job handles in
+    order. Raises InvalidArgument for a malformed request (before anything is
+    published) or a negative ``retries``; Unavailable when Redis cannot be reached (the
+    jobs not published by then are left unrecorded).
+    """
+    built = [
+        r if isinstance(r, IngestRequest) else ingest_request(**_request_args(r)) for r in requests
+    ]
+    jobs = client if client is not None else connect(settings)
+    return list(jobs.submit_ingests(built, retries=retries))
+
+
+_REQUEST_ARGS = frozenset({"source", "digest", "size", "media_type", "ref", "labels", "expire"})
+
+
+def _request_args(r: Mapping[str, Any]) -> dict[str, Any]:
+    """``r`` checked as :func:`enqueue_ingest`'s request arguments."""
+    unknown = set(r) - _REQUEST_ARGS
+    if unknown or "source" not in r:
+        raise errdefs.InvalidArgument(
+            f"ingest request {dict(r)!r}: needs 'source'"
+            + (f", unknown {sorted(unknown)}" if unknown else "")
+        )
+    return dict(r)
+
+
 def enqueue_pull(
     reference: str | PullRequest,
     *,
@@ -90,6 +134,7 @@ def enqueue_pull(
     name: str | None = None,
     job_id: str | None = None,
     idempotency_key: str | None = None,
+    retries: int | None = None,
     settings: Settings | None = None,
     client: JobClient | None = None,
 ) -> PullJob:
@@ -99,16 +144,21 @@ def enqueue_pull(
     With Redis configured the pull is queued for workers; otherwise it runs in this
     process. Without ``platforms`` (and ``all_platforms``) the platform of this host is
     pulled, wherever the pull runs. ``job_id`` / ``idempotency_key`` work as for
-    ingests: the same id or key returns the first job and starts nothing.
+    ingests: the same id or key returns the first job and starts nothing. ``retries``
+    bounds the retries of an Unavailable source, for the planning and for each blob
+    (default: ``INGESTQ_MAX_SOURCE_RETRIES``).
 
-    Raises InvalidArgument for a malformed reference or platform, Unavailable when
+    Raises InvalidArgument for a malformed reference or platform or a negative
+    ``retries``, Unavailable when
     Redis cannot be reached. Failures of the pull itself come from :meth:`PullJob.wait`.
     """
     request = pull_request(
         reference, platforms=platforms, all_platforms=all_platforms, options=options, name=name
     )
     jobs = client if client is not None else connect(settings)
-    return jobs.submit_pull(request, job_id=job_id, idempotency_key=idempotency_key)
+    return jobs.submit_pull(
+        request, job_id=job_id, idempotency_key=idempotency_key, retries=retries
+    )
 
 
 def get_job(
@@ -127,4 +177,4 @@ def get_pull(
     return jobs.pull(job_id)
 
 
-__all__ = ["connect", "enqueue_ingest", "enqueue_pull", "get_job", "get_pull"]
+__all__ = ["connect", "enqueue_ingest", "enqueue_many", "enqueue_pull", "get_job", "get_pull"]

@@ -5,6 +5,7 @@ which combines it with the prometheus counters and any other subscriber."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from ingestq.ingest.hooks import Hooks, IngestHooks, combine
 from ingestq.ingest.request import IngestRequest
@@ -15,12 +16,20 @@ from ingestq.tasks.metrics import MetricsHooks
 class LeaseStatusHooks(Hooks):
     """Feeds the heartbeat of the ref's Redis lease (see :class:`ingestq.tasks.lease.Progress`)
     with the ingest's job id, source, offset, total and rate, and tells the core when
-    the lease is lost. Does nothing when this process holds no lease on the ref (a store
-    without the Redis locker). Keeps per-ingest state, so use one per ingest."""
+    the lease is lost. ``on_live`` runs once, on the heartbeat thread, when the first
+    heartbeat publishes the write (a write done within a heartbeat never calls it).
+    Does nothing when this process holds no lease on the ref (a store without the Redis
+    locker). Keeps per-ingest state, so use one per ingest."""
 
-    def __init__(self, locker: RedisLeaseLocker, job_id: str = "") -> None:
+    def __init__(
+        self,
+        locker: RedisLeaseLocker,
+        job_id: str = "",
+        on_live: Callable[[], None] | None = None,
+    ) -> None:
         self._locker = locker
         self._job_id = job_id
+        self._on_live = on_live
         self._lease: RedisLease | None = None
         self._started = 0.0
         self._copy_from: int | None = None
@@ -33,6 +42,7 @@ class LeaseStatusHooks(Hooks):
             p = self._lease.progress
             p.job_id, p.source, p.total = self._job_id, source, request.size
             p.expected = str(request.digest) if request.digest else ""
+            p.on_beat = self._on_live
             p.publish = True
 
     def progress(self, offset: int, total: int) -> None:
@@ -51,7 +61,13 @@ class LeaseStatusHooks(Hooks):
         return self._lease is not None and self._lease.lost
 
 
-def worker_hooks(locker: RedisLeaseLocker, job_id: str, *others: IngestHooks) -> IngestHooks:
+def worker_hooks(
+    locker: RedisLeaseLocker,
+    job_id: str,
+    *others: IngestHooks,
+    on_live: Callable[[], None] | None = None,
+) -> IngestHooks:
     """The subscribers of one ingest on a worker: ``others`` (e.g. cancellation), the
-    lease status of ``job_id`` and the prometheus counters. Make one per ingest."""
-    return combine(*others, LeaseStatusHooks(locker, job_id), MetricsHooks())
+    lease status of ``job_id`` (``on_live`` as for :class:`LeaseStatusHooks`) and the
+    prometheus counters. Make one per ingest."""
+    return combine(*others, LeaseStatusHooks(locker, job_id, on_live), MetricsHooks())

@@ -118,6 +118,12 @@ class LeaseProgress:
         self.total = 0
         self.expected = ""
         self.rate = 0.0
+        #: Set before the first heartbeat that may publish the status (the release then
+        #: takes the entry off the board).
+        self.published = False
+        #: Called once, on the heartbeat thread, after the first beat that published
+        #: this status (the write has lasted a heartbeat); then cleared.
+        self.on_beat: Callable[[], None] | None = None
 
     def fields(self, ref: str, holder: Holder) -> list[str]:
         """The status hash fields, as a flat field/value list."""
@@ -205,7 +211,8 @@ class RedisLease:
         try:
             k = self.keys
             self._locker.scripts().release(
-                keys=[k.lease, k.holder, k.status, keys.ACTIVE], args=[self.token, k.member]
+                keys=[k.lease, k.holder, k.status, keys.ACTIVE],
+                args=[self.token, k.member, "1" if self.progress.published else "0"],
             )
         except redis.RedisError as e:
             log.warning("could not release lease on %s (expires by itself): %s", self.ref, e)
@@ -384,6 +391,8 @@ class RedisLeaseLocker:
         p = lease.progress
         sent_at = time.monotonic()
         status_ttl = int(max(3 * self.interval, 2.0) * 1000)
+        if p.publish:
+            p.published = True
         try:
             reply = self.scripts().heartbeat(
                 keys=[k.lease, k.holder, k.status, keys.ACTIVE],
@@ -397,8 +406,12 @@ class RedisLeaseLocker:
             return
         if int(reply) == 0:
             lease._mark_lost("the lease key holds another token")
-        else:
-            lease._renewed(sent_at, int(reply))
+            return
+        lease._renewed(sent_at, int(reply))
+        callback = p.on_beat if p.publish else None
+        if callback is not None:
+            p.on_beat = None
+            callback()
 
 
 def holder_from_hash(raw: Mapping[Any, Any]) -> Holder | None:

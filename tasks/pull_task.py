@@ -109,7 +109,7 @@ def _fail(rt: Runtime | None, job_id: str, err: BaseException) -> errdefs.Errdef
     return clean
 
 
-def _publish_children(rt: Runtime, pull_id: str, plan: PullPlan) -> PullPlan:
+def _publish_children(rt: Runtime, pull_id: str, plan: PullPlan, retries: int | None) -> PullPlan:
     """Give every child not yet committed a job id and publish it; committed ones get
     no job (they read as done). A digest committed with another size than the child's
     descriptor is not the child: its job's ingest fails it (or fetches a damaged one)."""
@@ -135,8 +135,12 @@ def _publish_children(rt: Runtime, pull_id: str, plan: PullPlan) -> PullPlan:
             "request": json.dumps(request),
             "parent": pull_id,
         }
+        kwargs: dict[str, object] = {}
+        if retries is not None:
+            fields["max_retries"] = str(retries)
+            kwargs["max_source_retries"] = retries
         rt.records.create(child.job_id, fields)
-        app.send_task(TASK_INGEST, args=[request], task_id=child.job_id, queue=QUEUE)
+        app.send_task(TASK_INGEST, args=[request], kwargs=kwargs, task_id=child.job_id, queue=QUEUE)
     return plan
 
 
@@ -148,7 +152,12 @@ def _publish_children(rt: Runtime, pull_id: str, plan: PullPlan) -> PullPlan:
     reject_on_worker_lost=True,
     throws=EXPECTED_ERRORS,
 )
-def pull_task(self: Task, request: dict[str, Any], source_retries: int = 0) -> dict[str, Any]:
+def pull_task(
+    self: Task,
+    request: dict[str, Any],
+    source_retries: int = 0,
+    max_source_retries: int | None = None,
+) -> dict[str, Any]:
     """Plan a pull, publish its children, and hand over to finalize (module docstring)."""
     pull_id: str = self.request.id or ""
     rt: Runtime | None = None
@@ -170,10 +179,11 @@ def pull_task(self: Task, request: dict[str, Any], source_retries: int = 0) -> d
         if rt.records.cancel_requested(pull_id):
             raise errdefs.Canceled(f"pull {plan.name} canceled")
         lease.protect(*(child.desc.digest for child in plan.children))
-        plan = _publish_children(rt, pull_id, plan)
+        plan = _publish_children(rt, pull_id, plan, max_source_retries)
     except Exception as e:
         settings = rt.settings if rt is not None else Settings()
-        countdown = settings.source_retry.delay(source_retries, e)
+        policy = settings.source_retry.with_retries(max_source_retries)
+        countdown = policy.delay(source_retries, e)
         if countdown is None:
             _release_lease(rt, pull_id)
             raise _fail(rt, pull_id, e) from None
@@ -181,7 +191,7 @@ def pull_task(self: Task, request: dict[str, Any], source_retries: int = 0) -> d
             exc=encode(e),
             countdown=countdown,
             args=[request],
-            kwargs={"source_retries": source_retries + 1},
+            kwargs={"source_retries": source_retries + 1, "max_source_retries": max_source_retries},
             max_retries=None,
         ) from None
     return self.replace(pull_finalize_task.si(plan.to_json()))  # type: ignore[no-any-return]

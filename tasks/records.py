@@ -23,7 +23,7 @@ helpers.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -66,6 +66,24 @@ class RedisJobRecords:
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"job records: {e}") from e
         return job_id, True
+
+    def create_many(self, jobs: Sequence[tuple[str, Mapping[str, str]]]) -> list[bool]:
+        """Claim each ``(job id, fields)`` of ``jobs`` as :meth:`create` does without an
+        idempotency key, in one pipeline (one round trip); whether each was created.
+        Unavailable when Redis cannot be reached."""
+        if not jobs:
+            return []
+        now = f"{time.time():.6f}"
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for job_id, fields in jobs:
+                args: list[str | int] = [now, self._ttl, job_id, MAX_INDEXED]
+                args.extend(item for pair in fields.items() for item in pair)
+                self._claim(keys=[keys.job_key(job_id), keys.JOBS], args=args, client=pipe)
+            replies = pipe.execute()
+        except redis.RedisError as e:
+            raise errdefs.Unavailable(f"job records: {e}") from e
+        return [bool(r) for r in replies]
 
     def list(self, limit: int = 1000) -> list[tuple[str, dict[str, str]]]:
         """See :meth:`ingestq.jobs.records.JobRecords.list`: the newest members of the
@@ -126,6 +144,18 @@ class RedisJobRecords:
             self._client.zrem(keys.JOBS, job_id)
             if idempotency_key:
                 self._client.delete(keys.idempotency_key(idempotency_key))
+        except redis.RedisError:
+            return
+
+    def discard_many(self, job_ids: Sequence[str]) -> None:
+        """Forget ``job_ids`` (jobs whose publishing failed) in one pipeline. Best effort."""
+        if not job_ids:
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.delete(*(keys.job_key(j) for j in job_ids))
+            pipe.zrem(keys.JOBS, *job_ids)
+            pipe.execute()
         except redis.RedisError:
             return
 

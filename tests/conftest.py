@@ -35,6 +35,18 @@ from tests.servers.containerd import ContainerdDaemon
 from tests.servers.redis_server import RedisFactory, RedisServer
 from tests.servers.registry import Registry, RegistryFactory, TokenServer
 from tests.servers.seaweed import S3Endpoint, SeaweedServer
+from tests.tasks.blobserver import BlobServer
+
+
+@pytest.fixture
+def blob_server() -> Iterator[BlobServer]:
+    """A :class:`tests.tasks.blobserver.BlobServer` on a free 127.0.0.1 port, serving
+    blobs with the behaviours a test gives them (ranges, validators, cuts, trickles)."""
+    server = BlobServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

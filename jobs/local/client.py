@@ -7,6 +7,8 @@ Imports store and this package.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ingestq.images.request import PullRequest
 from ingestq.ingest.request import IngestRequest
 from ingestq.jobs.api import ActiveIngest, JobState, JobSummary
@@ -66,16 +68,23 @@ class LocalClient:
         the same id / idempotency key); ``retries`` bounds its source retries."""
         return submit_ingest(self._ctx, request, job_id, idempotency_key, retries)
 
+    def submit_ingests(
+        self, requests: Sequence[IngestRequest], *, retries: int | None = None
+    ) -> list[LocalIngestJob]:
+        """Start every request as a new job in this process; their handles, in order."""
+        return [submit_ingest(self._ctx, r, None, None, retries) for r in requests]
+
     def submit_pull(
         self,
         request: PullRequest,
         *,
         job_id: str | None = None,
         idempotency_key: str | None = None,
+        retries: int | None = None,
     ) -> LocalPullJob:
         """Start the pull ``request`` in a thread of this process (or return the
         existing job of the same id / idempotency key)."""
-        return submit_pull(self._ctx, request, job_id, idempotency_key)
+        return submit_pull(self._ctx, request, job_id, idempotency_key, retries)
 
     def job(self, job_id: str) -> LocalIngestJob:
         """A handle on ingest job ``job_id`` of this host."""

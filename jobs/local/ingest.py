@@ -16,7 +16,6 @@ Imports errdefs, store, fetch (sources from specs), ingest (the core) and this p
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 
@@ -113,9 +112,7 @@ def _run(
     hooks: CancelHooks,
     retries: int | None = None,
 ) -> dict[str, str]:
-    policy = ctx.settings.source_retry
-    if retries is not None:
-        policy = dataclasses.replace(policy, max_attempts=retries + 1)
+    policy = ctx.settings.source_retry.with_retries(retries)
     failed = 0
 
     def lock_wait(err: BaseException) -> None:

@@ -32,6 +32,7 @@ from ingestq.jobs.local.context import LocalContext, RecordedJob, state_of
 from ingestq.jobs.pull import child_error
 from ingestq.jobs.pullstatus import PullStatus
 from ingestq.jobs.records import KIND_PULL, json_field
+from ingestq.jobs.retry import RetryPolicy
 from ingestq.s3 import S3Store
 from ingestq.store.gc import JobLease
 from ingestq.store.local import LocalStore
@@ -85,14 +86,19 @@ def submit_pull(
     request: PullRequest,
     job_id: str | None = None,
     idempotency_key: str | None = None,
+    retries: int | None = None,
 ) -> LocalPullJob:
     """Start ``request`` in a thread of this process (or find the existing job of the
-    same id / idempotency key)."""
+    same id / idempotency key); ``retries`` bounds each blob's source retries (default:
+    the settings'). InvalidArgument for a negative ``retries``."""
+    policy = ctx.settings.source_retry.with_retries(retries)
     fields = {"kind": KIND_PULL, "ref": "", "source": request.reference,
               "request": json.dumps(request.to_json())}  # fmt: skip
+    if retries is not None:
+        fields["max_retries"] = str(retries)
 
     def body(job_id: str, hooks: CancelHooks) -> dict[str, str]:
-        result = _Pull(ctx, job_id, request, hooks).run()
+        result = _Pull(ctx, job_id, request, hooks, policy).run()
         return {"result": json.dumps(result.to_json())}
 
     return LocalPullJob(ctx, ctx.submit(job_id, idempotency_key, fields, body, "pull"))
@@ -102,19 +108,25 @@ class _Pull:
     """One in-process pull, run in its job's thread."""
 
     def __init__(
-        self, ctx: LocalContext, job_id: str, request: PullRequest, hooks: CancelHooks
+        self,
+        ctx: LocalContext,
+        job_id: str,
+        request: PullRequest,
+        hooks: CancelHooks,
+        policy: RetryPolicy,
     ) -> None:
         self.ctx = ctx
         self.job_id = job_id
         self.request = request
         self.hooks = hooks
+        self.policy = policy
 
     def _ingest(self, image: ImageSource, blob: PlannedBlob) -> IngestResult:
         """One blob: the ingest core (waits while the ref is locked), retrying an
-        Unavailable source per the settings; cancel-aware."""
+        Unavailable source per the job's retry policy; cancel-aware."""
         source = image.blob_source(blob.desc)
         request = blob.request()
-        return self.ctx.settings.source_retry.run(
+        return self.policy.run(
             lambda: ingest(self.ctx.store, source, request, hooks=self.hooks),
             wait=self.hooks.wait,
             what=f"ingest {request.ref}",

@@ -27,7 +27,8 @@ local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
 local fence = math.max(now_us, last + 1)
 redis.call('SET', KEYS[2], string.format('%.0f', fence), 'PX', ARGV[7])
 local now = math.floor(now_us / 1000)
-redis.call('DEL', KEYS[3])
+-- Every field of the holder hash is written here (heartbeats only renew heartbeat_at),
+-- so the previous holder's hash needs no DEL first.
 redis.call('HSET', KEYS[3], 'id', ARGV[3], 'host', ARGV[4], 'pid', ARGV[5], 'ref', ARGV[6],
   'acquired_at', now, 'heartbeat_at', now, 'fence', string.format('%.0f', fence),
   'started', ARGV[8], 'node', ARGV[9], 'token', ARGV[1])

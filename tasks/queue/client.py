@@ -7,6 +7,7 @@ this package's Redis adapters and job handles.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ingestq import errdefs
@@ -17,7 +18,7 @@ from ingestq.jobs.config import Settings
 from ingestq.jobs.records import KIND_INGEST
 from ingestq.tasks.app import make_app
 from ingestq.tasks.queue.context import QueueContext
-from ingestq.tasks.queue.ingest import QueueIngestJob, submit_ingest
+from ingestq.tasks.queue.ingest import QueueIngestJob, submit_ingest, submit_ingests
 from ingestq.tasks.queue.pull import QueuePullJob, submit_pull
 from ingestq.tasks.records import RedisJobRecords
 from ingestq.tasks.redisconn import redis_client
@@ -75,16 +76,26 @@ class QueueClient:
         recorded then)."""
         return submit_ingest(self._ctx, request, job_id, idempotency_key, retries)
 
+    def submit_ingests(
+        self, requests: Sequence[IngestRequest], *, retries: int | None = None
+    ) -> list[QueueIngestJob]:
+        """Publish every request as a new job: the records in one Redis pipeline, the
+        messages through one producer connection. Their handles, in order. Unavailable
+        when Redis cannot be reached (the jobs not published by then are left
+        unrecorded)."""
+        return submit_ingests(self._ctx, requests, retries)
+
     def submit_pull(
         self,
         request: PullRequest,
         *,
         job_id: str | None = None,
         idempotency_key: str | None = None,
+        retries: int | None = None,
     ) -> QueuePullJob:
         """Publish the pull ``request`` (once per job id / idempotency key).
         Unavailable when Redis cannot be reached."""
-        return submit_pull(self._ctx, request, job_id, idempotency_key)
+        return submit_pull(self._ctx, request, job_id, idempotency_key, retries)
 
     def job(self, job_id: str) -> QueueIngestJob:
         """A handle on ingest job ``job_id``."""

@@ -6,6 +6,7 @@ Imports celery, errdefs and this package's Redis adapters.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from celery import Celery
@@ -53,6 +54,32 @@ class QueueContext:
             self.records.discard(job_id, idempotency_key)
             raise errdefs.Unavailable(f"publish job {job_id}: {e}") from e
         return job_id, True
+
+    def publish_many(
+        self,
+        task: str,
+        jobs: Sequence[tuple[str, list[object], dict[str, object], dict[str, str]]],
+        queue: str,
+    ) -> None:
+        """Record and publish each ``(job id, args, kwargs, fields)`` of ``jobs`` (fresh
+        ids, no idempotency key): the records in one Redis pipeline, then the messages
+        through one producer connection. Unavailable when Redis cannot be reached or an
+        id is taken; the jobs not published by then are left unrecorded (those published
+        before run)."""
+        created = self.records.create_many([(job_id, fields) for job_id, _, _, fields in jobs])
+        if not all(created):
+            self.records.discard_many([j[0] for j, c in zip(jobs, created, strict=True) if c])
+            raise errdefs.Unavailable(f"publish {len(jobs)} jobs: a job id is taken")
+        done = 0
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for job_id, args, kwargs, _ in jobs:
+                    self.app.send_task(task, args=args, kwargs=kwargs, task_id=job_id,
+                                       queue=queue, producer=producer)  # fmt: skip
+                    done += 1
+        except Exception as e:
+            self.records.discard_many([j[0] for j in jobs[done:]])
+            raise errdefs.Unavailable(f"publish jobs: {e} ({done} of {len(jobs)} published)") from e
 
     def revoke(self, job_ids: list[str]) -> None:
         """Flag ``job_ids`` for cancellation and revoke their messages. Unavailable when

@@ -15,7 +15,7 @@ and this package's Redis adapters.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ingestq import errdefs
@@ -153,6 +153,23 @@ class QueueIngestJob:
         self._ctx.revoke([self._id])
 
 
+def _fields(
+    request: IngestRequest, retries: int | None
+) -> tuple[dict[str, str], dict[str, object]]:
+    """The job record's fields and the task's keyword arguments of ``request``."""
+    fields = {
+        "kind": KIND_INGEST,
+        "ref": request.ref,
+        "source": source_name(request.source),
+        "request": json.dumps(request.to_json()),
+    }
+    kwargs: dict[str, object] = {}
+    if retries is not None:
+        fields["max_retries"] = str(retries)
+        kwargs["max_source_retries"] = retries
+    return fields, kwargs
+
+
 def submit_ingest(
     ctx: QueueContext,
     request: IngestRequest,
@@ -166,16 +183,7 @@ def submit_ingest(
     negative ``retries``."""
     if retries is not None and retries < 0:
         raise errdefs.InvalidArgument(f"retries must be at least 0, got {retries}")
-    fields = {
-        "kind": KIND_INGEST,
-        "ref": request.ref,
-        "source": source_name(request.source),
-        "request": json.dumps(request.to_json()),
-    }
-    kwargs: dict[str, object] = {}
-    if retries is not None:
-        fields["max_retries"] = str(retries)
-        kwargs["max_source_retries"] = retries
+    fields, kwargs = _fields(request, retries)
     job_id, published = ctx.publish(
         TASK_INGEST, [request.to_json()], new_job_id(job_id, idempotency_key), fields,
         idempotency_key, QUEUE, kwargs,
@@ -183,4 +191,23 @@ def submit_ingest(
     return QueueIngestJob(ctx, job_id, request.ref if published else None)
 
 
-__all__ = ["QueueIngestJob", "submit_ingest"]
+def submit_ingests(
+    ctx: QueueContext, requests: Sequence[IngestRequest], retries: int | None = None
+) -> list[QueueIngestJob]:
+    """Record and publish every request of ``requests`` as a new job (a fresh id each):
+    the records in one Redis pipeline, the messages through one producer connection
+    (:meth:`QueueContext.publish_many`). Their handles, in order. Unavailable when
+    Redis cannot be reached; InvalidArgument for a negative ``retries``."""
+    if retries is not None and retries < 0:
+        raise errdefs.InvalidArgument(f"retries must be at least 0, got {retries}")
+    jobs: list[tuple[str, list[object], dict[str, object], dict[str, str]]] = []
+    for request in requests:
+        fields, kwargs = _fields(request, retries)
+        jobs.append((new_job_id(None, None), [request.to_json()], kwargs, fields))
+    ctx.publish_many(TASK_INGEST, jobs, QUEUE)
+    return [
+        QueueIngestJob(ctx, job_id, r.ref) for (job_id, *_), r in zip(jobs, requests, strict=True)
+    ]
+
+
+__all__ = ["QueueIngestJob", "submit_ingest", "submit_ingests"]

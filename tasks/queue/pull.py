@@ -165,18 +165,27 @@ def submit_pull(
     request: PullRequest,
     job_id: str | None = None,
     idempotency_key: str | None = None,
+    retries: int | None = None,
 ) -> QueuePullJob:
-    """Record and publish the pull ``request`` (once per job id / idempotency key).
-    Unavailable when Redis cannot be reached."""
+    """Record and publish the pull ``request`` (once per job id / idempotency key);
+    ``retries`` bounds the source retries of its planning and of each child (the task's
+    ``max_source_retries``). Unavailable when Redis cannot be reached; InvalidArgument
+    for a negative ``retries``."""
+    if retries is not None and retries < 0:
+        raise errdefs.InvalidArgument(f"retries must be at least 0, got {retries}")
     fields = {
         "kind": KIND_PULL,
         "ref": "",
         "source": request.reference,
         "request": json.dumps(request.to_json()),
     }
+    kwargs: dict[str, object] = {}
+    if retries is not None:
+        fields["max_retries"] = str(retries)
+        kwargs["max_source_retries"] = retries
     job_id, _ = ctx.publish(
         TASK_PULL, [request.to_json()], new_job_id(job_id, idempotency_key), fields,
-        idempotency_key, QUEUE,
+        idempotency_key, QUEUE, kwargs,
     )  # fmt: skip
     return QueuePullJob(ctx, job_id)
 

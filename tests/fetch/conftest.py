@@ -1,10 +1,8 @@
-"""Fixtures of the fetch tests: ``blob_server``, the misbehaving HTTP blob server on
-127.0.0.1, and ``store_root``, both shared with the queue tests
-(:mod:`tests.tasks.conftest`)."""
+"""Fixtures of the fetch tests: ``store_root``, shared with the queue tests
+(:mod:`tests.tasks.conftest`); ``blob_server`` comes from ``tests/conftest.py``."""
 
 from __future__ import annotations
 
-from tests.tasks.conftest import blob_server as blob_server
 from tests.tasks.conftest import store_root as store_root
 
-__all__ = ["blob_server", "store_root"]
+__all__ = ["store_root"]

@@ -20,7 +20,6 @@ from ingestq.store.local import LocalStore
 from ingestq.store.values import Descriptor
 from tests.servers import oci
 from tests.tasks.blobserver import Behaviour, BlobServer
-from tests.tasks.conftest import blob_server as blob_server
 
 
 def test_the_json_form_round_trips() -> None:
@@ -86,7 +85,7 @@ def test_registry_blob_sources_follow_the_low_speed_rule_of_the_options(
     image = open_image(request, FetchOptions(http_low_speed_limit=1024, http_low_speed_time=1))
     desc = Descriptor(Digest.parse(slow.digest), len(slow.data), oci.OCI_LAYER)
     planned = PlannedBlob(desc, f"layer-{desc.digest}", image.spec(desc))
-    store = LocalStore(tmp_path / "store", fsync=False)
+    store = LocalStore(tmp_path / "store", fsync=False, small_blob_max=0)  # resumable path
     with pytest.raises(errdefs.Unavailable, match="slower than 1024 bytes/s over 1 s"):
         ingest_once(store, image.blob_source(desc), planned.request())
     assert store.status(planned.ref).offset > 0  # kept for the retry to resume

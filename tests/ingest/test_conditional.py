@@ -35,15 +35,6 @@ MODIFIED = "Wed, 01 May 2024 10:00:00 GMT"
 
 
 @pytest.fixture
-def blob_server() -> Iterator[BlobServer]:
-    server = BlobServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def client() -> Iterator[httpx.Client]:
     with httpio.new_client() as c:
         yield c

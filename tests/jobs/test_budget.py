@@ -8,10 +8,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from ingestq.store import Descriptor, Digest, LocalStore, write_blob
 from ingestq.store.budget import measure
@@ -20,15 +17,6 @@ from tests.tasks.blobserver import Behaviour, BlobServer
 from tests.tasks.workers import REPO
 
 MIB = 1 << 20
-
-
-@pytest.fixture
-def blob_server() -> Iterator[BlobServer]:
-    server = BlobServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

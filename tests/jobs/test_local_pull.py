@@ -298,3 +298,21 @@ def test_a_committed_layer_of_another_size_than_the_manifest_says_fails_the_pull
     by_ref = {b.ref: b for b in get_pull(job.id, client=local).status().blobs}
     assert by_ref[f"layer-{digest}"].state is not BlobState.DONE
     assert reference not in dict(ImageIndex(store.root).list())
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_retries_bound_how_often_an_unavailable_layer_is_asked_for(
+    blob_server: BlobServer, tmp_path: Path, retries: int
+) -> None:
+    """``enqueue_pull(retries=N)`` (``ingestq pull --retries N``): a layer that answers
+    503 is asked for N + 1 times, then the pull fails Unavailable; the settings say 8."""
+    image = oci.build_image([os.urandom(4096)])
+    reference = serve_image(blob_server, image, "app", "v1")
+    layer = image.layer_descriptors[0].digest
+    blob_server.paths[f"/v2/app/blobs/{layer}"].status = 503
+    settings = Settings(root=tmp_path / "store", fsync=False, retry_cap=0.05,
+                        max_source_retries=8)  # fmt: skip
+    job = enqueue_pull(reference, retries=retries, client=LocalClient(settings))
+    with pytest.raises(errdefs.Unavailable):
+        job.wait(timeout=60)
+    assert blob_server.count(f"/v2/app/blobs/{layer}") == retries + 1

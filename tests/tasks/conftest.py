@@ -13,17 +13,7 @@ from celery import Celery
 
 from ingestq.jobs.config import Settings
 from ingestq.tasks.queue import QueueClient
-from tests.tasks.blobserver import BlobServer
 from tests.tasks.workers import Worker, dump, ping_app, worker_env
-
-
-@pytest.fixture
-def blob_server() -> Iterator[BlobServer]:
-    server = BlobServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from ingestq.store.local import LocalStore
 from ingestq.store.values import Descriptor
 from ingestq.tasks.client import enqueue_pull
 from ingestq.tasks.queue.pull import QueuePullJob
-from tests.images.helpers import lying_image
+from tests.images.helpers import lying_image, serve_image
 from tests.servers import oci
 from tests.servers.registry import Registry
 from tests.servers.util import wait_until
@@ -49,11 +49,11 @@ def test_children_spread_over_two_workers_and_status_aggregates(
     cluster: Cluster, registry: Registry, fronts: FrontFactory
 ) -> None:
     front = fronts(registry.url)
-    layers = [os.urandom(MiB) for _ in range(4)]
+    layers = [os.urandom(2 * MiB) for _ in range(4)]  # over the small-blob path
     image = oci.build_image(layers)
     oci.push_built_image(registry, "app", image, "v1")
     gated = image.layer_descriptors[0].digest
-    gate = front.rule(_layer_path(gated), gate_offset=MiB // 2)
+    gate = front.rule(_layer_path(gated), gate_offset=MiB)
     cluster.start_worker()
     cluster.start_worker()
     job = enqueue_pull(f"{front.host}/app:v1", client=cluster.client)
@@ -64,7 +64,7 @@ def test_children_spread_over_two_workers_and_status_aggregates(
     def all_but_the_gated_one() -> PullStatus | None:
         s = job.status()
         done = sum(b.state is BlobState.DONE for b in s.blobs)
-        ok = s.blobs and done == len(s.blobs) - 1 and s.bytes_done == s.bytes_total - MiB // 2
+        ok = s.blobs and done == len(s.blobs) - 1 and s.bytes_done == s.bytes_total - MiB
         return s if ok else None
 
     status = wait_until(
@@ -72,11 +72,11 @@ def test_children_spread_over_two_workers_and_status_aggregates(
     )
     assert status is not None
     held = {b.ref: b for b in status.blobs}[f"layer-{gated}"]
-    assert held.state is BlobState.DOWNLOADING and held.offset == MiB // 2
+    assert held.state is BlobState.DOWNLOADING and held.offset == MiB
     assert status.bytes_total == image.descriptor.size + sum(
         d.size for d in (image.config_descriptor, *image.layer_descriptors)
     )
-    assert status.bytes_done == status.bytes_total - MiB // 2
+    assert status.bytes_done == status.bytes_total - MiB
     assert job.state in (JobState.STARTED, JobState.RETRYING)
     gate.gate.set()
     result = job.wait(timeout=60)
@@ -272,3 +272,20 @@ def test_a_committed_layer_of_another_size_than_the_manifest_says_fails_the_pull
     by_ref = {b.ref: b for b in job.status().blobs}
     assert by_ref[f"layer-{digest}"].state is BlobState.FAILED
     assert reference not in dict(ImageIndex(cluster.root).list())
+
+
+def test_retries_of_a_queued_pull_bound_its_childrens_retries(
+    cluster: Cluster, blob_server: BlobServer
+) -> None:
+    """``enqueue_pull(retries=1)``: the child ingest of a layer answering 503 asks twice
+    (the settings would allow 8 retries), then the pull fails Unavailable."""
+    image = oci.build_image([os.urandom(4096)])
+    reference = serve_image(blob_server, image, "app", "v1")
+    layer = image.layer_descriptors[0].digest
+    blob_server.paths[f"/v2/app/blobs/{layer}"].status = 503
+    cluster.start_worker()
+    job = enqueue_pull(reference, retries=1, client=cluster.client)
+    with pytest.raises(errdefs.Unavailable):
+        job.wait(timeout=90)
+    assert blob_server.count(f"/v2/app/blobs/{layer}") == 2
+    assert cluster.client.records.get(job.id)["max_retries"] == "1"

@@ -38,7 +38,15 @@ def test_jobs_in_flight_survive_a_redis_restart(
         30,
         "two jobs are mid-ingest",
     )
-    assert sum(j.state is JobState.QUEUED for j in jobs) == 4
+    # A running job shows STARTED from its first heartbeat on (not in its first second).
+    wait_until(
+        lambda: (
+            sum(j.state is JobState.QUEUED for j in jobs) == 4
+            and sum(j.state is JobState.STARTED for j in jobs) == 2
+        ),
+        30,
+        "two jobs started, four queued",
+    )
 
     server.stop(kill=kill)
     server.start()

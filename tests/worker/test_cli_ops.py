@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,15 +27,6 @@ from tests.worker.ptyrun import PtyRun
 MiB = 1 << 20
 
 __all__ = ["cluster_factory"]  # the fixture, used here
-
-
-@pytest.fixture
-def blob_server() -> Iterator[BlobServer]:
-    server = BlobServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def embedded_env(root: Path, **extra: str) -> dict[str, str]:

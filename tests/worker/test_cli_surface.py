@@ -13,7 +13,9 @@ import click
 from click.testing import CliRunner
 
 from ingestq.store import LocalStore
-from ingestq.worker.cli import cli
+from ingestq.worker.cli import load_all
+
+cli = load_all()
 
 REPO = Path(__file__).resolve().parents[2]
 CODE_DIRS = ("errdefs", "store", "fetch", "ingest", "images", "jobs", "tasks", "api", "worker")
@@ -47,6 +49,17 @@ def test_the_job_commands_take_quiet_and_verbose() -> None:
     for name in ("ingestq ingest", "ingestq pull", "ingestq job ls", "ingestq job wait"):
         opts = {o for p in table[name].params for o in p.opts}
         assert {"-q", "--quiet", "-v", "--verbose"} <= opts, name
+
+
+def test_every_command_takes_verbose() -> None:
+    """``-v/--verbose`` (and ``-vv``) on every command and subcommand, which loads
+    with its module."""
+    lacking = [
+        name
+        for name, cmd in commands(cli, ("ingestq",))
+        if name != "ingestq" and "--verbose" not in {o for p in cmd.params for o in p.opts}
+    ]
+    assert lacking == []
 
 
 def test_old_spellings_are_hidden_but_still_work(tmp_path: Path) -> None:

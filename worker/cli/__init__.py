@@ -1,20 +1,88 @@
 """The ``ingestq`` command line. Each command family lives in its own module and
-registers itself on the main group."""
+registers itself on the main group.
+
+The modules load on first use (:class:`IngestqGroup`): ``ingestq --help`` imports none
+of them, and a command imports only its own module, so Celery, kombu and redis load only
+for queue commands and grpc only for ``serve``.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
 import click
 
-from ingestq.worker.cli import content, gc, images, info, jobs, pull, serve
-from ingestq.worker.cli.common import EXIT_INTERRUPTED
+#: Exit status of an interrupted command (a shell's 128 + SIGINT); the same as
+#: ``common.EXIT_INTERRUPTED``, which --help does not import (it loads errdefs).
+EXIT_INTERRUPTED = 130
+
+#: Each top-level command: the module under ``ingestq.worker.cli`` that registers it,
+#: and the start of its help for ``ingestq --help`` (tests/worker/test_cli_lazy.py
+#: checks both against the commands themselves).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "active": ("jobs", "List every live ingest (across all workers with Redis; in this host's "
+               "store without): source (or ref), holder, bytes, rate and ETA."),
+    "content": ("content", 'Manage the content store (blobs and ingests), like "ctr content".'),
+    "df": ("gc", "Show the store's disk use and what gc would reclaim now."),
+    "gc": ("gc", "Remove what nothing references: blobs no image, lease, gc.root label or "
+           "unexpired producer request keeps; idle partial ingests; orphan resume hints; old "
+           "job records; expired leases."),
+    "images": ("images", "List the images the store's index.json holds: NAME TYPE DIGEST SIZE "
+               "PLATFORMS."),
+    "info": ("info", "Show the store root, mode, Redis URLs (passwords hidden), file roots, "
+             "store size, workers online and version."),
+    "ingest": ("jobs", "Ingest SOURCE (an http(s) URL or a file path) into the store."),
+    "job": ("jobs", "List, inspect, wait for or cancel jobs."),
+    "pull": ("pull", "Pull image REFERENCE into the store and record it under its full name."),
+    "serve": ("serve", "Serve containerd's content gRPC API over the store, so `ctr -a SOCKET "
+              "content ...` (ingest, ls, get, active, rm, label, fetch) works against ingestq."),
+    "worker": ("jobs", "Run a Celery worker of the project's app (the same as \"celery -A "
+               "ingestq.tasks.app worker\")."),
+}  # fmt: skip
+
+
+def load_module(name: str) -> Any:
+    """Import command module ``ingestq.worker.cli.<name>`` and register its commands on
+    :data:`cli` (once)."""
+    module = importlib.import_module(f"ingestq.worker.cli.{name}")
+    if name not in _registered:
+        _registered.add(name)
+        module.register(cli)
+        from ingestq.worker.cli.common import add_verbose
+
+        for command in cli.commands.values():
+            add_verbose(command)
+    return module
+
+
+_registered: set[str] = set()
 
 
 class IngestqGroup(click.Group):
-    """The main group: Ctrl-C anywhere ends the command with exit status 130 (a shell's
-    128 + SIGINT) instead of click's ``Aborted!`` and 1."""
+    """The main group: commands load lazily from :data:`COMMANDS`; Ctrl-C anywhere ends
+    the command with exit status 130 (a shell's 128 + SIGINT) instead of click's
+    ``Aborted!`` and 1."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command name, without importing the modules."""
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command ``cmd_name``, importing its module on first use."""
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            load_module(COMMANDS[cmd_name][0])
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help``, from :data:`COMMANDS` (no module loads)."""
+        names = sorted(COMMANDS)
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = [(n, click.Command(n, help=COMMANDS[n][1]).get_short_help_str(limit)) for n in names]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; a KeyboardInterrupt exits 130 with ``ingestq: interrupted``."""
@@ -39,8 +107,11 @@ def cli() -> None:
     """
 
 
-for _module in (content, gc, images, info, jobs, pull, serve):
-    _module.register(cli)
+def load_all() -> click.Group:
+    """:data:`cli` with every command module loaded (for tools that walk the tree)."""
+    for module in sorted({m for m, _ in COMMANDS.values()}):
+        load_module(module)
+    return cli
 
 
 def main() -> None:

@@ -119,6 +119,33 @@ def quiet_option(fn: Callable[P, R]) -> Callable[P, R]:
     return click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)(fn)
 
 
+def events_json_option(fn: Callable[P, R]) -> Callable[P, R]:
+    """``--json`` of the commands that wait for a job: the result as JSON on stdout,
+    progress as one JSON event per line on stderr."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print the result as JSON; progress as JSON events on stderr.",
+    )(fn)
+
+
+def retries_option(fn: Callable[P, R]) -> Callable[P, R]:
+    """``--retries N``: the most retries of an Unavailable source for the job."""
+    return click.option(
+        "--retries",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Retries of an unavailable source (default: $INGESTQ_MAX_SOURCE_RETRIES).",
+    )(fn)
+
+
+def submit_options(fn: Callable[P, R]) -> Callable[P, R]:
+    """``--job-id`` and ``--idempotency-key`` of the commands that start a job."""
+    fn = click.option("--idempotency-key", default=None, help="Enqueue at most once per key.")(fn)
+    return click.option("--job-id", default=None, help="Choose the job id.")(fn)
+
+
 def hidden_alias(
     name: str, dest: str, replacement: str, **attrs: Any
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -128,22 +155,39 @@ def hidden_alias(
     return click.option(name, dest, hidden=True, help=f"Old spelling of {replacement}.", **attrs)
 
 
-def verbose_option(fn: Callable[P, R]) -> Callable[P, R]:
-    """``-v/--verbose`` (repeatable): log ingestq's own messages to stderr at INFO (``-v``)
-    or DEBUG (``-vv``)."""
+def _log_verbosely(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value:
+        logging.basicConfig(
+            level=logging.DEBUG if value > 1 else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    return value
 
-    def setup(ctx: click.Context, param: click.Parameter, value: int) -> int:
-        if value:
-            logging.basicConfig(
-                level=logging.DEBUG if value > 1 else logging.INFO,
-                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            )
-        return value
 
-    return click.option(
-        "-v", "--verbose", count=True, expose_value=False, callback=setup,
+def verbose_param() -> click.Option:
+    """A ``-v/--verbose`` option (repeatable): log ingestq's own messages to stderr at
+    INFO (``-v``) or DEBUG (``-vv``)."""
+    return click.Option(
+        ["-v", "--verbose"], count=True, expose_value=False, callback=_log_verbosely,
         help="Log what ingestq does to stderr (-vv: debug).",
-    )(fn)  # fmt: skip
+    )  # fmt: skip
+
+
+def verbose_option(fn: Callable[P, R]) -> Callable[P, R]:
+    """``-v/--verbose`` on a command (see :func:`verbose_param`)."""
+    params: list[click.Parameter] = fn.__dict__.setdefault("__click_params__", [])
+    params.append(verbose_param())
+    return fn
+
+
+def add_verbose(command: click.Command) -> None:
+    """Give ``command`` (and, for a group, every subcommand) ``-v/--verbose`` where it
+    has none."""
+    if not any("--verbose" in getattr(p, "opts", ()) for p in command.params):
+        command.params.append(verbose_param())
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_verbose(sub)
 
 
 def open_cli_store(

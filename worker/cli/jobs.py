@@ -32,13 +32,16 @@ from ingestq import errdefs
 from ingestq.worker.cli.common import (
     EXIT_INTERRUPTED,
     echo_json,
+    events_json_option,
     handle_errors,
     job_client,
     max_bytes_option,
     parse_labels,
     quiet_option,
+    retries_option,
     root_option,
     settings_for,
+    submit_options,
     verbose_option,
 )
 from ingestq.worker.cli.progress import Display, Meter, eta, human_seconds, line, mode_for, shorten
@@ -46,6 +49,7 @@ from ingestq.worker.cli.progress import Display, Meter, eta, human_seconds, line
 if TYPE_CHECKING:
     from ingestq.jobs.api import IngestJob, JobClient, RetryInfo
     from ingestq.store.values import Info
+    from ingestq.tasks.queue import QueueClient
 
 #: Seconds between two redraws while waiting.
 REFRESH = 0.25
@@ -96,11 +100,14 @@ class QueueWatch:
     every :data:`CONSUMER_CHECK_EVERY` seconds, after :data:`NO_WORKER_AFTER`)."""
 
     def __init__(self, client: JobClient) -> None:
-        from ingestq.tasks.app import QUEUE
-        from ingestq.tasks.queue import QueueClient
+        self.queue = ""
+        self._client: QueueClient | None = None
+        if not client.in_process:  # only the queue loads Celery
+            from ingestq.tasks.app import QUEUE
+            from ingestq.tasks.queue import QueueClient
 
-        self.queue = QUEUE
-        self._client = client if isinstance(client, QueueClient) else None
+            self.queue = QUEUE
+            self._client = client if isinstance(client, QueueClient) else None
         self._since: float | None = None
         self._next = 0.0
         self.idle = False
@@ -258,20 +265,9 @@ def wait_and_print(
     help="Wait for the job (default) or print its id and return (queue only).",
 )
 @click.option("--timeout", type=float, default=None, help="Give up waiting after N seconds.")
-@click.option(
-    "--retries",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Retries of an unavailable source (default: $INGESTQ_MAX_SOURCE_RETRIES).",
-)
-@click.option("--job-id", default=None, help="Choose the job id.")
-@click.option("--idempotency-key", default=None, help="Enqueue at most once per key.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the result as JSON; progress as JSON events on stderr.",
-)
+@retries_option
+@submit_options
+@events_json_option
 @quiet_option
 @verbose_option
 @root_option
@@ -477,12 +473,7 @@ def job_status(job_id: str, as_json: bool, root: Path | None) -> None:
 @job_group.command("wait")
 @click.argument("job_id")
 @click.option("--timeout", type=float, default=None, help="Give up after N seconds.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the result as JSON; progress as JSON events on stderr.",
-)
+@events_json_option
 @quiet_option
 @verbose_option
 @root_option

@@ -28,12 +28,15 @@ import click
 from ingestq import errdefs
 from ingestq.worker.cli.common import (
     echo_json,
+    events_json_option,
     handle_errors,
     hidden_alias,
     job_client,
     max_bytes_option,
     quiet_option,
+    retries_option,
     root_option,
+    submit_options,
     verbose_option,
 )
 from ingestq.worker.cli.progress import Display, Meter, eta, human_bytes, human_seconds, mode_for
@@ -213,14 +216,9 @@ def _pull_json(job_id: str, result: Any) -> dict[str, Any]:
 @click.option("--blob", is_flag=True, help="REFERENCE is HOST/REPO@DIGEST: ingest one blob.")
 @click.option("--wait/--detach", default=True, help="Wait for the pull (default) or return.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after N seconds.")
-@click.option("--job-id", default=None, help="Choose the job id.")
-@click.option("--idempotency-key", default=None, help="Enqueue at most once per key.")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the result as JSON; progress as JSON events on stderr.",
-)
+@retries_option
+@submit_options
+@events_json_option
 @quiet_option
 @verbose_option
 @root_option
@@ -243,6 +241,7 @@ def pull_cmd(
     blob: bool,
     wait: bool,
     timeout: float | None,
+    retries: int | None,
     job_id: str | None,
     idempotency_key: str | None,
     quiet: bool,
@@ -274,12 +273,13 @@ def pull_cmd(
         )
     display = Display(mode_for(quiet, as_json))
     if blob:
-        _pull_blob(
-            reference, options, client, wait, timeout, job_id, idempotency_key, as_json, display
-        )
+        _pull_blob(reference, options, client, wait, timeout, job_id, idempotency_key,
+                   retries, as_json, display)  # fmt: skip
         return
     request = PullRequest(reference, platforms, all_platforms, options, name)
-    job = enqueue_pull(request, job_id=job_id, idempotency_key=idempotency_key, client=client)
+    job = enqueue_pull(
+        request, job_id=job_id, idempotency_key=idempotency_key, retries=retries, client=client
+    )
     if not wait:
         if as_json:
             echo_json({"job_id": job.id, "state": job.state.value})
@@ -305,6 +305,7 @@ def _pull_blob(
     timeout: float | None,
     job_id: str | None,
     idempotency_key: str | None,
+    retries: int | None,
     as_json: bool,
     display: Display,
 ) -> None:
@@ -326,6 +327,7 @@ def _pull_blob(
         media_type=desc.media_type,
         job_id=job_id,
         idempotency_key=idempotency_key,
+        retries=retries,
         client=client,
     )
     if not wait:

@@ -1,0 +1,93 @@
+"""What a queued ingest costs in Redis: a 4 KiB job done within a heartbeat has no
+STARTED write, no status board entry and a single cancel-flag read; a long write still
+shows STARTED and its board entry (cancel while a write lasts:
+tests/worker/test_cli_jobs.py). The commands per job are counted with the server's
+``INFO commandstats``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import redis
+
+from ingestq.jobs.api import JobState
+from ingestq.tasks.client import enqueue_ingest, enqueue_many
+from tests.servers.util import wait_until
+from tests.tasks.blobserver import Behaviour, BlobServer
+from tests.tasks.conftest import Cluster
+
+#: Redis commands (Lua's included) per 4 KiB job, producer and worker together: about
+#: 41 with STARTED written and a cancel poll at the first chunk, about 36 now. The
+#: bound leaves room for an idle worker's polls and a heartbeat.
+MAX_COMMANDS_PER_JOB = 38
+
+
+def _commands(r: redis.Redis) -> dict[str, int]:
+    stats = r.info("commandstats")
+    skip = ("cmdstat_mget", "cmdstat_config|resetstat", "cmdstat_info")
+    return {k: int(v["calls"]) for k, v in stats.items() if k not in skip}
+
+
+def _wait_all(r: redis.Redis, ids: list[str], timeout: float = 60) -> None:
+    """Poll the result keys with one MGET per round (counted apart)."""
+
+    def done() -> bool:
+        nonlocal ids
+        values = r.mget([f"celery-task-meta-{i}" for i in ids])
+        ids = [i for i, v in zip(ids, values, strict=True) if v is None or b"SUCCESS" not in v]
+        return not ids
+
+    wait_until(done, timeout, "every job succeeded")
+
+
+@pytest.mark.slow
+def test_small_jobs_cost_few_redis_commands_and_write_no_started(cluster: Cluster) -> None:
+    files = cluster.root.parent / "files"
+    paths: list[Path] = []
+    for i in range(41):
+        path = files / f"small-{i}"
+        path.write_bytes(os.urandom(4096))
+        paths.append(path)
+    cluster.start_worker(concurrency=1)
+    enqueue_ingest(str(paths.pop()), client=cluster.client).wait(timeout=60)  # warm up
+    r = redis.Redis.from_url(cluster.redis_url)
+    try:
+        r.config_resetstat()
+        jobs = enqueue_many([{"source": str(p)} for p in paths], client=cluster.client)
+        _wait_all(r, [j.id for j in jobs])
+        counted = _commands(r)
+    finally:
+        r.close()
+    per_job = sum(counted.values()) / len(jobs)
+    assert per_job <= MAX_COMMANDS_PER_JOB, (per_job, counted)
+    assert counted["cmdstat_lpush"] == len(jobs)  # one message each
+    # One result write per job (SUCCESS: no STARTED) and one cancel-flag read, give or
+    # take a job a heartbeat happened to catch.
+    assert counted["cmdstat_setex"] <= len(jobs) + 2, counted
+    assert counted["cmdstat_hget"] <= len(jobs) + 2, counted
+    assert all(j.state is JobState.SUCCEEDED for j in jobs)
+
+
+@pytest.mark.slow
+def test_a_long_write_shows_started_and_its_board_entry(
+    cluster: Cluster, blob_server: BlobServer
+) -> None:
+    data = os.urandom(2 << 20)
+    blob = Behaviour(data=data, gate_offset=1 << 20)
+    url = blob_server.add("/long", blob)
+    cluster.start_worker()
+    job = enqueue_ingest(url, digest=blob.digest, size=len(data), client=cluster.client)
+    assert blob.gate_reached.wait(30), cluster.logs()
+    wait_until(lambda: job.state is JobState.STARTED, 30, "the long job shows STARTED")
+    entry = wait_until(
+        lambda: next((a for a in cluster.client.active() if a.job_id == job.id), None),
+        30,
+        "the long job on the status board",
+    )
+    assert entry.ref == job.ref
+    blob.gate.set()
+    assert str(job.wait(timeout=60).digest) == blob.digest
+    assert job.state is JobState.SUCCEEDED  # a late heartbeat never hides the outcome
+    assert cluster.client.active() == []

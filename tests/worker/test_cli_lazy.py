@@ -1,0 +1,81 @@
+"""The command line loads its command modules on first use: ``ingestq --help``, ``ingestq
+content ...`` and an embedded ``ingestq ingest FILE`` import no Celery, kombu, redis or
+grpc (the queue and ``serve`` do)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from ingestq.worker.cli import COMMANDS, EXIT_INTERRUPTED, cli, common, load_all
+from tests.tasks.workers import REPO
+
+HEAVY = {"celery", "kombu", "redis", "grpc", "google", "billiard", "amqp"}
+
+# Runs the CLI in a fresh interpreter and prints the top-level modules it imported.
+PROBE = """
+import atexit, json, sys
+atexit.register(lambda: print("MODULES " + json.dumps(sorted({m.split(".")[0] for m in
+                                                              sys.modules}))))
+sys.argv = ["ingestq", *sys.argv[1:]]
+from ingestq.worker.cli import main
+main()
+"""
+
+
+def imported(root: Path, *args: str, env: dict[str, str] | None = None) -> set[str]:
+    """The top-level modules ``ingestq ARGS`` imports in an embedded setup at ``root``."""
+    run_env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTQ_")}
+    run_env.update(INGESTQ_ROOT=str(root), INGESTQ_FSYNC="0", PYTHONPATH=str(REPO))
+    run_env.update(env or {})
+    p = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], env=run_env, cwd=REPO, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    line = [x for x in p.stdout.splitlines() if x.startswith("MODULES ")][-1]
+    return set(json.loads(line.removeprefix("MODULES ")))
+
+
+def test_help_imports_no_queue_and_no_grpc(tmp_path: Path) -> None:
+    assert imported(tmp_path, "--help") & HEAVY == set()
+
+
+def test_content_commands_import_no_queue_and_no_grpc(tmp_path: Path) -> None:
+    data = tmp_path / "blob"
+    data.write_bytes(os.urandom(4096))
+    root = tmp_path / "store"
+    assert imported(root, "content", "ingest", str(data), "--ref", "r1") & HEAVY == set()
+    assert imported(root, "content", "ls") & HEAVY == set()
+
+
+def test_embedded_ingest_imports_no_queue_and_no_grpc(tmp_path: Path) -> None:
+    data = os.urandom(4096)
+    src = tmp_path / "blob"
+    src.write_bytes(data)
+    root = tmp_path / "store"
+    assert imported(root, "ingest", "-q", str(src)) & HEAVY == set()
+    digest = hashlib.sha256(data).hexdigest()
+    assert (root / "blobs" / "sha256" / digest).read_bytes() == data
+
+
+def test_serve_still_loads_grpc(tmp_path: Path) -> None:
+    assert "grpc" in imported(tmp_path, "serve", "--help")
+
+
+def test_the_lazy_command_table_matches_the_commands() -> None:
+    assert EXIT_INTERRUPTED == common.EXIT_INTERRUPTED
+    group = load_all()
+    assert set(group.commands) == set(COMMANDS)
+    for name, (_module, text) in COMMANDS.items():
+        help_text = " ".join((group.commands[name].help or "").split())
+        assert help_text.startswith(text), name
+    runner_help = CliRunner().invoke(cli, ["--help"]).stdout
+    for name in COMMANDS:
+        assert f"  {name} " in runner_help, name
