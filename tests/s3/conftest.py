@@ -1,5 +1,6 @@
-"""The S3 tests' fixtures beyond tests/conftest.py: the queue tests' worker cluster, and the API tests' ``ingestq serve`` processes (the S3 store's
-end-to-end tests run real workers and servers too)."""
+"""The S3 tests' fixtures beyond tests/conftest.py: the queue tests' worker cluster and
+the API tests' ``ingestq serve`` processes (the S3 store's end-to-end tests run real
+workers and servers too)."""
 
 from __future__ import annotations
 
