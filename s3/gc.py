@@ -41,8 +41,8 @@ from ingestq.store.gc import (
     SWEEP_BATCH,
     GcOptions,
     GcReport,
-    ImageUsage,
     Usage,
+    image_usage,
     is_manifest_type,
     is_root,
     json_children,
@@ -309,17 +309,7 @@ def usage(store: S3Store, reclaimable: GcReport) -> Usage:
     trees: dict[str, set[Digest]] = {}
     for name, digest, media_type in _image_roots(store):
         trees.setdefault(name, set()).update(graph.reach([(digest, media_type)]))
-    holders: dict[Digest, int] = {}
-    for tree in trees.values():
-        for d in tree:
-            if d in blobs:
-                holders[d] = holders.get(d, 0) + 1
-    images = []
-    for name, tree in trees.items():
-        present = [d for d in tree if d in blobs]
-        unique = sum(blobs[d].size for d in present if holders[d] == 1)
-        size = sum(blobs[d].size for d in present)
-        images.append(ImageUsage(name, len(present), size, unique, size - unique))
+    images = image_usage(trees, {d: b.size for d, b in blobs.items()})
     requested = [b for b in blobs.values() if REQUESTED_LABEL in b.labels]
     partial = ingests(store)
     records = [p for p in RootLayout(store.root).jobs.glob("*.json") if p.is_file()]

@@ -835,6 +835,23 @@ class Usage:
         }
 
 
+def image_usage(trees: Mapping[str, set[Digest]], sizes: Mapping[Digest, int]) -> list[ImageUsage]:
+    """Per image of ``trees`` (name -> every digest it reaches), what of it the store
+    holds (``sizes``): blobs, bytes, bytes no other image holds, bytes shared."""
+    holders: dict[Digest, int] = {}
+    for tree in trees.values():
+        for d in tree:
+            if d in sizes:
+                holders[d] = holders.get(d, 0) + 1
+    images = []
+    for name, tree in trees.items():
+        held = [d for d in tree if d in sizes]
+        unique = sum(sizes[d] for d in held if holders[d] == 1)
+        size = sum(sizes[d] for d in held)
+        images.append(ImageUsage(name, len(held), size, unique, size - unique))
+    return images
+
+
 def usage(store: LocalStore, reclaimable: GcReport) -> Usage:
     """The store's disk use now, with ``reclaimable`` (a dry run of :func:`collect`, to
     which the jobs layer adds its records)."""
@@ -844,17 +861,7 @@ def usage(store: LocalStore, reclaimable: GcReport) -> Usage:
     trees: dict[str, set[Digest]] = {}
     for name, digest, media_type in _image_roots(layout):
         trees.setdefault(name, set()).update(graph.reach([_image_start(digest, media_type)]))
-    holders: dict[Digest, int] = {}
-    for tree in trees.values():
-        for d in tree:
-            if d in blobs:
-                holders[d] = holders.get(d, 0) + 1
-    images = []
-    for name, tree in trees.items():
-        on_disk = [d for d in tree if d in blobs]
-        unique = sum(blobs[d].size for d in on_disk if holders[d] == 1)
-        size = sum(blobs[d].size for d in on_disk)
-        images.append(ImageUsage(name, len(on_disk), size, unique, size - unique))
+    images = image_usage(trees, {d: b.size for d, b in blobs.items()})
     requested = [b for b in blobs.values() if REQUESTED_LABEL in b.labels]
     partial = partial_ingests(store)
     oldest = min((p.updated_at for p in partial), default=None)
