@@ -36,17 +36,15 @@ from ingestq.s3.store import S3Store
 from ingestq.store.annotations import SOURCE_DIGEST, SOURCE_MEDIA_TYPE
 from ingestq.store.digest import Digest
 from ingestq.store.gc import (
-    MAX_MANIFEST_BYTES,
     REQUESTED_LABEL,
     SWEEP_BATCH,
+    ContentGraph,
     GcOptions,
     GcReport,
     Usage,
     image_usage,
     is_manifest_type,
     is_root,
-    json_children,
-    label_children,
 )
 from ingestq.store.layout import RootLayout
 from ingestq.store.leases import LeaseStore
@@ -148,41 +146,18 @@ def _read_roots(store: S3Store, now: datetime) -> _Roots:
     return roots
 
 
-class _Graph:
+def _graph(store: S3Store, blobs: Mapping[Digest, S3Blob]) -> ContentGraph:
     """Reachability over the listed blobs (manifests read from the bucket on demand)."""
 
-    def __init__(self, store: S3Store, blobs: Mapping[Digest, S3Blob]) -> None:
-        self.store = store
-        self.blobs = blobs
-        self._children: dict[Digest, list[tuple[Digest, str]]] = {}
+    def read(digest: Digest) -> bytes:
+        found = store.bucket.get_or_none(store.location.blob(digest))
+        return found[0] if found is not None else b""
 
-    def children(self, digest: Digest, media_type: str) -> list[tuple[Digest, str]]:
-        blob = self.blobs.get(digest)
-        out = [(d, "") for d in label_children(blob.labels)] if blob is not None else []
-        if blob is None or not (is_manifest_type(media_type) or media_type == "?"):
-            return out
-        if digest not in self._children:
-            data = b""
-            if blob.size <= MAX_MANIFEST_BYTES:
-                found = self.store.bucket.get_or_none(self.store.location.blob(digest))
-                data = found[0] if found is not None else b""
-            self._children[digest] = json_children(data)
-        return out + self._children[digest]
-
-    def reach(self, starts: Iterable[tuple[Digest, str]]) -> set[Digest]:
-        seen: set[Digest] = set()
-        stack = list(starts)
-        while stack:
-            digest, media_type = stack.pop()
-            if digest in seen:
-                continue
-            seen.add(digest)
-            stack.extend(self.children(digest, media_type))
-        return seen
+    return ContentGraph(blobs, read)
 
 
 def _mark(
-    graph: _Graph, roots: _Roots, expected: Iterable[Digest], now: datetime, grace: timedelta
+    graph: ContentGraph, roots: _Roots, expected: Iterable[Digest], now: datetime, grace: timedelta
 ) -> set[Digest]:
     starts = list(roots.digests)
     starts.extend((d, "") for d in expected)
@@ -195,7 +170,7 @@ def _mark(
 
 def image_trees(store: S3Store) -> dict[str, set[Digest]]:
     """Per recorded image, every digest its tree reaches (committed or not)."""
-    graph = _Graph(store, scan_blobs(store))
+    graph = _graph(store, scan_blobs(store))
     trees: dict[str, set[Digest]] = {}
     for name, digest, media_type in _image_roots(store):
         trees.setdefault(name, set()).update(graph.reach([(digest, media_type)]))
@@ -210,7 +185,7 @@ def collect(store: S3Store, options: GcOptions | None = None) -> GcReport:
     now = utcnow()
     removed_ingests, kept = _sweep_ingests(store, options, now)
     blobs = scan_blobs(store)
-    graph = _Graph(store, blobs)
+    graph = _graph(store, blobs)
     expected = [i.expected for i in kept if i.expected is not None]
     marked = _mark(graph, _read_roots(store, now), expected, now, options.grace)
     candidates = sorted((d for d in blobs if d not in marked), key=str)
@@ -305,7 +280,7 @@ def usage(store: S3Store, reclaimable: GcReport) -> Usage:
     """What the bucket holds now (listings), with ``reclaimable`` (a dry run of
     :func:`collect`, to which the jobs layer adds its records)."""
     blobs = scan_blobs(store)
-    graph = _Graph(store, blobs)
+    graph = _graph(store, blobs)
     trees: dict[str, set[Digest]] = {}
     for name, digest, media_type in _image_roots(store):
         trees.setdefault(name, set()).update(graph.reach([(digest, media_type)]))

@@ -47,11 +47,11 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ingestq import errdefs
 from ingestq.store.annotations import SOURCE_DIGEST, SOURCE_MEDIA_TYPE
@@ -324,12 +324,29 @@ def _read_roots(layout: RootLayout) -> _Roots:
     return roots
 
 
-class _Graph:
-    """Reachability over the scanned blobs (labels cached; manifests read on demand)."""
+class ListedBlob(Protocol):
+    """A committed blob as a gc run sees it (a file here, an object in a bucket)."""
 
-    def __init__(self, layout: RootLayout, blobs: Mapping[Digest, BlobFile]) -> None:
-        self.layout = layout
+    @property
+    def digest(self) -> Digest: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+
+    @property
+    def created_at(self) -> datetime: ...
+
+
+class ContentGraph:
+    """Reachability over listed blobs: labels cached, manifests read on demand through
+    ``read`` (the blob's bytes, ``b""`` when it is gone); shared by every store's gc."""
+
+    def __init__(self, blobs: Mapping[Digest, ListedBlob], read: Callable[[Digest], bytes]) -> None:
         self.blobs = blobs
+        self._read = read
         self._children: dict[Digest, list[tuple[Digest, str]]] = {}
 
     def children(self, digest: Digest, media_type: str) -> list[tuple[Digest, str]]:
@@ -337,20 +354,12 @@ class _Graph:
         manifest (or a blob of unknown type reached from an image), its JSON children."""
         blob = self.blobs.get(digest)
         out = [(d, "") for d in label_children(blob.labels)] if blob is not None else []
-        if not (is_manifest_type(media_type) or media_type == "?"):
+        if blob is None or not (is_manifest_type(media_type) or media_type == "?"):
             return out
         if digest not in self._children:
-            self._children[digest] = self._read_children(digest)
+            small = blob.size <= MAX_MANIFEST_BYTES
+            self._children[digest] = json_children(self._read(digest)) if small else []
         return out + self._children[digest]
-
-    def _read_children(self, digest: Digest) -> list[tuple[Digest, str]]:
-        path = self.layout.blob(digest)
-        try:
-            if path.stat().st_size > MAX_MANIFEST_BYTES:
-                return []
-            return json_children(path.read_bytes())
-        except OSError:
-            return []
 
     def reach(self, starts: Iterable[tuple[Digest, str]]) -> set[Digest]:
         """Every digest reachable from ``starts`` (the starts included)."""
@@ -365,13 +374,27 @@ class _Graph:
         return seen
 
 
+def _graph(layout: RootLayout, blobs: Mapping[Digest, BlobFile]) -> ContentGraph:
+    def read(digest: Digest) -> bytes:
+        try:
+            return layout.blob(digest).read_bytes()
+        except OSError:
+            return b""
+
+    return ContentGraph(blobs, read)
+
+
 def _image_start(digest: Digest, media_type: str) -> tuple[Digest, str]:
     # An image's root is read as JSON even when its type is unknown ("?").
     return digest, media_type if is_manifest_type(media_type) else "?"
 
 
 def _mark(
-    graph: _Graph, roots: _Roots, ingest_digests: Iterable[Digest], now: datetime, grace: timedelta
+    graph: ContentGraph,
+    roots: _Roots,
+    ingest_digests: Iterable[Digest],
+    now: datetime,
+    grace: timedelta,
 ) -> set[Digest]:
     starts = [_image_start(d, t) if t else (d, "") for d, t in roots.digests]
     starts.extend((d, "") for d in ingest_digests)
@@ -461,7 +484,7 @@ def collect(store: LocalStore, options: GcOptions | None = None) -> GcReport:
     ingests, kept_ingests = _sweep_ingests(store, options, now, _read_roots(layout).ingest_refs)
     hints = _sweep_hints(layout, options.dry_run)
     blobs = scan_blobs(layout)
-    graph = _Graph(layout, blobs)
+    graph = _graph(layout, blobs)
     expected = [i.expected for i in kept_ingests if i.expected is not None]
     marked = _mark(graph, _read_roots(layout), expected, now, options.grace)
     candidates = sorted((d for d in blobs if d not in marked), key=str)
@@ -486,7 +509,7 @@ def collect(store: LocalStore, options: GcOptions | None = None) -> GcReport:
 
 def _sweep_blobs(
     store: LocalStore,
-    graph: _Graph,
+    graph: ContentGraph,
     candidates: list[Digest],
     expected: list[Digest],
     grace: timedelta,
@@ -667,7 +690,7 @@ class JobLease:
 def image_trees(store: LocalStore) -> dict[str, set[Digest]]:
     """Per recorded image, every digest its tree reaches (committed or not)."""
     blobs = scan_blobs(store.layout)
-    graph = _Graph(store.layout, blobs)
+    graph = _graph(store.layout, blobs)
     trees: dict[str, set[Digest]] = {}
     for name, digest, media_type in _image_roots(store.layout):
         trees.setdefault(name, set()).update(graph.reach([_image_start(digest, media_type)]))
@@ -857,7 +880,7 @@ def usage(store: LocalStore, reclaimable: GcReport) -> Usage:
     which the jobs layer adds its records)."""
     layout = store.layout
     blobs = scan_blobs(layout)
-    graph = _Graph(layout, blobs)
+    graph = _graph(layout, blobs)
     trees: dict[str, set[Digest]] = {}
     for name, digest, media_type in _image_roots(layout):
         trees.setdefault(name, set()).update(graph.reach([_image_start(digest, media_type)]))
