@@ -194,7 +194,9 @@ class LocalContext:
         event: threading.Event,
         body: Callable[[str, CancelHooks], Mapping[str, str]],
     ) -> None:
-        hooks = CancelHooks(self.records, job_id, event=event)
+        # The flag is a file: one stat per chunk costs nothing, so a cancel from
+        # another process is seen at the next chunk however soon it comes.
+        hooks = CancelHooks(self.records, job_id, event=event, poll=0.0)
         try:
             self.update(job_id, state=JobState.STARTED.value)
             done = {"state": JobState.SUCCEEDED.value, "reason": "", **body(job_id, hooks)}
