@@ -7,7 +7,13 @@
    new Python process per pull: its start-up is counted, like ctr's and skopeo's);
 2. ``ctr content fetch --plain-http`` into a private ``containerd`` (a fresh temporary
    root per run, started by this script and not timed), timed around the ``ctr`` process;
-3. ``skopeo copy --preserve-digests docker://... oci:DIR:TAG``, timed around the process.
+3. ``skopeo copy --preserve-digests docker://... oci:DIR:TAG``, timed around the process;
+4. the machine's limit: one ``curl`` per blob (the 8 layers and the config), all at once,
+   from the same registry into files, each followed by ``sync -d`` of its file; the
+   manifest by one more ``curl`` first. Timed around the whole shell. ingestq's CLI pulls
+   are also given as a fraction of this (target >= 0.8), both through the workers and
+   embedded (``ingestq pull`` with no ``INGESTQ_REDIS_URL``: the pull's threads in the
+   CLI's own process).
 
     .venv/bin/python benchmarks/bench_pull.py [--layers 8] [--layer-mib 64] [--repeat 3]
                                               [--no-fsync]
@@ -39,8 +45,9 @@ sys.path.insert(0, str(REPO))
 MiB = 1 << 20
 
 
-def _push(registry: object, layers: int, layer_mib: int) -> str:
-    """Push the benchmark image (random, incompressible layers); return its digest."""
+def _push(registry: object, layers: int, layer_mib: int) -> tuple[str, list[str]]:
+    """Push the benchmark image (random, incompressible layers); return its digest and
+    the digests of its config and layers."""
     import httpx
 
     from tests.servers import oci
@@ -49,7 +56,26 @@ def _push(registry: object, layers: int, layer_mib: int) -> str:
     image = oci.build_image(chunks)
     with httpx.Client(timeout=300) as client:
         oci.push_built_image(registry, "bench", image, "v1", client=client)  # type: ignore[arg-type]
-    return image.digest
+    blobs = [image.config_descriptor.digest, *(d.digest for d in image.layer_descriptors)]
+    return image.digest, blobs
+
+
+def _curl_script(base_url: str, manifest: str, blobs: list[str], dest: Path) -> str:
+    """A shell script fetching the manifest, then every blob at once with ``curl``, each
+    made durable with ``sync -d`` of its file; exits non-zero if any fails."""
+    accept = "application/vnd.oci.image.manifest.v1+json"
+    lines = [
+        "set -e",
+        f"curl -sSfL -H 'Accept: {accept}' -o {dest}/manifest {base_url}/manifests/{manifest}",
+        f"sync -d {dest}/manifest",
+        "pids=()",
+    ]
+    for digest in blobs:
+        out = dest / digest.split(":", 1)[1]
+        lines.append(f"(curl -sSfL -o {out} {base_url}/blobs/{digest} && sync -d {out}) & "
+                     "pids+=($!)")  # fmt: skip
+    lines.append('for p in "${pids[@]}"; do wait "$p"; done')
+    return "\n".join(lines)
 
 
 def _start_workers(env: dict[str, str], log_dir: Path, count: int) -> list[subprocess.Popen[bytes]]:
@@ -150,7 +176,8 @@ def main() -> None:
 
     total = args.layers * args.layer_mib * MiB
     results: dict[str, list[float]] = {
-        "ingestq": [], "ingestq-cli": [], "containerd": [], "skopeo": []
+        "ingestq": [], "ingestq-cli": [], "cli-embedded": [], "containerd": [], "skopeo": [],
+        "curl": [],
     }  # fmt: skip
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         base = Path(tmp)
@@ -158,7 +185,7 @@ def main() -> None:
             running_registry(base / "registry") as registry,
             running_redis(base / "redis") as redis_server,
         ):
-            digest = _push(registry, args.layers, args.layer_mib)
+            digest, blob_digests = _push(registry, args.layers, args.layer_mib)
             ref = f"{registry.host}/bench:v1"
             print(f"image {ref} {digest}: {args.layers} x {args.layer_mib} MiB", flush=True)
             skopeo = require_binary("skopeo")
@@ -171,6 +198,9 @@ def main() -> None:
                 INGESTQ_FSYNC="0" if args.no_fsync else "1",
                 PYTHONPATH=str(REPO),
             )
+            # An installed package has its bytecode cached (pip compiles it): let the
+            # processes write theirs, as the warm-up pull below does.
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
             procs = _start_workers(env, base, args.workers)
             client = QueueClient(Settings.from_env(env))
             # Warm both workers' processes (store, Redis and registry clients) on a small
@@ -200,6 +230,38 @@ def main() -> None:
                 assert len(list((root / "blobs" / "sha256").iterdir())) == args.layers + 2
                 return seconds
 
+            embedded_root = base / "embedded"
+            embedded_env = {k: v for k, v in env.items() if k != "INGESTQ_REDIS_URL"}
+            embedded_env["INGESTQ_ROOT"] = str(embedded_root)
+
+            subprocess.run(  # warm-up: the embedded CLI's bytecode and the page cache
+                [sys.executable, "-c", "from worker.cli import main; main()", "pull", "--quiet",
+                 warm], env=embedded_env, cwd=REPO, check=True, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+
+            def run_cli_embedded(i: int) -> float:
+                _empty_store(embedded_root)
+                argv = [sys.executable, "-c", "from worker.cli import main; main()", "pull",
+                        "--quiet", ref]  # fmt: skip
+                seconds = _time(
+                    lambda: subprocess.run(
+                        argv, env=embedded_env, cwd=REPO, check=True, stdout=subprocess.DEVNULL
+                    )
+                )
+                blobs = list((embedded_root / "blobs" / "sha256").iterdir())
+                assert len(blobs) == args.layers + 2, blobs
+                return seconds
+
+            def run_curl(i: int) -> float:
+                dest = base / f"curl-{i}"
+                dest.mkdir()
+                script = _curl_script(f"http://{registry.host}/v2/bench", digest,
+                                      blob_digests, dest)  # fmt: skip
+                seconds = _time(lambda: subprocess.run(["bash", "-c", script], check=True))
+                assert len(list(dest.iterdir())) == args.layers + 2
+                shutil.rmtree(dest)
+                return seconds
+
             def run_containerd(i: int) -> float:
                 # A fresh daemon (and root) per run: containerd keeps deleted content on
                 # disk until its GC runs and would then skip the fetch.
@@ -224,8 +286,10 @@ def main() -> None:
             runners = {
                 "ingestq": run_ingestq,
                 "ingestq-cli": run_ingestq_cli,
+                "cli-embedded": run_cli_embedded,
                 "containerd": run_containerd,
                 "skopeo": run_skopeo,
+                "curl": run_curl,
             }
             try:
                 for i in range(args.repeat):
@@ -249,9 +313,19 @@ def main() -> None:
     print(f"ingestq / containerd speed: {vs_containerd:.2f}x (target >= 1.5)")
     print(f"ingestq / skopeo speed:     {vs_skopeo:.2f}x (target >= 0.8)")
     cli = medians["ingestq-cli"]
+    embedded = medians["cli-embedded"]
     print(
         f"with the CLI's process start (ingestq pull): {medians['containerd'] / cli:.2f}x "
-        f"containerd, {medians['skopeo'] / cli:.2f}x skopeo"
+        f"containerd, {medians['skopeo'] / cli:.2f}x skopeo (target >= 1.8x containerd)"
+    )
+    print(
+        f"embedded (ingestq pull, no Redis): {medians['containerd'] / embedded:.2f}x "
+        f"containerd, {medians['skopeo'] / embedded:.2f}x skopeo"
+    )
+    limit = medians["curl"]
+    print(
+        f"of the limit (parallel curl + sync -d, {limit:.2f} s): ingestq pull "
+        f"{limit / cli:.2f}, embedded {limit / embedded:.2f} (target >= 0.8)"
     )
 
 
