@@ -79,6 +79,8 @@ from ingestq.store.layout import RootLayout
 from ingestq.store.locks import Lease, new_holder_id
 from ingestq.store.values import utcnow
 
+#: What a blob's commit time as listed (the server's clock, whole seconds) may lag.
+LISTING_MARGIN = timedelta(seconds=2)
 #: How long a run's lock object stays good without a renewal (its holder died), seconds.
 GC_LOCK_TTL = 120.0
 
@@ -176,8 +178,10 @@ def _read_roots(store: S3Store, now: datetime) -> _Roots:
                 roots.ingest_refs.add(rid)
                 # No record: a commit in flight, whose blob is not on the lease yet.
                 in_flight = store.bucket.head(store.location.ingest(rid)) is None
-                if in_flight and (roots.since is None or lease.created_at < roots.since):
-                    roots.since = lease.created_at
+                # A listed blob's time is the server's, in whole seconds: a margin.
+                since = lease.created_at - LISTING_MARGIN
+                if in_flight and (roots.since is None or since < roots.since):
+                    roots.since = since
     return roots
 
 
