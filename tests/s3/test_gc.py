@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from ingestq.s3.bloblock import blob_lock_ref
 from ingestq.s3.records import meta_to_bytes
 from ingestq.store import Descriptor, Digest
 from ingestq.store.codec import BlobMeta
-from ingestq.store.gc import GC_ROOT_LABEL, GcOptions, JobLease
+from ingestq.store.gc import GC_ROOT_LABEL, GcOptions, GcReport, JobLease
 from ingestq.store.leases import EXPIRE_LABEL
 from ingestq.store.testing import FakeRefLocker
 from ingestq.worker.cli import cli
@@ -241,6 +242,35 @@ def test_two_gc_runs_on_one_bucket_exclude_each_other(
     assert b.bucket.head(key) is None  # released
     assert {d for d, _ in s3gc.collect(b).blobs} == {str(garbage)}
     assert b.bucket.head(key) is None
+
+
+def test_two_gc_runs_started_together_remove_each_blob_once(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    hosts = two_hosts(location, s3_endpoint, tmp_path)
+    garbage = {str(put(hosts[0], os.urandom(1000 + i))) for i in range(20)}
+    start = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def run_gc(store: S3Store) -> None:
+        start.wait(30)
+        try:
+            outcomes.append(s3gc.collect(store))
+        except errdefs.Unavailable as e:
+            outcomes.append(e)
+
+    threads = [threading.Thread(target=run_gc, args=(h,)) for h in hosts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    reports = [o for o in outcomes if isinstance(o, GcReport)]
+    refused = [o for o in outcomes if isinstance(o, errdefs.Unavailable)]
+    assert len(reports) + len(refused) == 2 and reports
+    assert all("running already" in str(e) for e in refused)
+    removed = [d for r in reports for d, _ in r.blobs]
+    assert sorted(removed) == sorted(garbage)  # each removed by exactly one run
+    assert list(hosts[1].walk()) == []
 
 
 def test_a_gc_lock_whose_holder_died_is_taken_over_and_the_old_holder_stops(
