@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ingestq.store import Descriptor, Digest
 from ingestq.store.codec import BlobMeta
 from ingestq.store.gc import GC_ROOT_LABEL, GcOptions, GcReport, JobLease
 from ingestq.store.leases import EXPIRE_LABEL
+from ingestq.store.memory import MemoryLease
 from ingestq.store.testing import FakeRefLocker
 from ingestq.worker.cli import cli
 from tests.servers.seaweed import S3Endpoint
@@ -211,6 +213,42 @@ def test_gc_skips_a_blob_whose_lock_is_held(
     finally:
         held.release()
     assert {d for d, _ in s3gc.collect(store).blobs} == {str(busy)}
+
+
+class _HookedLocker(FakeRefLocker):
+    """Runs ``hook`` right after each blob lock is taken (as a writer on another host
+    would act at that moment)."""
+
+    def __init__(self, hook: Callable[[str], None]) -> None:
+        super().__init__()
+        self.hook = hook
+
+    def try_lock(self, ref: str, holder_id: str) -> MemoryLease:
+        lease = super().try_lock(ref, holder_id)
+        if ref.startswith("ingestq.blob/"):
+            self.hook(ref)
+        return lease
+
+
+def test_a_lease_add_made_before_gc_takes_the_blob_lock_keeps_the_blob(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    other_host = S3Store(location, s3_endpoint.client(), tmp_path / "a", locker=FakeRefLocker())
+    added: list[str] = []
+
+    def protect_now(ref: str) -> None:
+        if not added:  # after gc's first mark, before it reads the roots again
+            added.append(ref)
+            other_host.leases().add_resource("ingestq", "pull-2", "content", str(wanted))
+
+    gc_host = S3Store(
+        location, s3_endpoint.client(), tmp_path / "b", locker=_HookedLocker(protect_now)
+    )
+    other_host.leases().create("ingestq", "pull-2", {})
+    wanted = put(other_host, b"found committed by a pull on host A")
+    assert s3gc.collect(gc_host).blobs == ()
+    assert added == [blob_lock_ref(wanted)]
+    assert gc_host.exists(wanted)
 
 
 def test_a_labelled_publish_holds_the_blob_lock(
