@@ -64,7 +64,6 @@ from ingestq.store.annotations import SOURCE_DIGEST, SOURCE_MEDIA_TYPE
 from ingestq.store.digest import Digest
 from ingestq.store.gc import (
     REQUESTED_LABEL,
-    SWEEP_BATCH,
     ContentGraph,
     GcOptions,
     GcReport,
@@ -79,6 +78,9 @@ from ingestq.store.layout import RootLayout
 from ingestq.store.locks import Lease, new_holder_id
 from ingestq.store.values import utcnow
 
+#: Candidates per hold of their blob locks (writers of those digests wait meanwhile:
+#: each delete is a few requests).
+SWEEP_BATCH = 64
 #: What a blob's commit time as listed (the server's clock, whole seconds) may lag.
 LISTING_MARGIN = timedelta(seconds=2)
 #: How long a run's lock object stays good without a renewal (its holder died), seconds.
@@ -493,6 +495,8 @@ def usage(store: S3Store, reclaimable: GcReport) -> Usage:
 
 __all__ = [
     "GC_LOCK_TTL",
+    "LISTING_MARGIN",
+    "SWEEP_BATCH",
     "GcLock",
     "S3Blob",
     "S3Ingest",
