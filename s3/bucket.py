@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,6 +18,8 @@ from ingestq.s3.records import Part
 MAX_COPY = 5 * 1024**3
 #: Part size of a multipart copy.
 COPY_PART = 512 * 1024**2
+#: Attempts of a conditional change (:meth:`Bucket.change`) that keeps losing races.
+CHANGE_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,34 @@ class Bucket:
             return _etag(self.client.put_object(**kwargs).get("ETag"))
         except Exception as e:
             raise from_s3_error(e, f"put {key}", publish=if_none_match) from e
+
+    def change(
+        self,
+        key: str,
+        fn: Callable[[tuple[bytes, ObjectInfo] | None], bytes | None],
+        what: str,
+        *,
+        attempts: int = CHANGE_ATTEMPTS,
+    ) -> bytes | None:
+        """Read-modify-write of one object that never loses a concurrent change: ``fn``
+        gets its bytes and info (None when it does not exist) and returns the new bytes
+        (None: leave it as it is). The write is conditional on the ETag read
+        (``If-Match``; ``If-None-Match: *`` for a new object); one that loses a race
+        (412) reads again and calls ``fn`` again after a jittered pause, up to
+        ``attempts`` times, then Unavailable naming ``what``. What ``fn`` raises
+        propagates. Returns the bytes written (None when ``fn`` left it)."""
+        for attempt in range(attempts):
+            found = self.read(key)
+            body = fn(found)
+            if body is None:
+                return None
+            etag = found[1].etag if found is not None else None
+            try:
+                self.put(key, body, if_none_match=etag is None, if_match=etag)
+                return body
+            except (errdefs.FailedPrecondition, errdefs.AlreadyExists):
+                time.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
+        raise errdefs.Unavailable(f"{what}: too many concurrent changes of {key}")
 
     def delete(self, key: str) -> None:
         """Delete the object (deleting a missing one is fine)."""
@@ -275,4 +307,4 @@ class Bucket:
             raise
 
 
-__all__ = ["Bucket", "ObjectInfo"]
+__all__ = ["CHANGE_ATTEMPTS", "Bucket", "ObjectInfo"]

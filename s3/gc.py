@@ -1,43 +1,69 @@
 """Garbage collection and usage of an S3 store: the mark and sweep of
-:mod:`ingestq.store.gc` over a bucket.
+:mod:`ingestq.store.gc` over a bucket, safe with writers and gc runs on other hosts.
 
 The mark starts from the image records in the bucket's ``index.json`` (and the source
-digest a view was recorded from), the host's leases under the store root, blobs whose
-labels make them roots (``containerd.io/gc.root``, an unexpired producer request), blobs
-committed within ``grace``, and the expected digests of the ingests kept; it follows
+digest a view was recorded from), the unexpired leases in the bucket
+(:mod:`ingestq.s3.leases`: every pull's job lease, every gRPC lease), blobs whose
+labels make them roots (``containerd.io/gc.root``, an unexpired producer request), the
+expected digests of the ingests kept, with the opt-in ``grace`` blobs committed within
+it, and, for a lease naming an ingest whose record is gone (a gRPC commit in flight),
+every blob committed since that lease was created. It follows
 ``containerd.io/gc.ref.content.*`` labels and the children of indexes and manifests
 (read from the bucket, up to :data:`~ingestq.store.gc.MAX_MANIFEST_BYTES`).
 
-The sweep deletes each unmarked blob object and then its metadata object, unless its
-labels (read again) make it a root now; the image records are read again before each
-batch, so an image recorded meanwhile keeps its blobs. Ingests idle longer than
-``ingest_max_age`` that no writer holds are aborted (their multipart upload, tail and
-record), and so are multipart uploads under the prefix that no ingest record names and
-that were started longer ago than that; metadata objects whose blob is gone are deleted.
+**One run at a time per bucket prefix**: a run (not a dry one) first creates the lock
+object ``<prefix>/locks/gc.json`` with ``If-None-Match: *`` (:class:`GcLock`). It names
+its holder and an expiry (:data:`GC_LOCK_TTL` ahead), renewed by a heartbeat with
+``If-Match`` on its ETag; a second run meanwhile fails at once with Unavailable naming
+the holder; a run finding an expired lock (its holder died) takes it over with
+``If-Match``. A run that loses its lock stops before its next delete
+(FailedPrecondition).
 
-S3 has no lock the hosts share for a whole run: a pull in flight on another host
-protects the blobs it has committed but not yet recorded in an image only through
-``grace`` (``INGESTQ_GC_GRACE``), which should exceed the longest pull.
-Errors are the kinds of :func:`ingestq.s3.errors.from_s3_error`; DataLoss for an
-unreadable ``index.json`` (nothing is deleted then).
+**The sweep follows the local gc's rule**, with the store's per-blob lock
+(:mod:`ingestq.s3.bloblock`, taken through the store's locker: the Redis lease on
+workers, so it excludes every host) in place of the local lock files: per batch of
+candidates, it takes each candidate's blob lock (one held by a publish or a lease add is
+skipped: kept for the next run), then reads the images and leases again and marks again,
+then per blob reads its labels again and deletes the blob object and then its metadata
+object unless they make it a root now. A publish writing labels holds the blob lock
+through both PUTs, and adding ``content`` to a lease passes through it once written
+(:mod:`ingestq.s3.leases`), so a writer that protects a digest on its lease and then
+finds it committed finds a blob no gc deletes: a gc holding the lock finished its delete
+first (and the writer sees the blob gone), any later one reads the lease. Give the gc the
+workers' locker (the periodic gc and ``ingestq gc`` do, with Redis configured): with the
+host's file locks only, writers on other hosts are protected by ``grace``
+(``INGESTQ_GC_GRACE``) alone, which should then exceed the longest pull.
+
+Ingests idle longer than ``ingest_max_age`` that no writer holds and no lease names are
+aborted (their multipart upload, tail and record), and so are multipart uploads under the
+prefix that no ingest record names and that were started longer ago than that; metadata
+objects whose blob is gone and expired leases are deleted. Errors are the kinds of
+:func:`ingestq.s3.errors.from_s3_error`; DataLoss for an unreadable ``index.json`` or
+lease (nothing is deleted then).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import socket
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from ingestq import errdefs
+from ingestq.s3.bloblock import try_blob_lock
+from ingestq.s3.bucket import Bucket
 from ingestq.s3.records import meta_from_bytes, record_from_bytes
 from ingestq.s3.store import S3Store
 from ingestq.store.annotations import SOURCE_DIGEST, SOURCE_MEDIA_TYPE
 from ingestq.store.digest import Digest
 from ingestq.store.gc import (
     REQUESTED_LABEL,
-    SWEEP_BATCH,
     ContentGraph,
     GcOptions,
     GcReport,
@@ -45,10 +71,20 @@ from ingestq.store.gc import (
     image_usage,
     is_manifest_type,
     is_root,
+    live_leases,
+    prune_leases,
 )
 from ingestq.store.layout import RootLayout
-from ingestq.store.leases import LeaseStore
+from ingestq.store.locks import Lease, new_holder_id
 from ingestq.store.values import utcnow
+
+#: Candidates per hold of their blob locks (writers of those digests wait meanwhile:
+#: each delete is a few requests).
+SWEEP_BATCH = 64
+#: What a blob's commit time as listed (the server's clock, whole seconds) may lag.
+LISTING_MARGIN = timedelta(seconds=2)
+#: How long a run's lock object stays good without a renewal (its holder died), seconds.
+GC_LOCK_TTL = 120.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +147,7 @@ def ingests(store: S3Store) -> list[S3Ingest]:
 class _Roots:
     digests: list[tuple[Digest, str]] = field(default_factory=list)
     ingest_refs: set[str] = field(default_factory=set)
+    since: datetime | None = None  # keep blobs committed at or after this
 
 
 def _image_roots(store: S3Store) -> list[tuple[str, Digest, str]]:
@@ -132,17 +169,21 @@ def _start_type(media_type: str) -> str:
 
 def _read_roots(store: S3Store, now: datetime) -> _Roots:
     roots = _Roots([(d, t) for _, d, t in _image_roots(store)])
-    leases = LeaseStore(store.root)
-    for ns in leases.namespaces():
-        for lease in leases.list(ns):
-            if lease.expired(now):
-                continue
-            for rtype, rid in lease.resources:
-                if rtype == "content":
-                    with contextlib.suppress(errdefs.InvalidArgument):
-                        roots.digests.append((Digest.parse(rid), ""))
-                elif rtype == "ingests":
-                    roots.ingest_refs.add(rid)
+    for lease in live_leases(store.leases()):
+        if lease.expired(now):
+            continue
+        for rtype, rid in lease.resources:
+            if rtype == "content":
+                with contextlib.suppress(errdefs.InvalidArgument):
+                    roots.digests.append((Digest.parse(rid), ""))
+            elif rtype == "ingests":
+                roots.ingest_refs.add(rid)
+                # No record: a commit in flight, whose blob is not on the lease yet.
+                in_flight = store.bucket.head(store.location.ingest(rid)) is None
+                # A listed blob's time is the server's, in whole seconds: a margin.
+                since = lease.created_at - LISTING_MARGIN
+                if in_flight and (roots.since is None or since < roots.since):
+                    roots.since = since
     return roots
 
 
@@ -163,7 +204,11 @@ def _mark(
     starts.extend((d, "") for d in expected)
     cutoff = now - grace if grace > timedelta(0) else None
     for blob in graph.blobs.values():
-        if is_root(blob.labels, now) or (cutoff is not None and blob.created_at >= cutoff):
+        if (
+            is_root(blob.labels, now)
+            or (cutoff is not None and blob.created_at >= cutoff)
+            or (roots.since is not None and blob.created_at >= roots.since)
+        ):
             starts.append((blob.digest, ""))
     return graph.reach(starts)
 
@@ -177,12 +222,137 @@ def image_trees(store: S3Store) -> dict[str, set[Digest]]:
     return trees
 
 
+class GcLock:
+    """The lock object that makes gc runs on one bucket prefix exclude each other
+    (``<prefix>/locks/gc.json``; see the module docstring). Use as a context manager:
+    :meth:`acquire` on entry (Unavailable while another run holds it), a heartbeat
+    thread renewing it every ``ttl / 3`` seconds, :meth:`release` on exit."""
+
+    def __init__(self, store: S3Store, ttl: float = GC_LOCK_TTL) -> None:
+        self._bucket: Bucket = store.bucket
+        self.key = store.location.key("locks", "gc.json")
+        self._where = str(store.location)
+        self.ttl = ttl
+        self.holder = new_holder_id()
+        self._etag: str | None = None
+        self._lost: errdefs.ErrdefsError | None = None
+        self._mutex = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _body(self) -> bytes:
+        now = utcnow()
+        return json.dumps(
+            {
+                "holder": self.holder,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "renewed_at": now.isoformat(),
+                "expires_at": (now + timedelta(seconds=self.ttl)).isoformat(),
+            }
+        ).encode()
+
+    def acquire(self) -> None:
+        """Create the lock object, or take over an expired one. Unavailable naming the
+        holder and its expiry while another run holds it."""
+        try:
+            self._etag = self._bucket.put(self.key, self._body(), if_none_match=True)
+            return
+        except errdefs.AlreadyExists:
+            pass
+        found = self._bucket.read(self.key)
+        if found is None:  # released meanwhile: one more try
+            try:
+                self._etag = self._bucket.put(self.key, self._body(), if_none_match=True)
+                return
+            except errdefs.AlreadyExists:
+                found = self._bucket.read(self.key)
+        held: dict[str, Any] = {}
+        with contextlib.suppress(ValueError, TypeError):
+            held = dict(json.loads(found[0])) if found is not None else {}
+        expires = _parse_time(str(held.get("expires_at", "")))
+        if found is not None and (expires is None or expires <= utcnow()):
+            try:
+                self._etag = self._bucket.put(self.key, self._body(), if_match=found[1].etag)
+                return
+            except (errdefs.FailedPrecondition, errdefs.AlreadyExists):
+                pass  # another run took it over first
+        holder = str(held.get("holder", "another run"))
+        raise errdefs.Unavailable(
+            f"gc of {self._where} is running already: {self.key} is held by {holder} "
+            f"until {held.get('expires_at', '?')}",
+            {"holder": holder, "key": self.key},
+        )
+
+    def renew(self) -> None:
+        """Push the expiry ``ttl`` ahead. FailedPrecondition once the lock was lost (it
+        expired and another run took it)."""
+        with self._mutex:
+            if self._lost is not None:
+                raise self._lost
+            try:
+                self._etag = self._bucket.put(self.key, self._body(), if_match=self._etag)
+            except (errdefs.FailedPrecondition, errdefs.NotFound) as e:
+                self._lost = errdefs.FailedPrecondition(
+                    f"gc of {self._where} lost its lock {self.key}: {e}"
+                )
+                raise self._lost from e
+
+    def check(self) -> None:
+        """FailedPrecondition if the heartbeat found the lock lost."""
+        with self._mutex:
+            if self._lost is not None:
+                raise self._lost
+
+    def release(self) -> None:
+        """Stop the heartbeat and delete the lock object if it is still this run's."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        with self._mutex:
+            found = self._bucket.head(self.key)
+            if self._lost is None and found is not None and found.etag == self._etag:
+                self._bucket.delete(self.key)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                self.renew()
+            except errdefs.FailedPrecondition:
+                return
+            except errdefs.ErrdefsError:
+                continue  # transient; the next beat tries again before the expiry
+
+    def __enter__(self) -> GcLock:
+        self.acquire()
+        self._thread = threading.Thread(target=self._beat, name="ingestq-gc-lock", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
 def collect(store: S3Store, options: GcOptions | None = None) -> GcReport:
     """One gc run over ``store`` (see the module docstring): what was removed, or with
-    ``options.dry_run`` what would be."""
+    ``options.dry_run`` what would be (a dry run takes no lock). Unavailable while
+    another run holds the bucket's gc lock; FailedPrecondition when this run lost it."""
     options = options or GcOptions()
+    with contextlib.nullcontext() if options.dry_run else GcLock(store) as lock:
+        return _collect(store, options, lock)
+
+
+def _collect(store: S3Store, options: GcOptions, lock: GcLock | None) -> GcReport:
     started = time.monotonic()
     now = utcnow()
+    leases = prune_leases(store.leases(), options.dry_run, now)
     removed_ingests, kept = _sweep_ingests(store, options, now)
     blobs = scan_blobs(store)
     graph = _graph(store, blobs)
@@ -194,11 +364,15 @@ def collect(store: S3Store, options: GcOptions | None = None) -> GcReport:
         removed = [(str(d), blobs[d].size) for d in candidates]
     else:
         for start in range(0, len(candidates), SWEEP_BATCH):
-            now = utcnow()
-            again = _mark(graph, _read_roots(store, now), expected, now, options.grace)
-            for digest in candidates[start : start + SWEEP_BATCH]:
-                if digest not in again and _delete_unless_rooted(store, digest, now):
-                    removed.append((str(digest), blobs[digest].size))
+            batch = candidates[start : start + SWEEP_BATCH]
+            if lock is not None:
+                lock.check()
+            with _blob_locks(store, batch) as locked:
+                now = utcnow()
+                again = _mark(graph, _read_roots(store, now), expected, now, options.grace)
+                for digest in locked:
+                    if digest not in again and _delete_unless_rooted(store, digest, now):
+                        removed.append((str(digest), blobs[digest].size))
         _sweep_orphan_meta(store)
     gone = {d for d, _ in removed}
     kept_blobs = [b for d, b in blobs.items() if str(d) not in gone]
@@ -206,15 +380,31 @@ def collect(store: S3Store, options: GcOptions | None = None) -> GcReport:
         dry_run=options.dry_run,
         blobs=tuple(removed),
         ingests=tuple(removed_ingests),
+        leases=tuple(leases),
         kept_blobs=len(kept_blobs),
         kept_bytes=sum(b.size for b in kept_blobs),
         seconds=time.monotonic() - started,
     )
 
 
+@contextlib.contextmanager
+def _blob_locks(store: S3Store, digests: Iterable[Digest]) -> Iterator[list[Digest]]:
+    """Hold the blob lock of each of ``digests`` that is free now; yields those."""
+    held: list[tuple[Digest, Lease]] = []
+    try:
+        for digest in digests:
+            lease = try_blob_lock(store.locker, digest)
+            if lease is not None:
+                held.append((digest, lease))
+        yield [d for d, _ in held]
+    finally:
+        for _, lease in reversed(held):
+            lease.release()
+
+
 def _delete_unless_rooted(store: S3Store, digest: Digest, now: datetime) -> bool:
-    """Delete the blob object, then its metadata, unless its labels (read again) make it
-    a root now. Whether it was deleted."""
+    """Under the blob lock: delete the blob object, then its metadata, unless its labels
+    (read again) make it a root now. Whether it was deleted."""
     loc = store.location
     found = store.bucket.get_or_none(loc.meta(digest))
     if found is not None:
@@ -303,4 +493,16 @@ def usage(store: S3Store, reclaimable: GcReport) -> Usage:
     )
 
 
-__all__ = ["S3Blob", "S3Ingest", "collect", "image_trees", "ingests", "scan_blobs", "usage"]
+__all__ = [
+    "GC_LOCK_TTL",
+    "LISTING_MARGIN",
+    "SWEEP_BATCH",
+    "GcLock",
+    "S3Blob",
+    "S3Ingest",
+    "collect",
+    "image_trees",
+    "ingests",
+    "scan_blobs",
+    "usage",
+]

@@ -11,21 +11,16 @@ records and errors), only stored elsewhere.
 from __future__ import annotations
 
 import json
-import random
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
 from ingestq import errdefs
-from ingestq.s3.bucket import Bucket
+from ingestq.s3.bucket import Bucket, ObjectInfo
 from ingestq.s3.location import S3Location
 from ingestq.store.images import INDEX_MEDIA_TYPE, ImageIndex
 from ingestq.store.values import utcnow
-
-#: Attempts of a change that keeps losing races before Unavailable.
-CHANGE_ATTEMPTS = 20
 
 
 class S3ImageIndex(ImageIndex):
@@ -43,11 +38,10 @@ class S3ImageIndex(ImageIndex):
         """The index's key (for messages)."""
         return PurePosixPath(self._key)
 
-    def _read(self) -> tuple[dict[str, Any], str | None]:
-        found = self._bucket.read(self._key)
+    def _parse(self, found: tuple[bytes, ObjectInfo] | None) -> dict[str, Any]:
         if found is None:
             self._modified = None
-            return {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}, None
+            return {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}
         self._modified = found[1].modified
         try:
             data = json.loads(found[0])
@@ -55,26 +49,22 @@ class S3ImageIndex(ImageIndex):
             raise errdefs.DataLoss(f"read {self._key}: {e}") from e
         if not isinstance(data, dict) or not isinstance(data.get("manifests"), list):
             raise errdefs.DataLoss(f"{self._key} is not an OCI image index")
-        return data, found[1].etag
+        return data
 
     def _load(self) -> dict[str, Any]:
-        return self._read()[0]
+        return self._parse(self._bucket.read(self._key))
 
     def modified_at(self) -> datetime:
         """When the index last changed, as of the last read (now if unknown)."""
         return self._modified or utcnow()
 
     def _change(self, fn: Callable[[list[Any]], list[Any]], name: str) -> None:
-        for attempt in range(CHANGE_ATTEMPTS):
-            data, etag = self._read()
+        def change(found: tuple[bytes, ObjectInfo] | None) -> bytes:
+            data = self._parse(found)
             data["manifests"] = fn(data["manifests"])
-            body = json.dumps(data, indent=None).encode()
-            try:
-                self._bucket.put(self._key, body, if_none_match=etag is None, if_match=etag)
-                return
-            except (errdefs.FailedPrecondition, errdefs.AlreadyExists):
-                time.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
-        raise errdefs.Unavailable(f"update {self._key} for {name}: too many concurrent changes")
+            return json.dumps(data, indent=None).encode()
+
+        self._bucket.change(self._key, change, f"update {self._key} for {name}")
 
 
 __all__ = ["S3ImageIndex"]

@@ -17,9 +17,12 @@ local store's (and containerd's) semantics.
   uploads to a staging key and is copied on the server at commit.
 * Ref locks come from the locker the store is given (the Redis lease on workers); the
   store is correct without them.
-* Image records live in the bucket too (:meth:`S3Store.image_index`). Only ``root``
-  is local: ref lock files, resume hints, embedded job records, and the gRPC server's
-  leases (not yet moved to the bucket).
+* Image records and leases live in the bucket too (:meth:`S3Store.image_index`,
+  :meth:`S3Store.leases`). Only ``root`` is local: ref lock files, resume hints and
+  embedded job records.
+* A publish that writes labels holds the blob's lock (:mod:`ingestq.s3.bloblock`,
+  through the locker) from the blob's PUT to its metadata's, as gc takes it before it
+  re-reads a candidate's labels.
 """
 
 from __future__ import annotations
@@ -42,10 +45,12 @@ from types import TracebackType
 from typing import Any, Self
 
 from ingestq import errdefs
+from ingestq.s3.bloblock import blob_lock
 from ingestq.s3.bucket import Bucket
 from ingestq.s3.errors import from_s3_error
 from ingestq.s3.hashstate import StateHasher
 from ingestq.s3.images import S3ImageIndex
+from ingestq.s3.leases import S3LeaseStore
 from ingestq.s3.location import S3Location
 from ingestq.s3.records import (
     IngestRecord,
@@ -752,19 +757,20 @@ class S3Store:
                     f"INGESTQ_MAX_BYTES) has {used} bytes ({human(used)}) in use, "
                     f"{len(content)} more needed"
                 )
-        now = utcnow()
-        try:
-            self.bucket.put(
-                self.location.blob(digest),
-                content,
-                if_none_match=True,
-                metadata=_times_metadata(now),
-            )
-        except errdefs.AlreadyExists:
-            raise errdefs.AlreadyExists(f"content {digest}") from None
-        if labels:
-            meta = meta_to_bytes(BlobMeta(now, now, labels), len(content))
-            self.bucket.put(self.location.meta(digest), meta)
+        with blob_lock(self.locker, digest) if labels else contextlib.nullcontext():
+            now = utcnow()
+            try:
+                self.bucket.put(
+                    self.location.blob(digest),
+                    content,
+                    if_none_match=True,
+                    metadata=_times_metadata(now),
+                )
+            except errdefs.AlreadyExists:
+                raise errdefs.AlreadyExists(f"content {digest}") from None
+            if labels:
+                meta = meta_to_bytes(BlobMeta(now, now, labels), len(content))
+                self.bucket.put(self.location.meta(digest), meta)
         return Info(digest, len(content), now, now, labels)
 
     def _publish(
@@ -776,9 +782,21 @@ class S3Store:
         *,
         quick: bool = False,
     ) -> Info:
-        """Publish the verified content and drop the ingest. ``quick`` (an ingest with
-        no upload): the blob's PUT carries its times, and a metadata object is written
-        only for labels."""
+        """Publish the verified content and drop the ingest, holding the blob lock when
+        there are labels. ``quick`` (an ingest with no upload): the blob's PUT carries
+        its times, and a metadata object is written only for labels."""
+        with blob_lock(self.locker, digest) if labels else contextlib.nullcontext():
+            return self._publish_now(rec, tail, digest, labels, quick=quick)
+
+    def _publish_now(
+        self,
+        rec: IngestRecord,
+        tail: bytes,
+        digest: Digest,
+        labels: Mapping[str, str],
+        *,
+        quick: bool,
+    ) -> Info:
         key = self.location.blob(digest)
         now = utcnow()
         try:
@@ -938,6 +956,12 @@ class S3Store:
         """The image records, in the bucket's ``<prefix>/index.json`` (conditional
         writes: see :mod:`ingestq.s3.images`)."""
         return S3ImageIndex(self.bucket, self.location)
+
+    def leases(self) -> S3LeaseStore:
+        """The leases, one object each under ``<prefix>/leases/`` (conditional writes:
+        see :mod:`ingestq.s3.leases`); their content adds pass through this store's
+        blob locks."""
+        return S3LeaseStore(self.bucket, self.location, self.locker)
 
     def multipart_uploads(self) -> list[tuple[str, str]]:
         """``(key, upload id)`` of every multipart upload in progress under the prefix."""

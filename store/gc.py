@@ -58,7 +58,7 @@ from ingestq.store.annotations import SOURCE_DIGEST, SOURCE_MEDIA_TYPE
 from ingestq.store.digest import ALGORITHMS, Digest
 from ingestq.store.images import ImageIndex
 from ingestq.store.layout import RootLayout
-from ingestq.store.leases import EXPIRE_LABEL, LeaseRecord, LeaseStore, leases_lock
+from ingestq.store.leases import EXPIRE_LABEL, LeaseReader, LeaseRecord, Leases, leases_lock
 from ingestq.store.local.blobs import read_meta
 from ingestq.store.local.ingest import IngestDir, remove_tree
 from ingestq.store.local.store import LocalStore
@@ -298,19 +298,20 @@ def _image_roots(layout: RootLayout) -> Iterator[tuple[str, Digest, str]]:
                 yield name, Digest.parse(source), desc.annotations.get(SOURCE_MEDIA_TYPE, "")
 
 
-def _live_leases(layout: RootLayout) -> list[LeaseRecord]:
-    store = LeaseStore(layout.root)
+def live_leases(leases: LeaseReader) -> list[LeaseRecord]:
+    """Every unexpired lease of every namespace (gc's lease roots, for every store)."""
     out: list[LeaseRecord] = []
-    for ns in store.namespaces():
-        out.extend(store.list(ns))
+    for ns in leases.namespaces():
+        out.extend(leases.list(ns))
     return out
 
 
-def _read_roots(layout: RootLayout) -> _Roots:
+def _read_roots(store: LocalStore) -> _Roots:
+    layout = store.layout
     roots = _Roots()
     for _, digest, media_type in _image_roots(layout):
         roots.digests.append((digest, media_type))
-    for lease in _live_leases(layout):
+    for lease in live_leases(store.leases()):
         for rtype, rid in lease.resources:
             if rtype == "content":
                 with contextlib.suppress(errdefs.InvalidArgument):
@@ -480,13 +481,13 @@ def collect(store: LocalStore, options: GcOptions | None = None) -> GcReport:
     started = time.monotonic()
     layout = store.layout
     now = utcnow()
-    leases = _prune_leases(layout, options.dry_run, now)
-    ingests, kept_ingests = _sweep_ingests(store, options, now, _read_roots(layout).ingest_refs)
+    leases = prune_leases(store.leases(), options.dry_run, now)
+    ingests, kept_ingests = _sweep_ingests(store, options, now, _read_roots(store).ingest_refs)
     hints = _sweep_hints(layout, options.dry_run)
     blobs = scan_blobs(layout)
     graph = _graph(layout, blobs)
     expected = [i.expected for i in kept_ingests if i.expected is not None]
-    marked = _mark(graph, _read_roots(layout), expected, now, options.grace)
+    marked = _mark(graph, _read_roots(store), expected, now, options.grace)
     candidates = sorted((d for d in blobs if d not in marked), key=str)
     if options.dry_run:
         removed = [(str(d), blobs[d].size) for d in candidates]
@@ -520,7 +521,7 @@ def _sweep_blobs(
         batch = candidates[start : start + SWEEP_BATCH]
         with _locked(layout.index_lock, leases_lock(layout)):
             now = utcnow()
-            marked = _mark(graph, _read_roots(layout), expected, now, grace)
+            marked = _mark(graph, _read_roots(store), expected, now, grace)
             for digest in batch:
                 if digest in marked:
                     continue
@@ -583,8 +584,9 @@ def _sweep_orphan_meta(layout: RootLayout, blobs: Mapping[Digest, BlobFile]) -> 
                 lock.release()
 
 
-def _prune_leases(layout: RootLayout, dry_run: bool, now: datetime) -> list[str]:
-    leases = LeaseStore(layout.root)
+def prune_leases(leases: Leases, dry_run: bool, now: datetime) -> list[str]:
+    """Remove the leases expired at ``now`` in every namespace; ``<namespace>/<id>`` of
+    each (with ``dry_run``, only listed)."""
     out: list[str] = []
     for ns in leases.namespaces():
         out.extend(f"{ns}/{lid}" for lid in leases.prune_expired(ns, now, dry_run=dry_run))
@@ -654,14 +656,15 @@ def _sweep_hints(layout: RootLayout, dry_run: bool) -> int:
 
 
 class JobLease:
-    """The lease a job holds on the store from its first byte to its image record:
+    """The lease a job holds on the store (in the store's :class:`Leases`, e.g.
+    ``store.leases()``) from its first byte to its image record:
     every blob it is about to check for or commit is added first (:meth:`protect`), so
     no gc run removes it meanwhile. Lives in namespace :data:`JOB_LEASE_NAMESPACE`,
     id ``<kind>-<job id>``, expiring after :data:`JOB_LEASE_TTL` (a crashed job's lease
     stops protecting then). Re-opening the lease of the same job reuses it."""
 
-    def __init__(self, root: str | os.PathLike[str], lease_id: str) -> None:
-        self._leases = LeaseStore(root)
+    def __init__(self, leases: Leases, lease_id: str) -> None:
+        self._leases = leases
         self.id = lease_id
         expire = (utcnow() + JOB_LEASE_TTL).isoformat()
         with contextlib.suppress(errdefs.AlreadyExists):
@@ -678,10 +681,10 @@ class JobLease:
             self._leases.delete(JOB_LEASE_NAMESPACE, self.id)
 
     @staticmethod
-    def discard(root: str | os.PathLike[str], lease_id: str) -> None:
-        """Drop job lease ``lease_id`` of the store at ``root`` if it exists."""
+    def discard(leases: Leases, lease_id: str) -> None:
+        """Drop job lease ``lease_id`` of ``leases`` if it exists."""
         with contextlib.suppress(errdefs.NotFound):
-            LeaseStore(root).delete(JOB_LEASE_NAMESPACE, lease_id)
+            leases.delete(JOB_LEASE_NAMESPACE, lease_id)
 
 
 # Images: references, check, usage ----------------------------------------------------
@@ -933,8 +936,10 @@ __all__ = [
     "is_root",
     "json_children",
     "label_children",
+    "live_leases",
     "parse_duration",
     "partial_ingests",
+    "prune_leases",
     "requested_labels",
     "scan_blobs",
     "usage",

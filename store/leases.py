@@ -7,11 +7,18 @@ work unchanged and an operator can see what each lease covers. Leases whose
 ``containerd.io/gc.expire`` time has passed are dropped when the namespace's record is
 next read.
 
-Storage: ``leases/<namespace>.json`` under the store root (see :mod:`store.layout`), a
-JSON object ``{id: {"created_at", "labels", "resources": [[type, id], ...]}}``, replaced
-atomically under the namespace's lock file (several servers may share a root). Every
-change also holds ``locks/leases.lock`` (:func:`leases_lock`), which the garbage
-collector holds while it deletes, so it sees every lease change made before.
+The small protocols :class:`LeaseReader` (what gc and the introspection read) and
+:class:`Leases` (what the gRPC Leases service and a job's lease change) are what every
+user takes, from the store (:func:`leases_of`): :class:`LeaseStore` here for a local
+root, :class:`ingestq.s3.leases.S3LeaseStore` (one object per lease in the bucket) for
+an S3 store.
+
+Storage of :class:`LeaseStore`: ``leases/<namespace>.json`` under the store root (see
+:mod:`store.layout`), a JSON object
+``{id: {"created_at", "labels", "resources": [[type, id], ...]}}``, replaced atomically
+under the namespace's lock file (several servers may share a root). Every change also
+holds ``locks/leases.lock`` (:func:`leases_lock`), which the garbage collector holds
+while it deletes, so it sees every lease change made before.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from ingestq import errdefs
 from ingestq.store.atomic import write_json
@@ -82,6 +89,12 @@ def validate_resource(rtype: str, rid: str) -> None:
         raise errdefs.InvalidArgument(f'resource type "{rtype}" is not supported')
 
 
+def validate_namespace(namespace: str) -> None:
+    """InvalidArgument unless ``namespace`` is an identifier (it names a file or a key)."""
+    if not _NAMESPACE.fullmatch(namespace):
+        raise errdefs.InvalidArgument(f"namespace {namespace!r} is not an identifier")
+
+
 def leases_lock(layout: RootLayout) -> Path:
     """The lock file every lease change holds (and gc while it deletes)."""
     return layout.lock("leases.lock")
@@ -92,7 +105,8 @@ def new_lease_id() -> str:
     return f"{time.time_ns()}-{base64.urlsafe_b64encode(secrets.token_bytes(3)).decode()}"
 
 
-def _to_json(lease: LeaseRecord) -> dict[str, Any]:
+def lease_to_json(lease: LeaseRecord) -> dict[str, Any]:
+    """A lease's JSON object (without its id): ``created_at``, ``labels``, ``resources``."""
     return {
         "created_at": lease.created_at.isoformat(),
         "labels": dict(lease.labels),
@@ -100,13 +114,91 @@ def _to_json(lease: LeaseRecord) -> dict[str, Any]:
     }
 
 
-def _from_json(lease_id: str, d: Mapping[str, Any]) -> LeaseRecord:
+def lease_from_json(lease_id: str, d: Mapping[str, Any]) -> LeaseRecord:
+    """The lease ``lease_id`` of :func:`lease_to_json`'s object. TypeError, ValueError,
+    KeyError or AttributeError when it is malformed (callers raise DataLoss)."""
     return LeaseRecord(
         id=lease_id,
         created_at=datetime.fromisoformat(d["created_at"]),
         labels={str(k): str(v) for k, v in dict(d.get("labels") or {}).items()},
         resources=tuple((str(t), str(i)) for t, i in d.get("resources") or ()),
     )
+
+
+class LeaseReader(Protocol):
+    """Reading a store's leases (gc's roots, the namespaces list). Every method raises
+    InvalidArgument for a namespace that is not an identifier and DataLoss for a record
+    that is not readable; a remote store's kinds (Unavailable, ...) too. Expired leases
+    are never returned."""
+
+    def namespaces(self) -> list[str]:
+        """The namespaces that have leases (or had: an empty one may be listed), sorted."""
+        ...
+
+    def get(self, namespace: str, lease_id: str) -> LeaseRecord:
+        """The lease; NotFound ``lease "<id>"`` if there is none."""
+        ...
+
+    def list(self, namespace: str, *filters: str) -> list[LeaseRecord]:
+        """The namespace's leases matching any filter (fields ``id``, ``labels.*``).
+        InvalidArgument for a malformed filter."""
+        ...
+
+    def resources(self, namespace: str, lease_id: str) -> Sequence[tuple[str, str]]:
+        """The (type, id) resources recorded on a lease. NotFound for an unknown lease."""
+        ...
+
+
+class Leases(LeaseReader, Protocol):
+    """Reading and changing a store's leases. Changes are never lost to a concurrent
+    change of another client, thread or host."""
+
+    def create(self, namespace: str, lease_id: str, labels: Mapping[str, str]) -> LeaseRecord:
+        """Create a lease (a generated id when ``lease_id`` is empty). AlreadyExists
+        ``lease "<id>"`` for a duplicate, InvalidArgument for oversize labels."""
+        ...
+
+    def delete(self, namespace: str, lease_id: str) -> None:
+        """Delete a lease; NotFound ``lease "<id>"`` if there is none."""
+        ...
+
+    def add_resource(self, namespace: str, lease_id: str, rtype: str, rid: str) -> None:
+        """Record a resource on a lease (idempotent). NotFound for an unknown lease,
+        InvalidArgument for an unsupported resource (see :func:`validate_resource`)."""
+        ...
+
+    def add_resources(
+        self, namespace: str, lease_id: str, resources: Sequence[tuple[str, str]]
+    ) -> None:
+        """Record several resources on a lease in one change (see :meth:`add_resource`)."""
+        ...
+
+    def delete_resource(self, namespace: str, lease_id: str, rtype: str, rid: str) -> None:
+        """Forget a resource (absent is fine). NotFound for an unknown lease."""
+        ...
+
+    def prune_expired(self, namespace: str, now: datetime, *, dry_run: bool = False) -> list[str]:
+        """Remove the namespace's leases expired at ``now``; their ids (with
+        ``dry_run``, only listed)."""
+        ...
+
+
+@runtime_checkable
+class KeepsLeases(Protocol):
+    """A store that gives its own lease store (the local store, the S3 store)."""
+
+    def leases(self) -> Leases:
+        """The store's leases."""
+        ...
+
+
+def leases_of(store: object, root: str | os.PathLike[str]) -> Leases:
+    """The leases of ``store``: its own when it keeps them (:class:`KeepsLeases`), else
+    the :class:`LeaseStore` under ``root`` (PermissionDenied / ResourceExhausted when
+    that cannot be created)."""
+    if isinstance(store, KeepsLeases):
+        return store.leases()
+    return LeaseStore(root)
 
 
 class LeaseStore:
@@ -127,8 +219,7 @@ class LeaseStore:
         self._mutex = threading.Lock()
 
     def _path(self, namespace: str) -> Path:
-        if not _NAMESPACE.fullmatch(namespace):
-            raise errdefs.InvalidArgument(f"namespace {namespace!r} is not an identifier")
+        validate_namespace(namespace)
         return self.layout.lease_file(namespace)
 
     @contextmanager
@@ -148,7 +239,7 @@ class LeaseStore:
                 before = dict(leases)
                 yield leases
                 if rewrite or leases != before:
-                    data = {lid: _to_json(lease) for lid, lease in leases.items()}
+                    data = {lid: lease_to_json(lease) for lid, lease in leases.items()}
                     try:
                         # Not fsynced: the Write stream records resources on every blob
                         # it writes; a crash loses at most what the running writers
@@ -172,7 +263,7 @@ class LeaseStore:
         out: dict[str, LeaseRecord] = {}
         try:
             for lid, d in dict(raw).items():
-                lease = _from_json(str(lid), d)
+                lease = lease_from_json(str(lid), d)
                 if not lease.expired(now):
                     out[lease.id] = lease
         except (TypeError, ValueError, KeyError, AttributeError) as e:
@@ -191,7 +282,9 @@ class LeaseStore:
             raise errdefs.DataLoss(f"read leases of {namespace}: {e}") from e
         try:
             expired = sorted(
-                str(lid) for lid, d in dict(raw).items() if _from_json(str(lid), d).expired(now)
+                str(lid)
+                for lid, d in dict(raw).items()
+                if lease_from_json(str(lid), d).expired(now)
             )
         except (TypeError, ValueError, KeyError, AttributeError) as e:
             raise errdefs.DataLoss(f"leases of {namespace} are malformed: {e!r}") from e
@@ -285,8 +378,15 @@ class LeaseStore:
 __all__ = [
     "EXPIRE_LABEL",
     "RESOURCE_TYPES",
+    "KeepsLeases",
+    "LeaseReader",
     "LeaseRecord",
     "LeaseStore",
+    "Leases",
+    "lease_from_json",
+    "lease_to_json",
+    "leases_of",
     "new_lease_id",
+    "validate_namespace",
     "validate_resource",
 ]

@@ -98,7 +98,7 @@ def _release_lease(rt: Runtime | None, pull_id: str) -> None:
     if rt is None or not pull_id:
         return
     with contextlib.suppress(errdefs.ErrdefsError):
-        JobLease.discard(rt.store.root, _lease_id(pull_id))
+        JobLease.discard(rt.store.leases(), _lease_id(pull_id))
 
 
 def _fail(rt: Runtime | None, job_id: str, err: BaseException) -> errdefs.ErrdefsError:
@@ -168,7 +168,7 @@ def pull_task(
             raise errdefs.Canceled(f"pull {pull_id} canceled")
         image = open_image(req, rt.settings.fetch_options())
         store, locker = rt.store, rt.locker
-        lease = JobLease(store.root, _lease_id(pull_id))
+        lease = JobLease(store.leases(), _lease_id(pull_id))
 
         def ingest_manifest(blob: PlannedBlob) -> object:
             lease.protect(blob.desc.digest)
@@ -263,7 +263,7 @@ def pull_finalize_task(self: Task, plan: dict[str, Any], polls: int = 0) -> dict
             else:
                 results.append(outcome)
         if not pending:
-            lease = JobLease(rt.store.root, _lease_id(pull_id))
+            lease = JobLease(rt.store.leases(), _lease_id(pull_id))
             info, recorded = finalize(rt.store, the_plan, lease.protect)
             lease.release()
             result = PullResult(the_plan.name, the_plan.target, info, tuple(results), recorded)

@@ -40,7 +40,7 @@ from ingestq.api.server.introspection import IntrospectionService, NamespacesSer
 from ingestq.api.server.leases import LeasesService
 from ingestq.api.server.limits import StreamGuard
 from ingestq.store.images import image_index_of
-from ingestq.store.leases import LeaseStore
+from ingestq.store.leases import leases_of
 from ingestq.store.protocols import Store
 
 SOCKET_MODE = 0o660
@@ -124,8 +124,8 @@ def _claim_socket_path(path: Path) -> None:
 
 
 class ApiServer:
-    """containerd's API over ``store`` (whose root also holds the OCI index and the
-    leases).
+    """containerd's API over ``store``, with the store's image records and leases (its
+    own when it keeps them, as the S3 store does in its bucket; else under ``root``).
 
     ``max_workers`` (at least 2) threads serve at most that many calls at once; beyond
     it calls are answered ResourceExhausted. ``max_streams`` (default
@@ -154,7 +154,7 @@ class ApiServer:
                 f"not {streams}: unary calls need a thread of their own"
             )
         self.root = Path(root)
-        self.leases = LeaseStore(self.root)
+        self.leases = leases_of(store, self.root)
         self.images = ImageStore(image_index_of(store, self.root))
         self.guard = StreamGuard(
             max_streams=streams, idle_timeout=stream_idle_timeout, budgeted=BUDGETED_STREAMS

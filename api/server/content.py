@@ -30,7 +30,7 @@ from ingestq.api.errors import stream, unary
 from ingestq.api.proto.containerd.services.content.v1 import content_pb2
 from ingestq.api.server.write import WriteSession, open_writer, serve_stream
 from ingestq.store.digest import Digest
-from ingestq.store.leases import LeaseStore
+from ingestq.store.leases import Leases
 from ingestq.store.protocols import Store
 from ingestq.store.rules import validate_labels, validate_ref
 from ingestq.store.values import Descriptor
@@ -43,7 +43,7 @@ class ContentService:
     """The content service. ``lock_wait``: how long a Write stream retries a locked ref
     before answering Unavailable (containerd's backend retries for about 1 s)."""
 
-    def __init__(self, store: Store, leases: LeaseStore, *, lock_wait: float = 1.0) -> None:
+    def __init__(self, store: Store, leases: Leases, *, lock_wait: float = 1.0) -> None:
         self._store = store
         self._leases = leases
         self._lock_wait = lock_wait

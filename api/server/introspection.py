@@ -30,7 +30,7 @@ from ingestq.api.proto.containerd.services.introspection.v1 import introspection
 from ingestq.api.proto.containerd.services.namespaces.v1 import namespace_pb2
 from ingestq.api.proto.containerd.services.version.v1 import version_pb2
 from ingestq.store import filters as filterlang
-from ingestq.store.leases import LeaseStore
+from ingestq.store.leases import LeaseReader
 
 GRPC_PLUGIN = "io.containerd.grpc.v1"
 SERVICES = ("content", "images", "introspection", "leases", "namespaces", "version")
@@ -96,7 +96,7 @@ class VersionService:
 class NamespacesService:
     """``containerd.services.namespaces.v1.Namespaces`` (see the module docstring)."""
 
-    def __init__(self, leases: LeaseStore) -> None:
+    def __init__(self, leases: LeaseReader) -> None:
         self._leases = leases
 
     def _known(self) -> list[str]:

@@ -12,7 +12,7 @@ from ingestq.api import namespaces
 from ingestq.api.convert import timestamp
 from ingestq.api.errors import unary
 from ingestq.api.proto.containerd.services.leases.v1 import leases_pb2
-from ingestq.store.leases import LeaseRecord, LeaseStore
+from ingestq.store.leases import LeaseRecord, Leases
 
 
 def lease_to_pb(lease: LeaseRecord) -> leases_pb2.Lease:
@@ -23,9 +23,10 @@ def lease_to_pb(lease: LeaseRecord) -> leases_pb2.Lease:
 
 
 class LeasesService:
-    """``containerd.services.leases.v1.Leases`` over a :class:`LeaseStore`."""
+    """``containerd.services.leases.v1.Leases`` over a store's leases
+    (:class:`ingestq.store.leases.Leases`)."""
 
-    def __init__(self, leases: LeaseStore) -> None:
+    def __init__(self, leases: Leases) -> None:
         self._leases = leases
 
     @unary

@@ -134,7 +134,7 @@ class _Pull:
 
     def run(self) -> PullResult:
         # The lease keeps every blob of the pull from gc until the image is recorded.
-        lease = JobLease(self.ctx.store.root, f"pull-{self.job_id}")
+        lease = JobLease(self.ctx.store.leases(), f"pull-{self.job_id}")
         try:
             return self._run(lease)
         finally:

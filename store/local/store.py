@@ -22,6 +22,7 @@ from ingestq.store.helpers import copy
 from ingestq.store.images import ensure_layout
 from ingestq.store.labels import validate as validate_labels
 from ingestq.store.layout import RootLayout
+from ingestq.store.leases import LeaseStore
 from ingestq.store.local.blobs import Blobs, FileReaderAt, hash_fd
 from ingestq.store.local.ingest import IngestDir, new_data_id, remove_tree
 from ingestq.store.local.small import small_blob_max as env_small_blob_max
@@ -79,6 +80,14 @@ class LocalStore:
         self.locker: RefLocker = (
             ChainLocker([self.file_locker, *lockers]) if lockers else self.file_locker
         )
+        self._leases: LeaseStore | None = None
+
+    def leases(self) -> LeaseStore:
+        """The root's leases (:class:`ingestq.store.leases.LeaseStore`, ``leases/`` under
+        the root). PermissionDenied / ResourceExhausted when they cannot be created."""
+        if self._leases is None:
+            self._leases = LeaseStore(self.root)
+        return self._leases
 
     @property
     def fsync(self) -> bool:

@@ -7,6 +7,8 @@ other implementations of them) can be tested the way ingestq tests itself.
 * :mod:`ingestq.store.testing.contract`: the contract suite every store implementation
   owes (containerd's ``content/testsuite`` is the model). It needs pytest, so it is not
   imported here; this package imports without pytest.
+* :mod:`ingestq.store.testing.leases_contract`: the contract every lease store
+  (:class:`ingestq.store.leases.Leases`) owes; it needs pytest too.
 """
 
 from ingestq.store.testing.fakes import FakeRefLocker

@@ -1,19 +1,32 @@
 """``ingestq gc`` and ``ingestq df`` on an S3 store: the mark from the bucket's
-``index.json`` and the blobs' labels, the sweep of unreferenced blob and metadata
-objects, of idle ingests and of stray multipart uploads (against SeaweedFS)."""
+``index.json``, leases and the blobs' labels, the sweep of unreferenced blob and metadata
+objects, of idle ingests and of stray multipart uploads; across hosts: a pull's lease
+made on one host keeps its blobs from a gc on another, the sweep skips blobs whose lock
+is held, and two runs on one bucket exclude each other (against SeaweedFS)."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+from ingestq import errdefs
 from ingestq.s3 import S3Location, S3Store
+from ingestq.s3 import gc as s3gc
+from ingestq.s3.bloblock import blob_lock_ref
+from ingestq.s3.records import meta_to_bytes
 from ingestq.store import Descriptor, Digest
-from ingestq.store.gc import GC_ROOT_LABEL
+from ingestq.store.codec import BlobMeta
+from ingestq.store.gc import GC_ROOT_LABEL, GcOptions, GcReport, JobLease
+from ingestq.store.leases import EXPIRE_LABEL
+from ingestq.store.memory import MemoryLease
+from ingestq.store.testing import FakeRefLocker
 from ingestq.worker.cli import cli
 from tests.servers.seaweed import S3Endpoint
 
@@ -135,3 +148,181 @@ def test_gc_aborts_idle_ingests_and_stray_uploads_but_not_held_ones(
         assert [k for k in keys(store, "ingests") if k.endswith(".tail")] == []
     finally:
         held.close()
+
+
+def two_hosts(location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path) -> list[S3Store]:
+    """Two stores on one bucket prefix with their own local roots and clients, sharing
+    one locker (the Redis lease of a real deployment)."""
+    locker = FakeRefLocker()
+    return [
+        S3Store(location, s3_endpoint.client(), tmp_path / name, locker=locker)
+        for name in ("host-a", "host-b")
+    ]
+
+
+def test_gc_on_another_host_keeps_the_blobs_of_a_pull_in_progress(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    a, b = two_hosts(location, s3_endpoint, tmp_path)
+    lease = JobLease(a.leases(), "pull-job-1")
+    pulled = Digest.from_bytes(b"a layer of the pull")
+    lease.protect(pulled)  # first the lease, then the commit (as a pull does)
+    assert put(a, b"a layer of the pull") == pulled
+    other = put(a, b"nobody's")
+    assert not (tmp_path / "host-b" / "leases").exists()  # nothing local on host B
+
+    report = s3gc.collect(b)
+    assert {d for d, _ in report.blobs} == {str(other)}
+    assert b.exists(pulled)
+
+    lease.release()  # the image is recorded (or the pull failed for good)
+    assert {d for d, _ in s3gc.collect(b).blobs} == {str(pulled)}
+
+
+def test_gc_prunes_expired_leases_and_keeps_commits_in_flight_under_a_lease(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    (store,) = two_hosts(location, s3_endpoint, tmp_path)[:1]
+    leases = store.leases()
+    leases.create("default", "old", {EXPIRE_LABEL: "2000-01-01T00:00:00Z"})
+    before = put(store, b"committed before the lease")
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    meta = meta_to_bytes(BlobMeta(an_hour_ago, an_hour_ago), len(b"committed before the lease"))
+    store.bucket.put(store.location.meta(before), meta)  # as if committed an hour ago
+    # A gRPC Write under a lease whose commit is in flight: the lease names the ingest,
+    # whose record is gone, and its blob is not on the lease yet.
+    leases.create("default", "writing", {})
+    leases.add_resource("default", "writing", "ingests", "gone-ref")
+    after = put(store, b"committed since the lease")
+    report = s3gc.collect(store)
+    assert report.leases == ("default/old",)
+    assert {d for d, _ in report.blobs} == {str(before)}
+    assert store.exists(after)
+    assert [x.id for x in leases.list("default")] == ["writing"]
+
+
+def test_gc_skips_a_blob_whose_lock_is_held(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    (store,) = two_hosts(location, s3_endpoint, tmp_path)[:1]
+    assert isinstance(store.locker, FakeRefLocker)
+    busy = put(store, b"being labelled by a publish")
+    held = store.locker.hold(blob_lock_ref(busy), "a publish")
+    try:
+        assert s3gc.collect(store).blobs == ()
+    finally:
+        held.release()
+    assert {d for d, _ in s3gc.collect(store).blobs} == {str(busy)}
+
+
+class _HookedLocker(FakeRefLocker):
+    """Runs ``hook`` right after each blob lock is taken (as a writer on another host
+    would act at that moment)."""
+
+    def __init__(self, hook: Callable[[str], None]) -> None:
+        super().__init__()
+        self.hook = hook
+
+    def try_lock(self, ref: str, holder_id: str) -> MemoryLease:
+        lease = super().try_lock(ref, holder_id)
+        if ref.startswith("ingestq.blob/"):
+            self.hook(ref)
+        return lease
+
+
+def test_a_lease_add_made_before_gc_takes_the_blob_lock_keeps_the_blob(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    other_host = S3Store(location, s3_endpoint.client(), tmp_path / "a", locker=FakeRefLocker())
+    added: list[str] = []
+
+    def protect_now(ref: str) -> None:
+        if not added:  # after gc's first mark, before it reads the roots again
+            added.append(ref)
+            other_host.leases().add_resource("ingestq", "pull-2", "content", str(wanted))
+
+    gc_host = S3Store(
+        location, s3_endpoint.client(), tmp_path / "b", locker=_HookedLocker(protect_now)
+    )
+    other_host.leases().create("ingestq", "pull-2", {})
+    wanted = put(other_host, b"found committed by a pull on host A")
+    assert s3gc.collect(gc_host).blobs == ()
+    assert added == [blob_lock_ref(wanted)]
+    assert gc_host.exists(wanted)
+
+
+def test_a_labelled_publish_holds_the_blob_lock(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    (store,) = two_hosts(location, s3_endpoint, tmp_path)[:1]
+    assert isinstance(store.locker, FakeRefLocker)
+    plain = put(store, b"no labels")
+    labelled = put(store, b"with labels", {GC_ROOT_LABEL: "x"})
+    locks = [r for r in store.locker.attempts if r.startswith("ingestq.blob/")]
+    assert locks == [blob_lock_ref(labelled)]
+    assert plain != labelled
+
+
+def test_two_gc_runs_on_one_bucket_exclude_each_other(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    a, b = two_hosts(location, s3_endpoint, tmp_path)
+    garbage = put(a, b"garbage")
+    with s3gc.GcLock(a) as running:
+        key = running.key
+        with pytest.raises(errdefs.Unavailable, match="running already") as exc:
+            s3gc.collect(b)
+        assert exc.value.details["holder"] == running.holder
+        assert b.exists(garbage)
+        assert s3gc.collect(b, GcOptions(dry_run=True)).blobs  # a dry run takes no lock
+        r = run(tmp_path / "cli", "gc")
+        assert r.exit_code != 0 and "running already" in r.output
+    assert b.bucket.head(key) is None  # released
+    assert {d for d, _ in s3gc.collect(b).blobs} == {str(garbage)}
+    assert b.bucket.head(key) is None
+
+
+def test_two_gc_runs_started_together_remove_each_blob_once(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    hosts = two_hosts(location, s3_endpoint, tmp_path)
+    garbage = {str(put(hosts[0], os.urandom(1000 + i))) for i in range(20)}
+    start = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def run_gc(store: S3Store) -> None:
+        start.wait(30)
+        try:
+            outcomes.append(s3gc.collect(store))
+        except errdefs.Unavailable as e:
+            outcomes.append(e)
+
+    threads = [threading.Thread(target=run_gc, args=(h,)) for h in hosts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    reports = [o for o in outcomes if isinstance(o, GcReport)]
+    refused = [o for o in outcomes if isinstance(o, errdefs.Unavailable)]
+    assert len(reports) + len(refused) == 2 and reports
+    assert all("running already" in str(e) for e in refused)
+    removed = [d for r in reports for d, _ in r.blobs]
+    assert sorted(removed) == sorted(garbage)  # each removed by exactly one run
+    assert list(hosts[1].walk()) == []
+
+
+def test_a_gc_lock_whose_holder_died_is_taken_over_and_the_old_holder_stops(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    a, b = two_hosts(location, s3_endpoint, tmp_path)
+    dead = s3gc.GcLock(a, ttl=0.0)  # expired as soon as written
+    dead.acquire()
+    with s3gc.GcLock(b) as taker:
+        with pytest.raises(errdefs.FailedPrecondition, match="lost its lock"):
+            dead.renew()
+        with pytest.raises(errdefs.FailedPrecondition):
+            dead.check()
+        dead.release()  # not its lock any more: left alone
+        assert b.bucket.head(taker.key) is not None
+        taker.renew()
+    assert b.bucket.head(taker.key) is None

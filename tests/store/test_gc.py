@@ -95,7 +95,7 @@ def test_gc_removes_unreferenced_content_and_keeps_every_kind_of_root(store: Loc
     parent = put(store, b"labelled parent", {"containerd.io/gc.ref.content.l.0": str(child)})
     requested = put(store, b"a producer asked", requested_labels(None))
     leased = put(store, b"under a lease")
-    JobLease(store.root, "pull-1").protect(leased, parent)
+    JobLease(store.leases(), "pull-1").protect(leased, parent)
     leases = LeaseStore(store.root)
     leases.create("default", "old", {EXPIRE_LABEL: "2000-01-01T00:00:00Z"})
     expired_only = put(store, b"only an expired lease")

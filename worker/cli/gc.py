@@ -28,7 +28,12 @@ def _open(root: Path | None) -> tuple[LocalStore | S3Store, Settings]:
     from ingestq.jobs.config import Settings, open_store
 
     settings = dataclasses.replace(Settings.from_env(), root=resolve_root(root))
-    return open_store(settings), settings
+    if settings.store_url is None:
+        return open_store(settings), settings
+    # On S3, gc takes the blob locks of writers on every host: the Redis lease when set.
+    from ingestq.worker.grpc_server import build_lockers
+
+    return open_store(settings, build_lockers()), settings
 
 
 @click.command("gc")
