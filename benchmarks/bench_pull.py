@@ -16,7 +16,12 @@
    CLI's own process).
 
     .venv/bin/python benchmarks/bench_pull.py [--layers 8] [--layer-mib 64] [--repeat 3]
-                                              [--no-fsync]
+                                              [--no-fsync] [--s3]
+
+With ``--s3`` it compares stores instead of tools: the same pull through two clusters
+of ``--workers`` workers (each its own Redis), one on a local store and one on an S3
+store (``INGESTQ_STORE=s3://...`` on a private SeaweedFS, ``tests.servers.seaweed``),
+interleaved, and prints the S3 store's speed as a fraction of the local one's.
 
 Each tool gets a fresh destination for every repetition; the repetitions interleave
 the tools so page cache and CPU state are shared fairly, and the median is reported.
@@ -164,7 +169,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-fsync", action="store_true", help="INGESTQ_FSYNC=0 on workers")
+    parser.add_argument("--s3", action="store_true", help="local store vs S3 store (see above)")
     args = parser.parse_args()
+    if args.s3:
+        _main_s3(args)
+        return
 
     from ingestq.jobs.config import Settings
     from ingestq.tasks.client import enqueue_pull
@@ -327,6 +336,99 @@ def main() -> None:
         f"of the limit (parallel curl + sync -d, {limit:.2f} s): ingestq pull "
         f"{limit / cli:.2f}, embedded {limit / embedded:.2f} (target >= 0.8)"
     )
+
+
+def _main_s3(args: argparse.Namespace) -> None:
+    """The ``--s3`` comparison: the pull into a local store vs into an S3 store."""
+    from ingestq.jobs.config import Settings
+    from ingestq.tasks.client import enqueue_pull
+    from ingestq.tasks.queue import QueueClient
+    from tests.servers import oci
+    from tests.servers.redis_server import running_redis
+    from tests.servers.registry import running_registry
+    from tests.servers.seaweed import running_seaweed
+
+    total = args.layers * args.layer_mib * MiB
+    results: dict[str, list[float]] = {"local": [], "s3": []}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        base = Path(tmp)
+        with (
+            running_registry(base / "registry") as registry,
+            running_redis(base / "redis-local") as redis_local,
+            running_redis(base / "redis-s3") as redis_s3,
+            running_seaweed(base / "weed") as weed,
+        ):
+            digest, _ = _push(registry, args.layers, args.layer_mib)
+            ref = f"{registry.host}/bench:v1"
+            print(f"image {ref} {digest}: {args.layers} x {args.layer_mib} MiB", flush=True)
+            s3 = weed.endpoint.client()
+            bucket = weed.endpoint.new_bucket()
+            common = {k: v for k, v in os.environ.items() if not k.startswith("INGESTQ_")}
+            common.update(
+                INGESTQ_FSYNC="0" if args.no_fsync else "1", PYTHONPATH=str(REPO)
+            )  # fmt: skip
+            roots = {"local": base / "local", "s3": base / "s3-host"}
+            envs = {
+                "local": {**common, "INGESTQ_REDIS_URL": redis_local.url,
+                          "INGESTQ_ROOT": str(roots["local"])},
+                "s3": {**common, **weed.endpoint.env(), "INGESTQ_REDIS_URL": redis_s3.url,
+                       "INGESTQ_ROOT": str(roots["s3"]), "INGESTQ_STORE": f"s3://{bucket}/bench"},
+            }  # fmt: skip
+            procs: list[subprocess.Popen[bytes]] = []
+            clients: dict[str, QueueClient] = {}
+            oci.push_image(registry, "warm", "v1", [os.urandom(1024) for _ in range(4)])
+            try:
+                for kind, env in envs.items():
+                    log_dir = base / f"logs-{kind}"
+                    log_dir.mkdir()
+                    procs += _start_workers(env, log_dir, args.workers)
+                    clients[kind] = QueueClient(Settings.from_env(env))
+                    # Warm the workers (store, Redis, registry and S3 clients) first.
+                    enqueue_pull(f"{registry.host}/warm:v1", client=clients[kind]).wait(120)
+
+                def empty_s3() -> None:
+                    _empty_store(roots["s3"])
+                    pages = s3.get_paginator("list_objects_v2").paginate(
+                        Bucket=bucket, Prefix="bench/"
+                    )
+                    for page in pages:
+                        for obj in page.get("Contents") or ():
+                            s3.delete_object(Bucket=bucket, Key=obj["Key"])
+
+                def s3_blobs() -> int:
+                    got = s3.list_objects_v2(Bucket=bucket, Prefix="bench/blobs/sha256/")
+                    return int(got.get("KeyCount", 0))
+
+                def run(kind: str) -> float:
+                    if kind == "s3":
+                        empty_s3()
+                    else:
+                        _empty_store(roots["local"])
+                    seconds = _time(lambda: enqueue_pull(ref, client=clients[kind]).wait(600))
+                    if kind == "s3":
+                        count = s3_blobs()
+                    else:
+                        count = len(list((roots["local"] / "blobs" / "sha256").iterdir()))
+                    assert count == args.layers + 2, (kind, count)
+                    return seconds
+
+                for i in range(args.repeat):
+                    order = ["local", "s3"] if i % 2 == 0 else ["s3", "local"]
+                    for kind in order:
+                        seconds = run(kind)
+                        results[kind].append(seconds)
+                        print(f"  run {i + 1} {kind:6} {seconds:6.2f} s", flush=True)
+            finally:
+                for c in clients.values():
+                    c.close()
+                _stop(procs)
+
+    print()
+    medians = {kind: statistics.median(times) for kind, times in results.items()}
+    for kind, seconds in medians.items():
+        print(f"{kind:6} store {seconds:6.2f} s  {total / MiB / seconds:7.1f} MiB/s  (median "
+              f"of {len(results[kind])}, {args.workers} workers)")  # fmt: skip
+    print(f"S3 store / local store speed: {medians['local'] / medians['s3']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,8 @@ DEFAULT_UPLOAD_CONCURRENCY = 4
 LIVE_INTERVAL = 0.5
 #: Attempts of a conditional metadata update that keeps meeting concurrent updates.
 UPDATE_ATTEMPTS = 20
+#: How old the listing of ingest records :meth:`S3Store.put` consults may be, seconds.
+INGEST_LIST_TTL = 2.0
 
 
 def _times_metadata(now: datetime) -> dict[str, str]:
@@ -511,6 +513,9 @@ class S3Store:
             digest succeeds. Set it False for servers that ignore the header: each
             publish is then preceded by a HEAD (two racing writers may both write the
             same bytes, which is harmless, and the later one's labels win).
+        ingest_list_ttl: how old (seconds) the listing of ingest records may be that
+            :meth:`put` consults to send a ref with an unfinished ingest through
+            :meth:`writer` (see :meth:`_may_have_ingest`).
     """
 
     def __init__(
@@ -524,6 +529,7 @@ class S3Store:
         conditional_writes: bool = True,
         upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY,
         budget: Budget | None = None,
+        ingest_list_ttl: float = INGEST_LIST_TTL,
     ) -> None:
         budget = budget if budget is not None else Budget()
         if budget.min_free is not None:
@@ -543,6 +549,13 @@ class S3Store:
         self.upload_concurrency = max(1, upload_concurrency)
         self.budget = budget
         self._bucket_seen = False  # a read has found the bucket
+        # The ingest records put() consults: a listing at most INGEST_LIST_TTL old, plus
+        # the ingests this store opened since (see _may_have_ingest).
+        self._ingest_keys: set[str] = set()
+        self.ingest_list_ttl = ingest_list_ttl
+        self._ingests_listed: float | None = None
+        self._opened: set[str] = set()
+        self._ingests_mutex = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = -1
         self._pool_mutex = threading.Lock()
@@ -575,7 +588,32 @@ class S3Store:
     def _drop_ingest(self, rec: IngestRecord) -> None:
         self._drop_upload(rec)
         self.bucket.delete(self.location.tail(rec.ref))
-        self.bucket.delete(self.location.ingest(rec.ref))
+        self._drop_record(rec.ref)
+
+    def _drop_record(self, ref: str) -> None:
+        key = self.location.ingest(ref)
+        self.bucket.delete(key)
+        with self._ingests_mutex:
+            self._opened.discard(key)
+            self._ingest_keys.discard(key)
+
+    def _may_have_ingest(self, ref: str) -> bool:
+        """Whether ``ref`` may have an ingest record, without a request per call: from a
+        listing of the records at most :attr:`ingest_list_ttl` old, and the ingests this
+        store opened since. An ingest another host opened (and left) after that listing
+        is missed: :meth:`put` then commits the content beside it, which is harmless
+        (that ingest's commit is AlreadyExists, an abort or gc drops it)."""
+        key = self.location.ingest(ref)
+        with self._ingests_mutex:
+            if key in self._opened:
+                return True
+            last = self._ingests_listed
+            if last is None or time.monotonic() - last > self.ingest_list_ttl:
+                started = time.monotonic()
+                listed = self.bucket.list_objects(self.location.ingests)
+                self._ingest_keys = {o.key for o in listed if o.key.endswith(".json")}
+                self._ingests_listed = started
+            return key in self._ingest_keys
 
     def _recover(self, rec: IngestRecord) -> tuple[IngestRecord, StateHasher, bytes]:
         """What an adopted ingest verifiably holds: its parts (matched against ListParts,
@@ -673,6 +711,8 @@ class S3Store:
             raise errdefs.AlreadyExists(f"content {digest}")
         lease = self.locker.try_lock(ref, new_holder_id())
         try:
+            with self._ingests_mutex:
+                self._opened.add(self.location.ingest(ref))
             now = utcnow()
             algorithm = digest.algorithm if digest is not None else CANONICAL
             fresh = IngestRecord(ref, algorithm, now, now, total, digest)
@@ -713,6 +753,10 @@ class S3Store:
             raise
 
     # Putter ------------------------------------------------------------------------------
+    #: Each existence check is a request, as costly as the conditional PUT that answers
+    #: AlreadyExists by itself: write_blob puts without asking first.
+    check_before_put = False
+
     @property
     def small_blob_max(self) -> int:
         """The largest content :meth:`put` commits with one PUT (below the part size)."""
@@ -725,11 +769,17 @@ class S3Store:
         data: bytes | bytearray | memoryview,
         labels: Mapping[str, str] | None = None,
     ) -> Info:
-        """Commit ``data`` as ``desc`` in one call (see :meth:`store.protocols.Putter.put`):
-        when ``ref`` has no ingest record and the content is at most
-        :attr:`small_blob_max`, one conditional PUT of the blob carrying its times (and a
-        metadata object for labels), taking no ref lock (as the local store; the ingest
-        core holds it); else through :meth:`writer`. InvalidArgument,
+        """Commit ``data`` as ``desc`` in one call (see :meth:`store.protocols.Putter.put`).
+
+        Content of at most :attr:`small_blob_max` bytes whose ``ref`` has no ingest
+        record (see :meth:`_may_have_ingest`: no request per call) is one conditional
+        PUT of the blob (``If-None-Match: *``; a 412 is AlreadyExists) carrying its
+        times as user metadata, plus a metadata object only for labels; no HEAD, no
+        ref lock (as the local store; the ingest core holds it). On a server without
+        conditional writes (``conditional_writes=False``) a HEAD comes first; two
+        racing writers may then both write the same bytes under the same
+        content-addressed key, which is harmless. Anything else goes through
+        :meth:`writer` (resuming that ingest, then dropping it). InvalidArgument,
         FailedPrecondition, AlreadyExists, Unavailable and ResourceExhausted as there."""
         validate_ref(ref)
         digest = Digest.parse(desc.digest)
@@ -738,8 +788,7 @@ class S3Store:
         content = bytes(data)
         check_commit_size(ref, len(content), desc.size)
         check_commit_digest(Digest.from_bytes(content, digest.algorithm), digest)
-        small = len(content) <= self.small_blob_max and self.conditional_writes
-        if small and self.bucket.head(self.location.ingest(ref)) is None:
+        if len(content) <= self.small_blob_max and not self._may_have_ingest(ref):
             return self._put_new(ref, digest, content, new_labels)
         with self.writer(ref, desc) as w:
             info = copy(w, io.BytesIO(content), len(content), digest, new_labels)
@@ -757,6 +806,8 @@ class S3Store:
                     f"INGESTQ_MAX_BYTES) has {used} bytes ({human(used)}) in use, "
                     f"{len(content)} more needed"
                 )
+        if not self.conditional_writes and self.exists(digest):
+            raise errdefs.AlreadyExists(f"content {digest}")
         with blob_lock(self.locker, digest) if labels else contextlib.nullcontext():
             now = utcnow()
             try:
@@ -836,7 +887,7 @@ class S3Store:
             self.bucket.put(self.location.meta(digest), meta)
         if rec.tail:
             self.bucket.delete(self.location.tail(rec.ref))
-        self.bucket.delete(self.location.ingest(rec.ref))
+        self._drop_record(rec.ref)
         return Info(digest, size, now, now, labels)
 
     # IngestManager ---------------------------------------------------------------------

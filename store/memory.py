@@ -304,6 +304,8 @@ class MemoryStore:
         self.locker: RefLocker = locker if locker is not None else MemoryRefLocker()
         #: The largest content :meth:`put` commits without an ingest.
         self.small_blob_max = 1 << 20
+        #: Existence checks are cheap: write_blob asks before reading its source.
+        self.check_before_put = True
         self._mutex = threading.RLock()
         self._blobs: dict[Digest, _Blob] = {}
         self._ingests: dict[str, _Ingest] = {}

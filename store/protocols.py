@@ -164,6 +164,15 @@ class Putter(Protocol):
         """The largest content (bytes) worth reading into memory for :meth:`put`."""
         ...
 
+    @property
+    def check_before_put(self) -> bool:
+        """Whether asking for existing content costs much less than :meth:`put` (a
+        local disk: True). Where each question is a round trip as costly as the put
+        itself (S3, whose put answers AlreadyExists in its one request: False),
+        :func:`ingestq.store.helpers.write_blob` reads the source and puts without
+        asking first."""
+        ...
+
     def put(
         self,
         ref: str,

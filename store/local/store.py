@@ -66,6 +66,8 @@ class LocalStore:
         small_blob_max: int | None = None,
     ) -> None:
         self.small_blob_max = small_blob_max if small_blob_max is not None else env_small_blob_max()
+        #: Existence checks are cheap (a stat): write_blob asks before reading its source.
+        self.check_before_put = True
         self.root = Path(root).absolute()
         self.layout = RootLayout(self.root)
         self.blobs = Blobs(self.layout, fsync=fsync)

@@ -7,6 +7,7 @@ updates are conditional too, and S3 failures map to errdefs kinds."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import random
@@ -22,7 +23,7 @@ import pytest
 from ingestq import errdefs
 from ingestq.s3 import S3Location, S3Store
 from ingestq.s3.store import MIN_PART_SIZE
-from ingestq.store import Descriptor, Digest, Info
+from ingestq.store import Descriptor, Digest, Info, write_blob
 from ingestq.store.testing import FakeRefLocker
 from tests.servers.seaweed import S3Endpoint, SeaweedServer
 from tests.servers.util import free_port, wait_until
@@ -548,17 +549,135 @@ def test_a_failed_part_upload_closes_the_writer_and_keeps_what_is_vouched_for(
     assert uploads(client, location) == []
 
 
-def test_put_of_a_small_blob_is_one_conditional_put_after_a_record_check(
+class Requests:
+    """The S3 requests a client sends (observed with a botocore event hook): operation
+    name and the If-None-Match header of each."""
+
+    def __init__(self, client: Any) -> None:
+        self.sent: list[tuple[str, str | None]] = []
+        client.meta.events.register("before-send.s3.*", self._sent)
+
+    def _sent(self, request: Any, event_name: str, **_: Any) -> None:
+        name = event_name.rsplit(".", 1)[-1]  # before-send.s3.<operation>
+        match = request.headers.get("If-None-Match")
+        self.sent.append((name, match.decode() if isinstance(match, bytes) else match))
+
+    def names(self) -> list[str]:
+        names = [n for n, _ in self.sent]
+        self.sent.clear()
+        return names
+
+
+def counted_store(
+    s3_endpoint: S3Endpoint, location: S3Location, tmp_path: Path, **kw: Any
+) -> tuple[S3Store, Requests, Any]:
+    """A store on a client of its own, its requests observed; the listing of ingest
+    records put() consults does not age during the test."""
+    client = s3_endpoint.client()
+    seen = Requests(client)
+    store = S3Store(
+        location, client, tmp_path, locker=FakeRefLocker(), part_size=PART,
+        ingest_list_ttl=3600.0, **kw,
+    )  # fmt: skip
+    return store, seen, client
+
+
+def test_put_of_a_small_blob_is_one_conditional_put(
     s3_endpoint: S3Endpoint, location: S3Location, tmp_path: Path
 ) -> None:
-    client = s3_endpoint.client()
-    calls: list[str] = []
-    client.meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
-    store = S3Store(location, client, tmp_path, locker=FakeRefLocker(), part_size=PART)
-    data = DATA[:4096]
-    info = store.put("small", desc(data), data)
-    assert calls == ["HeadObject", "PutObject"]
-    assert keys(client, location) == [f"blobs/sha256/{info.digest.encoded}"]
+    store, seen, client = counted_store(s3_endpoint, location, tmp_path)
+    first, second = DATA[:4096], DATA[4096:8192]
+    info = store.put("small", desc(first), first)
+    # The first put lists the ingest records once; every later one is one PUT.
+    assert seen.names() == ["ListObjectsV2", "PutObject"]
+    info2 = store.put("small-2", desc(second), second)
+    assert seen.sent == [("PutObject", "*")]
+    seen.names()
+    assert keys(client, location) == [
+        f"blobs/sha256/{d.encoded}" for d in sorted((info.digest, info2.digest), key=str)
+    ]  # no metadata object, no ingest record
     assert store.info(info.digest) == info
+    seen.names()
+    with pytest.raises(errdefs.AlreadyExists):
+        store.put("again", desc(first), first)
+    assert seen.sent == [("PutObject", "*")]  # the 412 answers it
+
+
+def test_put_with_labels_adds_only_the_metadata_object(
+    s3_endpoint: S3Endpoint, location: S3Location, tmp_path: Path
+) -> None:
+    store, seen, _ = counted_store(s3_endpoint, location, tmp_path)
+    data = DATA[:4096]
+    store.put("warm", desc(DATA[1:100]), DATA[1:100])
+    seen.names()
+    info = store.put("labelled", desc(data), data, {"a": "1"})
+    assert seen.names() == ["PutObject", "PutObject"]
+    assert dict(store.info(info.digest).labels) == {"a": "1"}
+
+
+def test_write_blob_of_memory_is_one_put_and_other_sources_are_asked_about_first(
+    s3_endpoint: S3Endpoint, location: S3Location, tmp_path: Path
+) -> None:
+    store, seen, _ = counted_store(s3_endpoint, location, tmp_path)
+    store.put("warm", desc(DATA[1:100]), DATA[1:100])
+    data, other = DATA[:4096], DATA[4096:8192]
+    seen.names()
+    info = write_blob(store, "mem", io.BytesIO(data), desc(data))
+    assert seen.names() == ["PutObject"]
+    # Content already there: the put's 412 says so, then its Info is read.
+    assert write_blob(store, "mem-again", io.BytesIO(data), desc(data)) == info
+    assert seen.names()[0] == "PutObject"
+
+    class Stream(io.RawIOBase):  # not in memory: may be costly to read
+        def __init__(self, body: bytes) -> None:
+            self.body = io.BytesIO(body)
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b: Any) -> int:
+            return self.body.readinto(b)
+
+    assert write_blob(store, "stream-again", Stream(data), desc(data)) == info
+    assert "PutObject" not in seen.names()
+    write_blob(store, "stream", Stream(other), desc(other))
+    assert seen.names()[-1] == "PutObject"
+
+
+def test_put_sends_a_ref_with_an_ingest_record_through_the_writer(
+    s3_endpoint: S3Endpoint, location: S3Location, tmp_path: Path
+) -> None:
+    """Another store (host) left an unfinished ingest of the ref: a store listing the
+    records afterwards resumes and drops it, as the contract asks."""
+    data = DATA[:4096]
+    with S3Store(location, s3_endpoint.client(), tmp_path / "a", part_size=PART).writer(
+        "left", desc(data)
+    ) as w:
+        w.write(data[:1000])
+    store, seen, client = counted_store(s3_endpoint, location, tmp_path / "b")
+    info = store.put("left", desc(data), data)
+    assert "GetObject" in seen.names()  # its record was read
+    assert info.digest == Digest.from_bytes(data)
+    with pytest.raises(errdefs.NotFound):
+        store.status("left")
+    assert [k for k in keys(client, location) if k.startswith("ingests/")] == []
+    assert uploads(client, location) == []
+    # Dropped: the next put of the ref is one PUT again.
+    other = DATA[4096:8192]
+    seen.names()
+    store.put("left", desc(other), other)
+    assert seen.names() == ["PutObject"]
+
+
+def test_put_without_conditional_writes_asks_first(
+    s3_endpoint: S3Endpoint, location: S3Location, tmp_path: Path
+) -> None:
+    """A server that ignores If-None-Match: a HEAD comes first (two racing writers may
+    both write the same content-addressed key, which is harmless)."""
+    store, seen, _ = counted_store(s3_endpoint, location, tmp_path, conditional_writes=False)
+    data = DATA[:4096]
+    store.put("small", desc(data), data)
+    assert seen.names() == ["ListObjectsV2", "HeadObject", "PutObject"]
     with pytest.raises(errdefs.AlreadyExists):
         store.put("again", desc(data), data)
+    assert seen.names() == ["HeadObject"]
