@@ -709,8 +709,10 @@ def images_using(store: LocalStore, digest: Digest) -> list[str]:
 class ImageCheck:
     """The state of a recorded image's blobs (``ingestq images check``): ``missing``
     are blobs its manifests need that are not committed, ``incomplete`` those committed
-    with another size than their descriptor's; manifests of an index that were not
-    pulled (other platforms) are listed in ``absent`` without making it incomplete."""
+    with another size than their descriptor's, ``damaged`` (only when the check re-read
+    them) those whose bytes no longer hash to their digest; manifests of an index that
+    were not pulled (other platforms) are listed in ``absent`` without making it
+    incomplete."""
 
     name: str
     digest: str
@@ -718,11 +720,13 @@ class ImageCheck:
     missing: tuple[str, ...]
     incomplete: tuple[str, ...]
     absent: tuple[str, ...]
+    damaged: tuple[str, ...] = ()
+    verified: bool = False
 
     @property
     def complete(self) -> bool:
-        """Whether every blob it needs is committed whole."""
-        return not self.missing and not self.incomplete
+        """Whether every blob it needs is committed whole (and, when verified, intact)."""
+        return not self.missing and not self.incomplete and not self.damaged
 
     def to_json(self) -> dict[str, Any]:
         """A JSON object."""
@@ -734,35 +738,79 @@ class ImageCheck:
             "missing": list(self.missing),
             "incomplete": list(self.incomplete),
             "absent": list(self.absent),
+            "damaged": list(self.damaged),
+            "verified": self.verified,
         }
 
 
-def check_image(store: LocalStore, name: str) -> ImageCheck:
-    """Walk image ``name``'s tree on disk. NotFound ``image <name>`` if not recorded."""
-    desc = ImageIndex(store.root).get(name)
+#: Bytes per read when a check re-hashes a blob.
+VERIFY_CHUNK = 8 << 20
+
+
+class CheckedStore(Protocol):
+    """What :func:`check_tree` needs of a store: each blob's size and its bytes."""
+
+    def size_of(self, digest: Digest) -> int | None:
+        """The committed blob's size in bytes, None when it is not committed."""
+        ...
+
+    def read_at(self, digest: Digest, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes of the blob from ``offset``. NotFound when it is
+        gone, the store's kinds otherwise."""
+        ...
+
+
+def _intact(store: CheckedStore, digest: Digest, size: int) -> bool:
+    """Whether the blob's bytes, read again, hash to ``digest`` (False when it went)."""
+    h = digest.hasher()
+    offset = 0
+    try:
+        while offset < size:
+            chunk = store.read_at(digest, offset, min(VERIFY_CHUNK, size - offset))
+            if not chunk:
+                return False
+            h.update(chunk)
+            offset += len(chunk)
+    except (errdefs.NotFound, errdefs.DataLoss, errdefs.OutOfRange):
+        return False
+    return h.hexdigest() == digest.encoded
+
+
+def check_tree(
+    store: CheckedStore, name: str, image: Digest, size: int, media_type: str,
+    *, verify: bool = False,
+) -> ImageCheck:  # fmt: skip
+    """Walk the tree of image ``name`` (root ``image`` of ``size`` bytes and
+    ``media_type``) in ``store``: every blob it reaches must be committed with its
+    descriptor's size; with ``verify`` each present blob is also read again and hashed
+    (listed in ``damaged`` when it does not match). The store's error kinds for a
+    failing read."""
     present: set[Digest] = set()
     missing: list[str] = []
     incomplete: list[str] = []
     absent: list[str] = []
-
-    def size_of(digest: Digest) -> int | None:
-        try:
-            return store.layout.blob(digest).stat().st_size
-        except OSError:
-            return None
+    damaged: list[str] = []
 
     def visit(digest: Digest, size: int, media_type: str, optional: bool, depth: int) -> None:
-        actual = size_of(digest)
+        if digest in present:
+            return
+        actual = store.size_of(digest)
         if actual is None:
             (absent if optional else missing).append(str(digest))
             return
         if size and actual != size:
             incomplete.append(str(digest))
             return
+        if verify and not _intact(store, digest, actual):
+            damaged.append(str(digest))
+            return
         present.add(digest)
         if depth > 8 or not (is_manifest_type(media_type) or media_type == "?"):
             return
-        data = store.layout.blob(digest).read_bytes() if actual <= MAX_MANIFEST_BYTES else b""
+        data = b""
+        if 0 < actual <= MAX_MANIFEST_BYTES:
+            with contextlib.suppress(errdefs.NotFound):
+                data = store.read_at(digest, 0, actual)
         try:
             doc = json.loads(data) if data else {}
         except ValueError:
@@ -774,11 +822,41 @@ def check_image(store: LocalStore, name: str) -> ImageCheck:
         if index and entries and not any(d in present for d, _, _ in entries):
             missing.extend(str(d) for d, _, _ in entries)
 
-    media_type = desc.media_type if is_manifest_type(desc.media_type) else "?"
-    visit(desc.digest, desc.size, media_type, False, 0)
+    visit(image, size, media_type if is_manifest_type(media_type) else "?", False, 0)
     return ImageCheck(
-        name, str(desc.digest), len(present), tuple(missing), tuple(incomplete), tuple(absent)
-    )
+        name, str(image), len(present), tuple(missing), tuple(incomplete), tuple(absent),
+        tuple(damaged), verify,
+    )  # fmt: skip
+
+
+class _LocalBlobs:
+    """A :class:`CheckedStore` over a local store's blob files."""
+
+    def __init__(self, store: LocalStore) -> None:
+        self.store = store
+
+    def size_of(self, digest: Digest) -> int | None:
+        try:
+            return self.store.layout.blob(digest).stat().st_size
+        except OSError:
+            return None
+
+    def read_at(self, digest: Digest, offset: int, length: int) -> bytes:
+        try:
+            with open(self.store.layout.blob(digest), "rb") as f:
+                return os.pread(f.fileno(), length, offset)
+        except FileNotFoundError:
+            raise errdefs.NotFound(f"content {digest}") from None
+        except OSError as e:
+            raise from_os_error(e, f"read {digest}") from e
+
+
+def check_image(store: LocalStore, name: str, *, verify: bool = False) -> ImageCheck:
+    """Walk image ``name``'s tree on disk (see :func:`check_tree`; ``verify`` re-reads
+    every present blob). NotFound ``image <name>`` if not recorded."""
+    desc = ImageIndex(store.root).get(name)
+    return check_tree(_LocalBlobs(store), name, desc.digest, desc.size, desc.media_type,
+                      verify=verify)  # fmt: skip
 
 
 def _entries(doc: Any) -> list[tuple[Digest, int, str]]:

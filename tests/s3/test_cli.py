@@ -1,6 +1,6 @@
 """The ``ingestq`` CLI on an S3 store (``INGESTQ_STORE=s3://...``): ``content ingest |
 ls | info | get | label | active | abort | rm``, the job command ``ingest`` (embedded),
-and ``images``, all working on the bucket."""
+and ``images`` (``check`` too), all working on the bucket."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 from ingestq.s3 import S3Location, S3Store
 from ingestq.store import Digest
 from ingestq.worker.cli import cli
+from tests.servers import oci
 from tests.servers.seaweed import S3Endpoint
 
 
@@ -78,10 +79,41 @@ def test_the_ingest_job_command_writes_into_the_bucket(
     assert run(root, "images", "-q").stdout == ""
 
 
-def test_images_check_is_unimplemented_on_the_bucket(location: S3Location, tmp_path: Path) -> None:
-    r = run(tmp_path / "host", "images", "check", "app:v1")
-    assert r.exit_code == 22, r.output
-    assert "images check is not supported on an s3:// store yet" in r.output
+def test_images_check_walks_the_image_in_the_bucket(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    root = tmp_path / "host"
+    layers = [os.urandom(3000), os.urandom(5000)]
+    layout = tmp_path / "layout"
+    oci.make_oci_layout(layout, "v1", layers)
+    r = run(root, "pull", f"oci-layout:{layout}:v1", "--name", "app:v1")
+    assert r.exit_code == 0, r.output
+    r = run(root, "images", "check", "app:v1")
+    assert (r.exit_code, "complete  (4 blobs present)" in r.output) == (0, True), r.output
+    assert run(root, "images", "check", "app:v1", "--verify").exit_code == 0
+    client = s3_endpoint.client()
+    # Same size, other bytes: only a re-read finds it.
+    damaged = Digest.from_bytes(layers[0])
+    key = location.blob(damaged)
+    client.put_object(Bucket=location.bucket, Key=key, Body=os.urandom(len(layers[0])))
+    assert run(root, "images", "check", "app:v1").exit_code == 0
+    r = run(root, "images", "check", "app:v1", "--verify", "--json")
+    assert r.exit_code == 19, r.output
+    report = json.loads(r.stdout)
+    assert (report["damaged"], report["verified"], report["complete"]) == (
+        [str(damaged)],
+        True,
+        False,
+    )
+    # A blob of another size, and a missing one.
+    client.put_object(Bucket=location.bucket, Key=key, Body=b"short")
+    gone = Digest.from_bytes(layers[1])
+    S3Store(location, client, root).delete(gone)
+    r = run(root, "images", "check", "app:v1", "--json")
+    assert r.exit_code == 19, r.output
+    report = json.loads(r.stdout)
+    assert (report["incomplete"], report["missing"]) == ([str(damaged)], [str(gone)])
+    assert run(root, "images", "check", "nope").exit_code == 15
 
 
 def test_max_bytes_refuses_an_ingest_that_does_not_fit_in_the_bucket(

@@ -88,6 +88,20 @@ def test_images_check_fails_for_a_missing_blob(root: Path, tmp_path: Path) -> No
     assert run(root, "images", "check", "nope").exit_code == EXIT_CODES["NotFound"]
 
 
+def test_images_check_verify_rereads_every_blob(root: Path, tmp_path: Path) -> None:
+    pulled(root, tmp_path, "v1", [b"layer one", b"layer two"])
+    ok(run(root, "images", "check", "v1", "--verify"))
+    layer = Digest.from_bytes(b"layer two")
+    path = LocalStore(root).layout.blob(layer)
+    path.chmod(0o644)
+    path.write_bytes(b"layer 2wo")  # same size, other bytes
+    ok(run(root, "images", "check", "v1"))
+    result = run(root, "images", "check", "v1", "--verify")
+    assert result.exit_code == EXIT_CODES["FailedPrecondition"]
+    assert f"damaged     {layer}" in result.output
+    assert "1 damaged" in result.output
+
+
 def test_content_rm_refuses_a_blob_an_image_uses_unless_forced(root: Path, tmp_path: Path) -> None:
     pulled(root, tmp_path, "v1", [b"used layer"])
     layer = str(Digest.from_bytes(b"used layer"))

@@ -2,8 +2,9 @@
 
 ``rm`` forgets names in ``index.json`` (NotFound, exit 15, for an unknown one after the
 others are removed); their blobs go at the next ``ingestq gc``. ``check`` (like
-``ctr images check``) walks an image's tree on disk and reports blobs missing or
-committed with the wrong size, exiting 19 (FailedPrecondition) when incomplete;
+``ctr images check``) walks an image's tree in the store (local or S3) and reports
+blobs missing or committed with the wrong size (with ``--verify``, also those whose
+bytes no longer match their digest), exiting 19 (FailedPrecondition) when incomplete;
 manifests of other platforms that were not pulled are listed as absent, not missing.
 """
 
@@ -17,7 +18,6 @@ from ingestq import errdefs
 from ingestq.worker.cli.common import (
     echo_json,
     handle_errors,
-    local_store_for,
     open_cli_store,
     resolve_root,
     root_option,
@@ -102,14 +102,24 @@ def rm_cmd(names: tuple[str, ...], root: Path | None) -> None:
 @images_group.command("check")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--verify", is_flag=True, help="Also read every blob back and check its digest.")
 @root_option
 @handle_errors
-def check_cmd(name: str, as_json: bool, root: Path | None) -> None:
-    """Report the blobs image NAME lacks: missing, or committed with another size.
-    Exits 19 (FailedPrecondition) when it is incomplete, 15 when NAME is not recorded."""
-    from ingestq.store.gc import check_image
+def check_cmd(name: str, as_json: bool, verify: bool, root: Path | None) -> None:
+    """Report the blobs image NAME lacks: missing, or committed with another size (and
+    with --verify, damaged: bytes that no longer match the digest). Exits 19
+    (FailedPrecondition) when it is incomplete, 15 when NAME is not recorded."""
+    from ingestq.store.local.store import LocalStore
 
-    check = check_image(local_store_for(open_cli_store(root, write=True), "images check"), name)
+    store = open_cli_store(root, write=True)
+    if isinstance(store, LocalStore):
+        from ingestq.store.gc import check_image
+
+        check = check_image(store, name, verify=verify)
+    else:
+        from ingestq.s3.check import check_image as check_s3_image
+
+        check = check_s3_image(store, name, verify=verify)
     if as_json:
         echo_json(check.to_json())
     else:
@@ -119,12 +129,15 @@ def check_cmd(name: str, as_json: bool, root: Path | None) -> None:
             click.echo(f"missing     {digest}")
         for digest in check.incomplete:
             click.echo(f"incomplete  {digest}")
+        for digest in check.damaged:
+            click.echo(f"damaged     {digest}  (does not match its digest)")
         for digest in check.absent:
             click.echo(f"absent      {digest}  (platform not pulled)")
     if not check.complete:
+        damaged = f", {len(check.damaged)} damaged" if check.damaged else ""
         raise errdefs.FailedPrecondition(
             f"image {name} is incomplete: {len(check.missing)} missing, "
-            f"{len(check.incomplete)} incomplete"
+            f"{len(check.incomplete)} incomplete{damaged}"
         )
 
 
