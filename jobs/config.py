@@ -56,6 +56,7 @@ coordinate with other processes on the host through the store's file locks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -258,18 +259,30 @@ def open_store(settings: Settings, lockers: Sequence[RefLocker] = ()) -> LocalSt
     """The store at ``settings.store_url`` (``s3://...``) or else at ``settings.root``,
     with the host lock in ``settings.lock_dir`` (when set, else under the root) followed
     by ``lockers``, and ``settings.budget``; with
-    ``gc_on_pressure``, a local write that would break the budget first runs one gc
-    (:func:`ingestq.store.gc.collect`). InvalidArgument for another URL scheme,
-    FailedPrecondition for ``s3://`` without boto3, Unimplemented for a free-space
-    reserve on ``s3://``."""
+    ``gc_on_pressure``, a write that would break the budget first runs one gc
+    (:func:`ingestq.store.gc.collect`, on ``s3://`` :func:`ingestq.s3.gc.collect`).
+    InvalidArgument for another URL scheme, FailedPrecondition for ``s3://`` without
+    boto3, Unimplemented for a free-space reserve on ``s3://``."""
     if settings.store_url is not None:
         host = FileRefLocker(settings.lock_dir or settings.root / "locks")
-        return open_s3_store(
+        s3 = open_s3_store(
             settings.store_url,
             settings.root,
             ChainLocker([host, *lockers]),
             budget=settings.budget,
         )
+        if settings.gc_on_pressure:
+            from ingestq.s3.gc import collect as collect_s3
+
+            s3_options = settings.gc_options()
+
+            def relieve() -> None:
+                # Another run holds the bucket's gc lock: it is freeing space already.
+                with contextlib.suppress(errdefs.Unavailable):
+                    collect_s3(s3, s3_options)
+
+            s3.on_pressure = relieve
+        return s3
     store = LocalStore(settings.root, lockers=lockers, fsync=settings.fsync, budget=settings.budget)
     if settings.gc_on_pressure:
         options = settings.gc_options()

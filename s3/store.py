@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
@@ -207,6 +207,7 @@ class S3Writer:
         self._saved_at = time.monotonic()
         self._last_write = rec.updated_at  # a reopen is not a write
         self._limit: int | None = None  # the most bytes the budget lets it hold
+        self._relieved = False  # the store's on_pressure hook ran for this writer
         # A new ingest of known digest below the part size, written whole by its first
         # write: that write saves nothing (the commit follows), and the commit puts the
         # blob with its times and no metadata object unless it has labels.
@@ -243,6 +244,11 @@ class S3Writer:
         writing what fits when the budget has no room for all of it; Unavailable and the other
         kinds of :func:`ingestq.s3.errors.from_s3_error` when S3 fails (the writer is
         then closed)."""
+        if self._limit is not None and not self._relieved and self._store.on_pressure:
+            with self._mutex:
+                pressed = self._over_budget(memoryview(data).nbytes) > 0
+            if pressed:
+                self._relieve()
         with self._mutex:
             self._raise_failure()
             self._check()
@@ -274,6 +280,23 @@ class S3Writer:
                 f"at offset {self._written}, {over} more bytes not written"
             )
         return view.nbytes
+
+    def _relieve(self) -> None:
+        """Once per writer, before it stops at the budget: bring the record up to date
+        with every uploaded part, run the store's ``on_pressure`` hook (a gc) and
+        measure the room again."""
+        self._relieved = True
+        self._check()
+        self._wait(everything=True)
+        with self._mutex:
+            self._save()  # the listing now counts exactly what this ingest holds
+        hook, cap = self._store.on_pressure, self._store.budget.max_bytes
+        if hook is None or cap is None:
+            return
+        hook()
+        others = self._store.used() - self._rec.persisted
+        with self._mutex:
+            self._limit = max(cap - others, 0)
 
     def _over_budget(self, n: int) -> int:
         """How many of ``n`` more bytes the budget has no room for."""
@@ -506,7 +529,8 @@ class S3Store:
             The use is a listing (:meth:`used`), taken when a writer opens: one of
             known total that does not fit is ResourceExhausted before anything is
             written; one of unknown total stops at the cap (ResourceExhausted, keeping
-            what it wrote).
+            what it wrote). Before either refusal (and a small put's) the
+            :attr:`on_pressure` hook, when set, runs once and the use is listed again.
         conditional_writes: whether the server honours ``If-None-Match: *`` on PUT,
             CompleteMultipartUpload and CopyObject (AWS S3, SeaweedFS, MinIO do). Then a
             publish is one conditional request, and exactly one of several writers of a
@@ -548,6 +572,9 @@ class S3Store:
         self.conditional_writes = conditional_writes
         self.upload_concurrency = max(1, upload_concurrency)
         self.budget = budget
+        #: Called once before a write that breaks the budget is refused (a gc, with
+        #: INGESTQ_GC_ON_PRESSURE); the room is then measured again.
+        self.on_pressure: Callable[[], object] | None = None
         self._bucket_seen = False  # a read has found the bucket
         # The ingest records put() consults: a listing at most INGEST_LIST_TTL old, plus
         # the ingests this store opened since (see _may_have_ingest).
@@ -672,6 +699,9 @@ class S3Store:
             return None
         others = self.used() - rec.persisted
         need = rec.total - rec.persisted
+        if rec.total > 0 and others + rec.total > cap and self.on_pressure is not None:
+            self.on_pressure()
+            others = self.used() - rec.persisted
         if rec.total > 0 and others + rec.total > cap:
             used = others + rec.persisted
             raise errdefs.ResourceExhausted(
@@ -800,6 +830,9 @@ class S3Store:
         cap = self.budget.max_bytes
         if cap is not None:
             used = self.used()
+            if used + len(content) > cap and self.on_pressure is not None:
+                self.on_pressure()
+                used = self.used()
             if used + len(content) > cap:
                 raise errdefs.ResourceExhausted(
                     f"ingest {ref}: store budget of {cap} bytes ({human(cap)}, "
