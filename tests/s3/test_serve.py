@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from ingestq.api.client import GrpcWriter
 from ingestq.api.proto.containerd.services.leases.v1 import leases_pb2 as le
 from ingestq.api.server import ApiServer, Listen
 from ingestq.s3 import S3Location, S3Store
@@ -24,6 +25,7 @@ from tests.api.conftest import ServerFactory, run_ctr, short_dir
 from tests.api.test_client_contract import cancel_stream
 from tests.api.wire import Leases, WriteStream, commit, md, stat
 from tests.servers.seaweed import S3Endpoint
+from tests.servers.util import wait_until
 
 MiB = 1 << 20
 
@@ -116,16 +118,18 @@ class TestGrpcOverS3StoreContract(StoreContract):
     """The contract through containerd's API, served in process over an S3Store."""
 
     capabilities = ALL_CAPABILITIES - {HOLDER}
+    locker: FakeRefLocker  # the served store's, set by store_factory
 
     @pytest.fixture
     def store_factory(
         self, s3_endpoint: S3Endpoint, s3_bucket: str, s3_prefix: str, tmp_path: Path
     ) -> Iterator[StoreFactory]:
+        self.locker = FakeRefLocker()
         store = S3Store(
             S3Location(s3_bucket, s3_prefix),
             s3_endpoint.client(),
             tmp_path,
-            locker=FakeRefLocker(),
+            locker=self.locker,
             part_size=5 * MiB,
         )
         sockdir = short_dir()
@@ -146,7 +150,13 @@ class TestGrpcOverS3StoreContract(StoreContract):
         server.stop(0)
 
     def crash(self, writer: object) -> None:
-        cancel_stream(writer)  # type: ignore[arg-type]
+        """Cancel the stream, then wait until the server has closed its writer: closing
+        an S3 writer stores its tail and record (requests to the server), which may
+        outlast the 50 ms the server retries a locked ref for when the next stream
+        opens it (so a loaded machine saw ``ref ... locked``)."""
+        assert isinstance(writer, GrpcWriter)
+        cancel_stream(writer)
+        wait_until(lambda: self.locker.holder(writer.ref) is None, 30, "server closes the writer")
 
 
 __all__ = ["run_ctr"]
