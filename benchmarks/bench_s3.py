@@ -11,7 +11,9 @@ Large: a regular file of ``--size-mib`` MiB is ingested into an :class:`S3Store`
 (``write_blob`` with the expected digest: hashed, uploaded in parts, published with a
 conditional CompleteMultipartUpload) and uploaded with boto3's ``upload_file`` (its
 default transfer: 8 MiB parts, 10 threads, no hashing of ours). Small: ``--small``
-blobs of 4 KiB through ``write_blob`` vs ``put_object``. Each run's content differs
+blobs of 4 KiB through ``write_blob`` (one conditional PUT each) vs ``put_object``.
+Both sides use one client made by :func:`ingestq.s3.client.make_client`, as the store's
+users get it. Each run's content differs
 (its first 8 bytes), runs alternate; prints medians and the ratios (goals: >= 0.9
 large, >= 0.7 small).
 """
@@ -33,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from ingestq.s3 import S3Location, S3Store  # noqa: E402
+from ingestq.s3.client import make_client  # noqa: E402
 from ingestq.store import Descriptor, Digest, write_blob  # noqa: E402
 from ingestq.store.testing import FakeRefLocker  # noqa: E402
 from tests.servers.seaweed import running_seaweed  # noqa: E402
@@ -73,7 +76,10 @@ def main() -> None:
             for _ in range(args.size_mib // 16):
                 f.write(os.urandom(16 * MiB))
         with running_seaweed(tmpdir / "weed") as weed:
-            client = weed.endpoint.client()
+            # One client as the store makes it (make_client: its pool, retries, and
+            # checksums only when required) for both sides.
+            os.environ.update(weed.endpoint.env())
+            client = make_client()
             bucket = weed.endpoint.new_bucket()
             store = S3Store(S3Location(bucket, "ingestq"), client, tmpdir, locker=FakeRefLocker())
             large: dict[str, list[float]] = {"ingestq": [], "boto3": []}
