@@ -22,7 +22,9 @@ MAX_POOL_CONNECTIONS = 32
 def make_client(env: Mapping[str, str] | None = None, **overrides: Any) -> Any:
     """A boto3 S3 client configured from ``env`` (default ``os.environ``): path-style
     addressing when a custom endpoint is set (what S3-compatible servers expect),
-    standard retries. ``overrides`` go to ``boto3.Session.client``.
+    standard retries, a pool of :data:`MAX_POOL_CONNECTIONS`, checksums only where an
+    operation requires them and, over HTTPS, no SHA-256 of request bodies.
+    ``overrides`` go to ``boto3.Session.client``.
 
     FailedPrecondition when boto3 is not installed; Unauthenticated or InvalidArgument
     (via :func:`ingestq.s3.errors.from_s3_error`) for a broken profile.
@@ -38,10 +40,19 @@ def make_client(env: Mapping[str, str] | None = None, **overrides: Any) -> Any:
 
     env = os.environ if env is None else env
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+    s3: dict[str, Any] = {"addressing_style": "path" if endpoint else "auto"}
+    if endpoint is None or endpoint.lower().startswith("https://"):
+        # TLS protects the bytes in transit; without this botocore would SHA-256 every
+        # request body to sign it (no checksum header: see below), a second pass over
+        # content the store hashes anyway. Over plain HTTP the signature is the only
+        # check of the body, so it stays.
+        s3["payload_signing_enabled"] = False
     config = Config(
         retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
         max_pool_connections=MAX_POOL_CONNECTIONS,
-        s3={"addressing_style": "path" if endpoint else "auto"},
+        s3=s3,
+        # No CRC32/MD5 computed on every PUT (and no aws-chunked trailers, which many
+        # S3-compatible servers reject): only where an operation requires one.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )

@@ -22,6 +22,7 @@ import pytest
 
 from ingestq import errdefs
 from ingestq.s3 import S3Location, S3Store
+from ingestq.s3.client import MAX_POOL_CONNECTIONS, make_client
 from ingestq.s3.store import MIN_PART_SIZE
 from ingestq.store import Descriptor, Digest, Info, write_blob
 from ingestq.store.testing import FakeRefLocker
@@ -681,3 +682,32 @@ def test_put_without_conditional_writes_asks_first(
     with pytest.raises(errdefs.AlreadyExists):
         store.put("again", desc(data), data)
     assert seen.names() == ["HeadObject"]
+
+
+def test_the_client_computes_no_checksums_and_signs_bodies_only_over_plain_http(
+    s3_endpoint: S3Endpoint, location: S3Location, tmp_path: Path
+) -> None:
+    secure = make_client({"AWS_ENDPOINT_URL": "https://s3.example.test"})
+    assert secure.meta.config.s3["payload_signing_enabled"] is False
+    assert make_client({}).meta.config.s3["payload_signing_enabled"] is False
+    env = {**s3_endpoint.env()}
+    client = make_client(env, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+    assert "payload_signing_enabled" not in client.meta.config.s3  # plain HTTP: signed
+    assert client.meta.config.max_pool_connections == MAX_POOL_CONNECTIONS
+    sent: list[dict[str, str]] = []
+    client.meta.events.register(
+        "before-send.s3.*", lambda request, **_: sent.append(dict(request.headers))
+    )
+    store = S3Store(location, client, tmp_path, locker=FakeRefLocker(), part_size=PART)
+    store.put("small", desc(DATA[:4096]), DATA[:4096])
+    with store.writer("big", desc(DATA)) as w:
+        w.write(DATA)
+        w.commit(len(DATA), Digest.from_bytes(DATA))
+    bodies = [h for h in sent if int(h.get("Content-Length", 0) or 0) >= 4096]
+    assert len(bodies) >= 5  # the small PUT and the parts
+    for headers in bodies:
+        names = {k.lower() for k in headers}
+        assert "content-md5" not in names
+        assert not any(n.startswith("x-amz-checksum") for n in names)
+        assert "x-amz-sdk-checksum-algorithm" not in names
