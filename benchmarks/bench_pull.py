@@ -358,7 +358,7 @@ def _main_s3(args: argparse.Namespace) -> None:
             running_redis(base / "redis-s3") as redis_s3,
             running_seaweed(base / "weed") as weed,
         ):
-            digest = _push(registry, args.layers, args.layer_mib)
+            digest, _ = _push(registry, args.layers, args.layer_mib)
             ref = f"{registry.host}/bench:v1"
             print(f"image {ref} {digest}: {args.layers} x {args.layer_mib} MiB", flush=True)
             s3 = weed.endpoint.client()
