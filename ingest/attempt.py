@@ -115,6 +115,7 @@ def _attempt(
     store: IngestStore, source: Source, request: IngestRequest, hooks: IngestHooks
 ) -> IngestResult:
     expected = request.expected
+    putter = store if isinstance(store, Putter) else None
     committed = expected is not None and store.exists(expected.digest)
     if expected is not None and committed:
         try:
@@ -125,9 +126,9 @@ def _attempt(
             pass  # removed (by a gc) since exists(): fetch it like any missing blob
         # Sizes disagree: writer() tells an intact blob (AlreadyExists: the request's
         # size is wrong) from a damaged one (quarantined: fetch it again).
-    if expected is not None and not committed and _small(store, request):
-        assert isinstance(store, Putter)
-        return _put_small(store, source, request, expected, hooks)
+    if expected is not None and not committed and _small(store, putter, request):
+        assert putter is not None
+        return _put_small(store, putter, source, request, expected, hooks)
     try:
         # With the size known, a store with a disk budget refuses here (ResourceExhausted)
         # before a byte is fetched; of unknown size, the writer stops at the limit.
@@ -162,10 +163,11 @@ def _attempt(
         raise
 
 
-def _small(store: IngestStore, request: IngestRequest) -> bool:
-    """Whether ``request`` takes the store's small-blob path: its size is known and at
-    most the store's threshold, and no unfinished ingest of its ref waits for a resume."""
-    if not isinstance(store, Putter) or not 0 < request.size <= store.small_blob_max:
+def _small(store: IngestStore, putter: Putter | None, request: IngestRequest) -> bool:
+    """Whether ``request`` takes the store's small-blob path: the store is a Putter
+    (``putter``), the size is known and at most its threshold, and no unfinished ingest
+    of the ref waits for a resume."""
+    if putter is None or not 0 < request.size <= putter.small_blob_max:
         return False
     try:
         store.status(request.ref)
@@ -183,13 +185,13 @@ def _busy(store: IngestStore, ref: str, error: errdefs.Unavailable) -> RefBusy:
 
 
 def _put_small(
-    store: IngestStore, source: Source, request: IngestRequest, expected: Descriptor,
-    hooks: IngestHooks,
+    store: IngestStore, putter: Putter, source: Source, request: IngestRequest,
+    expected: Descriptor, hooks: IngestHooks,
 ) -> IngestResult:  # fmt: skip
     """A small blob of known digest and size: read whole into memory under the ref's
     lock (one fetch per digest, as for any ingest) and committed with one
-    :meth:`~ingestq.store.protocols.Putter.put`: no ingest directory, nothing to resume."""
-    assert isinstance(store, Putter)
+    :meth:`~ingestq.store.protocols.Putter.put` (``putter`` is ``store``): no ingest
+    directory, nothing to resume."""
     try:
         lease = store.locker.try_lock(request.ref, new_holder_id())
     except errdefs.Unavailable as e:
@@ -213,7 +215,7 @@ def _put_small(
             raise errdefs.Canceled(f"ingest {request.ref} canceled")
         hooks.progress(len(data), request.size)
         try:
-            info = store.put(request.ref, expected, data, request.labels)
+            info = putter.put(request.ref, expected, data, request.labels)
         except errdefs.AlreadyExists:
             return IngestResult(_existing(store, request, expected.digest), fetched=False)
         return IngestResult(info, fetched=True, bytes_fetched=len(data))

@@ -124,8 +124,12 @@ class FileRefLocker:
         path = self.path(ref)
         lock = LockFile(path, use_ofd=self._use_ofd)
         try:
-            self._dir.mkdir(parents=True, exist_ok=True)
-            if not lock.acquire(blocking=False):
+            try:
+                got = lock.acquire(blocking=False)
+            except FileNotFoundError:  # the directory is made on first use (or again)
+                self._dir.mkdir(parents=True, exist_ok=True)
+                got = lock.acquire(blocking=False)
+            if not got:
                 raise self._locked(ref, path)
             now = utcnow()
             holder = Holder(

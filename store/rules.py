@@ -34,6 +34,9 @@ _MEDIA_TYPE = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
 )
 
+# The characters a ref may not hold: C0 controls (NUL included) and DEL.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
 
 def validate_size(size: object) -> None:
     """Raise InvalidArgument unless ``size`` is an int (not a bool) in [0, 2**63 - 1]
@@ -69,7 +72,7 @@ def validate_ref(ref: str) -> None:
         raise errdefs.InvalidArgument(
             f"ref {ref[:32]!r}... is {size} bytes, longer than {MAX_REF_BYTES}"
         )
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in ref):
+    if _CONTROL.search(ref) is not None:
         raise errdefs.InvalidArgument(f"ref {ref[:64]!r} contains control characters")
 
 

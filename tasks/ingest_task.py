@@ -33,6 +33,11 @@ How a job waits and fails:
 * STARTED is written only once the write has lasted a heartbeat (``_Started``; no
   ``task_track_started`` for this task): a job done in milliseconds costs no status
   board entry and no STARTED write, only the lease's acquire and release.
+* Canceled: the job's cancel flag is read by the lease's acquire script, in the same
+  round trip (:meth:`ingestq.tasks.lease.RedisLeaseLocker.guarded`), so a canceled job
+  takes no lease and fetches nothing; a job that takes no lease (its blob is already
+  committed) reads the flag once at the end, a redelivered one at the start. While it
+  runs, the hooks poll the flag every :data:`CANCEL_POLL` seconds.
 * A failure's errdefs error record is also written to the job record
   (:mod:`ingestq.tasks.records`); the exception Celery stores is the errdefs class itself
   (:func:`ingestq.tasks.codec.encode`).
@@ -70,8 +75,8 @@ from ingestq.tasks.runtime import Runtime, runtime
 
 log = logging.getLogger(__name__)
 
-#: Seconds between two reads of a running job's cancel flag (the first read is the
-#: task's own, before the ingest; the hooks read it again a poll later).
+#: Seconds between two reads of a running job's cancel flag (the first read is part of
+#: the lease's acquire, before anything is fetched; the hooks read it again a poll later).
 CANCEL_POLL = 0.5
 
 
@@ -84,6 +89,10 @@ def _busy_error(busy: RefBusy) -> errdefs.Unavailable:
             holder_fence=str(busy.holder.fence),
         )
     return errdefs.Unavailable(busy.error.message, details)
+
+
+def _canceled(job_id: str) -> errdefs.Canceled:
+    return errdefs.Canceled(f"job {job_id} canceled")
 
 
 def _record_retry(
@@ -177,27 +186,32 @@ def _ingest(
     try:
         rt = runtime()
         req = IngestRequest.from_json(request)
-        if job_id and rt.records.cancel_requested(job_id):
-            raise errdefs.Canceled(f"job {job_id} canceled")
         delivery = self.request.delivery_info or {}
         if job_id and delivery.get("redelivered"):
+            if rt.records.cancel_requested(job_id):
+                raise _canceled(job_id)
             times = rt.records.count_redelivery(job_id)
             if times > rt.settings.max_redeliveries:
                 raise errdefs.Aborted(
                     f"job {job_id} redelivered {times} times: its worker was lost each time"
                 )
         source = source_from_spec(req.source, rt.settings.fetch_options())
-        result = ingest_once(
-            rt.store,
-            source,
-            req,
-            hooks=worker_hooks(
-                rt.locker,
-                job_id,
-                CancelHooks(rt.records, job_id, poll=CANCEL_POLL, checked=True),
-                on_live=live,
-            ),
+        hooks = worker_hooks(
+            rt.locker,
+            job_id,
+            CancelHooks(rt.records, job_id, poll=CANCEL_POLL, checked=True),
+            on_live=live,
         )
+        if not job_id:
+            result = ingest_once(rt.store, source, req, hooks=hooks)
+        else:
+            # The cancel flag is read by the lease's acquire (one round trip for both);
+            # a job that takes no lease (its blob is committed) reads it at the end.
+            flag_key, flag_field = rt.records.cancel_flag(job_id)
+            with rt.locker.guarded(flag_key, flag_field, lambda: _canceled(job_id)) as guard:
+                result = ingest_once(rt.store, source, req, hooks=hooks)
+            if not guard.checked and rt.records.cancel_requested(job_id):
+                raise _canceled(job_id)
     except RefBusy as busy:
         assert rt is not None
         metrics.LOCK_WAITS.inc()

@@ -38,7 +38,8 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -218,6 +219,19 @@ class RedisLease:
             log.warning("could not release lease on %s (expires by itself): %s", self.ref, e)
 
 
+class AcquireGuard:
+    """A condition every acquire of one thread checks in the same script while the
+    guard is active (:meth:`RedisLeaseLocker.guarded`): when field ``field`` of the hash
+    ``key`` exists (a job's cancel flag), the acquire takes nothing and raises
+    ``refuse()``. :attr:`checked` tells whether an acquire has read it."""
+
+    def __init__(self, key: str, field: str, refuse: Callable[[], Exception]) -> None:
+        self.key = key
+        self.field = field
+        self.refuse = refuse
+        self.checked = False
+
+
 @dataclass(frozen=True)
 class _Scripts:
     acquire: Script
@@ -255,6 +269,9 @@ class RedisLeaseLocker:
         self._acquire_script: Script | None = None
         self._heartbeat_script: Script | None = None
         self._release_script: Script | None = None
+        #: This process's host name, pid, start time and node, read once per process.
+        self._identity: tuple[str, int, str, str] = ("", -1, "", "")
+        self._local = threading.local()
 
     # process-local state ----------------------------------------------------------------
     def _ensure_process(self) -> None:
@@ -270,7 +287,9 @@ class RedisLeaseLocker:
             self._heartbeat_script = self._hb_client.register_script(self._texts["heartbeat"])
             self._release_script = self._client.register_script(self._texts["release"])
             self._thread = None
-            self._pid = os.getpid()
+            pid = os.getpid()
+            self._identity = (socket.gethostname(), pid, process_start(pid) or "", node_id())
+            self._pid = pid
 
     def client(self) -> redis.Redis:
         """This process's client for acquire, release and reads."""
@@ -284,33 +303,65 @@ class RedisLeaseLocker:
         assert self._acquire_script and self._heartbeat_script and self._release_script
         return _Scripts(self._acquire_script, self._heartbeat_script, self._release_script)
 
+    @contextmanager
+    def guarded(
+        self, key: str, field: str, refuse: Callable[[], Exception]
+    ) -> Iterator[AcquireGuard]:
+        """Within the block, every :meth:`try_lock` of this thread also reads field
+        ``field`` of hash ``key`` in the same script and, when it exists, takes nothing
+        and raises ``refuse()`` (the worker passes the job's cancel flag, so a job
+        reads it and takes its ref's lease in one round trip). Yields the guard, whose
+        ``checked`` tells afterwards whether an acquire read it."""
+        guard = AcquireGuard(key, field, refuse)
+        previous = getattr(self._local, "guard", None)
+        self._local.guard = guard
+        try:
+            yield guard
+        finally:
+            self._local.guard = previous
+
+    def _acquire(
+        self, k: keys.RefKeys, args: list[str | int], guard: AcquireGuard | None
+    ) -> list[Any]:
+        """acquire.lua with ``args`` (ARGV[1..10]) and the active guard, if any; raises
+        the guard's error when its field is set. Raises redis.RedisError."""
+        if guard is None:
+            return list(self.scripts().acquire(
+                keys=[k.lease, k.fence, k.holder], args=args, client=self.client()
+            ))  # fmt: skip
+        reply = self.scripts().acquire(
+            keys=[k.lease, k.fence, k.holder, guard.key], args=[*args, guard.field],
+            client=self.client(),
+        )  # fmt: skip
+        guard.checked = True
+        if int(reply[0]) == 2:
+            raise guard.refuse()
+        return list(reply)
+
     # RefLocker ------------------------------------------------------------------------
     def try_lock(self, ref: str, holder_id: str) -> RedisLease:
         """Take ``ref``'s lease or raise Unavailable ("ref <ref> locked for ...").
         A lease held by a process of this node that is gone (see
         :func:`holder_process_gone`) is taken over at once with a new fence
         (``acquire.lua`` again, with a compare-and-set on its token). Unavailable too when Redis
-        cannot be reached."""
-        client = self.client()
+        cannot be reached; the guard's error inside :meth:`guarded` when its field is set."""
+        self._ensure_process()
+        host, pid, started, node = self._identity
+        guard: AcquireGuard | None = getattr(self._local, "guard", None)
         k = keys.ref_keys(ref)
         token = secrets.token_hex(16)
         sent_at = time.monotonic()
-        me: list[str | int] = [holder_id, socket.gethostname(), os.getpid(), ref,
-                               self.fence_ttl_ms, process_start(os.getpid()) or "",
-                               node_id()]  # fmt: skip
+        mine: list[str | int] = [token, int(self.ttl * 1000), holder_id, host, pid, ref,
+                                 self.fence_ttl_ms, started, node]  # fmt: skip
         try:
-            reply = self.scripts().acquire(
-                keys=[k.lease, k.fence, k.holder],
-                args=[token, int(self.ttl * 1000), *me, ""],
-                client=client,
-            )
+            reply = self._acquire(k, [*mine, ""], guard)
             if int(reply[0]) != 1:
-                reply = self._take_over(ref, k, reply, [token, int(self.ttl * 1000), *me])
+                reply = self._take_over(ref, k, reply, mine, guard)
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"lease service for ref {ref}: {e}") from e
         fence, now_ms = int(reply[1]), int(reply[2])
         now = ms_to_datetime(now_ms)
-        holder = Holder(holder_id, socket.gethostname(), os.getpid(), now, now, fence)
+        holder = Holder(holder_id, host, pid, now, now, fence)
         lease = RedisLease(self, ref, token, holder, sent_at)
         with self._mutex:
             self._leases[ref] = lease
@@ -321,7 +372,14 @@ class RedisLeaseLocker:
                 self._thread.start()
         return lease
 
-    def _take_over(self, ref: str, k: keys.RefKeys, held: list[Any], mine: list[Any]) -> list[Any]:
+    def _take_over(
+        self,
+        ref: str,
+        k: keys.RefKeys,
+        held: list[Any],
+        mine: list[str | int],
+        guard: AcquireGuard | None,
+    ) -> list[Any]:
         """The grant of ``ref``'s lease taken over from its holder when that is a
         process of this node that is gone (a killed pool process: its lease would
         otherwise stall the redelivered job for up to a ttl); else the locked error.
@@ -335,9 +393,7 @@ class RedisLeaseLocker:
         except ValueError:
             dead_pid = 0
         if token and holder_process_gone(node or "", dead_pid, started or ""):
-            reply = self.scripts().acquire(
-                keys=[k.lease, k.fence, k.holder], args=[*mine, token], client=self.client()
-            )
+            reply = self._acquire(k, [*mine, token], guard)
             if int(reply[0]) == 1:
                 log.warning("took over the lease on %s from process %d, gone", ref, dead_pid)
                 return list(reply)
@@ -405,7 +461,8 @@ class RedisLeaseLocker:
             lease.lost  # noqa: B018 - evaluates expiry by the monotonic clock
             return
         if int(reply) == 0:
-            lease._mark_lost("the lease key holds another token")
+            if not lease._released:  # released meanwhile: its key is gone, nothing is lost
+                lease._mark_lost("the lease key holds another token")
             return
         lease._renewed(sent_at, int(reply))
         callback = p.on_beat if p.publish else None

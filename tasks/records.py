@@ -36,6 +36,8 @@ from ingestq.tasks.redisconn import decode_hash
 
 #: The most job ids the listing index keeps (the oldest are dropped first).
 MAX_INDEXED = 100_000
+#: The field of a job's hash that holds its cancel flag.
+CANCEL_FIELD = "cancel"
 
 
 class RedisJobRecords:
@@ -172,12 +174,17 @@ class RedisJobRecords:
 
     def request_cancel(self, job_id: str) -> None:
         """Set the ``cancel`` field the running job polls."""
-        self.update(job_id, {"cancel": "1"})
+        self.update(job_id, {CANCEL_FIELD: "1"})
+
+    def cancel_flag(self, job_id: str) -> tuple[str, str]:
+        """Where ``job_id``'s cancel flag lives: (hash key, field), for a script that
+        reads it beside other work (:meth:`ingestq.tasks.lease.RedisLeaseLocker.guarded`)."""
+        return keys.job_key(job_id), CANCEL_FIELD
 
     def cancel_requested(self, job_id: str) -> bool:
         """Whether someone asked to cancel ``job_id`` (False when Redis is down)."""
         try:
-            return self._client.hget(keys.job_key(job_id), "cancel") is not None
+            return self._client.hget(keys.job_key(job_id), CANCEL_FIELD) is not None
         except redis.RedisError:
             return False
 

@@ -328,9 +328,14 @@ class LocalStore:
     # IngestManager ---------------------------------------------------------------------
     def status(self, ref: str) -> Status:
         """The Status of ``ref``'s ingest (offset = bytes on disk; holder = who holds the
-        lock now, if anyone). NotFound if there is none; InvalidArgument for a bad ref."""
+        lock now, if anyone). NotFound if there is none; InvalidArgument for a bad ref.
+        The holder is looked up only for an ingest that exists (asking a cross-host
+        locker is a round trip)."""
         validate_ref(ref)
-        return self._ingest(ref).status(ref, self.locker.holder(ref))
+        ingest = self._ingest(ref)
+        if ingest.read_ref() != ref:
+            raise errdefs.NotFound(f"reference {ref}")
+        return ingest.status(ref, self.locker.holder(ref))
 
     def list_statuses(self, *filters: str) -> list[Status]:
         """Every ingest whose ref matches any filter (field ``ref``), sorted by ref.

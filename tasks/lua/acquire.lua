@@ -1,5 +1,7 @@
 -- Take a ref lease: SET NX PX with a random token, then a fencing number.
--- KEYS[1] lease key, KEYS[2] fence key, KEYS[3] holder hash
+-- KEYS[1] lease key, KEYS[2] fence key, KEYS[3] holder hash, KEYS[4] (optional) a guard
+-- hash: when its field ARGV[11] exists nothing is taken and the reply is {2} (a job's
+-- cancel flag, read in the same round trip as the grant)
 -- ARGV[1] token, ARGV[2] ttl ms, ARGV[3] holder id, ARGV[4] host, ARGV[5] pid, ARGV[6] ref,
 -- ARGV[7] fence key ttl ms, ARGV[8] the holder process's start time (or ''), ARGV[9] its
 -- node (boot id and pid namespace: where that pid means that process), ARGV[10] the token
@@ -14,6 +16,9 @@
 -- ref keeps a key forever. Once it has expired, the next fence comes from TIME again,
 -- which is above every fence handed out before unless the server clock stepped back by
 -- more than the time since that last grant (at least the fence key's ttl).
+if KEYS[4] and redis.call('HEXISTS', KEYS[4], ARGV[11]) == 1 then
+  return {2}
+end
 if ARGV[10] ~= '' and redis.call('GET', KEYS[1]) == ARGV[10] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 elseif not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then

@@ -184,3 +184,23 @@ def test_a_lease_of_another_node_is_never_taken_over(
     r.hset(keys.ref_keys("ref-far").holder, "node", "another-boot:1")
     with pytest.raises(errdefs.Unavailable, match="locked"):
         locker.try_lock("ref-far", "me")
+
+
+def test_a_guarded_acquire_reads_the_guard_field_in_the_same_script(
+    locker: RedisLeaseLocker, r: redis.Redis
+) -> None:
+    r.hset("guard-hash", "other", "1")
+    with locker.guarded("guard-hash", "cancel", lambda: errdefs.Canceled("no")) as guard:
+        assert not guard.checked
+        lease = locker.try_lock("ref-g", "me")
+        assert guard.checked
+    lease.release()
+    r.hset("guard-hash", "cancel", "1")
+    with (
+        locker.guarded("guard-hash", "cancel", lambda: errdefs.Canceled("job x canceled")),
+        pytest.raises(errdefs.Canceled, match="job x canceled"),
+    ):
+        locker.try_lock("ref-g", "me")
+    assert locker.holder("ref-g") is None and r.get(keys.ref_keys("ref-g").lease) is None
+    lease = locker.try_lock("ref-g", "me")  # outside the block: no guard
+    lease.release()

@@ -1,8 +1,8 @@
 """What a queued ingest costs in Redis: a 4 KiB job done within a heartbeat has no
-STARTED write, no status board entry and a single cancel-flag read; a long write still
-shows STARTED and its board entry (cancel while a write lasts:
-tests/worker/test_cli_jobs.py). The commands per job are counted with the server's
-``INFO commandstats``."""
+STARTED write, no status board entry and reads its cancel flag inside the lease's
+acquire; a long write still shows STARTED and its board entry (cancel while a write
+lasts: tests/worker/test_cli_jobs.py). The commands per job are counted with the
+server's ``INFO commandstats``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from ingestq.jobs.api import JobState
+from ingestq.store.digest import Digest
 from ingestq.tasks.client import enqueue_ingest, enqueue_many
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
@@ -63,10 +64,48 @@ def test_small_jobs_cost_few_redis_commands_and_write_no_started(cluster: Cluste
     per_job = sum(counted.values()) / len(jobs)
     assert per_job <= MAX_COMMANDS_PER_JOB, (per_job, counted)
     assert counted["cmdstat_lpush"] == len(jobs)  # one message each
-    # One result write per job (SUCCESS: no STARTED) and one cancel-flag read, give or
-    # take a job a heartbeat happened to catch.
+    # One result write per job (SUCCESS: no STARTED), give or take a job a heartbeat
+    # happened to catch; the cancel flag is read by the lease's acquire (HEXISTS), not by
+    # a read of its own (a job lasting a cancel poll would add one).
     assert counted["cmdstat_setex"] <= len(jobs) + 2, counted
-    assert counted["cmdstat_hget"] <= len(jobs) + 2, counted
+    assert counted["cmdstat_hexists"] == len(jobs), counted
+    assert counted.get("cmdstat_hget", 0) <= 2, counted
+    assert all(j.state is JobState.SUCCEEDED for j in jobs)
+
+
+#: Redis commands per 4 KiB job of known digest and size (the small-blob path),
+#: producer and worker together: 35 with a cancel-flag read and a holder lookup of their
+#: own (two round trips), 34 with the flag read inside the lease's acquire and no lookup.
+#: The bound leaves room for an idle worker's polls.
+MAX_COMMANDS_PER_SMALL_JOB = 35
+
+
+@pytest.mark.slow
+def test_small_known_jobs_read_their_cancel_flag_in_the_acquire(cluster: Cluster) -> None:
+    files = cluster.root.parent / "files"
+    requests = []
+    for i in range(41):
+        data = os.urandom(4096)
+        path = files / f"known-{i}"
+        path.write_bytes(data)
+        requests.append({"source": str(path), "digest": str(Digest.from_bytes(data)),
+                         "size": len(data)})  # fmt: skip
+    cluster.start_worker(concurrency=1)
+    enqueue_many(requests[:1], client=cluster.client)[0].wait(timeout=60)  # warm up
+    r = redis.Redis.from_url(cluster.redis_url)
+    try:
+        r.config_resetstat()
+        jobs = enqueue_many(requests[1:], client=cluster.client)
+        _wait_all(r, [j.id for j in jobs])
+        counted = _commands(r)
+    finally:
+        r.close()
+    per_job = sum(counted.values()) / len(jobs)
+    assert per_job <= MAX_COMMANDS_PER_SMALL_JOB, (per_job, counted)
+    # No separate cancel-flag read (the acquire script's HEXISTS is it), no holder lookup.
+    assert counted.get("cmdstat_hget", 0) == 0, counted
+    assert counted.get("cmdstat_hgetall", 0) == 0, counted
+    assert counted["cmdstat_hexists"] == len(jobs), counted
     assert all(j.state is JobState.SUCCEEDED for j in jobs)
 
 
