@@ -1,7 +1,7 @@
 """The command line loads its command modules on first use: ``ingestq --help``, ``ingestq
 content ...``, an embedded ``ingestq ingest FILE`` and an embedded ``ingestq pull`` import
 no Celery, kombu, redis or grpc (the queue and ``serve`` do); on a local store neither
-asyncio nor the S3 package is loaded either."""
+asyncio nor the S3 package is loaded either. Queueing a pull loads no HTTP stack."""
 
 from __future__ import annotations
 
@@ -88,6 +88,14 @@ def test_content_commands_on_a_local_store_load_no_asyncio_and_no_s3(tmp_path: P
     data.write_bytes(os.urandom(4096))
     modules = imported(tmp_path / "store", "ingest", "-q", str(data))
     assert modules & LOCAL_ONLY == set()
+
+
+def test_queueing_a_pull_loads_no_http_stack(tmp_path: Path, redis_url: str) -> None:
+    # The workers fetch; the producer only records and publishes the job.
+    env = {"INGESTQ_REDIS_URL": redis_url}
+    modules = imported(tmp_path / "store", "pull", "--detach", "127.0.0.1:1/app:v1", env=env)
+    assert modules & {"httpx", "httpcore", "h11", "grpc"} == set()
+    assert "ingestq.fetch.registry.client" not in modules
 
 
 def test_serve_still_loads_grpc(tmp_path: Path) -> None:
