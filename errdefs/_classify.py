@@ -24,9 +24,9 @@ built-in                                                       kind
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import errno
+import sys
 from collections.abc import Iterator
 from typing import Final
 
@@ -51,7 +51,18 @@ from ingestq.errdefs._kinds import (
     canonical_kind,
 )
 
-_CANCELLED_TYPES: Final = (asyncio.CancelledError, concurrent.futures.CancelledError)
+
+def _cancelled_types() -> tuple[type[BaseException], ...]:
+    """The cancellation exceptions: ``concurrent.futures``' and, once a module loaded
+    asyncio (only then can one of its errors exist), asyncio's; asyncio is not imported
+    here, so the command line starts without it."""
+    aio = sys.modules.get("asyncio.exceptions")
+    cancelled = getattr(aio, "CancelledError", None)
+    if isinstance(cancelled, type) and issubclass(cancelled, BaseException):
+        return (cancelled, concurrent.futures.CancelledError)
+    return (concurrent.futures.CancelledError,)
+
+
 _EXHAUSTED_ERRNOS: Final[frozenset[int]] = frozenset(
     code
     for code in (getattr(errno, name, None) for name in ("ENOSPC", "EDQUOT", "EFBIG"))
@@ -84,7 +95,7 @@ def walk(err: BaseException | None) -> Iterator[BaseException]:
 
 def builtin_kind(err: BaseException) -> type[ErrdefsError] | None:
     """The kind of a built-in exception per the module's table, or None."""
-    if isinstance(err, _CANCELLED_TYPES):
+    if isinstance(err, _cancelled_types()):
         return Canceled
     if isinstance(err, TimeoutError):
         return DeadlineExceeded

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ingestq.fetch.httpio import LowSpeed
+if TYPE_CHECKING:
+    from ingestq.fetch.httpio import LowSpeed
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class FetchOptions:
     @property
     def low_speed(self) -> LowSpeed:
         """The low-speed rule of HTTP and registry body streams."""
+        from ingestq.fetch.httpio import LowSpeed  # with the HTTP stack, when a body is read
+
         return LowSpeed(self.http_low_speed_limit, self.http_low_speed_time)
 
 

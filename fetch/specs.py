@@ -18,17 +18,18 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ingestq import errdefs
-from ingestq.fetch import httpio
 from ingestq.fetch.files import FileSource
-from ingestq.fetch.http import HttpSource
 from ingestq.fetch.options import FetchOptions
-from ingestq.fetch.registry.client import RegistryImage, source_from_registry_spec
+from ingestq.fetch.registry.options import SPEC_KIND as REGISTRY_KIND
 from ingestq.fetch.source import Source
+
+if TYPE_CHECKING:
+    # The HTTP stack (httpx) loads with the first HTTP or registry source, so a
+    # producer that only names specs (queues jobs) does not load it.
+    import httpx
 
 SourceSpec = dict[str, Any]
 Factory = Callable[[Mapping[str, Any], FetchOptions], Source]
@@ -52,6 +53,8 @@ def http_client(options: FetchOptions) -> httpx.Client:
         options.http_read_timeout,
         options.http_max_redirects,
     )
+    from ingestq.fetch import httpio
+
     with _clients_mutex:
         client = _clients.get(key)
         if client is None:
@@ -71,6 +74,8 @@ def _http(spec: Mapping[str, Any], options: FetchOptions) -> Source:
     headers = spec.get("headers") or {}
     if not isinstance(headers, Mapping):
         raise errdefs.InvalidArgument("http source headers must be an object")
+    from ingestq.fetch.http import HttpSource
+
     return HttpSource(
         url,
         http_client(options),
@@ -86,9 +91,15 @@ def _file(spec: Mapping[str, Any], options: FetchOptions) -> Source:
     return FileSource(path, options.file_roots)
 
 
+def _registry(spec: Mapping[str, Any], options: FetchOptions) -> Source:
+    from ingestq.fetch.registry.client import source_from_registry_spec
+
+    return source_from_registry_spec(spec, options)
+
+
 register("http", _http)
 register("file", _file)
-register(RegistryImage.kind, source_from_registry_spec)
+register(REGISTRY_KIND, _registry)
 
 
 def source_from_spec(spec: Mapping[str, Any], options: FetchOptions) -> Source:

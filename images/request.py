@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ingestq import errdefs
 from ingestq.fetch import platforms
@@ -25,10 +25,13 @@ from ingestq.fetch.ocilayout import PREFIX as LAYOUT_PREFIX
 from ingestq.fetch.ocilayout import OCILayoutImage, parse_layout_reference
 from ingestq.fetch.options import FetchOptions
 from ingestq.fetch.reference import parse_reference
-from ingestq.fetch.registry.client import RegistryImage, RegistryOptions, shared_client
+from ingestq.fetch.registry.options import RegistryOptions
 from ingestq.fetch.source import Source
-from ingestq.fetch.specs import source_from_spec
 from ingestq.store.values import Descriptor
+
+if TYPE_CHECKING:
+    # The HTTP stack loads when an image is opened, not when a pull is only queued.
+    from ingestq.fetch.registry.client import RegistryImage
 
 #: Threads per embedded pull fetching children at once.
 DEFAULT_CONCURRENCY = 4
@@ -153,6 +156,8 @@ class ConfiguredImage:
 
     def blob_source(self, desc: Descriptor) -> Source:
         """The Source of :meth:`spec` under the options (InvalidArgument if malformed)."""
+        from ingestq.fetch.specs import source_from_spec
+
         return source_from_spec(self.spec(desc), self.options)
 
     def spec(self, desc: Descriptor) -> dict[str, Any]:
@@ -171,5 +176,7 @@ def open_image(request: PullRequest, options: FetchOptions | None = None) -> Con
     if request.reference.startswith(LAYOUT_PREFIX):
         image = OCILayoutImage(request.reference, options.file_roots)
     else:
+        from ingestq.fetch.registry.client import RegistryImage, shared_client
+
         image = RegistryImage(shared_client(request.options), parse_reference(request.reference))
     return ConfiguredImage(image, options)

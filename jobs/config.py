@@ -62,15 +62,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ingestq import errdefs
 from ingestq.fetch.options import FetchOptions
 from ingestq.jobs.retry import RetryPolicy
-from ingestq.s3 import S3Store, open_s3_store
 from ingestq.store.budget import Budget
 from ingestq.store.gc import GcOptions, collect, parse_duration
 from ingestq.store.local import LocalStore
 from ingestq.store.locks import ChainLocker, FileRefLocker, RefLocker
+
+if TYPE_CHECKING:
+    # Loaded by open_store for an s3:// store only: a local store's commands skip it.
+    from ingestq.s3 import S3Store
 
 
 def default_root(env: Mapping[str, str] | None = None) -> Path:
@@ -264,6 +268,8 @@ def open_store(settings: Settings, lockers: Sequence[RefLocker] = ()) -> LocalSt
     InvalidArgument for another URL scheme, FailedPrecondition for ``s3://`` without
     boto3, Unimplemented for a free-space reserve on ``s3://``."""
     if settings.store_url is not None:
+        from ingestq.s3 import open_s3_store
+
         host = FileRefLocker(settings.lock_dir or settings.root / "locks")
         s3 = open_s3_store(
             settings.store_url,

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from ingestq import errdefs
 from ingestq.fetch import platforms as _platforms
-from ingestq.fetch.registry.client import RegistryOptions
+from ingestq.fetch.registry.options import RegistryOptions
 from ingestq.images.plan import PlannedBlob
 from ingestq.images.request import PullRequest
 

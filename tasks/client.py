@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import Any
 
 from ingestq import errdefs
-from ingestq.fetch.registry.client import RegistryOptions
+from ingestq.fetch.registry.options import RegistryOptions
 from ingestq.images.request import PullRequest
 from ingestq.ingest.request import IngestRequest
 from ingestq.jobs.api import IngestJob, JobClient, PullJob

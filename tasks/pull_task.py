@@ -16,7 +16,9 @@ committed in the store with its descriptor's size (the truth; also when another 
 fetched it) and its own job is not still running; a failed or canceled child fails the
 pull with that child's kind.
 While children are pending it publishes itself again with a countdown of 50 ms doubling
-to 500 ms (2 s after the first minute of polls; same job id) and ends with ``Ignore``.
+to 100 ms for the first 5 s or so (most pulls end then: the image is recorded within
+~0.1 s of its last child), then to 500 ms, and 2 s after the first minute of polls (same
+job id), and ends with ``Ignore``.
 It never sleeps or blocks in a worker slot, so with ``worker_prefetch_multiplier=1``
 and a single slot the children always get to run: a waiting finalize is an ETA
 message, which Celery holds outside the prefetch budget. When every child is done it
@@ -74,18 +76,24 @@ from ingestq.tasks.names import TASK_INGEST, TASK_PULL, TASK_PULL_FINALIZE
 from ingestq.tasks.runtime import Runtime, runtime
 
 #: Finalize poll countdowns (seconds): the first, the cap for the first
-#: :data:`POLL_EAGER` polls, and the cap after them (long pulls poll less often).
+#: :data:`POLL_QUICK` polls, the cap up to :data:`POLL_EAGER` polls, and the cap after
+#: them (long pulls poll less often).
 POLL_FIRST = 0.05
+POLL_QUICK_CAP = 0.1
+POLL_QUICK = 50
 POLL_CAP = 0.5
-POLL_EAGER = 120
+POLL_EAGER = 150
 POLL_SLOW_CAP = 2.0
 
+_QUICK_POLLS = RetryPolicy(first=POLL_FIRST, cap=POLL_QUICK_CAP, jitter=0.0, max_attempts=None)
 _EAGER_POLLS = RetryPolicy(first=POLL_FIRST, cap=POLL_CAP, jitter=0.0, max_attempts=None)
 _SLOW_POLLS = RetryPolicy(first=POLL_FIRST, cap=POLL_SLOW_CAP, jitter=0.0, max_attempts=None)
 
 
 def poll_countdown(polls: int) -> float:
     """The countdown of finalize poll number ``polls`` (0-based)."""
+    if polls < POLL_QUICK:
+        return _QUICK_POLLS.backoff(polls)
     return (_EAGER_POLLS if polls < POLL_EAGER else _SLOW_POLLS).backoff(polls)
 
 
@@ -124,6 +132,7 @@ def _publish_children(rt: Runtime, pull_id: str, plan: PullPlan, retries: int | 
         plan.name, plan.target, plan.manifests, tuple(children), plan.labels, plan.source
     )
     rt.records.update(pull_id, {"plan": json.dumps(plan.to_json()), "ref": plan.manifests[0].ref})
+    jobs: list[tuple[str, dict[str, Any], dict[str, object], dict[str, str]]] = []
     for child in plan.children:
         if not child.job_id:
             continue
@@ -139,8 +148,14 @@ def _publish_children(rt: Runtime, pull_id: str, plan: PullPlan, retries: int | 
         if retries is not None:
             fields["max_retries"] = str(retries)
             kwargs["max_source_retries"] = retries
-        rt.records.create(child.job_id, fields)
-        app.send_task(TASK_INGEST, args=[request], kwargs=kwargs, task_id=child.job_id, queue=QUEUE)
+        jobs.append((child.job_id, request, kwargs, fields))
+    # The records in one round trip (a redelivered pull finds them made: same ids), then
+    # every message through one producer connection.
+    rt.records.create_many([(job_id, fields) for job_id, _, _, fields in jobs])
+    with app.producer_or_acquire() as producer:
+        for job_id, request, kwargs, _ in jobs:
+            app.send_task(TASK_INGEST, args=[request], kwargs=kwargs, task_id=job_id, queue=QUEUE,
+                          producer=producer)  # fmt: skip
     return plan
 
 
@@ -282,6 +297,8 @@ __all__ = [
     "POLL_CAP",
     "POLL_EAGER",
     "POLL_FIRST",
+    "POLL_QUICK",
+    "POLL_QUICK_CAP",
     "POLL_SLOW_CAP",
     "poll_countdown",
     "pull_finalize_task",

@@ -8,6 +8,7 @@ Imports store and this package.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ingestq.images.request import PullRequest
 from ingestq.ingest.request import IngestRequest
@@ -18,9 +19,11 @@ from ingestq.jobs.local.ingest import LocalIngestJob, submit_ingest
 from ingestq.jobs.local.pull import LocalPullJob, submit_pull
 from ingestq.jobs.local.records import FileJobRecords
 from ingestq.jobs.records import KIND_INGEST, JobRecordStore, error_from_text
-from ingestq.s3 import S3Store
 from ingestq.store.local import LocalStore
 from ingestq.store.values import Status
+
+if TYPE_CHECKING:
+    from ingestq.s3 import S3Store
 
 
 class LocalClient:

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ingestq import errdefs
 from ingestq.jobs.api import JobState, check_same_request, new_job_id
@@ -32,8 +32,10 @@ from ingestq.jobs.cancel import CancelHooks
 from ingestq.jobs.config import Settings
 from ingestq.jobs.records import JobRecordStore, error_from_text, error_text, json_field
 from ingestq.jobs.wait import poll_outcome
-from ingestq.s3 import S3Store
 from ingestq.store.local import LocalStore
+
+if TYPE_CHECKING:
+    from ingestq.s3 import S3Store
 
 T = TypeVar("T")
 

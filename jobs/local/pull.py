@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING
 
 from ingestq import errdefs
 from ingestq.images.finalize import finalize
@@ -33,9 +34,11 @@ from ingestq.jobs.pull import child_error
 from ingestq.jobs.pullstatus import PullStatus
 from ingestq.jobs.records import KIND_PULL, json_field
 from ingestq.jobs.retry import RetryPolicy
-from ingestq.s3 import S3Store
 from ingestq.store.gc import JobLease
 from ingestq.store.local import LocalStore
+
+if TYPE_CHECKING:
+    from ingestq.s3 import S3Store
 
 
 class LocalPullJob(RecordedJob):

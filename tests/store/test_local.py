@@ -14,6 +14,7 @@ import pytest
 from ingestq import errdefs
 from ingestq.store import EMPTY, Descriptor, Digest, LocalStore, read_blob
 from ingestq.store.local import LocalWriter
+from ingestq.store.local import writer as writer_module
 from ingestq.store.local.ingest import IngestDir
 from ingestq.store.local.writer import PARALLEL_HASH_MIN
 from ingestq.store.locks import ref_key
@@ -110,14 +111,31 @@ def test_a_failed_commit_seals_the_file(store: LocalStore) -> None:
         [5 << 20],
     ],
 )
-def test_overlapped_hashing_matches_hashlib(store: LocalStore, sizes: list[int]) -> None:
+@pytest.mark.parametrize("alone", [True, False], ids=["helper-thread", "inline"])
+def test_overlapped_hashing_matches_hashlib(
+    store: LocalStore, sizes: list[int], alone: bool
+) -> None:
     chunks = [os.urandom(n) for n in sizes]
+    other = None if alone else store.writer("other")  # another open writer: hash inline
     with store.writer("hash") as w:
         for c in chunks:
             assert w.write(bytearray(c)) == len(c)
             assert w.digest() == Digest.from_bytes(b"".join(chunks[: chunks.index(c) + 1]))
         info = w.commit()
     assert info.digest == Digest.from_bytes(b"".join(chunks))
+    if other is not None:
+        other.close()
+
+
+def test_open_writers_are_counted_until_commit_or_close(store: LocalStore) -> None:
+    before = writer_module._open_writers
+    a, b = store.writer("a"), store.writer("b")
+    assert writer_module._open_writers == before + 2
+    a.write(b"a")
+    a.commit()
+    b.close()
+    b.close()  # twice: counted once
+    assert writer_module._open_writers == before
 
 
 def test_reusing_the_buffer_after_write_returns_is_safe(store: LocalStore) -> None:

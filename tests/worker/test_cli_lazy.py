@@ -1,6 +1,7 @@
 """The command line loads its command modules on first use: ``ingestq --help``, ``ingestq
-content ...`` and an embedded ``ingestq ingest FILE`` import no Celery, kombu, redis or
-grpc (the queue and ``serve`` do)."""
+content ...``, an embedded ``ingestq ingest FILE`` and an embedded ``ingestq pull`` import
+no Celery, kombu, redis or grpc (the queue and ``serve`` do); on a local store neither
+asyncio nor the S3 package is loaded either. Queueing a pull loads no HTTP stack."""
 
 from __future__ import annotations
 
@@ -14,15 +15,22 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from ingestq.worker.cli import COMMANDS, EXIT_INTERRUPTED, cli, common, load_all
+from tests.servers import oci
+from tests.servers.registry import Registry
 from tests.tasks.workers import REPO
 
 HEAVY = {"celery", "kombu", "redis", "grpc", "google", "billiard", "amqp"}
 
-# Runs the CLI in a fresh interpreter and prints the top-level modules it imported.
+# Modules a command on a local store has no use for.
+LOCAL_ONLY = {"asyncio", "ingestq.s3", "boto3", "botocore"}
+
+# Runs the CLI in a fresh interpreter and prints the modules it imported (top-level
+# names and the full names of ingestq's).
 PROBE = """
 import atexit, json, sys
-atexit.register(lambda: print("MODULES " + json.dumps(sorted({m.split(".")[0] for m in
-                                                              sys.modules}))))
+atexit.register(lambda: print("MODULES " + json.dumps(sorted(
+    {m.split(".")[0] for m in sys.modules} | {m for m in sys.modules if m.startswith("ingestq.")}
+))))
 sys.argv = ["ingestq", *sys.argv[1:]]
 from ingestq.worker.cli import main
 main()
@@ -63,6 +71,31 @@ def test_embedded_ingest_imports_no_queue_and_no_grpc(tmp_path: Path) -> None:
     assert imported(root, "ingest", "-q", str(src)) & HEAVY == set()
     digest = hashlib.sha256(data).hexdigest()
     assert (root / "blobs" / "sha256" / digest).read_bytes() == data
+
+
+def test_embedded_pull_imports_no_queue_no_grpc_no_asyncio_and_no_s3(
+    tmp_path: Path, registry: Registry
+) -> None:
+    oci.push_image(registry, "lazy", "v1", [os.urandom(2048), os.urandom(4096)])
+    root = tmp_path / "store"
+    modules = imported(root, "pull", "--quiet", f"{registry.host}/lazy:v1")
+    assert modules & (HEAVY | LOCAL_ONLY) == set()
+    assert len(list((root / "blobs" / "sha256").iterdir())) == 4  # manifest, config, 2 layers
+
+
+def test_content_commands_on_a_local_store_load_no_asyncio_and_no_s3(tmp_path: Path) -> None:
+    data = tmp_path / "blob"
+    data.write_bytes(os.urandom(4096))
+    modules = imported(tmp_path / "store", "ingest", "-q", str(data))
+    assert modules & LOCAL_ONLY == set()
+
+
+def test_queueing_a_pull_loads_no_http_stack(tmp_path: Path, redis_url: str) -> None:
+    # The workers fetch; the producer only records and publishes the job.
+    env = {"INGESTQ_REDIS_URL": redis_url}
+    modules = imported(tmp_path / "store", "pull", "--detach", "127.0.0.1:1/app:v1", env=env)
+    assert modules & {"httpx", "httpcore", "h11", "grpc"} == set()
+    assert "ingestq.fetch.registry.client" not in modules
 
 
 def test_serve_still_loads_grpc(tmp_path: Path) -> None:

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import click
 
 from ingestq import errdefs
-from ingestq.s3 import S3Store
 from ingestq.store.budget import Budget, parse_size
 from ingestq.store.local import LocalStore
 
 if TYPE_CHECKING:
     from ingestq.jobs.api import JobClient
     from ingestq.jobs.config import Settings
+    from ingestq.s3 import S3Store
 
 P = ParamSpec("P")
 R = TypeVar("R")

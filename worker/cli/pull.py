@@ -254,7 +254,7 @@ def pull_cmd(
     Prints the job id on stderr when it starts, a progress table while it runs, then the
     recorded name and the image digest (with --detach: the job id). Ctrl-C cancels the
     pull (its blobs' partial data is kept) and exits 130."""
-    from ingestq.fetch.registry.client import RegistryOptions
+    from ingestq.fetch.registry.options import RegistryOptions
     from ingestq.images.request import PullRequest
     from ingestq.tasks.client import enqueue_pull
 
