@@ -20,9 +20,11 @@ REFUSED = (errdefs.PermissionDenied, errdefs.NotFound, errdefs.FailedPreconditio
 def race(
     d: Path, outside: Path, attempt: Callable[[], str], *, attempts: int = 2000
 ) -> tuple[Counter[str], int]:
-    """Run ``attempt`` up to ``attempts`` times (at most 60 s) while ``d`` keeps being
-    swapped with a symlink to ``outside``; what the attempts returned, counted, and how
-    many were refused (raised one of :data:`REFUSED`)."""
+    """Run ``attempt`` ``attempts`` times while ``d`` keeps being swapped with a symlink
+    to ``outside``, and on (up to 10 times as many, at most 60 s in all) until both an
+    attempt that returned and one that was refused were seen, so a loaded machine whose
+    scheduler favours one side still exercises both; what the attempts returned,
+    counted, and how many were refused (raised one of :data:`REFUSED`)."""
     saved, link = d.with_name(d.name + ".saved"), d.with_name(d.name + ".link")
     link.symlink_to(outside)
     stop = threading.Event()
@@ -40,8 +42,10 @@ def race(
     refused = 0
     deadline = time.monotonic() + 60
     try:
-        for _ in range(attempts):
+        for tried in range(attempts * 10):
             if time.monotonic() >= deadline:
+                break
+            if tried >= attempts and seen and refused:
                 break
             try:
                 seen[attempt()] += 1
