@@ -319,8 +319,15 @@ class LocalStore:
         data: bytes | bytearray | memoryview,
         labels: Mapping[str, str],
     ) -> Info:
+        expected = Digest.parse(desc.digest)
         with self.writer(ref, desc) as w:
-            info = copy(w, io.BytesIO(data), desc.size, Digest.parse(desc.digest), labels)
+            try:
+                info = copy(w, io.BytesIO(data), desc.size, expected, labels)
+            except errdefs.FailedPrecondition:
+                # The adopted prefix was not this content (writers forced onto one ref
+                # without the lock): put holds every byte, so it starts the ingest over.
+                w.truncate(0)
+                info = copy(w, io.BytesIO(data), desc.size, expected, labels)
         if info is None:
             raise errdefs.AlreadyExists(f"content {desc.digest}")
         return info
