@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from ingestq import errdefs
@@ -31,10 +32,22 @@ class ObjectInfo:
     modified: datetime
     etag: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)  # x-amz-meta-* (HEAD only)
+    served: datetime | None = None  # the server's clock when it answered (GET/HEAD only)
 
 
 def _etag(value: Any) -> str:
     return str(value or "").strip('"')
+
+
+def _served(resp: Mapping[str, Any]) -> datetime | None:
+    """The time in a response's ``Date`` header: the server's clock, in whole seconds."""
+    date = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    if not date:
+        return None
+    try:
+        return parsedate_to_datetime(str(date))
+    except (TypeError, ValueError):
+        return None
 
 
 class Bucket:
@@ -84,7 +97,9 @@ class Bucket:
             if isinstance(err, errdefs.NotFound) and err.details.get("s3_code") != "NoSuchBucket":
                 return None
             raise err from e
-        return data, ObjectInfo(key, len(data), resp["LastModified"], _etag(resp.get("ETag")))
+        return data, ObjectInfo(
+            key, len(data), resp["LastModified"], _etag(resp.get("ETag")), served=_served(resp)
+        )
 
     def head(self, key: str) -> ObjectInfo | None:
         """The object's size, time and ETag, or None when it does not exist."""
@@ -101,6 +116,7 @@ class Bucket:
             resp["LastModified"],
             _etag(resp.get("ETag")),
             dict(resp.get("Metadata") or {}),
+            _served(resp),
         )
 
     def put(

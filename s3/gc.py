@@ -13,11 +13,14 @@ every blob committed since that lease was created. It follows
 
 **One run at a time per bucket prefix**: a run (not a dry one) first creates the lock
 object ``<prefix>/locks/gc.json`` with ``If-None-Match: *`` (:class:`GcLock`). It names
-its holder and an expiry (:data:`GC_LOCK_TTL` ahead), renewed by a heartbeat with
+its holder and its time to live (:data:`GC_LOCK_TTL`), renewed by a heartbeat with
 ``If-Match`` on its ETag; a second run meanwhile fails at once with Unavailable naming
 the holder; a run finding an expired lock (its holder died) takes it over with
-``If-Match``. A run that loses its lock stops before its next delete
-(FailedPrecondition).
+``If-Match``. Expiry is judged on the server's clock alone (the object's Last-Modified
+against the ``Date`` of the response that read it, less a second for their whole-second
+resolution), so a host whose clock is off neither steals a live lock nor keeps a dead
+one, and a garbled lock body counts as holding the default time to live. A run that
+loses its lock stops before its next delete (FailedPrecondition).
 
 **The sweep follows the local gc's rule**, with the store's per-blob lock
 (:mod:`ingestq.s3.bloblock`, taken through the store's locker: the Redis lease on
@@ -51,13 +54,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from ingestq import errdefs
 from ingestq.s3.bloblock import try_blob_lock
-from ingestq.s3.bucket import Bucket
+from ingestq.s3.bucket import Bucket, ObjectInfo
 from ingestq.s3.records import meta_from_bytes, record_from_bytes
 from ingestq.s3.store import S3Store
 from ingestq.store.annotations import SOURCE_DIGEST, SOURCE_MEDIA_TYPE
@@ -67,11 +70,12 @@ from ingestq.store.gc import (
     ContentGraph,
     GcOptions,
     GcReport,
+    GcRoots,
     Usage,
+    add_lease_roots,
     image_usage,
     is_manifest_type,
     is_root,
-    live_leases,
     prune_leases,
 )
 from ingestq.store.layout import RootLayout
@@ -85,6 +89,8 @@ SWEEP_BATCH = 64
 LISTING_MARGIN = timedelta(seconds=2)
 #: How long a run's lock object stays good without a renewal (its holder died), seconds.
 GC_LOCK_TTL = 120.0
+#: The longest time to live a lock object's body is believed to hold (a day).
+MAX_LOCK_TTL = 86400.0
 
 
 @dataclass(frozen=True)
@@ -143,13 +149,6 @@ def ingests(store: S3Store) -> list[S3Ingest]:
     return sorted(out, key=lambda i: i.ref)
 
 
-@dataclass
-class _Roots:
-    digests: list[tuple[Digest, str]] = field(default_factory=list)
-    ingest_refs: set[str] = field(default_factory=set)
-    since: datetime | None = None  # keep blobs committed at or after this
-
-
 def _image_roots(store: S3Store) -> list[tuple[str, Digest, str]]:
     out = []
     for name, desc in store.image_index().list():
@@ -167,23 +166,16 @@ def _start_type(media_type: str) -> str:
     return media_type if is_manifest_type(media_type) else "?"
 
 
-def _read_roots(store: S3Store, now: datetime) -> _Roots:
-    roots = _Roots([(d, t) for _, d, t in _image_roots(store)])
-    for lease in live_leases(store.leases()):
-        if lease.expired(now):
-            continue
-        for rtype, rid in lease.resources:
-            if rtype == "content":
-                with contextlib.suppress(errdefs.InvalidArgument):
-                    roots.digests.append((Digest.parse(rid), ""))
-            elif rtype == "ingests":
-                roots.ingest_refs.add(rid)
-                # No record: a commit in flight, whose blob is not on the lease yet.
-                in_flight = store.bucket.head(store.location.ingest(rid)) is None
-                # A listed blob's time is the server's, in whole seconds: a margin.
-                since = lease.created_at - LISTING_MARGIN
-                if in_flight and (roots.since is None or since < roots.since):
-                    roots.since = since
+def _read_roots(store: S3Store, now: datetime) -> GcRoots:
+    roots = GcRoots([(d, t) for _, d, t in _image_roots(store)])
+    # A listed blob's time is the server's, in whole seconds: a margin.
+    add_lease_roots(
+        roots,
+        store.leases(),
+        now,
+        lambda ref: store.bucket.head(store.location.ingest(ref)) is not None,
+        LISTING_MARGIN,
+    )
     return roots
 
 
@@ -198,7 +190,7 @@ def _graph(store: S3Store, blobs: Mapping[Digest, S3Blob]) -> ContentGraph:
 
 
 def _mark(
-    graph: ContentGraph, roots: _Roots, expected: Iterable[Digest], now: datetime, grace: timedelta
+    graph: ContentGraph, roots: GcRoots, expected: Iterable[Digest], now: datetime, grace: timedelta
 ) -> set[Digest]:
     starts = list(roots.digests)
     starts.extend((d, "") for d in expected)
@@ -247,6 +239,7 @@ class GcLock:
                 "holder": self.holder,
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
+                "ttl": self.ttl,
                 "renewed_at": now.isoformat(),
                 "expires_at": (now + timedelta(seconds=self.ttl)).isoformat(),
             }
@@ -270,8 +263,8 @@ class GcLock:
         held: dict[str, Any] = {}
         with contextlib.suppress(ValueError, TypeError):
             held = dict(json.loads(found[0])) if found is not None else {}
-        expires = _parse_time(str(held.get("expires_at", "")))
-        if found is not None and (expires is None or expires <= utcnow()):
+        until = _lock_expiry(held, found[1]) if found is not None else None
+        if found is not None and until is not None and _lock_now(found[1]) >= until:
             try:
                 self._etag = self._bucket.put(self.key, self._body(), if_match=found[1].etag)
                 return
@@ -280,7 +273,7 @@ class GcLock:
         holder = str(held.get("holder", "another run"))
         raise errdefs.Unavailable(
             f"gc of {self._where} is running already: {self.key} is held by {holder} "
-            f"until {held.get('expires_at', '?')}",
+            f"until {until.isoformat() if until else '?'}",
             {"holder": holder, "key": self.key},
         )
 
@@ -333,11 +326,21 @@ class GcLock:
         self.release()
 
 
-def _parse_time(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
+def _lock_expiry(held: Mapping[str, Any], info: ObjectInfo) -> datetime:
+    """When a lock object read as ``info`` expires, on the server's clock: its
+    Last-Modified plus the holder's time to live (the default when the body names no
+    valid one) plus a second for the whole-second resolution of both times."""
+    raw = held.get("ttl")
+    ttl = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else -1.0
+    if not 0 <= ttl <= MAX_LOCK_TTL:
+        ttl = GC_LOCK_TTL
+    expiry: datetime = info.modified + timedelta(seconds=ttl + 1)
+    return expiry
+
+
+def _lock_now(info: ObjectInfo) -> datetime:
+    """The server's time when it answered (this host's clock if it sent no Date)."""
+    return info.served if info.served is not None else utcnow()
 
 
 def collect(store: S3Store, options: GcOptions | None = None) -> GcReport:

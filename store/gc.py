@@ -278,12 +278,14 @@ def _blob_file(layout: RootLayout, digest: Digest, size: int, mtime: float) -> B
 
 
 @dataclass
-class _Roots:
-    """The roots found in one read of the images, leases and ingests."""
+class GcRoots:
+    """The roots found in one read of a store's images, leases and ingests: the
+    (digest, media type) starts of the mark, the refs of leased ingests, and the time
+    at or after which every committed blob is kept (a leased commit in flight)."""
 
     digests: list[tuple[Digest, str]] = field(default_factory=list)
     ingest_refs: set[str] = field(default_factory=set)
-    since: datetime | None = None  # keep blobs committed at or after this
+    since: datetime | None = None
 
 
 def _image_roots(layout: RootLayout) -> Iterator[tuple[str, Digest, str]]:
@@ -306,22 +308,35 @@ def live_leases(leases: LeaseReader) -> list[LeaseRecord]:
     return out
 
 
-def _read_roots(store: LocalStore) -> _Roots:
-    layout = store.layout
-    roots = _Roots()
-    for _, digest, media_type in _image_roots(layout):
-        roots.digests.append((digest, media_type))
-    for lease in live_leases(store.leases()):
+def add_lease_roots(
+    roots: GcRoots,
+    leases: LeaseReader,
+    now: datetime,
+    has_ingest: Callable[[str], bool],
+    margin: timedelta = timedelta(0),
+) -> None:
+    """Add the resources of every unexpired lease to ``roots``: its content digests as
+    starts, its ingest refs as kept ingests. A leased ref for which ``has_ingest`` is
+    false is a commit in flight whose blob is not on the lease yet, so blobs committed
+    since the lease was made (less ``margin``, for listings with coarse times) are kept."""
+    for lease in live_leases(leases):
+        if lease.expired(now):
+            continue
         for rtype, rid in lease.resources:
             if rtype == "content":
                 with contextlib.suppress(errdefs.InvalidArgument):
                     roots.digests.append((Digest.parse(rid), ""))
             elif rtype == "ingests":
                 roots.ingest_refs.add(rid)
-                # No directory: a commit in flight, whose blob is not on the lease yet.
-                in_flight = not layout.ingest_dir(rid).is_dir()
-                if in_flight and (roots.since is None or lease.created_at < roots.since):
-                    roots.since = lease.created_at
+                since = lease.created_at - margin
+                if (roots.since is None or since < roots.since) and not has_ingest(rid):
+                    roots.since = since
+
+
+def _read_roots(store: LocalStore, now: datetime) -> GcRoots:
+    layout = store.layout
+    roots = GcRoots([(digest, media_type) for _, digest, media_type in _image_roots(layout)])
+    add_lease_roots(roots, store.leases(), now, lambda ref: layout.ingest_dir(ref).is_dir())
     return roots
 
 
@@ -392,7 +407,7 @@ def _image_start(digest: Digest, media_type: str) -> tuple[Digest, str]:
 
 def _mark(
     graph: ContentGraph,
-    roots: _Roots,
+    roots: GcRoots,
     ingest_digests: Iterable[Digest],
     now: datetime,
     grace: timedelta,
@@ -482,12 +497,12 @@ def collect(store: LocalStore, options: GcOptions | None = None) -> GcReport:
     layout = store.layout
     now = utcnow()
     leases = prune_leases(store.leases(), options.dry_run, now)
-    ingests, kept_ingests = _sweep_ingests(store, options, now, _read_roots(store).ingest_refs)
+    ingests, kept_ingests = _sweep_ingests(store, options, now, _read_roots(store, now).ingest_refs)
     hints = _sweep_hints(layout, options.dry_run)
     blobs = scan_blobs(layout)
     graph = _graph(layout, blobs)
     expected = [i.expected for i in kept_ingests if i.expected is not None]
-    marked = _mark(graph, _read_roots(store), expected, now, options.grace)
+    marked = _mark(graph, _read_roots(store, now), expected, now, options.grace)
     candidates = sorted((d for d in blobs if d not in marked), key=str)
     if options.dry_run:
         removed = [(str(d), blobs[d].size) for d in candidates]
@@ -521,7 +536,7 @@ def _sweep_blobs(
         batch = candidates[start : start + SWEEP_BATCH]
         with _locked(layout.index_lock, leases_lock(layout)):
             now = utcnow()
-            marked = _mark(graph, _read_roots(store), expected, now, grace)
+            marked = _mark(graph, _read_roots(store, now), expected, now, grace)
             for digest in batch:
                 if digest in marked:
                     continue

@@ -6,10 +6,12 @@ is held, and two runs on one bucket exclude each other (against SeaweedFS)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -315,9 +317,9 @@ def test_a_gc_lock_whose_holder_died_is_taken_over_and_the_old_holder_stops(
     location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
 ) -> None:
     a, b = two_hosts(location, s3_endpoint, tmp_path)
-    dead = s3gc.GcLock(a, ttl=0.0)  # expired as soon as written
+    dead = s3gc.GcLock(a, ttl=0.0)  # expired a second (the times' resolution) after written
     dead.acquire()
-    with s3gc.GcLock(b) as taker:
+    with entered_once_expired(b) as taker:
         with pytest.raises(errdefs.FailedPrecondition, match="lost its lock"):
             dead.renew()
         with pytest.raises(errdefs.FailedPrecondition):
@@ -326,3 +328,70 @@ def test_a_gc_lock_whose_holder_died_is_taken_over_and_the_old_holder_stops(
         assert b.bucket.head(taker.key) is not None
         taker.renew()
     assert b.bucket.head(taker.key) is None
+
+
+@contextlib.contextmanager
+def entered_once_expired(store: S3Store, within: float = 15.0) -> Iterator[s3gc.GcLock]:
+    """A GcLock on ``store`` entered as soon as the lock object it finds has expired on
+    the server's clock (polled; Unavailable after ``within`` seconds)."""
+    give_up = time.monotonic() + within
+    lock = s3gc.GcLock(store)
+    while True:
+        try:
+            lock.__enter__()
+            break
+        except errdefs.Unavailable:
+            if time.monotonic() > give_up:
+                raise
+            threading.Event().wait(0.2)
+    try:
+        yield lock
+    finally:
+        lock.__exit__()
+
+
+def forge_lock(store: S3Store, body: bytes) -> str:
+    key = store.location.key("locks", "gc.json")
+    store.bucket.put(key, body)
+    return key
+
+
+def test_a_gc_lock_whose_holders_clock_is_behind_is_not_taken_over(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    a, b = two_hosts(location, s3_endpoint, tmp_path)
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    body = {
+        "holder": "slow-clock",
+        "ttl": 120.0,
+        "renewed_at": (hour_ago - timedelta(seconds=120)).isoformat(),
+        "expires_at": hour_ago.isoformat(),  # long past by this host's clock
+    }
+    forge_lock(a, json.dumps(body).encode())
+    with pytest.raises(errdefs.Unavailable, match="slow-clock") as exc:
+        s3gc.GcLock(b).acquire()
+    assert exc.value.details["holder"] == "slow-clock"
+
+
+@pytest.mark.parametrize(
+    "body", [b"not json", b'{"holder": "h", "ttl": "0"}', b'{"holder": "h", "ttl": -5}']
+)
+def test_a_garbled_gc_lock_is_held_for_the_default_time_to_live(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path, body: bytes
+) -> None:
+    a, b = two_hosts(location, s3_endpoint, tmp_path)
+    key = forge_lock(a, body)
+    with pytest.raises(errdefs.Unavailable, match="running already"):
+        s3gc.GcLock(b).acquire()
+    assert b.bucket.get(key)[0] == body  # left as it was
+
+
+def test_a_gc_lock_whose_holders_clock_is_ahead_is_taken_over_once_its_ttl_passed(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    a, b = two_hosts(location, s3_endpoint, tmp_path)
+    year_ahead = datetime.now(UTC) + timedelta(days=365)
+    body = {"holder": "fast-clock", "ttl": 0.0, "expires_at": year_ahead.isoformat()}
+    key = forge_lock(a, json.dumps(body).encode())
+    with entered_once_expired(b) as taker:
+        assert json.loads(b.bucket.get(key)[0])["holder"] == taker.holder

@@ -207,14 +207,6 @@ def open_cli_store(
     return open_store(settings)
 
 
-def local_store_for(store: LocalStore | S3Store, command: str) -> LocalStore:
-    """``store`` when it is a :class:`LocalStore`; Unimplemented naming ``command`` for
-    an S3 store, where it is not supported yet."""
-    if isinstance(store, LocalStore):
-        return store
-    raise errdefs.Unimplemented(f"ingestq {command} is not supported on an s3:// store yet")
-
-
 def exit_code_for(err: BaseException) -> int:
     """The documented exit status for an error."""
     return EXIT_CODES.get(errdefs.resolve(err).name, EXIT_CODES["Unknown"])
