@@ -283,8 +283,9 @@ def open_store(settings: Settings, lockers: Sequence[RefLocker] = ()) -> LocalSt
             s3_options = settings.gc_options()
 
             def relieve() -> None:
-                # Another run holds the bucket's gc lock: it is freeing space already.
-                with contextlib.suppress(errdefs.Unavailable):
+                # Another run holds the bucket's gc lock (it is freeing space already),
+                # or jobs on other hosts lock where this one cannot: the budget decides.
+                with contextlib.suppress(errdefs.Unavailable, errdefs.FailedPrecondition):
                     collect_s3(s3, s3_options)
 
             s3.on_pressure = relieve

@@ -32,10 +32,10 @@ object unless they make it a root now. A publish writing labels holds the blob l
 through both PUTs, and adding ``content`` to a lease passes through it once written
 (:mod:`ingestq.s3.leases`), so a writer that protects a digest on its lease and then
 finds it committed finds a blob no gc deletes: a gc holding the lock finished its delete
-first (and the writer sees the blob gone), any later one reads the lease. Give the gc the
-workers' locker (the periodic gc and ``ingestq gc`` do, with Redis configured): with the
-host's file locks only, writers on other hosts are protected by ``grace``
-(``INGESTQ_GC_GRACE``) alone, which should then exceed the longest pull.
+first (and the writer sees the blob gone), any later one reads the lease. That needs the
+gc to take the workers' locker (the periodic gc and ``ingestq gc`` do, with Redis
+configured): every job lease names its lock domains, and a run whose locker shares none
+of a live job's refuses (:func:`check_lock_domains`).
 
 Ingests idle longer than ``ingest_max_age`` that no writer holds and no lease names are
 aborted (their multipart upload, tail and record), and so are multipart uploads under the
@@ -66,6 +66,8 @@ from ingestq.s3.store import S3Store
 from ingestq.store.annotations import SOURCE_DIGEST, SOURCE_MEDIA_TYPE
 from ingestq.store.digest import Digest
 from ingestq.store.gc import (
+    JOB_LEASE_NAMESPACE,
+    LOCKS_LABEL,
     REQUESTED_LABEL,
     ContentGraph,
     GcOptions,
@@ -79,7 +81,7 @@ from ingestq.store.gc import (
     prune_leases,
 )
 from ingestq.store.layout import RootLayout
-from ingestq.store.locks import Lease, new_holder_id
+from ingestq.store.locks import Lease, lock_domains, new_holder_id
 from ingestq.store.values import utcnow
 
 #: Candidates per hold of their blob locks (writers of those digests wait meanwhile:
@@ -343,10 +345,34 @@ def _lock_now(info: ObjectInfo) -> datetime:
     return info.served if info.served is not None else utcnow()
 
 
+def check_lock_domains(store: S3Store, now: datetime) -> None:
+    """FailedPrecondition when an unexpired job lease names lock domains
+    (:data:`~ingestq.store.gc.LOCKS_LABEL`) that ``store.locker``'s do not meet: that
+    job checks for blobs under locks this gc does not take, so a blob it found could
+    be deleted under it (a pull on another host with a Redis or host lock this gc
+    lacks). Leases without the label (made by other clients) are not judged."""
+    ours = lock_domains(store.locker)
+    foreign: dict[str, str] = {}
+    for lease in store.leases().list(JOB_LEASE_NAMESPACE):
+        theirs = frozenset(lease.labels.get(LOCKS_LABEL, "").split())
+        if theirs and not theirs & ours and not lease.expired(now):
+            foreign[lease.id] = " ".join(sorted(theirs))
+    if foreign:
+        jobs = ", ".join(f"{lid} ({where})" for lid, where in sorted(foreign.items())[:5])
+        raise errdefs.FailedPrecondition(
+            f"gc of {store.location}: {len(foreign)} job(s) hold leases under locks this "
+            f"run does not share: {jobs}; run gc with their lock (INGESTQ_REDIS_URL or "
+            f"INGESTQ_LOCK_URL of their Redis; it uses {' '.join(sorted(ours))}) "
+            "or once they are done",
+            {"leases": ",".join(sorted(foreign))},
+        )
+
+
 def collect(store: S3Store, options: GcOptions | None = None) -> GcReport:
     """One gc run over ``store`` (see the module docstring): what was removed, or with
     ``options.dry_run`` what would be (a dry run takes no lock). Unavailable while
-    another run holds the bucket's gc lock; FailedPrecondition when this run lost it."""
+    another run holds the bucket's gc lock; FailedPrecondition when this run lost it or
+    when a job's lease shows locks this run does not take (:func:`check_lock_domains`)."""
     options = options or GcOptions()
     with contextlib.nullcontext() if options.dry_run else GcLock(store) as lock:
         return _collect(store, options, lock)
@@ -356,6 +382,8 @@ def _collect(store: S3Store, options: GcOptions, lock: GcLock | None) -> GcRepor
     started = time.monotonic()
     now = utcnow()
     leases = prune_leases(store.leases(), options.dry_run, now)
+    if not options.dry_run:
+        check_lock_domains(store, now)
     removed_ingests, kept = _sweep_ingests(store, options, now)
     blobs = scan_blobs(store)
     graph = _graph(store, blobs)
@@ -503,6 +531,7 @@ __all__ = [
     "GcLock",
     "S3Blob",
     "S3Ingest",
+    "check_lock_domains",
     "collect",
     "image_trees",
     "ingests",

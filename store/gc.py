@@ -80,6 +80,8 @@ NEVER = "never"
 JOB_LEASE_NAMESPACE = "ingestq"
 #: How long a job's lease outlives a crashed job (its ``containerd.io/gc.expire``).
 JOB_LEASE_TTL = timedelta(hours=24)
+#: The job lease label naming the lock domains its job's blob locks live in.
+LOCKS_LABEL = "ingestq.locks"
 #: Default idle age after which a partial ingest is swept (containerd's 24 h).
 DEFAULT_INGEST_MAX_AGE = timedelta(hours=24)
 #: Largest index or manifest the walk reads (as the fetch layer's limit).
@@ -676,14 +678,20 @@ class JobLease:
     every blob it is about to check for or commit is added first (:meth:`protect`), so
     no gc run removes it meanwhile. Lives in namespace :data:`JOB_LEASE_NAMESPACE`,
     id ``<kind>-<job id>``, expiring after :data:`JOB_LEASE_TTL` (a crashed job's lease
-    stops protecting then). Re-opening the lease of the same job reuses it."""
+    stops protecting then). Re-opening the lease of the same job reuses it. ``domains``
+    (:func:`ingestq.store.locks.lock_domains` of the job's store locker) are recorded in
+    label :data:`LOCKS_LABEL`, so a gc can tell whether its locks exclude this job's."""
 
-    def __init__(self, leases: Leases, lease_id: str) -> None:
+    def __init__(
+        self, leases: Leases, lease_id: str, domains: frozenset[str] = frozenset()
+    ) -> None:
         self._leases = leases
         self.id = lease_id
-        expire = (utcnow() + JOB_LEASE_TTL).isoformat()
+        labels = {EXPIRE_LABEL: (utcnow() + JOB_LEASE_TTL).isoformat()}
+        if domains:
+            labels[LOCKS_LABEL] = " ".join(sorted(domains))
         with contextlib.suppress(errdefs.AlreadyExists):
-            self._leases.create(JOB_LEASE_NAMESPACE, lease_id, {EXPIRE_LABEL: expire})
+            self._leases.create(JOB_LEASE_NAMESPACE, lease_id, labels)
 
     def protect(self, *digests: Digest) -> None:
         """Add ``digests`` to the lease (idempotent). NotFound if the lease is gone."""

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ingestq import errdefs
 from ingestq.store.codec import holder_from_json, holder_to_json
@@ -54,6 +54,26 @@ class RefLocker(Protocol):
     def holder(self, ref: str) -> Holder | None:
         """Who holds ``ref`` now, or None."""
         ...
+
+
+@runtime_checkable
+class SpanningLocker(Protocol):
+    """A :class:`RefLocker` that names the lock domains it takes its locks in: two
+    lockers exclude each other exactly when their domains meet (the same host's lock
+    directory, the same Redis)."""
+
+    @property
+    def domains(self) -> frozenset[str]:
+        """Names of the places its locks live, without credentials."""
+        ...
+
+
+def lock_domains(locker: RefLocker) -> frozenset[str]:
+    """``locker``'s domains (:class:`SpanningLocker`); for another locker, one that is
+    its own alone (it excludes only the users of this very object)."""
+    if isinstance(locker, SpanningLocker):
+        return locker.domains
+    return frozenset({f"object://{socket.gethostname()}/{os.getpid()}/{id(locker):x}"})
 
 
 def new_holder_id() -> str:
@@ -112,6 +132,11 @@ class FileRefLocker:
     def __init__(self, directory: str | os.PathLike[str], *, use_ofd: bool = HAVE_OFD) -> None:
         self._dir = Path(directory)
         self._use_ofd = use_ofd
+
+    @property
+    def domains(self) -> frozenset[str]:
+        """This host's lock directory: ``file://<hostname><absolute dir>``."""
+        return frozenset({f"file://{socket.gethostname()}{self._dir.absolute()}"})
 
     def path(self, ref: str) -> Path:
         """The lock file of ``ref``."""
@@ -201,6 +226,11 @@ class ChainLocker:
     def __init__(self, lockers: Sequence[RefLocker]) -> None:
         self._lockers = list(lockers)
 
+    @property
+    def domains(self) -> frozenset[str]:
+        """Every chained locker's domains (it excludes whoever shares any of them)."""
+        return frozenset().union(*(lock_domains(locker) for locker in self._lockers))
+
     def try_lock(self, ref: str, holder_id: str) -> Lease:
         """Take every locker's lock in order; on a failure release those taken and
         raise that locker's error (Unavailable when locked)."""
@@ -229,6 +259,8 @@ __all__ = [
     "FileRefLocker",
     "Lease",
     "RefLocker",
+    "SpanningLocker",
+    "lock_domains",
     "locked_error",
     "new_holder_id",
     "ref_key",

@@ -43,6 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import redis
 
@@ -273,7 +274,18 @@ class RedisLeaseLocker:
         self._identity: tuple[str, int, str, str] = ("", -1, "", "")
         self._local = threading.local()
 
+    @property
+    def domains(self) -> frozenset[str]:
+        """The Redis its leases live in, without credentials (``redis://host:port/db``;
+        a socket is named with this host's name)."""
+        parts = urlsplit(self.url)
+        if parts.scheme == "unix":
+            return frozenset({f"unix://{socket.gethostname()}{parts.path}"})
+        db = parts.path.strip("/") or "0"
+        return frozenset({f"redis://{parts.hostname or 'localhost'}:{parts.port or 6379}/{db}"})
+
     # process-local state ----------------------------------------------------------------
+
     def _ensure_process(self) -> None:
         if self._pid == os.getpid():
             return

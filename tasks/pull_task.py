@@ -68,6 +68,7 @@ from ingestq.jobs.pullstatus import with_child_job_ids
 from ingestq.jobs.records import KIND_INGEST, record_error
 from ingestq.jobs.retry import RetryPolicy
 from ingestq.store.gc import JobLease
+from ingestq.store.locks import lock_domains
 from ingestq.tasks.app import QUEUE, app
 from ingestq.tasks.codec import encode, error_from_meta
 from ingestq.tasks.ingest_hooks import worker_hooks
@@ -183,7 +184,7 @@ def pull_task(
             raise errdefs.Canceled(f"pull {pull_id} canceled")
         image = open_image(req, rt.settings.fetch_options())
         store, locker = rt.store, rt.locker
-        lease = JobLease(store.leases(), _lease_id(pull_id))
+        lease = JobLease(store.leases(), _lease_id(pull_id), lock_domains(store.locker))
 
         def ingest_manifest(blob: PlannedBlob) -> object:
             lease.protect(blob.desc.digest)
@@ -278,7 +279,7 @@ def pull_finalize_task(self: Task, plan: dict[str, Any], polls: int = 0) -> dict
             else:
                 results.append(outcome)
         if not pending:
-            lease = JobLease(rt.store.leases(), _lease_id(pull_id))
+            lease = JobLease(rt.store.leases(), _lease_id(pull_id), lock_domains(rt.store.locker))
             info, recorded = finalize(rt.store, the_plan, lease.protect)
             lease.release()
             result = PullResult(the_plan.name, the_plan.target, info, tuple(results), recorded)

@@ -36,6 +36,7 @@ from ingestq.jobs.records import KIND_PULL, json_field
 from ingestq.jobs.retry import RetryPolicy
 from ingestq.store.gc import JobLease
 from ingestq.store.local import LocalStore
+from ingestq.store.locks import lock_domains
 
 if TYPE_CHECKING:
     from ingestq.s3 import S3Store
@@ -137,7 +138,8 @@ class _Pull:
 
     def run(self) -> PullResult:
         # The lease keeps every blob of the pull from gc until the image is recorded.
-        lease = JobLease(self.ctx.store.leases(), f"pull-{self.job_id}")
+        store = self.ctx.store
+        lease = JobLease(store.leases(), f"pull-{self.job_id}", lock_domains(store.locker))
         try:
             return self._run(lease)
         finally:

@@ -27,6 +27,7 @@ from ingestq.store import Descriptor, Digest
 from ingestq.store.codec import BlobMeta
 from ingestq.store.gc import GC_ROOT_LABEL, GcOptions, GcReport, JobLease
 from ingestq.store.leases import EXPIRE_LABEL
+from ingestq.store.locks import lock_domains
 from ingestq.store.memory import MemoryLease
 from ingestq.store.testing import FakeRefLocker
 from ingestq.worker.cli import cli
@@ -166,7 +167,7 @@ def test_gc_on_another_host_keeps_the_blobs_of_a_pull_in_progress(
     location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
 ) -> None:
     a, b = two_hosts(location, s3_endpoint, tmp_path)
-    lease = JobLease(a.leases(), "pull-job-1")
+    lease = JobLease(a.leases(), "pull-job-1", lock_domains(a.locker))
     pulled = Digest.from_bytes(b"a layer of the pull")
     lease.protect(pulled)  # first the lease, then the commit (as a pull does)
     assert put(a, b"a layer of the pull") == pulled
@@ -179,6 +180,30 @@ def test_gc_on_another_host_keeps_the_blobs_of_a_pull_in_progress(
 
     lease.release()  # the image is recorded (or the pull failed for good)
     assert {d for d, _ in s3gc.collect(b).blobs} == {str(pulled)}
+
+
+def test_gc_refuses_while_a_job_on_another_host_locks_where_it_cannot(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    # Each host with its own lock files only: host B's gc cannot exclude host A's pull
+    # between its lease add and its existence check, so it deletes nothing.
+    a, b = (
+        S3Store(location, s3_endpoint.client(), tmp_path / name) for name in ("host-a", "host-b")
+    )
+    lease = JobLease(a.leases(), "pull-job-2", lock_domains(a.locker))
+    garbage = put(a, b"unreferenced, but gc must not run now")
+    with pytest.raises(errdefs.FailedPrecondition, match="pull-job-2") as exc:
+        s3gc.collect(b)
+    assert "INGESTQ_REDIS_URL" in str(exc.value)
+    assert exc.value.details["leases"] == "pull-job-2"
+    assert b.exists(garbage)
+    assert b.bucket.head(b.location.key("locks", "gc.json")) is None  # lock released
+    assert {d for d, _ in s3gc.collect(b, GcOptions(dry_run=True)).blobs} == {str(garbage)}
+    r = run(tmp_path / "host-c", "gc")
+    assert r.exit_code != 0 and "FailedPrecondition" in r.output
+    assert {d for d, _ in s3gc.collect(a).blobs} == {str(garbage)}  # the job's own host may
+    lease.release()
+    assert s3gc.collect(b).blobs == ()
 
 
 def test_gc_prunes_expired_leases_and_keeps_commits_in_flight_under_a_lease(

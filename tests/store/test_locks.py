@@ -11,7 +11,7 @@ import pytest
 from ingestq import errdefs
 from ingestq.store import ChainLocker, FileRefLocker, Holder
 from ingestq.store.lockfile import HAVE_OFD, LockFile, probe
-from ingestq.store.locks import Lease, locked_error
+from ingestq.store.locks import Lease, lock_domains, locked_error
 from ingestq.store.values import utcnow
 
 BACKENDS = [pytest.param(True, id="ofd"), pytest.param(False, id="flock")]
@@ -181,3 +181,14 @@ def test_chain_locker_takes_all_and_releases_taken_ones_on_failure() -> None:
     lease.check()
     lease.release()
     assert (a.released, c.released) == (2, 1)
+
+
+def test_lockers_name_their_domains_and_a_chain_spans_them_all(tmp_path: Path) -> None:
+    here, there = FileRefLocker(tmp_path / "a"), FileRefLocker(tmp_path / "b")
+    assert lock_domains(here) == lock_domains(FileRefLocker(tmp_path / "a"))
+    assert not lock_domains(here) & lock_domains(there)
+    chain = ChainLocker([here, there])
+    assert lock_domains(chain) == lock_domains(here) | lock_domains(there)
+    plain = FakeLocker("x")  # names no domains: one of its own, for this object alone
+    assert lock_domains(plain) == lock_domains(plain)
+    assert not lock_domains(plain) & lock_domains(FakeLocker("x"))

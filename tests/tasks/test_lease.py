@@ -204,3 +204,10 @@ def test_a_guarded_acquire_reads_the_guard_field_in_the_same_script(
     assert locker.holder("ref-g") is None and r.get(keys.ref_keys("ref-g").lease) is None
     lease = locker.try_lock("ref-g", "me")  # outside the block: no guard
     lease.release()
+
+
+def test_the_redis_lease_names_its_redis_without_credentials() -> None:
+    with_password = RedisLeaseLocker("redis://user:s3cret@cache.example:6390/2")
+    assert with_password.domains == {"redis://cache.example:6390/2"}
+    assert RedisLeaseLocker("redis://cache.example").domains == {"redis://cache.example:6379/0"}
+    assert "s3cret" not in " ".join(with_password.domains)
