@@ -6,6 +6,7 @@ index.json."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 from pathlib import Path
@@ -13,8 +14,12 @@ from typing import Any
 
 import pytest
 
+from ingestq import errdefs
 from ingestq.s3 import S3Location, S3Store
+from ingestq.s3 import gc as s3gc
 from ingestq.s3.store import DEFAULT_PART_SIZE
+from ingestq.store import Descriptor, Digest
+from ingestq.store.helpers import write_blob
 from ingestq.tasks.client import enqueue_ingest, enqueue_pull
 from ingestq.tasks.lease import RedisLeaseLocker
 from tests.s3.test_s3_store import vouched_parts
@@ -24,6 +29,8 @@ from tests.servers.seaweed import S3Endpoint
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
 from tests.tasks.conftest import Cluster, ClusterFactory
+from tests.tasks.registry_helpers import FrontFactory
+from tests.tasks.registry_helpers import fronts_fixture as fronts_fixture
 
 pytestmark = pytest.mark.slow
 
@@ -155,3 +162,42 @@ def test_a_pull_on_two_hosts_lands_in_the_bucket(
         assert not (tmp_path / host / "blobs").exists()
     uploads = s3_endpoint.client().list_multipart_uploads(Bucket=location.bucket)
     assert not uploads.get("Uploads")
+
+
+def test_a_gc_without_the_workers_redis_refuses_while_their_pull_runs(
+    s3_cluster: Cluster,
+    registry: Registry,
+    fronts: FrontFactory,
+    s3_endpoint: S3Endpoint,
+    location: S3Location,
+    tmp_path: Path,
+    redis_url: str,
+) -> None:
+    front = fronts(registry.url)
+    layers = [os.urandom(2 * MiB) for _ in range(2)]
+    image = oci.build_image(layers)
+    oci.push_built_image(registry, "app", image, "v1")
+    held = image.layer_descriptors[0].digest
+    gate = front.rule(rf"^GET /v2/[\w/]+/blobs/{held}", gate_offset=MiB)
+    start_host(s3_cluster, tmp_path, "host-a")
+    job = enqueue_pull(f"{front.host}/app:v1", client=s3_cluster.client)
+    assert gate.gate_reached.wait(30), s3_cluster.logs()
+
+    lonely = S3Store(location, s3_endpoint.client(), tmp_path / "host-c")  # its own locks
+    data = b"nobody's"
+    desc = Descriptor(Digest.from_bytes(data), len(data))
+    garbage = write_blob(lonely, "garbage", io.BytesIO(data), desc).digest
+    with pytest.raises(errdefs.FailedPrecondition, match="pull-") as exc:
+        s3gc.collect(lonely)
+    assert "redis://" in str(exc.value)
+    assert lonely.exists(garbage)
+
+    shared = S3Store(
+        location, s3_endpoint.client(), tmp_path / "host-d", locker=RedisLeaseLocker(redis_url)
+    )
+    assert {d for d, _ in s3gc.collect(shared).blobs} == {str(garbage)}
+    gate.gate.set()
+    result = job.wait(timeout=120)
+    assert str(result.target.digest) == image.digest
+    for d, data in zip(image.layer_descriptors, layers, strict=True):
+        assert blob_in_bucket(s3_endpoint, location, str(d.digest)) == data
