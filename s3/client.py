@@ -17,13 +17,24 @@ from ingestq import errdefs
 MAX_ATTEMPTS = 4
 #: Connections kept per client: writers upload several parts at once.
 MAX_POOL_CONNECTIONS = 32
+#: Seconds to connect, and to wait for each read of an answer: a silent server costs
+#: at most MAX_ATTEMPTS times their sum before Unavailable.
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
 
 
-def make_client(env: Mapping[str, str] | None = None, **overrides: Any) -> Any:
+def make_client(
+    env: Mapping[str, str] | None = None,
+    *,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    read_timeout: float = READ_TIMEOUT,
+    **overrides: Any,
+) -> Any:
     """A boto3 S3 client configured from ``env`` (default ``os.environ``): path-style
     addressing when a custom endpoint is set (what S3-compatible servers expect),
-    standard retries, a pool of :data:`MAX_POOL_CONNECTIONS`, checksums only where an
-    operation requires them and, over HTTPS, no SHA-256 of request bodies.
+    standard retries, a pool of :data:`MAX_POOL_CONNECTIONS`, the connect and read
+    timeouts, checksums only where an operation requires them and, over HTTPS, no
+    SHA-256 of request bodies.
     ``overrides`` go to ``boto3.Session.client``.
 
     FailedPrecondition when boto3 is not installed; Unauthenticated or InvalidArgument
@@ -50,6 +61,8 @@ def make_client(env: Mapping[str, str] | None = None, **overrides: Any) -> Any:
     config = Config(
         retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
         max_pool_connections=MAX_POOL_CONNECTIONS,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
         s3=s3,
         # No CRC32/MD5 computed on every PUT (and no aws-chunked trailers, which many
         # S3-compatible servers reject): only where an operation requires one.

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -522,6 +523,39 @@ def test_an_unreachable_server_is_unavailable(s3_endpoint: S3Endpoint, tmp_path:
         store.info(Digest.from_bytes(b"x"))
     with pytest.raises(errdefs.Unavailable):
         store.writer("offline")
+
+
+def test_a_server_that_never_answers_is_unavailable_within_the_timeouts(
+    s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    # Connections are accepted (by the listen backlog) and requests are never answered.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        env = {
+            **s3_endpoint.env(),
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
+        }
+        client = make_client(
+            env,
+            connect_timeout=0.5,
+            read_timeout=0.5,
+            aws_access_key_id=s3_endpoint.access_key,
+            aws_secret_access_key=s3_endpoint.secret_key,
+            region_name=s3_endpoint.region,
+        )
+        store = S3Store(S3Location("b"), client, tmp_path)
+        outcomes: list[BaseException | bool] = []
+
+        def ask() -> None:
+            try:
+                outcomes.append(store.exists(Digest.from_bytes(b"x")))
+            except BaseException as e:
+                outcomes.append(e)
+
+        asker = threading.Thread(target=ask, daemon=True)
+        asker.start()
+        asker.join(60)  # the bound: 4 attempts of 0.5 s each, far below it
+        assert not asker.is_alive(), "the request to a silent server never ended"
+    assert len(outcomes) == 1 and isinstance(outcomes[0], errdefs.Unavailable), outcomes
 
 
 def test_a_failed_part_upload_closes_the_writer_and_keeps_what_is_vouched_for(
