@@ -129,8 +129,9 @@ class QueuePullJob:
                 return PullResult.from_json(result)
             except errdefs.InvalidArgument as e:
                 return errdefs.wrap(e, f"job {self._id}: malformed result")
-        outcome = self._job.outcome()
-        return outcome if isinstance(outcome, errdefs.ErrdefsError) else None
+        if meta is not None and meta.get("status") in ("FAILURE", "REVOKED"):
+            return self._job.error(meta)
+        return None
 
     def wait(self, timeout: float | None = None) -> PullResult:
         """Block until done; the result, or the pull's errdefs error (DeadlineExceeded
