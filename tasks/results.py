@@ -105,7 +105,7 @@ class MetaWatch:
 
     def __init__(self, client: redis.Redis, job_id: str) -> None:
         self._pubsub: Any = None
-        pubsub = client.pubsub()
+        pubsub = client.pubsub()  # type: ignore[no-untyped-call]
         try:
             pubsub.subscribe(keys.result_key(job_id))
             # The confirmation: the server has taken the subscription.
