@@ -29,9 +29,9 @@ LOCAL_ONLY = {"asyncio", "ingestq.s3", "boto3", "botocore"}
 PROBE = """
 import atexit, json, os, sys
 def report():
-    print("MODULES " + json.dumps(sorted(
-        {m.split(".")[0] for m in sys.modules} | {m for m in sys.modules if m.startswith("ingestq.")}
-    )), flush=True)
+    names = {m.split(".")[0] for m in sys.modules}
+    names |= {m for m in sys.modules if m.startswith("ingestq.")}
+    print("MODULES " + json.dumps(sorted(names)), flush=True)
 atexit.register(report)
 exit_now = os._exit
 def _exit(code):  # the CLI's exit without teardown skips atexit
