@@ -82,10 +82,12 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
+import httpcore
 import httpx
 
 from ingestq import errdefs
 from ingestq.fetch.source import BytesStream, Opened
+from ingestq.fetch.transport import READ_SIZE, RawBody
 from ingestq.fetch.transport import transport as large_read_transport
 
 #: The ``User-Agent`` of every request.
@@ -474,6 +476,11 @@ def int_header(response: httpx.Response, name: str) -> int | None:
     return int(value) if value.isascii() and value.isdigit() else None
 
 
+#: Bodies at least this large skip h11 (:class:`BodyStream`); a smaller one keeps its
+#: connection reusable.
+RAW_BODY_MIN = 1 << 20
+
+
 class BodyStream:
     """A response body as a :class:`~ingestq.fetch.source.Stream`.
 
@@ -485,6 +492,10 @@ class BodyStream:
     connection closed early DataLoss); a body slower than ``low_speed`` allows is
     Unavailable (module docstring). Reads of ``n >= 0`` return every byte received
     before a failure is raised, so a caller that writes what it reads keeps them all.
+
+    A raw ``Content-Length`` body of at least :data:`RAW_BODY_MIN` bytes of a GET on
+    :mod:`ingestq.fetch.transport`'s connections is read straight from the socket
+    (:class:`~ingestq.fetch.transport.RawBody`: no copies in h11), with the same errors.
     """
 
     def __init__(
@@ -498,8 +509,13 @@ class BodyStream:
     ) -> None:
         self._response = response
         self._what = what
+        self._raw, self._left = self._raw_body(response, decode)
         self._chunks: Iterator[bytes] = (
-            response.iter_bytes() if decode and _encoded(response) else response.iter_raw()
+            iter(())
+            if self._raw is not None
+            else response.iter_bytes()
+            if decode and _encoded(response)
+            else response.iter_raw()
         )
         self._buffer = b""
         self._expect = expect
@@ -508,6 +524,48 @@ class BodyStream:
         self._low_speed = low_speed
         self._meter = _SpeedMeter(low_speed, time.monotonic()) if low_speed.enabled else None
         self._error: errdefs.ErrdefsError | None = None
+
+    @staticmethod
+    def _raw_body(response: httpx.Response, decode: bool) -> tuple[RawBody | None, int]:
+        """The connection to read ``response``'s body from directly, and its length; or
+        None when the body goes through httpx (not a plain Content-Length body of a GET,
+        small, decoded, or a connection that does not offer it)."""
+        stream = response.extensions.get("network_stream")
+        length = int_header(response, "content-length")
+        if (
+            not isinstance(stream, RawBody)
+            or length is None
+            or length < RAW_BODY_MIN
+            or (decode and _encoded(response))
+            or "transfer-encoding" in response.headers
+            or response.request.method != "GET"
+            or response.status_code not in (200, 206)
+            or response.http_version != "HTTP/1.1"
+        ):
+            return None, 0
+        return (stream, length) if stream.claim() else (None, 0)
+
+    def _raw_next(self, raw: RawBody) -> bytes | None:
+        """The next piece of a directly read body (None at its end); failures as httpx's
+        would be (a peer that closes early: the "incomplete body" DataLoss)."""
+        if self._left <= 0:
+            return None
+        request = self._response.request
+        timeout = request.extensions.get("timeout", {}).get("read")
+        try:
+            chunk = raw.read_body(min(self._left, READ_SIZE), timeout)
+        except httpcore.TimeoutException as e:
+            raise httpx.ReadTimeout(str(e), request=request) from e
+        except httpcore.NetworkError as e:
+            raise httpx.ReadError(str(e), request=request) from e
+        if not chunk:
+            raise httpx.RemoteProtocolError(
+                "peer closed connection without sending complete message body "
+                f"(received {self._got} bytes, expected {self._got + self._left})",
+                request=request,
+            )
+        self._left -= len(chunk)
+        return chunk
 
     def read(self, n: int = -1, /) -> bytes:
         """Up to ``n`` bytes (the rest of the body for ``n < 0``); ``b""`` at the end."""
@@ -539,7 +597,10 @@ class BodyStream:
             return b""
         while True:
             try:
-                chunk = next(self._chunks, None)
+                if self._raw is not None:
+                    chunk = self._raw_next(self._raw)
+                else:
+                    chunk = next(self._chunks, None)
             except httpx.HTTPError as e:
                 raise self._fail(transport_error(e, self._what)) from e
             if chunk is None:
@@ -582,6 +643,7 @@ __all__ = [
     "DEFAULT_LOW_SPEED",
     "LIMITS",
     "NO_LOW_SPEED",
+    "RAW_BODY_MIN",
     "STATUS_KINDS",
     "USER_AGENT",
     "BodyStream",

@@ -27,9 +27,12 @@ def poll_outcome(
     timeout: float | None,
     *,
     max_delay: float,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Poll a job until ``outcome()`` gives a ``result_type`` (returned) or an errdefs
-    error (raised); ``outcome()`` gives None while the job runs.
+    error (raised); ``outcome()`` gives None while the job runs. Between two polls it
+    calls ``sleep(delay)``, which may return early (a backend that is told when the job's
+    state changes wakes the loop at once).
 
     NotFound when the job is unknown (``exists()`` false while there is no outcome),
     DeadlineExceeded after ``timeout`` seconds; an Unavailable backend (Redis
@@ -58,7 +61,7 @@ def poll_outcome(
         polls += 1
         if deadline is not None and time.monotonic() + delay > deadline:
             raise errdefs.DeadlineExceeded(f"job {job_id} not done after {timeout}s")
-        time.sleep(delay)
+        sleep(delay)
 
 
 __all__ = ["poll_outcome"]

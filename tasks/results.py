@@ -12,6 +12,8 @@ Imports redis, errdefs, the job interface's states and records, and this package
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -87,10 +89,69 @@ class CeleryResults:
         meta = load_json(raw, f"job {job_id}: malformed result record")
         return check_meta(job_id, meta)
 
+    def watch(self, job_id: str) -> MetaWatch:
+        """A :class:`MetaWatch` of ``job_id``'s result channel (close it when done)."""
+        return MetaWatch(self._client, job_id)
+
+
+class MetaWatch:
+    """A subscription to one job's result channel: Celery's Redis backend publishes every
+    meta it stores (STARTED, RETRY, SUCCESS, FAILURE, REVOKED) on the meta's key, so
+    :meth:`sleep` returns as soon as the job's state changes instead of at the end of its
+    pause. Subscribed before the constructor returns, so a meta stored after it is never
+    missed. A Redis failure (or a backend that cannot subscribe) turns it into a plain
+    sleep; it never raises. Close it (or use it as a context manager) to drop the
+    subscription."""
+
+    def __init__(self, client: redis.Redis, job_id: str) -> None:
+        self._pubsub: Any = None
+        pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(keys.result_key(job_id))
+            # The confirmation: the server has taken the subscription.
+            pubsub.get_message(timeout=1.0)
+            self._pubsub = pubsub
+        except (redis.RedisError, OSError):
+            self._close(pubsub)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait up to ``seconds``, less when a new meta of the job is stored meanwhile."""
+        deadline = time.monotonic() + seconds
+        while self._pubsub is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                message = self._pubsub.get_message(timeout=left)
+            except (redis.RedisError, OSError, ValueError):
+                self._close(self._pubsub)
+                break
+            if message is not None and message.get("type") in ("message", b"message"):
+                return
+        left = deadline - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+
+    def _close(self, pubsub: Any) -> None:
+        self._pubsub = None
+        if pubsub is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                pubsub.close()
+
+    def close(self) -> None:
+        """Drop the subscription (idempotent)."""
+        self._close(self._pubsub)
+
+    def __enter__(self) -> MetaWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def state_of(meta: dict[str, Any]) -> JobState:
     """The job state a meta shows (``unknown`` for a status Celery does not define)."""
     return STATES.get(str(meta.get("status")), JobState.UNKNOWN)
 
 
-__all__ = ["STATES", "CeleryResults", "check_meta", "state_of"]
+__all__ = ["STATES", "CeleryResults", "MetaWatch", "check_meta", "state_of"]

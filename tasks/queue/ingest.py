@@ -34,6 +34,18 @@ from ingestq.tasks.results import state_of
 
 #: The longest pause between two reads of the result while waiting for a job.
 MAX_POLL = 0.25
+#: Waits of at least this many seconds (or without a timeout) subscribe to the job's
+#: result channel (:class:`ingestq.tasks.results.MetaWatch`), which wakes them when the
+#: job's meta changes; shorter ones (a progress display's refresh) just poll.
+WATCH_MIN = 1.0
+#: The longest pause between two reads of the result while subscribed (a safety net:
+#: every state change wakes the wait at once).
+WATCHED_POLL = 1.0
+
+
+def watched(timeout: float | None) -> bool:
+    """Whether a wait of ``timeout`` seconds subscribes to the result channel."""
+    return timeout is None or timeout >= WATCH_MIN
 
 
 class QueueIngestJob:
@@ -145,7 +157,12 @@ class QueueIngestJob:
     def wait(self, timeout: float | None = None) -> Info:
         """Block until done; the Info, or the job's errdefs error (DeadlineExceeded
         after ``timeout`` seconds, NotFound for an unknown job)."""
-        return poll_outcome(self._id, self.outcome, self._known, Info, timeout, max_delay=MAX_POLL)
+        if not watched(timeout):
+            return poll_outcome(self._id, self.outcome, self._known, Info, timeout,
+                                max_delay=MAX_POLL)  # fmt: skip
+        with self._ctx.results.watch(self._id) as watch:
+            return poll_outcome(self._id, self.outcome, self._known, Info, timeout,
+                                max_delay=WATCHED_POLL, sleep=watch.sleep)  # fmt: skip
 
     def cancel(self) -> None:
         """Flag the job for cancellation and revoke its message. Unavailable when

@@ -27,7 +27,7 @@ from ingestq.jobs.wait import poll_outcome
 from ingestq.tasks.app import QUEUE
 from ingestq.tasks.names import TASK_PULL
 from ingestq.tasks.queue.context import QueueContext
-from ingestq.tasks.queue.ingest import QueueIngestJob
+from ingestq.tasks.queue.ingest import WATCHED_POLL, QueueIngestJob, watched
 
 #: The longest pause between two reads of the result while waiting for a pull.
 MAX_POLL = 0.1
@@ -129,23 +129,24 @@ class QueuePullJob:
                 return PullResult.from_json(result)
             except errdefs.InvalidArgument as e:
                 return errdefs.wrap(e, f"job {self._id}: malformed result")
-        outcome = self._job.outcome()
-        return outcome if isinstance(outcome, errdefs.ErrdefsError) else None
+        if meta is not None and meta.get("status") in ("FAILURE", "REVOKED"):
+            return self._job.error(meta)
+        return None
 
     def wait(self, timeout: float | None = None) -> PullResult:
         """Block until done; the result, or the pull's errdefs error (DeadlineExceeded
         after ``timeout`` seconds, NotFound for an unknown job)."""
-        return poll_outcome(
-            self._id,
-            self._outcome,
-            lambda: (
-                bool(self._ctx.records.get(self._id))
-                or self._ctx.results.meta(self._id) is not None
-            ),
-            PullResult,
-            timeout,
-            max_delay=MAX_POLL,
-        )
+
+        def known() -> bool:
+            ctx = self._ctx
+            return bool(ctx.records.get(self._id)) or ctx.results.meta(self._id) is not None
+
+        if not watched(timeout):
+            return poll_outcome(self._id, self._outcome, known, PullResult, timeout,
+                                max_delay=MAX_POLL)  # fmt: skip
+        with self._ctx.results.watch(self._id) as watch:
+            return poll_outcome(self._id, self._outcome, known, PullResult, timeout,
+                                max_delay=WATCHED_POLL, sleep=watch.sleep)  # fmt: skip
 
     def cancel(self) -> None:
         """Cancel a queued pull: flag the pull and every child job for cancellation and

@@ -332,3 +332,31 @@ def test_a_negative_content_length_is_failed_precondition_not_retried(
     with pytest.raises(errdefs.FailedPrecondition, match="malformed Content-Length"):
         _run(store, client, _request(url, b, digest=False, size=False))
     assert _committed(store) == [] and store.list_statuses() == []
+
+
+def test_a_large_body_skips_h11_intact_and_closes_its_connection_a_small_one_keeps_it(
+    blob_server: BlobServer,
+) -> None:
+    from ingestq.fetch import httpio
+
+    small = Behaviour(data=os.urandom(1000))
+    big = Behaviour(data=os.urandom(3 * MiB + 17))
+    small_url, big_url = blob_server.add("/small", small), blob_server.add("/big", big)
+    with new_client() as client:
+        for _ in range(2):
+            body = httpio.BodyStream(httpio.send(client, "GET", small_url, {}, "GET"), "GET", None)
+            assert body.read(-1) == small.data
+            body.close()
+        assert blob_server.connections == 1  # kept alive through h11
+        for _ in range(2):
+            response = httpio.send(client, "GET", big_url, {}, "GET")
+            body = httpio.BodyStream(response, "GET", len(big.data))
+            pieces = []
+            while piece := body.read(httpio.RAW_BODY_MIN):
+                pieces.append(piece)
+            body.close()
+            assert b"".join(pieces) == big.data
+        # The first large body came on the kept connection and was read from the socket
+        # past h11, which then dropped the connection (it never saw the body end): the
+        # second one needed a new connection.
+        assert blob_server.connections == 2

@@ -13,7 +13,7 @@ import pytest
 
 from ingestq import errdefs
 from ingestq.fetch.http import HttpSource
-from ingestq.fetch.httpio import new_client, ssl_context
+from ingestq.fetch.httpio import RAW_BODY_MIN, new_client, ssl_context
 from ingestq.fetch.options import FetchOptions
 from ingestq.fetch.reference import parse_reference
 from ingestq.fetch.registry.client import RegistryClient, RegistryOptions
@@ -62,7 +62,8 @@ def test_an_untrusted_certificate_is_failed_precondition_and_a_trusted_one_serve
     blob_server: BlobServer, fronts: FrontFactory, tmp_path: Path
 ) -> None:
     pki = make_tls(tmp_path / "pki")
-    data = os.urandom(200_000)
+    # Over 1 MiB: the body is read past h11 (fetch.transport.RawBody), here through TLS.
+    data = os.urandom(RAW_BODY_MIN + 200_000)
     blob_server.add("/x", Behaviour(data=data))
     front = fronts(blob_server.url, tls=(pki["cert"], pki["key"]))
     url = f"{front.url}/x"

@@ -15,7 +15,8 @@ Validators: every blob with data has an ``ETag`` (derived from the data unless g
 ``etag=""`` sends none) and, when set, a ``Last-Modified``; a GET whose
 ``If-None-Match`` matches the ETag, or (without If-None-Match) whose
 ``If-Modified-Since`` is not older than Last-Modified, is answered ``304 Not Modified``
-with no body. :meth:`BlobServer.count` counts the requests of a path by status.
+with no body. :meth:`BlobServer.count` counts the requests of a path by status,
+:attr:`BlobServer.connections` the connections accepted.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ class BlobServer:
         self._mutex = threading.Lock()
         self._requests: dict[str, int] = {}
         self._stop_stall = threading.Event()
+        #: Connections accepted so far.
+        self.connections = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -100,6 +103,11 @@ class BlobServer:
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
+
+            def setup(self) -> None:
+                super().setup()
+                with server._mutex:
+                    server.connections += 1
 
             def do_GET(self) -> None:
                 server._serve(self)

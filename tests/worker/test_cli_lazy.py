@@ -27,10 +27,17 @@ LOCAL_ONLY = {"asyncio", "ingestq.s3", "boto3", "botocore"}
 # Runs the CLI in a fresh interpreter and prints the modules it imported (top-level
 # names and the full names of ingestq's).
 PROBE = """
-import atexit, json, sys
-atexit.register(lambda: print("MODULES " + json.dumps(sorted(
-    {m.split(".")[0] for m in sys.modules} | {m for m in sys.modules if m.startswith("ingestq.")}
-))))
+import atexit, json, os, sys
+def report():
+    names = {m.split(".")[0] for m in sys.modules}
+    names |= {m for m in sys.modules if m.startswith("ingestq.")}
+    print("MODULES " + json.dumps(sorted(names)), flush=True)
+atexit.register(report)
+exit_now = os._exit
+def _exit(code):  # the CLI's exit without teardown skips atexit
+    report()
+    exit_now(code)
+os._exit = _exit
 sys.argv = ["ingestq", *sys.argv[1:]]
 from ingestq.worker.cli import main
 main()

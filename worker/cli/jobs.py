@@ -136,6 +136,10 @@ def follow(job: IngestJob, client: JobClient, timeout: float | None, display: Di
     an idle queue on ``display``; its Info, or its error."""
     from ingestq.jobs.api import JobState
 
+    if display.mode == "quiet":
+        # Nothing to show meanwhile: one wait, woken by the job's end (a queued job's
+        # result channel) instead of a poll every REFRESH.
+        return job.wait(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
     meter = Meter()
     watch = QueueWatch(client)
@@ -150,8 +154,6 @@ def follow(job: IngestJob, client: JobClient, timeout: float | None, display: Di
         except errdefs.DeadlineExceeded:
             if remaining is not None and remaining <= REFRESH:
                 raise
-        if display.mode == "quiet":
-            continue
         state = job.state
         idle = watch.check(state is JobState.QUEUED)
         if idle and not told_idle:

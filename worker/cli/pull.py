@@ -115,7 +115,16 @@ def _follow_table(job: PullJob, timeout: float | None, display: Display) -> None
     drawn = 0
     meter = Meter()
     last_event = 0.0
-    while True:
+    if not tty and display.mode != "json":
+        # Nothing to redraw meanwhile: one wait, woken by the job's end (a queued job's
+        # result channel) instead of a poll every REFRESH.
+        try:
+            job.wait(timeout)
+        except errdefs.DeadlineExceeded:
+            raise errdefs.DeadlineExceeded(f"pull {job.id} not done after {timeout}s") from None
+        except errdefs.ErrdefsError:
+            pass  # the final table below, then the error from the last wait
+    while tty or display.mode == "json":
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             raise errdefs.DeadlineExceeded(f"pull {job.id} not done after {timeout}s")
