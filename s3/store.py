@@ -176,9 +176,12 @@ class S3Writer:
     """A write into one ingest of an :class:`S3Store`, made by :meth:`S3Store.writer`.
 
     Full parts are uploaded in the background, up to ``store.upload_concurrency`` at
-    once; as soon as a part and every part before it are uploaded, the record vouches
-    for it (with the hash state after it), so a writer killed while its source stalls
-    loses nothing that reached the server. A failed part upload closes the writer: the
+    once; once a part and every part before it are uploaded, the record vouches for it
+    (with the hash state after it): at once when no other part is in flight, so a writer
+    killed while its source stalls loses nothing that reached the server, else at the
+    next refresh (at most every LIVE_INTERVAL), so a steady stream costs no record
+    write per part and a crash at most the parts uploaded since. A failed part upload
+    closes the writer: the
     ingest keeps the parts vouched for, and the next writer continues after them.
 
     Holds the ref's lock until :meth:`commit` or :meth:`close`. One thread at a time
@@ -197,7 +200,11 @@ class S3Writer:
         self._rec = rec
         self._lease = lease
         self._hasher = hasher  # over every part, uploaded or in flight
-        self._buffer = bytearray(tail)
+        # The bytes of the part being filled: _buf[:_fill]. A full part's buffer goes to
+        # its upload as it is (no copy) and comes back to _spares when that ends.
+        self._buf = bytearray(tail)
+        self._fill = len(tail)
+        self._spares: list[bytearray] = []
         self._stored_tail = len(tail)
         self._in_flight: deque[_InFlight] = deque()
         self._error: BaseException | None = None
@@ -226,7 +233,52 @@ class S3Writer:
     @property
     def _written(self) -> int:
         vouched = self._rec.upload.size if self._rec.upload is not None else 0
-        return vouched + sum(f.size for f in self._in_flight) + len(self._buffer)
+        return vouched + sum(f.size for f in self._in_flight) + self._fill
+
+    def _buffered(self) -> bytes:
+        """A copy of the bytes past the parts (below the part size)."""
+        return bytes(memoryview(self._buf)[: self._fill])
+
+    def _hash_buffered(self, h: Any) -> None:
+        """Feed the bytes past the parts to the hasher ``h`` (no copy)."""
+        with memoryview(self._buf) as whole, whole[: self._fill] as view:
+            h.update(view)
+
+    def _clear_buffer(self) -> None:
+        self._buf = bytearray()
+        self._fill = 0
+
+    def _append(self, view: memoryview) -> None:
+        """Buffer ``view``, starting the upload of each part it fills."""
+        part = self._store.part_size
+        while view.nbytes:
+            buf, fill = self._buf, self._fill
+            if fill == len(buf) and fill < part:
+                n = min(part - fill, view.nbytes)
+                buf += view[:n]  # a fresh buffer grows as it fills
+            else:
+                n = min(len(buf) - fill, view.nbytes)
+                buf[fill : fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
+            while self._fill >= part:
+                self._start_part(self._take_part())
+
+    def _take_part(self) -> bytearray:
+        """The first part's bytes of the buffer, which then holds the rest."""
+        part, buf = self._store.part_size, self._buf
+        if len(buf) == part == self._fill:
+            chunk = buf
+            rest = memoryview(b"")
+        else:  # a stored tail longer than this store's part size
+            chunk = buf[:part]
+            rest = memoryview(bytes(buf[part : self._fill]))
+        self._buf = self._spares.pop() if self._spares else bytearray()
+        self._fill = 0
+        if rest.nbytes:
+            self._buf[: rest.nbytes] = rest
+            self._fill = rest.nbytes
+        return chunk
 
     def _check(self) -> None:
         if self._closed:
@@ -257,17 +309,13 @@ class S3Writer:
             if over:
                 view = view[: view.nbytes - over]
             self._last_write = utcnow()
-            self._buffer += view
-            part = self._store.part_size
-            while len(self._buffer) >= part:
-                self._start_part(bytes(memoryview(self._buffer)[:part]))
-                del self._buffer[:part]
+            self._append(view)
             # Others see the live offset: at once when the record shows nothing beyond
             # what is stored, then refreshed at most every LIVE_INTERVAL.
             if self._quick and self._written != self._rec.total:
                 self._quick = False  # written piecemeal: others see its progress
             stale = self._rec.offset == self._rec.persisted
-            due = stale or time.monotonic() - self._saved_at >= LIVE_INTERVAL
+            due = stale or self._save_due()
             if due and not self._quick:
                 self._save()
             backlog = len(self._in_flight) > self._store.upload_concurrency
@@ -304,7 +352,7 @@ class S3Writer:
             return 0
         return max(self._written + n - self._limit, 0)
 
-    def _start_part(self, chunk: bytes) -> None:
+    def _start_part(self, chunk: bytearray) -> None:
         store, up = self._store, self._rec.upload
         if up is None:
             expected = self._rec.expected
@@ -324,6 +372,7 @@ class S3Writer:
         self._in_flight.append(
             _InFlight(number, len(chunk), self._hasher.state().hex(), etag, holds_tail)
         )
+        etag.add_done_callback(lambda _: self._spares.append(chunk))
         etag.add_done_callback(self._part_done)
 
     def _part_done(self, _: Future[str]) -> None:
@@ -358,8 +407,14 @@ class S3Writer:
                 self._save()
                 gained = False
                 self._store.bucket.delete(self._store.location.tail(self.ref))
-        if gained:
+        # Saved when nothing more is in flight (so a writer whose source stalls is
+        # killed with every uploaded part vouched for), else at most every
+        # LIVE_INTERVAL: a crash costs at most the re-upload of the parts since.
+        if gained and (not self._in_flight or self._save_due()):
             self._save()
+
+    def _save_due(self) -> bool:
+        return time.monotonic() - self._saved_at >= LIVE_INTERVAL
 
     def _wait(self, *, everything: bool) -> None:
         """Wait for every part in flight (or the first), then vouch for them. Raises
@@ -384,7 +439,7 @@ class S3Writer:
         self._error = None
         wait_futures([f.etag for f in self._in_flight])
         self._in_flight.clear()
-        self._buffer = bytearray()
+        self._clear_buffer()
         self._closed = True
         try:
             if self._owned():
@@ -398,7 +453,7 @@ class S3Writer:
         """The digest of every byte written so far."""
         with self._mutex:
             h = self._hasher.copy()
-            h.update(self._buffer)
+            self._hash_buffered(h)
             return Digest(self._rec.algorithm, h.hexdigest())
 
     def status(self) -> Status:
@@ -427,7 +482,7 @@ class S3Writer:
             if self._rec.tail:
                 self._store.bucket.delete(self._store.location.tail(self.ref))
             self._rec = self._rec.with_(upload=None, tail=0)
-            self._buffer = bytearray()
+            self._clear_buffer()
             self._stored_tail = 0
             self._hasher = StateHasher(self._rec.algorithm)
             self._last_write = utcnow()
@@ -457,11 +512,11 @@ class S3Writer:
                         f"cannot verify {want} (abort it and write it again)"
                     )
                 h = new_hasher(want.algorithm)
-                h.update(self._buffer)
+                self._hash_buffered(h)
                 digest = Digest(want.algorithm, h.hexdigest())
             check_commit_digest(digest, want)
             info = self._store._publish(
-                self._rec, bytes(self._buffer), digest, new_labels, quick=self._quick
+                self._rec, self._buffered(), digest, new_labels, quick=self._quick
             )
             self._done = True
             return info
@@ -481,10 +536,10 @@ class S3Writer:
                 self._wait(everything=True)
                 with self._mutex:
                     tail_key = self._store.location.tail(self.ref)
-                    buffered = len(self._buffer)
+                    buffered = self._fill
                     if buffered != self._stored_tail or self._rec.tail != buffered:
-                        if self._buffer:
-                            self._store.bucket.put(tail_key, self._buffer)
+                        if buffered:
+                            self._store.bucket.put(tail_key, self._buffered())
                         elif self._rec.tail:
                             self._store.bucket.delete(tail_key)
                         self._rec = self._rec.with_(tail=buffered)
