@@ -185,7 +185,7 @@ class S3Writer:
     ingest keeps the parts vouched for, and the next writer continues after them.
 
     Holds the ref's lock until :meth:`commit` or :meth:`close`. One thread at a time
-    calls its methods (the upload threads only vouch for parts).
+    calls its methods (the upload threads only vouch for parts and save the record).
     """
 
     def __init__(
@@ -212,6 +212,12 @@ class S3Writer:
         self._closed = False
         self._done = False
         self._saved_at = time.monotonic()
+        # Record PUTs go one at a time, each sending the newest record (_put_record);
+        # refreshes run in the background (_save_soon) until commit or close stops them.
+        self._put_lock = threading.Lock()
+        self._put_rec: IngestRecord | None = None  # the record last sent
+        self._bg_saves = True
+        self._bg_queued = False
         self._last_write = rec.updated_at  # a reopen is not a write
         self._limit: int | None = None  # the most bytes the budget lets it hold
         self._relieved = False  # the store's on_pressure hook ran for this writer
@@ -285,10 +291,49 @@ class S3Writer:
             raise errdefs.FailedPrecondition(f"writer for {self.ref} is closed")
         self._lease.check()
 
-    def _save(self) -> None:
+    def _refresh(self) -> None:
         self._rec = self._rec.with_(offset=self._written, updated_at=self._last_write)
-        self._store._put_record(self._rec)
         self._saved_at = time.monotonic()
+
+    def _save(self) -> None:
+        """Bring the record up to date and PUT it now (errors raise)."""
+        self._refresh()
+        self._put_record()
+
+    def _put_record(self) -> None:
+        with self._put_lock:
+            rec = self._rec
+            if rec is not self._put_rec:
+                self._store._put_record(rec)
+                self._put_rec = rec
+
+    def _save_soon(self) -> None:
+        """Bring the record up to date and PUT it on an upload thread (a failure
+        closes the writer at its next call, as a failed part upload does)."""
+        self._refresh()
+        if self._bg_saves and not self._bg_queued:
+            self._bg_queued = True
+            self._store._uploads().submit(self._save_in_background)
+
+    def _save_in_background(self) -> None:
+        with self._mutex:
+            self._bg_queued = False
+        try:
+            with self._put_lock:
+                if not self._bg_saves or not self._owned():
+                    return  # a writer that lost its lease must not touch the record
+                rec = self._rec
+                if rec is not self._put_rec:
+                    self._store._put_record(rec)
+                    self._put_rec = rec
+        except BaseException as e:
+            with self._mutex:
+                self._error = self._error or e
+
+    def _stop_background_saves(self) -> None:
+        """No background PUT of the record from now on (one under way is waited for)."""
+        with self._put_lock:
+            self._bg_saves = False
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append ``data``; returns its length. Full parts are uploaded as they fill.
@@ -314,10 +359,11 @@ class S3Writer:
             # what is stored, then refreshed at most every LIVE_INTERVAL.
             if self._quick and self._written != self._rec.total:
                 self._quick = False  # written piecemeal: others see its progress
-            stale = self._rec.offset == self._rec.persisted
-            due = stale or self._save_due()
-            if due and not self._quick:
-                self._save()
+            if not self._quick:
+                if self._rec.offset == self._rec.persisted:
+                    self._save()
+                elif self._save_due():
+                    self._save_soon()
             backlog = len(self._in_flight) > self._store.upload_concurrency
         if backlog:
             self._wait(everything=False)
@@ -411,7 +457,7 @@ class S3Writer:
         # killed with every uploaded part vouched for), else at most every
         # LIVE_INTERVAL: a crash costs at most the re-upload of the parts since.
         if gained and (not self._in_flight or self._save_due()):
-            self._save()
+            self._save_soon()
 
     def _save_due(self) -> bool:
         return time.monotonic() - self._saved_at >= LIVE_INTERVAL
@@ -442,9 +488,10 @@ class S3Writer:
         self._clear_buffer()
         self._closed = True
         try:
+            self._stop_background_saves()
             if self._owned():
                 self._rec = self._rec.with_(offset=self._rec.persisted, updated_at=utcnow())
-                self._store._put_record(self._rec)
+                self._put_record()
         finally:
             self._lease.release()
         raise from_s3_error(error, f"upload of {self.ref}") from error
@@ -502,6 +549,7 @@ class S3Writer:
             validate_labels(new_labels)
             want = Digest.parse(expected) if expected else None
             self._check()
+            self._stop_background_saves()  # the publish drops the record
             self._wait(everything=True)
             check_commit_size(self.ref, self._written, size)
             digest = self.digest()
@@ -532,6 +580,7 @@ class S3Writer:
         if self._closed:
             return
         try:
+            self._stop_background_saves()
             if not self._done and self._owned():
                 self._wait(everything=True)
                 with self._mutex:
