@@ -355,12 +355,13 @@ class S3Writer:
                 view = view[: view.nbytes - over]
             self._last_write = utcnow()
             self._append(view)
-            # Others see the live offset: at once when the record shows nothing beyond
-            # what is stored, then refreshed at most every LIVE_INTERVAL.
+            # Others see the live offset: at once when the record last sent shows
+            # nothing beyond what is stored, then refreshed at most every LIVE_INTERVAL.
             if self._quick and self._written != self._rec.total:
                 self._quick = False  # written piecemeal: others see its progress
             if not self._quick:
-                if self._rec.offset == self._rec.persisted:
+                shown = self._put_rec
+                if shown is None or shown.offset <= shown.persisted:
                     self._save()
                 elif self._save_due():
                     self._save_soon()
