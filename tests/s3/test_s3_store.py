@@ -21,11 +21,14 @@ from typing import Any
 import pytest
 
 from ingestq import errdefs
+from ingestq.ingest.attempt import ingest_once
+from ingestq.ingest.request import make_request
 from ingestq.s3 import S3Location, S3Store
 from ingestq.s3.client import MAX_POOL_CONNECTIONS, make_client
 from ingestq.s3.store import MIN_PART_SIZE
 from ingestq.store import Descriptor, Digest, Info, write_blob
 from ingestq.store.testing import FakeRefLocker
+from tests.ingest.helpers import BytesSource
 from tests.servers.seaweed import S3Endpoint, SeaweedServer
 from tests.servers.util import free_port, wait_until
 
@@ -643,6 +646,23 @@ def test_write_blob_of_memory_is_one_put_and_other_sources_are_asked_about_first
     assert "PutObject" not in seen.names()
     write_blob(store, "stream", Stream(other), desc(other))
     assert seen.names()[-1] == "PutObject"
+
+
+def test_the_ingest_cores_small_path_asks_once_whether_the_blob_exists(
+    s3_endpoint: S3Endpoint, location: S3Location, tmp_path: Path
+) -> None:
+    """A small job: the HEAD before the fetch, the GET of an ingest record to resume,
+    the conditional PUT; no second HEAD under the lock (the PUT's 412 tells)."""
+    store, seen, _ = counted_store(s3_endpoint, location, tmp_path)
+    store.put("warm", desc(DATA[1:100]), DATA[1:100])
+    data = DATA[:4096]
+    request = make_request(
+        {"type": "memory"}, "memory:test", digest=Digest.from_bytes(data), size=len(data)
+    )
+    seen.names()
+    result = ingest_once(store, BytesSource(data), request)
+    assert result.fetched and result.info.digest == Digest.from_bytes(data)
+    assert seen.names() == ["HeadObject", "GetObject", "PutObject"]
 
 
 def test_put_sends_a_ref_with_an_ingest_record_through_the_writer(
