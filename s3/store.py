@@ -409,7 +409,9 @@ class S3Writer:
                 key = store.location.staging(self.ref, uuid.uuid4().hex[:16])
             up = Upload(store.bucket.create_upload(key), key)
             self._rec = self._rec.with_(upload=up)
-            self._save()  # so that the upload is aborted with the ingest, even after a crash
+            # In the background: the record names the upload so that it is aborted with
+            # the ingest; one left unnamed by a crash meanwhile is a stray upload gc aborts.
+            self._save_soon()
         # The first part after a resume carries the stored tail.
         holds_tail = self._stored_tail > 0 and not self._in_flight
         self._stored_tail = 0

@@ -275,9 +275,9 @@ def _committed(store: IngesterManager, desc: Descriptor) -> Info | None:
     """The Info of ``desc``'s content if it is committed with ``desc``'s size. A
     :class:`Putter` whose questions are round trips (``check_before_put`` False) is
     first asked only whether it exists: one request for content it lacks."""
-    if isinstance(store, Putter) and not store.check_before_put:
-        if not store.exists(desc.digest):
-            return None
+    putter = store if isinstance(store, Putter) else None
+    if putter is not None and not putter.check_before_put and not putter.exists(desc.digest):
+        return None
     try:
         existing = store.info(desc.digest)
     except errdefs.NotFound:
