@@ -180,9 +180,10 @@ class S3Writer:
     (with the hash state after it): at once when no other part is in flight, so a writer
     killed while its source stalls loses nothing that reached the server, else at the
     next refresh (at most every LIVE_INTERVAL), so a steady stream costs no record
-    write per part and a crash at most the parts uploaded since. A failed part upload
-    closes the writer: the
-    ingest keeps the parts vouched for, and the next writer continues after them.
+    write per part and a crash at most the parts uploaded since. Record PUTs go one at
+    a time on the upload threads, each sending the newest record. A failed part upload
+    closes the writer: the ingest keeps the parts vouched for, and the next writer
+    continues after them.
 
     Holds the ref's lock until :meth:`commit` or :meth:`close`. One thread at a time
     calls its methods (the upload threads only vouch for parts and save the record).
