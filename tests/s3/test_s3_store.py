@@ -282,6 +282,30 @@ def test_a_part_the_record_does_not_vouch_for_is_replaced(
         assert ra.read_at(PART, PART) == DATA[PART : 2 * PART]
 
 
+def test_a_tail_longer_than_the_part_size_is_split_into_parts_on_resume(
+    s3_endpoint: S3Endpoint, location: S3Location, tmp_path: Path
+) -> None:
+    """A writer of a store with larger parts leaves a tail of more than two of this
+    store's parts: the resumed writer uploads them as parts 1 and 2 and keeps the rest
+    buffered, and the blob is exactly the content."""
+    client = s3_endpoint.client()
+    big = S3Store(location, client, tmp_path, part_size=3 * PART)
+    upto = 2 * PART + 1024 * 1024
+    with big.writer("split", desc(DATA)) as w:
+        w.write(DATA[:upto])
+    assert uploads(client, location) == []  # all of it is the stored tail
+    store = S3Store(location, client, tmp_path, part_size=PART)
+    with store.writer("split", desc(DATA)) as w:
+        assert w.status().offset == upto
+        w.write(DATA[upto : upto + 1])
+        wait_until(lambda: parts_of(client, location) == [1, 2], 30, "parts 1 and 2 uploaded")
+        w.write(DATA[upto + 1 :])
+        info = w.commit(len(DATA), Digest.from_bytes(DATA))
+    with store.reader_at(info.digest) as ra:
+        assert ra.read_at(0, ra.size) == DATA
+    assert uploads(client, location) == []
+
+
 def test_small_blobs_are_buffered_and_take_no_multipart_upload(
     store: S3Store, s3_endpoint: S3Endpoint, location: S3Location
 ) -> None:
