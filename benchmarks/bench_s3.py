@@ -15,7 +15,9 @@ blobs of 4 KiB through ``write_blob`` (one conditional PUT each) vs ``put_object
 Both sides use one client made by :func:`ingestq.s3.client.make_client`, as the store's
 users get it. Each run's content differs (its first 8 bytes), runs alternate which side
 goes first; prints medians and the ratios, of the medians and the median of each run's
-own ratio (goals: >= 0.9 large, >= 0.7 small).
+own ratio (goals: >= 0.9 large, >= 0.7 small). Also prints, for the large ingest, the
+CPU seconds this process and the SeaweedFS it started used (``/proc``; a count the
+machine's other load hardly moves, unlike the times).
 """
 
 from __future__ import annotations
@@ -57,6 +59,24 @@ def stamped(path: Path, run: int) -> Descriptor:
     return Descriptor(Digest("sha256", h.hexdigest()), path.stat().st_size)
 
 
+def tree_cpu() -> float:
+    """CPU seconds (user + system) of this process and its running children (the
+    SeaweedFS server), from ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    me, total = os.getpid(), 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(entry) == me or int(fields[1]) == me:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def timed(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
@@ -83,6 +103,7 @@ def main() -> None:
             bucket = weed.endpoint.new_bucket()
             store = S3Store(S3Location(bucket, "ingestq"), client, tmpdir, locker=FakeRefLocker())
             large: dict[str, list[float]] = {"ingestq": [], "boto3": []}
+            cpu: dict[str, list[float]] = {"ingestq": [], "boto3": []}
             small: dict[str, list[float]] = {"ingestq": [], "boto3": []}
             for run in range(args.runs):
 
@@ -120,7 +141,10 @@ def main() -> None:
                 for results, pair in ((large, (ours, theirs)), (small, (ours_small, theirs_small))):
                     sides = list(zip(("ingestq", "boto3"), pair, strict=True))
                     for name, fn in sides if run % 2 == 0 else reversed(sides):
+                        before = tree_cpu()
                         results[name].append(fn())
+                        if results is large:
+                            cpu[name].append(tree_cpu() - before)
                 print(
                     f"run {run}: large ingestq {large['ingestq'][-1]:.2f}s boto3 "
                     f"{large['boto3'][-1]:.2f}s; small ingestq {small['ingestq'][-1]:.2f}s "
@@ -138,6 +162,8 @@ def main() -> None:
     # the median of the runs' own ratios is the steadier figure.
     pl = statistics.median(b / o for o, b in zip(large["ingestq"], large["boto3"], strict=True))
     ps = statistics.median(b / o for o, b in zip(small["ingestq"], small["boto3"], strict=True))
+    co, cb = statistics.median(cpu["ingestq"]), statistics.median(cpu["boto3"])
+    print(f"large: CPU (client + SeaweedFS) ingestq {co:.2f} s, boto3 {cb:.2f} s: {cb / co:.2f}x")
     print(f"large: ingestq / boto3 speed {lb / lo:.2f}x, per-run median {pl:.2f}x (goal >= 0.9)")
     print(f"small: ingestq / boto3 speed {sb / so:.2f}x, per-run median {ps:.2f}x (goal >= 0.7)")
 

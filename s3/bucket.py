@@ -202,11 +202,16 @@ class Bucket:
         except Exception as e:
             raise from_s3_error(e, f"create upload {key}") from e
 
-    def upload_part(self, key: str, upload: str, number: int, body: bytes | memoryview) -> str:
-        """Upload part ``number`` (replacing one of that number); returns its ETag."""
+    def upload_part(
+        self, key: str, upload: str, number: int, body: bytes | bytearray | memoryview
+    ) -> str:
+        """Upload part ``number`` (replacing one of that number); returns its ETag. A
+        bytearray ``body`` is sent as it is (not copied): it must not change meanwhile."""
+        if isinstance(body, memoryview):
+            body = bytes(body)
         try:
             resp = self.client.upload_part(
-                Bucket=self.name, Key=key, UploadId=upload, PartNumber=number, Body=bytes(body)
+                Bucket=self.name, Key=key, UploadId=upload, PartNumber=number, Body=body
             )
             return _etag(resp.get("ETag"))
         except Exception as e:

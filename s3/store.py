@@ -176,13 +176,17 @@ class S3Writer:
     """A write into one ingest of an :class:`S3Store`, made by :meth:`S3Store.writer`.
 
     Full parts are uploaded in the background, up to ``store.upload_concurrency`` at
-    once; as soon as a part and every part before it are uploaded, the record vouches
-    for it (with the hash state after it), so a writer killed while its source stalls
-    loses nothing that reached the server. A failed part upload closes the writer: the
-    ingest keeps the parts vouched for, and the next writer continues after them.
+    once; once a part and every part before it are uploaded, the record vouches for it
+    (with the hash state after it): at once when no other part is in flight, so a writer
+    killed while its source stalls loses nothing that reached the server, else at the
+    next refresh (at most every LIVE_INTERVAL), so a steady stream costs no record
+    write per part and a crash at most the parts uploaded since. Record PUTs go one at
+    a time on the upload threads, each sending the newest record. A failed part upload
+    closes the writer: the ingest keeps the parts vouched for, and the next writer
+    continues after them.
 
     Holds the ref's lock until :meth:`commit` or :meth:`close`. One thread at a time
-    calls its methods (the upload threads only vouch for parts).
+    calls its methods (the upload threads only vouch for parts and save the record).
     """
 
     def __init__(
@@ -197,7 +201,11 @@ class S3Writer:
         self._rec = rec
         self._lease = lease
         self._hasher = hasher  # over every part, uploaded or in flight
-        self._buffer = bytearray(tail)
+        # The bytes of the part being filled: _buf[:_fill]. A full part's buffer goes to
+        # its upload as it is (no copy) and comes back to _spares when that ends.
+        self._buf = bytearray(tail)
+        self._fill = len(tail)
+        self._spares: list[bytearray] = []
         self._stored_tail = len(tail)
         self._in_flight: deque[_InFlight] = deque()
         self._error: BaseException | None = None
@@ -205,6 +213,12 @@ class S3Writer:
         self._closed = False
         self._done = False
         self._saved_at = time.monotonic()
+        # Record PUTs go one at a time, each sending the newest record (_put_record);
+        # refreshes run in the background (_save_soon) until commit or close stops them.
+        self._put_lock = threading.Lock()
+        self._put_rec: IngestRecord | None = None  # the record last sent
+        self._bg_saves = True
+        self._bg_queued = False
         self._last_write = rec.updated_at  # a reopen is not a write
         self._limit: int | None = None  # the most bytes the budget lets it hold
         self._relieved = False  # the store's on_pressure hook ran for this writer
@@ -226,17 +240,101 @@ class S3Writer:
     @property
     def _written(self) -> int:
         vouched = self._rec.upload.size if self._rec.upload is not None else 0
-        return vouched + sum(f.size for f in self._in_flight) + len(self._buffer)
+        return vouched + sum(f.size for f in self._in_flight) + self._fill
+
+    def _buffered(self) -> bytes:
+        """A copy of the bytes past the parts (below the part size)."""
+        return bytes(memoryview(self._buf)[: self._fill])
+
+    def _hash_buffered(self, h: Any) -> None:
+        """Feed the bytes past the parts to the hasher ``h`` (no copy)."""
+        with memoryview(self._buf) as whole, whole[: self._fill] as view:
+            h.update(view)
+
+    def _clear_buffer(self) -> None:
+        self._buf = bytearray()
+        self._fill = 0
+
+    def _append(self, view: memoryview) -> None:
+        """Buffer ``view``, starting the upload of each part it fills."""
+        part = self._store.part_size
+        while view.nbytes:
+            buf, fill = self._buf, self._fill
+            if fill == len(buf) and fill < part:
+                n = min(part - fill, view.nbytes)
+                buf += view[:n]  # a fresh buffer grows as it fills
+            else:
+                n = min(len(buf) - fill, view.nbytes)
+                buf[fill : fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
+            while self._fill >= part:
+                self._start_part(self._take_part())
+
+    def _take_part(self) -> bytearray:
+        """The first part's bytes of the buffer, which then holds the rest."""
+        part, buf = self._store.part_size, self._buf
+        if len(buf) == part == self._fill:
+            chunk = buf
+            rest = memoryview(b"")
+        else:  # a stored tail longer than this store's part size
+            chunk = buf[:part]
+            rest = memoryview(bytes(buf[part : self._fill]))
+        self._buf = self._spares.pop() if self._spares else bytearray()
+        self._fill = 0
+        if rest.nbytes:
+            self._buf[: rest.nbytes] = rest
+            self._fill = rest.nbytes
+        return chunk
 
     def _check(self) -> None:
         if self._closed:
             raise errdefs.FailedPrecondition(f"writer for {self.ref} is closed")
         self._lease.check()
 
-    def _save(self) -> None:
+    def _refresh(self) -> None:
         self._rec = self._rec.with_(offset=self._written, updated_at=self._last_write)
-        self._store._put_record(self._rec)
         self._saved_at = time.monotonic()
+
+    def _save(self) -> None:
+        """Bring the record up to date and PUT it now (errors raise)."""
+        self._refresh()
+        self._put_record()
+
+    def _put_record(self) -> None:
+        with self._put_lock:
+            rec = self._rec
+            if rec is not self._put_rec:
+                self._store._put_record(rec)
+                self._put_rec = rec
+
+    def _save_soon(self) -> None:
+        """Bring the record up to date and PUT it on an upload thread (a failure
+        closes the writer at its next call, as a failed part upload does)."""
+        self._refresh()
+        if self._bg_saves and not self._bg_queued:
+            self._bg_queued = True
+            self._store._uploads().submit(self._save_in_background)
+
+    def _save_in_background(self) -> None:
+        with self._mutex:
+            self._bg_queued = False
+        try:
+            with self._put_lock:
+                if not self._bg_saves or not self._owned():
+                    return  # a writer that lost its lease must not touch the record
+                rec = self._rec
+                if rec is not self._put_rec:
+                    self._store._put_record(rec)
+                    self._put_rec = rec
+        except BaseException as e:
+            with self._mutex:
+                self._error = self._error or e
+
+    def _stop_background_saves(self) -> None:
+        """No background PUT of the record from now on (one under way is waited for)."""
+        with self._put_lock:
+            self._bg_saves = False
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append ``data``; returns its length. Full parts are uploaded as they fill.
@@ -257,19 +355,17 @@ class S3Writer:
             if over:
                 view = view[: view.nbytes - over]
             self._last_write = utcnow()
-            self._buffer += view
-            part = self._store.part_size
-            while len(self._buffer) >= part:
-                self._start_part(bytes(memoryview(self._buffer)[:part]))
-                del self._buffer[:part]
-            # Others see the live offset: at once when the record shows nothing beyond
-            # what is stored, then refreshed at most every LIVE_INTERVAL.
+            self._append(view)
+            # Others see the live offset: at once when the record last sent shows
+            # nothing beyond what is stored, then refreshed at most every LIVE_INTERVAL.
             if self._quick and self._written != self._rec.total:
                 self._quick = False  # written piecemeal: others see its progress
-            stale = self._rec.offset == self._rec.persisted
-            due = stale or time.monotonic() - self._saved_at >= LIVE_INTERVAL
-            if due and not self._quick:
-                self._save()
+            if not self._quick:
+                shown = self._put_rec
+                if shown is None or shown.offset <= shown.persisted:
+                    self._save()
+                elif self._save_due():
+                    self._save_soon()
             backlog = len(self._in_flight) > self._store.upload_concurrency
         if backlog:
             self._wait(everything=False)
@@ -304,7 +400,7 @@ class S3Writer:
             return 0
         return max(self._written + n - self._limit, 0)
 
-    def _start_part(self, chunk: bytes) -> None:
+    def _start_part(self, chunk: bytearray) -> None:
         store, up = self._store, self._rec.upload
         if up is None:
             expected = self._rec.expected
@@ -314,7 +410,9 @@ class S3Writer:
                 key = store.location.staging(self.ref, uuid.uuid4().hex[:16])
             up = Upload(store.bucket.create_upload(key), key)
             self._rec = self._rec.with_(upload=up)
-            self._save()  # so that the upload is aborted with the ingest, even after a crash
+            # In the background: the record names the upload so that it is aborted with
+            # the ingest; one left unnamed by a crash meanwhile is a stray upload gc aborts.
+            self._save_soon()
         # The first part after a resume carries the stored tail.
         holds_tail = self._stored_tail > 0 and not self._in_flight
         self._stored_tail = 0
@@ -324,6 +422,7 @@ class S3Writer:
         self._in_flight.append(
             _InFlight(number, len(chunk), self._hasher.state().hex(), etag, holds_tail)
         )
+        etag.add_done_callback(lambda _: self._spares.append(chunk))
         etag.add_done_callback(self._part_done)
 
     def _part_done(self, _: Future[str]) -> None:
@@ -358,8 +457,14 @@ class S3Writer:
                 self._save()
                 gained = False
                 self._store.bucket.delete(self._store.location.tail(self.ref))
-        if gained:
-            self._save()
+        # Saved when nothing more is in flight (so a writer whose source stalls is
+        # killed with every uploaded part vouched for), else at most every
+        # LIVE_INTERVAL: a crash costs at most the re-upload of the parts since.
+        if gained and (not self._in_flight or self._save_due()):
+            self._save_soon()
+
+    def _save_due(self) -> bool:
+        return time.monotonic() - self._saved_at >= LIVE_INTERVAL
 
     def _wait(self, *, everything: bool) -> None:
         """Wait for every part in flight (or the first), then vouch for them. Raises
@@ -384,12 +489,13 @@ class S3Writer:
         self._error = None
         wait_futures([f.etag for f in self._in_flight])
         self._in_flight.clear()
-        self._buffer = bytearray()
+        self._clear_buffer()
         self._closed = True
         try:
+            self._stop_background_saves()
             if self._owned():
                 self._rec = self._rec.with_(offset=self._rec.persisted, updated_at=utcnow())
-                self._store._put_record(self._rec)
+                self._put_record()
         finally:
             self._lease.release()
         raise from_s3_error(error, f"upload of {self.ref}") from error
@@ -398,7 +504,7 @@ class S3Writer:
         """The digest of every byte written so far."""
         with self._mutex:
             h = self._hasher.copy()
-            h.update(self._buffer)
+            self._hash_buffered(h)
             return Digest(self._rec.algorithm, h.hexdigest())
 
     def status(self) -> Status:
@@ -427,7 +533,7 @@ class S3Writer:
             if self._rec.tail:
                 self._store.bucket.delete(self._store.location.tail(self.ref))
             self._rec = self._rec.with_(upload=None, tail=0)
-            self._buffer = bytearray()
+            self._clear_buffer()
             self._stored_tail = 0
             self._hasher = StateHasher(self._rec.algorithm)
             self._last_write = utcnow()
@@ -447,6 +553,7 @@ class S3Writer:
             validate_labels(new_labels)
             want = Digest.parse(expected) if expected else None
             self._check()
+            self._stop_background_saves()  # the publish drops the record
             self._wait(everything=True)
             check_commit_size(self.ref, self._written, size)
             digest = self.digest()
@@ -457,11 +564,11 @@ class S3Writer:
                         f"cannot verify {want} (abort it and write it again)"
                     )
                 h = new_hasher(want.algorithm)
-                h.update(self._buffer)
+                self._hash_buffered(h)
                 digest = Digest(want.algorithm, h.hexdigest())
             check_commit_digest(digest, want)
             info = self._store._publish(
-                self._rec, bytes(self._buffer), digest, new_labels, quick=self._quick
+                self._rec, self._buffered(), digest, new_labels, quick=self._quick
             )
             self._done = True
             return info
@@ -477,14 +584,15 @@ class S3Writer:
         if self._closed:
             return
         try:
+            self._stop_background_saves()
             if not self._done and self._owned():
                 self._wait(everything=True)
                 with self._mutex:
                     tail_key = self._store.location.tail(self.ref)
-                    buffered = len(self._buffer)
+                    buffered = self._fill
                     if buffered != self._stored_tail or self._rec.tail != buffered:
-                        if self._buffer:
-                            self._store.bucket.put(tail_key, self._buffer)
+                        if buffered:
+                            self._store.bucket.put(tail_key, self._buffered())
                         elif self._rec.tail:
                             self._store.bucket.delete(tail_key)
                         self._rec = self._rec.with_(tail=buffered)

@@ -244,16 +244,14 @@ def write_blob(
     into memory and committed with one :meth:`Putter.put`, without an ingest. A source
     already in memory (:class:`io.BytesIO`) costs nothing to read: on a store whose
     ``check_before_put`` is False (S3) it is put without asking first, and the put
-    itself finds existing content (AlreadyExists: nothing is written again).
+    itself finds existing content (AlreadyExists: nothing is written again); another
+    source is first checked with :meth:`Putter.exists` (one request for new content).
     """
     if isinstance(store, Putter) and 0 < desc.size <= store.small_blob_max:
         if store.check_before_put or not isinstance(source, io.BytesIO):
-            try:
-                existing = store.info(desc.digest)
-                if existing.size == desc.size:
-                    return existing
-            except errdefs.NotFound:
-                pass
+            existing = _committed(store, desc)
+            if existing is not None:
+                return existing
         data = read_exactly(source, desc.size, ref)
         try:
             return store.put(ref, desc, data, labels)
@@ -271,6 +269,20 @@ def write_blob(
     with writer:
         info = copy(writer, source, desc.size, desc.digest, labels)
     return info if info is not None else store.info(desc.digest)
+
+
+def _committed(store: IngesterManager, desc: Descriptor) -> Info | None:
+    """The Info of ``desc``'s content if it is committed with ``desc``'s size. A
+    :class:`Putter` whose questions are round trips (``check_before_put`` False) is
+    first asked only whether it exists: one request for content it lacks."""
+    putter = store if isinstance(store, Putter) else None
+    if putter is not None and not putter.check_before_put and not putter.exists(desc.digest):
+        return None
+    try:
+        existing = store.info(desc.digest)
+    except errdefs.NotFound:
+        return None
+    return existing if existing.size == desc.size else None
 
 
 def read_blob(provider: Provider, desc: Descriptor | Digest) -> bytes:

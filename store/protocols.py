@@ -173,6 +173,11 @@ class Putter(Protocol):
         asking first."""
         ...
 
+    def exists(self, digest: Digest) -> bool:
+        """Whether ``digest`` is committed: the cheapest question (one HEAD on S3, where
+        :meth:`Manager.info` may take two). InvalidArgument for a malformed digest."""
+        ...
+
     def put(
         self,
         ref: str,

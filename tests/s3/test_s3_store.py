@@ -22,11 +22,14 @@ from typing import Any
 import pytest
 
 from ingestq import errdefs
+from ingestq.ingest.attempt import ingest_once
+from ingestq.ingest.request import make_request
 from ingestq.s3 import S3Location, S3Store
 from ingestq.s3.client import MAX_POOL_CONNECTIONS, make_client
 from ingestq.s3.store import MIN_PART_SIZE
 from ingestq.store import Descriptor, Digest, Info, write_blob
 from ingestq.store.testing import FakeRefLocker
+from tests.ingest.helpers import BytesSource
 from tests.servers.seaweed import S3Endpoint, SeaweedServer
 from tests.servers.util import free_port, wait_until
 
@@ -278,6 +281,30 @@ def test_a_part_the_record_does_not_vouch_for_is_replaced(
         info = w.commit(len(DATA), Digest.from_bytes(DATA))
     with store.reader_at(info.digest) as ra:
         assert ra.read_at(PART, PART) == DATA[PART : 2 * PART]
+
+
+def test_a_tail_longer_than_the_part_size_is_split_into_parts_on_resume(
+    s3_endpoint: S3Endpoint, location: S3Location, tmp_path: Path
+) -> None:
+    """A writer of a store with larger parts leaves a tail of more than two of this
+    store's parts: the resumed writer uploads them as parts 1 and 2 and keeps the rest
+    buffered, and the blob is exactly the content."""
+    client = s3_endpoint.client()
+    big = S3Store(location, client, tmp_path, part_size=3 * PART)
+    upto = 2 * PART + 1024 * 1024
+    with big.writer("split", desc(DATA)) as w:
+        w.write(DATA[:upto])
+    assert uploads(client, location) == []  # all of it is the stored tail
+    store = S3Store(location, client, tmp_path, part_size=PART)
+    with store.writer("split", desc(DATA)) as w:
+        assert w.status().offset == upto
+        w.write(DATA[upto : upto + 1])
+        wait_until(lambda: parts_of(client, location) == [1, 2], 30, "parts 1 and 2 uploaded")
+        w.write(DATA[upto + 1 :])
+        info = w.commit(len(DATA), Digest.from_bytes(DATA))
+    with store.reader_at(info.digest) as ra:
+        assert ra.read_at(0, ra.size) == DATA
+    assert uploads(client, location) == []
 
 
 def test_small_blobs_are_buffered_and_take_no_multipart_upload(
@@ -676,7 +703,24 @@ def test_write_blob_of_memory_is_one_put_and_other_sources_are_asked_about_first
     assert write_blob(store, "stream-again", Stream(data), desc(data)) == info
     assert "PutObject" not in seen.names()
     write_blob(store, "stream", Stream(other), desc(other))
-    assert seen.names()[-1] == "PutObject"
+    assert seen.names() == ["HeadObject", "PutObject"]  # one question, then the put
+
+
+def test_the_ingest_cores_small_path_asks_once_whether_the_blob_exists(
+    s3_endpoint: S3Endpoint, location: S3Location, tmp_path: Path
+) -> None:
+    """A small job: the HEAD before the fetch, the GET of an ingest record to resume,
+    the conditional PUT; no second HEAD under the lock (the PUT's 412 tells)."""
+    store, seen, _ = counted_store(s3_endpoint, location, tmp_path)
+    store.put("warm", desc(DATA[1:100]), DATA[1:100])
+    data = DATA[:4096]
+    request = make_request(
+        {"type": "memory"}, "memory:test", digest=Digest.from_bytes(data), size=len(data)
+    )
+    seen.names()
+    result = ingest_once(store, BytesSource(data), request)
+    assert result.fetched and result.info.digest == Digest.from_bytes(data)
+    assert seen.names() == ["HeadObject", "GetObject", "PutObject"]
 
 
 def test_put_sends_a_ref_with_an_ingest_record_through_the_writer(
