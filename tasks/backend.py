@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from celery import states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
-from kombu.utils.encoding import bytes_to_str
 
 from ingestq.tasks.lease import PendingRelease, give_back, take_releases
 from ingestq.tasks.lua import load
@@ -68,7 +67,7 @@ class IngestqRedisBackend(RedisBackend):  # type: ignore[misc]
         task's end when the script fails."""
         meta = self._get_result_meta(result=result, state=state, traceback=traceback,
                                      request=request)  # fmt: skip
-        meta["task_id"] = bytes_to_str(task_id)
+        meta["task_id"] = task_id.decode() if isinstance(task_id, bytes) else task_id
         value = self.encode(meta)
         if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
             raise BackendStoreError(

@@ -115,9 +115,7 @@ def test_a_release_the_result_write_did_not_run_runs_at_the_flush(
     assert r.exists(keys.ref_keys("ref-f").lease) == 0
 
 
-def test_locking_a_ref_again_runs_its_put_off_release_first(
-    r: redis.Redis, redis_url: str
-) -> None:
+def test_locking_a_ref_again_runs_its_put_off_release_first(r: redis.Redis, redis_url: str) -> None:
     locker = RedisLeaseLocker(redis_url, ttl=30)
     first = locker.try_lock("ref-a", "me")
     lease.defer_releases()
