@@ -9,7 +9,9 @@ earlier fence unless the server clock went back by more than that ttl).
 While it is held, one heartbeat thread per process renews every lease it holds with a
 token-checked ``PEXPIRE`` and publishes the write's status in the same script
 (``heartbeat.lua``), using its own Redis client whose socket timeout is a sixth of the
-TTL. Release is compare-and-delete (``release.lua``).
+TTL. Release is compare-and-delete (``release.lua``); a task may put its releases off
+(:func:`defer_releases`) so that its result write runs them in the same round trip
+(:mod:`ingestq.tasks.backend`).
 
 A lease is *lost* when a renewal finds another token, or when no renewal has succeeded
 for ``ttl - margin`` by this process's monotonic clock (which keeps counting while the
