@@ -9,7 +9,8 @@ worker side of its jobs.
 - :mod:`.client`: ``connect`` (picks the Celery or the in-process backend) and the
   producer API ``enqueue_ingest``, ``enqueue_many``, ``enqueue_pull``, ``get_job``, ``get_pull``;
 - :mod:`.codec`: the Celery error codec (encode, decode result meta, normalize);
-- :mod:`.results`: the one reader of Celery's result keys;
+- :mod:`.results`: the one reader of Celery's result keys; :mod:`.backend`: the result
+  backend that writes them in one script (with the task's put-off lease releases);
 - :mod:`.records`: job records in Redis; :mod:`.keys`: every Redis key name;
 - :mod:`.lease`: Redis leases on refs (the cross-host ref lock, heartbeat);
   :mod:`.statusboard`: every live ingest; :mod:`.lua`: their scripts;

@@ -30,6 +30,10 @@ How a job waits and fails:
 * Redelivered after a lost worker (``task_reject_on_worker_lost``, or the visibility
   timeout): counted in the job record; past ``INGESTQ_MAX_REDELIVERIES`` the job fails
   with Aborted instead of looping (a blob whose ingest always kills its process).
+* The lease's release is put off until the result is written and runs in the same
+  round trip (:func:`ingestq.tasks.lease.defer_releases`,
+  :class:`ingestq.tasks.backend.IngestqRedisBackend`); a release the result write did
+  not run (another Redis, no result written) runs when the task ends (``task_postrun``).
 * STARTED is written only once the write has lasted a heartbeat (``_Started``; no
   ``task_track_started`` for this task): a job done in milliseconds costs no status
   board entry and no STARTED write, only the lease's acquire and release.
@@ -54,7 +58,7 @@ import threading
 import time
 from typing import Any
 
-from celery import Task
+from celery import Task, signals
 
 from ingestq import errdefs
 from ingestq.fetch.specs import source_from_spec
@@ -70,6 +74,7 @@ from ingestq.tasks.app import app
 from ingestq.tasks.codec import encode
 from ingestq.tasks.ingest_hooks import worker_hooks
 from ingestq.tasks.joblog import EXPECTED_ERRORS
+from ingestq.tasks.lease import defer_releases, flush_releases
 from ingestq.tasks.names import TASK_INGEST
 from ingestq.tasks.runtime import Runtime, runtime
 
@@ -165,6 +170,7 @@ def ingest_task(
 ) -> dict[str, Any]:
     """Ingest one blob (see the module docstring)."""
     live = _Started(self, self.request.id or "")
+    defer_releases()  # run by the result write (tasks/backend.py), else at postrun
     try:
         return _ingest(self, live, request, lock_waits, source_retries, max_source_retries)
     finally:
@@ -261,3 +267,11 @@ def _ingest(
         resumed_from=result.resumed_from,
     )
     return out
+
+
+def _flush_releases(**_: Any) -> None:
+    """A task has ended (its result written): run the lease releases still put off."""
+    flush_releases()
+
+
+signals.task_postrun.connect(_flush_releases, weak=False)

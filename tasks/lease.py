@@ -9,7 +9,9 @@ earlier fence unless the server clock went back by more than that ttl).
 While it is held, one heartbeat thread per process renews every lease it holds with a
 token-checked ``PEXPIRE`` and publishes the write's status in the same script
 (``heartbeat.lua``), using its own Redis client whose socket timeout is a sixth of the
-TTL. Release is compare-and-delete (``release.lua``).
+TTL. Release is compare-and-delete (``release.lua``); a task may put its releases off
+(:func:`defer_releases`) so that its result write runs them in the same round trip
+(:mod:`ingestq.tasks.backend`).
 
 A lease is *lost* when a renewal finds another token, or when no renewal has succeeded
 for ``ttl - margin`` by this process's monotonic clock (which keeps counting while the
@@ -210,14 +212,79 @@ class RedisLease:
         self._locker._forget(self)
         if self._lost.is_set():
             return
+        k = self.keys
+        pending = PendingRelease(
+            self._locker, self.ref, (k.lease, k.holder, k.status, keys.ACTIVE),
+            (self.token, k.member, "1" if self.progress.published else "0"),
+        )  # fmt: skip
+        if not _defer(pending):
+            pending.run()
+
+
+@dataclass(frozen=True)
+class PendingRelease:
+    """A lease's compare-and-delete (``release.lua``'s keys and arguments) put off by
+    :func:`defer_releases`, to run inside the script that stores the task's result."""
+
+    locker: RedisLeaseLocker
+    ref: str
+    keys: tuple[str, str, str, str]
+    args: tuple[str, str, str]
+
+    def run(self) -> None:
+        """Release now, in a round trip of its own. Never raises (see
+        :meth:`RedisLease.release`)."""
         try:
-            k = self.keys
-            self._locker.scripts().release(
-                keys=[k.lease, k.holder, k.status, keys.ACTIVE],
-                args=[self.token, k.member, "1" if self.progress.published else "0"],
-            )
+            self.locker.scripts().release(keys=list(self.keys), args=list(self.args))
         except redis.RedisError as e:
             log.warning("could not release lease on %s (expires by itself): %s", self.ref, e)
+
+
+_deferral = threading.local()
+
+
+def defer_releases() -> None:
+    """From now until :func:`flush_releases`, lease releases made by this thread are put
+    off (:func:`take_releases`), so the task's result store can run them in its own
+    round trip: the lease goes with the result written (``store_result.lua``). A lock
+    taken again on a ref whose release is pending runs that release first."""
+    _deferral.pending = getattr(_deferral, "pending", None) or []
+    _deferral.on = True
+
+
+def take_releases() -> list[PendingRelease]:
+    """The releases this thread has put off so far (they are the caller's to run)."""
+    pending: list[PendingRelease] = getattr(_deferral, "pending", None) or []
+    _deferral.pending = []
+    return pending
+
+
+def give_back(pending: list[PendingRelease]) -> None:
+    """Put releases taken by :func:`take_releases` back (their script failed), for
+    :func:`flush_releases`."""
+    _deferral.pending = [*pending, *(getattr(_deferral, "pending", None) or [])]
+
+
+def flush_releases() -> None:
+    """Stop putting releases off in this thread and run those still pending."""
+    _deferral.on = False
+    for pending in take_releases():
+        pending.run()
+
+
+def _defer(pending: PendingRelease) -> bool:
+    if not getattr(_deferral, "on", False):
+        return False
+    _deferral.pending.append(pending)
+    return True
+
+
+def _run_pending(ref: str) -> None:
+    """Run this thread's put-off release of ``ref``, if any (before locking it again)."""
+    pending: list[PendingRelease] = getattr(_deferral, "pending", None) or []
+    for p in [p for p in pending if p.ref == ref]:
+        pending.remove(p)
+        p.run()
 
 
 class AcquireGuard:
@@ -358,6 +425,7 @@ class RedisLeaseLocker:
         (``acquire.lua`` again, with a compare-and-set on its token). Unavailable too when Redis
         cannot be reached; the guard's error inside :meth:`guarded` when its field is set."""
         self._ensure_process()
+        _run_pending(ref)
         host, pid, started, node = self._identity
         guard: AcquireGuard | None = getattr(self._local, "guard", None)
         k = keys.ref_keys(ref)

@@ -9,9 +9,9 @@ plan, the redelivery count and the cancel flag (the ``cancel`` field).
 ``ingestq:idem:<key>`` maps an idempotency key to its job id. Both expire with the
 job's result (``result_expires``); every write renews the record's expiry.
 ``ingestq:jobs`` indexes the records for listing (no KEYS, no SCAN): a zset of job ids
-scored by creation time, trimmed at each create to the members younger than
-``result_expires`` and to at most :data:`MAX_INDEXED`, and expiring itself with the
-newest record.
+scored by creation time, trimmed at each create (once per batch of ``create_many``) to
+the members younger than ``result_expires`` and to at most :data:`MAX_INDEXED`, and
+expiring itself with the newest record.
 
 Records read back are checked (:func:`ingestq.jobs.records.check_record`): a tampered
 one is InvalidArgument naming the job.
@@ -71,18 +71,21 @@ class RedisJobRecords:
 
     def create_many(self, jobs: Sequence[tuple[str, Mapping[str, str]]]) -> list[bool]:
         """Claim each ``(job id, fields)`` of ``jobs`` as :meth:`create` does without an
-        idempotency key, in one pipeline (one round trip); whether each was created.
-        Unavailable when Redis cannot be reached."""
+        idempotency key, in one pipeline (one round trip); whether each was created. The
+        index is trimmed once, after the batch's claims. Unavailable when Redis cannot
+        be reached."""
         if not jobs:
             return []
         now = f"{time.time():.6f}"
         try:
             pipe = self._client.pipeline(transaction=False)
             for job_id, fields in jobs:
-                args: list[str | int] = [now, self._ttl, job_id, MAX_INDEXED]
+                args: list[str | int] = [now, self._ttl, job_id, 0]
                 args.extend(item for pair in fields.items() for item in pair)
                 self._claim(keys=[keys.job_key(job_id), keys.JOBS], args=args, client=pipe)
-            replies = pipe.execute()
+            pipe.zremrangebyscore(keys.JOBS, "-inf", float(now) - self._ttl)
+            pipe.zremrangebyrank(keys.JOBS, 0, -(MAX_INDEXED + 1))
+            replies = pipe.execute()[: len(jobs)]
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"job records: {e}") from e
         return [bool(r) for r in replies]

@@ -5,6 +5,7 @@ redis-server)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,6 +121,28 @@ def test_a_redis_record_is_claimed_with_its_fields_and_expiry_in_one_command(
     assert 0 < client.ttl("ingestq:job:one") <= 100
     assert records.create("one", {"ref": "other"}) == ("one", False)
     assert records.get("one")["ref"] == "r"
+    client.close()
+
+
+def test_a_batch_of_claims_trims_the_index_once_and_each_renews_its_expiry(
+    redis_url: str,
+) -> None:
+    client = redis_client(redis_url, socket_timeout=5.0)
+    records = RedisJobRecords(client, ttl=100)
+    records.create("warm", {})  # loads the script
+    client.zadd("ingestq:jobs", {"stale": time.time() - 1000})  # older than the ttl
+    client.config_resetstat()
+    assert records.create_many([(f"b{i}", {"ref": f"r{i}"}) for i in range(5)]) == [True] * 5
+    calls = {k: v["calls"] for k, v in client.info("commandstats").items()}
+    assert calls["cmdstat_evalsha"] == 5
+    assert calls["cmdstat_expire"] == 10  # each record and, with it, the job index
+    assert calls["cmdstat_zremrangebyscore"] == calls["cmdstat_zremrangebyrank"] == 1
+    members = {m.decode() for m in client.zrange("ingestq:jobs", 0, -1)}
+    assert members == {"warm", *(f"b{i}" for i in range(5))}  # "stale" trimmed
+    assert 0 < client.ttl("ingestq:jobs") <= 100
+    assert all(0 < client.ttl(f"ingestq:job:b{i}") <= 100 for i in range(5))
+    assert records.create_many([("b0", {"ref": "other"}), ("b9", {})]) == [False, True]
+    assert records.get("b0")["ref"] == "r0"
     client.close()
 
 

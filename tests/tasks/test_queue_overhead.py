@@ -1,8 +1,8 @@
 """What a queued ingest costs in Redis: a 4 KiB job done within a heartbeat has no
-STARTED write, no status board entry and reads its cancel flag inside the lease's
-acquire; a long write still shows STARTED and its board entry (cancel while a write
-lasts: tests/worker/test_cli_jobs.py). The commands per job are counted with the
-server's ``INFO commandstats``."""
+STARTED write, no status board entry, reads its cancel flag inside the lease's acquire
+and releases the lease inside its result write; a long write still shows STARTED and
+its board entry (cancel while a write lasts: tests/worker/test_cli_jobs.py). The
+commands per job are counted with the server's ``INFO commandstats``."""
 
 from __future__ import annotations
 
@@ -20,9 +20,12 @@ from tests.tasks.blobserver import Behaviour, BlobServer
 from tests.tasks.conftest import Cluster
 
 #: Redis commands (Lua's included) per 4 KiB job, producer and worker together: about
-#: 41 with STARTED written and a cancel poll at the first chunk, about 36 now. The
-#: bound leaves room for an idle worker's polls and a heartbeat.
-MAX_COMMANDS_PER_JOB = 38
+#: 41 with STARTED written and a cancel poll at the first chunk, about 36 with the
+#: result written by Celery (GET, then MULTI SETEX PUBLISH EXEC) and the lease released
+#: apart, about 30 now (the release inside the result write's script, the job index
+#: trimmed once per ``enqueue_many`` batch). The bound leaves room for an idle worker's
+#: polls and a heartbeat.
+MAX_COMMANDS_PER_JOB = 32
 
 
 def _commands(r: redis.Redis) -> dict[str, int]:
@@ -75,9 +78,10 @@ def test_small_jobs_cost_few_redis_commands_and_write_no_started(cluster: Cluste
 
 #: Redis commands per 4 KiB job of known digest and size (the small-blob path),
 #: producer and worker together: 35 with a cancel-flag read and a holder lookup of their
-#: own (two round trips), 34 with the flag read inside the lease's acquire and no lookup.
-#: The bound leaves room for an idle worker's polls.
-MAX_COMMANDS_PER_SMALL_JOB = 35
+#: own (two round trips), 34 with the flag read inside the lease's acquire and no lookup,
+#: 32 with the release inside the result write's script, 30 with the job index trimmed
+#: once per ``enqueue_many`` batch. The bound leaves room for an idle worker's polls.
+MAX_COMMANDS_PER_SMALL_JOB = 31
 
 
 @pytest.mark.slow
@@ -98,12 +102,18 @@ def test_small_known_jobs_read_their_cancel_flag_in_the_acquire(cluster: Cluster
         jobs = enqueue_many(requests[1:], client=cluster.client)
         _wait_all(r, [j.id for j in jobs])
         counted = _commands(r)
+        # Every lease went with its job's result write: none is left to expire.
+        assert r.keys("ingestq:lease:*") == [] and r.keys("ingestq:holder:*") == []
     finally:
         r.close()
     per_job = sum(counted.values()) / len(jobs)
     assert per_job <= MAX_COMMANDS_PER_SMALL_JOB, (per_job, counted)
     # No separate cancel-flag read (the acquire script's HEXISTS is it), no holder lookup.
     assert counted.get("cmdstat_hget", 0) == 0, counted
+    # Two round trips of the pool process: the acquire and the result write, which
+    # releases the lease (tasks/backend.py); no MULTI but kombu's delivery and ack.
+    assert counted["cmdstat_evalsha"] <= 3 * len(jobs) + 2, counted  # with the claim
+    assert counted["cmdstat_multi"] <= 2 * len(jobs) + 2, counted
     assert counted.get("cmdstat_hgetall", 0) == 0, counted
     assert counted["cmdstat_hexists"] == len(jobs), counted
     assert all(j.state is JobState.SUCCEEDED for j in jobs)

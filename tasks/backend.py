@@ -1,0 +1,97 @@
+"""Celery's Redis result backend with the result write in one round trip, carrying the
+task's lease releases.
+
+Celery's :class:`~celery.backends.redis.RedisBackend` stores a result in two round
+trips: a GET (a stored SUCCESS is never overwritten, so a late duplicate cannot hide
+the outcome), then SETEX and PUBLISH in a MULTI. :class:`IngestqRedisBackend` does the
+same in one script (``tasks/lua/store_result.lua``) and, in that script, runs the lease
+releases the task put off (:func:`ingestq.tasks.lease.defer_releases`) when the lease
+lives on the same Redis as the results: a 4 KiB ingest's lease goes with its result
+written, in the round trip that writes it. The meta, its expiry (``result_expires``,
+``result_failure_expires`` for a FAILURE), the PUBLISH on the key's channel and the
+retries on connection errors are Celery's; everything else (reads, groups, chords) is
+inherited unchanged.
+
+Imports celery, redis and this package's lease and Lua scripts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from celery import states
+from celery.backends.redis import RedisBackend
+from celery.exceptions import BackendStoreError
+
+from ingestq.tasks.lease import PendingRelease, give_back, take_releases
+from ingestq.tasks.lua import load
+
+if TYPE_CHECKING:
+    from redis.commands.core import Script
+
+#: ``store_result.lua`` with ``release.lua`` prepended as ``release(KEYS, ARGV)``, so
+#: both scripts keep one text each.
+STORE_RESULT_SCRIPT = (
+    "local function release(KEYS, ARGV)\n" + load("release") + "\nend\n" + load("store_result")
+)
+
+
+class IngestqRedisBackend(RedisBackend):  # type: ignore[misc]
+    """The Redis result backend of ingestq's app (see the module docstring). Made with
+    the app's ``result_backend`` URL when Celery passes none."""
+
+    def __init__(self, *args: Any, url: str | None = None, **kwargs: Any) -> None:
+        app = kwargs.get("app")
+        if url is None and app is not None:
+            url = app.conf.result_backend
+        super().__init__(*args, url=url, **kwargs)
+        self._store_script: Script | None = None
+
+    def _script(self) -> Script:
+        if self._store_script is None:
+            self._store_script = self.client.register_script(STORE_RESULT_SCRIPT)
+        return self._store_script
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: Any = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Celery's ``_store_result`` in one script (see the module docstring). Raises
+        BackendStoreError for a meta too large for Redis, redis errors as Celery's does
+        (retried per ``result_backend_always_retry``); the releases are put back for the
+        task's end when the script fails."""
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback,
+                                     request=request)  # fmt: skip
+        meta["task_id"] = task_id.decode() if isinstance(task_id, bytes) else task_id
+        value = self.encode(meta)
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError(
+                "value too large for Redis backend", state=state, task_id=task_id
+            )
+        expires = self.failure_expires if state == states.FAILURE else self.expires
+        taken = take_releases()
+        releases = [p for p in taken if p.locker.url == self.url]
+        give_back([p for p in taken if p.locker.url != self.url])  # another Redis
+        try:
+            self.ensure(self._run, (self.get_key_for_task(task_id), value, expires, releases))
+        except BaseException:
+            give_back(releases)
+            raise
+        return result
+
+    def _run(
+        self, key: str, value: Any, expires: int | None, releases: list[PendingRelease]
+    ) -> None:
+        keys, args = [key], [value, int(expires or 0)]
+        for p in releases:
+            keys.extend(p.keys)
+            args.extend(p.args)
+        self._script()(keys=keys, args=args)
+
+
+__all__ = ["STORE_RESULT_SCRIPT", "IngestqRedisBackend"]
