@@ -137,7 +137,10 @@ class Bucket:
         if if_none_match:
             kwargs["IfNoneMatch"] = "*"
         if if_match is not None:
-            kwargs["IfMatch"] = f'"{if_match}"'
+            # Unquoted: radosgw compares the header byte for byte with the ETag it
+            # stores (unquoted), so a quoted one never matches there; S3, SeaweedFS
+            # and MinIO accept both spellings.
+            kwargs["IfMatch"] = if_match
         try:
             return _etag(self.client.put_object(**kwargs).get("ETag"))
         except Exception as e:

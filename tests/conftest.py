@@ -18,6 +18,7 @@ Fixtures:
     seaweed: session; one SeaweedFS (``weed server`` with its S3 gateway).
     s3_endpoint: function; the session SeaweedFS's :class:`S3Endpoint`.
     s3_bucket: module; a fresh bucket on it for the test module (its name).
+    radosgw: session; one throwaway Ceph (mon, memstore OSD, ``radosgw``).
     s3_prefix: function; a fresh key prefix for the test (isolation inside the bucket).
 """
 
@@ -32,6 +33,7 @@ from typing import Any
 import pytest
 
 from tests.servers.containerd import ContainerdDaemon
+from tests.servers.radosgw import RadosgwServer
 from tests.servers.redis_server import RedisFactory, RedisServer
 from tests.servers.registry import Registry, RegistryFactory, TokenServer
 from tests.servers.seaweed import S3Endpoint, SeaweedServer
@@ -155,6 +157,18 @@ def containerd_daemon(tmp_path: Path) -> Iterator[ContainerdDaemon]:
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
     """One SeaweedFS (master, volume, filer, S3 gateway) for the whole session."""
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def radosgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RadosgwServer]:
+    """One throwaway Ceph with its S3 gateway for the whole session (started by the
+    first test that asks for it: only the slow radosgw contract does)."""
+    server = RadosgwServer(tmp_path_factory.mktemp("radosgw"))
     try:
         server.start()
         yield server
