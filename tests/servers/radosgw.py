@@ -13,6 +13,7 @@ The binaries come from Debian's ``radosgw ceph-mon ceph-osd`` packages, which
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,6 +68,8 @@ mon allow pool delete = true
 mon warn on pool no redundancy = false
 mon data avail warn = 1
 mon data avail crit = 0
+paxos propose interval = 0.01
+paxos min wait = 0.001
 run dir = {dir}/run
 admin socket = {dir}/run/$cluster-$name.asok
 pid file = {dir}/run/$name.pid
@@ -112,8 +115,9 @@ class RadosgwServer:
 
     def _tool(self, *argv: str) -> str:
         assert self._conf is not None
-        done = run_tool([require_binary(argv[0]), "--conf", str(self._conf), *argv[1:]],
-                        timeout=TOOL_TIMEOUT)
+        done = run_tool(
+            [require_binary(argv[0]), "--conf", str(self._conf), *argv[1:]], timeout=TOOL_TIMEOUT
+        )
         return done.stdout
 
     def _spawn(self, name: str, *argv: str) -> None:
@@ -183,6 +187,8 @@ class RadosgwServer:
         self._tool("ceph", "osd", "new", osd_uuid, "0")
         self._tool("ceph-osd", "--id", "0", "--mkfs", "--osd-uuid", osd_uuid)
         self._spawn("osd.0", "ceph-osd", "--id", "0", "-f")
+        # A radosgw started before the OSD is up may sit out a 5 s timer on its pools.
+        wait_until(self._osd_up, timeout, "the OSD to boot", abort=self._abort)
         self._spawn("rgw", "radosgw", "--name", "client.rgw", "-f")
         wait_until(self._anonymous_ready, timeout, f"radosgw on {url}", abort=self._abort)
         self._tool(
@@ -195,6 +201,11 @@ class RadosgwServer:
             f"--secret={self.endpoint.secret_key}",
         )
         wait_until(self._ready, timeout, f"radosgw S3 writes on {url}", abort=self._abort)
+
+    def _osd_up(self) -> bool:
+        """The monitor's OSD map has the OSD up."""
+        stat = json.loads(self._tool("ceph", "osd", "stat", "--format", "json"))
+        return int(stat.get("num_up_osds", 0)) == 1
 
     def _anonymous_ready(self) -> bool:
         """The gateway answers HTTP (it has made its pools and zone)."""

@@ -22,7 +22,15 @@ from typing import IO, TypeVar
 T = TypeVar("T")
 
 #: The system packages that ``scripts/test`` installs for the real-server fixtures.
-SYSTEM_PACKAGES = ("redis-server", "docker-registry", "containerd", "skopeo")
+SYSTEM_PACKAGES = (
+    "redis-server",
+    "docker-registry",
+    "containerd",
+    "skopeo",
+    "radosgw",
+    "ceph-mon",
+    "ceph-osd",
+)
 
 LOOPBACK = "127.0.0.1"
 
@@ -44,7 +52,7 @@ def require_binary(name: str) -> str:
 
     The message tells the reader how to get it: ``scripts/test`` installs every system
     package the fixtures use (``apt-get install redis-server docker-registry containerd
-    skopeo``).
+    skopeo radosgw ceph-mon ceph-osd``).
     """
     path = shutil.which(name)
     if path is None:
