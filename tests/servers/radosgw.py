@@ -39,6 +39,9 @@ TOOL_TIMEOUT = 60.0
 #: The cluster's configuration; ``{dir}``, ``{fsid}``, ``{mon_port}`` and
 #: ``{rgw_port}`` are filled in. No auth, so no keyrings; ``crc`` wire modes, since
 #: the ``secure`` mode radosgw asks of a monitor needs an authenticated session.
+#: Short paxos intervals: radosgw makes its pools one by one at start, each a monitor
+#: proposal, which the default 1 s propose interval made a 16 s start (now ~1 s).
+#: ``memstore device bytes`` is a cap on the OSD's memory, not an allocation.
 _CONF = """\
 [global]
 fsid = {fsid}
