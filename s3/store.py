@@ -928,8 +928,15 @@ class S3Store:
         check_commit_digest(Digest.from_bytes(content, digest.algorithm), digest)
         if len(content) <= self.small_blob_max and not self._may_have_ingest(ref):
             return self._put_new(ref, digest, content, new_labels)
-        with self.writer(ref, desc) as w:
-            info = copy(w, io.BytesIO(content), len(content), digest, new_labels)
+        try:
+            with self.writer(ref, desc) as w:
+                info = copy(w, io.BytesIO(content), len(content), digest, new_labels)
+        except errdefs.FailedPrecondition:
+            # The adopted prefix was other bytes (a writer fed a lying source): put
+            # holds every byte, so it starts the ingest over with a new writer.
+            with self.writer(ref, desc) as w:
+                w.truncate(0)
+                info = copy(w, io.BytesIO(content), len(content), digest, new_labels)
         if info is None:
             raise errdefs.AlreadyExists(f"content {digest}")
         return info

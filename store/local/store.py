@@ -319,18 +319,39 @@ class LocalStore:
         data: bytes | bytearray | memoryview,
         labels: Mapping[str, str],
     ) -> Info:
+        # Data that is not desc touches nothing, not even another writer's ingest.
         expected = Digest.parse(desc.digest)
-        with self.writer(ref, desc) as w:
-            try:
-                info = copy(w, io.BytesIO(data), desc.size, expected, labels)
-            except errdefs.FailedPrecondition:
-                # The adopted prefix was not this content (writers forced onto one ref
-                # without the lock): put holds every byte, so it starts the ingest over.
-                w.truncate(0)
-                info = copy(w, io.BytesIO(data), desc.size, expected, labels)
+        check_commit_size(ref, memoryview(data).nbytes, desc.size)
+        hasher = expected.hasher()
+        hasher.update(data)
+        check_commit_digest(Digest(expected.algorithm, hasher.hexdigest()), expected)
+        try:
+            info = self._copy_whole(ref, desc, data, labels, restart=False)
+        except errdefs.FailedPrecondition:
+            # The adopted prefix was other bytes (a writer fed a lying source, or
+            # writers forced onto one ref without the lock): put holds every byte, so it
+            # starts the ingest over, with a new writer since the failed commit closed
+            # the first.
+            info = self._copy_whole(ref, desc, data, labels, restart=True)
         if info is None:
             raise errdefs.AlreadyExists(f"content {desc.digest}")
         return info
+
+    def _copy_whole(
+        self,
+        ref: str,
+        desc: Descriptor,
+        data: bytes | bytearray | memoryview,
+        labels: Mapping[str, str],
+        *,
+        restart: bool,
+    ) -> Info | None:
+        """Copy ``data`` into ``ref``'s ingest (from its start when ``restart``) and
+        commit it as ``desc``: :func:`copy`'s result and errors."""
+        with self.writer(ref, desc) as w:
+            if restart:
+                w.truncate(0)
+            return copy(w, io.BytesIO(data), desc.size, Digest.parse(desc.digest), labels)
 
     # IngestManager ---------------------------------------------------------------------
     def status(self, ref: str) -> Status:
