@@ -299,12 +299,13 @@ class LocalStore:
         size = len(data) if not isinstance(data, memoryview) else data.nbytes
         new_labels = {k: v for k, v in (labels or {}).items() if v != ""}
         validate_labels(new_labels)
-        if size > self.small_blob_max or self._ingest(ref).exists():
-            return self._put_by_writer(ref, desc, data, new_labels)
+        # Data that is not desc touches nothing, not even another writer's ingest.
         check_commit_size(ref, size, desc.size)
         hasher = digest.hasher()
         hasher.update(data)
         check_commit_digest(Digest(digest.algorithm, hasher.hexdigest()), digest)
+        if size > self.small_blob_max or self._ingest(ref).exists():
+            return self._put_by_writer(ref, desc, data, new_labels)
         if self.blobs.committed(digest, size):
             raise errdefs.AlreadyExists(f"content {digest}")
         self.meter.check(size, f"put {ref} of {size} bytes")
@@ -319,12 +320,6 @@ class LocalStore:
         data: bytes | bytearray | memoryview,
         labels: Mapping[str, str],
     ) -> Info:
-        # Data that is not desc touches nothing, not even another writer's ingest.
-        expected = Digest.parse(desc.digest)
-        check_commit_size(ref, memoryview(data).nbytes, desc.size)
-        hasher = expected.hasher()
-        hasher.update(data)
-        check_commit_digest(Digest(expected.algorithm, hasher.hexdigest()), expected)
         try:
             info = self._copy_whole(ref, desc, data, labels, restart=False)
         except errdefs.FailedPrecondition:
