@@ -138,8 +138,8 @@ class Bucket:
             kwargs["IfNoneMatch"] = "*"
         if if_match is not None:
             # Unquoted: radosgw compares the header byte for byte with the ETag it
-            # stores (unquoted), so a quoted one never matches there; S3, SeaweedFS
-            # and MinIO accept both spellings.
+            # stores (unquoted), so a quoted one never matches there. SeaweedFS
+            # accepts both spellings (both tested); AWS S3 and MinIO are not tested.
             kwargs["IfMatch"] = if_match
         try:
             return _etag(self.client.put_object(**kwargs).get("ETag"))
