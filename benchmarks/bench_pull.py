@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,6 +160,22 @@ def _time(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def _interleaved(
+    runners: Mapping[str, Callable[[int], float]], repeat: int
+) -> dict[str, list[float]]:
+    """Each runner's seconds over ``repeat`` rounds (a runner gets the round's index);
+    every round rotates the order, so a drifting load favours none."""
+    names = list(runners)
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(repeat):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            seconds = runners[name](i)
+            results[name].append(seconds)
+            print(f"  run {i + 1} {name:12} {seconds:6.2f} s", flush=True)
+    return results
 
 
 def main() -> None:
@@ -301,13 +317,7 @@ def main() -> None:
                 "curl": run_curl,
             }
             try:
-                for i in range(args.repeat):
-                    k = i % len(runners)
-                    order = list(runners)[k:] + list(runners)[:k]
-                    for tool in order:
-                        seconds = runners[tool](i)
-                        results[tool].append(seconds)
-                        print(f"  run {i + 1} {tool:10} {seconds:6.2f} s", flush=True)
+                results.update(_interleaved(runners, args.repeat))
             finally:
                 client.close()
                 _stop(procs)
@@ -412,12 +422,10 @@ def _main_s3(args: argparse.Namespace) -> None:
                     assert count == args.layers + 2, (kind, count)
                     return seconds
 
-                for i in range(args.repeat):
-                    order = ["local", "s3"] if i % 2 == 0 else ["s3", "local"]
-                    for kind in order:
-                        seconds = run(kind)
-                        results[kind].append(seconds)
-                        print(f"  run {i + 1} {kind:6} {seconds:6.2f} s", flush=True)
+                def runner(kind: str) -> Callable[[int], float]:
+                    return lambda _: run(kind)
+
+                results.update(_interleaved({k: runner(k) for k in results}, args.repeat))
             finally:
                 for c in clients.values():
                     c.close()

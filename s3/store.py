@@ -28,7 +28,6 @@ local store's (and containerd's) semantics.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import random
 import threading
@@ -65,7 +64,7 @@ from ingestq.store.budget import Budget, human
 from ingestq.store.codec import BlobMeta
 from ingestq.store.digest import CANONICAL, Digest, new_hasher
 from ingestq.store.filters import info_fields, parse, status_fields
-from ingestq.store.helpers import copy
+from ingestq.store.helpers import put_through_writer
 from ingestq.store.labels import apply_update
 from ingestq.store.labels import validate as validate_labels
 from ingestq.store.locks import FileRefLocker, Lease, RefLocker, new_holder_id
@@ -928,18 +927,7 @@ class S3Store:
         check_commit_digest(Digest.from_bytes(content, digest.algorithm), digest)
         if len(content) <= self.small_blob_max and not self._may_have_ingest(ref):
             return self._put_new(ref, digest, content, new_labels)
-        try:
-            with self.writer(ref, desc) as w:
-                info = copy(w, io.BytesIO(content), len(content), digest, new_labels)
-        except errdefs.FailedPrecondition:
-            # The adopted prefix was other bytes (a writer fed a lying source): put
-            # holds every byte, so it starts the ingest over with a new writer.
-            with self.writer(ref, desc) as w:
-                w.truncate(0)
-                info = copy(w, io.BytesIO(content), len(content), digest, new_labels)
-        if info is None:
-            raise errdefs.AlreadyExists(f"content {digest}")
-        return info
+        return put_through_writer(self, ref, desc, content, new_labels)
 
     def _put_new(self, ref: str, digest: Digest, content: bytes, labels: Mapping[str, str]) -> Info:
         cap = self.budget.max_bytes

@@ -174,6 +174,37 @@ def copy(
     return finish_copy(writer, ref, written, size, expected, labels)
 
 
+def put_through_writer(
+    store: Ingester,
+    ref: str,
+    desc: Descriptor,
+    data: bytes | bytearray | memoryview,
+    labels: Mapping[str, str] | None = None,
+) -> Info:
+    """Commit ``data``, already checked to be ``desc``, through ``store.writer(ref,
+    desc)``, resuming ``ref``'s unfinished ingest: a store's ``put`` for content that
+    does not take its one-request path. If the adopted prefix was other bytes (a writer
+    fed a lying source, or writers forced onto one ref without the lock), the commit
+    fails and closes its writer; ``data`` holds every byte, so the ingest is started
+    over once with a new writer. AlreadyExists when the content is committed; the
+    writer's errors otherwise."""
+    digest = Digest.parse(desc.digest)
+
+    def attempt(restart: bool) -> Info | None:
+        with store.writer(ref, desc) as w:
+            if restart:
+                w.truncate(0)
+            return copy(w, io.BytesIO(data), desc.size, digest, labels)
+
+    try:
+        info = attempt(restart=False)
+    except errdefs.FailedPrecondition:
+        info = attempt(restart=True)
+    if info is None:
+        raise errdefs.AlreadyExists(f"content {digest}")
+    return info
+
+
 def longer_than(ref: str, size: int) -> errdefs.FailedPrecondition:
     """The error of a source that holds more than the expected ``size`` bytes."""
     return errdefs.FailedPrecondition(f"source for {ref} is longer than the expected {size} bytes")

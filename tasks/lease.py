@@ -243,18 +243,26 @@ class PendingRelease:
 _deferral = threading.local()
 
 
+def _pending() -> list[PendingRelease]:
+    """This thread's put-off releases (made empty on first use)."""
+    if not hasattr(_deferral, "pending"):
+        _deferral.pending = []
+    pending: list[PendingRelease] = _deferral.pending
+    return pending
+
+
 def defer_releases() -> None:
     """From now until :func:`flush_releases`, lease releases made by this thread are put
     off (:func:`take_releases`), so the task's result store can run them in its own
     round trip: the lease goes with the result written (``store_result.lua``). A lock
     taken again on a ref whose release is pending runs that release first."""
-    _deferral.pending = getattr(_deferral, "pending", None) or []
+    _pending()
     _deferral.on = True
 
 
 def take_releases() -> list[PendingRelease]:
     """The releases this thread has put off so far (they are the caller's to run)."""
-    pending: list[PendingRelease] = getattr(_deferral, "pending", None) or []
+    pending = _pending()
     _deferral.pending = []
     return pending
 
@@ -262,7 +270,7 @@ def take_releases() -> list[PendingRelease]:
 def give_back(pending: list[PendingRelease]) -> None:
     """Put releases taken by :func:`take_releases` back (their script failed), for
     :func:`flush_releases`."""
-    _deferral.pending = [*pending, *(getattr(_deferral, "pending", None) or [])]
+    _deferral.pending = [*pending, *_pending()]
 
 
 def flush_releases() -> None:
@@ -275,13 +283,13 @@ def flush_releases() -> None:
 def _defer(pending: PendingRelease) -> bool:
     if not getattr(_deferral, "on", False):
         return False
-    _deferral.pending.append(pending)
+    _pending().append(pending)
     return True
 
 
 def _run_pending(ref: str) -> None:
     """Run this thread's put-off release of ``ref``, if any (before locking it again)."""
-    pending: list[PendingRelease] = getattr(_deferral, "pending", None) or []
+    pending = _pending()
     for p in [p for p in pending if p.ref == ref]:
         pending.remove(p)
         p.run()

@@ -8,7 +8,6 @@ root is also an OCI image layout): committed blobs and their metadata
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from ingestq import errdefs
 from ingestq.store.budget import Budget, BudgetMeter
 from ingestq.store.digest import CANONICAL, Digest, Hasher
 from ingestq.store.filters import parse, status_fields
-from ingestq.store.helpers import copy
+from ingestq.store.helpers import put_through_writer
 from ingestq.store.images import ensure_layout
 from ingestq.store.labels import validate as validate_labels
 from ingestq.store.layout import RootLayout
@@ -305,48 +304,13 @@ class LocalStore:
         hasher.update(data)
         check_commit_digest(Digest(digest.algorithm, hasher.hexdigest()), digest)
         if size > self.small_blob_max or self._ingest(ref).exists():
-            return self._put_by_writer(ref, desc, data, new_labels)
+            return put_through_writer(self, ref, desc, data, new_labels)
         if self.blobs.committed(digest, size):
             raise errdefs.AlreadyExists(f"content {digest}")
         self.meter.check(size, f"put {ref} of {size} bytes")
         info = self.blobs.put(digest, data, new_labels)
         self.meter.charge(size)
         return info
-
-    def _put_by_writer(
-        self,
-        ref: str,
-        desc: Descriptor,
-        data: bytes | bytearray | memoryview,
-        labels: Mapping[str, str],
-    ) -> Info:
-        try:
-            info = self._copy_whole(ref, desc, data, labels, restart=False)
-        except errdefs.FailedPrecondition:
-            # The adopted prefix was other bytes (a writer fed a lying source, or
-            # writers forced onto one ref without the lock): put holds every byte, so it
-            # starts the ingest over, with a new writer since the failed commit closed
-            # the first.
-            info = self._copy_whole(ref, desc, data, labels, restart=True)
-        if info is None:
-            raise errdefs.AlreadyExists(f"content {desc.digest}")
-        return info
-
-    def _copy_whole(
-        self,
-        ref: str,
-        desc: Descriptor,
-        data: bytes | bytearray | memoryview,
-        labels: Mapping[str, str],
-        *,
-        restart: bool,
-    ) -> Info | None:
-        """Copy ``data`` into ``ref``'s ingest (from its start when ``restart``) and
-        commit it as ``desc``: :func:`copy`'s result and errors."""
-        with self.writer(ref, desc) as w:
-            if restart:
-                w.truncate(0)
-            return copy(w, io.BytesIO(data), desc.size, Digest.parse(desc.digest), labels)
 
     # IngestManager ---------------------------------------------------------------------
     def status(self, ref: str) -> Status:
