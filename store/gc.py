@@ -59,7 +59,7 @@ from ingestq.store.digest import ALGORITHMS, Digest
 from ingestq.store.images import ImageIndex
 from ingestq.store.layout import RootLayout
 from ingestq.store.leases import EXPIRE_LABEL, LeaseReader, LeaseRecord, Leases, leases_lock
-from ingestq.store.local.blobs import read_meta
+from ingestq.store.local.blobs import read_blob_meta
 from ingestq.store.local.ingest import IngestDir, remove_tree
 from ingestq.store.local.store import LocalStore
 from ingestq.store.lockfile import LockFile
@@ -273,7 +273,7 @@ def scan_blobs(layout: RootLayout) -> dict[Digest, BlobFile]:
 
 
 def _blob_file(layout: RootLayout, digest: Digest, size: int, mtime: float) -> BlobFile:
-    meta = read_meta(layout.blob_meta(digest))
+    meta = read_blob_meta(layout, digest)
     if meta is None:
         return BlobFile(digest, size, {}, datetime.fromtimestamp(mtime, UTC))
     return BlobFile(digest, size, meta.labels, meta.created_at)
@@ -560,7 +560,7 @@ def _delete_unless_rooted(store: LocalStore, digest: Digest, now: datetime) -> i
             return None
         except OSError as e:
             raise from_os_error(e, f"stat content {digest}") from e
-        meta = read_meta(layout.blob_meta(digest))
+        meta = read_blob_meta(layout, digest)
         if meta is not None and is_root(meta.labels, now):
             return None
         try:

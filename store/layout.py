@@ -6,8 +6,11 @@ blobs lives in its own folder::
 
     oci-layout, index.json         the OCI image layout and its named images
                                    (see store.images)
-    blobs/<alg>/<hex>              committed blobs, read-only
-    meta/<alg>/<hex>.json          created_at, updated_at and labels of each blob
+    blobs/<alg>/<hex>              committed blobs, read-only; one committed by a
+                                   small put with labels carries its metadata as the
+                                   attribute user.ingestq.meta (see store.local.blobs)
+    meta/<alg>/<hex>.json          created_at, updated_at and labels of a blob
+                                   (wins over the attribute once written)
     ingest/<sha256(ref)>/          one directory per ingest (see store.local.ingest)
     locks/ref-<sha256(ref)>.lock   host-local ref locks, holding their holder's JSON
     locks/blob-<alg>-<hex>.lock    serialises publishing, relabelling and deleting a blob

@@ -1,10 +1,22 @@
 """Committed blobs, ``blobs/<alg>/<hex>`` (read-only), and their metadata,
 ``meta/<alg>/<hex>.json`` (created_at, updated_at, labels): :class:`Blobs` owns both,
-and is the :class:`Publisher` a writer hands its finished data file to."""
+and is the :class:`Publisher` a writer hands its finished data file to.
+
+A small blob committed with labels by :meth:`Blobs.put` carries its metadata in the
+blob file itself, as the extended attribute :data:`META_XATTR` (the same JSON), set
+before the file's fsync: the labels become durable and visible in the same step as the
+blob, with no metadata file, no second fsync and no blob lock (nobody else can see the
+file before its link). A metadata file, once one is written (relabelling, publishing,
+quarantine), takes precedence. Where the filesystem keeps no user extended attributes,
+or the labels do not fit in them, the metadata file is written as for any blob.
+Copying a store root must keep extended attributes (``cp -a``, ``rsync -X``,
+``tar --xattrs``), or such blobs lose their labels.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -28,6 +40,14 @@ from ingestq.store.rules import check_read
 from ingestq.store.values import Info, utcnow
 
 HASH_CHUNK = 1 << 20
+#: The extended attribute holding the metadata of a blob committed by :meth:`Blobs.put`.
+META_XATTR = "user.ingestq.meta"
+#: Whether this platform's ``os`` has the extended attribute calls (Linux).
+_HAS_XATTR = hasattr(os, "setxattr") and hasattr(os, "getxattr")
+#: ``setxattr`` errors of a filesystem or security policy that keeps no user attributes.
+_XATTR_OFF = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES})
+#: ``setxattr`` errors of a value larger than the room the file has for attributes.
+_XATTR_FULL = frozenset({errno.E2BIG, errno.ENOSPC, errno.ERANGE})
 
 
 class FileReaderAt:
@@ -116,6 +136,26 @@ def read_meta(meta: Path) -> BlobMeta | None:
         return None
 
 
+def read_file_meta(blob: Path) -> BlobMeta | None:
+    """The metadata a blob file carries as :data:`META_XATTR`; None if it has none or
+    it is unreadable (symlinks are not followed)."""
+    if not _HAS_XATTR:
+        return None
+    try:
+        raw = os.getxattr(blob, META_XATTR, follow_symlinks=False)
+        return meta_from_json(json.loads(raw))
+    except (OSError, ValueError, AttributeError, errdefs.InvalidArgument):
+        return None
+
+
+def read_blob_meta(layout: RootLayout, digest: Digest) -> BlobMeta | None:
+    """The metadata of the blob ``digest``: its metadata file, else what the blob file
+    carries (:func:`read_file_meta`); None when neither is there or readable (the blob
+    then has no labels, and its times are the file's)."""
+    meta = read_meta(layout.blob_meta(digest))
+    return meta if meta is not None else read_file_meta(layout.blob(digest))
+
+
 class Publisher(Protocol):
     """Turns a writer's finished data file into a committed blob."""
 
@@ -148,6 +188,9 @@ class Blobs:
         self.layout = layout
         self.fsync = fsync
         self.temp = TempFile()
+        #: Whether :meth:`put` stores labels in the blob file (:data:`META_XATTR`);
+        #: switched off for good the first time the filesystem refuses one.
+        self.xattrs = _HAS_XATTR
 
     def path(self, digest: Digest) -> Path:
         """Where the blob ``digest`` is (or would be) committed."""
@@ -175,7 +218,7 @@ class Blobs:
             raise errdefs.NotFound(f"content {digest}") from None
         except OSError as e:
             raise from_os_error(e, f"stat content {digest}") from e
-        meta = read_meta(self.layout.blob_meta(digest))
+        meta = read_blob_meta(self.layout, digest)
         if meta is None:
             created = datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC)
             meta = BlobMeta(created, created)
@@ -264,11 +307,13 @@ class Blobs:
     ) -> Info:
         """Commit ``data`` (already checked to hash to ``digest``) as the blob ``digest``
         with one temporary file: written, fsynced, linked under the digest (never over an
-        existing file), then the directory fsynced. No ingest directory, and neither a
-        metadata file nor the blob lock unless there are ``labels`` (or metadata left
-        from an earlier copy, which is then rewritten as :meth:`publish` does).
-        AlreadyExists if the blob is committed meanwhile; PermissionDenied /
-        ResourceExhausted (or another kind) on a filesystem error, leaving nothing."""
+        existing file), then the directory fsynced. No ingest directory, no metadata file
+        and no blob lock: ``labels`` go into the file itself (:data:`META_XATTR`) before
+        its fsync. Only where the filesystem refuses that, or when metadata is left from
+        an earlier copy, is the metadata file written under the lock, as
+        :meth:`publish` does. AlreadyExists if the blob is committed meanwhile;
+        PermissionDenied / ResourceExhausted (or another kind) on a filesystem error,
+        leaving nothing."""
         blob = self.path(digest)
         try:
             try:
@@ -283,9 +328,14 @@ class Blobs:
                 pos = 0
                 while pos < len(view):
                     pos += os.write(fd, view[pos:])
+                left = self.layout.blob_meta(digest).exists()
+                carried = self._label_file(fd, labels) if labels and not left else None
                 if self.fsync:
                     os.fsync(fd)
-                if labels or self.layout.blob_meta(digest).exists():
+                if carried is not None:
+                    self.temp.link(fd, tmp, blob)
+                    meta = carried
+                elif labels or left:
                     with self.lock(digest):
                         old = read_meta(self.layout.blob_meta(digest))
                         now = utcnow()
@@ -312,6 +362,32 @@ class Blobs:
         except OSError as e:
             raise from_os_error(e, f"commit {digest}") from e
         return Info(digest, len(view), meta.created_at, meta.updated_at, meta.labels)
+
+    def _label_file(self, fd: int, labels: Mapping[str, str]) -> BlobMeta | None:
+        """Store new metadata with ``labels`` in the unpublished blob file ``fd`` as
+        :data:`META_XATTR` and return it; None when the filesystem keeps no user
+        attributes (:attr:`xattrs` is then switched off) or has no room for this value.
+        Raises OSError for any other failure."""
+        if not self.xattrs:
+            return None
+        now = utcnow()
+        meta = BlobMeta(now, now, dict(labels))
+        value = json.dumps(meta_to_json(meta), sort_keys=True, separators=(",", ":")).encode()
+        try:
+            # A user attribute needs write permission on the file, even for its owner.
+            os.fchmod(fd, 0o644)
+            try:
+                os.setxattr(fd, META_XATTR, value)
+            finally:
+                os.fchmod(fd, 0o444)
+        except OSError as e:
+            if e.errno in _XATTR_FULL:
+                return None
+            if e.errno in _XATTR_OFF:
+                self.xattrs = False
+                return None
+            raise
+        return meta
 
     def update(self, info: Info, fieldpaths: tuple[str, ...]) -> Info:
         """Change the labels of ``info.digest`` along ``fieldpaths`` (see
@@ -389,7 +465,12 @@ class Blobs:
                 self._write_meta(digest, old)
 
     def _quarantine(self, digest: Digest) -> None:
-        """Move a corrupt blob aside (its metadata stays for the next copy). Raises OSError."""
+        """Move a corrupt blob aside; its metadata stays for the next copy (metadata the
+        file carries is first written to the metadata file). Raises OSError."""
+        if read_meta(self.layout.blob_meta(digest)) is None:
+            carried = read_file_meta(self.path(digest))
+            if carried is not None:
+                self._write_meta(digest, carried)
         self.layout.quarantine.mkdir(exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         with contextlib.suppress(FileNotFoundError):
@@ -404,4 +485,15 @@ class Blobs:
         write_json(path, meta_to_json(meta), sync=self.fsync, sync_dir=False)
 
 
-__all__ = ["HASH_CHUNK", "Blobs", "FileReaderAt", "Publisher", "hash_fd", "hash_path", "read_meta"]
+__all__ = [
+    "HASH_CHUNK",
+    "META_XATTR",
+    "Blobs",
+    "FileReaderAt",
+    "Publisher",
+    "hash_fd",
+    "hash_path",
+    "read_blob_meta",
+    "read_file_meta",
+    "read_meta",
+]

@@ -161,6 +161,27 @@ def test_expiry_makes_a_requested_blob_collectable_after_its_time(store: LocalSt
     assert timedelta(minutes=59) < at - datetime.now(UTC) <= timedelta(hours=1)
 
 
+def test_requests_carried_by_small_blob_files_are_roots_until_they_expire(
+    store: LocalStore,
+) -> None:
+    # A small put keeps its labels in the blob file (no metadata file): gc reads them there.
+    def small(data: bytes, labels: dict[str, str]) -> Digest:
+        info = store.put(f"s-{len(data)}", Descriptor(Digest.from_bytes(data), len(data)), data,
+                         labels)  # fmt: skip
+        assert not store.layout.blob_meta(info.digest).exists()
+        return info.digest
+
+    kept = small(b"kept forever", requested_labels(None))
+    later = small(b"kept for an hour", requested_labels("1h"))
+    expired = small(b"expired", requested_labels(timedelta(seconds=-1)))
+    rooted = small(b"a gc root", {GC_ROOT_LABEL: "yes"})
+    garbage = small(b"nothing keeps it", {"other": "label"})
+    removed = {d for d, _ in collect(store).blobs}
+    assert removed == {str(expired), str(garbage)}
+    assert all(present(store, d) for d in (kept, later, rooted))
+    assert not any(present(store, d) for d in (expired, garbage))
+
+
 def test_a_blob_referenced_by_an_expired_blob_is_kept_when_an_image_holds_it(
     store: LocalStore,
 ) -> None:

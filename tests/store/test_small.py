@@ -5,17 +5,22 @@ racing for the same content. The protocol-level behaviour is in the contract."""
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ingestq import errdefs
-from ingestq.store import Descriptor, Digest, LocalStore, read_blob, write_blob
+from ingestq.store import Descriptor, Digest, Info, LocalStore, read_blob, write_blob
 from ingestq.store.budget import Budget
+from ingestq.store.local.blobs import META_XATTR
 from ingestq.store.local.small import DEFAULT_SMALL_BLOB_MAX, SMALL_BLOB_ENV, small_blob_max
 from tests.store import procs
 
@@ -53,29 +58,138 @@ def test_put_writes_only_the_blob(tmp_path: Path, unnamed: bool) -> None:
     assert read_blob(store, info.digest) == data
 
 
-def test_put_with_labels_writes_metadata_and_releases_its_lock(tmp_path: Path) -> None:
+def test_put_with_labels_carries_them_in_the_blob_file(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "s")
+    data = os.urandom(100)
+    info = store.put("r", desc_of(data), data, {"a": "1"})
+    blob = store.blob_path(info.digest)
+    # No metadata file and no lock file: the labels are an attribute of the blob file,
+    # set before its fsync, so they are durable and visible with it.
+    assert files(store.root) == LAYOUT_FILES | {str(blob.relative_to(store.root))}
+    assert list(store.layout.locks.iterdir()) == []
+    assert json.loads(os.getxattr(blob, META_XATTR))["labels"] == {"a": "1"}
+    assert blob.stat().st_mode & 0o777 == 0o444
+    again = LocalStore(store.root).info(info.digest)
+    assert dict(again.labels) == {"a": "1"}
+    assert (again.created_at, again.updated_at) == (info.created_at, info.updated_at)
+
+
+def test_put_with_labels_writes_a_metadata_file_where_files_carry_none(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    store.blobs.xattrs = False  # as on a filesystem without user attributes
     data = os.urandom(100)
     info = store.put("r", desc_of(data), data, {"a": "1"})
     assert store.layout.blob_meta(info.digest).is_file()
     assert list(store.layout.locks.iterdir()) == []
+    with pytest.raises(OSError):
+        os.getxattr(store.blob_path(info.digest), META_XATTR)
     assert dict(LocalStore(store.root).info(info.digest).labels) == {"a": "1"}
+
+
+def test_labels_too_large_for_the_blob_file_go_to_a_metadata_file(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    # Linux refuses attribute values over 64 KiB on every filesystem (E2BIG).
+    labels = {f"k{i:02}": "v" * 4000 for i in range(20)}
+    data = os.urandom(100)
+    info = store.put("r", desc_of(data), data, labels)
+    assert store.layout.blob_meta(info.digest).is_file()
+    assert dict(LocalStore(store.root).info(info.digest).labels) == labels
+    assert store.blobs.xattrs  # only this blob's labels went to the file
+    other = os.urandom(100)
+    small = store.put("r2", desc_of(other), other, {"a": "1"})
+    assert not store.layout.blob_meta(small.digest).exists()
+
+
+def _put_as_nobody(root: str, data: bytes) -> tuple[bool, dict[str, str]]:
+    if os.geteuid() == 0:
+        os.setegid(65534)
+        os.seteuid(65534)
+    store = LocalStore(root)
+    info = store.put("r", desc_of(data), data, {"a": "1"})
+    return store.layout.blob_meta(info.digest).exists(), dict(store.info(info.digest).labels)
+
+
+@pytest.fixture
+def nobody_dir() -> Iterator[Path]:
+    """A directory outside pytest's private temp tree (which only root may enter),
+    owned by ``nobody`` when the tests run as root."""
+    path = Path(tempfile.mkdtemp(prefix="ingestq-nobody-"))
+    try:
+        if os.geteuid() == 0:
+            os.chown(path, 65534, 65534)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_an_unprivileged_owner_stores_labels_in_its_read_only_blob_files(nobody_dir: Path) -> None:
+    # A user attribute needs write permission on the file, which a blob file (0444)
+    # does not give its owner: put opens it up for the attribute, then closes it again.
+    root = nobody_dir / "s"
+    with mp.get_context("fork").Pool(1) as pool:
+        has_meta_file, labels = pool.apply(_put_as_nobody, (str(root), os.urandom(100)))
+    assert labels == {"a": "1"}
+    assert not has_meta_file
+    (blob,) = (root / "blobs" / "sha256").iterdir()
+    assert blob.stat().st_mode & 0o777 == 0o444
+    assert blob.stat().st_uid == (65534 if os.geteuid() == 0 else os.geteuid())
+
+
+def test_labels_carried_by_the_file_survive_relabelling_and_deletion(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    data = os.urandom(100)
+    info = store.put("r", desc_of(data), data, {"a": "1", "b": "2"})
+    patch = Info(info.digest, info.size, info.created_at, info.updated_at, {"c": "3"})
+    updated = store.update(patch, "labels.c", "labels.b")
+    assert dict(updated.labels) == {"a": "1", "c": "3"}
+    assert updated.created_at == info.created_at
+    assert store.layout.blob_meta(info.digest).is_file()  # the file wins from now on
+    assert dict(LocalStore(store.root).info(info.digest).labels) == {"a": "1", "c": "3"}
+    store.delete(info.digest)
+    assert not store.layout.blob_meta(info.digest).exists()
+    again = store.put("r", desc_of(data), data)
+    assert dict(again.labels) == {}
+
+
+def test_a_forged_attribute_gives_no_labels_and_no_error(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    data = os.urandom(100)
+    info = store.put("r", desc_of(data), data)
+    blob = store.blob_path(info.digest)
+    for forged in (b"not json", b'{"labels": 5}', b"[]", b'{"created_at": "x"}'):
+        blob.chmod(0o644)
+        os.setxattr(blob, META_XATTR, forged)
+        blob.chmod(0o444)
+        got = store.info(info.digest)
+        assert dict(got.labels) == {}
+        assert got.created_at.timestamp() == pytest.approx(blob.stat().st_mtime_ns / 1e9, abs=1e-5)
 
 
 def test_put_without_labels_keeps_labels_left_by_an_earlier_copy(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "s")
     data = os.urandom(100)
-    first = store.put("r", desc_of(data), data, {"a": "1"})
-    store.blob_path(first.digest).unlink()  # the file lost, its metadata kept
+    first = store.put("r", desc_of(data), data)
+    now = first.created_at
+    store.update(Info(first.digest, first.size, now, now, {"a": "1"}), "labels.a")
+    store.blob_path(first.digest).unlink()  # the file lost, its metadata file kept
     again = store.put("r", desc_of(data), data)
     assert dict(again.labels) == {"a": "1"} == dict(store.info(first.digest).labels)
     assert again.created_at >= first.created_at
+    # Labels given now join them in the metadata file, which stays the one place.
+    third = os.urandom(100)
+    assert dict(store.put("t", desc_of(third), third, {"b": "2"}).labels) == {"b": "2"}
+    store.blob_path(first.digest).unlink()
+    merged = store.put("r", desc_of(data), data, {"b": "2"})
+    assert dict(merged.labels) == {"a": "1", "b": "2"} == dict(store.info(first.digest).labels)
 
 
-def test_a_damaged_blob_is_quarantined_and_put_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("labels", [{}, {"a": "1"}], ids=["unlabelled", "labelled"])
+def test_a_damaged_blob_is_quarantined_and_put_again(
+    tmp_path: Path, labels: dict[str, str]
+) -> None:
     store = LocalStore(tmp_path / "s")
     data = os.urandom(4096)
-    info = store.put("r", desc_of(data), data)
+    info = store.put("r", desc_of(data), data, labels)
     path = store.blob_path(info.digest)
     path.chmod(0o644)
     path.write_bytes(data[:100])
@@ -83,6 +197,8 @@ def test_a_damaged_blob_is_quarantined_and_put_again(tmp_path: Path) -> None:
     assert again.size == 4096
     assert read_blob(store, info.digest) == data
     assert len(list(store.layout.quarantine.iterdir())) == 1
+    # The labels the damaged file carried stay for the new copy.
+    assert dict(again.labels) == labels == dict(store.info(info.digest).labels)
 
 
 def test_the_threshold_comes_from_the_environment(tmp_path: Path) -> None:
