@@ -59,7 +59,7 @@ from ingestq.store.digest import ALGORITHMS, Digest
 from ingestq.store.images import ImageIndex
 from ingestq.store.layout import RootLayout
 from ingestq.store.leases import EXPIRE_LABEL, LeaseReader, LeaseRecord, Leases, leases_lock
-from ingestq.store.local.blobs import read_blob_meta
+from ingestq.store.local.blobs import check_attributes_readable, read_blob_meta
 from ingestq.store.local.ingest import IngestDir, remove_tree
 from ingestq.store.local.store import LocalStore
 from ingestq.store.lockfile import LockFile
@@ -493,10 +493,13 @@ def collect(store: LocalStore, options: GcOptions | None = None) -> GcReport:
     """One gc run over ``store`` (see the module docstring): the report of what was
     removed, or with ``options.dry_run`` what would be. Raises DataLoss for an
     unreadable ``index.json`` or lease record (nothing is deleted then), PermissionDenied
-    / ResourceExhausted (or another kind) when a lock file cannot be taken."""
+    / ResourceExhausted (or another kind) when a lock file cannot be taken;
+    FailedPrecondition when blobs carry labels as extended attributes this host cannot
+    read (:func:`ingestq.store.local.blobs.check_attributes_readable`)."""
     options = options or GcOptions()
     started = time.monotonic()
     layout = store.layout
+    check_attributes_readable(layout)
     now = utcnow()
     leases = prune_leases(store.leases(), options.dry_run, now)
     ingests, kept_ingests = _sweep_ingests(store, options, now, _read_roots(store, now).ingest_refs)

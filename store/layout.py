@@ -11,6 +11,7 @@ blobs lives in its own folder::
                                    attribute user.ingestq.meta (see store.local.blobs)
     meta/<alg>/<hex>.json          created_at, updated_at and labels of a blob
                                    (wins over the attribute once written)
+    meta/xattrs                    present once any blob carries that attribute
     ingest/<sha256(ref)>/          one directory per ingest (see store.local.ingest)
     locks/ref-<sha256(ref)>.lock   host-local ref locks, holding their holder's JSON
     locks/blob-<alg>-<hex>.lock    serialises publishing, relabelling and deleting a blob
@@ -74,6 +75,12 @@ class RootLayout:
     def meta(self) -> Path:
         """Per-blob metadata, ``meta/<alg>/<hex>.json``."""
         return self.root / "meta"
+
+    @property
+    def xattr_marker(self) -> Path:
+        """``meta/xattrs``: written before the first blob that carries its metadata as
+        an extended attribute, so a host that cannot read them knows it misses labels."""
+        return self.meta / "xattrs"
 
     @property
     def ingest(self) -> Path:

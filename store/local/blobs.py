@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from ingestq import errdefs
-from ingestq.store.atomic import fsync_dir, write_json
+from ingestq.store.atomic import fsync_dir, write_bytes, write_json
 from ingestq.store.codec import BlobMeta, meta_from_json, meta_to_json
 from ingestq.store.digest import ALGORITHMS, Digest, Hasher, new_hasher
 from ingestq.store.filters import Filter, info_fields
@@ -48,6 +48,14 @@ _HAS_XATTR = hasattr(os, "setxattr") and hasattr(os, "getxattr")
 _XATTR_OFF = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES})
 #: ``setxattr`` errors of a value larger than the room the file has for attributes.
 _XATTR_FULL = frozenset({errno.E2BIG, errno.ENOSPC, errno.ERANGE})
+#: ``getxattr`` errors of a host whose view of the filesystem keeps no attributes (an
+#: NFS mount before 4.2, FUSE without them), as opposed to ENODATA: none on this file.
+_XATTR_UNSEEN = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+_MARKER_TEXT = (
+    b"Blobs of this store carry their metadata (labels) as the extended attribute "
+    + META_XATTR.encode()
+    + b".\nCopy the store with its extended attributes (cp -a, rsync -aX, tar --xattrs).\n"
+)
 
 
 class FileReaderAt:
@@ -148,6 +156,28 @@ def read_file_meta(blob: Path) -> BlobMeta | None:
         return None
 
 
+def check_attributes_readable(layout: RootLayout) -> None:
+    """FailedPrecondition when blobs of this store carry their metadata as extended
+    attributes (:attr:`RootLayout.xattr_marker` exists) and this host reads none: its
+    view would miss their labels, gc roots among them."""
+    marker = layout.xattr_marker
+    if not marker.exists():
+        return
+    unseen = not _HAS_XATTR
+    if not unseen:
+        try:
+            os.getxattr(marker, META_XATTR, follow_symlinks=False)
+        except OSError as e:
+            unseen = e.errno in _XATTR_UNSEEN
+    if unseen:
+        raise errdefs.FailedPrecondition(
+            f"blobs under {layout.root} carry their labels as the extended attribute "
+            f"{META_XATTR} ({marker}), which this host cannot read from this filesystem "
+            "(NFS before 4.2 or a FUSE mount without extended attributes?): run this on "
+            "a host that can"
+        )
+
+
 def read_blob_meta(layout: RootLayout, digest: Digest) -> BlobMeta | None:
     """The metadata of the blob ``digest``: its metadata file, else what the blob file
     carries (:func:`read_file_meta`); None when neither is there or readable (the blob
@@ -191,6 +221,7 @@ class Blobs:
         #: Whether :meth:`put` stores labels in the blob file (:data:`META_XATTR`);
         #: switched off for good the first time the filesystem refuses one.
         self.xattrs = _HAS_XATTR
+        self._marked = False  # the store's xattr marker is known to exist
 
     def path(self, digest: Digest) -> Path:
         """Where the blob ``digest`` is (or would be) committed."""
@@ -365,7 +396,8 @@ class Blobs:
 
     def _label_file(self, fd: int, labels: Mapping[str, str]) -> BlobMeta | None:
         """Store new metadata with ``labels`` in the unpublished blob file ``fd`` as
-        :data:`META_XATTR` and return it; None when the filesystem keeps no user
+        :data:`META_XATTR` (writing the store's :attr:`RootLayout.xattr_marker` first
+        if it is missing) and return it; None when the filesystem keeps no user
         attributes (:attr:`xattrs` is then switched off) or has no room for this value.
         Raises OSError for any other failure."""
         if not self.xattrs:
@@ -387,6 +419,13 @@ class Blobs:
                 self.xattrs = False
                 return None
             raise
+        if not self._marked:
+            # Before the first such blob is linked (this one is not yet).
+            marker = self.layout.xattr_marker
+            if not marker.exists():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                write_bytes(marker, _MARKER_TEXT, sync=self.fsync)
+            self._marked = True
         return meta
 
     def update(self, info: Info, fieldpaths: tuple[str, ...]) -> Info:
@@ -491,6 +530,7 @@ __all__ = [
     "Blobs",
     "FileReaderAt",
     "Publisher",
+    "check_attributes_readable",
     "hash_fd",
     "hash_path",
     "read_blob_meta",

@@ -4,6 +4,7 @@ disk-usage totals against the files on disk, and a gc killed with SIGKILL midway
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -180,6 +181,29 @@ def test_requests_carried_by_small_blob_files_are_roots_until_they_expire(
     assert removed == {str(expired), str(garbage)}
     assert all(present(store, d) for d in (kept, later, rooted))
     assert not any(present(store, d) for d in (expired, garbage))
+
+
+def test_a_host_that_cannot_read_the_attributes_refuses_to_collect(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = store.put("k", Descriptor(Digest.from_bytes(b"kept"), 4), b"kept",
+                     requested_labels(None))  # fmt: skip
+    garbage = put(store, b"garbage")
+    assert store.layout.xattr_marker.exists()
+
+    # What an NFS mount before 4.2 answers for every attribute (no real peer here can
+    # show one filesystem through two mounts that differ in this).
+    def unseen(*args: object, **kwargs: object) -> bytes:
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "getxattr", unseen)
+    for dry_run in (True, False):
+        with pytest.raises(errdefs.FailedPrecondition, match=r"user\.ingestq\.meta"):
+            collect(store, GcOptions(dry_run=dry_run))
+    assert present(store, kept.digest) and present(store, garbage)
+    monkeypatch.undo()
+    assert [d for d, _ in collect(store).blobs] == [str(garbage)]
+    assert present(store, kept.digest)
 
 
 def test_a_blob_referenced_by_an_expired_blob_is_kept_when_an_image_holds_it(

@@ -4,12 +4,14 @@ racing for the same content. The protocol-level behaviour is in the contract."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import multiprocessing as mp
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 from ingestq import errdefs
 from ingestq.store import Descriptor, Digest, Info, LocalStore, read_blob, write_blob
 from ingestq.store.budget import Budget
+from ingestq.store.gc import collect, requested_labels
 from ingestq.store.local.blobs import META_XATTR
 from ingestq.store.local.small import DEFAULT_SMALL_BLOB_MAX, SMALL_BLOB_ENV, small_blob_max
 from tests.store import procs
@@ -64,8 +67,11 @@ def test_put_with_labels_carries_them_in_the_blob_file(tmp_path: Path) -> None:
     info = store.put("r", desc_of(data), data, {"a": "1"})
     blob = store.blob_path(info.digest)
     # No metadata file and no lock file: the labels are an attribute of the blob file,
-    # set before its fsync, so they are durable and visible with it.
-    assert files(store.root) == LAYOUT_FILES | {str(blob.relative_to(store.root))}
+    # set before its fsync, so they are durable and visible with it. The store's marker
+    # says that its blobs carry such attributes.
+    marker = str(store.layout.xattr_marker.relative_to(store.root))
+    assert files(store.root) == LAYOUT_FILES | {str(blob.relative_to(store.root)), marker}
+    assert b"rsync -aX" in store.layout.xattr_marker.read_bytes()
     assert list(store.layout.locks.iterdir()) == []
     assert json.loads(os.getxattr(blob, META_XATTR))["labels"] == {"a": "1"}
     assert blob.stat().st_mode & 0o777 == 0o444
@@ -74,16 +80,43 @@ def test_put_with_labels_carries_them_in_the_blob_file(tmp_path: Path) -> None:
     assert (again.created_at, again.updated_at) == (info.created_at, info.updated_at)
 
 
-def test_put_with_labels_writes_a_metadata_file_where_files_carry_none(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "s")
-    store.blobs.xattrs = False  # as on a filesystem without user attributes
+@pytest.fixture
+def ramfs(tmp_path: Path) -> Iterator[Path]:
+    """A ramfs mount: a real filesystem that keeps no extended attributes at all. Needs
+    root (as CI has); elsewhere the attribute calls answer EOPNOTSUPP as ramfs would."""
+    path = tmp_path / "ramfs"
+    path.mkdir()
+    if os.geteuid() != 0:
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(os, "setxattr", refuse)
+            yield path
+        return
+    subprocess.run(["mount", "-t", "ramfs", "ramfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_put_with_labels_writes_a_metadata_file_where_files_carry_none(ramfs: Path) -> None:
+    store = LocalStore(ramfs / "s")
     data = os.urandom(100)
     info = store.put("r", desc_of(data), data, {"a": "1"})
+    assert not store.blobs.xattrs  # switched off at the first refusal
     assert store.layout.blob_meta(info.digest).is_file()
+    assert not store.layout.xattr_marker.exists()
     assert list(store.layout.locks.iterdir()) == []
-    with pytest.raises(OSError):
-        os.getxattr(store.blob_path(info.digest), META_XATTR)
     assert dict(LocalStore(store.root).info(info.digest).labels) == {"a": "1"}
+    other = os.urandom(100)
+    again = store.put("r2", desc_of(other), other, requested_labels(None))
+    assert store.layout.blob_meta(again.digest).is_file()
+    # No marker: gc runs here, keeps the requested blob and removes the other.
+    assert [d for d, _ in collect(store).blobs] == [str(info.digest)]
+    assert store.blob_path(again.digest).exists()
 
 
 def test_labels_too_large_for_the_blob_file_go_to_a_metadata_file(tmp_path: Path) -> None:
