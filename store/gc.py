@@ -55,6 +55,7 @@ from typing import Any, Protocol
 
 from ingestq import errdefs
 from ingestq.store.annotations import SOURCE_DIGEST, SOURCE_MEDIA_TYPE
+from ingestq.store.codec import BlobMeta
 from ingestq.store.digest import ALGORITHMS, Digest
 from ingestq.store.images import ImageIndex
 from ingestq.store.layout import RootLayout
@@ -262,18 +263,21 @@ def scan_blobs(layout: RootLayout) -> dict[Digest, BlobFile]:
             continue
         except OSError as e:
             raise from_os_error(e, f"list {layout.blob_dir(alg)}") from e
+        # After the listing: a listed blob that carries its metadata was linked after
+        # the marker was written, so it is seen here.
+        carried = layout.xattr_marker.exists()
         for entry in entries:
             try:
                 digest = Digest(alg, entry.name)
                 st = entry.stat(follow_symlinks=False)
             except (errdefs.InvalidArgument, FileNotFoundError):
                 continue
-            out[digest] = _blob_file(layout, digest, st.st_size, st.st_mtime)
+            meta = read_blob_meta(layout, digest, path=entry.path, carried=carried)
+            out[digest] = _blob_file(digest, st.st_size, st.st_mtime, meta)
     return out
 
 
-def _blob_file(layout: RootLayout, digest: Digest, size: int, mtime: float) -> BlobFile:
-    meta = read_blob_meta(layout, digest)
+def _blob_file(digest: Digest, size: int, mtime: float, meta: BlobMeta | None) -> BlobFile:
     if meta is None:
         return BlobFile(digest, size, {}, datetime.fromtimestamp(mtime, UTC))
     return BlobFile(digest, size, meta.labels, meta.created_at)

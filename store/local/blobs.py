@@ -144,7 +144,7 @@ def read_meta(meta: Path) -> BlobMeta | None:
         return None
 
 
-def read_file_meta(blob: Path) -> BlobMeta | None:
+def read_file_meta(blob: str | Path) -> BlobMeta | None:
     """The metadata a blob file carries as :data:`META_XATTR`; None if it has none or
     it is unreadable (symlinks are not followed)."""
     if not _HAS_XATTR:
@@ -178,12 +178,17 @@ def check_attributes_readable(layout: RootLayout) -> None:
         )
 
 
-def read_blob_meta(layout: RootLayout, digest: Digest) -> BlobMeta | None:
-    """The metadata of the blob ``digest``: its metadata file, else what the blob file
-    carries (:func:`read_file_meta`); None when neither is there or readable (the blob
-    then has no labels, and its times are the file's)."""
+def read_blob_meta(
+    layout: RootLayout, digest: Digest, *, path: str | Path | None = None, carried: bool = True
+) -> BlobMeta | None:
+    """The metadata of the blob ``digest``: its metadata file, else (with ``carried``)
+    what the blob file carries (:func:`read_file_meta`; ``path`` is the file's path when
+    the caller has it); None when neither is there or readable (the blob then has no
+    labels, and its times are the file's)."""
     meta = read_meta(layout.blob_meta(digest))
-    return meta if meta is not None else read_file_meta(layout.blob(digest))
+    if meta is not None or not carried:
+        return meta
+    return read_file_meta(path if path is not None else layout.blob(digest))
 
 
 class Publisher(Protocol):
