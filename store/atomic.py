@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -26,17 +27,26 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_bytes(
-    path: Path, data: bytes, *, sync: bool = True, sync_dir: bool | None = None
+    path: Path,
+    data: bytes,
+    *,
+    sync: bool = True,
+    sync_dir: bool | None = None,
+    finish: Callable[[int], None] | None = None,
 ) -> None:
     """Replace ``path`` with ``data`` atomically; with ``sync``, durably (the file
-    fsynced, and the directory too unless ``sync_dir`` is False). Raises OSError; the
-    temporary file is removed on failure."""
+    fsynced, and the directory too unless ``sync_dir`` is False). ``finish`` is called
+    with the temporary file's descriptor after the data is written and before the
+    fsync (to set its mode or attributes). Raises OSError; the temporary file is removed
+    on failure."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
+            f.flush()
+            if finish is not None:
+                finish(f.fileno())
             if sync:
-                f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -263,16 +263,13 @@ def scan_blobs(layout: RootLayout) -> dict[Digest, BlobFile]:
             continue
         except OSError as e:
             raise from_os_error(e, f"list {layout.blob_dir(alg)}") from e
-        # After the listing: a listed blob that carries its metadata was linked after
-        # the marker was written, so it is seen here.
-        carried = layout.xattr_marker.exists()
         for entry in entries:
             try:
                 digest = Digest(alg, entry.name)
                 st = entry.stat(follow_symlinks=False)
             except (errdefs.InvalidArgument, FileNotFoundError):
                 continue
-            meta = read_blob_meta(layout, digest, path=entry.path, carried=carried)
+            meta = read_blob_meta(layout, digest, path=entry.path)
             out[digest] = _blob_file(digest, st.st_size, st.st_mtime, meta)
     return out
 

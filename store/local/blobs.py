@@ -6,11 +6,16 @@ A small blob committed with labels by :meth:`Blobs.put` carries its metadata in 
 blob file itself, as the extended attribute :data:`META_XATTR` (the same JSON), set
 before the file's fsync: the labels become durable and visible in the same step as the
 blob, with no metadata file, no second fsync and no blob lock (nobody else can see the
-file before its link). A metadata file, once one is written (relabelling, publishing,
-quarantine), takes precedence. Where the filesystem keeps no user extended attributes,
-or the labels do not fit in them, the metadata file is written as for any blob.
-Copying a store root must keep extended attributes (``cp -a``, ``rsync -X``,
-``tar --xattrs``), or such blobs lose their labels.
+file before its link). A metadata file written from the file's own (relabelling,
+quarantine: the same ``created_at``) then takes precedence; any other one beside it was
+left by a committer of the same digest that lost the race and was killed, and the two
+are merged (:func:`read_blob_meta`). Where the filesystem keeps no user extended
+attributes, or the labels do not fit in them, the metadata file is written as for any
+blob. The first such blob is preceded by the store's marker ``meta/xattrs``, which
+carries the attribute too: a host or a copy of the store that cannot read it back gets
+FailedPrecondition from gc, relabelling and Info instead of acting on labels it cannot
+see (:func:`check_attributes_readable`). Copy a store root with its extended attributes
+(``cp -a``, ``rsync -aX``, ``tar --xattrs``).
 """
 
 from __future__ import annotations
@@ -48,9 +53,9 @@ _HAS_XATTR = hasattr(os, "setxattr") and hasattr(os, "getxattr")
 _XATTR_OFF = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES})
 #: ``setxattr`` errors of a value larger than the room the file has for attributes.
 _XATTR_FULL = frozenset({errno.E2BIG, errno.ENOSPC, errno.ERANGE})
-#: ``getxattr`` errors of a host whose view of the filesystem keeps no attributes (an
-#: NFS mount before 4.2, FUSE without them), as opposed to ENODATA: none on this file.
-_XATTR_UNSEEN = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+#: The value of :data:`META_XATTR` on the store's marker file (it carries one, so a
+#: host, or a copy of the store, that lost the attributes shows it there).
+_MARKER_VALUE = b"ingestq: blobs here carry their metadata in this attribute"
 _MARKER_TEXT = (
     b"Blobs of this store carry their metadata (labels) as the extended attribute "
     + META_XATTR.encode()
@@ -144,51 +149,71 @@ def read_meta(meta: Path) -> BlobMeta | None:
         return None
 
 
-def read_file_meta(blob: str | Path) -> BlobMeta | None:
-    """The metadata a blob file carries as :data:`META_XATTR`; None if it has none or
-    it is unreadable (symlinks are not followed)."""
+def read_file_meta(layout: RootLayout, blob: str | Path) -> BlobMeta | None:
+    """The metadata the blob file ``blob`` carries as :data:`META_XATTR`; None if it
+    has none, is gone, or the value is garbled (symlinks are not followed).
+    FailedPrecondition when the attribute cannot be read here although the store's
+    marker says its blobs carry them (:func:`check_attributes_readable`): a caller
+    that went on would act on labels it cannot see."""
     if not _HAS_XATTR:
+        check_attributes_readable(layout)
         return None
     try:
         raw = os.getxattr(blob, META_XATTR, follow_symlinks=False)
+    except OSError as e:
+        if e.errno not in (errno.ENODATA, errno.ENOENT):
+            check_attributes_readable(layout)
+        return None
+    try:
         return meta_from_json(json.loads(raw))
-    except (OSError, ValueError, AttributeError, errdefs.InvalidArgument):
+    except (ValueError, AttributeError, errdefs.InvalidArgument):
         return None
 
 
 def check_attributes_readable(layout: RootLayout) -> None:
     """FailedPrecondition when blobs of this store carry their metadata as extended
-    attributes (:attr:`RootLayout.xattr_marker` exists) and this host reads none: its
-    view would miss their labels, gc roots among them."""
+    attributes (:attr:`RootLayout.xattr_marker` exists) and this host cannot read the
+    marker's own attribute back: a mount without them (NFS before 4.2, FUSE), or a copy
+    of the store that dropped them. Such a view misses labels, gc roots among them."""
     marker = layout.xattr_marker
     if not marker.exists():
         return
-    unseen = not _HAS_XATTR
-    if not unseen:
-        try:
-            os.getxattr(marker, META_XATTR, follow_symlinks=False)
-        except OSError as e:
-            unseen = e.errno in _XATTR_UNSEEN
-    if unseen:
+    try:
+        seen = _HAS_XATTR and os.getxattr(marker, META_XATTR, follow_symlinks=False)
+    except OSError:
+        seen = False
+    if seen != _MARKER_VALUE:
         raise errdefs.FailedPrecondition(
             f"blobs under {layout.root} carry their labels as the extended attribute "
-            f"{META_XATTR} ({marker}), which this host cannot read from this filesystem "
-            "(NFS before 4.2 or a FUSE mount without extended attributes?): run this on "
-            "a host that can"
+            f"{META_XATTR}, which this host cannot read back from {marker}: a mount "
+            "without extended attributes (NFS before 4.2, FUSE), or a copy of the store "
+            "made without them (use cp -a, rsync -aX, tar --xattrs); run this where the "
+            "attributes are seen"
         )
 
 
 def read_blob_meta(
-    layout: RootLayout, digest: Digest, *, path: str | Path | None = None, carried: bool = True
+    layout: RootLayout, digest: Digest, *, path: str | Path | None = None
 ) -> BlobMeta | None:
-    """The metadata of the blob ``digest``: its metadata file, else (with ``carried``)
-    what the blob file carries (:func:`read_file_meta`; ``path`` is the file's path when
-    the caller has it); None when neither is there or readable (the blob then has no
-    labels, and its times are the file's)."""
-    meta = read_meta(layout.blob_meta(digest))
-    if meta is not None or not carried:
-        return meta
-    return read_file_meta(path if path is not None else layout.blob(digest))
+    """The metadata of the blob ``digest`` (``path``: its file, when the caller has
+    it): its metadata file, what the blob file carries (:func:`read_file_meta`), or
+    both merged; None when neither is there or readable (the blob then has no labels,
+    and its times are the file's). Relabelling and quarantine write the metadata file
+    from the file's own (same ``created_at``), and it then wins; any other metadata
+    file was left by a committer of the same digest that lost the race to this file
+    (killed before it could remove it), and neither may hide the other's labels.
+    FailedPrecondition as :func:`read_file_meta`."""
+    written = read_meta(layout.blob_meta(digest))
+    carried = read_file_meta(layout, path if path is not None else layout.blob(digest))
+    if carried is None:
+        return written
+    if written is None or written.created_at == carried.created_at:
+        return written or carried
+    return BlobMeta(
+        carried.created_at,
+        max(written.updated_at, carried.updated_at),
+        {**written.labels, **carried.labels},
+    )
 
 
 class Publisher(Protocol):
@@ -215,8 +240,9 @@ class Blobs:
     """The committed blobs and their metadata under one store root.
 
     Publishing, relabelling and deleting a blob hold its lock file, so they are
-    serialised between threads and processes. ``fsync`` makes publishing and metadata
-    writes durable.
+    serialised between threads and processes; a small :meth:`put` takes no lock (it
+    links a file nobody else has seen and never replaces one). ``fsync`` makes
+    publishing and metadata writes durable.
     """
 
     def __init__(self, layout: RootLayout, *, fsync: bool = True) -> None:
@@ -326,6 +352,11 @@ class Blobs:
                         raise errdefs.FailedPrecondition(
                             f"ingest {ref} was aborted or taken over by another writer"
                         ) from None
+                    if isinstance(e, FileExistsError):
+                        # A small put (which takes no blob lock) linked it meanwhile; its
+                        # bytes were checked against the digest as these were.
+                        remove_tree(ingest.path)
+                        raise errdefs.AlreadyExists(f"content {digest}") from None
                     raise
                 # No ingest name may point at the published inode, or a later writer
                 # could claim it; only then is it made read-only.
@@ -425,13 +456,25 @@ class Blobs:
                 return None
             raise
         if not self._marked:
-            # Before the first such blob is linked (this one is not yet).
-            marker = self.layout.xattr_marker
-            if not marker.exists():
-                marker.parent.mkdir(parents=True, exist_ok=True)
-                write_bytes(marker, _MARKER_TEXT, sync=self.fsync)
+            self._mark_store()  # before the first such blob is linked (this one is not yet)
             self._marked = True
         return meta
+
+    def _mark_store(self) -> None:
+        """Write the store's :attr:`RootLayout.xattr_marker`, read-only and carrying
+        :data:`_MARKER_VALUE` (which gc reads back), unless it exists. Raises OSError."""
+        marker = self.layout.xattr_marker
+        if marker.exists():
+            # Even one without the value stays as it is: a copy of the store that lost
+            # the attributes must keep failing gc's check.
+            return
+
+        def carry(fd: int) -> None:
+            os.setxattr(fd, META_XATTR, _MARKER_VALUE)
+            os.fchmod(fd, 0o444)
+
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(marker, _MARKER_TEXT, sync=self.fsync, finish=carry)
 
     def update(self, info: Info, fieldpaths: tuple[str, ...]) -> Info:
         """Change the labels of ``info.digest`` along ``fieldpaths`` (see
@@ -510,11 +553,11 @@ class Blobs:
 
     def _quarantine(self, digest: Digest) -> None:
         """Move a corrupt blob aside; its metadata stays for the next copy (metadata the
-        file carries is first written to the metadata file). Raises OSError."""
-        if read_meta(self.layout.blob_meta(digest)) is None:
-            carried = read_file_meta(self.path(digest))
-            if carried is not None:
-                self._write_meta(digest, carried)
+        file carries is first written to the metadata file). Raises OSError;
+        FailedPrecondition as :func:`read_file_meta`."""
+        carried = read_file_meta(self.layout, self.path(digest))
+        if carried is not None:
+            self._write_meta(digest, read_blob_meta(self.layout, digest) or carried)
         self.layout.quarantine.mkdir(exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         with contextlib.suppress(FileNotFoundError):

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import pytest
 from ingestq import errdefs
 from ingestq.store import Descriptor, Digest, Info, LocalStore, read_blob, write_blob
 from ingestq.store.budget import Budget
-from ingestq.store.gc import collect, requested_labels
+from ingestq.store.gc import REQUESTED_LABEL, GcOptions, collect, requested_labels
 from ingestq.store.local.blobs import META_XATTR
 from ingestq.store.local.small import DEFAULT_SMALL_BLOB_MAX, SMALL_BLOB_ENV, small_blob_max
 from tests.store import procs
@@ -356,3 +357,137 @@ def test_processes_racing_to_put_the_same_blobs_commit_each_once(tmp_path: Path)
     assert files(store.root) == LAYOUT_FILES | {
         f"blobs/sha256/{d.split(':')[1]}" for d in by_digest
     }
+
+
+def _commit_and_die(root: str, data: bytes, how: str) -> None:
+    """In a forked child: commit ``data`` on another ref and SIGKILL this process right
+    after its metadata file is written, before its link (``how``: a writer's publish, or
+    a put whose labels are too large for an attribute)."""
+    store = LocalStore(root)
+    write_meta = store.blobs._write_meta
+
+    def then_die(digest: Digest, meta: Any) -> None:
+        write_meta(digest, meta)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    store.blobs._write_meta = then_die  # type: ignore[method-assign]
+    if how == "publish":
+        with store.writer("w-ref", desc_of(data)) as w:
+            w.write(data)
+            w.commit(len(data), Digest.from_bytes(data), {"src": "publisher"})
+    else:
+        store.put("w-ref", desc_of(data), data, {f"k{i:02}": "v" * 4000 for i in range(20)})
+
+
+@pytest.mark.parametrize("how", ["publish", "put"])
+def test_a_committer_killed_beside_a_labelled_put_hides_none_of_its_labels(
+    tmp_path: Path, how: str
+) -> None:
+    # The put has set its attribute and is about to link when another committer of the
+    # same digest writes its metadata file and is killed: that file stays, and must not
+    # hide the labels of the put, which returns success.
+    store = LocalStore(tmp_path / "s")
+    data = os.urandom(300)
+    link = store.blobs.temp.link
+
+    def link_after_a_killed_committer(fd: int, tmp: Path | None, target: Path) -> None:
+        child = mp.get_context("fork").Process(
+            target=_commit_and_die, args=(str(store.root), data, how)
+        )
+        child.start()
+        child.join(WAIT)
+        assert child.exitcode == -signal.SIGKILL
+        assert store.layout.blob_meta(Digest.from_bytes(data)).is_file()
+        link(fd, tmp, target)
+
+    store.blobs.temp.link = link_after_a_killed_committer  # type: ignore[method-assign]
+    info = store.put("p-ref", desc_of(data), data, requested_labels(None))
+    assert dict(info.labels) == requested_labels(None)
+    seen = dict(LocalStore(store.root).info(info.digest).labels)
+    assert seen[REQUESTED_LABEL] == "never"  # and the killed committer's labels stay too
+    assert ("src" in seen) == (how == "publish")
+    report = collect(LocalStore(store.root), GcOptions(ingest_max_age=timedelta(0)))
+    assert str(info.digest) not in {d for d, _ in report.blobs}
+    assert store.blob_path(info.digest).exists()
+
+
+def test_a_publish_that_loses_the_link_to_a_small_put_is_already_exists(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    putter = LocalStore(store.root)
+    data = os.urandom(300)
+    writer = store.writer("w", desc_of(data))
+    writer.write(data)
+    link, write_meta = putter.blobs.temp.link, store.blobs._write_meta
+    outcome: list[BaseException] = []
+
+    def commit_before_the_link(fd: int, tmp: Path | None, target: Path) -> None:
+        # The put has checked for a metadata file and set its attribute; the writer's
+        # publish now takes the blob lock, finds no blob, writes its metadata file, and
+        # the put (which takes no lock) links before publish does.
+        def then_the_put_links(digest: Digest, meta: Any) -> None:
+            write_meta(digest, meta)
+            link(fd, tmp, target)
+            # Meanwhile the publisher's file does not hide the put's labels.
+            assert dict(putter.info(digest).labels) == {"p": "1", "w": "1"}
+
+        store.blobs._write_meta = then_the_put_links  # type: ignore[method-assign]
+        try:
+            writer.commit(len(data), Digest.from_bytes(data), {"w": "1"})
+        except errdefs.ErrdefsError as e:
+            outcome.append(e)
+
+    putter.blobs.temp.link = commit_before_the_link  # type: ignore[method-assign]
+    info = putter.put("p", desc_of(data), data, {"p": "1"})
+    assert [type(e) for e in outcome] == [errdefs.AlreadyExists]
+    assert not store.layout.ingest_dir("w").exists()
+    assert store.list_statuses() == []
+    assert not store.layout.blob_meta(info.digest).exists()  # publish put back what was
+    assert dict(store.info(info.digest).labels) == {"p": "1"}
+
+
+def test_a_host_that_cannot_read_attributes_refuses_to_relabel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path / "s")
+    data = os.urandom(100)
+    info = store.put("r", desc_of(data), data, requested_labels(None))
+
+    def unseen(*args: object, **kwargs: object) -> bytes:
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")  # NFS before 4.2
+
+    monkeypatch.setattr(os, "getxattr", unseen)
+    patch = Info(info.digest, info.size, info.created_at, info.updated_at, {"x": "1"})
+    for act in (lambda: store.info(info.digest), lambda: store.update(patch, "labels.x")):
+        with pytest.raises(errdefs.FailedPrecondition, match="cannot read back"):
+            act()
+    monkeypatch.undo()
+    assert dict(store.info(info.digest).labels) == requested_labels(None)
+    assert not store.layout.blob_meta(info.digest).exists()
+
+
+def test_the_marker_is_read_only_whatever_the_umask_and_a_copy_without_attributes_fails_gc(
+    tmp_path: Path,
+) -> None:
+    old = os.umask(0o077)
+    try:
+        store = LocalStore(tmp_path / "s")
+        data = os.urandom(100)
+        info = store.put("r", desc_of(data), data, requested_labels(None))
+    finally:
+        os.umask(old)
+    marker = store.layout.xattr_marker
+    assert marker.stat().st_mode & 0o777 == 0o444
+    assert os.getxattr(marker, META_XATTR)  # gc reads it back
+    assert [d for d, _ in collect(store).blobs] == []
+    # cp -r keeps no extended attributes: the copy has the marker, not its value.
+    subprocess.run(["cp", "-r", str(store.root), str(tmp_path / "copy")], check=True)
+    copy = LocalStore(tmp_path / "copy")
+    assert dict(copy.info(info.digest).labels) == {}
+    with pytest.raises(errdefs.FailedPrecondition, match=r"cp -a, rsync -aX"):
+        collect(copy)
+    assert copy.blob_path(info.digest).exists()
+    # A labelled put into the copy does not repair the marker: gc keeps refusing.
+    more = os.urandom(100)
+    copy.put("m", desc_of(more), more, {"a": "1"})
+    with pytest.raises(errdefs.FailedPrecondition):
+        collect(copy)
