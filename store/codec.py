@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ingestq import errdefs
@@ -45,10 +45,15 @@ def _meta(obj: Mapping[str, Any]) -> BlobMeta:
     if not isinstance(labels, Mapping) or not all(isinstance(v, str) for v in labels.values()):
         raise TypeError("labels are not an object of strings")
     return BlobMeta(
-        created_at=datetime.fromisoformat(obj["created_at"]),
-        updated_at=datetime.fromisoformat(obj["updated_at"]),
+        created_at=_aware(datetime.fromisoformat(obj["created_at"])),
+        updated_at=_aware(datetime.fromisoformat(obj["updated_at"])),
         labels={str(k): str(v) for k, v in labels.items()},
     )
+
+
+def _aware(at: datetime) -> datetime:
+    """``at``, read as UTC when it names no zone (a hand-edited file)."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def meta_from_json(obj: Mapping[str, Any]) -> BlobMeta:

@@ -12,10 +12,11 @@ left by a committer of the same digest that lost the race and was killed, and th
 are merged (:func:`read_blob_meta`). Where the filesystem keeps no user extended
 attributes, or the labels do not fit in them, the metadata file is written as for any
 blob. The first such blob is preceded by the store's marker ``meta/xattrs``, which
-carries the attribute too: a host or a copy of the store that cannot read it back gets
+carries the attribute too: a host whose view keeps no attributes gets
 FailedPrecondition from gc, relabelling and Info instead of acting on labels it cannot
-see (:func:`check_attributes_readable`). Copy a store root with its extended attributes
-(``cp -a``, ``rsync -aX``, ``tar --xattrs``).
+see, and so does gc on a copy of the store made without them (there, Info shows no
+labels: the copy lost them; :func:`check_attributes_readable`). Copy a store root
+with its extended attributes (``cp -a``, ``rsync -aX``, ``tar --xattrs``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ _HAS_XATTR = hasattr(os, "setxattr") and hasattr(os, "getxattr")
 _XATTR_OFF = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES})
 #: ``setxattr`` errors of a value larger than the room the file has for attributes.
 _XATTR_FULL = frozenset({errno.E2BIG, errno.ENOSPC, errno.ERANGE})
+#: ``getxattr`` errors of a host whose view of the filesystem keeps no attributes (an
+#: NFS mount before 4.2, FUSE without them), as opposed to ENODATA: none on this file.
+_XATTR_UNSEEN = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
 #: The value of :data:`META_XATTR` on the store's marker file (it carries one, so a
 #: host, or a copy of the store, that lost the attributes shows it there).
 _MARKER_VALUE = b"ingestq: blobs here carry their metadata in this attribute"
@@ -151,19 +155,26 @@ def read_meta(meta: Path) -> BlobMeta | None:
 
 def read_file_meta(layout: RootLayout, blob: str | Path) -> BlobMeta | None:
     """The metadata the blob file ``blob`` carries as :data:`META_XATTR`; None if it
-    has none, is gone, or the value is garbled (symlinks are not followed).
-    FailedPrecondition when the attribute cannot be read here although the store's
-    marker says its blobs carry them (:func:`check_attributes_readable`): a caller
-    that went on would act on labels it cannot see."""
+    has none, is gone, or the value is garbled (symlinks are not followed), or this
+    host's view of the filesystem keeps no attributes and the store has never used them.
+    FailedPrecondition when it keeps none although the store's marker says its blobs
+    carry them (:func:`check_attributes_readable`); PermissionDenied, DataLoss or
+    another kind when the attribute is there but unreadable: a caller that went on
+    would act on labels it cannot see."""
     if not _HAS_XATTR:
         check_attributes_readable(layout)
         return None
     try:
         raw = os.getxattr(blob, META_XATTR, follow_symlinks=False)
     except OSError as e:
-        if e.errno not in (errno.ENODATA, errno.ENOENT):
+        if e.errno in (errno.ENODATA, errno.ENOENT):
+            return None
+        if e.errno in _XATTR_UNSEEN:
             check_attributes_readable(layout)
-        return None
+            return None
+        # EIO, EACCES, ...: the labels are there but unreadable; going on without
+        # them could drop a gc root.
+        raise from_os_error(e, f"read the labels of {blob}") from e
     try:
         return meta_from_json(json.loads(raw))
     except (ValueError, AttributeError, errdefs.InvalidArgument):
@@ -176,8 +187,11 @@ def check_attributes_readable(layout: RootLayout) -> None:
     marker's own attribute back: a mount without them (NFS before 4.2, FUSE), or a copy
     of the store that dropped them. Such a view misses labels, gc roots among them."""
     marker = layout.xattr_marker
-    if not marker.exists():
-        return
+    try:
+        if not marker.exists():
+            return
+    except OSError as e:
+        raise from_os_error(e, f"stat {marker}") from e
     try:
         seen = _HAS_XATTR and os.getxattr(marker, META_XATTR, follow_symlinks=False)
     except OSError:
@@ -341,9 +355,8 @@ class Blobs:
                     self._quarantine(digest)  # a wrong size: damaged on disk
                 old = read_meta(self.layout.blob_meta(digest))
                 now = utcnow()
-                self._write_meta(
-                    digest, BlobMeta(now, now, {**(old.labels if old else {}), **labels})
-                )
+                meta = BlobMeta(now, now, {**(old.labels if old else {}), **labels})
+                self._write_meta(digest, meta)
                 try:
                     os.link(data, blob)
                 except BaseException as e:
@@ -365,9 +378,12 @@ class Blobs:
                 if self.fsync:
                     fsync_dir(blob.parent)
             remove_tree(ingest.path)
+            size = os.fstat(fd).st_size
         except OSError as e:
             raise from_os_error(e, f"commit {ref}") from e
-        return self.info(digest)
+        # From what was written, not read back: the blob is committed whatever a read
+        # of its labels would say now.
+        return Info(digest, size, meta.created_at, meta.updated_at, meta.labels)
 
     def put(
         self, digest: Digest, data: bytes | bytearray | memoryview, labels: Mapping[str, str]
@@ -404,6 +420,8 @@ class Blobs:
                     meta = carried
                 elif labels or left:
                     with self.lock(digest):
+                        if blob.exists():  # no metadata file beside another's blob
+                            raise FileExistsError(errno.EEXIST, "blob exists", str(blob))
                         old = read_meta(self.layout.blob_meta(digest))
                         now = utcnow()
                         meta = BlobMeta(now, now, {**(old.labels if old else {}), **labels})
@@ -442,6 +460,11 @@ class Blobs:
         meta = BlobMeta(now, now, dict(labels))
         value = json.dumps(meta_to_json(meta), sort_keys=True, separators=(",", ":")).encode()
         try:
+            if not self._marked:
+                # Before any blob of this store carries one; where the filesystem keeps
+                # no attributes, the marker's own fails and no marker is left.
+                self._mark_store()
+                self._marked = True
             # A user attribute needs write permission on the file, even for its owner.
             os.fchmod(fd, 0o644)
             try:
@@ -455,9 +478,6 @@ class Blobs:
                 self.xattrs = False
                 return None
             raise
-        if not self._marked:
-            self._mark_store()  # before the first such blob is linked (this one is not yet)
-            self._marked = True
         return meta
 
     def _mark_store(self) -> None:
@@ -470,6 +490,7 @@ class Blobs:
             return
 
         def carry(fd: int) -> None:
+            os.fchmod(fd, 0o644)  # whatever the umask left: setxattr needs the owner's w
             os.setxattr(fd, META_XATTR, _MARKER_VALUE)
             os.fchmod(fd, 0o444)
 
@@ -522,8 +543,11 @@ class Blobs:
                 raise errdefs.NotFound(f"content digest {digest}")
             try:
                 size = blob.stat().st_size
-                self.layout.blob_meta(digest).unlink(missing_ok=True)
+                # The blob first (as gc does): killed in between, an orphan metadata
+                # file is swept by gc, while a blob without its file would show the
+                # labels its attribute had before any relabelling.
                 blob.unlink()
+                self.layout.blob_meta(digest).unlink(missing_ok=True)
             except FileNotFoundError:
                 raise errdefs.NotFound(f"content digest {digest}") from None
             except OSError as e:

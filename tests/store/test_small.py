@@ -134,10 +134,11 @@ def test_labels_too_large_for_the_blob_file_go_to_a_metadata_file(tmp_path: Path
     assert not store.layout.blob_meta(small.digest).exists()
 
 
-def _put_as_nobody(root: str, data: bytes) -> tuple[bool, dict[str, str]]:
+def _put_as_nobody(root: str, data: bytes, umask: int) -> tuple[bool, dict[str, str]]:
     if os.geteuid() == 0:
         os.setegid(65534)
         os.seteuid(65534)
+    os.umask(umask)
     store = LocalStore(root)
     info = store.put("r", desc_of(data), data, {"a": "1"})
     return store.layout.blob_meta(info.digest).exists(), dict(store.info(info.digest).labels)
@@ -156,16 +157,21 @@ def nobody_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def test_an_unprivileged_owner_stores_labels_in_its_read_only_blob_files(nobody_dir: Path) -> None:
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_an_unprivileged_owner_stores_labels_in_its_read_only_blob_files(
+    nobody_dir: Path, umask: int
+) -> None:
     # A user attribute needs write permission on the file, which a blob file (0444)
     # does not give its owner: put opens it up for the attribute, then closes it again.
+    # The store's marker is read-only whatever the umask (others' gc must read it).
     root = nobody_dir / "s"
     with mp.get_context("fork").Pool(1) as pool:
-        has_meta_file, labels = pool.apply(_put_as_nobody, (str(root), os.urandom(100)))
+        has_meta_file, labels = pool.apply(_put_as_nobody, (str(root), os.urandom(100), umask))
     assert labels == {"a": "1"}
     assert not has_meta_file
     (blob,) = (root / "blobs" / "sha256").iterdir()
     assert blob.stat().st_mode & 0o777 == 0o444
+    assert (root / "meta" / "xattrs").stat().st_mode & 0o777 == 0o444
     assert blob.stat().st_uid == (65534 if os.geteuid() == 0 else os.geteuid())
 
 
@@ -491,3 +497,93 @@ def test_the_marker_is_read_only_whatever_the_umask_and_a_copy_without_attribute
     copy.put("m", desc_of(more), more, {"a": "1"})
     with pytest.raises(errdefs.FailedPrecondition):
         collect(copy)
+
+
+def test_labels_that_cannot_be_read_stop_gc_instead_of_counting_as_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path / "s")
+    data = os.urandom(100)
+    info = store.put("r", desc_of(data), data, requested_labels(None))
+    getxattr = os.getxattr
+
+    def damaged(path: Any, name: str, **kwargs: Any) -> bytes:
+        if str(path).endswith(info.digest.encoded):  # a damaged attribute block
+            raise OSError(errno.EIO, "Input/output error")
+        return getxattr(path, name, **kwargs)
+
+    monkeypatch.setattr(os, "getxattr", damaged)
+    with pytest.raises(errdefs.DataLoss):
+        store.info(info.digest)
+    with pytest.raises(errdefs.DataLoss):
+        collect(store)
+    monkeypatch.undo()
+    assert store.blob_path(info.digest).exists()
+
+
+def test_a_publish_on_a_host_that_cannot_read_attributes_reports_what_it_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path / "s")
+    first = os.urandom(100)
+    store.put("r", desc_of(first), first, {"a": "1"})  # the store now holds attributes
+
+    def unseen(*args: object, **kwargs: object) -> bytes:
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "getxattr", unseen)
+    data = os.urandom(2000)
+    with store.writer("w", desc_of(data)) as w:
+        w.write(data)
+        info = w.commit(len(data), Digest.from_bytes(data), {"b": "2"})
+    assert dict(info.labels) == {"b": "2"} and info.size == 2000
+    monkeypatch.undo()
+    assert dict(store.info(info.digest).labels) == {"b": "2"}
+
+
+def test_a_labelled_put_over_an_existing_blob_writes_no_metadata_beside_it(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path / "s")
+    data = os.urandom(100)
+    info = store.put("r", desc_of(data), data, {"keep": "1", "drop": "1"})
+    patch = Info(info.digest, info.size, info.created_at, info.updated_at, {})
+    store.update(patch, "labels.drop")
+    written = store.layout.blob_meta(info.digest).read_bytes()
+    # A put that found no blob (its check raced another put's link) reaches the blob's
+    # own commit, and is killed as soon as it writes metadata: it must write none, or
+    # its file would merge the dropped label back from the attribute.
+    child = mp.get_context("fork").Process(
+        target=_labelled_put_and_die, args=(str(store.root), data)
+    )
+    child.start()
+    child.join(WAIT)
+    assert child.exitcode == 0  # AlreadyExists, before any metadata
+    assert store.layout.blob_meta(info.digest).read_bytes() == written
+    assert dict(store.info(info.digest).labels) == {"keep": "1"}
+
+
+def _labelled_put_and_die(root: str, data: bytes) -> None:
+    store = LocalStore(root)
+    write_meta = store.blobs._write_meta
+
+    def then_die(digest: Digest, meta: Any) -> None:
+        write_meta(digest, meta)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    store.blobs._write_meta = then_die  # type: ignore[method-assign]
+    with pytest.raises(errdefs.AlreadyExists):
+        store.blobs.put(Digest.from_bytes(data), data, {"late": "1"})
+
+
+def test_a_metadata_file_with_naive_times_reads_as_utc(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    data = os.urandom(100)
+    info = store.put("r", desc_of(data), data, {"a": "1"})
+    naive = {"created_at": "2026-01-02T03:04:05", "updated_at": "2026-01-02T03:04:05"}
+    path = store.layout.blob_meta(info.digest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**naive, "labels": {"b": "2"}}))
+    got = store.info(info.digest)
+    assert dict(got.labels) == {"a": "1", "b": "2"}  # not the attribute's own: merged
+    assert got.created_at == info.created_at
