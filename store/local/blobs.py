@@ -145,11 +145,21 @@ def hash_path(path: Path, algorithm: str) -> tuple[Digest, int]:
 
 
 def read_meta(meta: Path) -> BlobMeta | None:
-    """A blob's metadata file; None if it is missing or unreadable (a blob without
-    readable metadata still exists; it has no labels)."""
+    """A blob's metadata file; None if it is missing or garbled (a blob without
+    readable metadata still exists; it has no labels). PermissionDenied, DataLoss or
+    another kind when the file is there but cannot be read (EACCES, EIO, a directory):
+    a caller that went on without its labels could drop a gc root."""
     try:
-        return meta_from_json(json.loads(meta.read_text(encoding="utf-8")))
-    except (OSError, ValueError, AttributeError, errdefs.InvalidArgument):
+        text = meta.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise errdefs.DataLoss(f"read {meta}: a directory, not a metadata file") from None
+    except OSError as e:
+        raise from_os_error(e, f"read {meta}") from e
+    try:
+        return meta_from_json(json.loads(text))
+    except (ValueError, AttributeError, errdefs.InvalidArgument):
         return None
 
 

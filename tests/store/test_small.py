@@ -45,6 +45,19 @@ def files(root: Path) -> set[str]:
 LAYOUT_FILES = {"oci-layout", "index.json"}
 
 
+def _unsupported(*args: object, **kwargs: object) -> Any:
+    """What the attribute calls answer where the mount keeps none (ramfs, NFS before
+    4.2)."""
+    raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+
+def _requested_blob(tmp_path: Path) -> tuple[LocalStore, Info]:
+    """A store holding one small blob put with the producer's ``ingestq.expire-at``."""
+    store = LocalStore(tmp_path / "s")
+    data = os.urandom(100)
+    return store, store.put("r", desc_of(data), data, requested_labels(None))
+
+
 @pytest.mark.parametrize("unnamed", [True, False], ids=["o_tmpfile", "named-temp"])
 def test_put_writes_only_the_blob(tmp_path: Path, unnamed: bool) -> None:
     store = LocalStore(tmp_path / "s")
@@ -88,12 +101,8 @@ def ramfs(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "ramfs"
     path.mkdir()
     if os.geteuid() != 0:
-
-        def refuse(*args: object, **kwargs: object) -> None:
-            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
-
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(os, "setxattr", refuse)
+            patch.setattr(os, "setxattr", _unsupported)
             yield path
         return
     subprocess.run(["mount", "-t", "ramfs", "ramfs", str(path)], check=True)
@@ -367,8 +376,9 @@ def test_processes_racing_to_put_the_same_blobs_commit_each_once(tmp_path: Path)
 
 def _commit_and_die(root: str, data: bytes, how: str) -> None:
     """In a forked child: commit ``data`` on another ref and SIGKILL this process right
-    after its metadata file is written, before its link (``how``: a writer's publish, or
-    a put whose labels are too large for an attribute)."""
+    after it writes a metadata file, before its link. ``how``: a writer's publish; a put
+    whose labels are too large for an attribute; a labelled put of a blob that exists
+    (which must end with AlreadyExists before writing any)."""
     store = LocalStore(root)
     write_meta = store.blobs._write_meta
 
@@ -381,8 +391,11 @@ def _commit_and_die(root: str, data: bytes, how: str) -> None:
         with store.writer("w-ref", desc_of(data)) as w:
             w.write(data)
             w.commit(len(data), Digest.from_bytes(data), {"src": "publisher"})
-    else:
+    elif how == "put":
         store.put("w-ref", desc_of(data), data, {f"k{i:02}": "v" * 4000 for i in range(20)})
+    else:
+        with pytest.raises(errdefs.AlreadyExists):
+            store.blobs.put(Digest.from_bytes(data), data, {"late": "1"})
 
 
 @pytest.mark.parametrize("how", ["publish", "put"])
@@ -454,14 +467,8 @@ def test_a_publish_that_loses_the_link_to_a_small_put_is_already_exists(tmp_path
 def test_a_host_that_cannot_read_attributes_refuses_to_relabel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = LocalStore(tmp_path / "s")
-    data = os.urandom(100)
-    info = store.put("r", desc_of(data), data, requested_labels(None))
-
-    def unseen(*args: object, **kwargs: object) -> bytes:
-        raise OSError(errno.EOPNOTSUPP, "Operation not supported")  # NFS before 4.2
-
-    monkeypatch.setattr(os, "getxattr", unseen)
+    store, info = _requested_blob(tmp_path)
+    monkeypatch.setattr(os, "getxattr", _unsupported)
     patch = Info(info.digest, info.size, info.created_at, info.updated_at, {"x": "1"})
     for act in (lambda: store.info(info.digest), lambda: store.update(patch, "labels.x")):
         with pytest.raises(errdefs.FailedPrecondition, match="cannot read back"):
@@ -502,9 +509,7 @@ def test_the_marker_is_read_only_whatever_the_umask_and_a_copy_without_attribute
 def test_labels_that_cannot_be_read_stop_gc_instead_of_counting_as_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = LocalStore(tmp_path / "s")
-    data = os.urandom(100)
-    info = store.put("r", desc_of(data), data, requested_labels(None))
+    store, info = _requested_blob(tmp_path)
     getxattr = os.getxattr
 
     def damaged(path: Any, name: str, **kwargs: Any) -> bytes:
@@ -528,10 +533,7 @@ def test_a_publish_on_a_host_that_cannot_read_attributes_reports_what_it_committ
     first = os.urandom(100)
     store.put("r", desc_of(first), first, {"a": "1"})  # the store now holds attributes
 
-    def unseen(*args: object, **kwargs: object) -> bytes:
-        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
-
-    monkeypatch.setattr(os, "getxattr", unseen)
+    monkeypatch.setattr(os, "getxattr", _unsupported)
     data = os.urandom(2000)
     with store.writer("w", desc_of(data)) as w:
         w.write(data)
@@ -554,26 +556,13 @@ def test_a_labelled_put_over_an_existing_blob_writes_no_metadata_beside_it(
     # own commit, and is killed as soon as it writes metadata: it must write none, or
     # its file would merge the dropped label back from the attribute.
     child = mp.get_context("fork").Process(
-        target=_labelled_put_and_die, args=(str(store.root), data)
+        target=_commit_and_die, args=(str(store.root), data, "existing")
     )
     child.start()
     child.join(WAIT)
     assert child.exitcode == 0  # AlreadyExists, before any metadata
     assert store.layout.blob_meta(info.digest).read_bytes() == written
     assert dict(store.info(info.digest).labels) == {"keep": "1"}
-
-
-def _labelled_put_and_die(root: str, data: bytes) -> None:
-    store = LocalStore(root)
-    write_meta = store.blobs._write_meta
-
-    def then_die(digest: Digest, meta: Any) -> None:
-        write_meta(digest, meta)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    store.blobs._write_meta = then_die  # type: ignore[method-assign]
-    with pytest.raises(errdefs.AlreadyExists):
-        store.blobs.put(Digest.from_bytes(data), data, {"late": "1"})
 
 
 def test_a_metadata_file_with_naive_times_reads_as_utc(tmp_path: Path) -> None:
@@ -587,3 +576,15 @@ def test_a_metadata_file_with_naive_times_reads_as_utc(tmp_path: Path) -> None:
     got = store.info(info.digest)
     assert dict(got.labels) == {"a": "1", "b": "2"}  # not the attribute's own: merged
     assert got.created_at == info.created_at
+
+
+def test_a_metadata_file_that_cannot_be_read_stops_gc_instead_of_counting_as_none(
+    tmp_path: Path,
+) -> None:
+    store, info = _requested_blob(tmp_path)
+    store.layout.blob_meta(info.digest).mkdir(parents=True)  # forged: a directory
+    with pytest.raises(errdefs.DataLoss, match="not a metadata file"):
+        store.info(info.digest)
+    with pytest.raises(errdefs.DataLoss):
+        collect(store)
+    assert store.blob_path(info.digest).exists()
