@@ -7,6 +7,9 @@ fresh directory on the same filesystem, in one process:
           ``fsync`` the directory (no hashing: the bytes are named by a counter);
 * put:    ``write_blob`` (``store.helpers``) on a ``LocalStore``: the small-blob path
           (hash in memory, one temp file, fsync, link, directory fsync);
+* labelled: the same with the label every producer's job carries (gc's
+          ``ingestq.expire-at=never``), which the small path stores on the blob file
+          as an extended attribute (no metadata file, no blob lock);
 * writer: the same ``write_blob`` with the small-blob path turned off
           (``small_blob_max=0``): the ingest directory, ref lock and metadata file of
           the general writer path, for contrast.
@@ -35,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ingestq.store import Descriptor, Digest, LocalStore, write_blob
+from ingestq.store.gc import requested_labels
 
 
 class Raw:
@@ -63,15 +67,19 @@ class Raw:
 
 
 class Store:
-    """``write_blob`` on a LocalStore (``small_blob_max=0``: the writer path)."""
+    """``write_blob`` on a LocalStore with ``labels`` (``small_blob_max=0``: the writer
+    path)."""
 
-    def __init__(self, root: Path, small_blob_max: int | None) -> None:
+    def __init__(
+        self, root: Path, small_blob_max: int | None, labels: dict[str, str] | None = None
+    ) -> None:
         self.store = LocalStore(root / "store", small_blob_max=small_blob_max)
+        self.labels = labels
         self.n = 0
 
     def write(self, data: bytes, desc: Descriptor) -> None:
         self.n += 1
-        write_blob(self.store, f"small-{self.n}", io.BytesIO(data), desc)
+        write_blob(self.store, f"small-{self.n}", io.BytesIO(data), desc, self.labels)
 
     def close(self) -> None:
         assert not self.store.list_statuses()
@@ -81,12 +89,13 @@ def one_run(count: int, size: int, block: int, where: str, rep: int) -> dict[str
     """Every variant writes ``count`` fresh blobs, in blocks of ``block`` taken in
     turns (so load that drifts during the run hits all alike); seconds per variant."""
     rng = random.Random(rep)
-    names = ["raw", "put", "writer"]
+    names = ["raw", "put", "labelled", "writer"]
     spent = dict.fromkeys(names, 0.0)
     roots = {n: Path(tempfile.mkdtemp(prefix=f"bench-small-{n}-", dir=where)) for n in names}
     sinks: dict[str, Raw | Store] = {
         "raw": Raw(roots["raw"]),
         "put": Store(roots["put"], None),
+        "labelled": Store(roots["labelled"], None, requested_labels(None)),
         "writer": Store(roots["writer"], 0),
     }
     try:
@@ -94,7 +103,8 @@ def one_run(count: int, size: int, block: int, where: str, rep: int) -> dict[str
         for b in range(0, count, block):
             batch = [rng.randbytes(size) for _ in range(min(block, count - b))]
             descs = [Descriptor(Digest.from_bytes(d), len(d)) for d in batch]
-            order = names[b // block % 3 :] + names[: b // block % 3]
+            turn = b // block % len(names)
+            order = names[turn:] + names[:turn]
             for name in order:
                 sink = sinks[name]
                 t0 = time.perf_counter()
@@ -117,8 +127,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="runs")
     ap.add_argument("--dir", default=".", help="where to write (default: here)")
     args = ap.parse_args()
-    rates: dict[str, list[float]] = {"raw": [], "put": [], "writer": []}
-    ratios: dict[str, list[float]] = {"put": [], "writer": []}
+    rates: dict[str, list[float]] = {"raw": [], "put": [], "labelled": [], "writer": []}
+    ratios: dict[str, list[float]] = {"put": [], "labelled": [], "writer": []}
     for rep in range(args.repeat):
         spent = one_run(args.count, args.size, args.block, args.dir, rep)
         for name, t in spent.items():
@@ -128,10 +138,10 @@ def main() -> None:
         line = "  ".join(f"{n} {args.count / t:6.0f}/s" for n, t in spent.items())
         print(f"run {rep + 1}: {line}", flush=True)
     print(f"\n{args.count} x {args.size} B blobs with fsync, median of {args.repeat} runs:")
-    print(f"  raw     {statistics.median(rates['raw']):6.0f} blobs/s")
+    print(f"  raw      {statistics.median(rates['raw']):6.0f} blobs/s")
     for name in ratios:
         print(
-            f"  {name:7s} {statistics.median(rates[name]):6.0f} blobs/s"
+            f"  {name:8s} {statistics.median(rates[name]):6.0f} blobs/s"
             f"  ratio to raw {statistics.median(ratios[name]):.2f}"
         )
 
