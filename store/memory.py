@@ -13,7 +13,6 @@ same contract suite as the local store (:mod:`ingestq.store.testing.contract`).
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import threading
@@ -26,7 +25,7 @@ from typing import Self
 from ingestq import errdefs
 from ingestq.store.digest import CANONICAL, Digest, new_hasher
 from ingestq.store.filters import info_fields, parse, status_fields
-from ingestq.store.helpers import copy
+from ingestq.store.helpers import put_through_writer
 from ingestq.store.labels import apply_update
 from ingestq.store.labels import validate as validate_labels
 from ingestq.store.locks import Lease, RefLocker, locked_error, new_holder_id
@@ -366,23 +365,20 @@ class MemoryStore:
         labels: Mapping[str, str] | None = None,
     ) -> Info:
         """Commit ``data`` as ``desc`` in one call (see :meth:`store.protocols.Putter.put`):
-        without an ingest when ``ref`` has none, else through :meth:`writer`.
-        InvalidArgument, FailedPrecondition, AlreadyExists and Unavailable as there."""
+        without an ingest when ``ref`` has none, else through :meth:`writer`
+        (:func:`store.helpers.put_through_writer`). InvalidArgument, FailedPrecondition,
+        AlreadyExists and Unavailable as there."""
         validate_ref(ref)
         digest = Digest.parse(desc.digest)
         new_labels = {k: v for k, v in (labels or {}).items() if v != ""}
         validate_labels(new_labels)
-        with self._mutex:
-            by_writer = ref in self._ingests
-        if by_writer:
-            with self.writer(ref, desc) as w:
-                info = copy(w, io.BytesIO(data), desc.size, digest, new_labels)
-            if info is None:
-                raise errdefs.AlreadyExists(f"content {digest}")
-            return info
         content = bytes(data)
         check_commit_size(ref, len(content), desc.size)
         check_commit_digest(Digest.from_bytes(content, digest.algorithm), digest)
+        with self._mutex:
+            by_writer = ref in self._ingests
+        if by_writer:
+            return put_through_writer(self, ref, desc, content, new_labels)
         with self._mutex:
             if digest in self._blobs:
                 raise errdefs.AlreadyExists(f"content {digest}")

@@ -33,10 +33,10 @@ from typing import Any
 import pytest
 
 from tests.servers.containerd import ContainerdDaemon
-from tests.servers.radosgw import RadosgwServer
+from tests.servers.radosgw import RadosgwServer, running_radosgw
 from tests.servers.redis_server import RedisFactory, RedisServer
 from tests.servers.registry import Registry, RegistryFactory, TokenServer
-from tests.servers.seaweed import S3Endpoint, SeaweedServer
+from tests.servers.seaweed import S3Endpoint, SeaweedServer, running_seaweed
 from tests.tasks.blobserver import BlobServer
 
 
@@ -156,24 +156,16 @@ def containerd_daemon(tmp_path: Path) -> Iterator[ContainerdDaemon]:
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
     """One SeaweedFS (master, volume, filer, S3 gateway) for the whole session."""
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
-    try:
-        server.start()
+    with running_seaweed(tmp_path_factory.mktemp("seaweed")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
 def radosgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RadosgwServer]:
     """One throwaway Ceph with its S3 gateway for the whole session (started by the
     first test that asks for it: only the slow radosgw contract does)."""
-    server = RadosgwServer(tmp_path_factory.mktemp("radosgw"))
-    try:
-        server.start()
+    with running_radosgw(tmp_path_factory.mktemp("radosgw")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -598,6 +598,24 @@ class StoreContract:
         with pytest.raises(errdefs.NotFound):
             store.status("half")
 
+    @requires(PUT)
+    def test_put_over_an_unfinished_ingest_of_other_bytes_starts_it_over(
+        self, store: Store
+    ) -> None:
+        """A writer fed the wrong bytes for its descriptor (a lying source, or writers
+        forced onto one ref) leaves an unfinished ingest; a put of the real content on
+        that ref holds every byte, so it publishes them instead of failing on the
+        adopted prefix."""
+        assert isinstance(store, Putter)
+        real, other = blob(3000, seed=59), blob(3000, seed=60)
+        w = store.writer("lied-to", desc_of(real))
+        w.write(other[:1000])
+        w.close()
+        assert store.put("lied-to", desc_of(real), real).digest == Digest.from_bytes(real)
+        assert self.read_all(store, Digest.from_bytes(real)) == real
+        with pytest.raises(errdefs.NotFound):
+            store.status("lied-to")
+
     @requires(PUT, ABORT_HELD)
     def test_put_on_a_held_ingest_is_unavailable(self, store_factory: StoreFactory) -> None:
         a, b = store_factory(), store_factory()

@@ -789,15 +789,3 @@ def test_the_client_computes_no_checksums_and_signs_bodies_only_over_plain_http(
         assert "content-md5" not in names
         assert not any(n.startswith("x-amz-checksum") for n in names)
         assert "x-amz-sdk-checksum-algorithm" not in names
-
-
-def test_put_over_an_unfinished_ingest_of_other_bytes_starts_it_over(store: S3Store) -> None:
-    real, other = os.urandom(3000), os.urandom(3000)
-    desc = Descriptor(Digest.from_bytes(real), len(real))
-    w = store.writer("lied-to", desc)
-    w.write(other[:1000])
-    w.close()
-    assert store.put("lied-to", desc, real).digest == desc.digest
-    assert store.reader_at(desc).read_at(0, 3000) == real
-    with pytest.raises(errdefs.NotFound):
-        store.status("lied-to")

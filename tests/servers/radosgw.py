@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from tests.servers.seaweed import S3Endpoint
@@ -27,6 +26,7 @@ from tests.servers.util import (
     free_port,
     require_binary,
     run_tool,
+    started,
     wait_until,
 )
 
@@ -218,22 +218,7 @@ class RadosgwServer:
             return bool(resp.status == 200)
 
     def _ready(self) -> bool:
-        from botocore.config import Config
-
-        client = self.endpoint.client(
-            config=Config(
-                connect_timeout=0.5,
-                read_timeout=5,
-                retries={"max_attempts": 1},
-                s3={"addressing_style": "path"},
-            )
-        )
-        probe = f"probe-{uuid.uuid4().hex[:8]}"
-        client.create_bucket(Bucket=probe)
-        client.put_object(Bucket=probe, Key="p", Body=b"ok")
-        client.delete_object(Bucket=probe, Key="p")
-        client.delete_bucket(Bucket=probe)
-        return True
+        return self.endpoint.writes(read_timeout=5)
 
     def log_text(self) -> str:
         """The daemons' outputs so far, each under a header line."""
@@ -250,12 +235,6 @@ class RadosgwServer:
         return f"<RadosgwServer {self.endpoint.url} {state} dir={self.dir}>"
 
 
-@contextmanager
-def running_radosgw(directory: Path) -> Iterator[RadosgwServer]:
+def running_radosgw(directory: Path) -> AbstractContextManager[RadosgwServer]:
     """Start a :class:`RadosgwServer` in ``directory`` and stop it on exit."""
-    server = RadosgwServer(directory)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    return started(RadosgwServer(directory))

@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,6 +36,7 @@ from tests.servers.util import (
     ServerStartError,
     free_port,
     require_binary,
+    started,
     wait_until,
 )
 
@@ -506,15 +507,9 @@ class Registry:
 RegistryFactory = Callable[..., Registry]
 
 
-@contextmanager
-def running_token_server(**options: Any) -> Iterator[TokenServer]:
+def running_token_server(**options: Any) -> AbstractContextManager[TokenServer]:
     """Run a :class:`TokenServer` for the duration of the block."""
-    server = TokenServer(**options)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    return started(TokenServer(**options))
 
 
 @contextmanager

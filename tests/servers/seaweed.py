@@ -11,8 +11,7 @@ import json
 import shutil
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from tests.servers.util import (
     ServerProcess,
     ServerStartError,
     free_port,
+    started,
     wait_until,
 )
 
@@ -100,6 +100,27 @@ class S3Endpoint:
         name = f"t-{uuid.uuid4().hex[:16]}"
         self.client().create_bucket(Bucket=name)
         return name
+
+    def writes(self, read_timeout: float) -> bool:
+        """Whether the gateway takes writes: make a throwaway bucket, put, delete an
+        object, delete the bucket, with one attempt per call (for a readiness poll; a
+        server not ready yet raises)."""
+        from botocore.config import Config
+
+        client = self.client(
+            config=Config(
+                connect_timeout=0.5,
+                read_timeout=read_timeout,
+                retries={"max_attempts": 1},
+                s3={"addressing_style": "path"},
+            )
+        )
+        probe = f"probe-{uuid.uuid4().hex[:8]}"
+        client.create_bucket(Bucket=probe)
+        client.put_object(Bucket=probe, Key="p", Body=b"ok")
+        client.delete_object(Bucket=probe, Key="p")
+        client.delete_bucket(Bucket=probe)
+        return True
 
 
 class SeaweedServer:
@@ -197,24 +218,8 @@ class SeaweedServer:
             return
 
     def _ready(self) -> bool:
-        from botocore.config import Config
-
-        client = self.endpoint.client(
-            config=Config(
-                connect_timeout=0.5,
-                read_timeout=2,
-                retries={"max_attempts": 1},
-                s3={"addressing_style": "path"},
-            )
-        )
-        client.list_buckets()
         # The gateway answers before a volume is assigned; a write proves it all works.
-        probe = f"probe-{uuid.uuid4().hex[:8]}"
-        client.create_bucket(Bucket=probe)
-        client.put_object(Bucket=probe, Key="p", Body=b"ok")
-        client.delete_object(Bucket=probe, Key="p")
-        client.delete_bucket(Bucket=probe)
-        return True
+        return self.endpoint.writes(read_timeout=2)
 
     def log_text(self) -> str:
         """The server's log so far."""
@@ -230,12 +235,6 @@ class SeaweedServer:
         return f"<SeaweedServer {self.endpoint.url} {state} dir={self.dir}>"
 
 
-@contextmanager
-def running_seaweed(directory: Path) -> Iterator[SeaweedServer]:
+def running_seaweed(directory: Path) -> AbstractContextManager[SeaweedServer]:
     """Start a :class:`SeaweedServer` in ``directory`` and stop it on exit."""
-    server = SeaweedServer(directory)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    return started(SeaweedServer(directory))

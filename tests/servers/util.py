@@ -15,11 +15,30 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+class _Startable(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Startable)
+
+
+@contextlib.contextmanager
+def started(server: S) -> Iterator[S]:
+    """Start ``server`` and stop it when the block ends, however it ends."""
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
 
 #: The system packages that ``scripts/test`` installs for the real-server fixtures.
 SYSTEM_PACKAGES = (

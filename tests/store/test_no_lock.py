@@ -294,21 +294,6 @@ def test_puts_and_writers_forced_onto_one_ref_only_publish_sound_blobs(store: Lo
         assert read_blob(store, Digest.from_bytes(data)) == data
 
 
-def test_put_over_an_unfinished_ingest_of_other_bytes_starts_it_over(store: LocalStore) -> None:
-    """A writer fed the wrong bytes for its descriptor (a lying source, or writers forced
-    onto one ref) leaves an unfinished ingest; a put of the real content on that ref
-    holds every byte, so it publishes them instead of failing on the adopted prefix."""
-    real, other = os.urandom(3000), os.urandom(3000)
-    desc = Descriptor(Digest.from_bytes(real), len(real))
-    w = store.writer("lied-to", desc)
-    w.write(other[:1000])
-    w.close()
-    assert store.put("lied-to", desc, real).digest == desc.digest
-    assert read_blob(store, desc.digest) == real
-    with pytest.raises(errdefs.NotFound):
-        store.status("lied-to")
-
-
 def test_put_of_data_that_is_not_its_descriptor_keeps_the_unfinished_ingest(
     store: LocalStore,
 ) -> None:
