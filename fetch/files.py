@@ -237,8 +237,9 @@ def check_path(path: str | os.PathLike[str], roots: Sequence[Path] | None) -> Pa
 
 
 class FileSource:
-    """Bytes of a local file (the :class:`~ingestq.fetch.source.Source` and
-    :class:`~ingestq.fetch.source.Validated` protocols).
+    """Bytes of a local file (the :class:`~ingestq.fetch.source.Source`,
+    :class:`~ingestq.fetch.source.Validated` and :class:`~ingestq.fetch.source.HostLocal`
+    protocols).
 
     ``use_openat2=False`` forces the portable component walk even where the kernel has
     ``openat2`` (both refuse the same paths; see the module docstring).
@@ -269,6 +270,11 @@ class FileSource:
     def validator(self) -> str | None:
         """``file:<dev>:<ino>:<size>:<mtime_ns>`` of the file last opened."""
         return self._validator
+
+    @property
+    def host_local(self) -> bool:
+        """True: a file of this host (:class:`~ingestq.fetch.source.HostLocal`)."""
+        return True
 
     def _open_fd(self) -> int:
         resolved, root = _locate(self._path, self._roots)

@@ -75,6 +75,19 @@ class Source(Protocol):
         ...
 
 
+@runtime_checkable
+class HostLocal(Protocol):
+    """A source whose bytes are on this host (a local file), with no server behind
+    them. Reading such bytes twice costs less than coordinating over who reads them, so
+    the ingest core puts a small blob of it without the ref's single-flight lock: two
+    jobs of one file each read it, and the store commits it once."""
+
+    @property
+    def host_local(self) -> bool:
+        """True when the bytes are read from this host's own storage."""
+        ...
+
+
 class Validated(Protocol):
     """A source that can tell whether it still holds the same bytes as when an earlier
     attempt started: HTTP by a strong ``ETag`` (else ``Last-Modified``) sent back as
@@ -144,4 +157,4 @@ class BytesStream:
         """Nothing to release."""
 
 
-__all__ = ["BytesStream", "Conditional", "Opened", "Source", "Stream", "Validated"]
+__all__ = ["BytesStream", "Conditional", "HostLocal", "Opened", "Source", "Stream", "Validated"]

@@ -56,7 +56,7 @@ from collections.abc import Mapping
 from ingestq import errdefs
 from ingestq.fetch.files import LocalFileStream
 from ingestq.fetch.refkey import source_ref
-from ingestq.fetch.source import Conditional, Opened, Source
+from ingestq.fetch.source import Conditional, HostLocal, Opened, Source
 from ingestq.ingest.hooks import NO_HOOKS, IngestHooks
 from ingestq.ingest.outcome import IngestResult, RefBusy
 from ingestq.ingest.protocols import IngestStore
@@ -188,19 +188,26 @@ def _put_small(
     store: IngestStore, putter: Putter, source: Source, request: IngestRequest,
     expected: Descriptor, hooks: IngestHooks,
 ) -> IngestResult:  # fmt: skip
-    """A small blob of known digest and size: read whole into memory under the ref's
-    lock (one fetch per digest, as for any ingest) and committed with one
-    :meth:`~ingestq.store.protocols.Putter.put` (``putter`` is ``store``): no ingest
-    directory, nothing to resume."""
+    """A small blob of known digest and size: read whole into memory and committed with
+    one :meth:`~ingestq.store.protocols.Putter.put` (``putter`` is ``store``): no ingest
+    directory, nothing to resume. A remote source is read under the ref's lock (one
+    fetch per digest, as for any ingest); a :class:`~ingestq.fetch.source.HostLocal`
+    one (a file) takes no lock, since the put commits once whoever reads it, and asks
+    ``hooks.cancelled`` before reading instead of leaving that to the lock's acquire."""
+    lease = None
+    if not _host_local(source):
+        try:
+            lease = store.locker.try_lock(request.ref, new_holder_id())
+        except errdefs.Unavailable as e:
+            raise _busy(store, request.ref, e) from e
     try:
-        lease = store.locker.try_lock(request.ref, new_holder_id())
-    except errdefs.Unavailable as e:
-        raise _busy(store, request.ref, e) from e
-    try:
+        if lease is None:
+            if hooks.cancelled():
+                raise errdefs.Canceled(f"ingest {request.ref} canceled")
         # Committed by the holder we waited for? A store that checks in its put
         # (AlreadyExists) is not asked first: a request saved on every small job
         # against a fetch wasted only in that race.
-        if putter.check_before_put and store.exists(expected.digest):
+        elif putter.check_before_put and store.exists(expected.digest):
             return IngestResult(_existing(store, request, expected.digest), fetched=False)
         hooks.started(request, source.name)
         hooks.progress(0, request.size)
@@ -223,7 +230,13 @@ def _put_small(
             return IngestResult(_existing(store, request, expected.digest), fetched=False)
         return IngestResult(info, fetched=True, bytes_fetched=len(data))
     finally:
-        lease.release()
+        if lease is not None:
+            lease.release()
+
+
+def _host_local(source: Source) -> bool:
+    """Whether ``source`` says its bytes are on this host (no single-flight needed)."""
+    return isinstance(source, HostLocal) and source.host_local
 
 
 class _Attempt:

@@ -20,8 +20,8 @@ from ingestq.jobs.records import CancelFlags
 
 class CancelHooks(Hooks):
     """Ingest hooks whose :meth:`cancelled` is the job's cancel flag (or ``event``).
-    With ``checked`` (the caller read the flag just before) the first read of the flag
-    waits ``poll`` seconds, so a job done in milliseconds reads it once."""
+    A caller that reads the flag by other means (a lease's acquire script) says so with
+    :meth:`read_elsewhere`, so a job done in milliseconds reads it once."""
 
     def __init__(
         self,
@@ -30,14 +30,12 @@ class CancelHooks(Hooks):
         *,
         event: threading.Event | None = None,
         poll: float = 0.25,
-        checked: bool = False,
     ) -> None:
         self.event = event if event is not None else threading.Event()
         self._flags = flags
         self._job_id = job_id
         self._poll = poll
-        # ``checked``: the caller has just read the flag, so the first read waits a poll.
-        self._next = time.monotonic() + poll if checked else 0.0
+        self._next = 0.0  # when the flag is read next (monotonic seconds)
 
     def cancelled(self) -> bool:
         """True once the job's event is set or its cancel flag was seen."""
@@ -49,6 +47,11 @@ class CancelHooks(Hooks):
             if self._flags.cancel_requested(self._job_id):
                 self.event.set()
         return self.event.is_set()
+
+    def read_elsewhere(self) -> None:
+        """The caller has just read the flag (unset) by other means, such as a lease's
+        acquire script: the next read waits a poll."""
+        self._next = time.monotonic() + self._poll
 
     def wait(self, seconds: float) -> bool:
         """Sleep ``seconds`` (woken early by the event); True when the job was canceled.

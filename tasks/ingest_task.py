@@ -192,9 +192,10 @@ def _ingest(
     try:
         rt = runtime()
         req = IngestRequest.from_json(request)
+        cancel = CancelHooks(rt.records, job_id, poll=CANCEL_POLL)
         delivery = self.request.delivery_info or {}
         if job_id and delivery.get("redelivered"):
-            if rt.records.cancel_requested(job_id):
+            if cancel.cancelled():
                 raise _canceled(job_id)
             times = rt.records.count_redelivery(job_id)
             if times > rt.settings.max_redeliveries:
@@ -202,21 +203,19 @@ def _ingest(
                     f"job {job_id} redelivered {times} times: its worker was lost each time"
                 )
         source = source_from_spec(req.source, rt.settings.fetch_options())
-        hooks = worker_hooks(
-            rt.locker,
-            job_id,
-            CancelHooks(rt.records, job_id, poll=CANCEL_POLL, checked=True),
-            on_live=live,
-        )
+        hooks = worker_hooks(rt.locker, job_id, cancel, on_live=live)
         if not job_id:
             result = ingest_once(rt.store, source, req, hooks=hooks)
         else:
             # The cancel flag is read by the lease's acquire (one round trip for both);
-            # a job that takes no lease (its blob is committed) reads it at the end.
+            # a small file takes no lease and the core asks the hooks before reading it;
+            # a job that read the flag neither way (its blob is committed) reads it at
+            # the end.
             flag_key, flag_field = rt.records.cancel_flag(job_id)
-            with rt.locker.guarded(flag_key, flag_field, lambda: _canceled(job_id)) as guard:
+            with rt.locker.guarded(flag_key, flag_field, lambda: _canceled(job_id),
+                                   on_read=cancel.read_elsewhere) as guard:  # fmt: skip
                 result = ingest_once(rt.store, source, req, hooks=hooks)
-            if not guard.checked and rt.records.cancel_requested(job_id):
+            if not guard.checked and cancel.cancelled():
                 raise _canceled(job_id)
     except RefBusy as busy:
         assert rt is not None

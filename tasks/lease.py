@@ -299,12 +299,20 @@ class AcquireGuard:
     """A condition every acquire of one thread checks in the same script while the
     guard is active (:meth:`RedisLeaseLocker.guarded`): when field ``field`` of the hash
     ``key`` exists (a job's cancel flag), the acquire takes nothing and raises
-    ``refuse()``. :attr:`checked` tells whether an acquire has read it."""
+    ``refuse()``; when it does not, ``on_read`` (if any) is told the field was just
+    read. :attr:`checked` tells whether an acquire has read it."""
 
-    def __init__(self, key: str, field: str, refuse: Callable[[], Exception]) -> None:
+    def __init__(
+        self,
+        key: str,
+        field: str,
+        refuse: Callable[[], Exception],
+        on_read: Callable[[], None] | None = None,
+    ) -> None:
         self.key = key
         self.field = field
         self.refuse = refuse
+        self.on_read = on_read
         self.checked = False
 
 
@@ -392,14 +400,18 @@ class RedisLeaseLocker:
 
     @contextmanager
     def guarded(
-        self, key: str, field: str, refuse: Callable[[], Exception]
+        self,
+        key: str,
+        field: str,
+        refuse: Callable[[], Exception],
+        on_read: Callable[[], None] | None = None,
     ) -> Iterator[AcquireGuard]:
         """Within the block, every :meth:`try_lock` of this thread also reads field
         ``field`` of hash ``key`` in the same script and, when it exists, takes nothing
-        and raises ``refuse()`` (the worker passes the job's cancel flag, so a job
-        reads it and takes its ref's lease in one round trip). Yields the guard, whose
-        ``checked`` tells afterwards whether an acquire read it."""
-        guard = AcquireGuard(key, field, refuse)
+        and raises ``refuse()``, else calls ``on_read`` (the worker passes the job's
+        cancel flag, so a job reads it and takes its ref's lease in one round trip).
+        Yields the guard, whose ``checked`` tells afterwards whether an acquire read it."""
+        guard = AcquireGuard(key, field, refuse, on_read)
         previous = getattr(self._local, "guard", None)
         self._local.guard = guard
         try:
@@ -423,6 +435,8 @@ class RedisLeaseLocker:
         guard.checked = True
         if int(reply[0]) == 2:
             raise guard.refuse()
+        if guard.on_read is not None:
+            guard.on_read()
         return list(reply)
 
     # RefLocker ------------------------------------------------------------------------

@@ -187,7 +187,7 @@ class RedisJobRecords:
     def cancel_requested(self, job_id: str) -> bool:
         """Whether someone asked to cancel ``job_id`` (False when Redis is down)."""
         try:
-            return self._client.hget(keys.job_key(job_id), CANCEL_FIELD) is not None
+            return bool(self._client.hexists(keys.job_key(job_id), CANCEL_FIELD))
         except redis.RedisError:
             return False
 

@@ -1,6 +1,6 @@
 """What a queued ingest costs in Redis: a 4 KiB job done within a heartbeat has no
 STARTED write, no status board entry, reads its cancel flag inside the lease's acquire
-and releases the lease inside its result write; a long write still shows STARTED and
+and releases the lease inside its result write (a small file takes no lease at all); a long write still shows STARTED and
 its board entry (cancel while a write lasts: tests/worker/test_cli_jobs.py). The
 commands per job are counted with the server's ``INFO commandstats``."""
 
@@ -80,20 +80,25 @@ def test_small_jobs_cost_few_redis_commands_and_write_no_started(cluster: Cluste
 #: producer and worker together: 35 with a cancel-flag read and a holder lookup of their
 #: own (two round trips), 34 with the flag read inside the lease's acquire and no lookup,
 #: 32 with the release inside the result write's script, 30 with the job index trimmed
-#: once per ``enqueue_many`` batch. The bound leaves room for an idle worker's polls.
+#: once per ``enqueue_many`` batch, 29 for a file, which takes no lease. The bound
+#: leaves room for an idle worker's polls.
 MAX_COMMANDS_PER_SMALL_JOB = 31
 
 
-@pytest.mark.slow
-def test_small_known_jobs_read_their_cancel_flag_in_the_acquire(cluster: Cluster) -> None:
-    files = cluster.root.parent / "files"
+def _small_requests(files: Path, n: int) -> list[dict[str, object]]:
     requests = []
-    for i in range(41):
+    for i in range(n):
         data = os.urandom(4096)
         path = files / f"known-{i}"
         path.write_bytes(data)
         requests.append({"source": str(path), "digest": str(Digest.from_bytes(data)),
                          "size": len(data)})  # fmt: skip
+    return requests
+
+
+def _run_counted(cluster: Cluster, requests: list[dict[str, object]]) -> dict[str, int]:
+    """Run ``requests`` (after a warm-up job) on one worker; the Redis commands they
+    cost, checking that every one succeeded and left no lease behind."""
     cluster.start_worker(concurrency=1)
     enqueue_many(requests[:1], client=cluster.client)[0].wait(timeout=60)  # warm up
     r = redis.Redis.from_url(cluster.redis_url)
@@ -102,21 +107,48 @@ def test_small_known_jobs_read_their_cancel_flag_in_the_acquire(cluster: Cluster
         jobs = enqueue_many(requests[1:], client=cluster.client)
         _wait_all(r, [j.id for j in jobs])
         counted = _commands(r)
-        # Every lease went with its job's result write: none is left to expire.
+        # No lease is left to expire: none taken, or released with the result write.
         assert r.keys("ingestq:lease:*") == [] and r.keys("ingestq:holder:*") == []
     finally:
         r.close()
+    assert all(j.state is JobState.SUCCEEDED for j in jobs)
     per_job = sum(counted.values()) / len(jobs)
     assert per_job <= MAX_COMMANDS_PER_SMALL_JOB, (per_job, counted)
-    # No separate cancel-flag read (the acquire script's HEXISTS is it), no holder lookup.
-    assert counted.get("cmdstat_hget", 0) == 0, counted
-    # Two round trips of the pool process: the acquire and the result write, which
-    # releases the lease (tasks/backend.py); no MULTI but kombu's delivery and ack.
-    assert counted["cmdstat_evalsha"] <= 3 * len(jobs) + 2, counted  # with the claim
-    assert counted["cmdstat_multi"] <= 2 * len(jobs) + 2, counted
-    assert counted.get("cmdstat_hgetall", 0) == 0, counted
+    # One cancel-flag read each (HEXISTS, in the acquire script or on its own), no
+    # holder lookup; no MULTI but kombu's delivery and ack.
     assert counted["cmdstat_hexists"] == len(jobs), counted
-    assert all(j.state is JobState.SUCCEEDED for j in jobs)
+    assert counted.get("cmdstat_hget", 0) == 0, counted
+    assert counted.get("cmdstat_hgetall", 0) == 0, counted
+    assert counted["cmdstat_multi"] <= 2 * len(jobs) + 2, counted
+    return counted
+
+
+@pytest.mark.slow
+def test_small_files_take_no_lease(cluster: Cluster) -> None:
+    requests = _small_requests(cluster.root.parent / "files", 41)
+    counted = _run_counted(cluster, requests)
+    jobs = len(requests) - 1
+    # One pool round trip besides the flag: the result write (the claim is the other
+    # script); no lease was asked for, so no SET of one.
+    assert counted["cmdstat_evalsha"] <= 2 * jobs + 2, counted
+    assert counted.get("cmdstat_set", 0) == 0, counted
+
+
+@pytest.mark.slow
+def test_small_remote_jobs_read_their_cancel_flag_in_the_acquire(
+    cluster: Cluster, blob_server: BlobServer
+) -> None:
+    requests = []
+    for i in range(21):
+        blob = Behaviour(data=os.urandom(4096))
+        url = blob_server.add(f"/small-{i}", blob)
+        requests.append({"source": url, "digest": blob.digest, "size": 4096})
+    counted = _run_counted(cluster, requests)
+    jobs = len(requests) - 1
+    # Two round trips of the pool process: the acquire (which reads the flag) and the
+    # result write, which releases the lease (tasks/backend.py).
+    assert counted["cmdstat_evalsha"] <= 3 * jobs + 2, counted  # with the claim
+    assert counted["cmdstat_evalsha"] >= 3 * jobs, counted
 
 
 @pytest.mark.slow
