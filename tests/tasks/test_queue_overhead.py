@@ -1,8 +1,9 @@
 """What a queued ingest costs in Redis: a 4 KiB job done within a heartbeat has no
 STARTED write, no status board entry, reads its cancel flag inside the lease's acquire
-and releases the lease inside its result write (a small file takes no lease at all); a long write still shows STARTED and
-its board entry (cancel while a write lasts: tests/worker/test_cli_jobs.py). The
-commands per job are counted with the server's ``INFO commandstats``."""
+and releases the lease inside its result write (a small file takes no lease at all); a
+long write still shows STARTED and its board entry (cancel while a write lasts:
+tests/worker/test_cli_jobs.py). The commands per job are counted with the server's
+``INFO commandstats``."""
 
 from __future__ import annotations
 
