@@ -115,12 +115,20 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def make_app(settings: Settings | None = None, main: str = "ingestq") -> Celery:
-    """A Celery app for ``settings`` (default: from the environment)."""
+def make_app(
+    settings: Settings | None = None, main: str = "ingestq", *, results: bool = True
+) -> Celery:
+    """A Celery app for ``settings`` (default: from the environment). ``results=False``
+    makes a producer's app, with no result backend: it publishes, and reads results
+    itself (:class:`ingestq.tasks.results.CeleryResults`); Celery's Redis backend would
+    otherwise subscribe to every sent task's result channel (celery#3808)."""
     settings = settings or Settings.from_env()
     app = Celery(main, set_as_current=False)
     app.conf.update(celery_config(settings))
-    if (settings.result_url or "").startswith(("redis://", "rediss://")):
+    if not results:
+        app.conf.result_backend = None
+        app.backend_cls = "disabled"
+    elif (settings.result_url or "").startswith(("redis://", "rediss://")):
         app.backend_cls = RESULT_BACKEND
     app.conf.ingestq_settings = settings
     return app

@@ -39,10 +39,7 @@ class QueueClient:
         if not settings.queued or settings.lock_url is None or settings.result_url is None:
             raise errdefs.FailedPrecondition("QueueClient needs a Redis configuration")
         self.settings = settings
-        # The producer reads results itself, so its app has no result backend: Celery
-        # would otherwise subscribe to a pub/sub channel per sent task (celery#3808).
-        self.app = make_app(settings, main="ingestq-producer")
-        self.app.conf.result_backend = None
+        self.app = make_app(settings, main="ingestq-producer", results=False)
         self.client = redis_client(settings.lock_url, socket_timeout=SOCKET_TIMEOUT)
         self.result_client = (
             self.client
