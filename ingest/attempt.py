@@ -31,6 +31,15 @@ One attempt, step by step:
    commits a prefix as the blob.
 6. Commit (atomic, content-addressed); AlreadyExists counts as success.
 
+Small blobs (at most the store's ``small_blob_max``, a
+:class:`~ingestq.store.protocols.Putter` store) skip steps 2 to 6: of known digest and
+size, read whole into memory under the ref's lock and committed with one ``put``; from
+a :class:`~ingestq.fetch.source.HostLocal` source (a file) without the lock, since
+reading a file twice costs less than single-flight and the put commits once; from a
+file of no known digest, when the size it has when opened fits, hashed in memory and
+put the same way (a file that grows meanwhile goes to the writer path). No ingest
+directory is made, and there is nothing to resume.
+
 Sources fetched without an expected digest that can be asked conditionally
 (:class:`~ingestq.fetch.source.Conditional`: HTTP) are remembered: the commit records
 the source's validators with the digest they produced (:mod:`ingestq.store.fetched`,
@@ -51,6 +60,7 @@ lost") when ``hooks.lock_lost()`` says the writer's lease expired under it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Mapping
 
 from ingestq import errdefs
@@ -129,6 +139,10 @@ def _attempt(
     if expected is not None and not committed and _small(store, putter, request):
         assert putter is not None
         return _put_small(store, putter, source, request, expected, hooks)
+    if expected is None and putter is not None and _host_local(source):
+        small = _put_small_file(store, putter, source, request, hooks)
+        if small is not None:
+            return small
     try:
         # With the size known, a store with a disk budget refuses here (ResourceExhausted)
         # before a byte is fetched; of unknown size, the writer stops at the limit.
@@ -232,6 +246,46 @@ def _put_small(
     finally:
         if lease is not None:
             lease.release()
+
+
+def _put_small_file(
+    store: IngestStore, putter: Putter, source: Source, request: IngestRequest,
+    hooks: IngestHooks,
+) -> IngestResult | None:  # fmt: skip
+    """A host-local source (a file) of no expected digest whose size, announced when it
+    is opened (and the request's, if it has one), fits the small-blob path: read whole,
+    hashed in memory and committed with one put, without the ref's lock, as
+    :func:`_put_small` does. None, with nothing kept open, when it does not fit, when it
+    grew while being read, or when an unfinished ingest of the ref waits for a resume:
+    the writer path takes it then. DataLoss when it shrank while being read."""
+    opened = source.open(0)
+    try:
+        size = opened.size
+        if size is None or opened.start != 0 or (request.size and size != request.size):
+            return None
+        if not _small(store, putter, dataclasses.replace(request, size=size)):
+            return None
+        if hooks.cancelled():
+            raise errdefs.Canceled(f"ingest {request.ref} canceled")
+        try:
+            data = read_exactly(opened.stream, size, request.ref)
+        except errdefs.FailedPrecondition:  # longer than announced: it grew meanwhile
+            return None
+    finally:
+        opened.stream.close()
+    hooks.started(request, source.name)
+    hooks.progress(0, size)
+    hooks.progress(size, size)
+    digest = Digest.from_bytes(data)
+    try:
+        if putter.check_before_put and store.exists(digest):
+            raise errdefs.AlreadyExists(f"content {digest}")
+        info = putter.put(request.ref, Descriptor(digest, size, request.media_type), data,
+                          request.labels)  # fmt: skip
+    except errdefs.AlreadyExists:
+        # As a writer's commit of bytes already committed: fetched, and labelled.
+        info = _labelled(store, store.info(digest), request.labels)
+    return IngestResult(info, fetched=True, bytes_fetched=size)
 
 
 def _host_local(source: Source) -> bool:

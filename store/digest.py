@@ -77,7 +77,7 @@ class Digest:
         return cls(alg, encoded)
 
     @classmethod
-    def from_bytes(cls, data: bytes, algorithm: str = CANONICAL) -> Digest:
+    def from_bytes(cls, data: bytes | bytearray | memoryview, algorithm: str = CANONICAL) -> Digest:
         """The digest of ``data`` (sha256 unless ``algorithm`` says otherwise)."""
         h = new_hasher(algorithm)
         h.update(data)

@@ -39,9 +39,11 @@ How a job waits and fails:
   board entry and no STARTED write, only the lease's acquire and release.
 * Canceled: the job's cancel flag is read by the lease's acquire script, in the same
   round trip (:meth:`ingestq.tasks.lease.RedisLeaseLocker.guarded`), so a canceled job
-  takes no lease and fetches nothing; a job that takes no lease (its blob is already
-  committed) reads the flag once at the end, a redelivered one at the start. While it
-  runs, the hooks poll the flag every :data:`CANCEL_POLL` seconds.
+  takes no lease and fetches nothing. A small local file takes no lease: the ingest
+  core asks the hooks (one HEXISTS) before reading it. A job that reads the flag
+  neither way (its blob is already committed) reads it once at the end, a redelivered
+  one at the start. While it runs, the hooks poll the flag every :data:`CANCEL_POLL`
+  seconds.
 * A failure's errdefs error record is also written to the job record
   (:mod:`ingestq.tasks.records`); the exception Celery stores is the errdefs class itself
   (:func:`ingestq.tasks.codec.encode`).

@@ -1,6 +1,7 @@
 """The ingest core's small-blob path: content of known digest and size up to the store's
 threshold is read whole under the ref's lock and committed with one ``put`` (no ingest
-directory); everything else takes the resumable writer path."""
+directory); a local file takes no lock, and one of no known digest is hashed in memory
+when its size fits; everything else takes the resumable writer path."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ingestq import errdefs
+from ingestq.fetch.files import FileSource
 from ingestq.ingest.attempt import ingest_once
 from ingestq.ingest.outcome import RefBusy
 from ingestq.ingest.request import IngestRequest, make_request
@@ -91,3 +93,116 @@ def test_content_over_the_threshold_takes_the_resumable_writer(store: LocalStore
     assert len(_ingest_dirs(store)) == 1  # the prefix is kept for a resume
     result = ingest_once(store, BytesSource(data), _request(data))
     assert result.fetched and result.resumed_from == 30000
+
+
+def _file_request(path: Path, **kw: object) -> IngestRequest:
+    return make_request({"type": "file", "path": str(path)}, str(path), **kw)  # type: ignore[arg-type]
+
+
+class _TouchingHooks(Recorder):
+    """Runs ``touch`` on the file when the core first asks whether the job is canceled:
+    after the source is opened, before it is read."""
+
+    def __init__(self, touch: object) -> None:
+        super().__init__()
+        self._touch = touch
+
+    def cancelled(self) -> bool:
+        touch, self._touch = self._touch, None
+        if callable(touch):
+            touch()
+        return False
+
+
+def test_a_small_file_is_put_while_its_ref_is_locked(store: LocalStore, tmp_path: Path) -> None:
+    data = os.urandom(4096)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    req = _file_request(path, digest=Digest.from_bytes(data), size=len(data))
+    lease = store.locker.try_lock(req.ref, new_holder_id())
+    try:  # a file takes no single-flight lock: reading it twice costs less
+        result = ingest_once(store, FileSource(path, None), req)
+    finally:
+        lease.release()
+    assert result.fetched and read_blob(store, result.info.digest) == data
+    assert _ingest_dirs(store) == []
+
+
+def test_a_small_file_of_no_known_digest_is_hashed_and_put(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    data = os.urandom(5000)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    hooks = Recorder()
+    req = _file_request(path, labels={"a": "b"})
+    lease = store.locker.try_lock(req.ref, new_holder_id())
+    try:  # no writer (it would find the ref locked): one put
+        result = ingest_once(store, FileSource(path, None), req, hooks=hooks)
+    finally:
+        lease.release()
+    assert result.fetched and result.bytes_fetched == len(data)
+    assert result.info.digest == Digest.from_bytes(data) and result.info.labels == {"a": "b"}
+    assert read_blob(store, result.info.digest) == data
+    assert _ingest_dirs(store) == []
+    assert hooks.names()[0] == "started" and hooks.names()[-1] == "done"
+    # Again, with other labels: the blob is there, the labels are merged.
+    again = ingest_once(store, FileSource(path, None), _file_request(path, labels={"c": "d"}))
+    assert again.info.digest == result.info.digest
+    assert again.info.labels == {"a": "b", "c": "d"}
+
+
+def test_a_small_file_that_grows_while_read_takes_the_writer(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    data = os.urandom(4096)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+
+    def grow() -> None:
+        with path.open("ab") as f:
+            f.write(b"more")
+
+    result = ingest_once(store, FileSource(path, None), _file_request(path),
+                         hooks=_TouchingHooks(grow))  # fmt: skip
+    assert read_blob(store, result.info.digest) == data + b"more"  # the whole file, not 4096
+
+
+def test_a_small_file_that_shrinks_while_read_is_data_loss(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    data = os.urandom(4096)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    with pytest.raises(errdefs.DataLoss):
+        ingest_once(store, FileSource(path, None), _file_request(path),
+                    hooks=_TouchingHooks(lambda: os.truncate(path, 100)))  # fmt: skip
+    assert list(store.walk()) == [] and _ingest_dirs(store) == []
+
+
+def test_a_canceled_small_file_commits_nothing(store: LocalStore, tmp_path: Path) -> None:
+    data = os.urandom(4096)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    for kw in ({}, {"digest": Digest.from_bytes(data), "size": len(data)}):
+        with pytest.raises(errdefs.Canceled):
+            ingest_once(store, FileSource(path, None), _file_request(path, **kw),
+                        hooks=Recorder(cancel_at=0))  # fmt: skip
+    assert list(store.walk()) == [] and _ingest_dirs(store) == []
+
+
+def test_a_file_over_the_threshold_of_no_known_digest_takes_the_writer(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    data = os.urandom(64 * 1024 + 1)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    req = _file_request(path)
+    lease = store.locker.try_lock(req.ref, new_holder_id())
+    try:  # the writer path: it takes the ref's lock
+        with pytest.raises(RefBusy):
+            ingest_once(store, FileSource(path, None), req)
+    finally:
+        lease.release()
+    result = ingest_once(store, FileSource(path, None), req)
+    assert read_blob(store, result.info.digest) == data
