@@ -73,7 +73,7 @@ def start_ingestq(directory: Path) -> tuple[ServerProcess, str]:
     argv = [
         sys.executable,
         "-c",
-        "from worker.cli import main; main()",
+        "from ingestq.worker.cli import main; main()",
         "serve",
         "--address",
         f"unix://{socket}",

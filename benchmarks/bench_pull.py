@@ -48,6 +48,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 MiB = 1 << 20
+#: The ``ingestq`` command as its console script runs it (the installed package's CLI).
+CLI = [sys.executable, "-c", "from ingestq.worker.cli import main; main()"]
 
 
 def _push(registry: object, layers: int, layer_mib: int) -> tuple[str, list[str]]:
@@ -98,7 +100,7 @@ def _start_workers(env: dict[str, str], log_dir: Path, count: int) -> list[subpr
                 [
                     sys.executable,
                     "-c",
-                    "from worker.cli import main; main()",
+                    "from ingestq.worker.cli import main; main()",
                     "worker",
                     "--pool=prefork",
                     "--concurrency=1",
@@ -245,8 +247,7 @@ def main() -> None:
 
             def run_ingestq_cli(i: int) -> float:
                 _empty_store(root)
-                argv = [sys.executable, "-c", "from worker.cli import main; main()", "pull",
-                        "--quiet", ref]  # fmt: skip
+                argv = [*CLI, "pull", "--quiet", ref]
                 seconds = _time(
                     lambda: subprocess.run(
                         argv, env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL
@@ -260,14 +261,13 @@ def main() -> None:
             embedded_env["INGESTQ_ROOT"] = str(embedded_root)
 
             subprocess.run(  # warm-up: the embedded CLI's bytecode and the page cache
-                [sys.executable, "-c", "from worker.cli import main; main()", "pull", "--quiet",
-                 warm], env=embedded_env, cwd=REPO, check=True, stdout=subprocess.DEVNULL,
+                [*CLI, "pull", "--quiet", warm], env=embedded_env, cwd=REPO, check=True,
+                stdout=subprocess.DEVNULL,
             )  # fmt: skip
 
             def run_cli_embedded(i: int) -> float:
                 _empty_store(embedded_root)
-                argv = [sys.executable, "-c", "from worker.cli import main; main()", "pull",
-                        "--quiet", ref]  # fmt: skip
+                argv = [*CLI, "pull", "--quiet", ref]
                 seconds = _time(
                     lambda: subprocess.run(
                         argv, env=embedded_env, cwd=REPO, check=True, stdout=subprocess.DEVNULL

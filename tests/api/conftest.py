@@ -183,7 +183,7 @@ def store(api_server: Served) -> LocalStore:
 
 def ingestq_argv(*args: str) -> list[str]:
     """How to run the ``ingestq`` CLI of this checkout in a subprocess."""
-    return [sys.executable, "-c", "from worker.cli import main; main()", *args]
+    return [sys.executable, "-c", "from ingestq.worker.cli import main; main()", *args]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from tests.tasks.blobserver import Behaviour, BlobServer
 from tests.tasks.workers import REPO
 
 MiB = 1 << 20
-CLI = [sys.executable, "-c", "from worker.cli import main; main()"]
+CLI = [sys.executable, "-c", "from ingestq.worker.cli import main; main()"]
 
 
 def embedded_env(root: Path) -> dict[str, str]:

@@ -40,14 +40,14 @@ def _cli(*args: str) -> Result:
 
 def _ingestq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from worker.cli import main; main()", *args],
+        [sys.executable, "-c", "from ingestq.worker.cli import main; main()", *args],
         capture_output=True, text=True, env=env or _env(), cwd=REPO, timeout=120,
     )  # fmt: skip
 
 
 def _start(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", "from worker.cli import main; main()", *args],
+        [sys.executable, "-c", "from ingestq.worker.cli import main; main()", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO,
     )  # fmt: skip
 

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 #: Take the terminal as the controlling terminal (the session is new), then run the CLI.
 BOOT = (
     "import fcntl, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
-    "from worker.cli import main; main()"
+    "from ingestq.worker.cli import main; main()"
 )
 
 

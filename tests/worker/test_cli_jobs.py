@@ -23,7 +23,7 @@ from tests.tasks.blobserver import Behaviour, BlobServer
 from tests.tasks.conftest import Cluster
 from tests.tasks.workers import REPO, Worker, ping_app, worker_env
 
-CLI = [sys.executable, "-c", "from worker.cli import main; main()"]
+CLI = [sys.executable, "-c", "from ingestq.worker.cli import main; main()"]
 MiB = 1 << 20
 
 

@@ -109,7 +109,7 @@ def test_a_port_in_use_is_one_clear_line_and_the_unavailable_exit_status() -> No
         taken.listen()
         port = taken.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-c", "from worker.cli import main; main()", "serve",
+            [sys.executable, "-c", "from ingestq.worker.cli import main; main()", "serve",
              "-a", f"127.0.0.1:{port}"],
             cwd=REPO, capture_output=True, text=True, timeout=60,
         )  # fmt: skip

@@ -25,7 +25,7 @@ from tests.servers.util import free_port, wait_until
 from tests.tasks.conftest import Cluster
 from tests.tasks.workers import REPO, Worker, ping_app, worker_env
 
-CLI = [sys.executable, "-c", "from worker.cli import main; main()"]
+CLI = [sys.executable, "-c", "from ingestq.worker.cli import main; main()"]
 
 pytestmark = pytest.mark.slow
 
