@@ -6,6 +6,7 @@ when its size fits; everything else takes the resumable writer path."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from ingestq import errdefs
 from ingestq.fetch.files import FileSource
 from ingestq.ingest.attempt import ingest_once
-from ingestq.ingest.outcome import RefBusy
+from ingestq.ingest.outcome import IngestResult, RefBusy
 from ingestq.ingest.request import IngestRequest, make_request
 from ingestq.store import read_blob
 from ingestq.store.digest import Digest
@@ -206,3 +207,52 @@ def test_a_file_over_the_threshold_of_no_known_digest_takes_the_writer(
         lease.release()
     result = ingest_once(store, FileSource(path, None), req)
     assert read_blob(store, result.info.digest) == data
+
+
+class _BarrierHooks(Recorder):
+    """Waits at ``barrier`` when the core first asks whether the job is canceled (the
+    file open, nothing read yet), so two ingests read and put at the same time."""
+
+    def __init__(self, barrier: threading.Barrier) -> None:
+        super().__init__()
+        self._barrier: threading.Barrier | None = barrier
+
+    def cancelled(self) -> bool:
+        barrier, self._barrier = self._barrier, None
+        if barrier is not None:
+            barrier.wait(timeout=30)
+        return False
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["digest", "no-digest"])
+def test_two_ingests_of_one_small_file_at_once_commit_it_once(
+    store: LocalStore, tmp_path: Path, known: bool
+) -> None:
+    data = os.urandom(4096)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    kw: dict[str, object] = {"digest": Digest.from_bytes(data), "size": len(data)} if known else {}
+    barrier = threading.Barrier(2)
+    results: list[IngestResult | Exception | None] = [None, None]
+
+    def run(i: int) -> None:
+        req = _file_request(path, labels={f"by-{i}": "yes"}, **kw)
+        try:
+            results[i] = ingest_once(store, FileSource(path, None), req,
+                                     hooks=_BarrierHooks(barrier))  # fmt: skip
+        except Exception as e:  # reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    done = [r for r in results if isinstance(r, IngestResult)]
+    assert len(done) == 2, results
+    digest = Digest.from_bytes(data)
+    assert [r.info.digest for r in done] == [digest, digest]
+    assert [info.digest for info in store.walk()] == [digest]
+    assert read_blob(store, digest) == data
+    assert store.info(digest).labels == {"by-0": "yes", "by-1": "yes"}
+    assert _ingest_dirs(store) == []
