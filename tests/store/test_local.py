@@ -112,19 +112,83 @@ def test_a_failed_commit_seals_the_file(store: LocalStore) -> None:
     ],
 )
 @pytest.mark.parametrize("alone", [True, False], ids=["helper-thread", "inline"])
+@pytest.mark.parametrize("kind", ["bytearray", "bytes", "view"])
 def test_overlapped_hashing_matches_hashlib(
-    store: LocalStore, sizes: list[int], alone: bool
+    store: LocalStore, sizes: list[int], alone: bool, kind: str
 ) -> None:
     chunks = [os.urandom(n) for n in sizes]
+    pieces: list[bytes | bytearray | memoryview]
+    if kind == "bytearray":  # mutable: hashed during the write
+        pieces = [bytearray(c) for c in chunks]
+    elif kind == "bytes":  # immutable: hashed behind the writes
+        pieces = list(chunks)
+    else:  # a view of bytes: the same
+        pieces = [memoryview(b"x" + c)[1:] for c in chunks]
     other = None if alone else store.writer("other")  # another open writer: hash inline
     with store.writer("hash") as w:
-        for c in chunks:
-            assert w.write(bytearray(c)) == len(c)
-            assert w.digest() == Digest.from_bytes(b"".join(chunks[: chunks.index(c) + 1]))
+        for i, piece in enumerate(pieces):
+            assert w.write(piece) == len(chunks[i])
+            assert w.digest() == Digest.from_bytes(b"".join(chunks[: i + 1]))
         info = w.commit()
     assert info.digest == Digest.from_bytes(b"".join(chunks))
     if other is not None:
         other.close()
+
+
+def test_pieces_hashed_behind_the_writes_are_all_in_the_digest(store: LocalStore) -> None:
+    chunks = [os.urandom(PARALLEL_HASH_MIN + n) for n in range(40)]
+    with store.writer("behind") as w:
+        for c in chunks:  # no digest() between: the hashing queue fills up
+            w.write(c)
+        assert w.status().offset == sum(map(len, chunks))
+        info = w.commit(0, Digest.from_bytes(b"".join(chunks)))
+    assert read_blob(store, info.digest) == b"".join(chunks)
+
+
+def test_a_buffer_reused_after_write_does_not_change_the_digest(store: LocalStore) -> None:
+    buf = bytearray(os.urandom(PARALLEL_HASH_MIN * 2))
+    first = bytes(buf)
+    with store.writer("reused") as w:
+        w.write(buf)
+        buf[:] = os.urandom(len(buf))  # the caller reuses its buffer at once
+        w.write(buf)
+        info = w.commit()
+    assert info.digest == Digest.from_bytes(first + bytes(buf))
+
+
+class _BrokenHasher:
+    """A hasher whose update fails (as MemoryError would): hashing behind the writes."""
+
+    def __init__(self) -> None:
+        self.name = "sha256"
+
+    def update(self, data: object) -> None:
+        raise MemoryError("no memory for the digest")
+
+    def copy(self) -> _BrokenHasher:
+        return self
+
+    def hexdigest(self) -> str:
+        raise AssertionError("never asked: the writer is closed")
+
+
+def test_a_failed_hash_behind_the_writes_closes_the_writer_and_keeps_the_ingest(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "_open_writers", 0)  # crash() above leaves counts
+    data = os.urandom(PARALLEL_HASH_MIN * 3)
+    w = store.writer("broken")
+    w._hasher = _BrokenHasher()
+    w.write(data[:PARALLEL_HASH_MIN])
+    with pytest.raises(errdefs.Unknown, match="hashing failed"):
+        w.digest()
+    with pytest.raises(errdefs.FailedPrecondition):
+        w.write(data[PARALLEL_HASH_MIN:])  # closed
+    with store.writer("broken") as again:  # the resume hashes the file again
+        assert again.status().offset == PARALLEL_HASH_MIN
+        again.write(data[PARALLEL_HASH_MIN:])
+        info = again.commit(len(data), Digest.from_bytes(data))
+    assert read_blob(store, info.digest) == data
 
 
 def test_open_writers_are_counted_until_commit_or_close(store: LocalStore) -> None:

@@ -1,0 +1,78 @@
+"""Hashing that runs behind a writer: pieces already written are fed to the digest, in
+order, on a shared thread pool, while the writer goes on with the next piece.
+
+Only immutable pieces (views of ``bytes``) may be queued: a caller may reuse a mutable
+buffer as soon as ``write`` returns, and the digest must cover exactly the bytes the
+file holds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from ingestq.store.digest import Hasher
+
+
+class HashQueue:
+    """Feeds queued pieces to their hasher one at a time, in the order queued, on
+    ``pool()``'s threads. At most ``depth`` pieces wait (:meth:`put` blocks beyond
+    that). Not for several producer threads at once."""
+
+    def __init__(self, pool: Callable[[], Executor], depth: int = 4) -> None:
+        self._pool = pool
+        self._depth = depth
+        self._cond = threading.Condition()
+        self._pieces: deque[tuple[Hasher, memoryview]] = deque()
+        self._running = False
+        self._error: BaseException | None = None
+
+    def put(self, hasher: Hasher, piece: memoryview) -> None:
+        """Queue ``piece`` (a view of immutable bytes) for ``hasher``. Raises what an
+        earlier piece's hashing raised (nothing more is hashed after it)."""
+        with self._cond:
+            while len(self._pieces) >= self._depth and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            self._pieces.append((hasher, piece))
+            if not self._running:
+                self._running = True
+                try:
+                    self._pool().submit(self._run)
+                except BaseException:
+                    self._running = False
+                    self._pieces.pop()
+                    raise
+
+    def wait(self) -> None:
+        """Return once every queued piece is hashed; raise what hashing raised."""
+        with self._cond:
+            while self._running:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._pieces or self._error is not None:
+                    self._pieces.clear()
+                    self._running = False
+                    self._cond.notify_all()
+                    return
+                hasher, piece = self._pieces[0]
+            try:
+                hasher.update(piece)
+            except BaseException as e:  # kept for the writer, which must not commit
+                with self._cond:
+                    self._error = e
+                continue
+            with self._cond:
+                self._pieces.popleft()
+                self._cond.notify_all()
+
+
+__all__ = ["HashQueue"]

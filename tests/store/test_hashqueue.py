@@ -1,0 +1,70 @@
+"""The hashing queue behind the local writer: pieces reach their hasher in the order
+queued, one at a time, on a real thread pool; a failure stops it and is raised to the
+writer."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from ingestq.store.local.hashqueue import HashQueue
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        yield executor
+
+
+class _Recorder:
+    """Records the pieces it is given; fails on the piece ``fail_on`` (bytes)."""
+
+    def __init__(self, fail_on: bytes | None = None) -> None:
+        self.seen: list[bytes] = []
+        self.fail_on = fail_on
+        self.active = 0
+        self.most_active = 0
+        self._mutex = threading.Lock()
+
+    def update(self, data: memoryview) -> None:
+        with self._mutex:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+        try:
+            if bytes(data) == self.fail_on:
+                raise MemoryError("no memory")
+            self.seen.append(bytes(data))
+        finally:
+            with self._mutex:
+                self.active -= 1
+
+
+def test_pieces_are_hashed_in_order_one_at_a_time(pool: ThreadPoolExecutor) -> None:
+    queue = HashQueue(lambda: pool, depth=3)
+    pieces = [os.urandom(1 + i * 1000) for i in range(200)]
+    recorder = _Recorder()
+    real = hashlib.sha256()
+    for piece in pieces:
+        queue.put(recorder, memoryview(piece))  # type: ignore[arg-type]
+        queue.put(real, memoryview(piece))
+    queue.wait()
+    assert recorder.seen == pieces
+    assert recorder.most_active == 1
+    assert real.hexdigest() == hashlib.sha256(b"".join(pieces)).hexdigest()
+
+
+def test_a_failure_is_raised_and_stops_the_queue(pool: ThreadPoolExecutor) -> None:
+    queue = HashQueue(lambda: pool, depth=2)
+    recorder = _Recorder(fail_on=b"bad")
+    for piece in (b"one", b"two", b"bad"):
+        queue.put(recorder, memoryview(piece))  # type: ignore[arg-type]
+    with pytest.raises(MemoryError):
+        queue.wait()
+    with pytest.raises(MemoryError):
+        queue.put(recorder, memoryview(b"after"))  # type: ignore[arg-type]
+    assert recorder.seen == [b"one", b"two"]
