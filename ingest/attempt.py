@@ -239,13 +239,31 @@ def _put_small(
             raise errdefs.Canceled(f"ingest {request.ref} canceled")
         hooks.progress(len(data), request.size)
         try:
-            info = putter.put(request.ref, expected, data, request.labels)
+            info = _put_or_busy(store, putter, request, expected, data)
         except errdefs.AlreadyExists:
             return IngestResult(_existing(store, request, expected.digest), fetched=False)
         return IngestResult(info, fetched=True, bytes_fetched=len(data))
     finally:
         if lease is not None:
             lease.release()
+
+
+def _put_or_busy(
+    store: IngestStore, putter: Putter, request: IngestRequest, expected: Descriptor,
+    data: bytes | bytearray,
+) -> Info:  # fmt: skip
+    """``putter.put`` of ``data``. Without the ref's lock, an ingest of the ref may have
+    started since it was found to have none: the put then resumes it through a writer,
+    which finds the ref locked, and that Unavailable is RefBusy (the caller waits for
+    the holder) rather than a source failure."""
+    try:
+        return putter.put(request.ref, expected, data, request.labels)
+    except errdefs.Unavailable as e:
+        try:
+            store.status(request.ref)
+        except errdefs.ErrdefsError:
+            raise e from None
+        raise _busy(store, request.ref, e) from e
 
 
 def _put_small_file(
@@ -258,6 +276,8 @@ def _put_small_file(
     :func:`_put_small` does. None, with nothing kept open, when it does not fit, when it
     grew while being read, or when an unfinished ingest of the ref waits for a resume:
     the writer path takes it then. DataLoss when it shrank while being read."""
+    if request.size > putter.small_blob_max:
+        return None
     opened = source.open(0)
     try:
         size = opened.size
@@ -273,6 +293,8 @@ def _put_small_file(
             return None
     finally:
         opened.stream.close()
+    if hooks.cancelled():
+        raise errdefs.Canceled(f"ingest {request.ref} canceled")
     hooks.started(request, source.name)
     hooks.progress(0, size)
     hooks.progress(size, size)
@@ -280,8 +302,8 @@ def _put_small_file(
     try:
         if putter.check_before_put and store.exists(digest):
             raise errdefs.AlreadyExists(f"content {digest}")
-        info = putter.put(request.ref, Descriptor(digest, size, request.media_type), data,
-                          request.labels)  # fmt: skip
+        info = _put_or_busy(store, putter, request, Descriptor(digest, size, request.media_type),
+                            data)  # fmt: skip
     except errdefs.AlreadyExists:
         # As a writer's commit of bytes already committed: fetched, and labelled.
         info = _labelled(store, store.info(digest), request.labels)

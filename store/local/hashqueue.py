@@ -16,6 +16,14 @@ from concurrent.futures import Executor
 from ingestq.store.digest import Hasher
 
 
+class HashFailed(Exception):
+    """A queued piece could not be hashed (``error``); nothing after it was."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(f"hashing failed: {error!r}")
+        self.error = error
+
+
 class HashQueue:
     """Feeds queued pieces to their hasher one at a time, in the order queued, on
     ``pool()``'s threads. At most ``depth`` pieces wait (:meth:`put` blocks beyond
@@ -30,13 +38,13 @@ class HashQueue:
         self._error: BaseException | None = None
 
     def put(self, hasher: Hasher, piece: memoryview) -> None:
-        """Queue ``piece`` (a view of immutable bytes) for ``hasher``. Raises what an
-        earlier piece's hashing raised (nothing more is hashed after it)."""
+        """Queue ``piece`` (a view of immutable bytes) for ``hasher``. HashFailed when an
+        earlier piece could not be hashed (nothing more is hashed after it)."""
         with self._cond:
             while len(self._pieces) >= self._depth and self._error is None:
                 self._cond.wait()
             if self._error is not None:
-                raise self._error
+                raise HashFailed(self._error)
             self._pieces.append((hasher, piece))
             if not self._running:
                 self._running = True
@@ -48,12 +56,13 @@ class HashQueue:
                     raise
 
     def wait(self) -> None:
-        """Return once every queued piece is hashed; raise what hashing raised."""
+        """Return once every queued piece is hashed; HashFailed when one could not be.
+        An interrupt while waiting leaves the queue running."""
         with self._cond:
             while self._running:
                 self._cond.wait()
             if self._error is not None:
-                raise self._error
+                raise HashFailed(self._error)
 
     def _run(self) -> None:
         while True:
@@ -75,4 +84,4 @@ class HashQueue:
                 self._cond.notify_all()
 
 
-__all__ = ["HashQueue"]
+__all__ = ["HashFailed", "HashQueue"]

@@ -36,7 +36,7 @@ from ingestq.store.digest import Digest, Hasher, new_hasher
 from ingestq.store.fdcopy import Method, kernel_copy
 from ingestq.store.labels import validate as validate_labels
 from ingestq.store.local.blobs import Publisher, hash_fd
-from ingestq.store.local.hashqueue import HashQueue
+from ingestq.store.local.hashqueue import HashFailed, HashQueue
 from ingestq.store.local.ingest import IngestDir
 from ingestq.store.locks import Lease
 from ingestq.store.oserrors import from_os_error
@@ -241,8 +241,14 @@ class LocalWriter:
                 if pos:
                     try:
                         self._behind.put(self._hasher, view[:pos])
-                    except BaseException as e:
-                        self._hash_failed(e)
+                    except HashFailed as e:
+                        self._hash_failed(e.error)
+                    except BaseException:
+                        # Interrupted before the piece was queued: the digest misses
+                        # bytes the file holds, so the writer closes (a resume hashes
+                        # the file again) and the interrupt goes on.
+                        self._finish(sync=False, stamp=True)
+                        raise
             self._start_writeback(fd)
             return
         self._settle()
@@ -272,8 +278,8 @@ class LocalWriter:
         """Wait until every piece hashed behind the writes is in the digest."""
         try:
             self._behind.wait()
-        except BaseException as e:
-            self._hash_failed(e)
+        except HashFailed as e:
+            self._hash_failed(e.error)
 
     def _hash_failed(self, error: BaseException) -> None:
         """Hashing behind the writes failed: the digest no longer covers the file, so
@@ -509,8 +515,6 @@ class LocalWriter:
 
     def _finish(self, *, sync: bool, stamp: bool) -> None:
         fd, self._fd = self._fd, None
-        with contextlib.suppress(BaseException):  # its digest is dropped with the writer
-            self._behind.wait()
         try:
             if fd is not None:
                 try:

@@ -225,7 +225,7 @@ class _BarrierHooks(Recorder):
 
 
 @pytest.mark.parametrize("known", [True, False], ids=["digest", "no-digest"])
-def test_two_ingests_of_one_small_file_at_once_commit_it_once(
+def test_two_ingests_of_one_small_file_at_once_both_succeed_with_both_labels(
     store: LocalStore, tmp_path: Path, known: bool
 ) -> None:
     data = os.urandom(4096)
@@ -256,3 +256,37 @@ def test_two_ingests_of_one_small_file_at_once_commit_it_once(
     assert read_blob(store, digest) == data
     assert store.info(digest).labels == {"by-0": "yes", "by-1": "yes"}
     assert _ingest_dirs(store) == []
+
+
+class _WriterMeanwhile(Recorder):
+    """Another job takes the writer path on the ref when the core first asks whether
+    the job is canceled: after it found no ingest of the ref, before its put."""
+
+    def __init__(self, store: LocalStore, ref: str) -> None:
+        super().__init__()
+        self._store = store
+        self._ref = ref
+        self.writers: list[object] = []
+
+    def cancelled(self) -> bool:
+        if not self.writers:
+            self.writers.append(self._store.writer(self._ref))
+        return False
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["digest", "no-digest"])
+def test_a_small_file_whose_ref_gets_a_writer_meanwhile_is_ref_busy(
+    store: LocalStore, tmp_path: Path, known: bool
+) -> None:
+    data = os.urandom(4096)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    kw: dict[str, object] = {"digest": Digest.from_bytes(data), "size": len(data)} if known else {}
+    req = _file_request(path, **kw)
+    hooks = _WriterMeanwhile(store, req.ref)
+    with pytest.raises(RefBusy):  # waited for like any locked ref, not a source failure
+        ingest_once(store, FileSource(path, None), req, hooks=hooks)
+    for w in hooks.writers:
+        w.close()  # type: ignore[attr-defined]
+    result = ingest_once(store, FileSource(path, None), req)  # the next attempt commits it
+    assert read_blob(store, result.info.digest) == data

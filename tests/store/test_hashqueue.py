@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ingestq.store.local.hashqueue import HashQueue
+from ingestq.store.local.hashqueue import HashFailed, HashQueue
 
 
 @pytest.fixture
@@ -63,8 +63,9 @@ def test_a_failure_is_raised_and_stops_the_queue(pool: ThreadPoolExecutor) -> No
     recorder = _Recorder(fail_on=b"bad")
     for piece in (b"one", b"two", b"bad"):
         queue.put(recorder, memoryview(piece))  # type: ignore[arg-type]
-    with pytest.raises(MemoryError):
+    with pytest.raises(HashFailed) as failed:
         queue.wait()
-    with pytest.raises(MemoryError):
+    assert isinstance(failed.value.error, MemoryError)
+    with pytest.raises(HashFailed):
         queue.put(recorder, memoryview(b"after"))  # type: ignore[arg-type]
     assert recorder.seen == [b"one", b"two"]

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -361,3 +363,48 @@ def test_writeback_is_started_as_the_file_grows_and_failures_only_stop_it(
     with nosync.writer("x") as w:
         w.write(b"\3" * (2 * step))
     assert calls == []  # nothing to gain when commit does not sync
+
+
+class _InterruptingHasher:
+    """sha256 whose first update, once ``asked`` is set, sends this process SIGINT and
+    waits for ``go``: the writer is interrupted while it waits for the hash behind its
+    writes."""
+
+    def __init__(self, asked: threading.Event, go: threading.Event) -> None:
+        self.name = "sha256"
+        self._real = hashlib.sha256()
+        self._asked = asked
+        self._go = go
+        self._sent = False
+
+    def update(self, data: memoryview) -> None:
+        if not self._sent:
+            self._sent = True
+            self._asked.wait(30)
+            os.kill(os.getpid(), signal.SIGINT)
+            self._go.wait(30)
+        self._real.update(data)
+
+    def copy(self) -> _InterruptingHasher:
+        raise AssertionError("not used on this path")
+
+    def hexdigest(self) -> str:
+        return self._real.hexdigest()
+
+
+def test_an_interrupt_while_waiting_for_the_hash_stays_an_interrupt(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "_open_writers", 0)  # crash() above leaves counts
+    data = os.urandom(PARALLEL_HASH_MIN * 2)
+    asked, go = threading.Event(), threading.Event()
+    with store.writer("interrupted") as w:
+        w._hasher = _InterruptingHasher(asked, go)  # type: ignore[assignment]
+        w.write(data)
+        with pytest.raises(KeyboardInterrupt):
+            asked.set()
+            w.digest()  # Ctrl-C while the piece is being hashed: no "hashing failed"
+        go.set()
+        assert w.digest() == Digest.from_bytes(data)  # the writer goes on
+        info = w.commit(len(data))
+    assert read_blob(store, info.digest) == data

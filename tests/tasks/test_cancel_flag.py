@@ -37,7 +37,9 @@ def test_a_job_flagged_before_it_runs_is_canceled_and_fetches_nothing(
         records = RedisJobRecords(r, 3600)
         job = enqueue_ingest(str(files / "flagged"), digest=str(digest), size=len(data),
                              client=cluster.client)  # fmt: skip
-        other = enqueue_ingest(str(files / "flagged"), size=len(data), client=cluster.client)
+        large = os.urandom((1 << 20) + 1)  # over INGESTQ_SMALL_BLOB: the writer path
+        (files / "large").write_bytes(large)
+        other = enqueue_ingest(str(files / "large"), size=len(large), client=cluster.client)
         fetched = enqueue_ingest(url, digest=remote.digest, size=4096, client=cluster.client)
         for j in (job, other, fetched):
             records.request_cancel(j.id)  # the flag alone: the message stays queued
@@ -49,6 +51,8 @@ def test_a_job_flagged_before_it_runs_is_canceled_and_fetches_nothing(
                 j.wait(timeout=60)
             assert j.state is JobState.CANCELED, cluster.logs()
         assert not (cluster.root / "blobs" / "sha256" / digest.encoded).exists()
+        assert not (cluster.root / "blobs" / "sha256" / Digest.from_bytes(large).encoded).exists()
+        assert list((cluster.root / "ingest").glob("*")) == []  # the writer never started
         assert not (cluster.root / "blobs" / "sha256" / remote.digest.split(":")[1]).exists()
         assert blob_server.count("/flagged") == 0
         for j in (job, fetched):

@@ -24,8 +24,8 @@ from tests.tasks.conftest import Cluster
 #: 41 with STARTED written and a cancel poll at the first chunk, about 36 with the
 #: result written by Celery (GET, then MULTI SETEX PUBLISH EXEC) and the lease released
 #: apart, about 30 with the release inside the result write's script and the job index
-#: trimmed once per ``enqueue_many`` batch, about 21 now that a small file of no known
-#: digest is hashed in memory and put without a lease. The bound leaves room for an idle
+#: trimmed once per ``enqueue_many`` batch, about 21 now that a small file (with or
+#: without a known digest) is put without a lease. The bound leaves room for an idle
 #: worker's polls and a heartbeat.
 MAX_COMMANDS_PER_JOB = 23
 
@@ -70,8 +70,9 @@ def test_small_jobs_cost_few_redis_commands_and_write_no_started(cluster: Cluste
     assert per_job <= MAX_COMMANDS_PER_JOB, (per_job, counted)
     assert counted["cmdstat_lpush"] == len(jobs)  # one message each
     # One result write per job (SUCCESS: no STARTED), give or take a job a heartbeat
-    # happened to catch; the cancel flag is read by the lease's acquire (HEXISTS), not by
-    # a read of its own (a job lasting a cancel poll would add one).
+    # happened to catch; the cancel flag is read once (HEXISTS) before the file is read:
+    # these small files of no known digest take no lease (a job lasting a cancel poll
+    # would add a read).
     assert counted["cmdstat_setex"] <= len(jobs) + 2, counted
     assert counted["cmdstat_hexists"] == len(jobs), counted
     assert counted.get("cmdstat_hget", 0) <= 2, counted
