@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from ingestq.store.gc import (
     requested_labels,
     usage,
 )
-from ingestq.store.helpers import write_blob
+from ingestq.store.helpers import read_blob, write_blob
 from ingestq.store.images import ImageIndex
 from ingestq.store.leases import EXPIRE_LABEL, LeaseStore
 from ingestq.store.local import LocalStore
@@ -341,3 +342,40 @@ def test_a_gc_killed_midway_leaves_a_store_the_next_run_completes(store: LocalSt
     assert not any(present(store, d) for d in orphans)
     metas = {p.name.removesuffix(".json") for p in _files(store.layout.meta)}
     assert metas <= {p.name for p in _files(store.layout.blobs)}
+
+
+def test_gc_removes_old_temporary_files_of_killed_writers(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    kept = put(store, b"kept", {REQUESTED_LABEL: "never"})
+    layout = store.layout
+    old = time.time() - 2 * 24 * 3600  # older than the default ingest_max_age (24 h)
+    (layout.meta / "sha256").mkdir(parents=True, exist_ok=True)
+    layout.resume.mkdir(parents=True, exist_ok=True)
+    stale = [
+        layout.root / ".index.json.1a2b3c4d.tmp",  # an index.json write
+        layout.meta / ".xattrs.5e6f7a8b.tmp",  # the attribute marker's write
+        layout.meta / "sha256" / f".{kept.encoded}.json.0c0d0e0f.tmp",  # a metadata file
+        layout.blob_dir("sha256") / f".{'ab' * 16}.tmp",  # a put without O_TMPFILE
+        layout.resume / ".x.json.11223344.tmp",
+    ]
+    fresh = layout.meta / ".xattrs.99999999.tmp"  # a write going on now
+    for path in [*stale, fresh]:
+        path.write_bytes(b"partial")
+    for path in stale:
+        os.utime(path, (old, old))
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not the store's")
+    link = layout.meta / ".link.tmp"
+    link.symlink_to(outside)  # not a regular file: left alone, its target untouched
+    os.utime(link, (old, old), follow_symlinks=False)
+
+    dry = collect(store, GcOptions(dry_run=True))
+    assert dry.temp_files == len(stale) and all(p.exists() for p in stale)
+    report = collect(store)
+    assert report.temp_files == len(stale)
+    assert report.to_json()["temp_files"] == len(stale)
+    assert not any(p.exists() for p in stale)
+    assert fresh.exists() and link.is_symlink() and outside.read_bytes() == b"not the store's"
+    assert read_blob(store, kept) == b"kept"
+    assert collect(store).temp_files == 0
