@@ -254,15 +254,17 @@ def _put_or_busy(
 ) -> Info:  # fmt: skip
     """``putter.put`` of ``data``. Without the ref's lock, an ingest of the ref may have
     started since it was found to have none: the put then resumes it through a writer,
-    which finds the ref locked, and that Unavailable is RefBusy (the caller waits for
-    the holder) rather than a source failure."""
+    which finds the ref locked, and that Unavailable, while the ingest has a holder, is
+    RefBusy (the caller waits for the holder) rather than a source failure."""
     try:
         return putter.put(request.ref, expected, data, request.labels)
     except errdefs.Unavailable as e:
         try:
-            store.status(request.ref)
+            held = store.status(request.ref).holder is not None
         except errdefs.ErrdefsError:
-            raise e from None
+            held = False
+        if not held:
+            raise
         raise _busy(store, request.ref, e) from e
 
 

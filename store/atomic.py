@@ -12,9 +12,61 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+#: The names of temporary files: ``.<name>.<8 hex>.tmp`` (:func:`write_bytes`; a
+#: ``.new`` suffix for a file that is then linked rather than renamed) and
+#: ``.<32 hex>.tmp`` (a blob put where the filesystem has no unnamed files).
+_TEMP_NAME = re.compile(r"\.(?:.+\.[0-9a-f]{8}|[0-9a-f]{32})\.(?:tmp|new)")
+
+
+#: Seconds a temporary file must be left untouched before a sweep removes it: far
+#: longer than any write takes, even a stalled one that resumes.
+TEMP_MIN_AGE = 24 * 3600.0
+
+
+def temp_name(path: Path, suffix: str = "tmp") -> Path:
+    """A fresh temporary name beside ``path`` (``.<name>.<8 hex>.<suffix>``)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.{suffix}")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` has the shape of a temporary file ingestq writes."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def sweep_temp_files(directory: Path, older_than: float, *, dry_run: bool = False) -> int:
+    """Remove the temporary files (:func:`is_temp_name`, regular files only) in
+    ``directory`` not modified since ``older_than`` (a Unix time): left by a writer
+    killed before its rename. The directory is opened without following a symlink and
+    the files are unlinked relative to it, so nothing outside it is touched. How many
+    there were (with ``dry_run``, only counted). A missing directory has none."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    count = 0
+    try:
+        for entry in os.scandir(fd):
+            if not is_temp_name(entry.name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime >= older_than:
+                continue
+            count += 1
+            if not dry_run:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    return count
 
 
 def fsync_dir(path: Path) -> None:
@@ -39,7 +91,7 @@ def write_bytes(
     with the temporary file's descriptor after the data is written and before the
     fsync (to set its mode or attributes). Raises OSError; the temporary file is removed
     on failure."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temp_name(path)
     try:
         with open(tmp, "wb") as f:
             f.write(data)

@@ -18,8 +18,9 @@ reachable index or manifest (config, layers, manifests, blobs), read as plain JS
 
 **Sweep**: unreachable blobs (file and metadata), partial ingests idle longer than
 ``ingest_max_age`` whose ref lock is free and that no lease names, resume hints whose
-ingest is gone, expired leases, and temporary files of atomic writes (``.*.tmp``) left
-by a writer killed before its rename, once idle as long as ``ingest_max_age``.
+ingest is gone, expired leases, and temporary files of atomic writes left by a writer
+killed before its rename (:func:`ingestq.store.atomic.sweep_temp_files`), once idle
+for ``ingest_max_age`` and at least :data:`~ingestq.store.atomic.TEMP_MIN_AGE`.
 
 **Concurrency** (no time-based grace by default): a writer protects a blob *before*
 it checks for it or commits it: a pull adds the digest to its lease first
@@ -47,7 +48,6 @@ import contextlib
 import json
 import os
 import re
-import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +57,7 @@ from typing import Any, Protocol
 
 from ingestq import errdefs
 from ingestq.store.annotations import SOURCE_DIGEST, SOURCE_MEDIA_TYPE
+from ingestq.store.atomic import TEMP_MIN_AGE, sweep_temp_files
 from ingestq.store.codec import BlobMeta
 from ingestq.store.digest import ALGORITHMS, Digest
 from ingestq.store.images import ImageIndex
@@ -256,12 +257,9 @@ class BlobFile:
     created_at: datetime
 
 
-def scan_blobs(
-    layout: RootLayout, temps: list[os.DirEntry[str]] | None = None
-) -> dict[Digest, BlobFile]:
+def scan_blobs(layout: RootLayout) -> dict[Digest, BlobFile]:
     """Every committed blob under ``blobs/`` with its size and metadata (files that are
-    not digests are skipped; temporary files, ``.*.tmp``, are added to ``temps`` if
-    given)."""
+    not digests are skipped)."""
     out: dict[Digest, BlobFile] = {}
     for alg in sorted(ALGORITHMS):
         try:
@@ -275,54 +273,20 @@ def scan_blobs(
                 digest = Digest(alg, entry.name)
                 st = entry.stat(follow_symlinks=False)
             except (errdefs.InvalidArgument, FileNotFoundError):
-                if temps is not None and _is_temp(entry.name):
-                    temps.append(entry)
                 continue
             meta = read_blob_meta(layout, digest, path=entry.path)
             out[digest] = _blob_file(digest, st.st_size, st.st_mtime, meta)
     return out
 
 
-def _is_temp(name: str) -> bool:
-    """Whether ``name`` is a temporary file of an atomic write (``.<name>.<hex>.tmp``)
-    or of a put where the filesystem has no unnamed files (``.<hex>.tmp``)."""
-    return name.startswith(".") and name.endswith(".tmp")
-
-
 def _temp_dirs(layout: RootLayout) -> list[Path]:
-    """The directories whose files are written atomically through a temporary file,
-    besides ``blobs/<alg>/`` (listed by :func:`scan_blobs`) and ``ingest/`` (whose
-    partial ingests are swept as a whole); the jobs layer sweeps its own records."""
+    """The directories whose files are written through a temporary file, but for
+    ``ingest/`` (partial ingests are swept whole) and ``jobs/`` (the jobs layer prunes
+    its records and their temporary files)."""
     dirs = [layout.root, layout.meta, layout.resume, layout.fetched, layout.leases]
     dirs += [layout.meta / alg for alg in sorted(ALGORITHMS)]
+    dirs += [layout.blob_dir(alg) for alg in sorted(ALGORITHMS)]
     return dirs
-
-
-def _sweep_temps(
-    layout: RootLayout, found: list[os.DirEntry[str]], cutoff: float, dry_run: bool
-) -> int:
-    """Remove the temporary files (in ``found`` and in :func:`_temp_dirs`) not touched
-    since ``cutoff`` (a Unix time): left by a writer killed between writing and
-    renaming. How many there were."""
-    entries = list(found)
-    for directory in _temp_dirs(layout):
-        try:
-            entries += [e for e in os.scandir(directory) if _is_temp(e.name)]
-        except OSError:
-            continue
-    count = 0
-    for entry in entries:
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
-            continue
-        count += 1
-        if not dry_run:
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)
-    return count
 
 
 def _blob_file(digest: Digest, size: int, mtime: float, meta: BlobMeta | None) -> BlobFile:
@@ -556,10 +520,12 @@ def collect(store: LocalStore, options: GcOptions | None = None) -> GcReport:
     leases = prune_leases(store.leases(), options.dry_run, now)
     ingests, kept_ingests = _sweep_ingests(store, options, now, _read_roots(store, now).ingest_refs)
     hints = _sweep_hints(layout, options.dry_run)
-    found_temps: list[os.DirEntry[str]] = []
-    blobs = scan_blobs(layout, found_temps)
-    cutoff = now.timestamp() - options.ingest_max_age.total_seconds()
-    temps = _sweep_temps(layout, found_temps, cutoff, options.dry_run)
+    blobs = scan_blobs(layout)
+    idle = max(options.ingest_max_age.total_seconds(), TEMP_MIN_AGE)
+    temps = sum(
+        sweep_temp_files(d, now.timestamp() - idle, dry_run=options.dry_run)
+        for d in _temp_dirs(layout)
+    )
     graph = _graph(layout, blobs)
     expected = [i.expected for i in kept_ingests if i.expected is not None]
     marked = _mark(graph, _read_roots(store, now), expected, now, options.grace)
@@ -1015,6 +981,7 @@ class Usage:
                 "ingests": len(r.ingests),
                 "ingest_bytes": r.ingest_bytes,
                 "resume_hints": r.resume_hints,
+                "temp_files": r.temp_files,
                 "leases": len(r.leases),
                 "job_records": r.job_records,
             },

@@ -56,9 +56,10 @@ class GcRunner:
         metrics.STORE_BYTES.set(report.kept_bytes)
         metrics.STORE_BLOBS.set(report.kept_blobs)
         log.info(
-            "gc: removed %d blobs (%d bytes), %d ingests, %d job records, %d leases",
+            "gc: removed %d blobs (%d bytes), %d ingests, %d job records, %d leases, "
+            "%d temporary files",
             len(report.blobs), report.bytes, len(report.ingests), report.job_records,
-            len(report.leases),
+            len(report.leases), report.temp_files,
         )  # fmt: skip
         return report
 

@@ -5,6 +5,7 @@ redis-server)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +71,28 @@ def test_file_records_live_at_the_layouts_job_record_path(tmp_path: Path) -> Non
     assert json.loads(path.read_text())["ref"] == "r"
     records.request_cancel("job-1")
     assert path.with_suffix(".cancel").exists()
+
+
+def test_pruning_file_records_removes_temporary_files_of_killed_writers(tmp_path: Path) -> None:
+    records = FileJobRecords(tmp_path)
+    records.create("job-1", {"ref": "r"})
+    jobs = RootLayout(tmp_path).job_record("job-1").parent
+    old = time.time() - 2 * 24 * 3600
+    stale = [
+        jobs / ".job-2.json.1a2b3c4d.tmp",  # an update killed before its rename
+        jobs / ".job-3.json.5e6f7a8b.new",  # a create killed before its link
+        jobs / "..job-3.json.5e6f7a8b.new.0c0d0e0f.tmp",  # that file's own write
+    ]
+    fresh = jobs / ".job-4.json.99999999.tmp"
+    for path in [*stale, fresh]:
+        path.write_text("{")
+    for path in stale:
+        os.utime(path, (old, old))
+    records.prune(time.time() - 3600, dry_run=True)
+    assert all(p.exists() for p in stale)
+    records.prune(time.time() - 3600)
+    assert not any(p.exists() for p in stale)
+    assert fresh.exists() and records.get("job-1")["ref"] == "r"
 
 
 def test_file_records_of_earlier_versions_read_as_text_fields(tmp_path: Path) -> None:

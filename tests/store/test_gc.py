@@ -360,22 +360,37 @@ def test_gc_removes_old_temporary_files_of_killed_writers(
         layout.resume / ".x.json.11223344.tmp",
     ]
     fresh = layout.meta / ".xattrs.99999999.tmp"  # a write going on now
-    for path in [*stale, fresh]:
+    foreign = layout.root / ".mytool.tmp"  # not a name ingestq makes
+    for path in [*stale, fresh, foreign]:
         path.write_bytes(b"partial")
-    for path in stale:
+    for path in [*stale, foreign]:
         os.utime(path, (old, old))
     outside = tmp_path / "outside"
-    outside.write_bytes(b"not the store's")
-    link = layout.meta / ".link.tmp"
-    link.symlink_to(outside)  # not a regular file: left alone, its target untouched
+    outside.mkdir()
+    (outside / ".precious.json.abcdef01.tmp").write_bytes(b"not the store's")
+    os.utime(outside / ".precious.json.abcdef01.tmp", (old, old))
+    link = layout.meta / ".link.json.deadbeef.tmp"
+    link.symlink_to(outside / ".precious.json.abcdef01.tmp")  # not a regular file
     os.utime(link, (old, old), follow_symlinks=False)
+    layout.fetched.symlink_to(outside)  # a directory swapped for a symlink: not followed
 
     dry = collect(store, GcOptions(dry_run=True))
     assert dry.temp_files == len(stale) and all(p.exists() for p in stale)
+    assert usage(store, dry).to_json()["reclaimable"]["temp_files"] == len(stale)
     report = collect(store)
     assert report.temp_files == len(stale)
     assert report.to_json()["temp_files"] == len(stale)
     assert not any(p.exists() for p in stale)
-    assert fresh.exists() and link.is_symlink() and outside.read_bytes() == b"not the store's"
+    assert fresh.exists() and foreign.exists() and link.is_symlink()
+    assert (outside / ".precious.json.abcdef01.tmp").read_bytes() == b"not the store's"
     assert read_blob(store, kept) == b"kept"
     assert collect(store).temp_files == 0
+
+
+def test_a_short_ingest_max_age_leaves_recent_temporary_files(store: LocalStore) -> None:
+    recent = store.layout.root / ".index.json.1a2b3c4d.tmp"  # a write a minute ago
+    recent.write_bytes(b"partial")
+    minute_ago = time.time() - 60
+    os.utime(recent, (minute_ago, minute_ago))
+    report = collect(store, GcOptions(ingest_max_age=timedelta(0)))
+    assert report.temp_files == 0 and recent.exists()
