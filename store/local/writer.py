@@ -227,43 +227,27 @@ class LocalWriter:
         size = len(view)
         pos = 0
         parallel = size >= PARALLEL_HASH_MIN and _open_writers == 1
-        if parallel and isinstance(view.obj, bytes):
-            # Immutable bytes: hashed behind the write, in order, while the caller goes
-            # on (the next write no longer waits for this piece's hash).
-            try:
-                while pos < size:
-                    pos += os.write(fd, view[pos:])
-            except OSError as e:
-                raise from_os_error(e, f"write {self._ref} at offset {self._offset + pos}") from e
-            finally:
-                self._offset += pos
-                self._updated_at = utcnow()
-                if pos:
-                    try:
-                        self._behind.put(self._hasher, view[:pos])
-                    except HashFailed as e:
-                        self._hash_failed(e.error)
-                    except BaseException:
-                        # Interrupted before the piece was queued: the digest misses
-                        # bytes the file holds, so the writer closes (a resume hashes
-                        # the file again) and the interrupt goes on.
-                        self._finish(sync=False, stamp=True)
-                        raise
-            self._start_writeback(fd)
-            return
-        self._settle()
+        # Immutable bytes are hashed behind the write, in order, while the caller goes
+        # on (the next write does not wait for this piece's hash); a mutable buffer is
+        # hashed before write returns, since its caller may reuse it at once.
+        behind = parallel and isinstance(view.obj, bytes)
         pending: Future[None] | None = None
         before: Hasher | None = None
-        if parallel:
-            before = self._hasher.copy()
-            pending = _hash_pool().submit(self._hasher.update, view)
+        if not behind:
+            self._settle()
+            if parallel:
+                before = self._hasher.copy()
+                pending = _hash_pool().submit(self._hasher.update, view)
         try:
             while pos < size:
                 pos += os.write(fd, view[pos:])
         except OSError as e:
             raise from_os_error(e, f"write {self._ref} at offset {self._offset + pos}") from e
         finally:
-            if pending is not None and before is not None:
+            if behind:
+                if pos:
+                    self._queue(view[:pos])
+            elif pending is not None and before is not None:
                 pending.result()
                 if pos != size:  # the helper hashed bytes that never reached the file
                     before.update(view[:pos])
@@ -273,6 +257,19 @@ class LocalWriter:
             self._offset += pos
             self._updated_at = utcnow()
         self._start_writeback(fd)
+
+    def _queue(self, piece: memoryview) -> None:
+        """Queue ``piece`` (just written) to be hashed behind the writes."""
+        try:
+            self._behind.put(self._hasher, piece)
+        except HashFailed as e:
+            self._hash_failed(e.error)
+        except BaseException:
+            # Interrupted before the piece was queued: the digest misses bytes the file
+            # holds, so the writer closes (a resume hashes the file again) and the
+            # interrupt goes on.
+            self._finish(sync=False, stamp=True)
+            raise
 
     def _settle(self) -> None:
         """Wait until every piece hashed behind the writes is in the digest."""

@@ -209,6 +209,16 @@ def test_a_file_over_the_threshold_of_no_known_digest_takes_the_writer(
     assert read_blob(store, result.info.digest) == data
 
 
+def _small_file(tmp_path: Path, known: bool) -> tuple[bytes, Path, dict[str, object]]:
+    """A 4 KiB file, and the request arguments that give its digest and size (if
+    ``known``)."""
+    data = os.urandom(4096)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    kw: dict[str, object] = {"digest": Digest.from_bytes(data), "size": len(data)} if known else {}
+    return data, path, kw
+
+
 class _BarrierHooks(Recorder):
     """Waits at ``barrier`` when the core first asks whether the job is canceled (the
     file open, nothing read yet), so two ingests read and put at the same time."""
@@ -228,10 +238,7 @@ class _BarrierHooks(Recorder):
 def test_two_ingests_of_one_small_file_at_once_both_succeed_with_both_labels(
     store: LocalStore, tmp_path: Path, known: bool
 ) -> None:
-    data = os.urandom(4096)
-    path = tmp_path / "blob"
-    path.write_bytes(data)
-    kw: dict[str, object] = {"digest": Digest.from_bytes(data), "size": len(data)} if known else {}
+    data, path, kw = _small_file(tmp_path, known)
     barrier = threading.Barrier(2)
     results: list[IngestResult | Exception | None] = [None, None]
 
@@ -278,10 +285,7 @@ class _WriterMeanwhile(Recorder):
 def test_a_small_file_whose_ref_gets_a_writer_meanwhile_is_ref_busy(
     store: LocalStore, tmp_path: Path, known: bool
 ) -> None:
-    data = os.urandom(4096)
-    path = tmp_path / "blob"
-    path.write_bytes(data)
-    kw: dict[str, object] = {"digest": Digest.from_bytes(data), "size": len(data)} if known else {}
+    data, path, kw = _small_file(tmp_path, known)
     req = _file_request(path, **kw)
     hooks = _WriterMeanwhile(store, req.ref)
     with pytest.raises(RefBusy):  # waited for like any locked ref, not a source failure
