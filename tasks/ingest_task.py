@@ -169,12 +169,15 @@ def ingest_task(
     lock_waits: int = 0,
     source_retries: int = 0,
     max_source_retries: int | None = None,
+    parent: str | None = None,
 ) -> dict[str, Any]:
-    """Ingest one blob (see the module docstring)."""
+    """Ingest one blob (see the module docstring). ``parent``: the pull this job is a
+    child of (its success is counted off there: :mod:`ingestq.tasks.pull_task`)."""
     live = _Started(self, self.request.id or "")
     defer_releases()  # run by the result write (tasks/backend.py), else at postrun
     try:
-        return _ingest(self, live, request, lock_waits, source_retries, max_source_retries)
+        return _ingest(self, live, request, lock_waits, source_retries, max_source_retries,
+                       parent)  # fmt: skip
     finally:
         live.end()
 
@@ -186,6 +189,7 @@ def _ingest(
     lock_waits: int,
     source_retries: int,
     max_source_retries: int | None,
+    parent: str | None,
 ) -> dict[str, Any]:
     """The body of :func:`ingest_task`."""
     started = time.monotonic()
@@ -231,6 +235,7 @@ def _ingest(
                 "lock_waits": lock_waits + 1,
                 "source_retries": source_retries,
                 "max_source_retries": max_source_retries,
+                "parent": parent,
             },
             max_retries=None,
         ) from None
@@ -254,6 +259,7 @@ def _ingest(
                 "lock_waits": lock_waits,
                 "source_retries": source_retries + 1,
                 "max_source_retries": max_source_retries,
+                "parent": parent,
             },
             max_retries=None,
         ) from None

@@ -19,6 +19,12 @@ While children are pending it publishes itself again with a countdown of 50 ms d
 to 100 ms for the first 5 s or so (most pulls end then: the image is recorded within
 ~0.1 s of its last child), then to 500 ms, and 2 s after the first minute of polls (same
 job id), and ends with ``Ignore``.
+The polls are the fallback: each child's success is counted off the pull's record
+(``pending``, set when the children are published) right after its result is stored,
+and the child that brings it to zero publishes the finalize at once (``early=True``:
+it publishes no poll of its own), so the image is recorded ~10 ms after the last
+child instead of up to a poll later. A finalize that finds the pull's outcome already
+stored does nothing.
 It never sleeps or blocks in a worker slot, so with ``worker_prefetch_multiplier=1``
 and a single slot the children always get to run: a waiting finalize is an ETA
 message, which Celery holds outside the prefetch budget. When every child is done it
@@ -50,9 +56,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from typing import Any
 
-from celery import Task
+from celery import Task, signals
 from celery.exceptions import Ignore
 
 from ingestq import errdefs
@@ -74,7 +81,10 @@ from ingestq.tasks.codec import encode, error_from_meta
 from ingestq.tasks.ingest_hooks import worker_hooks
 from ingestq.tasks.joblog import EXPECTED_ERRORS
 from ingestq.tasks.names import TASK_INGEST, TASK_PULL, TASK_PULL_FINALIZE
+from ingestq.tasks.records import PENDING_FIELD
 from ingestq.tasks.runtime import Runtime, runtime
+
+log = logging.getLogger(__name__)
 
 #: Finalize poll countdowns (seconds): the first, the cap for the first
 #: :data:`POLL_QUICK` polls, the cap up to :data:`POLL_EAGER` polls, and the cap after
@@ -132,7 +142,9 @@ def _publish_children(rt: Runtime, pull_id: str, plan: PullPlan, retries: int | 
     plan = PullPlan(
         plan.name, plan.target, plan.manifests, tuple(children), plan.labels, plan.source
     )
-    rt.records.update(pull_id, {"plan": json.dumps(plan.to_json()), "ref": plan.manifests[0].ref})
+    pending = sum(1 for child in plan.children if child.job_id)
+    rt.records.update(pull_id, {"plan": json.dumps(plan.to_json()), "ref": plan.manifests[0].ref,
+                                PENDING_FIELD: str(pending)})  # fmt: skip
     jobs: list[tuple[str, dict[str, Any], dict[str, object], dict[str, str]]] = []
     for child in plan.children:
         if not child.job_id:
@@ -145,7 +157,7 @@ def _publish_children(rt: Runtime, pull_id: str, plan: PullPlan, retries: int | 
             "request": json.dumps(request),
             "parent": pull_id,
         }
-        kwargs: dict[str, object] = {}
+        kwargs: dict[str, object] = {"parent": pull_id}
         if retries is not None:
             fields["max_retries"] = str(retries)
             kwargs["max_source_retries"] = retries
@@ -243,6 +255,42 @@ def _child_outcome(
     return None
 
 
+def _ended(rt: Runtime, pull_id: str) -> bool:
+    """Whether the pull's outcome is stored already (an early finalize, or a poll,
+    finished it): a later finalize of it has nothing to do."""
+    try:
+        meta = rt.results.meta(pull_id)
+    except errdefs.ErrdefsError:
+        return False
+    return meta is not None and meta.get("status") in ("SUCCESS", "FAILURE")
+
+
+def _child_succeeded(sender: Any = None, **_: Any) -> None:
+    """A pull's child ingest succeeded, its result stored (``task_success``): count it
+    off the pull's record; the last one publishes the pull's finalize at once (``early``)
+    instead of leaving the image to the next poll, up to a poll interval later. Best
+    effort: the polls go on either way."""
+    if getattr(sender, "name", None) != TASK_INGEST:
+        return
+    parent = (getattr(sender.request, "kwargs", None) or {}).get("parent")
+    if not isinstance(parent, str) or not parent:
+        return
+    try:
+        rt = runtime()
+        if rt.records.child_succeeded(parent) != 0:
+            return
+        plan = rt.records.get(parent).get("plan")
+        if plan:
+            pull_finalize_task.apply_async(
+                args=[json.loads(plan)], kwargs={"early": True}, task_id=parent, queue=QUEUE
+            )
+    except Exception as e:  # the polls finish the pull anyway
+        log.info("pull %s: could not start its finalize early: %s", parent, e)
+
+
+signals.task_success.connect(_child_succeeded, weak=False)
+
+
 def _cancel_children(rt: Runtime, plan: PullPlan) -> None:
     for child in plan.children:
         if child.job_id:
@@ -257,12 +305,18 @@ def _cancel_children(rt: Runtime, plan: PullPlan) -> None:
     reject_on_worker_lost=True,
     throws=EXPECTED_ERRORS,
 )
-def pull_finalize_task(self: Task, plan: dict[str, Any], polls: int = 0) -> dict[str, Any]:
-    """Wait for the children without holding a slot, then label and record the image."""
+def pull_finalize_task(
+    self: Task, plan: dict[str, Any], polls: int = 0, early: bool = False
+) -> dict[str, Any]:
+    """Wait for the children without holding a slot, then label and record the image.
+    ``early``: sent by the pull's last child to succeed (:func:`_child_succeeded`); it
+    publishes no poll of its own."""
     pull_id: str = self.request.id or ""
     rt: Runtime | None = None
     try:
         rt = runtime()
+        if _ended(rt, pull_id):
+            raise Ignore(f"pull {pull_id}: already ended")
         the_plan = PullPlan.from_json(plan)
         if rt.records.cancel_requested(pull_id):
             _cancel_children(rt, the_plan)
@@ -287,6 +341,8 @@ def pull_finalize_task(self: Task, plan: dict[str, Any], polls: int = 0) -> dict
     except Exception as e:
         _release_lease(rt, pull_id)
         raise _fail(rt, pull_id, e) from None
+    if early:
+        raise Ignore(f"pull {pull_id}: children pending, the polls go on")
     countdown = poll_countdown(polls)
     pull_finalize_task.apply_async(
         args=[plan], kwargs={"polls": polls + 1}, task_id=pull_id, countdown=countdown, queue=QUEUE

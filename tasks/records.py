@@ -3,7 +3,8 @@
 
 Celery's result meta stays the authority on a queued job's state; the record adds what
 Celery does not keep: ref, source, request, the error record of a failure, a pull's
-plan, the redelivery count and the cancel flag (the ``cancel`` field).
+plan and its count of children still pending (``pending``), the redelivery count and
+the cancel flag (the ``cancel`` field).
 
 ``ingestq:job:<id>`` is a hash of the record's fields (see :mod:`ingestq.jobs.records`),
 ``ingestq:idem:<key>`` maps an idempotency key to its job id. Both expire with the
@@ -38,6 +39,8 @@ from ingestq.tasks.redisconn import decode_hash
 MAX_INDEXED = 100_000
 #: The field of a job's hash that holds its cancel flag.
 CANCEL_FIELD = "cancel"
+#: The field of a pull's hash that counts its children not yet succeeded.
+PENDING_FIELD = "pending"
 
 
 class RedisJobRecords:
@@ -47,6 +50,7 @@ class RedisJobRecords:
         self._client = client
         self._ttl = ttl
         self._claim = client.register_script(load("claim"))
+        self._child_done = client.register_script(load("child_done"))
 
     def create(
         self, job_id: str, fields: Mapping[str, str], idempotency_key: str | None = None
@@ -183,6 +187,16 @@ class RedisJobRecords:
         """Where ``job_id``'s cancel flag lives: (hash key, field), for a script that
         reads it beside other work (:meth:`ingestq.tasks.lease.RedisLeaseLocker.guarded`)."""
         return keys.job_key(job_id), CANCEL_FIELD
+
+    def child_succeeded(self, parent_id: str) -> int | None:
+        """Count one child of pull ``parent_id`` off its ``pending`` field
+        (``tasks/lua/child_done.lua``): how many are left, or None when the record has
+        no such count. Unavailable when Redis cannot be reached."""
+        try:
+            left = self._child_done(keys=[keys.job_key(parent_id)], args=[PENDING_FIELD])
+        except redis.RedisError as e:
+            raise errdefs.Unavailable(f"job records: {e}") from e
+        return None if left is None else int(left)
 
     def cancel_requested(self, job_id: str) -> bool:
         """Whether someone asked to cancel ``job_id`` (False when Redis is down)."""

@@ -92,6 +92,8 @@ def test_children_spread_over_two_workers_and_status_aggregates(
     meta = cluster.client.meta(job.id)
     assert meta is not None and meta["status"] == "SUCCESS"
     assert cluster.client.job(job.id).wait(0).digest == Digest.parse(image.digest)
+    # Every child was counted off the pull's record (the last one started finalize).
+    assert cluster.client.records.get(job.id)["pending"] == "0"
 
 
 def test_one_worker_slot_is_enough_for_a_pull_of_many_layers(
