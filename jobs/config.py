@@ -68,13 +68,15 @@ from ingestq import errdefs
 from ingestq.fetch.options import FetchOptions
 from ingestq.jobs.retry import RetryPolicy
 from ingestq.store.budget import Budget
-from ingestq.store.gc import GcOptions, collect, parse_duration
-from ingestq.store.local import LocalStore
-from ingestq.store.locks import ChainLocker, FileRefLocker, RefLocker
+from ingestq.store.expiry import parse_duration
 
 if TYPE_CHECKING:
-    # Loaded by open_store for an s3:// store only: a local store's commands skip it.
+    # The store modules load when a store is opened (a producer that queues jobs needs
+    # none of them); the S3 package only for an s3:// store.
     from ingestq.s3 import S3Store
+    from ingestq.store.gc import GcOptions
+    from ingestq.store.local import LocalStore
+    from ingestq.store.locks import RefLocker
 
 
 def default_root(env: Mapping[str, str] | None = None) -> Path:
@@ -151,6 +153,8 @@ class Settings:
 
     def gc_options(self, *, dry_run: bool = False) -> GcOptions:
         """The gc options these settings give (``INGESTQ_GC_*``)."""
+        from ingestq.store.gc import GcOptions
+
         return GcOptions(
             dry_run=dry_run,
             ingest_max_age=timedelta(seconds=self.gc_ingest_max_age),
@@ -267,6 +271,10 @@ def open_store(settings: Settings, lockers: Sequence[RefLocker] = ()) -> LocalSt
     (:func:`ingestq.store.gc.collect`, on ``s3://`` :func:`ingestq.s3.gc.collect`).
     InvalidArgument for another URL scheme, FailedPrecondition for ``s3://`` without
     boto3, Unimplemented for a free-space reserve on ``s3://``."""
+    from ingestq.store.gc import collect
+    from ingestq.store.local import LocalStore
+    from ingestq.store.locks import ChainLocker, FileRefLocker
+
     if settings.store_url is not None:
         from ingestq.s3 import open_s3_store
 

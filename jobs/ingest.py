@@ -12,7 +12,7 @@ from typing import Any
 
 from ingestq.fetch.specs import source_name, spec_from_text
 from ingestq.ingest.request import IngestRequest, make_request
-from ingestq.store.gc import requested_labels
+from ingestq.store.expiry import requested_labels
 
 
 def ingest_request(

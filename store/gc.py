@@ -47,7 +47,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ from ingestq.store.annotations import SOURCE_DIGEST, SOURCE_MEDIA_TYPE
 from ingestq.store.atomic import TEMP_MIN_AGE, sweep_temp_files
 from ingestq.store.codec import BlobMeta
 from ingestq.store.digest import ALGORITHMS, Digest
+from ingestq.store.expiry import NEVER, REQUESTED_LABEL, parse_duration, requested_labels
 from ingestq.store.images import ImageIndex
 from ingestq.store.layout import RootLayout
 from ingestq.store.leases import EXPIRE_LABEL, LeaseReader, LeaseRecord, Leases, leases_lock
@@ -75,11 +75,6 @@ from ingestq.store.values import utcnow
 GC_ROOT_LABEL = "containerd.io/gc.root"
 #: Prefix of containerd's labels naming a blob's children.
 GC_REF_PREFIX = "containerd.io/gc.ref.content."
-#: A blob a producer asked for (``ingestq ingest``): ``never`` (kept until nothing is
-#: left to say otherwise: a root) or the RFC 3339 time after which it is collectable.
-REQUESTED_LABEL = "ingestq.expire-at"
-#: The value of :data:`REQUESTED_LABEL` for a blob kept without expiry.
-NEVER = "never"
 #: The lease namespace of ingestq's own jobs.
 JOB_LEASE_NAMESPACE = "ingestq"
 #: How long a job's lease outlives a crashed job (its ``containerd.io/gc.expire``).
@@ -105,28 +100,6 @@ _MANIFEST_TYPES = frozenset(
         "application/vnd.docker.distribution.manifest.v2+json",
     }
 )
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``30s``, ``10m``, ``2h``, ``7d``, ``1w`` or plain seconds as a timedelta.
-    InvalidArgument for anything else (or a negative duration)."""
-    m = _DURATION.fullmatch(text.strip())
-    if not m:
-        raise errdefs.InvalidArgument(f"duration {text!r}: use e.g. 30s, 10m, 2h, 7d")
-    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2) or "s"])
-
-
-def requested_labels(expire: timedelta | str | None, now: datetime | None = None) -> dict[str, str]:
-    """The label a producer's ingest commits its blob with: :data:`REQUESTED_LABEL`
-    ``never`` without ``expire``, else the time ``now + expire`` (RFC 3339, UTC).
-    InvalidArgument for a malformed duration."""
-    if expire is None:
-        return {REQUESTED_LABEL: NEVER}
-    delta = parse_duration(expire) if isinstance(expire, str) else expire
-    at = (now or utcnow()) + delta
-    return {REQUESTED_LABEL: at.astimezone(UTC).isoformat().replace("+00:00", "Z")}
 
 
 def _parse_time(text: str) -> datetime | None:

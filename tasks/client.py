@@ -33,7 +33,6 @@ from ingestq.ingest.request import IngestRequest
 from ingestq.jobs.api import IngestJob, JobClient, PullJob
 from ingestq.jobs.config import Settings
 from ingestq.jobs.ingest import ingest_request
-from ingestq.jobs.local import LocalClient
 from ingestq.jobs.pull import pull_request
 
 
@@ -46,6 +45,8 @@ def connect(settings: Settings | None = None) -> JobClient:
         from ingestq.tasks.queue import QueueClient  # Celery, kombu, redis: queue only
 
         return QueueClient(settings)
+    from ingestq.jobs.local import LocalClient  # the store and the ingest core: in process only
+
     return LocalClient(settings)
 
 

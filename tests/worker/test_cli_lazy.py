@@ -1,7 +1,8 @@
 """The command line loads its command modules on first use: ``ingestq --help``, ``ingestq
 content ...``, an embedded ``ingestq ingest FILE`` and an embedded ``ingestq pull`` import
 no Celery, kombu, redis or grpc (the queue and ``serve`` do); on a local store neither
-asyncio nor the S3 package is loaded either. Queueing a pull loads no HTTP stack."""
+asyncio nor the S3 package is loaded either. Queueing a pull loads no HTTP stack, and
+neither the local store, gc nor the in-process job backend."""
 
 from __future__ import annotations
 
@@ -97,12 +98,19 @@ def test_content_commands_on_a_local_store_load_no_asyncio_and_no_s3(tmp_path: P
     assert modules & LOCAL_ONLY == set()
 
 
-def test_queueing_a_pull_loads_no_http_stack(tmp_path: Path, redis_url: str) -> None:
-    # The workers fetch; the producer only records and publishes the job.
+def test_queueing_a_pull_loads_no_http_stack_and_no_store(tmp_path: Path, redis_url: str) -> None:
+    # The workers fetch and write; the producer only records and publishes the job.
     env = {"INGESTQ_REDIS_URL": redis_url}
     modules = imported(tmp_path / "store", "pull", "--detach", "127.0.0.1:1/app:v1", env=env)
     assert modules & {"httpx", "httpcore", "h11", "grpc"} == set()
     assert "ingestq.fetch.registry.client" not in modules
+    unused = {
+        "ingestq.store.local",
+        "ingestq.store.gc",
+        "ingestq.jobs.local",
+        "ingestq.ingest.attempt",
+    }
+    assert modules & unused == set()
 
 
 def test_serve_still_loads_grpc(tmp_path: Path) -> None:

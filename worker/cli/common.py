@@ -17,12 +17,12 @@ import click
 
 from ingestq import errdefs
 from ingestq.store.budget import Budget, parse_size
-from ingestq.store.local import LocalStore
 
 if TYPE_CHECKING:
     from ingestq.jobs.api import JobClient
     from ingestq.jobs.config import Settings
     from ingestq.s3 import S3Store
+    from ingestq.store.local import LocalStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -199,6 +199,8 @@ def open_cli_store(
     (``write`` False) needs an existing root (:func:`require_root`)."""
     url = os.environ.get("INGESTQ_STORE")
     if not url:
+        from ingestq.store.local import LocalStore
+
         path = resolve_root(root)
         return LocalStore(path if write else require_root(path), budget=store_budget(max_bytes))
     from ingestq.jobs.config import Settings, open_store
