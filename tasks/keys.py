@@ -62,6 +62,12 @@ def job_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}"
 
 
+def finalize_claim_key(pull_id: str) -> str:
+    """The key a pull's finalize takes before it records the image (``SET NX PX``), so
+    two finalizes of one pull never record it at once."""
+    return f"{PREFIX}:finalize:{pull_id}"
+
+
 def idempotency_key(key: str) -> str:
     """The key mapping an idempotency key to the job it created."""
     return f"{PREFIX}:idem:{key}"

@@ -24,7 +24,9 @@ The polls are the fallback: each child's success is counted off the pull's recor
 and the child that brings it to zero publishes the finalize at once (``early=True``:
 it publishes no poll of its own), so the image is recorded ~10 ms after the last
 child instead of up to a poll later. A finalize that finds the pull's outcome already
-stored does nothing.
+stored does nothing, and only the finalize that takes the pull's claim
+(:meth:`ingestq.tasks.records.RedisJobRecords.claim_finalize`) records the image, so
+an early finalize and a poll never record it at once.
 It never sleeps or blocks in a worker slot, so with ``worker_prefetch_multiplier=1``
 and a single slot the children always get to run: a waiting finalize is an ETA
 message, which Celery holds outside the prefetch budget. When every child is done it
@@ -99,6 +101,11 @@ POLL_SLOW_CAP = 2.0
 _QUICK_POLLS = RetryPolicy(first=POLL_FIRST, cap=POLL_QUICK_CAP, jitter=0.0, max_attempts=None)
 _EAGER_POLLS = RetryPolicy(first=POLL_FIRST, cap=POLL_CAP, jitter=0.0, max_attempts=None)
 _SLOW_POLLS = RetryPolicy(first=POLL_FIRST, cap=POLL_SLOW_CAP, jitter=0.0, max_attempts=None)
+
+
+#: Seconds a finalize's claim on its pull lasts (a finalize killed meanwhile delays the
+#: pull by at most this; recording an image takes far less).
+FINALIZE_CLAIM_TTL = 60.0
 
 
 def poll_countdown(polls: int) -> float:
@@ -257,12 +264,12 @@ def _child_outcome(
 
 def _ended(rt: Runtime, pull_id: str) -> bool:
     """Whether the pull's outcome is stored already (an early finalize, or a poll,
-    finished it): a later finalize of it has nothing to do."""
+    finished it, or it was revoked): a later finalize of it has nothing to do."""
     try:
         meta = rt.results.meta(pull_id)
     except errdefs.ErrdefsError:
         return False
-    return meta is not None and meta.get("status") in ("SUCCESS", "FAILURE")
+    return meta is not None and meta.get("status") in ("SUCCESS", "FAILURE", "REVOKED")
 
 
 def _child_succeeded(sender: Any = None, **_: Any) -> None:
@@ -270,7 +277,7 @@ def _child_succeeded(sender: Any = None, **_: Any) -> None:
     off the pull's record; the last one publishes the pull's finalize at once (``early``)
     instead of leaving the image to the next poll, up to a poll interval later. Best
     effort: the polls go on either way."""
-    if getattr(sender, "name", None) != TASK_INGEST:
+    if getattr(sender, "name", None) != TASK_INGEST or getattr(sender, "app", None) is not app:
         return
     parent = (getattr(sender.request, "kwargs", None) or {}).get("parent")
     if not isinstance(parent, str) or not parent:
@@ -304,6 +311,9 @@ def _cancel_children(rt: Runtime, plan: PullPlan) -> None:
     acks_late=True,
     reject_on_worker_lost=True,
     throws=EXPECTED_ERRORS,
+    # The pull wrote STARTED; a STARTED per poll would also cover a stored FAILURE
+    # (the result script keeps only a SUCCESS) and hide it from _ended.
+    track_started=False,
 )
 def pull_finalize_task(
     self: Task, plan: dict[str, Any], polls: int = 0, early: bool = False
@@ -316,6 +326,9 @@ def pull_finalize_task(
     try:
         rt = runtime()
         if _ended(rt, pull_id):
+            # The other finalize (early or a poll) ended it. A lease a redelivered
+            # planning made again goes too.
+            _release_lease(rt, pull_id)
             raise Ignore(f"pull {pull_id}: already ended")
         the_plan = PullPlan.from_json(plan)
         if rt.records.cancel_requested(pull_id):
@@ -332,17 +345,21 @@ def pull_finalize_task(
                 pending = True
             else:
                 results.append(outcome)
-        if not pending:
+        # Only one finalize of a pull records it: two at once would release each
+        # other's lease. The other one's outcome ends the polls.
+        if not pending and rt.records.claim_finalize(pull_id, FINALIZE_CLAIM_TTL):
             lease = JobLease(rt.store.leases(), _lease_id(pull_id), lock_domains(rt.store.locker))
             info, recorded = finalize(rt.store, the_plan, lease.protect)
             lease.release()
             result = PullResult(the_plan.name, the_plan.target, info, tuple(results), recorded)
             return result.to_json()
+    except Ignore:
+        raise
     except Exception as e:
         _release_lease(rt, pull_id)
         raise _fail(rt, pull_id, e) from None
     if early:
-        raise Ignore(f"pull {pull_id}: children pending, the polls go on")
+        raise Ignore(f"pull {pull_id}: children pending or being recorded, the polls go on")
     countdown = poll_countdown(polls)
     pull_finalize_task.apply_async(
         args=[plan], kwargs={"polls": polls + 1}, task_id=pull_id, countdown=countdown, queue=QUEUE

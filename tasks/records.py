@@ -198,6 +198,17 @@ class RedisJobRecords:
             raise errdefs.Unavailable(f"job records: {e}") from e
         return None if left is None else int(left)
 
+    def claim_finalize(self, pull_id: str, ttl: float) -> bool:
+        """Take pull ``pull_id``'s finalize claim for ``ttl`` seconds (``SET NX PX``):
+        False when another finalize of it holds the claim. It is never given back: the
+        pull's outcome is stored right after, and a finalize killed meanwhile leaves it
+        to expire. Unavailable when Redis cannot be reached."""
+        try:
+            key = keys.finalize_claim_key(pull_id)
+            return bool(self._client.set(key, "1", nx=True, px=int(ttl * 1000)))
+        except redis.RedisError as e:
+            raise errdefs.Unavailable(f"job records: {e}") from e
+
     def cancel_requested(self, job_id: str) -> bool:
         """Whether someone asked to cancel ``job_id`` (False when Redis is down)."""
         try:

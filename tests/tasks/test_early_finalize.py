@@ -14,8 +14,10 @@ import pytest
 import redis
 
 from ingestq.tasks import keys, pull_task
+from ingestq.tasks.app import app as celery_app
 from ingestq.tasks.names import TASK_INGEST, TASK_PULL
 from ingestq.tasks.records import PENDING_FIELD, RedisJobRecords
+from tests.servers.util import wait_until
 
 
 @pytest.fixture
@@ -51,12 +53,13 @@ def test_the_last_child_publishes_the_finalize_early(
     monkeypatch.setattr(pull_task.pull_finalize_task, "apply_async",
                         lambda **kw: published.append(kw))  # fmt: skip
 
-    def succeeded(name: str, kwargs: dict[str, Any]) -> None:
-        sender = SimpleNamespace(name=name, request=SimpleNamespace(kwargs=kwargs))
+    def succeeded(name: str, kwargs: dict[str, Any], app: object = celery_app) -> None:
+        sender = SimpleNamespace(name=name, app=app, request=SimpleNamespace(kwargs=kwargs))
         pull_task._child_succeeded(sender=sender, result={})
 
     succeeded(TASK_INGEST, {})  # not a pull's child
     succeeded(TASK_PULL, {"parent": "pull-1"})  # not an ingest
+    succeeded(TASK_INGEST, {"parent": "pull-1"}, app=object())  # another app's task
     succeeded(TASK_INGEST, {"parent": "pull-1"})
     assert published == []  # one child still pending
     succeeded(TASK_INGEST, {"parent": "pull-1"})
@@ -64,3 +67,13 @@ def test_the_last_child_publishes_the_finalize_early(
                           "queue": "ingestq"}]  # fmt: skip
     succeeded(TASK_INGEST, {"parent": "pull-1"})  # a redelivered child: nothing more
     assert len(published) == 1
+
+
+def test_one_finalize_of_a_pull_holds_its_claim_until_it_expires(
+    records: RedisJobRecords,
+) -> None:
+    assert records.claim_finalize("pull-1", 0.3)
+    assert not records.claim_finalize("pull-1", 0.3)  # the other finalize waits for a poll
+    assert records.claim_finalize("pull-2", 0.3)  # per pull
+    # A finalize killed while holding it delays the pull by at most the claim's time.
+    wait_until(lambda: records.claim_finalize("pull-1", 60), 10, "the claim expired")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from ingestq import errdefs
 from ingestq.images.status import BlobState
@@ -291,3 +292,32 @@ def test_retries_of_a_queued_pull_bound_its_childrens_retries(
         job.wait(timeout=90)
     assert blob_server.count(f"/v2/app/blobs/{layer}") == 2
     assert cluster.client.records.get(job.id)["max_retries"] == "1"
+
+
+@pytest.mark.slow
+def test_the_finalize_that_comes_second_finds_the_pull_ended(
+    cluster: Cluster, registry: Registry
+) -> None:
+    # Each pull's last child starts a finalize while the polls go on: whichever comes
+    # second must see the outcome stored and do nothing (no error recorded, none
+    # logged, the outcome unchanged).
+    cluster.start_worker()
+    cluster.start_worker()
+    jobs = []
+    for i in range(5):
+        image = oci.build_image([f"layer {i} {j}".encode() for j in range(3)])
+        oci.push_built_image(registry, f"app{i}", image, "v1")
+        job = enqueue_pull(f"{registry.host}/app{i}:v1", client=cluster.client)
+        assert str(job.wait(timeout=60).target.digest) == image.digest
+        jobs.append(job)
+    r = redis.Redis.from_url(cluster.redis_url)
+    try:  # every message handled: nothing queued, nothing held unacknowledged
+        wait_until(lambda: r.llen("ingestq") == 0 and r.hlen("unacked") == 0, 60,
+                   "every finalize message handled")  # fmt: skip
+    finally:
+        r.close()
+    for job in jobs:
+        assert "error" not in cluster.client.records.get(job.id), cluster.logs()
+        assert (cluster.client.meta(job.id) or {}).get("status") == "SUCCESS"
+        assert cluster.client.records.get(job.id)["pending"] == "0"
+    assert "raised unexpected" not in cluster.logs()
