@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from ingestq.store import read_blob
 from ingestq.store.digest import Digest
 from ingestq.store.local import LocalStore
 from ingestq.store.locks import new_holder_id
+from ingestq.store.protocols import Writer
 from tests.ingest.helpers import BytesSource, Recorder
 
 
@@ -100,25 +102,35 @@ def _file_request(path: Path, **kw: object) -> IngestRequest:
     return make_request({"type": "file", "path": str(path)}, str(path), **kw)  # type: ignore[arg-type]
 
 
-class _TouchingHooks(Recorder):
-    """Runs ``touch`` on the file when the core first asks whether the job is canceled:
-    after the source is opened, before it is read."""
+def _small_file(
+    tmp_path: Path, known: bool = False, size: int = 4096
+) -> tuple[bytes, Path, dict[str, object]]:
+    """A file of ``size`` random bytes, and the request arguments that give its digest
+    and size (if ``known``)."""
+    data = os.urandom(size)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    kw: dict[str, object] = {"digest": Digest.from_bytes(data), "size": len(data)} if known else {}
+    return data, path, kw
 
-    def __init__(self, touch: object) -> None:
+
+class _OnFirstCancelCheck(Recorder):
+    """Runs ``action`` when the core first asks whether the job is canceled: the file
+    is open (when the core needs its size) and nothing is read or put yet."""
+
+    def __init__(self, action: Callable[[], object]) -> None:
         super().__init__()
-        self._touch = touch
+        self._action: Callable[[], object] | None = action
 
     def cancelled(self) -> bool:
-        touch, self._touch = self._touch, None
-        if callable(touch):
-            touch()
+        action, self._action = self._action, None
+        if action is not None:
+            action()
         return False
 
 
 def test_a_small_file_is_put_while_its_ref_is_locked(store: LocalStore, tmp_path: Path) -> None:
-    data = os.urandom(4096)
-    path = tmp_path / "blob"
-    path.write_bytes(data)
+    data, path, _ = _small_file(tmp_path)
     req = _file_request(path, digest=Digest.from_bytes(data), size=len(data))
     lease = store.locker.try_lock(req.ref, new_holder_id())
     try:  # a file takes no single-flight lock: reading it twice costs less
@@ -132,9 +144,7 @@ def test_a_small_file_is_put_while_its_ref_is_locked(store: LocalStore, tmp_path
 def test_a_small_file_of_no_known_digest_is_hashed_and_put(
     store: LocalStore, tmp_path: Path
 ) -> None:
-    data = os.urandom(5000)
-    path = tmp_path / "blob"
-    path.write_bytes(data)
+    data, path, _ = _small_file(tmp_path, size=5000)
     hooks = Recorder()
     req = _file_request(path, labels={"a": "b"})
     lease = store.locker.try_lock(req.ref, new_holder_id())
@@ -156,35 +166,29 @@ def test_a_small_file_of_no_known_digest_is_hashed_and_put(
 def test_a_small_file_that_grows_while_read_takes_the_writer(
     store: LocalStore, tmp_path: Path
 ) -> None:
-    data = os.urandom(4096)
-    path = tmp_path / "blob"
-    path.write_bytes(data)
+    data, path, _ = _small_file(tmp_path)
 
     def grow() -> None:
         with path.open("ab") as f:
             f.write(b"more")
 
     result = ingest_once(store, FileSource(path, None), _file_request(path),
-                         hooks=_TouchingHooks(grow))  # fmt: skip
+                         hooks=_OnFirstCancelCheck(grow))  # fmt: skip
     assert read_blob(store, result.info.digest) == data + b"more"  # the whole file, not 4096
 
 
 def test_a_small_file_that_shrinks_while_read_is_data_loss(
     store: LocalStore, tmp_path: Path
 ) -> None:
-    data = os.urandom(4096)
-    path = tmp_path / "blob"
-    path.write_bytes(data)
+    _, path, _ = _small_file(tmp_path)
     with pytest.raises(errdefs.DataLoss):
         ingest_once(store, FileSource(path, None), _file_request(path),
-                    hooks=_TouchingHooks(lambda: os.truncate(path, 100)))  # fmt: skip
+                    hooks=_OnFirstCancelCheck(lambda: os.truncate(path, 100)))  # fmt: skip
     assert list(store.walk()) == [] and _ingest_dirs(store) == []
 
 
 def test_a_canceled_small_file_commits_nothing(store: LocalStore, tmp_path: Path) -> None:
-    data = os.urandom(4096)
-    path = tmp_path / "blob"
-    path.write_bytes(data)
+    data, path, _ = _small_file(tmp_path)
     for kw in ({}, {"digest": Digest.from_bytes(data), "size": len(data)}):
         with pytest.raises(errdefs.Canceled):
             ingest_once(store, FileSource(path, None), _file_request(path, **kw),
@@ -209,31 +213,6 @@ def test_a_file_over_the_threshold_of_no_known_digest_takes_the_writer(
     assert read_blob(store, result.info.digest) == data
 
 
-def _small_file(tmp_path: Path, known: bool) -> tuple[bytes, Path, dict[str, object]]:
-    """A 4 KiB file, and the request arguments that give its digest and size (if
-    ``known``)."""
-    data = os.urandom(4096)
-    path = tmp_path / "blob"
-    path.write_bytes(data)
-    kw: dict[str, object] = {"digest": Digest.from_bytes(data), "size": len(data)} if known else {}
-    return data, path, kw
-
-
-class _BarrierHooks(Recorder):
-    """Waits at ``barrier`` when the core first asks whether the job is canceled (the
-    file open, nothing read yet), so two ingests read and put at the same time."""
-
-    def __init__(self, barrier: threading.Barrier) -> None:
-        super().__init__()
-        self._barrier: threading.Barrier | None = barrier
-
-    def cancelled(self) -> bool:
-        barrier, self._barrier = self._barrier, None
-        if barrier is not None:
-            barrier.wait(timeout=30)
-        return False
-
-
 @pytest.mark.parametrize("known", [True, False], ids=["digest", "no-digest"])
 def test_two_ingests_of_one_small_file_at_once_both_succeed_with_both_labels(
     store: LocalStore, tmp_path: Path, known: bool
@@ -245,8 +224,9 @@ def test_two_ingests_of_one_small_file_at_once_both_succeed_with_both_labels(
     def run(i: int) -> None:
         req = _file_request(path, labels={f"by-{i}": "yes"}, **kw)
         try:
-            results[i] = ingest_once(store, FileSource(path, None), req,
-                                     hooks=_BarrierHooks(barrier))  # fmt: skip
+            # Both wait with the file open, so they read and put at the same time.
+            hooks = _OnFirstCancelCheck(lambda: barrier.wait(timeout=30))
+            results[i] = ingest_once(store, FileSource(path, None), req, hooks=hooks)
         except Exception as e:  # reported below
             results[i] = e
 
@@ -265,32 +245,19 @@ def test_two_ingests_of_one_small_file_at_once_both_succeed_with_both_labels(
     assert _ingest_dirs(store) == []
 
 
-class _WriterMeanwhile(Recorder):
-    """Another job takes the writer path on the ref when the core first asks whether
-    the job is canceled: after it found no ingest of the ref, before its put."""
-
-    def __init__(self, store: LocalStore, ref: str) -> None:
-        super().__init__()
-        self._store = store
-        self._ref = ref
-        self.writers: list[object] = []
-
-    def cancelled(self) -> bool:
-        if not self.writers:
-            self.writers.append(self._store.writer(self._ref))
-        return False
-
-
 @pytest.mark.parametrize("known", [True, False], ids=["digest", "no-digest"])
 def test_a_small_file_whose_ref_gets_a_writer_meanwhile_is_ref_busy(
     store: LocalStore, tmp_path: Path, known: bool
 ) -> None:
     data, path, kw = _small_file(tmp_path, known)
     req = _file_request(path, **kw)
-    hooks = _WriterMeanwhile(store, req.ref)
+    writers: list[Writer] = []
+    # Another job takes the writer path on the ref after this one found no ingest of
+    # it, before its put.
+    hooks = _OnFirstCancelCheck(lambda: writers.append(store.writer(req.ref)))
     with pytest.raises(RefBusy):  # waited for like any locked ref, not a source failure
         ingest_once(store, FileSource(path, None), req, hooks=hooks)
-    for w in hooks.writers:
-        w.close()  # type: ignore[attr-defined]
+    for w in writers:
+        w.close()
     result = ingest_once(store, FileSource(path, None), req)  # the next attempt commits it
     assert read_blob(store, result.info.digest) == data
