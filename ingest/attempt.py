@@ -216,8 +216,7 @@ def _put_small(
             raise _busy(store, request.ref, e) from e
     try:
         if lease is None:
-            if hooks.cancelled():
-                raise errdefs.Canceled(f"ingest {request.ref} canceled")
+            _check_cancelled(hooks, request)
         # Committed by the holder we waited for? A store that checks in its put
         # (AlreadyExists) is not asked first: a request saved on every small job
         # against a fetch wasted only in that race.
@@ -235,8 +234,7 @@ def _put_small(
             data = read_exactly(opened.stream, request.size, request.ref)
         finally:
             opened.stream.close()
-        if hooks.cancelled():
-            raise errdefs.Canceled(f"ingest {request.ref} canceled")
+        _check_cancelled(hooks, request)
         hooks.progress(len(data), request.size)
         try:
             info = _put_or_busy(store, putter, request, expected, data)
@@ -287,16 +285,14 @@ def _put_small_file(
             return None
         if not _small(store, putter, dataclasses.replace(request, size=size)):
             return None
-        if hooks.cancelled():
-            raise errdefs.Canceled(f"ingest {request.ref} canceled")
+        _check_cancelled(hooks, request)
         try:
             data = read_exactly(opened.stream, size, request.ref)
         except errdefs.FailedPrecondition:  # longer than announced: it grew meanwhile
             return None
     finally:
         opened.stream.close()
-    if hooks.cancelled():
-        raise errdefs.Canceled(f"ingest {request.ref} canceled")
+    _check_cancelled(hooks, request)
     hooks.started(request, source.name)
     hooks.progress(0, size)
     hooks.progress(size, size)
@@ -310,6 +306,12 @@ def _put_small_file(
         # As a writer's commit of bytes already committed: fetched, and labelled.
         info = _labelled(store, store.info(digest), request.labels)
     return IngestResult(info, fetched=True, bytes_fetched=size)
+
+
+def _check_cancelled(hooks: IngestHooks, request: IngestRequest) -> None:
+    """Canceled when ``hooks`` say the job was canceled (before or after a small read)."""
+    if hooks.cancelled():
+        raise errdefs.Canceled(f"ingest {request.ref} canceled")
 
 
 def _host_local(source: Source) -> bool:

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import stat
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -41,10 +42,12 @@ def is_temp_name(name: str) -> bool:
 
 def sweep_temp_files(directory: Path, older_than: float, *, dry_run: bool = False) -> int:
     """Remove the temporary files (:func:`is_temp_name`, regular files only) in
-    ``directory`` not modified since ``older_than`` (a Unix time): left by a writer
-    killed before its rename. The directory is opened without following a symlink and
-    the files are unlinked relative to it, so nothing outside it is touched. How many
-    there were (with ``dry_run``, only counted). A missing directory has none."""
+    ``directory`` not modified since ``older_than`` (a Unix time), and at least
+    :data:`TEMP_MIN_AGE` ago whatever ``older_than`` says: left by a writer killed
+    before its rename. The directory is opened without following a symlink and the
+    files are unlinked relative to it, so nothing outside it is touched. How many there
+    were (with ``dry_run``, only counted). A missing directory has none."""
+    older_than = min(older_than, time.time() - TEMP_MIN_AGE)
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:

@@ -56,7 +56,7 @@ from typing import Any, Protocol
 
 from ingestq import errdefs
 from ingestq.store.annotations import SOURCE_DIGEST, SOURCE_MEDIA_TYPE
-from ingestq.store.atomic import TEMP_MIN_AGE, sweep_temp_files
+from ingestq.store.atomic import sweep_temp_files
 from ingestq.store.codec import BlobMeta
 from ingestq.store.digest import ALGORITHMS, Digest
 from ingestq.store.expiry import NEVER, REQUESTED_LABEL, parse_duration, requested_labels
@@ -494,10 +494,9 @@ def collect(store: LocalStore, options: GcOptions | None = None) -> GcReport:
     ingests, kept_ingests = _sweep_ingests(store, options, now, _read_roots(store, now).ingest_refs)
     hints = _sweep_hints(layout, options.dry_run)
     blobs = scan_blobs(layout)
-    idle = max(options.ingest_max_age.total_seconds(), TEMP_MIN_AGE)
+    idle_since = now.timestamp() - options.ingest_max_age.total_seconds()
     temps = sum(
-        sweep_temp_files(d, now.timestamp() - idle, dry_run=options.dry_run)
-        for d in _temp_dirs(layout)
+        sweep_temp_files(d, idle_since, dry_run=options.dry_run) for d in _temp_dirs(layout)
     )
     graph = _graph(layout, blobs)
     expected = [i.expected for i in kept_ingests if i.expected is not None]

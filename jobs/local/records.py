@@ -31,7 +31,7 @@ from typing import Any
 
 from ingestq import errdefs
 from ingestq.jobs.api import JobState
-from ingestq.store.atomic import TEMP_MIN_AGE, fsync_dir, sweep_temp_files, temp_name, write_json
+from ingestq.store.atomic import fsync_dir, sweep_temp_files, temp_name, write_json
 from ingestq.store.layout import RootLayout
 from ingestq.store.oserrors import from_os_error
 
@@ -227,7 +227,7 @@ class FileJobRecords:
                 if entry.name.endswith(".key"):
                     self._prune_key(Path(entry.path), older_than)
         # Temporary files of writers killed before their rename or link.
-        sweep_temp_files(directory, min(older_than, time.time() - TEMP_MIN_AGE), dry_run=dry_run)
+        sweep_temp_files(directory, older_than, dry_run=dry_run)
         return count
 
     def _prune_key(self, path: Path, older_than: float) -> None:

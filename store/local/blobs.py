@@ -67,6 +67,17 @@ _MARKER_TEXT = (
 )
 
 
+def _set_attribute(fd: int, value: bytes) -> None:
+    """Set :data:`META_XATTR` to ``value`` on the read-only file ``fd``: a user
+    attribute needs the owner's write permission (whatever the umask left), so the file
+    is opened up for it and made read-only again. Raises OSError."""
+    os.fchmod(fd, 0o644)
+    try:
+        os.setxattr(fd, META_XATTR, value)
+    finally:
+        os.fchmod(fd, 0o444)
+
+
 class FileReaderAt:
     """A :class:`store.protocols.ReaderAt` over one blob file (``pread`` on an open
     descriptor, so a blob deleted meanwhile stays readable to this reader)."""
@@ -157,8 +168,13 @@ def read_meta(meta: Path) -> BlobMeta | None:
         raise errdefs.DataLoss(f"read {meta}: a directory, not a metadata file") from None
     except OSError as e:
         raise from_os_error(e, f"read {meta}") from e
+    return _decode_meta(text)
+
+
+def _decode_meta(raw: bytes) -> BlobMeta | None:
+    """Metadata JSON as a file or attribute holds it; None when garbled."""
     try:
-        return meta_from_json(json.loads(text))
+        return meta_from_json(json.loads(raw))
     except (ValueError, AttributeError, errdefs.InvalidArgument):
         return None
 
@@ -185,10 +201,7 @@ def read_file_meta(layout: RootLayout, blob: str | Path) -> BlobMeta | None:
         # EIO, EACCES, ...: the labels are there but unreadable; going on without
         # them could drop a gc root.
         raise from_os_error(e, f"read the labels of {blob}") from e
-    try:
-        return meta_from_json(json.loads(raw))
-    except (ValueError, AttributeError, errdefs.InvalidArgument):
-        return None
+    return _decode_meta(raw)
 
 
 def check_attributes_readable(layout: RootLayout) -> None:
@@ -475,12 +488,7 @@ class Blobs:
                 # no attributes, the marker's own fails and no marker is left.
                 self._mark_store()
                 self._marked = True
-            # A user attribute needs write permission on the file, even for its owner.
-            os.fchmod(fd, 0o644)
-            try:
-                os.setxattr(fd, META_XATTR, value)
-            finally:
-                os.fchmod(fd, 0o444)
+            _set_attribute(fd, value)
         except OSError as e:
             if e.errno in _XATTR_FULL:
                 return None
@@ -499,13 +507,9 @@ class Blobs:
             # the attributes must keep failing gc's check.
             return
 
-        def carry(fd: int) -> None:
-            os.fchmod(fd, 0o644)  # whatever the umask left: setxattr needs the owner's w
-            os.setxattr(fd, META_XATTR, _MARKER_VALUE)
-            os.fchmod(fd, 0o444)
-
         marker.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes(marker, _MARKER_TEXT, sync=self.fsync, finish=carry)
+        write_bytes(marker, _MARKER_TEXT, sync=self.fsync,
+                    finish=lambda fd: _set_attribute(fd, _MARKER_VALUE))  # fmt: skip
 
     def update(self, info: Info, fieldpaths: tuple[str, ...]) -> Info:
         """Change the labels of ``info.digest`` along ``fieldpaths`` (see
