@@ -111,7 +111,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
-        "include": ["ingestq.tasks.ingest_task", "ingestq.tasks.pull_task"],
+        "include": [
+            "ingestq.tasks.ingest_task",
+            "ingestq.tasks.batch_task",
+            "ingestq.tasks.pull_task",
+        ],
     }
 
 

@@ -17,6 +17,7 @@ Imports celery, redis and this package's lease and Lua scripts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery import states
@@ -83,6 +84,33 @@ class IngestqRedisBackend(RedisBackend):  # type: ignore[misc]
             give_back(releases)
             raise
         return result
+
+    def store_many(self, outcomes: Sequence[tuple[str, Any, str]]) -> None:
+        """Store each ``(task id, result, state)`` of ``outcomes`` as :meth:`store_result`
+        would (the same meta, expiry, PUBLISH and SUCCESS guard), all in one round trip:
+        the results of a batch's jobs. BackendStoreError for a meta too large for Redis
+        (nothing is written then); redis errors as :meth:`store_result`'s."""
+        writes = []
+        for task_id, result, state in outcomes:
+            meta = self._get_result_meta(result=self.encode_result(result, state),
+                                         state=state, traceback=None, request=None)  # fmt: skip
+            meta["task_id"] = task_id
+            value = self.encode(meta)
+            if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+                raise BackendStoreError(
+                    "value too large for Redis backend", state=state, task_id=task_id
+                )
+            expires = self.failure_expires if state == states.FAILURE else self.expires
+            writes.append((self.get_key_for_task(task_id), value, int(expires or 0)))
+        if writes:
+            self.ensure(self._run_many, (writes,))
+
+    def _run_many(self, writes: list[tuple[str, Any, int]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        script = self._script()
+        for key, value, expires in writes:
+            script(keys=[key], args=[value, expires], client=pipe)
+        pipe.execute()
 
     def _run(
         self, key: str, value: Any, expires: int | None, releases: list[PendingRelease]

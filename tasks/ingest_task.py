@@ -58,6 +58,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Task, signals
@@ -65,7 +66,7 @@ from celery import Task, signals
 from ingestq import errdefs
 from ingestq.fetch.specs import source_from_spec
 from ingestq.ingest.attempt import ingest_once
-from ingestq.ingest.outcome import RefBusy
+from ingestq.ingest.outcome import IngestResult, RefBusy
 from ingestq.ingest.request import IngestRequest
 from ingestq.jobs.cancel import CancelHooks
 from ingestq.jobs.config import Settings
@@ -98,7 +99,8 @@ def _busy_error(busy: RefBusy) -> errdefs.Unavailable:
     return errdefs.Unavailable(busy.error.message, details)
 
 
-def _canceled(job_id: str) -> errdefs.Canceled:
+def canceled_error(job_id: str) -> errdefs.Canceled:
+    """The error of job ``job_id``, canceled."""
     return errdefs.Canceled(f"job {job_id} canceled")
 
 
@@ -144,7 +146,9 @@ class _Started:
             self._ended = True
 
 
-def _fail(rt: Runtime | None, job_id: str, err: BaseException, started: float) -> Exception:
+def fail_job(
+    rt: Runtime | None, job_id: str, err: BaseException, started: float
+) -> errdefs.ErrdefsError:
     """Count and record the failure ``err``; what the task raises for it."""
     clean = encode(err)
     metrics.JOBS.labels("failed", clean.name).inc()
@@ -202,7 +206,7 @@ def _ingest(
         delivery = self.request.delivery_info or {}
         if job_id and delivery.get("redelivered"):
             if cancel.cancelled():
-                raise _canceled(job_id)
+                raise canceled_error(job_id)
             times = rt.records.count_redelivery(job_id)
             if times > rt.settings.max_redeliveries:
                 raise errdefs.Aborted(
@@ -218,51 +222,77 @@ def _ingest(
             # a job that read the flag neither way (its blob is committed) reads it at
             # the end.
             flag_key, flag_field = rt.records.cancel_flag(job_id)
-            with rt.locker.guarded(flag_key, flag_field, lambda: _canceled(job_id),
+            with rt.locker.guarded(flag_key, flag_field, lambda: canceled_error(job_id),
                                    on_read=cancel.read_elsewhere) as guard:  # fmt: skip
                 result = ingest_once(rt.store, source, req, hooks=hooks)
             if not guard.checked and cancel.cancelled():
-                raise _canceled(job_id)
-    except RefBusy as busy:
+                raise canceled_error(job_id)
+    except Exception as e:
+        again = retry_or_fail(rt, job_id, e, lock_waits, source_retries, max_source_retries,
+                              started)  # fmt: skip
+        raise self.retry(
+            exc=again.error,
+            countdown=again.countdown,
+            args=[request],
+            kwargs={
+                "lock_waits": again.lock_waits,
+                "source_retries": again.source_retries,
+                "max_source_retries": max_source_retries,
+                "parent": parent,
+            },
+            max_retries=None,
+        ) from None
+    return succeeded(req, result, started)
+
+
+@dataclass(frozen=True)
+class Again:
+    """A job to run again: the error its attempt ended with, the seconds to wait and
+    the counters its next attempt carries."""
+
+    error: errdefs.ErrdefsError
+    countdown: float
+    lock_waits: int
+    source_retries: int
+
+
+def retry_or_fail(
+    rt: Runtime | None,
+    job_id: str,
+    err: Exception,
+    lock_waits: int,
+    source_retries: int,
+    max_source_retries: int | None,
+    started: float,
+) -> Again:
+    """How the attempt that raised ``err`` goes on: a busy ref waits per the lock-wait
+    policy, a retryable error per the source-retry policy (bounded by
+    ``max_source_retries`` when given; the retry is written to the job record). Raises
+    the errdefs error to end the job with (counted and recorded) when ``err`` is not
+    retried."""
+    if isinstance(err, RefBusy):
         assert rt is not None
         metrics.LOCK_WAITS.inc()
         metrics.JOBS.labels("retried", "Unavailable").inc()
-        raise self.retry(
-            exc=_busy_error(busy),
-            countdown=rt.settings.lock_wait_retry.backoff(lock_waits),
-            args=[request],
-            kwargs={
-                "lock_waits": lock_waits + 1,
-                "source_retries": source_retries,
-                "max_source_retries": max_source_retries,
-                "parent": parent,
-            },
-            max_retries=None,
-        ) from None
-    except Exception as e:
-        settings = rt.settings if rt is not None else Settings()
-        policy = settings.source_retry
-        if max_source_retries is not None and max_source_retries >= 0:
-            policy = policy.with_retries(max_source_retries)
-        countdown = policy.delay(source_retries, e)
-        if countdown is None:
-            raise _fail(rt, job_id, e, started) from None
-        clean = encode(e)
-        metrics.JOBS.labels("retried", clean.name).inc()
-        if rt is not None and job_id:
-            _record_retry(rt, job_id, source_retries + 1, policy.max_attempts, countdown)
-        raise self.retry(
-            exc=clean,
-            countdown=countdown,
-            args=[request],
-            kwargs={
-                "lock_waits": lock_waits,
-                "source_retries": source_retries + 1,
-                "max_source_retries": max_source_retries,
-                "parent": parent,
-            },
-            max_retries=None,
-        ) from None
+        countdown = rt.settings.lock_wait_retry.backoff(lock_waits)
+        return Again(_busy_error(err), countdown, lock_waits + 1, source_retries)
+    settings = rt.settings if rt is not None else Settings()
+    policy = settings.source_retry
+    if max_source_retries is not None and max_source_retries >= 0:
+        policy = policy.with_retries(max_source_retries)
+    delay = policy.delay(source_retries, err)
+    if delay is None:
+        raise fail_job(rt, job_id, err, started) from None
+    clean = encode(err)
+    metrics.JOBS.labels("retried", clean.name).inc()
+    if rt is not None and job_id:
+        _record_retry(rt, job_id, source_retries + 1, policy.max_attempts, delay)
+    return Again(clean, delay, lock_waits, source_retries + 1)
+
+
+def succeeded(req: IngestRequest, result: IngestResult, started: float) -> dict[str, Any]:
+    """Count the job's success; its result (the blob's Info as JSON, its ref, whether
+    and how much was fetched, where it resumed from)."""
     outcome = "succeeded" if result.fetched else "deduplicated"
     metrics.JOBS.labels(outcome, "").inc()
     metrics.DURATION.labels(outcome).observe(time.monotonic() - started)

@@ -20,12 +20,13 @@ The job fields come from the task being run in this thread (Celery's ``task_prer
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from celery import signals
@@ -76,6 +77,20 @@ def _success(result: Any = None, **_: Any) -> None:
 
 def _postrun(**_: Any) -> None:
     _current.fields = None
+
+
+@contextlib.contextmanager
+def job_fields(job_id: str, task: str, request: Mapping[str, Any]) -> Iterator[dict[str, str]]:
+    """Within the block, this thread's log lines carry job ``job_id``'s fields (as if
+    ``task`` ran with ``request``): for a job run inside another task (a batch's jobs).
+    Yields the fields, to add the ``digest`` or ``kind`` once known; the task's own
+    fields come back after the block."""
+    before = getattr(_current, "fields", None)
+    _current.fields = _job_fields(job_id, task, [request])
+    try:
+        yield _current.fields
+    finally:
+        _current.fields = before
 
 
 def connect() -> None:
@@ -138,4 +153,5 @@ __all__ = [
     "QuietIgnored",
     "connect",
     "install_json_logs",
+    "job_fields",
 ]

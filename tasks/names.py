@@ -9,3 +9,6 @@ TASK_PULL = "ingestq.pull"
 #: Wait for a pull's children, then record the image:
 #: :func:`ingestq.tasks.pull_task.pull_finalize_task`.
 TASK_PULL_FINALIZE = "ingestq.pull.finalize"
+#: Several small local-file ingest jobs in one message:
+#: :func:`ingestq.tasks.batch_task.ingest_batch_task`.
+TASK_INGEST_BATCH = "ingestq.ingest.batch"

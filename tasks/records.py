@@ -209,6 +209,19 @@ class RedisJobRecords:
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"job records: {e}") from e
 
+    def cancel_requested_many(self, job_ids: Sequence[str]) -> Sequence[bool]:
+        """Whether someone asked to cancel each of ``job_ids``, in one round trip (all
+        False when Redis is down, as :meth:`cancel_requested`)."""
+        if not job_ids:
+            return []
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hexists(keys.job_key(job_id), CANCEL_FIELD)
+            return [bool(v) for v in pipe.execute()]
+        except redis.RedisError:
+            return [False] * len(job_ids)
+
     def cancel_requested(self, job_id: str) -> bool:
         """Whether someone asked to cancel ``job_id`` (False when Redis is down)."""
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -88,6 +88,28 @@ class CeleryResults:
             raise errdefs.InvalidArgument(f"job {job_id}: malformed result record")
         meta = load_json(raw, f"job {job_id}: malformed result record")
         return check_meta(job_id, meta)
+
+    def ended(self, job_ids: Sequence[str]) -> set[str]:
+        """The jobs of ``job_ids`` whose stored meta says SUCCESS or FAILURE, read in one
+        round trip (a malformed meta counts as not ended). Unavailable when Redis cannot
+        be reached."""
+        if not job_ids:
+            return set()
+        try:
+            raws = self._client.mget([keys.result_key(j) for j in job_ids])
+        except redis.RedisError as e:
+            raise errdefs.Unavailable(f"result backend: {e}") from e
+        out = set()
+        for job_id, raw in zip(job_ids, raws, strict=True):
+            if not isinstance(raw, bytes | str):
+                continue
+            try:
+                meta = check_meta(job_id, load_json(raw, f"job {job_id}: malformed result"))
+            except errdefs.InvalidArgument:
+                continue
+            if meta["status"] in ("SUCCESS", "FAILURE"):
+                out.add(job_id)
+        return out
 
     def watch(self, job_id: str) -> MetaWatch:
         """A :class:`MetaWatch` of ``job_id``'s result channel (close it when done)."""

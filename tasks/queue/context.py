@@ -19,6 +19,18 @@ from ingestq.tasks.statusboard import StatusBoard
 
 
 @dataclass(frozen=True)
+class Message:
+    """A Celery message to publish: ``task(*args, **kwargs)`` under ``task_id``,
+    carrying the jobs ``job_ids`` (one, or a batch's)."""
+
+    task: str
+    task_id: str
+    args: list[object]
+    kwargs: dict[str, object]
+    job_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class QueueContext:
     """The connections of one :class:`ingestq.tasks.queue.QueueClient`."""
 
@@ -57,29 +69,31 @@ class QueueContext:
 
     def publish_many(
         self,
-        task: str,
-        jobs: Sequence[tuple[str, list[object], dict[str, object], dict[str, str]]],
+        jobs: Sequence[tuple[str, dict[str, str]]],
+        messages: Sequence[Message],
         queue: str,
     ) -> None:
-        """Record and publish each ``(job id, args, kwargs, fields)`` of ``jobs`` (fresh
-        ids, no idempotency key): the records in one Redis pipeline, then the messages
-        through one producer connection. Unavailable when Redis cannot be reached or an
-        id is taken; the jobs not published by then are left unrecorded (those published
-        before run)."""
-        created = self.records.create_many([(job_id, fields) for job_id, _, _, fields in jobs])
+        """Record each ``(job id, fields)`` of ``jobs`` (fresh ids, no idempotency key) in
+        one Redis pipeline, then publish ``messages`` (which carry those jobs) through one
+        producer connection. Unavailable when Redis cannot be reached or an id is taken;
+        the jobs of the messages not published by then are left unrecorded (those
+        published before run)."""
+        created = self.records.create_many(jobs)
         if not all(created):
-            self.records.discard_many([j[0] for j, c in zip(jobs, created, strict=True) if c])
+            self.records.discard_many([j for (j, _), c in zip(jobs, created, strict=True) if c])
             raise errdefs.Unavailable(f"publish {len(jobs)} jobs: a job id is taken")
         done = 0
         try:
             with self.app.producer_or_acquire() as producer:
-                for job_id, args, kwargs, _ in jobs:
-                    self.app.send_task(task, args=args, kwargs=kwargs, task_id=job_id,
+                for m in messages:
+                    self.app.send_task(m.task, args=m.args, kwargs=m.kwargs, task_id=m.task_id,
                                        queue=queue, producer=producer)  # fmt: skip
                     done += 1
         except Exception as e:
-            self.records.discard_many([j[0] for j in jobs[done:]])
-            raise errdefs.Unavailable(f"publish jobs: {e} ({done} of {len(jobs)} published)") from e
+            self.records.discard_many([j for m in messages[done:] for j in m.job_ids])
+            raise errdefs.Unavailable(
+                f"publish jobs: {e} ({done} of {len(messages)} messages published)"
+            ) from e
 
     def revoke(self, job_ids: list[str]) -> None:
         """Flag ``job_ids`` for cancellation and revoke their messages. Unavailable when
@@ -92,4 +106,4 @@ class QueueContext:
             raise errdefs.Unavailable(f"revoke {job_ids[0]}: {e}") from e
 
 
-__all__ = ["QueueContext"]
+__all__ = ["Message", "QueueContext"]

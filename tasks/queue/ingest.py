@@ -27,9 +27,10 @@ from ingestq.jobs.wait import poll_outcome
 from ingestq.store.codec import info_from_json
 from ingestq.store.values import Info
 from ingestq.tasks.app import QUEUE
+from ingestq.tasks.batching import BATCH_JOBS, BatchEntry, batchable
 from ingestq.tasks.codec import error_from_meta
-from ingestq.tasks.names import TASK_INGEST
-from ingestq.tasks.queue.context import QueueContext
+from ingestq.tasks.names import TASK_INGEST, TASK_INGEST_BATCH
+from ingestq.tasks.queue.context import Message, QueueContext
 from ingestq.tasks.results import state_of
 
 #: The longest pause between two reads of the result while waiting for a job.
@@ -213,18 +214,43 @@ def submit_ingests(
 ) -> list[QueueIngestJob]:
     """Record and publish every request of ``requests`` as a new job (a fresh id each):
     the records in one Redis pipeline, the messages through one producer connection
-    (:meth:`QueueContext.publish_many`). Their handles, in order. Unavailable when
-    Redis cannot be reached; InvalidArgument for a negative ``retries``."""
+    (:meth:`QueueContext.publish_many`). Jobs that may run in a batch
+    (:func:`ingestq.tasks.batching.batchable`) share messages of up to
+    :data:`~ingestq.tasks.batching.BATCH_JOBS` jobs; each job keeps its own id, record
+    and result. Their handles, in order. Unavailable when Redis cannot be reached;
+    InvalidArgument for a negative ``retries``."""
     if retries is not None and retries < 0:
         raise errdefs.InvalidArgument(f"retries must be at least 0, got {retries}")
-    jobs: list[tuple[str, list[object], dict[str, object], dict[str, str]]] = []
+    records: list[tuple[str, dict[str, str]]] = []
+    messages: list[Message] = []
+    batch: list[BatchEntry] = []
     for request in requests:
         fields, kwargs = _fields(request, retries)
-        jobs.append((new_job_id(None, None), [request.to_json()], kwargs, fields))
-    ctx.publish_many(TASK_INGEST, jobs, QUEUE)
+        job_id = new_job_id(None, None)
+        records.append((job_id, fields))
+        if batchable(request):
+            batch.append(BatchEntry(job_id, request.to_json(), retries))
+            if len(batch) == BATCH_JOBS:
+                messages.append(_batch_message(batch, retries))
+                batch = []
+        else:
+            messages.append(Message(TASK_INGEST, job_id, [request.to_json()], kwargs, (job_id,)))
+    if batch:
+        messages.append(_batch_message(batch, retries))
+    ctx.publish_many(records, messages, QUEUE)
     return [
-        QueueIngestJob(ctx, job_id, r.ref) for (job_id, *_), r in zip(jobs, requests, strict=True)
+        QueueIngestJob(ctx, job_id, r.ref) for (job_id, _), r in zip(records, requests, strict=True)
     ]
+
+
+def _batch_message(batch: list[BatchEntry], retries: int | None) -> Message:
+    """The message of ``batch``: an ``ingestq.ingest`` of its own for a single job."""
+    ids = tuple(e.job_id for e in batch)
+    if len(batch) == 1:
+        kwargs: dict[str, object] = {} if retries is None else {"max_source_retries": retries}
+        return Message(TASK_INGEST, ids[0], [dict(batch[0].request)], kwargs, ids)
+    jobs = [e.to_json() for e in batch]
+    return Message(TASK_INGEST_BATCH, new_job_id(None, None), [], {"jobs": jobs}, ids)
 
 
 __all__ = ["QueueIngestJob", "submit_ingest", "submit_ingests"]

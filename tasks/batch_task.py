@@ -1,0 +1,185 @@
+"""The Celery batch task (``ingestq.ingest.batch``): the small local-file jobs that
+``enqueue_many`` put in one message (:mod:`ingestq.tasks.batching`), run one after the
+other in one pool process.
+
+Each job runs the ingest core as the ingest task runs it
+(:mod:`ingestq.tasks.ingest_task`: the same retry policies, metrics, errdefs kinds and
+error records) and ends with its own result meta. Per batch, one round trip reads every
+job's cancel flag before any file is read, and one writes every outcome
+(:meth:`ingestq.tasks.backend.IngestqRedisBackend.store_many`: Celery's meta, expiry,
+PUBLISH and SUCCESS guard, per job).
+
+* A job to run again (a busy ref, a retryable error) leaves the batch: its RETRY meta is
+  written, and it is published as an ``ingestq.ingest`` message of its own, under its
+  own id, with the countdown and counters the ingest task's own retry would give it.
+* A job canceled before the batch reached it ends FAILURE(Canceled), its file unread.
+* A job the batch may not run (not :func:`~ingestq.tasks.batching.batchable`, or past
+  :data:`~ingestq.tasks.batching.BATCH_JOBS`) is published as a message of its own.
+* A redelivered batch (its worker was lost, or its outcomes could not be written: the
+  message is then requeued) runs nothing itself. Each of its jobs with no stored SUCCESS
+  or FAILURE is published as a message of its own, where the ingest task's redelivery
+  count stops a job that kills its process every time. A job may so run twice; its blob
+  commits once.
+
+Imports celery, errdefs, fetch, ingest, the cancel hooks, and this package's app,
+runtime, ingest task, batching, job log and names.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Reject
+
+from ingestq import errdefs
+from ingestq.fetch.specs import source_from_spec
+from ingestq.ingest.attempt import ingest_once
+from ingestq.ingest.request import IngestRequest
+from ingestq.jobs.cancel import CancelHooks
+from ingestq.tasks.app import QUEUE, app
+from ingestq.tasks.batching import BATCH_JOBS, BatchEntry, batchable, parse_entries
+from ingestq.tasks.ingest_hooks import worker_hooks
+from ingestq.tasks.ingest_task import (
+    CANCEL_POLL,
+    Again,
+    canceled_error,
+    fail_job,
+    retry_or_fail,
+    succeeded,
+)
+from ingestq.tasks.joblog import EXPECTED_ERRORS, job_fields
+from ingestq.tasks.names import TASK_INGEST, TASK_INGEST_BATCH
+from ingestq.tasks.runtime import Runtime, runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """A job of the batch ended: its result (the Info JSON, or the errdefs error) and
+    Celery state (SUCCESS or FAILURE)."""
+
+    result: Any
+    state: str
+
+
+@dataclass(frozen=True)
+class _Leaves:
+    """A job of the batch goes on as a message of its own: ``again`` when its attempt
+    here ended in a retry, None when the batch did not run it."""
+
+    again: Again | None
+
+
+@app.task(  # type: ignore[untyped-decorator]
+    bind=True,
+    name=TASK_INGEST_BATCH,
+    track_started=False,
+    ignore_result=True,
+    max_retries=0,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    throws=EXPECTED_ERRORS,
+)
+def ingest_batch_task(self: Task, jobs: list[dict[str, Any]]) -> dict[str, int]:
+    """Run the jobs of one batch message (see the module docstring); returns how many
+    ended, and how many left the batch. InvalidArgument for a malformed message."""
+    entries = parse_entries(jobs)
+    rt = runtime()
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    try:
+        if redelivered:
+            ended = rt.results.ended([e.job_id for e in entries])
+            leaving = [(e, _Leaves(None)) for e in entries if e.job_id not in ended]
+            _publish(self, leaving)
+            return {"ended": 0, "left": len(leaving)}
+        return _run(self, rt, entries)
+    except Exception as e:
+        # The outcomes could not be written or the jobs leaving not published (Redis):
+        # requeue the message; it comes back redelivered and hands every job on.
+        log.warning("batch %s: %s; requeued", self.request.id, e)
+        raise Reject(str(e), requeue=True) from e
+
+
+def _run(task: Task, rt: Runtime, entries: list[BatchEntry]) -> dict[str, int]:
+    here, beyond = entries[:BATCH_JOBS], entries[BATCH_JOBS:]
+    flags = rt.records.cancel_requested_many([e.job_id for e in here])
+    outcomes: list[tuple[str, Any, str]] = []
+    leaving = [(e, _Leaves(None)) for e in beyond]
+    for entry, flagged in zip(here, flags, strict=True):
+        with job_fields(entry.job_id, TASK_INGEST, entry.request) as fields:
+            done = _run_job(rt, entry, flagged)
+            if isinstance(done, _Leaves):
+                leaving.append((entry, done))
+                if done.again is not None:
+                    outcomes.append((entry.job_id, done.again.error, "RETRY"))
+                    log.info("job %s: %s; retried in its own message", entry.job_id,
+                             done.again.error)  # fmt: skip
+            elif done.state == "SUCCESS":
+                fields["digest"] = done.result["digest"]
+                outcomes.append((entry.job_id, done.result, done.state))
+                log.info("job %s succeeded: %s", entry.job_id, done.result["digest"])
+            else:
+                fields["kind"] = done.result.name
+                outcomes.append((entry.job_id, done.result, done.state))
+                log.info("job %s failed: %r", entry.job_id, done.result)
+    task.backend.store_many(outcomes)
+    _publish(task, leaving)
+    return {"ended": len(outcomes) - sum(1 for o in outcomes if o[2] == "RETRY"),
+            "left": len(leaving)}  # fmt: skip
+
+
+def _run_job(rt: Runtime, entry: BatchEntry, flagged: bool) -> _Ended | _Leaves:
+    """One job of the batch, as the ingest task's first attempt runs it."""
+    started = time.monotonic()
+    job_id = entry.job_id
+    try:
+        request = IngestRequest.from_json(entry.request)
+    except Exception as e:
+        return _Ended(fail_job(rt, job_id, e, started), "FAILURE")
+    if not batchable(request):
+        return _Leaves(None)
+    if flagged:
+        return _Ended(fail_job(rt, job_id, canceled_error(job_id), started), "FAILURE")
+    cancel = CancelHooks(rt.records, job_id, poll=CANCEL_POLL)
+    cancel.read_elsewhere()  # the batch has just read every flag
+    try:
+        source = source_from_spec(request.source, rt.settings.fetch_options())
+        flag_key, flag_field = rt.records.cancel_flag(job_id)
+        with rt.locker.guarded(flag_key, flag_field, lambda: canceled_error(job_id),
+                               on_read=cancel.read_elsewhere):  # fmt: skip
+            result = ingest_once(rt.store, source, request,
+                                 hooks=worker_hooks(rt.locker, job_id, cancel))  # fmt: skip
+    except Exception as e:
+        try:
+            again = retry_or_fail(rt, job_id, e, 0, 0, entry.max_source_retries, started)
+        except errdefs.ErrdefsError as failed:
+            return _Ended(failed, "FAILURE")
+        return _Leaves(again)
+    return _Ended(succeeded(request, result, started), "SUCCESS")
+
+
+def _publish(task: Task, leaving: list[tuple[BatchEntry, _Leaves]]) -> None:
+    """Publish each job of ``leaving`` as an ``ingestq.ingest`` message of its own."""
+    if not leaving:
+        return
+    with task.app.producer_or_acquire() as producer:
+        for entry, leaves in leaving:
+            kwargs: dict[str, Any] = {}
+            countdown = None
+            if leaves.again is not None:
+                kwargs.update(lock_waits=leaves.again.lock_waits,
+                              source_retries=leaves.again.source_retries)  # fmt: skip
+                countdown = leaves.again.countdown
+            if entry.max_source_retries is not None:
+                kwargs["max_source_retries"] = entry.max_source_retries
+            task.app.send_task(TASK_INGEST, args=[dict(entry.request)], kwargs=kwargs,
+                               task_id=entry.job_id, queue=QUEUE, countdown=countdown,
+                               producer=producer)  # fmt: skip
+
+
+__all__ = ["ingest_batch_task"]

@@ -1,0 +1,79 @@
+"""Which queued ingest jobs travel together, and the batch message's shape.
+
+``enqueue_many`` puts up to :data:`BATCH_JOBS` small local-file jobs in one Celery
+message (``ingestq.ingest.batch``, :mod:`ingestq.tasks.batch_task`): thousands of 4 KiB
+files then cost the workers one delivery, one dispatch to a pool process and one ack
+per batch instead of per job, and their results are written in one round trip. Each
+job keeps its own id, record, cancel flag, result and errdefs kind; only the message is
+shared. A job of a batch is one that is done in milliseconds (:func:`batchable`), so it
+holds the jobs after it up for no longer than a job of their own would wait in the queue.
+
+Imports errdefs and the ingest request only: both the producer and the worker use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ingestq import errdefs
+from ingestq.ingest.request import IngestRequest
+
+#: The most jobs one batch message carries.
+BATCH_JOBS = 64
+#: The largest declared size of a job that may run inside a batch, bytes.
+BATCH_BLOB_MAX = 1 << 20
+
+
+def batchable(request: IngestRequest) -> bool:
+    """True when ``request`` may run inside a batch: a local file (source type ``file``)
+    of declared size 1 to :data:`BATCH_BLOB_MAX` bytes, which reads no network and
+    takes no lease."""
+    return request.source.get("type") == "file" and 0 < request.size <= BATCH_BLOB_MAX
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    """One job of a batch message: its id, its request (JSON, as the ingest task's
+    argument) and its bound on source retries (None: the worker's setting)."""
+
+    job_id: str
+    request: Mapping[str, Any]
+    max_source_retries: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as it travels in the message."""
+        out: dict[str, Any] = {"id": self.job_id, "request": dict(self.request)}
+        if self.max_source_retries is not None:
+            out["max_source_retries"] = self.max_source_retries
+        return out
+
+
+def parse_entries(jobs: object) -> list[BatchEntry]:
+    """The entries of a batch message's ``jobs`` argument (a list of objects with a
+    non-empty string ``id``, an object ``request`` and an optional non-negative integer
+    ``max_source_retries``). InvalidArgument naming the first malformed entry; the
+    requests themselves are checked when each job runs."""
+    if not isinstance(jobs, list):
+        raise errdefs.InvalidArgument("batch message: jobs is not a list")
+    out = []
+    for i, job in enumerate(jobs):
+        if not isinstance(job, Mapping):
+            raise errdefs.InvalidArgument(f"batch message: job {i} is not an object")
+        job_id, request, retries = job.get("id"), job.get("request"), job.get("max_source_retries")
+        if not isinstance(job_id, str) or not job_id:
+            raise errdefs.InvalidArgument(f"batch message: job {i} has no id")
+        if not isinstance(request, Mapping):
+            raise errdefs.InvalidArgument(f"batch message: job {job_id} has no request object")
+        if retries is not None and (
+            not isinstance(retries, int) or isinstance(retries, bool) or retries < 0
+        ):
+            raise errdefs.InvalidArgument(
+                f"batch message: job {job_id}: max_source_retries must be an integer >= 0"
+            )
+        out.append(BatchEntry(job_id, request, retries))
+    return out
+
+
+__all__ = ["BATCH_BLOB_MAX", "BATCH_JOBS", "BatchEntry", "batchable", "parse_entries"]

@@ -1,0 +1,225 @@
+"""Batch messages (``ingestq.ingest.batch``): ``enqueue_many`` puts small local-file jobs
+in shared messages; a real worker runs them, and each job keeps its own id, result,
+errdefs kind, cancel flag and retries; a redelivered batch hands its unfinished jobs on
+as messages of their own; a forged batch message harms nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from ingestq import errdefs
+from ingestq.ingest.request import make_request
+from ingestq.jobs.api import JobState
+from ingestq.store.digest import Digest
+from ingestq.store.local import LocalStore
+from ingestq.tasks import keys
+from ingestq.tasks.app import QUEUE
+from ingestq.tasks.batching import BATCH_BLOB_MAX, BATCH_JOBS, BatchEntry, parse_entries
+from ingestq.tasks.client import enqueue_ingest, enqueue_many
+from ingestq.tasks.names import TASK_INGEST, TASK_INGEST_BATCH
+from ingestq.tasks.queue.ingest import QueueIngestJob
+from tests.servers.util import wait_until
+from tests.tasks.conftest import Cluster
+
+
+def _file(root: Path, name: str, size: int = 4096) -> tuple[Path, bytes]:
+    root.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size)
+    path = root / name
+    path.write_bytes(data)
+    return path, data
+
+
+def _known(path: Path, data: bytes) -> dict[str, Any]:
+    """An enqueue_many request with the digest and size given (so it may be batched)."""
+    return {"source": str(path), "digest": str(Digest.from_bytes(data)), "size": len(data)}
+
+
+def _queued(cluster: Cluster) -> list[dict[str, Any]]:
+    """The messages waiting on the ingest queue (no worker consuming), as kombu's JSON."""
+    r = redis.Redis.from_url(cluster.redis_url)
+    try:
+        return [json.loads(m) for m in r.lrange(QUEUE, 0, -1)]
+    finally:
+        r.close()
+
+
+def _task(message: dict[str, Any]) -> str:
+    return str(message["headers"]["task"])
+
+
+def _succeeded(job: QueueIngestJob) -> bool:
+    return job.state is JobState.SUCCEEDED
+
+
+def _blob(cluster: Cluster, digest: Digest) -> Path:
+    return cluster.root / "blobs" / digest.algorithm / digest.encoded
+
+
+def test_batch_entries_are_checked() -> None:
+    request: dict[str, Any] = {"source": {"type": "file", "path": "/x"}}
+    good: dict[str, Any] = {"id": "j1", "request": request}
+    assert parse_entries([good, {**good, "id": "j2", "max_source_retries": 2}]) == [
+        BatchEntry("j1", request),
+        BatchEntry("j2", request, 2),
+    ]
+    for bad, what in (
+        ("nope", "not a list"),
+        (["x"], "job 0 is not an object"),
+        ([{"request": {}}], "job 0 has no id"),
+        ([{"id": "j", "request": "x"}], "job j has no request object"),
+        ([{**good, "max_source_retries": -1}], "max_source_retries"),
+        ([{**good, "max_source_retries": True}], "max_source_retries"),
+    ):
+        with pytest.raises(errdefs.InvalidArgument, match=what):
+            parse_entries(bad)
+
+
+@pytest.mark.slow
+def test_small_files_share_messages_and_each_job_keeps_its_own_result(cluster: Cluster) -> None:
+    files_dir = cluster.root.parent / "files"
+    small = [_file(files_dir, f"s{i}") for i in range(BATCH_JOBS + 6)]
+    big = _file(files_dir, "big", BATCH_BLOB_MAX + 1)
+    unsized = _file(files_dir, "unsized")
+    requests = [_known(p, d) for p, d in small] + [_known(*big), {"source": str(unsized[0])}]
+    jobs = enqueue_many(requests, client=cluster.client)
+
+    # Two batches (64 + 6 small files); the large file and the one of unknown size
+    # travel alone, under their own job ids.
+    messages = _queued(cluster)
+    assert sorted(_task(m) for m in messages) == sorted(
+        [TASK_INGEST_BATCH, TASK_INGEST_BATCH, TASK_INGEST, TASK_INGEST]
+    )
+    singles = {m["headers"]["id"] for m in messages if _task(m) == TASK_INGEST}
+    assert singles == {jobs[-2].id, jobs[-1].id}
+    assert all(j.state is JobState.QUEUED for j in jobs)
+
+    cluster.start_worker()
+    for job, (_, data) in zip(jobs, [*small, big, unsized], strict=True):
+        info = job.wait(timeout=60)
+        assert info.digest == Digest.from_bytes(data), cluster.logs()
+        assert _blob(cluster, info.digest).read_bytes() == data
+        assert job.state is JobState.SUCCEEDED
+        meta = cluster.client.meta(job.id)
+        assert meta is not None and meta["task_id"] == job.id
+        assert meta["result"]["ref"] == job.ref
+
+
+@pytest.mark.slow
+def test_a_batch_keeps_each_jobs_errdefs_kind_and_cancel_flag(cluster: Cluster) -> None:
+    files_dir = cluster.root.parent / "files"
+    good = _file(files_dir, "good")
+    wrong = _file(files_dir, "wrong")
+    doomed = _file(files_dir, "doomed")
+    missing = files_dir / "missing"
+    other, x = str(Digest.from_bytes(b"other")), str(Digest.from_bytes(b"x"))
+    wrong_request = {**_known(*wrong), "digest": other}
+    missing_request = {"source": str(missing), "digest": x, "size": 10}
+    jobs = enqueue_many(
+        [_known(*good), wrong_request, missing_request, _known(*doomed)], client=cluster.client
+    )
+    assert [_task(m) for m in _queued(cluster)] == [TASK_INGEST_BATCH]
+    jobs[3].cancel()  # while queued: no worker yet, so only the flag can stop it
+    # The same bad requests as jobs of their own, for the kinds to compare with.
+    alone = [enqueue_ingest(str(wrong[0]), digest=other, size=len(wrong[1]),
+                            client=cluster.client),
+             enqueue_ingest(str(missing), digest=x, size=10, client=cluster.client)]  # fmt: skip
+
+    cluster.start_worker()
+    assert jobs[0].wait(timeout=60).digest == Digest.from_bytes(good[1])
+    for in_batch, own in zip(jobs[1:3], alone, strict=True):
+        with pytest.raises(errdefs.ErrdefsError) as batched:
+            in_batch.wait(timeout=60)
+        with pytest.raises(errdefs.ErrdefsError) as single:
+            own.wait(timeout=60)
+        assert type(batched.value) is type(single.value), (batched.value, single.value)
+        assert type(batched.value) is not errdefs.Unknown
+        assert in_batch.state is JobState.FAILED
+        record = cluster.client.records.get(in_batch.id)
+        assert type(batched.value).__name__ in record["error"]
+    with pytest.raises(errdefs.Canceled):
+        jobs[3].wait(timeout=60)
+    assert not _blob(cluster, Digest.from_bytes(doomed[1])).exists()
+
+
+@pytest.mark.slow
+def test_a_busy_ref_leaves_the_batch_and_retries_on_its_own(cluster: Cluster) -> None:
+    files_dir = cluster.root.parent / "files"
+    free, busy = _file(files_dir, "free"), _file(files_dir, "busy")
+    jobs = enqueue_many([_known(*free), _known(*busy)], client=cluster.client)
+    holder = LocalStore(cluster.root, fsync=False)
+    writer = holder.writer(jobs[1].ref)  # another writer holds the ref
+    try:
+        worker = cluster.start_worker()
+        assert jobs[0].wait(timeout=60).digest == Digest.from_bytes(free[1])
+        wait_until(lambda: jobs[1].state is JobState.RETRYING, 30, "the busy job retries")
+        assert "locked" in (jobs[1].reason or "")
+    finally:
+        writer.close()
+        holder.abort(jobs[1].ref)
+    assert jobs[1].wait(timeout=60).digest == Digest.from_bytes(busy[1])
+    assert f"{TASK_INGEST}[{jobs[1].id}]" in worker.log_text()  # it ran as its own message
+
+
+@pytest.mark.slow
+def test_a_redelivered_batch_hands_its_unfinished_jobs_on(cluster: Cluster) -> None:
+    files_dir = cluster.root.parent / "files"
+    files = [_file(files_dir, f"r{i}") for i in range(3)]
+    jobs = enqueue_many([_known(p, d) for p, d in files], client=cluster.client)
+    [message] = _queued(cluster)
+    worker = cluster.start_worker()
+    for job in jobs:
+        job.wait(timeout=60)
+    r = redis.Redis.from_url(cluster.redis_url)
+    try:
+        metas = [r.get(keys.result_key(j.id)) for j in jobs]
+        r.delete(keys.result_key(jobs[0].id))  # as if the batch died before writing it
+        # Back on the queue as kombu's restore puts a message whose worker was lost.
+        message["headers"]["redelivered"] = True
+        message["properties"]["delivery_info"]["redelivered"] = True
+        r.lpush(QUEUE, json.dumps(message))
+        jobs[0].wait(timeout=60)
+        assert r.get(keys.result_key(jobs[1].id)) == metas[1]  # ended: not run again
+        assert r.get(keys.result_key(jobs[2].id)) == metas[2]
+    finally:
+        r.close()
+    log = worker.log_text()
+    assert f"{TASK_INGEST}[{jobs[0].id}]" in log  # handed on as its own message
+    assert f"{TASK_INGEST}[{jobs[1].id}]" not in log
+    assert jobs[0].state is JobState.SUCCEEDED
+
+
+@pytest.mark.slow
+def test_a_forged_batch_message_harms_nothing(cluster: Cluster) -> None:
+    files_dir = cluster.root.parent / "files"
+    worker = cluster.start_worker()
+    app = cluster.client.app
+    bad = app.send_task(TASK_INGEST_BATCH, kwargs={"jobs": "nope"}, queue=QUEUE)
+    # More entries than a batch runs, and one it may not run (no size): all are done.
+    files = [_file(files_dir, f"f{i}") for i in range(BATCH_JOBS + 2)]
+    entries = []
+    for i, (path, data) in enumerate(files):
+        source = {"type": "file", "path": str(path)}
+        sized = i != 3
+        request = make_request(source, str(path), digest=Digest.from_bytes(data) if sized
+                               else None, size=len(data) if sized else 0)  # fmt: skip
+        entries.append(BatchEntry(f"forged-{i}", request.to_json()).to_json())
+    app.send_task(TASK_INGEST_BATCH, kwargs={"jobs": entries}, queue=QUEUE)
+    for i, (_, data) in enumerate(files):
+        job = cluster.client.job(f"forged-{i}")  # no record: known once it has a result
+        wait_until(partial(_succeeded, job), 60, f"{job.id} succeeds")
+        assert job.wait(timeout=1).digest == Digest.from_bytes(data), cluster.logs()
+    failed = f"{TASK_INGEST_BATCH}[{bad.id}] raised expected: InvalidArgument"
+    wait_until(lambda: failed in worker.log_text(), 30, "the malformed batch fails")
+    # The worker still runs jobs.
+    path, data = _file(files_dir, "after")
+    assert enqueue_ingest(str(path), client=cluster.client).wait(timeout=60).digest == (
+        Digest.from_bytes(data)
+    )
