@@ -177,6 +177,13 @@ def _attempt(
         raise
 
 
+def takes_small_path(store: IngestStore, request: IngestRequest) -> bool:
+    """Whether ``request`` would be put in one go by ``store``'s small-blob path (no
+    ingest directory, no lock): the store is a Putter, the size is known and at most its
+    threshold, and no unfinished ingest of the ref waits for a resume."""
+    return _small(store, store if isinstance(store, Putter) else None, request)
+
+
 def _small(store: IngestStore, putter: Putter | None, request: IngestRequest) -> bool:
     """Whether ``request`` takes the store's small-blob path: the store is a Putter
     (``putter``), the size is known and at most its threshold, and no unfinished ingest

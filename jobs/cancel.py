@@ -48,10 +48,11 @@ class CancelHooks(Hooks):
                 self.event.set()
         return self.event.is_set()
 
-    def read_elsewhere(self) -> None:
-        """The caller has just read the flag (unset) by other means, such as a lease's
-        acquire script: the next read waits a poll."""
-        self._next = time.monotonic() + self._poll
+    def read_elsewhere(self, at: float | None = None) -> None:
+        """The caller read the flag (unset) by other means, such as a lease's acquire
+        script, just now or at ``at`` (monotonic seconds): the next read waits a poll
+        from then."""
+        self._next = (time.monotonic() if at is None else at) + self._poll
 
     def wait(self, seconds: float) -> bool:
         """Sleep ``seconds`` (woken early by the event); True when the job was canceled.

@@ -117,6 +117,22 @@ def _int(env: Mapping[str, str], name: str, default: int, allow_zero: bool = Fal
     return int(_float(env, name, default, allow_zero))
 
 
+#: The most queued jobs one message may carry (``INGESTQ_BATCH_JOBS``' ceiling and
+#: default: :mod:`ingestq.tasks.batching`).
+MAX_BATCH_JOBS = 64
+
+
+def _batch_jobs(env: Mapping[str, str]) -> int:
+    """``INGESTQ_BATCH_JOBS``: 0 to :data:`MAX_BATCH_JOBS` (0 or 1: every job in a
+    message of its own); InvalidArgument otherwise."""
+    value = _int(env, "INGESTQ_BATCH_JOBS", MAX_BATCH_JOBS, allow_zero=True)
+    if value > MAX_BATCH_JOBS:
+        raise errdefs.InvalidArgument(
+            f"INGESTQ_BATCH_JOBS={value} is out of range (at most {MAX_BATCH_JOBS})"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything both job backends are configured with. Build it with :meth:`from_env`."""
@@ -137,6 +153,7 @@ class Settings:
     low_speed_time: float = 60.0
     max_source_retries: int = 8
     max_redeliveries: int = 10
+    batch_jobs: int = MAX_BATCH_JOBS
     retry_cap: float = 300.0
     lock_wait_cap: float = 5.0
     restore_interval: float = 10.0
@@ -247,6 +264,7 @@ class Settings:
             low_speed_time=_float(env, "INGESTQ_LOW_SPEED_TIME", 60.0, allow_zero=True),
             max_source_retries=_int(env, "INGESTQ_MAX_SOURCE_RETRIES", 8, allow_zero=True),
             max_redeliveries=_int(env, "INGESTQ_MAX_REDELIVERIES", 10),
+            batch_jobs=_batch_jobs(env),
             retry_cap=_float(env, "INGESTQ_RETRY_CAP", 300.0),
             lock_wait_cap=_float(env, "INGESTQ_LOCK_WAIT_CAP", 5.0),
             restore_interval=_float(env, "INGESTQ_RESTORE_INTERVAL", 10.0),

@@ -17,12 +17,14 @@ Imports celery, redis and this package's lease and Lua scripts.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery import states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
+from celery.utils.time import get_exponential_backoff_interval
 
 from ingestq.tasks.lease import PendingRelease, give_back, take_releases
 from ingestq.tasks.lua import load
@@ -85,15 +87,18 @@ class IngestqRedisBackend(RedisBackend):  # type: ignore[misc]
             raise
         return result
 
-    def store_many(self, outcomes: Sequence[tuple[str, Any, str]]) -> None:
-        """Store each ``(task id, result, state)`` of ``outcomes`` as :meth:`store_result`
-        would (the same meta, expiry, PUBLISH and SUCCESS guard), all in one round trip:
-        the results of a batch's jobs. BackendStoreError for a meta too large for Redis
-        (nothing is written then); redis errors as :meth:`store_result`'s."""
+    def store_many(self, outcomes: Sequence[tuple[str, Any, str, Any]]) -> None:
+        """Store each ``(task id, result, state, request)`` of ``outcomes`` as
+        :meth:`store_result` would (the same meta, extended fields from ``request``,
+        expiry, PUBLISH and SUCCESS guard), all in one round trip: the results of a
+        batch's jobs. Retried as :meth:`store_result` is (``result_backend_always_retry``,
+        ``result_backend_max_retries``, Celery's backoff); BackendStoreError for a meta
+        too large for Redis (nothing is written then); the last redis error when the
+        retries run out."""
         writes = []
-        for task_id, result, state in outcomes:
+        for task_id, result, state, request in outcomes:
             meta = self._get_result_meta(result=self.encode_result(result, state),
-                                         state=state, traceback=None, request=None)  # fmt: skip
+                                         state=state, traceback=None, request=request)  # fmt: skip
             meta["task_id"] = task_id
             value = self.encode(meta)
             if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
@@ -102,8 +107,20 @@ class IngestqRedisBackend(RedisBackend):  # type: ignore[misc]
                 )
             expires = self.failure_expires if state == states.FAILURE else self.expires
             writes.append((self.get_key_for_task(task_id), value, int(expires or 0)))
-        if writes:
-            self.ensure(self._run_many, (writes,))
+        retries = 0
+        while writes:
+            try:
+                self.ensure(self._run_many, (writes,))
+                return
+            except Exception as exc:
+                if not (self.always_retry and self.exception_safe_to_retry(exc)):
+                    raise
+                if retries >= self.max_retries:
+                    raise
+                retries += 1
+                time.sleep(get_exponential_backoff_interval(
+                    self.base_sleep_between_retries_ms, retries,
+                    self.max_sleep_between_retries_ms, True) / 1000)  # fmt: skip
 
     def _run_many(self, writes: list[tuple[str, Any, int]]) -> None:
         pipe = self.client.pipeline(transaction=False)

@@ -4,22 +4,32 @@ other in one pool process.
 
 Each job runs the ingest core as the ingest task runs it
 (:mod:`ingestq.tasks.ingest_task`: the same retry policies, metrics, errdefs kinds and
-error records) and ends with its own result meta. Per batch, one round trip reads every
-job's cancel flag before any file is read, and one writes every outcome
+error records) and ends with its own result meta (Celery's, with the job's own name,
+args and worker). Per batch, one round trip reads every job's cancel flag before any
+file is read, and one writes every outcome
 (:meth:`ingestq.tasks.backend.IngestqRedisBackend.store_many`: Celery's meta, expiry,
 PUBLISH and SUCCESS guard, per job).
 
+* Cancel: a job whose flag the batch's read found set ends FAILURE(Canceled), its file
+  unread. That read counts for a job as the ingest task's own reads do, for
+  :data:`~ingestq.tasks.ingest_task.CANCEL_POLL` seconds: a job that starts later reads
+  its flag again before its file.
 * A job to run again (a busy ref, a retryable error) leaves the batch: its RETRY meta is
   written, and it is published as an ``ingestq.ingest`` message of its own, under its
   own id, with the countdown and counters the ingest task's own retry would give it.
-* A job canceled before the batch reached it ends FAILURE(Canceled), its file unread.
-* A job the batch may not run (not :func:`~ingestq.tasks.batching.batchable`, or past
-  :data:`~ingestq.tasks.batching.BATCH_JOBS`) is published as a message of its own.
+* A job the batch does not run is published as a message of its own: one that is not
+  :func:`~ingestq.tasks.batching.batchable`, or that would not take the store's
+  small-blob path (over ``INGESTQ_SMALL_BLOB``, or an unfinished ingest of its ref):
+  that one gets a lease, a heartbeat and a STARTED state there. So does every job of a
+  batch whose worker cannot open its store or Redis (each then ends with that error).
 * A redelivered batch (its worker was lost, or its outcomes could not be written: the
-  message is then requeued) runs nothing itself. Each of its jobs with no stored SUCCESS
-  or FAILURE is published as a message of its own, where the ingest task's redelivery
-  count stops a job that kills its process every time. A job may so run twice; its blob
-  commits once.
+  message is then requeued after :data:`REQUEUE_PAUSE`) runs nothing itself. Once a
+  batch has run to its end it says so in Redis, and a copy redelivered after that does
+  nothing. Otherwise each of its jobs with no stored SUCCESS, FAILURE or REVOKED is
+  published as a message of its own, where the ingest task's redelivery count stops a
+  job that kills its process every time. A job may so run twice; its blob commits once.
+* A malformed message (not a list of at most ``BATCH_JOBS`` entries with distinct ids)
+  fails InvalidArgument and runs nothing.
 
 Imports celery, errdefs, fetch, ingest, the cancel hooks, and this package's app,
 runtime, ingest task, batching, job log and names.
@@ -30,6 +40,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from celery import Task
@@ -37,11 +48,11 @@ from celery.exceptions import Reject
 
 from ingestq import errdefs
 from ingestq.fetch.specs import source_from_spec
-from ingestq.ingest.attempt import ingest_once
+from ingestq.ingest.attempt import ingest_once, takes_small_path
 from ingestq.ingest.request import IngestRequest
 from ingestq.jobs.cancel import CancelHooks
 from ingestq.tasks.app import QUEUE, app
-from ingestq.tasks.batching import BATCH_JOBS, BatchEntry, batchable, parse_entries
+from ingestq.tasks.batching import BatchEntry, batchable, parse_entries
 from ingestq.tasks.ingest_hooks import worker_hooks
 from ingestq.tasks.ingest_task import (
     CANCEL_POLL,
@@ -75,6 +86,11 @@ class _Leaves:
     again: Again | None
 
 
+#: Seconds a batch waits before requeueing its message when Redis failed it, so that a
+#: worker does not spin on a message it cannot finish while Redis is away.
+REQUEUE_PAUSE = 1.0
+
+
 @app.task(  # type: ignore[untyped-decorator]
     bind=True,
     name=TASK_INGEST_BATCH,
@@ -87,45 +103,59 @@ class _Leaves:
 )
 def ingest_batch_task(self: Task, jobs: list[dict[str, Any]]) -> dict[str, int]:
     """Run the jobs of one batch message (see the module docstring); returns how many
-    ended, and how many left the batch. InvalidArgument for a malformed message."""
+    ended here, and how many left the batch. InvalidArgument for a malformed message."""
     entries = parse_entries(jobs)
-    rt = runtime()
-    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    batch_id: str = self.request.id or ""
     try:
-        if redelivered:
+        rt = runtime()
+    except Exception as e:  # each job of its own ends with the error
+        log.warning("batch %s: %s; every job handed on", batch_id, e)
+        _publish(self, [(entry, _Leaves(None)) for entry in entries])
+        return {"ended": 0, "left": len(entries)}
+    try:
+        if (self.request.delivery_info or {}).get("redelivered"):
+            if batch_id and rt.records.batch_done(batch_id):
+                return {"ended": 0, "left": 0}
             ended = rt.results.ended([e.job_id for e in entries])
+            counts = {"ended": 0, "left": 0}
             leaving = [(e, _Leaves(None)) for e in entries if e.job_id not in ended]
             _publish(self, leaving)
-            return {"ended": 0, "left": len(leaving)}
-        return _run(self, rt, entries)
+            counts["left"] = len(leaving)
+        else:
+            counts = _run(self, rt, entries)
+        if batch_id:
+            rt.records.mark_batch_done(batch_id)
+        return counts
     except Exception as e:
-        # The outcomes could not be written or the jobs leaving not published (Redis):
-        # requeue the message; it comes back redelivered and hands every job on.
-        log.warning("batch %s: %s; requeued", self.request.id, e)
+        # Redis failed the outcomes, the hand-ons or the marks: requeue the message; it
+        # comes back redelivered and hands every unfinished job on.
+        log.warning("batch %s: %s; requeued in %.0f s", batch_id, e, REQUEUE_PAUSE)
+        time.sleep(REQUEUE_PAUSE)
         raise Reject(str(e), requeue=True) from e
 
 
 def _run(task: Task, rt: Runtime, entries: list[BatchEntry]) -> dict[str, int]:
-    here, beyond = entries[:BATCH_JOBS], entries[BATCH_JOBS:]
-    flags = rt.records.cancel_requested_many([e.job_id for e in here])
-    outcomes: list[tuple[str, Any, str]] = []
-    leaving = [(e, _Leaves(None)) for e in beyond]
-    for entry, flagged in zip(here, flags, strict=True):
+    read_at = time.monotonic()
+    flags = rt.records.cancel_requested_many([e.job_id for e in entries])
+    outcomes: list[tuple[str, Any, str, Any]] = []
+    leaving: list[tuple[BatchEntry, _Leaves]] = []
+    for entry, flagged in zip(entries, flags, strict=True):
         with job_fields(entry.job_id, TASK_INGEST, entry.request) as fields:
-            done = _run_job(rt, entry, flagged)
+            done = _run_job(rt, entry, flagged, read_at)
+            request = _job_request(task, entry)
             if isinstance(done, _Leaves):
                 leaving.append((entry, done))
                 if done.again is not None:
-                    outcomes.append((entry.job_id, done.again.error, "RETRY"))
+                    outcomes.append((entry.job_id, done.again.error, "RETRY", request))
                     log.info("job %s: %s; retried in its own message", entry.job_id,
                              done.again.error)  # fmt: skip
             elif done.state == "SUCCESS":
                 fields["digest"] = done.result["digest"]
-                outcomes.append((entry.job_id, done.result, done.state))
+                outcomes.append((entry.job_id, done.result, done.state, request))
                 log.info("job %s succeeded: %s", entry.job_id, done.result["digest"])
             else:
                 fields["kind"] = done.result.name
-                outcomes.append((entry.job_id, done.result, done.state))
+                outcomes.append((entry.job_id, done.result, done.state, request))
                 log.info("job %s failed: %r", entry.job_id, done.result)
     task.backend.store_many(outcomes)
     _publish(task, leaving)
@@ -133,20 +163,32 @@ def _run(task: Task, rt: Runtime, entries: list[BatchEntry]) -> dict[str, int]:
             "left": len(leaving)}  # fmt: skip
 
 
-def _run_job(rt: Runtime, entry: BatchEntry, flagged: bool) -> _Ended | _Leaves:
-    """One job of the batch, as the ingest task's first attempt runs it."""
+def _job_request(task: Task, entry: BatchEntry) -> SimpleNamespace:
+    """What Celery's extended result meta reads of a task's request, for one job of the
+    batch (as if it had run as ``ingestq.ingest`` on this worker)."""
+    kwargs = {} if entry.max_source_retries is None else {
+        "max_source_retries": entry.max_source_retries}  # fmt: skip
+    return SimpleNamespace(task=TASK_INGEST, args=[dict(entry.request)], kwargs=kwargs,
+                           hostname=task.request.hostname, retries=0,
+                           delivery_info=task.request.delivery_info, children=[],
+                           group=None, parent_id=None, stamps=None)  # fmt: skip
+
+
+def _run_job(rt: Runtime, entry: BatchEntry, flagged: bool, read_at: float) -> _Ended | _Leaves:
+    """One job of the batch, as the ingest task's first attempt runs it; ``flagged``:
+    its cancel flag as read at ``read_at`` (monotonic seconds)."""
     started = time.monotonic()
     job_id = entry.job_id
     try:
         request = IngestRequest.from_json(entry.request)
     except Exception as e:
         return _Ended(fail_job(rt, job_id, e, started), "FAILURE")
-    if not batchable(request):
-        return _Leaves(None)
     if flagged:
         return _Ended(fail_job(rt, job_id, canceled_error(job_id), started), "FAILURE")
+    if not batchable(request) or not takes_small_path(rt.store, request):
+        return _Leaves(None)
     cancel = CancelHooks(rt.records, job_id, poll=CANCEL_POLL)
-    cancel.read_elsewhere()  # the batch has just read every flag
+    cancel.read_elsewhere(at=read_at)
     try:
         source = source_from_spec(request.source, rt.settings.fetch_options())
         flag_key, flag_field = rt.records.cancel_flag(job_id)
@@ -182,4 +224,4 @@ def _publish(task: Task, leaving: list[tuple[BatchEntry, _Leaves]]) -> None:
                                producer=producer)  # fmt: skip
 
 
-__all__ = ["ingest_batch_task"]
+__all__ = ["REQUEUE_PAUSE", "ingest_batch_task"]

@@ -1,6 +1,7 @@
 """Which queued ingest jobs travel together, and the batch message's shape.
 
-``enqueue_many`` puts up to :data:`BATCH_JOBS` small local-file jobs in one Celery
+``enqueue_many`` puts up to ``INGESTQ_BATCH_JOBS`` (default and ceiling
+:data:`BATCH_JOBS`; 0 or 1 turns batches off) small local-file jobs in one Celery
 message (``ingestq.ingest.batch``, :mod:`ingestq.tasks.batch_task`): thousands of 4 KiB
 files then cost the workers one delivery, one dispatch to a pool process and one ack
 per batch instead of per job, and their results are written in one round trip. Each
@@ -8,7 +9,8 @@ job keeps its own id, record, cancel flag, result and errdefs kind; only the mes
 shared. A job of a batch is one that is done in milliseconds (:func:`batchable`), so it
 holds the jobs after it up for no longer than a job of their own would wait in the queue.
 
-Imports errdefs and the ingest request only: both the producer and the worker use it.
+Imports errdefs, the ingest request and the job settings' ceiling only: both the
+producer and the worker use it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import Any
 
 from ingestq import errdefs
 from ingestq.ingest.request import IngestRequest
+from ingestq.jobs.config import MAX_BATCH_JOBS
 
 #: The most jobs one batch message carries.
-BATCH_JOBS = 64
+BATCH_JOBS = MAX_BATCH_JOBS
 #: The largest declared size of a job that may run inside a batch, bytes.
 BATCH_BLOB_MAX = 1 << 20
 
@@ -51,19 +54,28 @@ class BatchEntry:
 
 
 def parse_entries(jobs: object) -> list[BatchEntry]:
-    """The entries of a batch message's ``jobs`` argument (a list of objects with a
-    non-empty string ``id``, an object ``request`` and an optional non-negative integer
-    ``max_source_retries``). InvalidArgument naming the first malformed entry; the
-    requests themselves are checked when each job runs."""
+    """The entries of a batch message's ``jobs`` argument: a list of at most
+    :data:`BATCH_JOBS` objects, each with its own non-empty string ``id``, an object
+    ``request`` and an optional non-negative integer ``max_source_retries``.
+    InvalidArgument naming the first malformed entry (or a list too long, or an id
+    twice); the requests themselves are checked when each job runs."""
     if not isinstance(jobs, list):
         raise errdefs.InvalidArgument("batch message: jobs is not a list")
-    out = []
+    if len(jobs) > BATCH_JOBS:
+        raise errdefs.InvalidArgument(
+            f"batch message: {len(jobs)} jobs, more than {BATCH_JOBS} in one message"
+        )
+    out: list[BatchEntry] = []
+    seen: set[str] = set()
     for i, job in enumerate(jobs):
         if not isinstance(job, Mapping):
             raise errdefs.InvalidArgument(f"batch message: job {i} is not an object")
         job_id, request, retries = job.get("id"), job.get("request"), job.get("max_source_retries")
         if not isinstance(job_id, str) or not job_id:
             raise errdefs.InvalidArgument(f"batch message: job {i} has no id")
+        if job_id in seen:
+            raise errdefs.InvalidArgument(f"batch message: job {job_id} is in it twice")
+        seen.add(job_id)
         if not isinstance(request, Mapping):
             raise errdefs.InvalidArgument(f"batch message: job {job_id} has no request object")
         if retries is not None and (

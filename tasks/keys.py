@@ -68,6 +68,12 @@ def finalize_claim_key(pull_id: str) -> str:
     return f"{PREFIX}:finalize:{pull_id}"
 
 
+def batch_done_key(batch_id: str) -> str:
+    """The key a batch message sets once every job of it has ended or been handed on,
+    so that a redelivered copy hands nothing on twice."""
+    return f"{PREFIX}:batch:{batch_id}"
+
+
 def idempotency_key(key: str) -> str:
     """The key mapping an idempotency key to the job it created."""
     return f"{PREFIX}:idem:{key}"

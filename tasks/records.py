@@ -222,6 +222,23 @@ class RedisJobRecords:
         except redis.RedisError:
             return [False] * len(job_ids)
 
+    def batch_done(self, batch_id: str) -> bool:
+        """Whether batch message ``batch_id`` has been run to its end
+        (:meth:`mark_batch_done`). Unavailable when Redis cannot be reached."""
+        try:
+            return bool(self._client.exists(keys.batch_done_key(batch_id)))
+        except redis.RedisError as e:
+            raise errdefs.Unavailable(f"job records: {e}") from e
+
+    def mark_batch_done(self, batch_id: str) -> None:
+        """Say that batch message ``batch_id`` has been run to its end (every job ended
+        or handed on); kept as long as job records. Unavailable when Redis cannot be
+        reached."""
+        try:
+            self._client.set(keys.batch_done_key(batch_id), "1", ex=self._ttl)
+        except redis.RedisError as e:
+            raise errdefs.Unavailable(f"job records: {e}") from e
+
     def cancel_requested(self, job_id: str) -> bool:
         """Whether someone asked to cancel ``job_id`` (False when Redis is down)."""
         try:

@@ -90,8 +90,8 @@ class CeleryResults:
         return check_meta(job_id, meta)
 
     def ended(self, job_ids: Sequence[str]) -> set[str]:
-        """The jobs of ``job_ids`` whose stored meta says SUCCESS or FAILURE, read in one
-        round trip (a malformed meta counts as not ended). Unavailable when Redis cannot
+        """The jobs of ``job_ids`` whose stored meta says SUCCESS, FAILURE or REVOKED,
+        read in one round trip (a malformed meta counts as not ended). Unavailable when Redis cannot
         be reached."""
         if not job_ids:
             return set()
@@ -107,7 +107,7 @@ class CeleryResults:
                 meta = check_meta(job_id, load_json(raw, f"job {job_id}: malformed result"))
             except errdefs.InvalidArgument:
                 continue
-            if meta["status"] in ("SUCCESS", "FAILURE"):
+            if meta["status"] in ("SUCCESS", "FAILURE", "REVOKED"):
                 out.add(job_id)
         return out
 

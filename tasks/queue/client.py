@@ -77,10 +77,11 @@ class QueueClient:
         self, requests: Sequence[IngestRequest], *, retries: int | None = None
     ) -> list[QueueIngestJob]:
         """Publish every request as a new job: the records in one Redis pipeline, the
-        messages through one producer connection. Their handles, in order. Unavailable
-        when Redis cannot be reached (the jobs not published by then are left
-        unrecorded)."""
-        return submit_ingests(self._ctx, requests, retries)
+        messages through one producer connection; small local files share messages
+        (``INGESTQ_BATCH_JOBS`` jobs each at most: :mod:`ingestq.tasks.batching`).
+        Their handles, in order. Unavailable when Redis cannot be reached (the jobs not
+        published by then are left unrecorded)."""
+        return submit_ingests(self._ctx, requests, retries, self.settings.batch_jobs)
 
     def submit_pull(
         self,

@@ -210,15 +210,18 @@ def submit_ingest(
 
 
 def submit_ingests(
-    ctx: QueueContext, requests: Sequence[IngestRequest], retries: int | None = None
+    ctx: QueueContext,
+    requests: Sequence[IngestRequest],
+    retries: int | None = None,
+    batch_jobs: int = BATCH_JOBS,
 ) -> list[QueueIngestJob]:
     """Record and publish every request of ``requests`` as a new job (a fresh id each):
     the records in one Redis pipeline, the messages through one producer connection
     (:meth:`QueueContext.publish_many`). Jobs that may run in a batch
-    (:func:`ingestq.tasks.batching.batchable`) share messages of up to
-    :data:`~ingestq.tasks.batching.BATCH_JOBS` jobs; each job keeps its own id, record
-    and result. Their handles, in order. Unavailable when Redis cannot be reached;
-    InvalidArgument for a negative ``retries``."""
+    (:func:`ingestq.tasks.batching.batchable`) share messages of up to ``batch_jobs``
+    (at most :data:`~ingestq.tasks.batching.BATCH_JOBS`; 0 or 1: none) jobs; each job
+    keeps its own id, record and result. Their handles, in order. Unavailable when
+    Redis cannot be reached; InvalidArgument for a negative ``retries``."""
     if retries is not None and retries < 0:
         raise errdefs.InvalidArgument(f"retries must be at least 0, got {retries}")
     records: list[tuple[str, dict[str, str]]] = []
@@ -228,9 +231,9 @@ def submit_ingests(
         fields, kwargs = _fields(request, retries)
         job_id = new_job_id(None, None)
         records.append((job_id, fields))
-        if batchable(request):
+        if batch_jobs > 1 and batchable(request):
             batch.append(BatchEntry(job_id, request.to_json(), retries))
-            if len(batch) == BATCH_JOBS:
+            if len(batch) >= min(batch_jobs, BATCH_JOBS):
                 messages.append(_batch_message(batch, retries))
                 batch = []
         else:

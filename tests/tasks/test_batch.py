@@ -27,6 +27,7 @@ from ingestq.tasks.names import TASK_INGEST, TASK_INGEST_BATCH
 from ingestq.tasks.queue.ingest import QueueIngestJob
 from tests.servers.util import wait_until
 from tests.tasks.conftest import Cluster
+from tests.tasks.workers import Worker
 
 
 def _file(root: Path, name: str, size: int = 4096) -> tuple[Path, bytes]:
@@ -59,6 +60,10 @@ def _succeeded(job: QueueIngestJob) -> bool:
     return job.state is JobState.SUCCEEDED
 
 
+def _logged(worker: Worker, text: str) -> bool:
+    return text in worker.log_text()
+
+
 def _blob(cluster: Cluster, digest: Digest) -> Path:
     return cluster.root / "blobs" / digest.algorithm / digest.encoded
 
@@ -77,6 +82,8 @@ def test_batch_entries_are_checked() -> None:
         ([{"id": "j", "request": "x"}], "job j has no request object"),
         ([{**good, "max_source_retries": -1}], "max_source_retries"),
         ([{**good, "max_source_retries": True}], "max_source_retries"),
+        ([good, {**good, "max_source_retries": 1}], "job j1 is in it twice"),
+        ([{**good, "id": f"j{i}"} for i in range(BATCH_JOBS + 1)], "more than 64"),
     ):
         with pytest.raises(errdefs.InvalidArgument, match=what):
             parse_entries(bad)
@@ -101,8 +108,8 @@ def test_small_files_share_messages_and_each_job_keeps_its_own_result(cluster: C
     assert singles == {jobs[-2].id, jobs[-1].id}
     assert all(j.state is JobState.QUEUED for j in jobs)
 
-    cluster.start_worker()
-    for job, (_, data) in zip(jobs, [*small, big, unsized], strict=True):
+    worker = cluster.start_worker()
+    for job, (path, data) in zip(jobs, [*small, big, unsized], strict=True):
         info = job.wait(timeout=60)
         assert info.digest == Digest.from_bytes(data), cluster.logs()
         assert _blob(cluster, info.digest).read_bytes() == data
@@ -110,6 +117,12 @@ def test_small_files_share_messages_and_each_job_keeps_its_own_result(cluster: C
         meta = cluster.client.meta(job.id)
         assert meta is not None and meta["task_id"] == job.id
         assert meta["result"]["ref"] == job.ref
+        # The meta a job of its own would have: its task name, request and worker.
+        assert meta["name"] == TASK_INGEST and meta["worker"] == worker.name
+        assert meta["args"][0]["source"] == {"type": "file", "path": str(path)}
+    log = worker.log_text()
+    assert all(f"{TASK_INGEST}[{j.id}]" not in log for j in jobs[:-2])  # ran in the batches
+    assert all(f"{TASK_INGEST}[{j.id}]" in log for j in jobs[-2:])
 
 
 @pytest.mark.slow
@@ -150,7 +163,9 @@ def test_a_batch_keeps_each_jobs_errdefs_kind_and_cancel_flag(cluster: Cluster) 
 
 
 @pytest.mark.slow
-def test_a_busy_ref_leaves_the_batch_and_retries_on_its_own(cluster: Cluster) -> None:
+def test_a_ref_with_another_writer_leaves_the_batch_and_waits_on_its_own(
+    cluster: Cluster,
+) -> None:
     files_dir = cluster.root.parent / "files"
     free, busy = _file(files_dir, "free"), _file(files_dir, "busy")
     jobs = enqueue_many([_known(*free), _known(*busy)], client=cluster.client)
@@ -159,41 +174,73 @@ def test_a_busy_ref_leaves_the_batch_and_retries_on_its_own(cluster: Cluster) ->
     try:
         worker = cluster.start_worker()
         assert jobs[0].wait(timeout=60).digest == Digest.from_bytes(free[1])
-        wait_until(lambda: jobs[1].state is JobState.RETRYING, 30, "the busy job retries")
+        wait_until(lambda: jobs[1].state is JobState.RETRYING, 30, "the busy job waits")
         assert "locked" in (jobs[1].reason or "")
     finally:
-        writer.close()
-        holder.abort(jobs[1].ref)
+        writer.close()  # its ingest stays, for the job to take over
     assert jobs[1].wait(timeout=60).digest == Digest.from_bytes(busy[1])
-    assert f"{TASK_INGEST}[{jobs[1].id}]" in worker.log_text()  # it ran as its own message
+    log = worker.log_text()
+    assert f"{TASK_INGEST}[{jobs[1].id}]" in log  # it ran as its own message
+    assert f"{TASK_INGEST}[{jobs[0].id}]" not in log
 
 
 @pytest.mark.slow
-def test_a_redelivered_batch_hands_its_unfinished_jobs_on(cluster: Cluster) -> None:
+def test_a_redelivered_batch_hands_only_its_unfinished_jobs_on(cluster: Cluster) -> None:
     files_dir = cluster.root.parent / "files"
     files = [_file(files_dir, f"r{i}") for i in range(3)]
     jobs = enqueue_many([_known(p, d) for p, d in files], client=cluster.client)
     [message] = _queued(cluster)
+    batch_id = message["headers"]["id"]
     worker = cluster.start_worker()
     for job in jobs:
         job.wait(timeout=60)
+    # Back on the queue as kombu's restore puts a message whose worker was lost.
+    message["headers"]["redelivered"] = True
+    message["properties"]["delivery_info"]["redelivered"] = True
+    runs = f"{TASK_INGEST_BATCH}[{batch_id}] succeeded in "
     r = redis.Redis.from_url(cluster.redis_url)
     try:
-        metas = [r.get(keys.result_key(j.id)) for j in jobs]
-        r.delete(keys.result_key(jobs[0].id))  # as if the batch died before writing it
-        # Back on the queue as kombu's restore puts a message whose worker was lost.
-        message["headers"]["redelivered"] = True
-        message["properties"]["delivery_info"]["redelivered"] = True
+        assert r.exists(keys.batch_done_key(batch_id))
+        r.lpush(QUEUE, json.dumps(message))  # the batch had run to its end: nothing
+        wait_until(lambda: worker.log_text().count(runs) == 2, 30, "the copy is acked")
+        assert (
+            worker.log_text().rsplit(runs, 1)[1].split("\n")[0].endswith("{'ended': 0, 'left': 0}")
+        )
+        # As if the worker had died before the end: no mark, one job with no outcome.
+        r.delete(keys.batch_done_key(batch_id), keys.result_key(jobs[0].id))
         r.lpush(QUEUE, json.dumps(message))
-        jobs[0].wait(timeout=60)
-        assert r.get(keys.result_key(jobs[1].id)) == metas[1]  # ended: not run again
-        assert r.get(keys.result_key(jobs[2].id)) == metas[2]
+        wait_until(lambda: worker.log_text().count(runs) == 3, 30, "the copy hands on")
+        assert (
+            worker.log_text().rsplit(runs, 1)[1].split("\n")[0].endswith("{'ended': 0, 'left': 1}")
+        )
+        assert jobs[0].wait(timeout=60).digest == Digest.from_bytes(files[0][1])
     finally:
         r.close()
     log = worker.log_text()
     assert f"{TASK_INGEST}[{jobs[0].id}]" in log  # handed on as its own message
-    assert f"{TASK_INGEST}[{jobs[1].id}]" not in log
-    assert jobs[0].state is JobState.SUCCEEDED
+    assert all(f"{TASK_INGEST}[{j.id}]" not in log for j in jobs[1:])  # ended: not again
+
+
+@pytest.mark.slow
+def test_a_job_over_the_workers_small_blob_threshold_runs_as_its_own_message(
+    cluster: Cluster,
+) -> None:
+    files_dir = cluster.root.parent / "files"
+    files = [_file(files_dir, f"t{i}") for i in range(2)]
+    jobs = enqueue_many([_known(p, d) for p, d in files], client=cluster.client)
+    assert [_task(m) for m in _queued(cluster)] == [TASK_INGEST_BATCH]
+    worker = cluster.start_worker(env={"INGESTQ_SMALL_BLOB": "1000"})  # 4 KiB takes a lease
+    for job, (_, data) in zip(jobs, files, strict=True):
+        assert job.wait(timeout=60).digest == Digest.from_bytes(data)
+    assert all(f"{TASK_INGEST}[{j.id}]" in worker.log_text() for j in jobs)
+
+
+def test_batches_are_off_with_batch_jobs_0(cluster_factory: Any, redis_url: str,
+                                            store_root: Path) -> None:  # fmt: skip
+    cluster = cluster_factory(redis_url, store_root, INGESTQ_BATCH_JOBS="0")
+    files = [_file(store_root.parent / "files", f"o{i}") for i in range(3)]
+    enqueue_many([_known(p, d) for p, d in files], client=cluster.client)
+    assert [_task(m) for m in _queued(cluster)] == [TASK_INGEST] * 3
 
 
 @pytest.mark.slow
@@ -201,23 +248,28 @@ def test_a_forged_batch_message_harms_nothing(cluster: Cluster) -> None:
     files_dir = cluster.root.parent / "files"
     worker = cluster.start_worker()
     app = cluster.client.app
-    bad = app.send_task(TASK_INGEST_BATCH, kwargs={"jobs": "nope"}, queue=QUEUE)
-    # More entries than a batch runs, and one it may not run (no size): all are done.
-    files = [_file(files_dir, f"f{i}") for i in range(BATCH_JOBS + 2)]
+    files = [_file(files_dir, f"f{i}") for i in range(BATCH_JOBS + 1)]
     entries = []
     for i, (path, data) in enumerate(files):
         source = {"type": "file", "path": str(path)}
-        sized = i != 3
+        sized = i != 3  # one the batch may not run: no size
         request = make_request(source, str(path), digest=Digest.from_bytes(data) if sized
                                else None, size=len(data) if sized else 0)  # fmt: skip
         entries.append(BatchEntry(f"forged-{i}", request.to_json()).to_json())
-    app.send_task(TASK_INGEST_BATCH, kwargs={"jobs": entries}, queue=QUEUE)
-    for i, (_, data) in enumerate(files):
+    refused = [
+        app.send_task(TASK_INGEST_BATCH, kwargs={"jobs": bad}, queue=QUEUE).id
+        for bad in ("nope", entries, [entries[0], entries[1], entries[0]])
+    ]
+    app.send_task(TASK_INGEST_BATCH, kwargs={"jobs": entries[:BATCH_JOBS]}, queue=QUEUE)
+    for i, (_, data) in enumerate(files[:BATCH_JOBS]):
         job = cluster.client.job(f"forged-{i}")  # no record: known once it has a result
         wait_until(partial(_succeeded, job), 60, f"{job.id} succeeds")
         assert job.wait(timeout=1).digest == Digest.from_bytes(data), cluster.logs()
-    failed = f"{TASK_INGEST_BATCH}[{bad.id}] raised expected: InvalidArgument"
-    wait_until(lambda: failed in worker.log_text(), 30, "the malformed batch fails")
+    for batch_id in refused:
+        failed = f"{TASK_INGEST_BATCH}[{batch_id}] raised expected: InvalidArgument"
+        wait_until(partial(_logged, worker, failed), 30, "the batch fails")
+    assert cluster.client.meta(f"forged-{BATCH_JOBS}") is None  # only in a refused batch
+    assert f"{TASK_INGEST}[forged-3]" in worker.log_text()  # handed on
     # The worker still runs jobs.
     path, data = _file(files_dir, "after")
     assert enqueue_ingest(str(path), client=cluster.client).wait(timeout=60).digest == (

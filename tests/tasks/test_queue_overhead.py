@@ -18,7 +18,7 @@ from ingestq.store.digest import Digest
 from ingestq.tasks.client import enqueue_ingest, enqueue_many
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
-from tests.tasks.conftest import Cluster
+from tests.tasks.conftest import Cluster, ClusterFactory
 
 #: Redis commands (Lua's included) per 4 KiB job, producer and worker together: about
 #: 41 with STARTED written and a cancel poll at the first chunk, about 36 with the
@@ -128,15 +128,19 @@ def _run_counted(cluster: Cluster, requests: list[dict[str, object]]) -> dict[st
 
 
 @pytest.mark.slow
-def test_small_files_take_no_lease(cluster: Cluster) -> None:
+@pytest.mark.parametrize("batch_jobs", ["0", "64"], ids=["one-message-each", "batched"])
+def test_small_files_take_no_lease(
+    cluster_factory: ClusterFactory, redis_url: str, store_root: Path, batch_jobs: str
+) -> None:
+    cluster = cluster_factory(redis_url, store_root, INGESTQ_BATCH_JOBS=batch_jobs)
     requests = _small_requests(cluster.root.parent / "files", 41)
     counted = _run_counted(cluster, requests)
     jobs = len(requests) - 1
     assert sum(counted.values()) / jobs <= MAX_COMMANDS_PER_JOB, counted
     # One pool round trip besides the flag: the result write (the claim is the other
-    # script); no lease was asked for, so no SET of one.
+    # script); no lease was asked for, so no SET of one (a batch sets its done mark).
     assert counted["cmdstat_evalsha"] <= 2 * jobs + 2, counted
-    assert counted.get("cmdstat_set", 0) == 0, counted
+    assert counted.get("cmdstat_set", 0) == (0 if batch_jobs == "0" else 1), counted
 
 
 @pytest.mark.slow
