@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -275,3 +277,29 @@ def test_a_forged_batch_message_harms_nothing(cluster: Cluster) -> None:
     assert enqueue_ingest(str(path), client=cluster.client).wait(timeout=60).digest == (
         Digest.from_bytes(data)
     )
+
+
+@pytest.mark.slow
+def test_a_pool_process_killed_mid_batch_loses_no_job(cluster: Cluster) -> None:
+    files_dir = cluster.root.parent / "files"
+    files = [_file(files_dir, f"k{i}", BATCH_BLOB_MAX) for i in range(BATCH_JOBS)]
+    worker = cluster.start_worker(env={"INGESTQ_FSYNC": "1"})  # 64 durable MiB: a while
+    [child] = worker.children()
+    first = _blob(cluster, Digest.from_bytes(files[0][1]))
+    jobs = enqueue_many([_known(p, d) for p, d in files], client=cluster.client)
+    deadline = time.monotonic() + 60
+    while not first.exists():  # the batch is under way: its first blob is committed
+        assert time.monotonic() < deadline, cluster.logs()
+        time.sleep(0.001)
+    os.kill(child, signal.SIGKILL)
+    last = _blob(cluster, Digest.from_bytes(files[-1][1]))
+    assert not last.exists()  # killed mid-batch, before the outcomes were written
+    for job, (_, data) in zip(jobs, files, strict=True):
+        assert job.wait(timeout=120).digest == Digest.from_bytes(data), cluster.logs()
+        assert _blob(cluster, Digest.from_bytes(data)).read_bytes() == data
+    log = worker.log_text()
+    assert "exited with 'signal 9 (SIGKILL)'" in log
+    # Redelivered, the batch ran nothing itself and handed every job on (none had an
+    # outcome: they are written at the end).
+    assert "{'ended': 0, 'left': 64}" in log
+    assert all(f"{TASK_INGEST}[{j.id}]" in log for j in jobs)
