@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 
-from ingestq.store.digest import Hasher
+from ingestq.store.digest import THROUGH_PIECE, Hasher, update_through
 
 
 class HashFailed(Exception):
@@ -36,6 +36,7 @@ class HashQueue:
         self._pieces: deque[tuple[Hasher, memoryview]] = deque()
         self._running = False
         self._error: BaseException | None = None
+        self._buffer = bytearray(THROUGH_PIECE)  # used by one _run at a time
 
     def put(self, hasher: Hasher, piece: memoryview) -> None:
         """Queue ``piece`` (a view of immutable bytes) for ``hasher``. HashFailed when an
@@ -74,7 +75,7 @@ class HashQueue:
                     return
                 hasher, piece = self._pieces[0]
             try:
-                hasher.update(piece)
+                update_through(hasher, piece, self._buffer)
             except BaseException as e:  # kept for the writer, which must not commit
                 with self._cond:
                     self._error = e

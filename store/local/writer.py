@@ -32,7 +32,7 @@ from typing import Self
 
 from ingestq import errdefs
 from ingestq.store.budget import BudgetMeter
-from ingestq.store.digest import Digest, Hasher, new_hasher
+from ingestq.store.digest import THROUGH_PIECE, Digest, Hasher, new_hasher, update_through
 from ingestq.store.fdcopy import Method, kernel_copy
 from ingestq.store.labels import validate as validate_labels
 from ingestq.store.local.blobs import Publisher, hash_fd
@@ -168,7 +168,7 @@ class LocalWriter:
         self._written_back = offset
         # copy_from's kernel copy; "none" once it failed for this writer's files.
         self._copy_method: Method = "auto"
-        self._hash_buffer: bytearray | None = None
+        self._through = bytearray(THROUGH_PIECE)  # the helper's copy of what it hashes
         self._hashed = offset  # copy_from: the end of the bytes the hasher has seen
         # write(): pieces of immutable bytes hashed behind the writes (see _write).
         self._behind = HashQueue(_hash_pool)
@@ -237,7 +237,8 @@ class LocalWriter:
             self._settle()
             if parallel:
                 before = self._hasher.copy()
-                pending = _hash_pool().submit(self._hasher.update, view)
+                pending = _hash_pool().submit(update_through, self._hasher, view,
+                                              self._through)  # fmt: skip
         try:
             while pos < size:
                 pos += os.write(fd, view[pos:])
@@ -391,9 +392,7 @@ class LocalWriter:
 
     def _hash_back(self, fd: int, offset: int, n: int) -> None:
         """Hash ``n`` bytes of the data file from ``offset`` (just written: page cache)."""
-        if self._hash_buffer is None or len(self._hash_buffer) < COPY_PIECE:
-            self._hash_buffer = bytearray(COPY_PIECE)
-        buf = memoryview(self._hash_buffer)
+        buf = memoryview(self._through)  # small: it stays in the hashing core's cache
         done = 0
         while done < n:
             want = min(len(buf), n - done)
