@@ -2,7 +2,8 @@
 worker side of its jobs.
 
 - :mod:`.app`: the Celery app, configured on purpose (``celery -A ingestq.tasks.app``);
-- :mod:`.ingest_task`, :mod:`.pull_task`: the tasks workers run (ingest; pull, finalize);
+- :mod:`.ingest_task`, :mod:`.batch_task`, :mod:`.pull_task`: the tasks workers run
+  (ingest; a batch of small local-file ingests, :mod:`.batching`; pull, finalize);
 - :mod:`.runtime`: what a worker process builds once (store, lease, Redis clients);
 - :mod:`.queue`: the producer side, :class:`~ingestq.tasks.queue.QueueClient` and the
   handles on queued ingests and pulls (status, wait, cancel);
