@@ -19,9 +19,11 @@ PUBLISH and SUCCESS guard, per job).
   own id, with the countdown and counters the ingest task's own retry would give it.
 * A job the batch does not run is published as a message of its own: one that is not
   :func:`~ingestq.tasks.batching.batchable`, or that would not take the store's
-  small-blob path (over ``INGESTQ_SMALL_BLOB``, or an unfinished ingest of its ref):
-  that one gets a lease, a heartbeat and a STARTED state there. So does every job of a
-  batch whose worker cannot open its store or Redis (each then ends with that error).
+  small-blob path (over ``INGESTQ_SMALL_BLOB``, an unfinished ingest of its ref, or a
+  store that could not tell): that one gets a lease, a heartbeat and a STARTED state
+  there. So does a job whose run failed in a way that is not its outcome (a bug), and
+  every job of a batch whose worker cannot open its store or Redis (each then ends with
+  that error).
 * A redelivered batch (its worker was lost, or its outcomes could not be written: the
   message is then requeued after :data:`REQUEUE_PAUSE`) runs nothing itself. Once a
   batch has run to its end it says so in Redis, and a copy redelivered after that does
@@ -107,28 +109,27 @@ def ingest_batch_task(self: Task, jobs: list[dict[str, Any]]) -> dict[str, int]:
     entries = parse_entries(jobs)
     batch_id: str = self.request.id or ""
     try:
-        rt = runtime()
-    except Exception as e:  # each job of its own ends with the error
-        log.warning("batch %s: %s; every job handed on", batch_id, e)
-        _publish(self, [(entry, _Leaves(None)) for entry in entries])
-        return {"ended": 0, "left": len(entries)}
-    try:
+        try:
+            rt = runtime()
+        except Exception as e:  # each job, in a message of its own, ends with the error
+            log.warning("batch %s: %s; every job handed on", batch_id, e)
+            _publish(self, [(entry, _Leaves(None)) for entry in entries])
+            return {"ended": 0, "left": len(entries)}
         if (self.request.delivery_info or {}).get("redelivered"):
             if batch_id and rt.records.batch_done(batch_id):
                 return {"ended": 0, "left": 0}
             ended = rt.results.ended([e.job_id for e in entries])
-            counts = {"ended": 0, "left": 0}
             leaving = [(e, _Leaves(None)) for e in entries if e.job_id not in ended]
             _publish(self, leaving)
-            counts["left"] = len(leaving)
+            counts = {"ended": 0, "left": len(leaving)}
         else:
             counts = _run(self, rt, entries)
         if batch_id:
             rt.records.mark_batch_done(batch_id)
         return counts
     except Exception as e:
-        # Redis failed the outcomes, the hand-ons or the marks: requeue the message; it
-        # comes back redelivered and hands every unfinished job on.
+        # Redis (or the broker) failed the outcomes, the hand-ons or the marks: requeue
+        # the message; it comes back redelivered and hands every unfinished job on.
         log.warning("batch %s: %s; requeued in %.0f s", batch_id, e, REQUEUE_PAUSE)
         time.sleep(REQUEUE_PAUSE)
         raise Reject(str(e), requeue=True) from e
@@ -141,7 +142,11 @@ def _run(task: Task, rt: Runtime, entries: list[BatchEntry]) -> dict[str, int]:
     leaving: list[tuple[BatchEntry, _Leaves]] = []
     for entry, flagged in zip(entries, flags, strict=True):
         with job_fields(entry.job_id, TASK_INGEST, entry.request) as fields:
-            done = _run_job(rt, entry, flagged, read_at)
+            try:
+                done = _run_job(rt, entry, flagged, read_at)
+            except Exception as e:  # not the job's outcome: let it run on its own
+                log.warning("job %s: %r; handed on", entry.job_id, e)
+                done = _Leaves(None)
             request = _job_request(task, entry)
             if isinstance(done, _Leaves):
                 leaving.append((entry, done))
@@ -185,7 +190,11 @@ def _run_job(rt: Runtime, entry: BatchEntry, flagged: bool, read_at: float) -> _
         return _Ended(fail_job(rt, job_id, e, started), "FAILURE")
     if flagged:
         return _Ended(fail_job(rt, job_id, canceled_error(job_id), started), "FAILURE")
-    if not batchable(request) or not takes_small_path(rt.store, request):
+    try:
+        small = batchable(request) and takes_small_path(rt.store, request)
+    except errdefs.ErrdefsError:  # the store could not tell (S3 throttled, Redis away)
+        small = False
+    if not small:
         return _Leaves(None)
     cancel = CancelHooks(rt.records, job_id, poll=CANCEL_POLL)
     cancel.read_elsewhere(at=read_at)
@@ -193,9 +202,14 @@ def _run_job(rt: Runtime, entry: BatchEntry, flagged: bool, read_at: float) -> _
         source = source_from_spec(request.source, rt.settings.fetch_options())
         flag_key, flag_field = rt.records.cancel_flag(job_id)
         with rt.locker.guarded(flag_key, flag_field, lambda: canceled_error(job_id),
-                               on_read=cancel.read_elsewhere):  # fmt: skip
+                               on_read=cancel.read_elsewhere) as guard:  # fmt: skip
             result = ingest_once(rt.store, source, request,
                                  hooks=worker_hooks(rt.locker, job_id, cancel))  # fmt: skip
+        # A job whose blob was already committed read no flag on the way: as the
+        # ingest task does, it reads it at the end (within a poll of the batch's read,
+        # that read stands).
+        if not guard.checked and cancel.cancelled():
+            raise canceled_error(job_id)
     except Exception as e:
         try:
             again = retry_or_fail(rt, job_id, e, 0, 0, entry.max_source_retries, started)

@@ -36,7 +36,7 @@ class HashQueue:
         self._pieces: deque[tuple[Hasher, memoryview]] = deque()
         self._running = False
         self._error: BaseException | None = None
-        self._buffer = bytearray(THROUGH_PIECE)  # used by one _run at a time
+        self._buffer: bytearray | None = None  # made by the first _run; one runs at a time
 
     def put(self, hasher: Hasher, piece: memoryview) -> None:
         """Queue ``piece`` (a view of immutable bytes) for ``hasher``. HashFailed when an
@@ -66,6 +66,9 @@ class HashQueue:
                 raise HashFailed(self._error)
 
     def _run(self) -> None:
+        if self._buffer is None:
+            self._buffer = bytearray(THROUGH_PIECE)
+        buffer = self._buffer
         while True:
             with self._cond:
                 if not self._pieces or self._error is not None:
@@ -75,7 +78,7 @@ class HashQueue:
                     return
                 hasher, piece = self._pieces[0]
             try:
-                update_through(hasher, piece, self._buffer)
+                update_through(hasher, piece, buffer)
             except BaseException as e:  # kept for the writer, which must not commit
                 with self._cond:
                     self._error = e

@@ -168,7 +168,7 @@ class LocalWriter:
         self._written_back = offset
         # copy_from's kernel copy; "none" once it failed for this writer's files.
         self._copy_method: Method = "auto"
-        self._through = bytearray(THROUGH_PIECE)  # the helper's copy of what it hashes
+        self._through_buffer: bytearray | None = None  # see _through
         self._hashed = offset  # copy_from: the end of the bytes the hasher has seen
         # write(): pieces of immutable bytes hashed behind the writes (see _write).
         self._behind = HashQueue(_hash_pool)
@@ -238,7 +238,7 @@ class LocalWriter:
             if parallel:
                 before = self._hasher.copy()
                 pending = _hash_pool().submit(update_through, self._hasher, view,
-                                              self._through)  # fmt: skip
+                                              self._through())  # fmt: skip
         try:
             while pos < size:
                 pos += os.write(fd, view[pos:])
@@ -258,6 +258,13 @@ class LocalWriter:
             self._offset += pos
             self._updated_at = utcnow()
         self._start_writeback(fd)
+
+    def _through(self) -> bytearray:
+        """The buffer this writer's helper hashes through (made on first use; used by
+        one helper at a time: each waits for the one before)."""
+        if self._through_buffer is None:
+            self._through_buffer = bytearray(THROUGH_PIECE)
+        return self._through_buffer
 
     def _queue(self, piece: memoryview) -> None:
         """Queue ``piece`` (just written) to be hashed behind the writes."""
@@ -392,7 +399,7 @@ class LocalWriter:
 
     def _hash_back(self, fd: int, offset: int, n: int) -> None:
         """Hash ``n`` bytes of the data file from ``offset`` (just written: page cache)."""
-        buf = memoryview(self._through)  # small: it stays in the hashing core's cache
+        buf = memoryview(self._through())  # small: it stays in the hashing core's cache
         done = 0
         while done < n:
             want = min(len(buf), n - done)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from ingestq.tasks.names import TASK_INGEST, TASK_INGEST_BATCH
 from ingestq.tasks.queue.ingest import QueueIngestJob
 from tests.servers.util import wait_until
 from tests.tasks.conftest import Cluster
+from tests.tasks.failsource import GATE_ENV
 from tests.tasks.workers import Worker
 
 
@@ -280,20 +280,19 @@ def test_a_forged_batch_message_harms_nothing(cluster: Cluster) -> None:
 
 
 @pytest.mark.slow
-def test_a_pool_process_killed_mid_batch_loses_no_job(cluster: Cluster) -> None:
+def test_a_pool_process_killed_mid_batch_loses_no_job(cluster: Cluster, tmp_path: Path) -> None:
     files_dir = cluster.root.parent / "files"
-    files = [_file(files_dir, f"k{i}", BATCH_BLOB_MAX) for i in range(BATCH_JOBS)]
-    worker = cluster.start_worker(env={"INGESTQ_FSYNC": "1"})  # 64 durable MiB: a while
-    [child] = worker.children()
-    first = _blob(cluster, Digest.from_bytes(files[0][1]))
+    files = [_file(files_dir, f"k{i}") for i in range(BATCH_JOBS)]
     jobs = enqueue_many([_known(p, d) for p, d in files], client=cluster.client)
-    deadline = time.monotonic() + 60
-    while not first.exists():  # the batch is under way: its first blob is committed
-        assert time.monotonic() < deadline, cluster.logs()
-        time.sleep(0.001)
+    gate = tmp_path / "gate"
+    gate.write_text(jobs[0].id)  # the pool process holds once the first job is done
+    worker = cluster.start_worker(env={GATE_ENV: str(gate)})
+    wait_until(Path(f"{gate}.held").exists, 60, "the batch holds after its first job")
+    [child] = worker.children()
     os.kill(child, signal.SIGKILL)
-    last = _blob(cluster, Digest.from_bytes(files[-1][1]))
-    assert not last.exists()  # killed mid-batch, before the outcomes were written
+    assert _blob(cluster, Digest.from_bytes(files[0][1])).exists()
+    assert not _blob(cluster, Digest.from_bytes(files[1][1])).exists()
+    gate.unlink()  # the redelivered batch runs no job itself, so nothing holds it
     for job, (_, data) in zip(jobs, files, strict=True):
         assert job.wait(timeout=120).digest == Digest.from_bytes(data), cluster.logs()
         assert _blob(cluster, Digest.from_bytes(data)).read_bytes() == data
