@@ -26,8 +26,9 @@ from ingestq.tasks.batching import BATCH_BLOB_MAX, BATCH_JOBS, BatchEntry, parse
 from ingestq.tasks.client import enqueue_ingest, enqueue_many
 from ingestq.tasks.names import TASK_INGEST, TASK_INGEST_BATCH
 from ingestq.tasks.queue.ingest import QueueIngestJob
+from tests.servers.redis_server import RedisFactory
 from tests.servers.util import wait_until
-from tests.tasks.conftest import Cluster
+from tests.tasks.conftest import Cluster, ClusterFactory
 from tests.tasks.failsource import GATE_ENV
 from tests.tasks.workers import Worker
 
@@ -302,3 +303,28 @@ def test_a_pool_process_killed_mid_batch_loses_no_job(cluster: Cluster, tmp_path
     # outcome: they are written at the end).
     assert "{'ended': 0, 'left': 64}" in log
     assert all(f"{TASK_INGEST}[{j.id}]" in log for j in jobs)
+
+
+@pytest.mark.slow
+def test_a_batch_whose_redis_goes_away_writes_its_outcomes_when_it_is_back(
+    redis_factory: RedisFactory, cluster_factory: ClusterFactory, store_root: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    server = redis_factory(appendfsync="always")
+    cluster = cluster_factory(server.url, store_root)
+    files = [_file(store_root.parent / "files", f"g{i}") for i in range(4)]
+    jobs = enqueue_many([_known(p, d) for p, d in files], client=cluster.client)
+    gate = tmp_path / "gate"
+    gate.write_text(jobs[0].id)
+    worker = cluster.start_worker(env={GATE_ENV: str(gate)})
+    wait_until(Path(f"{gate}.held").exists, 60, "the batch holds after its first job")
+    server.stop()
+    Path(f"{gate}.release").touch()  # the batch goes on and finds Redis gone
+    wait_until(partial(_logged, worker, "Connection to Redis lost"), 60,
+               "the outcomes' write is retried")  # fmt: skip
+    server.start()
+    for job, (_, data) in zip(jobs, files, strict=True):
+        assert job.wait(timeout=120).digest == Digest.from_bytes(data), cluster.logs()
+    log = worker.log_text()
+    assert "{'ended': 4, 'left': 0}" in log  # written by the batch itself, once back
+    assert all(f"{TASK_INGEST}[{j.id}]" not in log for j in jobs)
