@@ -36,11 +36,13 @@ class HashQueue:
         self._pieces: deque[tuple[Hasher, memoryview]] = deque()
         self._running = False
         self._error: BaseException | None = None
-        self._buffer: bytearray | None = None  # made by the first _run; one runs at a time
+        self._buffer: bytearray | None = None  # made by the first put; one _run at a time
 
     def put(self, hasher: Hasher, piece: memoryview) -> None:
         """Queue ``piece`` (a view of immutable bytes) for ``hasher``. HashFailed when an
         earlier piece could not be hashed (nothing more is hashed after it)."""
+        if self._buffer is None:  # here, where a MemoryError reaches the caller
+            self._buffer = bytearray(THROUGH_PIECE)
         with self._cond:
             while len(self._pieces) >= self._depth and self._error is None:
                 self._cond.wait()
@@ -66,9 +68,8 @@ class HashQueue:
                 raise HashFailed(self._error)
 
     def _run(self) -> None:
-        if self._buffer is None:
-            self._buffer = bytearray(THROUGH_PIECE)
         buffer = self._buffer
+        assert buffer is not None  # made by put, on the caller's thread
         while True:
             with self._cond:
                 if not self._pieces or self._error is not None:
