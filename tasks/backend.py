@@ -68,20 +68,12 @@ class IngestqRedisBackend(RedisBackend):  # type: ignore[misc]
         BackendStoreError for a meta too large for Redis, redis errors as Celery's does
         (retried per ``result_backend_always_retry``); the releases are put back for the
         task's end when the script fails."""
-        meta = self._get_result_meta(result=result, state=state, traceback=traceback,
-                                     request=request)  # fmt: skip
-        meta["task_id"] = task_id.decode() if isinstance(task_id, bytes) else task_id
-        value = self.encode(meta)
-        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
-            raise BackendStoreError(
-                "value too large for Redis backend", state=state, task_id=task_id
-            )
-        expires = self.failure_expires if state == states.FAILURE else self.expires
+        key, value, expires = self._write_of(task_id, result, state, traceback, request)
         taken = take_releases()
         releases = [p for p in taken if p.locker.url == self.url]
         give_back([p for p in taken if p.locker.url != self.url])  # another Redis
         try:
-            self.ensure(self._run, (self.get_key_for_task(task_id), value, expires, releases))
+            self.ensure(self._run, (key, value, expires, releases))
         except BaseException:
             give_back(releases)
             raise
@@ -95,18 +87,10 @@ class IngestqRedisBackend(RedisBackend):  # type: ignore[misc]
         ``result_backend_max_retries``, Celery's backoff); BackendStoreError for a meta
         too large for Redis (nothing is written then); the last redis error when the
         retries run out."""
-        writes = []
-        for task_id, result, state, request in outcomes:
-            meta = self._get_result_meta(result=self.encode_result(result, state),
-                                         state=state, traceback=None, request=request)  # fmt: skip
-            meta["task_id"] = task_id
-            value = self.encode(meta)
-            if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
-                raise BackendStoreError(
-                    "value too large for Redis backend", state=state, task_id=task_id
-                )
-            expires = self.failure_expires if state == states.FAILURE else self.expires
-            writes.append((self.get_key_for_task(task_id), value, int(expires or 0)))
+        writes = [
+            self._write_of(task_id, self.encode_result(result, state), state, None, request)
+            for task_id, result, state, request in outcomes
+        ]
         retries = 0
         while writes:
             try:
@@ -122,17 +106,32 @@ class IngestqRedisBackend(RedisBackend):  # type: ignore[misc]
                     self.base_sleep_between_retries_ms, retries,
                     self.max_sleep_between_retries_ms, True) / 1000)  # fmt: skip
 
-    def _run_many(self, writes: list[tuple[str, Any, int]]) -> None:
+    def _write_of(
+        self, task_id: str | bytes, result: Any, state: str, traceback: Any, request: Any
+    ) -> tuple[Any, Any, int]:
+        """The key, the encoded meta and the seconds to live (0: none) of ``task_id``'s
+        ``result`` (already encoded) as Celery's Redis backend writes them.
+        BackendStoreError for a meta too large for Redis."""
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback,
+                                     request=request)  # fmt: skip
+        meta["task_id"] = task_id.decode() if isinstance(task_id, bytes) else task_id
+        value = self.encode(meta)
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError(
+                "value too large for Redis backend", state=state, task_id=task_id
+            )
+        expires = self.failure_expires if state == states.FAILURE else self.expires
+        return self.get_key_for_task(task_id), value, int(expires or 0)
+
+    def _run_many(self, writes: list[tuple[Any, Any, int]]) -> None:
         pipe = self.client.pipeline(transaction=False)
         script = self._script()
         for key, value, expires in writes:
             script(keys=[key], args=[value, expires], client=pipe)
         pipe.execute()
 
-    def _run(
-        self, key: str, value: Any, expires: int | None, releases: list[PendingRelease]
-    ) -> None:
-        keys, args = [key], [value, int(expires or 0)]
+    def _run(self, key: Any, value: Any, expires: int, releases: list[PendingRelease]) -> None:
+        keys, args = [key], [value, expires]
         for p in releases:
             keys.extend(p.keys)
             args.extend(p.args)

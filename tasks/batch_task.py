@@ -33,8 +33,8 @@ PUBLISH and SUCCESS guard, per job).
 * A malformed message (not a list of at most ``BATCH_JOBS`` entries with distinct ids)
   fails InvalidArgument and runs nothing.
 
-Imports celery, errdefs, fetch, ingest, the cancel hooks, and this package's app,
-runtime, ingest task, batching, job log and names.
+Imports celery, errdefs, ingest, the cancel hooks, and this package's app, runtime,
+ingest task, batching, job log and names.
 """
 
 from __future__ import annotations
@@ -49,19 +49,18 @@ from celery import Task
 from celery.exceptions import Reject
 
 from ingestq import errdefs
-from ingestq.fetch.specs import source_from_spec
-from ingestq.ingest.attempt import ingest_once, takes_small_path
+from ingestq.ingest.attempt import takes_small_path
 from ingestq.ingest.request import IngestRequest
 from ingestq.jobs.cancel import CancelHooks
 from ingestq.tasks.app import QUEUE, app
 from ingestq.tasks.batching import BatchEntry, batchable, parse_entries
-from ingestq.tasks.ingest_hooks import worker_hooks
 from ingestq.tasks.ingest_task import (
     CANCEL_POLL,
     Again,
     canceled_error,
     fail_job,
     retry_or_fail,
+    run_attempt,
     succeeded,
 )
 from ingestq.tasks.joblog import EXPECTED_ERRORS, job_fields
@@ -147,33 +146,31 @@ def _run(task: Task, rt: Runtime, entries: list[BatchEntry]) -> dict[str, int]:
             except Exception as e:  # not the job's outcome: let it run on its own
                 log.warning("job %s: %r; handed on", entry.job_id, e)
                 done = _Leaves(None)
-            request = _job_request(task, entry)
             if isinstance(done, _Leaves):
                 leaving.append((entry, done))
-                if done.again is not None:
-                    outcomes.append((entry.job_id, done.again.error, "RETRY", request))
-                    log.info("job %s: %s; retried in its own message", entry.job_id,
-                             done.again.error)  # fmt: skip
+                if done.again is None:
+                    continue
+                result, state = done.again.error, "RETRY"
+                log.info("job %s: %s; retried in its own message", entry.job_id, result)
             elif done.state == "SUCCESS":
-                fields["digest"] = done.result["digest"]
-                outcomes.append((entry.job_id, done.result, done.state, request))
-                log.info("job %s succeeded: %s", entry.job_id, done.result["digest"])
+                result, state = done.result, done.state
+                fields["digest"] = result["digest"]
+                log.info("job %s succeeded: %s", entry.job_id, result["digest"])
             else:
-                fields["kind"] = done.result.name
-                outcomes.append((entry.job_id, done.result, done.state, request))
-                log.info("job %s failed: %r", entry.job_id, done.result)
+                result, state = done.result, done.state
+                fields["kind"] = result.name
+                log.info("job %s failed: %r", entry.job_id, result)
+            outcomes.append((entry.job_id, result, state, _job_request(task, entry)))
     task.backend.store_many(outcomes)
     _publish(task, leaving)
-    return {"ended": len(outcomes) - sum(1 for o in outcomes if o[2] == "RETRY"),
-            "left": len(leaving)}  # fmt: skip
+    ended = sum(1 for o in outcomes if o[2] != "RETRY")
+    return {"ended": ended, "left": len(leaving)}
 
 
 def _job_request(task: Task, entry: BatchEntry) -> SimpleNamespace:
     """What Celery's extended result meta reads of a task's request, for one job of the
     batch (as if it had run as ``ingestq.ingest`` on this worker)."""
-    kwargs = {} if entry.max_source_retries is None else {
-        "max_source_retries": entry.max_source_retries}  # fmt: skip
-    return SimpleNamespace(task=TASK_INGEST, args=[dict(entry.request)], kwargs=kwargs,
+    return SimpleNamespace(task=TASK_INGEST, args=[dict(entry.request)], kwargs=entry.task_kwargs(),
                            hostname=task.request.hostname, retries=0,
                            delivery_info=task.request.delivery_info, children=[],
                            group=None, parent_id=None, stamps=None)  # fmt: skip
@@ -197,19 +194,9 @@ def _run_job(rt: Runtime, entry: BatchEntry, flagged: bool, read_at: float) -> _
     if not small:
         return _Leaves(None)
     cancel = CancelHooks(rt.records, job_id, poll=CANCEL_POLL)
-    cancel.read_elsewhere(at=read_at)
+    cancel.read_elsewhere(at=read_at)  # within a poll of the batch's read, it stands
     try:
-        source = source_from_spec(request.source, rt.settings.fetch_options())
-        flag_key, flag_field = rt.records.cancel_flag(job_id)
-        with rt.locker.guarded(flag_key, flag_field, lambda: canceled_error(job_id),
-                               on_read=cancel.read_elsewhere) as guard:  # fmt: skip
-            result = ingest_once(rt.store, source, request,
-                                 hooks=worker_hooks(rt.locker, job_id, cancel))  # fmt: skip
-        # A job whose blob was already committed read no flag on the way: as the
-        # ingest task does, it reads it at the end (within a poll of the batch's read,
-        # that read stands).
-        if not guard.checked and cancel.cancelled():
-            raise canceled_error(job_id)
+        result = run_attempt(rt, job_id, request, cancel)
     except Exception as e:
         try:
             again = retry_or_fail(rt, job_id, e, 0, 0, entry.max_source_retries, started)
@@ -225,14 +212,12 @@ def _publish(task: Task, leaving: list[tuple[BatchEntry, _Leaves]]) -> None:
         return
     with task.app.producer_or_acquire() as producer:
         for entry, leaves in leaving:
-            kwargs: dict[str, Any] = {}
+            kwargs = entry.task_kwargs()
             countdown = None
             if leaves.again is not None:
                 kwargs.update(lock_waits=leaves.again.lock_waits,
                               source_retries=leaves.again.source_retries)  # fmt: skip
                 countdown = leaves.again.countdown
-            if entry.max_source_retries is not None:
-                kwargs["max_source_retries"] = entry.max_source_retries
             task.app.send_task(TASK_INGEST, args=[dict(entry.request)], kwargs=kwargs,
                                task_id=entry.job_id, queue=QUEUE, countdown=countdown,
                                producer=producer)  # fmt: skip

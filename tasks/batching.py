@@ -45,12 +45,16 @@ class BatchEntry:
     request: Mapping[str, Any]
     max_source_retries: int | None = None
 
+    def task_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of this job's ``ingestq.ingest`` message of its own
+        (its bound on source retries, when it has one)."""
+        if self.max_source_retries is None:
+            return {}
+        return {"max_source_retries": self.max_source_retries}
+
     def to_json(self) -> dict[str, Any]:
         """The entry as it travels in the message."""
-        out: dict[str, Any] = {"id": self.job_id, "request": dict(self.request)}
-        if self.max_source_retries is not None:
-            out["max_source_retries"] = self.max_source_retries
-        return out
+        return {"id": self.job_id, "request": dict(self.request), **self.task_kwargs()}
 
 
 def parse_entries(jobs: object) -> list[BatchEntry]:

@@ -58,6 +58,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,21 +213,7 @@ def _ingest(
                 raise errdefs.Aborted(
                     f"job {job_id} redelivered {times} times: its worker was lost each time"
                 )
-        source = source_from_spec(req.source, rt.settings.fetch_options())
-        hooks = worker_hooks(rt.locker, job_id, cancel, on_live=live)
-        if not job_id:
-            result = ingest_once(rt.store, source, req, hooks=hooks)
-        else:
-            # The cancel flag is read by the lease's acquire (one round trip for both);
-            # a small file takes no lease and the core asks the hooks before reading it;
-            # a job that read the flag neither way (its blob is committed) reads it at
-            # the end.
-            flag_key, flag_field = rt.records.cancel_flag(job_id)
-            with rt.locker.guarded(flag_key, flag_field, lambda: canceled_error(job_id),
-                                   on_read=cancel.read_elsewhere) as guard:  # fmt: skip
-                result = ingest_once(rt.store, source, req, hooks=hooks)
-            if not guard.checked and cancel.cancelled():
-                raise canceled_error(job_id)
+        result = run_attempt(rt, job_id, req, cancel, on_live=live)
     except Exception as e:
         again = retry_or_fail(rt, job_id, e, lock_waits, source_retries, max_source_retries,
                               started)  # fmt: skip
@@ -243,6 +230,33 @@ def _ingest(
             max_retries=None,
         ) from None
     return succeeded(req, result, started)
+
+
+def run_attempt(
+    rt: Runtime,
+    job_id: str,
+    req: IngestRequest,
+    cancel: CancelHooks,
+    on_live: Callable[[], None] | None = None,
+) -> IngestResult:
+    """One attempt of job ``job_id`` on this worker: the ingest core with the worker's
+    hooks (``cancel`` among them; ``on_live`` as for
+    :class:`~ingestq.tasks.ingest_hooks.LeaseStatusHooks`). The cancel flag is read by
+    the lease's acquire (one round trip for both); a small file takes no lease and the
+    core asks the hooks before reading it; a job that read the flag neither way (its
+    blob is committed) reads it at the end. Raises what the core raises, Canceled for a
+    job canceled at the end."""
+    source = source_from_spec(req.source, rt.settings.fetch_options())
+    hooks = worker_hooks(rt.locker, job_id, cancel, on_live=on_live)
+    if not job_id:
+        return ingest_once(rt.store, source, req, hooks=hooks)
+    flag_key, flag_field = rt.records.cancel_flag(job_id)
+    with rt.locker.guarded(flag_key, flag_field, lambda: canceled_error(job_id),
+                           on_read=cancel.read_elsewhere) as guard:  # fmt: skip
+        result = ingest_once(rt.store, source, req, hooks=hooks)
+    if not guard.checked and cancel.cancelled():
+        raise canceled_error(job_id)
+    return result
 
 
 @dataclass(frozen=True)

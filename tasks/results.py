@@ -82,17 +82,12 @@ class CeleryResults:
             raw = self._client.get(keys.result_key(job_id))
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"result backend: {e}") from e
-        if raw is None:
-            return None
-        if not isinstance(raw, bytes | str):
-            raise errdefs.InvalidArgument(f"job {job_id}: malformed result record")
-        meta = load_json(raw, f"job {job_id}: malformed result record")
-        return check_meta(job_id, meta)
+        return _decoded(job_id, raw)
 
     def ended(self, job_ids: Sequence[str]) -> set[str]:
-        """The jobs of ``job_ids`` whose stored meta says SUCCESS, FAILURE or REVOKED,
-        read in one round trip (a malformed meta counts as not ended). Unavailable when Redis cannot
-        be reached."""
+        """The jobs of ``job_ids`` whose stored meta shows a final state (SUCCESS, FAILURE
+        or REVOKED), read in one round trip (a malformed meta counts as not ended).
+        Unavailable when Redis cannot be reached."""
         if not job_ids:
             return set()
         try:
@@ -101,14 +96,10 @@ class CeleryResults:
             raise errdefs.Unavailable(f"result backend: {e}") from e
         out = set()
         for job_id, raw in zip(job_ids, raws, strict=True):
-            if not isinstance(raw, bytes | str):
-                continue
-            try:
-                meta = check_meta(job_id, load_json(raw, f"job {job_id}: malformed result"))
-            except errdefs.InvalidArgument:
-                continue
-            if meta["status"] in ("SUCCESS", "FAILURE", "REVOKED"):
-                out.add(job_id)
+            with contextlib.suppress(errdefs.InvalidArgument):
+                meta = _decoded(job_id, raw)
+                if meta is not None and state_of(meta).done:
+                    out.add(job_id)
         return out
 
     def watch(self, job_id: str) -> MetaWatch:
@@ -169,6 +160,16 @@ class MetaWatch:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _decoded(job_id: str, raw: object) -> dict[str, Any] | None:
+    """The meta stored as ``raw`` (None: none stored), checked (:func:`check_meta`);
+    InvalidArgument naming the job when it is malformed."""
+    if raw is None:
+        return None
+    if not isinstance(raw, bytes | str):
+        raise errdefs.InvalidArgument(f"job {job_id}: malformed result record")
+    return check_meta(job_id, load_json(raw, f"job {job_id}: malformed result record"))
 
 
 def state_of(meta: dict[str, Any]) -> JobState:

@@ -234,24 +234,23 @@ def submit_ingests(
         if batch_jobs > 1 and batchable(request):
             batch.append(BatchEntry(job_id, request.to_json(), retries))
             if len(batch) >= min(batch_jobs, BATCH_JOBS):
-                messages.append(_batch_message(batch, retries))
+                messages.append(_batch_message(batch))
                 batch = []
         else:
             messages.append(Message(TASK_INGEST, job_id, [request.to_json()], kwargs, (job_id,)))
     if batch:
-        messages.append(_batch_message(batch, retries))
+        messages.append(_batch_message(batch))
     ctx.publish_many(records, messages, QUEUE)
     return [
         QueueIngestJob(ctx, job_id, r.ref) for (job_id, _), r in zip(records, requests, strict=True)
     ]
 
 
-def _batch_message(batch: list[BatchEntry], retries: int | None) -> Message:
+def _batch_message(batch: list[BatchEntry]) -> Message:
     """The message of ``batch``: an ``ingestq.ingest`` of its own for a single job."""
     ids = tuple(e.job_id for e in batch)
     if len(batch) == 1:
-        kwargs: dict[str, object] = {} if retries is None else {"max_source_retries": retries}
-        return Message(TASK_INGEST, ids[0], [dict(batch[0].request)], kwargs, ids)
+        return Message(TASK_INGEST, ids[0], [dict(batch[0].request)], batch[0].task_kwargs(), ids)
     jobs = [e.to_json() for e in batch]
     return Message(TASK_INGEST_BATCH, new_job_id(None, None), [], {"jobs": jobs}, ids)
 
