@@ -9,6 +9,7 @@ import os
 import signal
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -392,6 +393,18 @@ class _InterruptingHasher:
         return self._real.hexdigest()
 
 
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, as in an interactive shell, even when pytest was
+    started with SIGINT ignored (a background job of a non-interactive shell, nohup)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_raises")
 def test_an_interrupt_while_waiting_for_the_hash_stays_an_interrupt(
     store: LocalStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

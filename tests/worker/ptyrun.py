@@ -18,9 +18,12 @@ from pathlib import Path
 from tests.servers.util import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-#: Take the terminal as the controlling terminal (the session is new), then run the CLI.
+#: Take the terminal as the controlling terminal (the session is new) and let SIGINT
+#: raise, as an interactive shell's foreground job does even when the tests run with it
+#: ignored (in the background of a non-interactive shell); then run the CLI.
 BOOT = (
-    "import fcntl, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "import fcntl, signal, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "signal.signal(signal.SIGINT, signal.default_int_handler); "
     "from ingestq.worker.cli import main; main()"
 )
 
