@@ -44,7 +44,7 @@ chosen, not inherited (facts in ``celery-redis-locks.md``):
 ``errdefs`` is imported here so that every process that loads the app has the error
 classes in ``sys.modules`` (Celery rebuilds exceptions from there only).
 
-Imports celery, errdefs and the job settings.
+Imports celery, errdefs and the job settings (and, to check it opens, the store).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from typing import Any
 from celery import Celery, signals
 
 from ingestq import errdefs
-from ingestq.jobs.config import Settings
+from ingestq.jobs.config import Settings, open_store
 from ingestq.tasks import joblog
 
 QUEUE = "ingestq"
@@ -149,12 +149,29 @@ app = make_app()
 app.set_current()
 
 
-def _check_configuration(sender: Any = None, **_: Any) -> None:
-    settings = settings_of(app)
+def preflight(settings: Settings) -> None:
+    """Check what a worker of ``settings`` needs before it takes a message, so that a
+    misconfigured worker stops at start instead of failing every job it takes.
+    FailedPrecondition without Redis; the store's own error when it cannot be opened
+    (FailedPrecondition for a root that cannot be a directory, PermissionDenied,
+    InvalidArgument for a malformed ``INGESTQ_STORE``, FailedPrecondition for ``s3://``
+    without boto3, ...). Touches no network: a store or Redis that is down at start is
+    waited for as at any other time."""
     if not settings.queued:
         raise errdefs.FailedPrecondition(
             "a worker needs Redis: set INGESTQ_REDIS_URL (or INGESTQ_BROKER_URL)"
         )
+    open_store(settings)
+
+
+def _check_configuration(sender: Any = None, **_: Any) -> None:
+    settings = settings_of(app)
+    try:
+        preflight(settings)
+    except errdefs.ErrdefsError as e:
+        # Celery's signal dispatch logs and swallows an Exception; SystemExit stops the
+        # worker before its pool starts or it consumes anything.
+        raise SystemExit(f"ingestq worker cannot start: {e}") from e
     if settings.metrics_port is not None:
         from ingestq.tasks import metrics
 

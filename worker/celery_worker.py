@@ -58,17 +58,20 @@ def run_worker(
     ``extra`` are further ``celery worker`` options, passed through; ``-E`` /
     ``--task-events`` also makes the tasks this worker publishes send ``task-sent``
     events (for Flower). ``json_logs``: one JSON object per log line
-    (:mod:`ingestq.tasks.joblog`). Prints :func:`banner` to stderr first."""
+    (:mod:`ingestq.tasks.joblog`). Prints :func:`banner` to stderr first. Raises what
+    :func:`ingestq.tasks.app.preflight` finds (no Redis, a store that cannot be opened)
+    before anything starts."""
     if metrics_port is not None:
         # Before tasks.metrics is imported: it picks the multiprocess mode from this.
         os.environ["INGESTQ_METRICS_PORT"] = str(metrics_port)
     if json_logs:
         os.environ["INGESTQ_JSON_LOGS"] = "1"
-    from ingestq.tasks.app import app, settings_of
+    from ingestq.tasks.app import app, preflight, settings_of
 
+    settings = settings_of(app)
+    preflight(settings)
     if EVENTS_OPTIONS.intersection(extra):
         app.conf.update(worker_send_task_events=True, task_send_sent_event=True)
-    settings = settings_of(app)
     port = settings.metrics_port if metrics_port is None else metrics_port
     file_roots = [str(r) for r in settings.file_roots or ()]
     print(banner(str(settings.root), file_roots, port), file=sys.stderr, flush=True)

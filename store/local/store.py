@@ -51,8 +51,9 @@ class LocalStore:
     applies it, and its ``on_pressure`` hook may be set). ``small_blob_max`` is the
     largest content :meth:`put` commits without an ingest (default: ``INGESTQ_SMALL_BLOB``,
     else 1 MiB; 0 turns the small-blob path off). Raises PermissionDenied /
-    ResourceExhausted (or another kind) when the root cannot be created, InvalidArgument
-    for a malformed ``INGESTQ_SMALL_BLOB``.
+    ResourceExhausted (or another kind) when the root cannot be created,
+    FailedPrecondition when a file stands where one of its directories must be,
+    InvalidArgument for a malformed ``INGESTQ_SMALL_BLOB``.
     """
 
     def __init__(
@@ -75,6 +76,10 @@ class LocalStore:
             for sub in (self.layout.blobs, self.layout.ingest, self.layout.locks, self.layout.meta):
                 sub.mkdir(parents=True, exist_ok=True)
             ensure_layout(self.layout)
+        except (NotADirectoryError, FileExistsError) as e:  # a file where a directory must be
+            raise errdefs.FailedPrecondition(
+                f"open store {self.root}: {e.strerror}: {e.filename}"
+            ) from e
         except OSError as e:
             raise from_os_error(e, f"open store {self.root}") from e
         self.file_locker = FileRefLocker(self.layout.locks)

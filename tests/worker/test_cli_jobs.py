@@ -226,3 +226,47 @@ def test_the_worker_command_refuses_to_run_without_redis(tmp_path: Path) -> None
     env.update(INGESTQ_ROOT=str(tmp_path), PYTHONPATH=str(REPO))
     out = subprocess.run([*CLI, "worker"], env=env, cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 19 and "INGESTQ_REDIS_URL" in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ["ingestq", "celery"])
+def test_a_worker_whose_store_cannot_be_opened_stops_before_taking_a_job(
+    entry: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A worker whose store root lies under a regular file stops at start, with the
+    store's error, and leaves the queued job to a worker that can run it (it used to
+    take every job and fail each)."""
+    from ingestq.tasks.client import enqueue_ingest
+
+    source = tmp_path / "source"
+    source.write_bytes(b"data")
+    settings = Settings.from_env(worker_env(redis_url, tmp_path / "good"))
+    client = QueueClient(settings)
+    try:
+        job = enqueue_ingest(str(source), client=client)
+        (tmp_path / "file").write_text("a file where the store's directory must be")
+        env = worker_env(redis_url, tmp_path / "file" / "root")
+        argv = (
+            [*CLI, "worker", "--concurrency", "1"]
+            if entry == "ingestq"
+            else [sys.executable, "-m", "celery", "-A", "ingestq.tasks.app", "worker", "-c", "1"]
+        )
+        out = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert out.returncode == (19 if entry == "ingestq" else 1), out.stderr  # 10 + 9
+        assert "FailedPrecondition" in out.stderr or "failed precondition" in out.stderr
+        assert "Not a directory" in out.stderr
+        assert job.state.value == "queued"  # untouched, for a worker that can run it
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_celery_entry_point_refuses_to_run_without_redis(tmp_path: Path) -> None:
+    """``celery -A ingestq.tasks.app worker`` without Redis stops with the reason instead
+    of falling back to Celery's default broker (amqp://localhost)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTQ_")}
+    env.update(INGESTQ_ROOT=str(tmp_path), PYTHONPATH=str(REPO))
+    argv = [sys.executable, "-m", "celery", "-A", "ingestq.tasks.app", "worker", "-c", "1"]
+    out = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "INGESTQ_REDIS_URL" in out.stderr, out.stderr
+    assert "amqp://" not in out.stderr

@@ -40,7 +40,6 @@ from ingestq.worker.cli.common import (
     quiet_option,
     retries_option,
     root_option,
-    settings_for,
     submit_options,
     verbose_option,
 )
@@ -581,10 +580,6 @@ def worker_cmd(
 
     if root is not None:
         os.environ["INGESTQ_ROOT"] = str(root)
-    if not settings_for(root).queued:
-        raise errdefs.FailedPrecondition(
-            "a worker needs Redis: set INGESTQ_REDIS_URL (or INGESTQ_BROKER_URL)"
-        )
     from ingestq.worker.celery_worker import run_worker
 
     run_worker(
