@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ingestq.store import Descriptor, Digest, LocalStore
-from ingestq.store.digest import THROUGH_PIECE, update_through
+from ingestq.store.hashfeed import THROUGH_PIECE, chosen_way, update_through
 from ingestq.store.local.writer import WRITEBACK_STEP, start_writeback
 
 POOL = 64 << 20
@@ -150,6 +150,7 @@ def main() -> None:
         pairs = statistics.median(r / s for r, s in zip(times["raw"], times["store"], strict=True))
         print(f"  median of per-run ratios: {pairs:.3f} (each run's pair shares its moment)")
         print(f"ratio store/raw+writeback: {wb / st:.3f} (hashing and publishing alone)")
+        print(f"the store's helper hashed {chosen_way()} (its choice, timed on its first pieces)")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -96,24 +96,5 @@ def new_hasher(algorithm: str = CANONICAL) -> Hasher:
     return h
 
 
-#: Bytes :func:`update_through` copies into its buffer at a time.
-THROUGH_PIECE = 256 * 1024
-
-
-def update_through(hasher: Hasher, data: memoryview, buffer: bytearray) -> None:
-    """Feed ``data`` (a byte view) to ``hasher`` :data:`THROUGH_PIECE` bytes at a time,
-    each copied into ``buffer`` (at least that large) first: for a helper thread hashing
-    bytes another core has just written. Measured on the project's 2-core machines
-    (``benchmarks/bench_store.py`` prints both), sha256 of a piece copied into a buffer
-    that stays in the core's cache runs about 1.45 times as fast as sha256 straight from
-    memory, copy included."""
-    view = memoryview(buffer)
-    for start in range(0, len(data), THROUGH_PIECE):
-        piece = data[start : start + THROUGH_PIECE]
-        n = len(piece)
-        view[:n] = piece
-        hasher.update(view[:n])
-
-
 #: The sha256 of the empty content, what a fresh writer reports.
 EMPTY = Digest.from_bytes(b"")

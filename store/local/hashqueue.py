@@ -13,7 +13,8 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 
-from ingestq.store.digest import THROUGH_PIECE, Hasher, update_through
+from ingestq.store.digest import Hasher
+from ingestq.store.hashfeed import THROUGH_PIECE, feed
 
 
 class HashFailed(Exception):
@@ -79,7 +80,7 @@ class HashQueue:
                     return
                 hasher, piece = self._pieces[0]
             try:
-                update_through(hasher, piece, buffer)
+                feed(hasher, piece, buffer)
             except BaseException as e:  # kept for the writer, which must not commit
                 with self._cond:
                     self._error = e

@@ -32,8 +32,9 @@ from typing import Self
 
 from ingestq import errdefs
 from ingestq.store.budget import BudgetMeter
-from ingestq.store.digest import THROUGH_PIECE, Digest, Hasher, new_hasher, update_through
+from ingestq.store.digest import Digest, Hasher, new_hasher
 from ingestq.store.fdcopy import Method, kernel_copy
+from ingestq.store.hashfeed import THROUGH_PIECE, feed
 from ingestq.store.labels import validate as validate_labels
 from ingestq.store.local.blobs import Publisher, hash_fd
 from ingestq.store.local.hashqueue import HashFailed, HashQueue
@@ -237,7 +238,7 @@ class LocalWriter:
             self._settle()
             if parallel:
                 before = self._hasher.copy()
-                pending = _hash_pool().submit(update_through, self._hasher, view,
+                pending = _hash_pool().submit(feed, self._hasher, view,
                                               self._through())  # fmt: skip
         try:
             while pos < size:

@@ -1,0 +1,62 @@
+"""Feeding a hasher from a helper thread (``ingestq.store.hashfeed``): through a small
+buffer or straight, the digest is the data's; the process keeps the way it timed
+faster."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from ingestq.store import hashfeed
+from ingestq.store.digest import new_hasher
+from ingestq.store.hashfeed import (
+    SAMPLES,
+    STRAIGHT,
+    THROUGH,
+    THROUGH_PIECE,
+    chosen_way,
+    faster_way,
+    feed,
+    update_through,
+)
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, THROUGH_PIECE - 1, THROUGH_PIECE, THROUGH_PIECE + 1, 3 * THROUGH_PIECE + 7]
+)
+def test_update_through_a_buffer_hashes_exactly_the_data(size: int) -> None:
+    data = os.urandom(size)
+    hasher = new_hasher("sha256")
+    buffer = bytearray(THROUGH_PIECE)
+    update_through(hasher, memoryview(data), buffer)
+    assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+    if size:  # the buffer held the last piece, copied from the data
+        last = size - (size - 1) // THROUGH_PIECE * THROUGH_PIECE
+        assert bytes(buffer[:last]) == data[-last:]
+
+
+def test_feed_times_both_ways_then_keeps_one_and_every_digest_is_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hashfeed, "_chooser", hashfeed._Chooser())  # a fresh process's
+    sizes = [1, THROUGH_PIECE - 1]  # too short to time: no timing taken
+    sizes += [THROUGH_PIECE + i for i in range(2 * SAMPLES)]  # timed, alternating ways
+    sizes += [3 * THROUGH_PIECE + 5, 7]  # by the chosen way
+    buffer = bytearray(THROUGH_PIECE)
+    hasher, whole = new_hasher("sha256"), hashlib.sha256()
+    for n, size in enumerate(sizes):
+        data = os.urandom(size)
+        feed(hasher, memoryview(data), buffer)
+        whole.update(data)
+        if n < 2 + 2 * SAMPLES - 1:
+            assert chosen_way() is None, n
+    assert chosen_way() in (STRAIGHT, THROUGH)
+    assert hasher.hexdigest() == whole.hexdigest()
+
+
+def test_the_faster_way_is_the_lower_median() -> None:
+    assert faster_way([1.0, 1.0, 1.0, 90.0], [2.0, 2.0, 2.0, 2.0]) == STRAIGHT  # one outlier
+    assert faster_way([3.0, 3.0, 3.0], [1.0, 1.0, 50.0]) == THROUGH
+    assert faster_way([2.0, 2.0], [2.0, 2.0]) == STRAIGHT  # a tie
