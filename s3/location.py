@@ -33,7 +33,10 @@ class S3Location:
     @classmethod
     def parse(cls, url: str) -> S3Location:
         """Parse ``s3://BUCKET[/PREFIX]``. InvalidArgument for another scheme or no bucket."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as e:  # e.g. an unclosed "[" in the host
+            raise errdefs.InvalidArgument(f"store URL {url!r}: {e}") from e
         if parts.scheme != "s3" or not parts.netloc:
             raise errdefs.InvalidArgument(f"store URL {url!r} is not s3://BUCKET[/PREFIX]")
         return cls(parts.netloc, parts.path.strip("/"))

@@ -54,10 +54,13 @@ import os
 from typing import Any
 
 from celery import Celery, signals
+from kombu.utils.url import maybe_sanitize_url
 
 from ingestq import errdefs
 from ingestq.jobs.config import Settings, open_store
 from ingestq.tasks import joblog
+
+log = logging.getLogger(__name__)
 
 QUEUE = "ingestq"
 #: The result backend class for a ``redis://`` or ``rediss://`` result URL (imported by
@@ -149,29 +152,50 @@ app = make_app()
 app.set_current()
 
 
-def preflight(settings: Settings) -> None:
+#: Why a worker without Redis does not start.
+NO_REDIS = "a worker needs Redis: set INGESTQ_REDIS_URL (or INGESTQ_BROKER_URL)"
+
+
+def preflight(settings: Settings, conf: Any = None) -> None:
     """Check what a worker of ``settings`` needs before it takes a message, so that a
     misconfigured worker stops at start instead of failing every job it takes.
-    FailedPrecondition without Redis; the store's own error when it cannot be opened
-    (FailedPrecondition for a root that cannot be a directory, PermissionDenied,
+    FailedPrecondition without Redis, or when ``conf`` (the Celery configuration the
+    worker runs with) has another broker or result backend than ``settings`` (Celery's
+    ``-b``, ``--result-backend``, ``CELERY_BROKER_URL``...: the worker would not see the
+    queue its producers fill); the store's own error when it cannot be opened
+    (FailedPrecondition for a root under a regular file, PermissionDenied,
     InvalidArgument for a malformed ``INGESTQ_STORE``, FailedPrecondition for ``s3://``
     without boto3, ...). Touches no network: a store or Redis that is down at start is
     waited for as at any other time."""
     if not settings.queued:
-        raise errdefs.FailedPrecondition(
-            "a worker needs Redis: set INGESTQ_REDIS_URL (or INGESTQ_BROKER_URL)"
-        )
+        raise errdefs.FailedPrecondition(NO_REDIS)
+    if conf is not None:
+        for key, ours, env in (
+            ("broker_url", settings.broker_url, "INGESTQ_BROKER_URL"),
+            ("result_backend", settings.result_url, "INGESTQ_RESULT_URL"),
+        ):
+            theirs = getattr(conf, key)  # the property: it reads CELERY_BROKER_URL & co.
+            if theirs != ours:
+                raise errdefs.FailedPrecondition(
+                    f"Celery's {key} is {maybe_sanitize_url(str(theirs))}, not "
+                    f"{maybe_sanitize_url(str(ours))}: set {env} (or INGESTQ_REDIS_URL), "
+                    f"not Celery's own option, so that producers and workers share one queue"
+                )
     open_store(settings)
 
 
 def _check_configuration(sender: Any = None, **_: Any) -> None:
+    """worker_init: after Celery dropped privileges (``--uid``) and detached, before
+    the pool starts."""
     settings = settings_of(app)
     try:
-        preflight(settings)
-    except errdefs.ErrdefsError as e:
+        preflight(settings, app.conf)
+    except Exception as e:
+        err = errdefs.from_exception(e)
+        log.critical("ingestq worker cannot start: %s", err)  # stderr may be gone (--detach)
         # Celery's signal dispatch logs and swallows an Exception; SystemExit stops the
         # worker before its pool starts or it consumes anything.
-        raise SystemExit(f"ingestq worker cannot start: {e}") from e
+        raise SystemExit(f"ingestq worker cannot start: {err}") from err
     if settings.metrics_port is not None:
         from ingestq.tasks import metrics
 

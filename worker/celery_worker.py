@@ -59,25 +59,35 @@ def run_worker(
     ``--task-events`` also makes the tasks this worker publishes send ``task-sent``
     events (for Flower). ``json_logs``: one JSON object per log line
     (:mod:`ingestq.tasks.joblog`). Prints :func:`banner` to stderr first. Raises what
-    :func:`ingestq.tasks.app.preflight` finds (no Redis, a store that cannot be opened)
-    before anything starts."""
+    :func:`ingestq.tasks.app.preflight` finds (no Redis, a store that cannot be opened,
+    Celery options that name another broker) before the worker takes anything."""
     if metrics_port is not None:
         # Before tasks.metrics is imported: it picks the multiprocess mode from this.
         os.environ["INGESTQ_METRICS_PORT"] = str(metrics_port)
     if json_logs:
         os.environ["INGESTQ_JSON_LOGS"] = "1"
-    from ingestq.tasks.app import app, preflight, settings_of
+    from ingestq import errdefs
+    from ingestq.tasks.app import NO_REDIS, app, settings_of
 
     settings = settings_of(app)
-    preflight(settings)
+    if not settings.queued:
+        raise errdefs.FailedPrecondition(NO_REDIS)
     if EVENTS_OPTIONS.intersection(extra):
         app.conf.update(worker_send_task_events=True, task_send_sent_event=True)
     port = settings.metrics_port if metrics_port is None else metrics_port
     file_roots = [str(r) for r in settings.file_roots or ()]
     print(banner(str(settings.root), file_roots, port), file=sys.stderr, flush=True)
 
-    app.worker_main(
-        worker_argv(
-            concurrency=concurrency, pool=pool, loglevel=loglevel, hostname=hostname, extra=extra
-        )
-    )
+    try:
+        app.worker_main(
+            worker_argv(
+                concurrency=concurrency, pool=pool, loglevel=loglevel, hostname=hostname,
+                extra=extra,
+            )
+        )  # fmt: skip
+    except SystemExit as e:
+        # The app's start-up check (run by Celery after it dropped privileges with
+        # --uid, so the store is opened as the worker's user) stops the worker this way.
+        if isinstance(e.__cause__, errdefs.ErrdefsError):
+            raise e.__cause__ from None
+        raise

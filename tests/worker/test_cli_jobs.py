@@ -270,3 +270,19 @@ def test_celery_entry_point_refuses_to_run_without_redis(tmp_path: Path) -> None
     out = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "INGESTQ_REDIS_URL" in out.stderr, out.stderr
     assert "amqp://" not in out.stderr
+
+
+@pytest.mark.slow
+def test_a_worker_given_another_broker_by_celery_stops_before_taking_a_job(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Celery's own broker setting (``CELERY_BROKER_URL``) over INGESTQ_REDIS_URL would
+    split the worker from the producers' queue: it stops with the reason, no password
+    shown."""
+    env = worker_env(redis_url, tmp_path / "root")
+    env["CELERY_BROKER_URL"] = "amqp://guest:hunter2@127.0.0.1:1//"
+    argv = [sys.executable, "-m", "celery", "-A", "ingestq.tasks.app", "worker", "-c", "1"]
+    out = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, out.stderr
+    assert "broker_url is amqp://guest:**@127.0.0.1:1//" in out.stderr
+    assert "INGESTQ_BROKER_URL" in out.stderr and "hunter2" not in out.stderr
