@@ -27,11 +27,19 @@ PUBLISH and SUCCESS guard, per job).
 * A redelivered batch (its worker was lost, or its outcomes could not be written: the
   message is then requeued after :data:`REQUEUE_PAUSE`) runs nothing itself. Once a
   batch has run to its end it says so in Redis, and a copy redelivered after that does
-  nothing. Otherwise each of its jobs with no stored SUCCESS, FAILURE or REVOKED is
-  published as a message of its own, where the ingest task's redelivery count stops a
-  job that kills its process every time. A job may so run twice; its blob commits once.
+  nothing. Otherwise each of its jobs with no stored SUCCESS, FAILURE or REVOKED, and
+  not recorded as handed on already, is published as a message of its own, where the
+  ingest task's redelivery count stops a job that kills its process every time. A job
+  may so run twice (a worker lost between a hand-on and its record); its blob commits
+  once. A redelivered copy whose worker cannot open its store or Redis is requeued
+  instead of handing every job on.
 * A malformed message (not a list of at most ``BATCH_JOBS`` entries with distinct ids)
-  fails InvalidArgument and runs nothing.
+  fails InvalidArgument and runs nothing; each job it names (by a string id, among its
+  first :data:`MALFORMED_NAMED_MAX` entries) ends FAILURE with that error, so that no
+  job waits on it for ever.
+* Celery's own revoke (``celery control revoke ID``, Flower) names messages: it does
+  not reach a job inside a batch. ``ingestq job cancel`` and ``job.cancel()`` do (the
+  job's cancel flag).
 
 Imports celery, errdefs, ingest, the cancel hooks, and this package's app, runtime,
 ingest task, batching, job log and names.
@@ -53,7 +61,7 @@ from ingestq.ingest.attempt import takes_small_path
 from ingestq.ingest.request import IngestRequest
 from ingestq.jobs.cancel import CancelHooks
 from ingestq.tasks.app import QUEUE, app
-from ingestq.tasks.batching import BatchEntry, batchable, parse_entries
+from ingestq.tasks.batching import BATCH_JOBS, BatchEntry, batchable, parse_entries
 from ingestq.tasks.ingest_task import (
     CANCEL_POLL,
     Again,
@@ -105,21 +113,29 @@ REQUEUE_PAUSE = 1.0
 def ingest_batch_task(self: Task, jobs: list[dict[str, Any]]) -> dict[str, int]:
     """Run the jobs of one batch message (see the module docstring); returns how many
     ended here, and how many left the batch. InvalidArgument for a malformed message."""
-    entries = parse_entries(jobs)
+    try:
+        entries = parse_entries(jobs)
+    except errdefs.InvalidArgument as e:
+        _fail_named(self, jobs, e)
+        raise
     batch_id: str = self.request.id or ""
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     try:
         try:
             rt = runtime()
-        except Exception as e:  # each job, in a message of its own, ends with the error
+        except Exception as e:
+            if redelivered:  # its first run may have ended or handed on some jobs
+                raise
             log.warning("batch %s: %s; every job handed on", batch_id, e)
-            _publish(self, [(entry, _Leaves(None)) for entry in entries])
+            _publish(self, [(entry, _Leaves(None)) for entry in entries], None, batch_id)
             return {"ended": 0, "left": len(entries)}
-        if (self.request.delivery_info or {}).get("redelivered"):
+        if redelivered:
             if batch_id and rt.records.batch_done(batch_id):
                 return {"ended": 0, "left": 0}
-            ended = rt.results.ended([e.job_id for e in entries])
-            leaving = [(e, _Leaves(None)) for e in entries if e.job_id not in ended]
-            _publish(self, leaving)
+            ids = [e.job_id for e in entries]
+            settled = rt.results.ended(ids) | (rt.records.handed(batch_id) if batch_id else set())
+            leaving = [(e, _Leaves(None)) for e in entries if e.job_id not in settled]
+            _publish(self, leaving, rt, batch_id)
             counts = {"ended": 0, "left": len(leaving)}
         else:
             counts = _run(self, rt, entries)
@@ -127,11 +143,37 @@ def ingest_batch_task(self: Task, jobs: list[dict[str, Any]]) -> dict[str, int]:
             rt.records.mark_batch_done(batch_id)
         return counts
     except Exception as e:
-        # Redis (or the broker) failed the outcomes, the hand-ons or the marks: requeue
-        # the message; it comes back redelivered and hands every unfinished job on.
+        # Redis (or the broker) failed the outcomes, the hand-ons or the marks, or the
+        # runtime of a redelivered copy: requeue the message; it comes back redelivered
+        # and hands every job on that has neither ended nor been handed on.
         log.warning("batch %s: %s; requeued in %.0f s", batch_id, e, REQUEUE_PAUSE)
         time.sleep(REQUEUE_PAUSE)
         raise Reject(str(e), requeue=True) from e
+
+
+#: At most this many jobs of a malformed batch message get its error as their outcome.
+MALFORMED_NAMED_MAX = 4 * BATCH_JOBS
+
+
+def _fail_named(task: Task, jobs: object, err: errdefs.InvalidArgument) -> None:
+    """Give each job a malformed batch message names (a string id, among its first
+    :data:`MALFORMED_NAMED_MAX` entries) the message's error as its outcome, so that
+    none waits for ever on a message no worker runs (a producer of another version, a
+    forged message). Best effort: a failure to record it is logged."""
+    if not isinstance(jobs, list):
+        return
+    named = (j.get("id") for j in jobs[:MALFORMED_NAMED_MAX] if isinstance(j, dict))
+    ids = list(dict.fromkeys(i for i in named if isinstance(i, str) and i))
+    if not ids:
+        return
+    started = time.monotonic()
+    try:
+        rt = runtime()
+        task.backend.store_many(
+            [(job_id, fail_job(rt, job_id, err, started), "FAILURE", None) for job_id in ids]
+        )
+    except Exception as e:
+        log.warning("batch %s: its jobs' outcome not written: %s", task.request.id, e)
 
 
 def _run(task: Task, rt: Runtime, entries: list[BatchEntry]) -> dict[str, int]:
@@ -162,7 +204,7 @@ def _run(task: Task, rt: Runtime, entries: list[BatchEntry]) -> dict[str, int]:
                 log.info("job %s failed: %r", entry.job_id, result)
             outcomes.append((entry.job_id, result, state, _job_request(task, entry)))
     task.backend.store_many(outcomes)
-    _publish(task, leaving)
+    _publish(task, leaving, rt, str(task.request.id or ""))
     ended = sum(1 for o in outcomes if o[2] != "RETRY")
     return {"ended": ended, "left": len(leaving)}
 
@@ -206,21 +248,34 @@ def _run_job(rt: Runtime, entry: BatchEntry, flagged: bool, read_at: float) -> _
     return _Ended(succeeded(request, result, started), "SUCCESS")
 
 
-def _publish(task: Task, leaving: list[tuple[BatchEntry, _Leaves]]) -> None:
-    """Publish each job of ``leaving`` as an ``ingestq.ingest`` message of its own."""
+def _publish(
+    task: Task, leaving: list[tuple[BatchEntry, _Leaves]], rt: Runtime | None, batch_id: str
+) -> None:
+    """Publish each job of ``leaving`` as an ``ingestq.ingest`` message of its own, and
+    (with ``rt``) record those sent as handed on by batch ``batch_id``, also when a
+    later one fails to go out."""
     if not leaving:
         return
-    with task.app.producer_or_acquire() as producer:
-        for entry, leaves in leaving:
-            kwargs = entry.task_kwargs()
-            countdown = None
-            if leaves.again is not None:
-                kwargs.update(lock_waits=leaves.again.lock_waits,
-                              source_retries=leaves.again.source_retries)  # fmt: skip
-                countdown = leaves.again.countdown
-            task.app.send_task(TASK_INGEST, args=[dict(entry.request)], kwargs=kwargs,
-                               task_id=entry.job_id, queue=QUEUE, countdown=countdown,
-                               producer=producer)  # fmt: skip
+    sent: list[str] = []
+    try:
+        with task.app.producer_or_acquire() as producer:
+            for entry, leaves in leaving:
+                kwargs = entry.task_kwargs()
+                countdown = None
+                if leaves.again is not None:
+                    kwargs.update(lock_waits=leaves.again.lock_waits,
+                                  source_retries=leaves.again.source_retries)  # fmt: skip
+                    countdown = leaves.again.countdown
+                task.app.send_task(TASK_INGEST, args=[dict(entry.request)], kwargs=kwargs,
+                                   task_id=entry.job_id, queue=QUEUE, countdown=countdown,
+                                   producer=producer)  # fmt: skip
+                sent.append(entry.job_id)
+    finally:
+        if rt is not None and batch_id and sent:
+            try:
+                rt.records.mark_handed(batch_id, sent)
+            except errdefs.Unavailable as e:  # a redelivered copy may send them again
+                log.warning("batch %s: hand-ons not recorded: %s", batch_id, e)
 
 
-__all__ = ["REQUEUE_PAUSE", "ingest_batch_task"]
+__all__ = ["MALFORMED_NAMED_MAX", "REQUEUE_PAUSE", "ingest_batch_task"]

@@ -74,6 +74,12 @@ def batch_done_key(batch_id: str) -> str:
     return f"{PREFIX}:batch:{batch_id}"
 
 
+def batch_handed_key(batch_id: str) -> str:
+    """The set of the job ids a batch message has handed on as messages of their own
+    (before it ran to its end), so that a redelivered copy does not send them again."""
+    return f"{PREFIX}:batch:{batch_id}:handed"
+
+
 def idempotency_key(key: str) -> str:
     """The key mapping an idempotency key to the job it created."""
     return f"{PREFIX}:idem:{key}"

@@ -239,6 +239,30 @@ class RedisJobRecords:
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"job records: {e}") from e
 
+    def mark_handed(self, batch_id: str, job_ids: Sequence[str]) -> None:
+        """Say that the jobs ``job_ids`` of batch message ``batch_id`` went out as
+        messages of their own; kept as long as job records. Unavailable when Redis
+        cannot be reached."""
+        if not job_ids:
+            return
+        key = keys.batch_handed_key(batch_id)
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.sadd(key, *job_ids)
+            pipe.expire(key, self._ttl)
+            pipe.execute()
+        except redis.RedisError as e:
+            raise errdefs.Unavailable(f"job records: {e}") from e
+
+    def handed(self, batch_id: str) -> set[str]:
+        """The job ids :meth:`mark_handed` recorded for batch message ``batch_id``.
+        Unavailable when Redis cannot be reached."""
+        try:
+            members = self._client.smembers(keys.batch_handed_key(batch_id))
+        except redis.RedisError as e:
+            raise errdefs.Unavailable(f"job records: {e}") from e
+        return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+
     def cancel_requested(self, job_id: str) -> bool:
         """Whether someone asked to cancel ``job_id`` (False when Redis is down)."""
         try:

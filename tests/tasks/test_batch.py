@@ -217,10 +217,19 @@ def test_a_redelivered_batch_hands_only_its_unfinished_jobs_on(cluster: Cluster)
             worker.log_text().rsplit(runs, 1)[1].split("\n")[0].endswith("{'ended': 0, 'left': 1}")
         )
         assert jobs[0].wait(timeout=60).digest == Digest.from_bytes(files[0][1])
+        # The copy recorded that it handed jobs[0] on: another copy does not send it
+        # again, even with no outcome of it to see.
+        assert r.smembers(keys.batch_handed_key(batch_id)) == {jobs[0].id.encode()}
+        r.delete(keys.batch_done_key(batch_id), keys.result_key(jobs[0].id))
+        r.lpush(QUEUE, json.dumps(message))
+        wait_until(lambda: worker.log_text().count(runs) == 4, 30, "the copy is acked")
+        assert (
+            worker.log_text().rsplit(runs, 1)[1].split("\n")[0].endswith("{'ended': 0, 'left': 0}")
+        )
     finally:
         r.close()
     log = worker.log_text()
-    assert f"{TASK_INGEST}[{jobs[0].id}]" in log  # handed on as its own message
+    assert log.count(f"{TASK_INGEST}[{jobs[0].id}] received") == 1  # handed on once
     assert all(f"{TASK_INGEST}[{j.id}]" not in log for j in jobs[1:])  # ended: not again
 
 
@@ -271,7 +280,9 @@ def test_a_forged_batch_message_harms_nothing(cluster: Cluster) -> None:
     for batch_id in refused:
         failed = f"{TASK_INGEST_BATCH}[{batch_id}] raised expected: InvalidArgument"
         wait_until(partial(_logged, worker, failed), 30, "the batch fails")
-    assert cluster.client.meta(f"forged-{BATCH_JOBS}") is None  # only in a refused batch
+    # Named only in a refused batch: it ends with that batch's error instead of waiting.
+    with pytest.raises(errdefs.InvalidArgument, match="more than 64"):
+        cluster.client.job(f"forged-{BATCH_JOBS}").wait(timeout=30)
     assert f"{TASK_INGEST}[forged-3]" in worker.log_text()  # handed on
     # The worker still runs jobs.
     path, data = _file(files_dir, "after")
