@@ -91,11 +91,13 @@ def test_embedded_pull_imports_no_queue_no_grpc_no_asyncio_and_no_s3(
     assert len(list((root / "blobs" / "sha256").iterdir())) == 4  # manifest, config, 2 layers
 
 
-def test_content_commands_on_a_local_store_load_no_asyncio_and_no_s3(tmp_path: Path) -> None:
+def test_commands_on_a_local_store_load_no_asyncio_and_no_s3(tmp_path: Path) -> None:
     data = tmp_path / "blob"
     data.write_bytes(os.urandom(4096))
-    modules = imported(tmp_path / "store", "ingest", "-q", str(data))
-    assert modules & LOCAL_ONLY == set()
+    root = tmp_path / "store"
+    assert imported(root, "ingest", "-q", str(data)) & LOCAL_ONLY == set()
+    assert imported(root, "content", "ingest", str(data), "--ref", "r2") & LOCAL_ONLY == set()
+    assert imported(root, "content", "ls") & LOCAL_ONLY == set()
 
 
 def test_queueing_a_pull_loads_no_http_stack_and_no_store(tmp_path: Path, redis_url: str) -> None:

@@ -29,16 +29,18 @@ import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
 
 from ingestq import errdefs
-from ingestq.s3 import S3Store
 from ingestq.store import Descriptor, Digest, Info, LocalStore, Status, copy, open_writer
 from ingestq.store.codec import info_to_json, status_to_json
 from ingestq.store.fdcopy import FdCopier, copy_fd
 from ingestq.store.oserrors import from_os_error
+
+if TYPE_CHECKING:
+    from ingestq.s3 import S3Store
 from ingestq.worker.cli.common import (
     echo_json,
     handle_errors,
