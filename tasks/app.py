@@ -49,6 +49,7 @@ Imports celery, errdefs and the job settings (and, to check it opens, the store)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -57,7 +58,7 @@ from celery import Celery, signals
 from kombu.utils.url import maybe_sanitize_url
 
 from ingestq import errdefs
-from ingestq.jobs.config import Settings, open_store
+from ingestq.jobs.config import Settings
 from ingestq.tasks import joblog
 
 log = logging.getLogger(__name__)
@@ -158,20 +159,26 @@ NO_REDIS = "a worker needs Redis: set INGESTQ_REDIS_URL (or INGESTQ_BROKER_URL)"
 
 def preflight(settings: Settings, conf: Any = None) -> None:
     """Check what a worker of ``settings`` needs before it takes a message, so that a
-    misconfigured worker stops at start instead of failing every job it takes.
-    FailedPrecondition without Redis, or when ``conf`` (the Celery configuration the
-    worker runs with) has another broker or result backend than ``settings`` (Celery's
-    ``-b``, ``--result-backend``, ``CELERY_BROKER_URL``...: the worker would not see the
-    queue its producers fill); the store's own error when it cannot be opened
-    (FailedPrecondition for a root under a regular file, PermissionDenied,
-    InvalidArgument for a malformed ``INGESTQ_STORE``, FailedPrecondition for ``s3://``
-    without boto3, ...). Touches no network: a store or Redis that is down at start is
+    misconfigured worker stops at start instead of failing every job it takes: it
+    builds what each pool process builds for its tasks
+    (:func:`ingestq.tasks.runtime.make_runtime`: the store, the lease locker, the Redis
+    clients). FailedPrecondition without Redis, or when ``conf`` (the Celery
+    configuration the worker runs with) reads, writes or stores results elsewhere than
+    ``settings`` say (Celery's ``-b``, ``--result-backend``, ``CELERY_BROKER_URL``,
+    ``CELERY_BROKER_READ_URL``...: the worker would not see the queue its producers
+    fill); the store's own error when it cannot be opened (FailedPrecondition for a root
+    under a regular file, PermissionDenied, InvalidArgument for a malformed
+    ``INGESTQ_STORE``, FailedPrecondition for ``s3://`` without boto3, ...);
+    InvalidArgument for a lease ttl too short. Connects to nothing (an ``s3://`` store's
+    client only looks up its credentials): a store or Redis that is down at start is
     waited for as at any other time."""
     if not settings.queued:
         raise errdefs.FailedPrecondition(NO_REDIS)
     if conf is not None:
         for key, ours, env in (
             ("broker_url", settings.broker_url, "INGESTQ_BROKER_URL"),
+            ("broker_read_url", settings.broker_url, "INGESTQ_BROKER_URL"),
+            ("broker_write_url", settings.broker_url, "INGESTQ_BROKER_URL"),
             ("result_backend", settings.result_url, "INGESTQ_RESULT_URL"),
         ):
             theirs = getattr(conf, key)  # the property: it reads CELERY_BROKER_URL & co.
@@ -181,18 +188,33 @@ def preflight(settings: Settings, conf: Any = None) -> None:
                     f"{maybe_sanitize_url(str(ours))}: set {env} (or INGESTQ_REDIS_URL), "
                     f"not Celery's own option, so that producers and workers share one queue"
                 )
-    open_store(settings)
+    from ingestq.tasks.runtime import make_runtime  # it imports this module
+
+    make_runtime(settings)
+
+
+def _of_this_app(sender: Any) -> bool:
+    """Whether a worker signal's sender (a WorkController) runs this module's app."""
+    return getattr(sender, "app", None) is app
 
 
 def _check_configuration(sender: Any = None, **_: Any) -> None:
-    """worker_init: after Celery dropped privileges (``--uid``) and detached, before
-    the pool starts."""
+    """worker_init of this app's workers (not of another app's in the same process):
+    after Celery dropped privileges (``--uid``) and detached, before the pool starts."""
+    if not _of_this_app(sender):
+        return
     settings = settings_of(app)
     try:
         preflight(settings, app.conf)
     except Exception as e:
         err = errdefs.from_exception(e)
-        log.critical("ingestq worker cannot start: %s", err)  # stderr may be gone (--detach)
+        # Celery sets its logging up after worker_init: without this, the reason would
+        # only reach stderr, which --detach sends to /dev/null.
+        setup_logging = getattr(sender, "setup_logging", None)
+        if callable(setup_logging):
+            with contextlib.suppress(Exception):
+                setup_logging()
+        log.critical("ingestq worker cannot start: %s", err)
         # Celery's signal dispatch logs and swallows an Exception; SystemExit stops the
         # worker before its pool starts or it consumes anything.
         raise SystemExit(f"ingestq worker cannot start: {err}") from err

@@ -157,9 +157,10 @@ MALFORMED_NAMED_MAX = 4 * BATCH_JOBS
 
 def _fail_named(task: Task, jobs: object, err: errdefs.InvalidArgument) -> None:
     """Give each job a malformed batch message names (a string id, among its first
-    :data:`MALFORMED_NAMED_MAX` entries) the message's error as its outcome, so that
-    none waits for ever on a message no worker runs (a producer of another version, a
-    forged message). Best effort: a failure to record it is logged."""
+    :data:`MALFORMED_NAMED_MAX` entries) and that has no outcome yet the message's error
+    as its outcome, so that none waits for ever on a message no worker runs (a producer
+    of another version, a forged message). Best effort: a failure to record it is
+    logged."""
     if not isinstance(jobs, list):
         return
     named = (j.get("id") for j in jobs[:MALFORMED_NAMED_MAX] if isinstance(j, dict))
@@ -169,8 +170,13 @@ def _fail_named(task: Task, jobs: object, err: errdefs.InvalidArgument) -> None:
     started = time.monotonic()
     try:
         rt = runtime()
+        ended = rt.results.ended(ids)  # an outcome stands: the message is not theirs
         task.backend.store_many(
-            [(job_id, fail_job(rt, job_id, err, started), "FAILURE", None) for job_id in ids]
+            [
+                (job_id, fail_job(rt, job_id, err, started), "FAILURE", None)
+                for job_id in ids
+                if job_id not in ended
+            ]
         )
     except Exception as e:
         log.warning("batch %s: its jobs' outcome not written: %s", task.request.id, e)

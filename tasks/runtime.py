@@ -44,7 +44,10 @@ _runtime_pid = -1
 _runtime_mutex = threading.Lock()
 
 
-def _make(settings: Settings) -> Runtime:
+def make_runtime(settings: Settings) -> Runtime:
+    """A Runtime for ``settings`` (no network yet: clients connect on first use).
+    FailedPrecondition when no Redis is configured; the store's errors when it cannot be
+    opened; InvalidArgument for a bad lease ttl or Redis URL option."""
     if settings.lock_url is None:
         raise errdefs.FailedPrecondition("no Redis configured for leases")
     locker = RedisLeaseLocker(settings.lock_url, settings.lease_ttl)
@@ -66,9 +69,9 @@ def runtime() -> Runtime:
     global _runtime, _runtime_pid
     with _runtime_mutex:
         if _runtime is None or _runtime_pid != os.getpid():
-            _runtime = _make(settings_of(app))
+            _runtime = make_runtime(settings_of(app))
             _runtime_pid = os.getpid()
         return _runtime
 
 
-__all__ = ["Runtime", "runtime"]
+__all__ = ["Runtime", "make_runtime", "runtime"]
