@@ -44,7 +44,8 @@ chosen, not inherited (facts in ``celery-redis-locks.md``):
 ``errdefs`` is imported here so that every process that loads the app has the error
 classes in ``sys.modules`` (Celery rebuilds exceptions from there only).
 
-Imports celery, errdefs and the job settings (and, to check it opens, the store).
+Imports celery, errdefs and the job settings (and, for the start-up check, this
+package's runtime).
 """
 
 from __future__ import annotations
