@@ -339,3 +339,40 @@ def test_a_batch_whose_redis_goes_away_writes_its_outcomes_when_it_is_back(
     log = worker.log_text()
     assert "{'ended': 4, 'left': 0}" in log  # written by the batch itself, once back
     assert all(f"{TASK_INGEST}[{j.id}]" not in log for j in jobs)
+
+
+@pytest.mark.slow
+def test_a_redelivered_batch_whose_worker_cannot_open_its_store_waits_on_the_queue(
+    cluster: Cluster,
+) -> None:
+    """A redelivered batch copy whose pool process cannot build its runtime (here the
+    store root turned into a regular file after the worker started) is requeued, once a
+    second, instead of handing every job on blind; once the store is back, the next
+    delivery hands on the jobs with no outcome and each succeeds."""
+    files_dir = cluster.root.parent / "files"
+    files = [_file(files_dir, f"q{i}") for i in range(3)]
+    jobs = enqueue_many([_known(p, d) for p, d in files], client=cluster.client)
+    r = redis.Redis.from_url(cluster.redis_url)
+    try:
+        [raw] = r.lpop(QUEUE, 1)  # held back while the worker starts on a good store
+        message = json.loads(raw)
+        message["headers"]["redelivered"] = True
+        message["properties"]["delivery_info"]["redelivered"] = True
+        worker = cluster.start_worker()
+        away = cluster.root.with_name("root-away")
+        cluster.root.rename(away)
+        cluster.root.write_text("not a directory")
+        r.lpush(QUEUE, json.dumps(message))
+        requeued = f"batch {message['headers']['id']}: "
+        wait_until(lambda: worker.log_text().count(requeued) >= 2, 60, "requeued twice")
+        assert "requeued in 1 s" in worker.log_text()
+        assert all(j.state is JobState.QUEUED for j in jobs)  # nothing handed on blind
+        cluster.root.unlink()
+        away.rename(cluster.root)
+    finally:
+        r.close()
+    for job, (_, data) in zip(jobs, files, strict=True):
+        assert job.wait(timeout=60).digest == Digest.from_bytes(data), cluster.logs()
+    log = worker.log_text()
+    assert "{'ended': 0, 'left': 3}" in log
+    assert all(log.count(f"{TASK_INGEST}[{j.id}] received") == 1 for j in jobs)
