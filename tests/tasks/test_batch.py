@@ -376,3 +376,22 @@ def test_a_redelivered_batch_whose_worker_cannot_open_its_store_waits_on_the_que
     log = worker.log_text()
     assert "{'ended': 0, 'left': 3}" in log
     assert all(log.count(f"{TASK_INGEST}[{j.id}] received") == 1 for j in jobs)
+
+
+@pytest.mark.slow
+def test_a_batch_whose_worker_cannot_open_its_store_hands_each_job_on(cluster: Cluster) -> None:
+    """A first delivery whose pool process cannot build its runtime hands every job on
+    as a message of its own, where each ends with the store's error (its kind, not
+    Unknown) instead of the batch failing them all at once or losing them."""
+    files_dir = cluster.root.parent / "files"
+    files = [_file(files_dir, f"h{i}") for i in range(3)]
+    worker = cluster.start_worker()  # on a good store: its start-up check passes
+    cluster.root.rename(cluster.root.with_name("root-away"))
+    cluster.root.write_text("not a directory")
+    jobs = enqueue_many([_known(p, d) for p, d in files], client=cluster.client)
+    for job in jobs:
+        with pytest.raises(errdefs.FailedPrecondition, match="open store"):
+            job.wait(timeout=60)
+    log = worker.log_text()
+    assert "every job handed on" in log
+    assert all(f"{TASK_INGEST}[{j.id}]" in log for j in jobs)
