@@ -25,6 +25,7 @@ from ingestq.tasks.lease import RedisLeaseLocker
 from tests.s3.test_s3_store import vouched_parts
 from tests.servers import oci
 from tests.servers.registry import Registry
+from tests.servers.s3throttle import ThrottlingS3
 from tests.servers.seaweed import S3Endpoint
 from tests.servers.util import wait_until
 from tests.tasks.blobserver import Behaviour, BlobServer
@@ -201,3 +202,56 @@ def test_a_gc_without_the_workers_redis_refuses_while_their_pull_runs(
     assert str(result.target.digest) == image.digest
     for d, data in zip(image.layer_descriptors, layers, strict=True):
         assert blob_in_bucket(s3_endpoint, location, str(d.digest)) == data
+
+
+def test_a_batched_job_whose_store_cannot_tell_its_path_runs_as_its_own_message(
+    cluster_factory: ClusterFactory,
+    redis_url: str,
+    tmp_path: Path,
+    s3_endpoint: S3Endpoint,
+    location: S3Location,
+) -> None:
+    """The bucket throttles (503 SlowDown, past boto3's retries) every read of the first
+    job's ingest record, which tells the batch whether the job takes the small path:
+    that job leaves the batch, and succeeds as a message of its own once the bucket
+    answers again; its neighbour runs in the batch."""
+    files = tmp_path / "files"
+    files.mkdir()
+    data = [os.urandom(4096), os.urandom(4096)]
+    paths = [files / "a", files / "b"]
+    for path, content in zip(paths, data, strict=True):
+        path.write_bytes(content)
+    first_record = location.ingest(f"blob-{Digest.from_bytes(data[0])}")
+
+    def first_record_read(method: str, path: str) -> bool:
+        return method == "GET" and path.split("?")[0].endswith(first_record)
+
+    with ThrottlingS3(s3_endpoint.url, first_record_read) as front:
+        env = {**s3_endpoint.env(), "AWS_ENDPOINT_URL": front.url}
+        cluster = cluster_factory(redis_url, tmp_path / "producer", INGESTQ_STORE=str(location),
+                                  INGESTQ_FILE_ROOTS=str(files), **env)  # fmt: skip
+        jobs = enqueue_many_files(cluster, paths, data)
+        assert jobs[0].ref == f"blob-{Digest.from_bytes(data[0])}"
+        worker = start_host(cluster, tmp_path, "host-a")
+        own = f"ingestq.ingest[{jobs[0].id}] received"
+        wait_until(lambda: own in worker.log_text(), 120, "the first job is handed on")
+        front.stop()
+        for job, content in zip(jobs, data, strict=True):
+            assert job.wait(timeout=120).digest == Digest.from_bytes(content), cluster.logs()
+        assert front.throttled > 1  # boto3's own retries were throttled too
+    log = worker.log_text()
+    assert "{'ended': 1, 'left': 1}" in log
+    assert f"ingestq.ingest[{jobs[1].id}]" not in log  # ran in the batch
+    for content in data:
+        assert blob_in_bucket(s3_endpoint, location, str(Digest.from_bytes(content))) == content
+
+
+def enqueue_many_files(cluster: Cluster, paths: list[Path], data: list[bytes]) -> list[Any]:
+    """``enqueue_many`` of local files with their digest and size (so they are batched)."""
+    from ingestq.tasks.client import enqueue_many
+
+    requests = [
+        {"source": str(p), "digest": str(Digest.from_bytes(d)), "size": len(d)}
+        for p, d in zip(paths, data, strict=True)
+    ]
+    return list(enqueue_many(requests, client=cluster.client))
