@@ -57,6 +57,22 @@ def test_settings_from_the_environment() -> None:
         Settings.from_env({"INGESTQ_LEASE_TTL": "soon"})
 
 
+def test_a_redis_socket_url_is_for_leases_only() -> None:
+    """Celery's broker and result backend cannot use redis-py's ``unix://`` (kombu names a
+    socket ``redis+socket://``): refused there, with the reason, producers and workers
+    alike; the leases' own clients take it."""
+    with pytest.raises(errdefs.InvalidArgument, match="broker URL must be redis:// or rediss://"):
+        Settings.from_env({"INGESTQ_REDIS_URL": "unix:///run/redis.sock"})
+    with pytest.raises(errdefs.InvalidArgument, match="result URL"):
+        Settings.from_env(
+            {"INGESTQ_BROKER_URL": "redis://r:6379/0", "INGESTQ_RESULT_URL": "unix:///r.sock"}
+        )
+    s = Settings.from_env(
+        {"INGESTQ_REDIS_URL": "redis://r:6379/0", "INGESTQ_LOCK_URL": "unix:///run/redis.sock"}
+    )
+    assert s.lock_url == "unix:///run/redis.sock"
+
+
 def test_the_low_speed_rule_comes_from_the_environment_and_zero_disables_it() -> None:
     assert Settings.from_env({}).fetch_options().low_speed == LowSpeed(1024, 60.0)
     env = {"INGESTQ_LOW_SPEED_LIMIT": "2048", "INGESTQ_LOW_SPEED_TIME": "5"}
