@@ -50,6 +50,7 @@ def faster_way(straight: Sequence[float], through: Sequence[float]) -> str:
 
 
 def _median(values: Sequence[float]) -> float:
+    # Not statistics.median: that module costs the command line ~2 ms to import.
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

@@ -91,8 +91,10 @@ class IngestqRedisBackend(RedisBackend):  # type: ignore[misc]
             self._write_of(task_id, self.encode_result(result, state), state, None, request)
             for task_id, result, state, request in outcomes
         ]
+        if not writes:
+            return
         retries = 0
-        while writes:
+        while True:
             try:
                 self.ensure(self._run_many, (writes,))
                 return

@@ -138,7 +138,7 @@ def ingest_batch_task(self: Task, jobs: list[dict[str, Any]]) -> dict[str, int]:
             _publish(self, leaving, rt, batch_id)
             counts = {"ended": 0, "left": len(leaving)}
         else:
-            counts = _run(self, rt, entries)
+            counts = _run(self, rt, entries, batch_id)
         if batch_id:
             rt.records.mark_batch_done(batch_id)
         return counts
@@ -182,7 +182,7 @@ def _fail_named(task: Task, jobs: object, err: errdefs.InvalidArgument) -> None:
         log.warning("batch %s: its jobs' outcome not written: %s", task.request.id, e)
 
 
-def _run(task: Task, rt: Runtime, entries: list[BatchEntry]) -> dict[str, int]:
+def _run(task: Task, rt: Runtime, entries: list[BatchEntry], batch_id: str) -> dict[str, int]:
     read_at = time.monotonic()
     flags = rt.records.cancel_requested_many([e.job_id for e in entries])
     outcomes: list[tuple[str, Any, str, Any]] = []
@@ -210,7 +210,7 @@ def _run(task: Task, rt: Runtime, entries: list[BatchEntry]) -> dict[str, int]:
                 log.info("job %s failed: %r", entry.job_id, result)
             outcomes.append((entry.job_id, result, state, _job_request(task, entry)))
     task.backend.store_many(outcomes)
-    _publish(task, leaving, rt, str(task.request.id or ""))
+    _publish(task, leaving, rt, batch_id)
     ended = sum(1 for o in outcomes if o[2] != "RETRY")
     return {"ended": ended, "left": len(leaving)}
 

@@ -38,9 +38,6 @@ from ingestq.store import Descriptor, Digest, Info, LocalStore, Status, copy, op
 from ingestq.store.codec import info_to_json, status_to_json
 from ingestq.store.fdcopy import FdCopier, copy_fd
 from ingestq.store.oserrors import from_os_error
-
-if TYPE_CHECKING:
-    from ingestq.s3 import S3Store
 from ingestq.worker.cli.common import (
     echo_json,
     handle_errors,
@@ -51,6 +48,9 @@ from ingestq.worker.cli.common import (
     report,
     root_option,
 )
+
+if TYPE_CHECKING:
+    from ingestq.s3 import S3Store
 
 READ_CHUNK = 1 << 20
 
