@@ -11,11 +11,9 @@ is hashed *behind* the write instead (:class:`~ingestq.store.local.hashqueue.Has
 queued in order, so the next write starts at once and hashing runs back to back; the
 digest, a truncate, a commit or a kernel copy wait for the queue first. A mutable buffer
 is hashed before ``write`` returns, since its caller may reuse it.
-When the store syncs at commit, pieces of at least :data:`DIRECT_MIN` bytes skip the
-page cache (``O_DIRECT`` for their aligned middle, :mod:`ingestq.store.local.direct`)
-where the filesystem allows it; otherwise the kernel's writeback of the file is started
-every :data:`WRITEBACK_STEP` bytes (``sync_file_range``, Linux), so the disk works while
-the next chunks arrive and the commit's fsync only waits for the tail.
+When the store syncs at commit, the kernel's writeback of the file is started every
+:data:`WRITEBACK_STEP` bytes (``sync_file_range``, Linux), so the disk works while the
+next chunks arrive and the commit's fsync only waits for the tail.
 """
 
 from __future__ import annotations
@@ -39,7 +37,6 @@ from ingestq.store.fdcopy import Method, kernel_copy
 from ingestq.store.hashfeed import THROUGH_PIECE, feed
 from ingestq.store.labels import validate as validate_labels
 from ingestq.store.local.blobs import Publisher, hash_fd
-from ingestq.store.local.direct import DirectAppender, open_direct
 from ingestq.store.local.hashqueue import HashFailed, HashQueue
 from ingestq.store.local.ingest import IngestDir
 from ingestq.store.locks import Lease
@@ -55,9 +52,6 @@ PARALLEL_HASH_MIN = 128 * 1024
 COPY_PIECE = 4 << 20
 #: Bytes written between two starts of the kernel's writeback (when the store fsyncs).
 WRITEBACK_STEP = 8 << 20
-#: Pieces at least this large skip the page cache when the store fsyncs (smaller direct
-#: writes wait on the disk more than they save: 64 KiB pieces took twice as long).
-DIRECT_MIN = 256 * 1024
 
 _SYNC_FILE_RANGE_WRITE = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -179,9 +173,6 @@ class LocalWriter:
         self._hashed = offset  # copy_from: the end of the bytes the hasher has seen
         # write(): pieces of immutable bytes hashed behind the writes (see _write).
         self._behind = HashQueue(_hash_pool)
-        # Direct writes: opened for the first large piece (None where not offered).
-        self._direct: DirectAppender | None = None
-        self._direct_tried = False
 
     @property
     def ref(self) -> str:
@@ -243,7 +234,6 @@ class LocalWriter:
         behind = parallel and isinstance(view.obj, bytes)
         pending: Future[None] | None = None
         before: Hasher | None = None
-        direct = self._direct_for(fd, size)
         if not behind:
             self._settle()
             if parallel:
@@ -251,15 +241,8 @@ class LocalWriter:
                 pending = _hash_pool().submit(feed, self._hasher, view,
                                               self._through())  # fmt: skip
         try:
-            if direct is None:
-                while pos < size:
-                    pos += os.write(fd, view[pos:])
-            else:
-                try:
-                    while pos < size:
-                        pos += direct.write_some(fd, view[pos:], self._offset + pos)
-                finally:
-                    os.lseek(fd, self._offset + pos, os.SEEK_SET)
+            while pos < size:
+                pos += os.write(fd, view[pos:])
         except OSError as e:
             raise from_os_error(e, f"write {self._ref} at offset {self._offset + pos}") from e
         finally:
@@ -276,18 +259,6 @@ class LocalWriter:
             self._offset += pos
             self._updated_at = utcnow()
         self._start_writeback(fd)
-
-    def _direct_for(self, fd: int, size: int) -> DirectAppender | None:
-        """The direct appender for a piece of ``size`` bytes, or None to write it
-        through the page cache (a small piece, a store that does not fsync, or a file
-        that takes no direct writes)."""
-        if size < DIRECT_MIN or not self._fsync:
-            return None
-        if not self._direct_tried:
-            self._direct_tried = True
-            self._direct = open_direct(fd)
-        direct = self._direct
-        return direct if direct is not None and direct.active else None
 
     def _through(self) -> bytearray:
         """The buffer this writer's helper hashes through (made on first use; used by
@@ -548,10 +519,6 @@ class LocalWriter:
 
     def _finish(self, *, sync: bool, stamp: bool) -> None:
         fd, self._fd = self._fd, None
-        direct, self._direct = self._direct, None
-        self._direct_tried = True
-        if direct is not None:
-            direct.close()
         try:
             if fd is not None:
                 try:

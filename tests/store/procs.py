@@ -61,22 +61,17 @@ def race_for_ref(
     out.put(("committed", os.getpid(), str(info.digest)))
 
 
-def write_until_killed(
-    root: str, ref: str, size: int, seed: int, conn: Connection, chunk: int = 65536
-) -> None:
-    """Write ``ref`` in ``chunk``-byte pieces (the last ``chunk`` bytes left out), sending
-    the offset after each, then wait (without committing) for a kill that the parent
-    sends once it has seen enough progress."""
+def write_until_killed(root: str, ref: str, size: int, seed: int, conn: Connection) -> None:
+    """Write ``ref`` in 64 KiB chunks, sending the offset after each, then wait (without
+    committing) for a kill that the parent sends once it has seen enough progress."""
     data = content(size, seed)
     store = LocalStore(root)
     w = store.writer(ref, Descriptor(Digest.from_bytes(data), size))
     conn.send(("holder", os.getpid(), w.status().holder))
-    end = 0
-    for i in range(0, size - chunk, chunk):
-        w.write(data[i : i + chunk])
-        end = i + chunk
-        conn.send(("offset", end))
-    conn.send(("done", end))
+    for i in range(0, size - 65536, 65536):
+        w.write(data[i : i + 65536])
+        conn.send(("offset", i + 65536))
+    conn.send(("done", size - 65536))
     conn.recv()  # never answered: the parent kills us
 
 

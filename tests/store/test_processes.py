@@ -66,17 +66,12 @@ def test_racing_processes_one_writes_the_others_wait_for_it(tmp_path: Path) -> N
     assert LocalStore(root).list_statuses() == []
 
 
-@pytest.mark.parametrize(
-    "chunk",
-    [65536, (1 << 20) + 3],
-    ids=["page-cache", "direct"],  # 1 MiB + 3: aligned middles skip the page cache
-)
-def test_sigkill_mid_write_then_resume_in_a_new_process(tmp_path: Path, chunk: int) -> None:
+def test_sigkill_mid_write_then_resume_in_a_new_process(tmp_path: Path) -> None:
     size, seed, ref = 8 << 20, 11, "layer-sha256:killed"
     root = str(tmp_path / "store")
     observer = LocalStore(root)
     parent_end, child_end = CTX.Pipe()
-    p = CTX.Process(target=procs.write_until_killed, args=(root, ref, size, seed, child_end, chunk))
+    p = CTX.Process(target=procs.write_until_killed, args=(root, ref, size, seed, child_end))
     p.start()
     assert parent_end.poll(WAIT)
     kind, pid, holder = parent_end.recv()
