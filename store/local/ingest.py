@@ -16,6 +16,12 @@ Files:
     a data file whose writer closed it for good (renamed from ``data.<id>`` after the
     writer closed its descriptor).
 
+An ingest's files are the store's own, but anyone who can write in the directory could
+plant a symlink, a FIFO or a huge file under one of these names: they are opened without
+following symlinks and without waiting on a FIFO, only regular files count, and a
+metadata file is read up to :data:`SMALL_FILE_MAX` bytes (anything else reads as
+absent or damaged, never as another file's bytes).
+
 Every data file has one writer at a time, and changes hands only in a way that no other
 writer can touch its bytes afterwards: a sealed file is claimed by renaming it to the
 new writer's ``data.<id>`` (rename is atomic, so exactly one claimant wins); a file that
@@ -25,6 +31,7 @@ process), so a new writer copies the prefix it adopts into a file of its own.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -43,6 +50,11 @@ from ingestq.store.values import Holder, Status
 DATA_PREFIX = "data."
 SEALED_PREFIX = "sealed."
 _ID = re.compile(r"[0-9a-f]{32}")
+#: The most of a metadata file (``ref``, ``total``, ...) that is read: a longer one is
+#: damaged (a ref is at most a few KiB).
+SMALL_FILE_MAX = 64 * 1024
+#: Never through a symlink, never waiting for a FIFO's writer, never a controlling tty.
+_OWN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 def new_data_id() -> str:
@@ -68,11 +80,45 @@ def remove_tree(path: Path, *, strict: bool = False) -> None:
     shutil.rmtree(path, ignore_errors=not strict)
 
 
-def _read(path: Path) -> str | None:
+def open_own(path: Path, flags: int) -> int:
+    """Open ``path``, one of an ingest's own files, with ``flags`` (``os.O_RDONLY``,
+    ``os.O_RDWR``): never through a symlink (ELOOP), and only a regular file (EINVAL for
+    a FIFO, device or directory, checked without waiting on a FIFO). Raises OSError."""
+    fd = os.open(path, flags | _OWN_FLAGS)
     try:
-        return path.read_text(encoding="utf-8", errors="surrogatepass")
-    except (FileNotFoundError, NotADirectoryError):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def is_regular(path: Path) -> bool:
+    """Whether ``path`` itself (not a symlink's target) is a regular file."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _read(path: Path) -> str | None:
+    """The text of a metadata file; None if it is missing, not a regular file or longer
+    than :data:`SMALL_FILE_MAX` bytes."""
+    try:
+        fd = open_own(path, os.O_RDONLY)
+    except OSError:
         return None
+    try:
+        data = os.read(fd, SMALL_FILE_MAX + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) > SMALL_FILE_MAX:
+        return None
+    return data.decode("utf-8", errors="surrogatepass")
 
 
 def _ts(text: str | None) -> datetime | None:
@@ -87,11 +133,21 @@ def _ts(text: str | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class DataFile:
-    """One data file of an ingest: its path, id and whether its writer sealed it."""
+    """One data file of an ingest: its path, id, whether its writer sealed it, and
+    whether it is a regular file (anything else was planted: never read, only removed)."""
 
     path: Path
     id: str
     sealed: bool
+    regular: bool = True
+
+    def remove(self) -> None:
+        """Remove it, whatever it is (best effort)."""
+        if not self.regular and not os.path.islink(self.path) and self.path.is_dir():
+            remove_tree(self.path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
 
 
 @dataclass(frozen=True)
@@ -142,8 +198,9 @@ class IngestDir:
         self._write("expected", str(expected))
 
     def read_ref(self) -> str | None:
-        """The stored ref, or None if the directory is incomplete or gone."""
-        return _read(self.ref_file)
+        """The stored ref, or None if the directory is incomplete (no ``ref``, or an
+        empty one, as a power cut can leave it: it is written without fsync) or gone."""
+        return _read(self.ref_file) or None
 
     def exists(self) -> bool:
         """Whether the directory exists."""
@@ -175,7 +232,8 @@ class IngestDir:
         remove_tree(self.path)
 
     def data_files(self) -> list[DataFile]:
-        """Every data file present, sealed or not."""
+        """Every data file present, sealed or not (those that are not regular files
+        flagged so)."""
         try:
             names = os.listdir(self.path)
         except (FileNotFoundError, NotADirectoryError):
@@ -185,11 +243,12 @@ class IngestDir:
             for prefix, sealed in ((DATA_PREFIX, False), (SEALED_PREFIX, True)):
                 ident = name[len(prefix) :]
                 if name.startswith(prefix) and _ID.fullmatch(ident):
-                    out.append(DataFile(self.path / name, ident, sealed))
+                    path = self.path / name
+                    out.append(DataFile(path, ident, sealed, is_regular(path)))
         return out
 
     def current(self) -> DataFile | None:
-        """The data file holding the ingest's bytes, or None.
+        """The data file holding the ingest's bytes, or None; always a regular file.
 
         That is the file ``current`` names; if it is missing (a writer crashed between
         claiming a file and recording it), the only data file present, if there is one.
@@ -197,9 +256,9 @@ class IngestDir:
         ident = (_read(self.path / "current") or "").strip()
         if _ID.fullmatch(ident):
             for path, sealed in ((self.data_path(ident), False), (self.sealed_path(ident), True)):
-                if path.exists():
+                if is_regular(path):
                     return DataFile(path, ident, sealed)
-        files = self.data_files()
+        files = [f for f in self.data_files() if f.regular]
         return files[0] if len(files) == 1 else None
 
     def set_current(self, ident: str) -> None:
@@ -239,7 +298,7 @@ class IngestDir:
             if data is None:
                 break
             try:
-                st = data.path.stat()
+                st = os.lstat(data.path)
             except FileNotFoundError:
                 continue
             offset = st.st_size
@@ -248,7 +307,7 @@ class IngestDir:
         started = self.started_at()
         if started is None:
             try:
-                started = datetime.fromtimestamp(self.ref_file.stat().st_mtime_ns / 1e9, UTC)
+                started = datetime.fromtimestamp(os.lstat(self.ref_file).st_mtime_ns / 1e9, UTC)
             except FileNotFoundError:
                 raise errdefs.NotFound(f"reference {ref}") from None
         if updated is None or updated < started:

@@ -8,6 +8,7 @@ root is also an OCI image layout): committed blobs and their metadata
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from ingestq.store.labels import validate as validate_labels
 from ingestq.store.layout import RootLayout
 from ingestq.store.leases import LeaseStore
 from ingestq.store.local.blobs import Blobs, FileReaderAt, hash_fd
-from ingestq.store.local.ingest import IngestDir, new_data_id, remove_tree
+from ingestq.store.local.ingest import DataFile, IngestDir, new_data_id, open_own, remove_tree
 from ingestq.store.local.small import small_blob_max as env_small_blob_max
 from ingestq.store.local.writer import LocalWriter, copy_prefix
 from ingestq.store.locks import ChainLocker, FileRefLocker, Lease, RefLocker, new_holder_id
@@ -185,7 +186,7 @@ class LocalStore:
         if stored_ref is None:
             # New, or a directory a crash left incomplete: start it over.
             for leftover in ingest.data_files():
-                leftover.path.unlink(missing_ok=True)
+                leftover.remove()
             ingest.begin(ref, utcnow(), total, expected)
         else:
             stored_total = ingest.total()
@@ -209,7 +210,7 @@ class LocalStore:
             raise
         for leftover in ingest.data_files():
             if leftover.id != ident:
-                leftover.path.unlink(missing_ok=True)
+                leftover.remove()
         started = ingest.started_at() or utcnow()
         updated = max(mtime, started)  # as IngestDir.status reads it
         total = total or ingest.total()
@@ -240,7 +241,7 @@ class LocalStore:
         data = ingest.current() if ingest.read_ref() is not None else None
         if data is not None:
             with contextlib.suppress(FileNotFoundError):
-                held = data.path.stat().st_size
+                held = os.lstat(data.path).st_size
         self.meter.check(max(total - held, 0), f"ingest {ref} of {total} bytes")
 
     def _adopt(self, ingest: IngestDir, ident: str, algorithm: str) -> tuple[int, Hasher, int]:
@@ -252,22 +253,35 @@ class LocalStore:
         for _ in range(3):
             if previous is None or not previous.sealed:
                 break
+            sealed = previous.path
             try:
-                os.rename(previous.path, own)  # atomic: one claimant wins
+                os.rename(sealed, own)  # atomic: one claimant wins
             except FileNotFoundError:
                 previous = ingest.current()  # claimed by someone else: look again
                 continue
             try:
-                fd = os.open(own, os.O_RDWR | os.O_CLOEXEC)
-                try:
-                    hasher, offset = hash_fd(fd, algorithm)
-                    os.lseek(fd, offset, os.SEEK_SET)
-                except BaseException:
-                    os.close(fd)
-                    raise
+                fd = open_own(own, os.O_RDWR)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.EINVAL):
+                    # Planted since it was listed (not a regular file): never opened
+                    # through; this writer starts from nothing.
+                    DataFile(own, ident, False, False).remove()
+                    previous = None
+                    break
+                with contextlib.suppress(OSError):
+                    os.rename(own, sealed)  # give it back, sealed, for a later try
+                raise
             except BaseException:
                 with contextlib.suppress(OSError):
-                    os.rename(own, previous.path)  # give it back, sealed, for a later try
+                    os.rename(own, sealed)
+                raise
+            try:
+                hasher, offset = hash_fd(fd, algorithm)
+                os.lseek(fd, offset, os.SEEK_SET)
+            except BaseException:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.rename(own, sealed)
                 raise
             return fd, hasher, offset
         fd = os.open(own, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -381,7 +395,7 @@ class LocalStore:
         held = 0
         for data in ingest.data_files():
             with contextlib.suppress(FileNotFoundError):
-                held += data.path.stat().st_size
+                held += os.lstat(data.path).st_size
         return held
 
     # Manager ---------------------------------------------------------------------------
@@ -418,7 +432,7 @@ def _mtime_ns(ingest: IngestDir) -> int | None:
     if data is None:
         return None
     try:
-        return data.path.stat().st_mtime_ns
+        return os.lstat(data.path).st_mtime_ns
     except FileNotFoundError:
         return None
 

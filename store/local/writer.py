@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import sys
 import threading
@@ -38,7 +39,7 @@ from ingestq.store.hashfeed import THROUGH_PIECE, feed
 from ingestq.store.labels import validate as validate_labels
 from ingestq.store.local.blobs import Publisher, hash_fd
 from ingestq.store.local.hashqueue import HashFailed, HashQueue
-from ingestq.store.local.ingest import IngestDir
+from ingestq.store.local.ingest import IngestDir, open_own
 from ingestq.store.locks import Lease
 from ingestq.store.oserrors import from_os_error
 from ingestq.store.rules import check_commit_digest, check_commit_size
@@ -564,9 +565,13 @@ def copy_prefix(src: Path | None, dst_fd: int, algorithm: str) -> tuple[Hasher, 
     if src is None:
         return hasher, 0
     try:
-        src_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+        src_fd = open_own(src, os.O_RDONLY)
     except FileNotFoundError:
         return hasher, 0
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EINVAL):
+            return hasher, 0  # not a regular file (planted): nothing of it is adopted
+        raise
     copied = 0
     try:
         while True:

@@ -9,8 +9,7 @@ import errno
 import os
 import socket
 import tempfile
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from ingestq.jobs.api import JobState
 from ingestq.jobs.config import Settings
 from ingestq.tasks.client import connect, enqueue_ingest
 from tests.fetch.racing import race
+from tests.servers.util import bounded
 
 OPENERS = [pytest.param(True, id="openat2"), pytest.param(False, id="walk")]
 
@@ -42,25 +42,6 @@ def base() -> Iterator[Path]:
             sock.bind(str(root / "sock"))
             sock.listen()
             yield base
-
-
-def bounded(call: Callable[[], object], seconds: float = 30) -> BaseException | None:
-    """Run ``call`` in a thread; the exception it raised (None if it returned). Fails
-    the test if it is still running after ``seconds`` (it blocked)."""
-    outcome: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            call()
-            outcome.append(None)
-        except BaseException as e:  # handed to the test
-            outcome.append(e)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert outcome, f"still blocked after {seconds} s"
-    return outcome[0]
 
 
 def test_openat2_is_what_this_host_uses() -> None:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -297,3 +298,22 @@ def run_tool(
     if check and done.returncode != 0:
         raise ToolError(done)
     return done
+
+
+def bounded(call: Callable[[], object], seconds: float = 30) -> BaseException | None:
+    """Run ``call`` in a thread; the exception it raised (None if it returned). Fails
+    the test if it is still running after ``seconds`` (it blocked)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as e:  # handed to the test
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still blocked after {seconds} s"
+    return outcome[0]

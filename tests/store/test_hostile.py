@@ -4,6 +4,7 @@ with on disk. Afterwards nothing may exist outside the store root."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,9 @@ import pytest
 
 from ingestq import errdefs
 from ingestq.store import Descriptor, Digest, Info, LocalStore, read_blob
+from ingestq.store.local.ingest import SMALL_FILE_MAX, open_own
 from ingestq.store.locks import ref_key
+from tests.servers.util import bounded
 
 HEX64 = "a" * 64
 
@@ -281,3 +284,110 @@ def test_an_incomplete_ingest_directory_starts_over(store: LocalStore) -> None:
         w.write(b"fresh")
         info = w.commit(5)
     assert read_blob(store, info.digest) == b"fresh"
+
+
+# files planted in an ingest directory ------------------------------------------------
+def closed_ingest(store: LocalStore, ref: str, data: bytes) -> Path:
+    """Write ``data`` under ``ref``, close the writer (its file sealed); the directory."""
+    with store.writer(ref) as w:
+        w.write(data)
+    return store.root / "ingest" / ref_key(ref)
+
+
+@pytest.mark.parametrize("prefix", ["sealed.", "data."])
+def test_a_symlink_in_place_of_the_data_file_is_never_written_or_read_through(
+    store: LocalStore, tmp_path: Path, prefix: str
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"secret bytes outside the store")
+    d = closed_ingest(store, "planted", b"abc")
+    (sealed,) = d.glob("sealed.*")
+    sealed.unlink()
+    (d / f"{prefix}{sealed.name.split('.', 1)[1]}").symlink_to(victim)
+    assert store.status("planted").offset == 0
+    with store.writer("planted") as w:
+        assert w.status().offset == 0  # nothing of the victim adopted
+        w.write(b"fresh")
+        info = w.commit(5)
+    assert read_blob(store, info.digest) == b"fresh"
+    assert victim.read_bytes() == b"secret bytes outside the store"
+
+
+def test_a_fifo_in_place_of_the_data_file_blocks_nothing(store: LocalStore) -> None:
+    d = closed_ingest(store, "fifo", b"abc")
+    (sealed,) = d.glob("sealed.*")
+    sealed.unlink()
+    os.mkfifo(sealed)
+    assert bounded(lambda: store.status("fifo")) is None
+    statuses: list[int] = []
+
+    def resume() -> None:
+        with store.writer("fifo") as w:
+            statuses.append(w.status().offset)
+            w.write(b"x")
+            w.commit(1)
+
+    assert bounded(resume) is None
+    assert statuses == [0]
+
+
+@pytest.mark.parametrize("name", ["ref", "current", "total", "startedat", "expected"])
+def test_planted_metadata_files_block_nothing_and_read_nothing_outside(
+    store: LocalStore, name: str
+) -> None:
+    d = closed_ingest(store, "meta", b"abc")
+    (d / name).unlink(missing_ok=True)
+    os.mkfifo(d / name)
+    outcome = bounded(lambda: store.status("meta"))
+    assert outcome is None or isinstance(outcome, errdefs.NotFound)  # no ref: incomplete
+    (d / name).unlink()
+    (d / name).symlink_to("/dev/zero")  # read through, it would never end
+    outcome = bounded(lambda: store.status("meta"))
+    assert outcome is None or isinstance(outcome, errdefs.NotFound)
+    offsets: list[int] = []
+
+    def resume() -> None:
+        with store.writer("meta") as w:
+            offsets.append(w.status().offset)
+            w.write(b"abcdef"[offsets[0] :])
+            w.commit(6)
+
+    assert bounded(resume) is None
+    assert offsets == [0 if name == "ref" else 3]  # without its ref an ingest starts over
+    assert read_blob(store, Digest.from_bytes(b"abcdef")) == b"abcdef"
+
+
+def test_an_oversize_metadata_file_reads_as_damaged(store: LocalStore) -> None:
+    d = closed_ingest(store, "big", b"abc")
+    (d / "total").write_text("9" * (SMALL_FILE_MAX + 1))
+    assert store.status("big").total == 0
+
+
+def test_an_empty_ref_file_as_a_power_cut_leaves_it_starts_over(store: LocalStore) -> None:
+    # ``ref`` is written without fsync: after a power cut it can be there but empty.
+    d = closed_ingest(store, "cut", b"abc")
+    (d / "ref").write_bytes(b"")
+    with pytest.raises(errdefs.NotFound):
+        store.status("cut")
+    with store.writer("cut") as w:
+        assert w.status().offset == 0
+        w.write(b"whole")
+        info = w.commit(5)
+    assert read_blob(store, info.digest) == b"whole"
+
+
+def test_own_files_open_only_as_regular_files(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"x")
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(OSError) as e:
+        open_own(tmp_path / "link", os.O_RDONLY)
+    assert e.value.errno == errno.ELOOP
+    outcome = bounded(lambda: open_own(tmp_path / "fifo", os.O_RDWR))
+    assert isinstance(outcome, OSError) and outcome.errno == errno.EINVAL
+    fd = open_own(tmp_path / "file", os.O_RDONLY)
+    try:
+        assert os.get_blocking(fd)
+        assert os.read(fd, 10) == b"x"
+    finally:
+        os.close(fd)
