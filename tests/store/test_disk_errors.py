@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
-import pickle
 import pwd
 import resource
 import shutil
@@ -43,8 +43,11 @@ def run_in_child(
     fn: Callable[[], Any], *, user: str | None = None, fsize: int | None = None
 ) -> Any:
     """Run ``fn`` in a forked child (optionally as ``user`` and with RLIMIT_FSIZE) and
-    return its result, or re-raise its exception here. Forked, not spawned: the child
-    must run as a user that may not be able to read the interpreter's files."""
+    return its result (JSON: tuples come back as lists), or raise its error here (as its
+    errdefs kind, through the errdefs JSON record; anything else is Unknown). Forked, not
+    spawned: the child must run as a user that may not be able to read the
+    interpreter's files."""
+    errdefs.to_json_dict(RuntimeError("warm-up"))  # its lazy imports, before the user drops
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
@@ -59,24 +62,24 @@ def run_in_child(
                 os.setgid(pw.pw_gid)
                 os.setuid(pw.pw_uid)
             try:
-                result: tuple[str, Any] = ("ok", fn())
+                payload = json.dumps({"ok": fn()})
             except BaseException as e:
-                result = ("error", e)
-            payload = pickle.dumps(result)
+                payload = json.dumps({"error": errdefs.to_json_dict(e)})
         except BaseException as e:
-            payload = pickle.dumps(("error", RuntimeError(f"child setup failed: {e!r}")))
-        with os.fdopen(w, "wb") as f:
+            setup = RuntimeError(f"child setup failed: {e!r}")
+            payload = json.dumps({"error": errdefs.to_json_dict(setup)})
+        with os.fdopen(w, "w") as f:
             f.write(payload)
         os._exit(0)
     os.close(w)
-    with os.fdopen(r, "rb") as f:
+    with os.fdopen(r) as f:
         payload = f.read()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    kind, value = pickle.loads(payload)
-    if kind == "error":
-        raise value
-    return value
+    outcome = json.loads(payload)
+    if "error" in outcome:
+        raise errdefs.from_json_dict(outcome["error"])
+    return outcome["ok"]
 
 
 @pytest.fixture
@@ -368,9 +371,9 @@ def test_nobody_can_read_but_not_delete_root_content(shared_dir: Path) -> None:
         w.write(b"readable")
         info = w.commit()
 
-    def child() -> tuple[bytes, int, str]:
+    def child() -> tuple[str, int, str]:
         s = LocalStore(root)
-        got = read_blob(s, info.digest)
+        got = read_blob(s, info.digest).decode()
         n = len(list(s.walk()))
         try:
             s.delete(info.digest)
@@ -379,6 +382,6 @@ def test_nobody_can_read_but_not_delete_root_content(shared_dir: Path) -> None:
         raise AssertionError("delete was allowed")
 
     got, n, msg = run_in_child(child, user="nobody")
-    assert (got, n) == (b"readable", 1)
+    assert (got, n) == ("readable", 1)
     assert "Permission denied" in msg
     assert store.exists(info.digest)
