@@ -38,8 +38,8 @@ from ingestq.store.digest import ALGORITHMS, Digest, Hasher, new_hasher
 from ingestq.store.filters import Filter, info_fields
 from ingestq.store.labels import apply_update
 from ingestq.store.layout import RootLayout
-from ingestq.store.local.ingest import IngestDir, remove_tree
-from ingestq.store.local.small import TempFile
+from ingestq.store.local.ingest import DataFile, IngestDir, is_regular, remove_tree
+from ingestq.store.local.small import TempFile, link_descriptor
 from ingestq.store.lockfile import LockFile
 from ingestq.store.oserrors import from_os_error
 from ingestq.store.rules import check_read
@@ -273,6 +273,15 @@ class Publisher(Protocol):
         ...
 
 
+def _same_file(path: Path, fd: int) -> bool:
+    """Whether ``path`` itself (not a symlink's target) is the file open as ``fd``."""
+    try:
+        named, held = os.lstat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
 class Blobs:
     """The committed blobs and their metadata under one store root.
 
@@ -381,7 +390,13 @@ class Blobs:
                 meta = BlobMeta(now, now, {**(old.labels if old else {}), **labels})
                 self._write_meta(digest, meta)
                 try:
-                    os.link(data, blob)
+                    # The open file itself, not whatever ``data`` names by now: a file
+                    # planted under that name can never be published.
+                    if not link_descriptor(fd, blob):
+                        os.link(data, blob)
+                        if not _same_file(blob, fd):
+                            os.unlink(blob)
+                            raise FileNotFoundError(errno.ENOENT, "data file replaced", str(data))
                 except BaseException as e:
                     self._restore_meta(digest, old)
                     if isinstance(e, FileNotFoundError):
@@ -396,7 +411,7 @@ class Blobs:
                     raise
                 # No ingest name may point at the published inode, or a later writer
                 # could claim it; only then is it made read-only.
-                data.unlink(missing_ok=True)
+                DataFile(data, "", False, is_regular(data)).remove()
                 os.fchmod(fd, 0o444)
                 if self.fsync:
                     fsync_dir(blob.parent)

@@ -45,6 +45,7 @@ from pathlib import Path
 from ingestq import errdefs
 from ingestq.store.atomic import write_text
 from ingestq.store.digest import Digest
+from ingestq.store.layout import ref_key
 from ingestq.store.values import Holder, Status
 
 DATA_PREFIX = "data."
@@ -63,11 +64,26 @@ def new_data_id() -> str:
 
 
 def remove_tree(path: Path, *, strict: bool = False) -> None:
-    """Remove a directory tree; one that is (or becomes) missing is fine. Other errors
-    raise OSError when ``strict`` and are ignored otherwise."""
+    """Remove a directory tree; one that is (or becomes) missing is fine, and a symlink
+    or file in its place is unlinked (never followed). A tree deeper than
+    ``shutil.rmtree`` can recurse is removed level by level. Other errors raise OSError
+    when ``strict`` and are ignored otherwise."""
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            path.unlink()
+            return
+    except FileNotFoundError:
+        return
+    except OSError:
+        if strict:
+            raise
+        return
     for _ in range(3):
         try:
-            shutil.rmtree(path)
+            try:
+                shutil.rmtree(path)
+            except RecursionError:
+                _remove_deep(path)
             return
         except FileNotFoundError:
             if not path.exists():
@@ -75,9 +91,35 @@ def remove_tree(path: Path, *, strict: bool = False) -> None:
         except OSError:
             if strict:
                 raise
-            shutil.rmtree(path, ignore_errors=True)
+            with contextlib.suppress(OSError, RecursionError):
+                shutil.rmtree(path, ignore_errors=True)
             return
     shutil.rmtree(path, ignore_errors=not strict)
+
+
+def _remove_deep(top: Path) -> None:
+    """Remove the tree ``top`` without recursion (symlinks unlinked, never followed).
+    Raises OSError (ENAMETOOLONG past PATH_MAX)."""
+    stack = [str(top)]
+    while stack:
+        current = stack[-1]
+        try:
+            with os.scandir(current) as it:
+                entries = list(it)
+        except FileNotFoundError:
+            stack.pop()
+            continue
+        subdirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        for e in entries:
+            if not e.is_dir(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(e.path)
+        if subdirs:
+            stack.extend(subdirs)
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(current)
+        stack.pop()
 
 
 def open_own(path: Path, flags: int) -> int:
@@ -103,17 +145,24 @@ def is_regular(path: Path) -> bool:
         return False
 
 
+#: What opening a metadata file can say when it is missing or planted (not a regular
+#: file: EINVAL from open_own, ELOOP for a symlink, ENXIO for a socket): it reads as
+#: absent. Anything else (EIO, EMFILE, EACCES, ...) is raised: a transient error must
+#: not make a resumable ingest look incomplete, which would start it over.
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EINVAL, errno.ENXIO)
+
+
 def _read(path: Path) -> str | None:
     """The text of a metadata file; None if it is missing, not a regular file or longer
-    than :data:`SMALL_FILE_MAX` bytes."""
+    than :data:`SMALL_FILE_MAX` bytes. Raises OSError for other errors."""
     try:
         fd = open_own(path, os.O_RDONLY)
-    except OSError:
-        return None
+    except OSError as e:
+        if e.errno in _ABSENT:
+            return None
+        raise
     try:
         data = os.read(fd, SMALL_FILE_MAX + 1)
-    except OSError:
-        return None
     finally:
         os.close(fd)
     if len(data) > SMALL_FILE_MAX:
@@ -142,7 +191,8 @@ class DataFile:
     regular: bool = True
 
     def remove(self) -> None:
-        """Remove it, whatever it is (best effort)."""
+        """Remove it, whatever it is (a planted directory best effort). Raises OSError
+        for a file that cannot be unlinked."""
         if not self.regular and not os.path.islink(self.path) and self.path.is_dir():
             remove_tree(self.path)
         else:
@@ -198,13 +248,26 @@ class IngestDir:
         self._write("expected", str(expected))
 
     def read_ref(self) -> str | None:
-        """The stored ref, or None if the directory is incomplete (no ``ref``, or an
-        empty one, as a power cut can leave it: it is written without fsync) or gone."""
-        return _read(self.ref_file) or None
+        """The stored ref, or None if the directory is incomplete or gone: no ``ref``,
+        or one that does not name this directory (empty or zero-filled, as a power cut
+        can leave it since it is written without fsync; or planted), or a directory
+        that is not a real one (a symlink). Raises OSError for other errors."""
+        if not self._is_dir():
+            return None
+        ref = _read(self.ref_file)
+        if not ref or ref_key(ref) != self.path.name:
+            return None
+        return ref
+
+    def _is_dir(self) -> bool:
+        try:
+            return stat.S_ISDIR(os.lstat(self.path).st_mode)
+        except FileNotFoundError:
+            return False
 
     def exists(self) -> bool:
-        """Whether the directory exists."""
-        return self.path.is_dir()
+        """Whether the directory exists (a real directory, not a symlink)."""
+        return self._is_dir()
 
     def create(self) -> bool:
         """Create the directory (and its parents); True if this call created it, False
@@ -223,7 +286,9 @@ class IngestDir:
                 ) from None
             if stat.S_ISDIR(mode):
                 return False
-            raise
+            # Not a directory (a planted symlink or file): it is no ingest; replace it.
+            os.unlink(self.path)
+            self.path.mkdir()
         return True
 
     def discard(self) -> None:

@@ -105,4 +105,21 @@ class TempFile:
             os.link(tmp, target)
 
 
-__all__ = ["DEFAULT_SMALL_BLOB_MAX", "SMALL_BLOB_ENV", "TempFile", "small_blob_max"]
+def link_descriptor(fd: int, target: Path) -> bool:
+    """Give the file open as ``fd`` (itself, whatever its names now are) the name
+    ``target`` through ``/proc/self/fd``; False where that is not offered (the caller
+    links by name). Never replaces an existing file (FileExistsError); ENOENT when the
+    file has no name left. Raises OSError."""
+    if _linkat is None or not os.path.isdir("/proc/self/fd"):
+        return False
+    _linkat(f"/proc/self/fd/{fd}".encode(), os.fsencode(target))
+    return True
+
+
+__all__ = [
+    "DEFAULT_SMALL_BLOB_MAX",
+    "SMALL_BLOB_ENV",
+    "TempFile",
+    "link_descriptor",
+    "small_blob_max",
+]

@@ -210,7 +210,8 @@ class LocalStore:
             raise
         for leftover in ingest.data_files():
             if leftover.id != ident:
-                leftover.remove()
+                with contextlib.suppress(OSError):  # best effort: it is never read again
+                    leftover.remove()
         started = ingest.started_at() or utcnow()
         updated = max(mtime, started)  # as IngestDir.status reads it
         total = total or ingest.total()
@@ -275,6 +276,16 @@ class LocalStore:
                 with contextlib.suppress(OSError):
                     os.rename(own, sealed)
                 raise
+            if not _ours_alone(fd):
+                # Another user's file, or one with a second name: whoever holds it could
+                # change its bytes after they are hashed. Copy what it holds instead.
+                os.close(fd)
+                try:
+                    os.rename(own, sealed)
+                except OSError as e:
+                    raise from_os_error(e, f"give back {sealed.name}") from e
+                previous = DataFile(sealed, previous.id, False)
+                break
             try:
                 hasher, offset = hash_fd(fd, algorithm)
                 os.lseek(fd, offset, os.SEEK_SET)
@@ -435,6 +446,13 @@ def _mtime_ns(ingest: IngestDir) -> int | None:
         return os.lstat(data.path).st_mtime_ns
     except FileNotFoundError:
         return None
+
+
+def _ours_alone(fd: int) -> bool:
+    """Whether the file open as ``fd`` belongs to this process's user and has no other
+    name (only then may a writer claim it in place)."""
+    st = os.fstat(fd)
+    return st.st_uid == os.geteuid() and st.st_nlink == 1
 
 
 __all__ = ["LocalStore"]

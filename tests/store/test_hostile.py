@@ -5,7 +5,10 @@ with on disk. Afterwards nothing may exist outside the store root."""
 from __future__ import annotations
 
 import errno
+import functools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +16,10 @@ import pytest
 
 from ingestq import errdefs
 from ingestq.store import Descriptor, Digest, Info, LocalStore, read_blob
-from ingestq.store.local.ingest import SMALL_FILE_MAX, open_own
+from ingestq.store.local.ingest import SMALL_FILE_MAX, open_own, remove_tree
 from ingestq.store.locks import ref_key
 from tests.servers.util import bounded
+from tests.store.test_disk_errors import chown_tree, run_in_child
 
 HEX64 = "a" * 64
 
@@ -313,11 +317,12 @@ def test_a_symlink_in_place_of_the_data_file_is_never_written_or_read_through(
     assert victim.read_bytes() == b"secret bytes outside the store"
 
 
-def test_a_fifo_in_place_of_the_data_file_blocks_nothing(store: LocalStore) -> None:
+@pytest.mark.parametrize("prefix", ["sealed.", "data."])
+def test_a_fifo_in_place_of_the_data_file_blocks_nothing(store: LocalStore, prefix: str) -> None:
     d = closed_ingest(store, "fifo", b"abc")
     (sealed,) = d.glob("sealed.*")
     sealed.unlink()
-    os.mkfifo(sealed)
+    os.mkfifo(d / f"{prefix}{sealed.name.split('.', 1)[1]}")
     assert bounded(lambda: store.status("fifo")) is None
     statuses: list[int] = []
 
@@ -338,12 +343,17 @@ def test_planted_metadata_files_block_nothing_and_read_nothing_outside(
     d = closed_ingest(store, "meta", b"abc")
     (d / name).unlink(missing_ok=True)
     os.mkfifo(d / name)
-    outcome = bounded(lambda: store.status("meta"))
-    assert outcome is None or isinstance(outcome, errdefs.NotFound)  # no ref: incomplete
+
+    def status_outcome() -> type[BaseException] | None:
+        outcome = bounded(lambda: store.status("meta"))
+        return None if outcome is None else type(outcome)
+
+    # Without its ref an ingest is incomplete (NotFound); any other file reads as absent.
+    expected = errdefs.NotFound if name == "ref" else None
+    assert status_outcome() is expected
     (d / name).unlink()
     (d / name).symlink_to("/dev/zero")  # read through, it would never end
-    outcome = bounded(lambda: store.status("meta"))
-    assert outcome is None or isinstance(outcome, errdefs.NotFound)
+    assert status_outcome() is expected
     offsets: list[int] = []
 
     def resume() -> None:
@@ -359,7 +369,7 @@ def test_planted_metadata_files_block_nothing_and_read_nothing_outside(
 
 def test_an_oversize_metadata_file_reads_as_damaged(store: LocalStore) -> None:
     d = closed_ingest(store, "big", b"abc")
-    (d / "total").write_text("9" * (SMALL_FILE_MAX + 1))
+    (d / "total").write_text("7" + " " * SMALL_FILE_MAX)  # "7" if read whole
     assert store.status("big").total == 0
 
 
@@ -383,11 +393,127 @@ def test_own_files_open_only_as_regular_files(tmp_path: Path) -> None:
     with pytest.raises(OSError) as e:
         open_own(tmp_path / "link", os.O_RDONLY)
     assert e.value.errno == errno.ELOOP
-    outcome = bounded(lambda: open_own(tmp_path / "fifo", os.O_RDWR))
-    assert isinstance(outcome, OSError) and outcome.errno == errno.EINVAL
+    for flags in (os.O_RDONLY, os.O_RDWR):  # O_RDONLY is the one that waits for a writer
+        outcome = bounded(functools.partial(open_own, tmp_path / "fifo", flags))
+        assert isinstance(outcome, OSError) and outcome.errno == errno.EINVAL
     fd = open_own(tmp_path / "file", os.O_RDONLY)
     try:
         assert os.get_blocking(fd)
         assert os.read(fd, 10) == b"x"
     finally:
         os.close(fd)
+
+
+def test_a_zero_filled_or_foreign_ref_file_starts_the_ingest_over(store: LocalStore) -> None:
+    d = closed_ingest(store, "zeros", b"abc")
+    (d / "ref").write_bytes(b"\0" * 5)  # what some filesystems leave after a power cut
+    with pytest.raises(errdefs.NotFound):
+        store.status("zeros")
+    assert "\0" not in "".join(st.ref for st in store.list_statuses())
+    (d / "ref").write_text("another-ref")  # names another directory: not this ingest's
+    with pytest.raises(errdefs.NotFound):
+        store.status("zeros")
+    assert [st.ref for st in store.list_statuses()] == []
+    info = ingest(store, b"whole", "zeros")
+    assert read_blob(store, info.digest) == b"whole"
+
+
+def test_a_symlinked_ingest_directory_is_not_read_through(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "ref").write_text("linked")
+    (outside / f"data.{'1' * 32}").write_bytes(b"outside bytes")
+    d = store.root / "ingest" / ref_key("linked")
+    d.parent.mkdir(parents=True, exist_ok=True)
+    d.symlink_to(outside)
+    with pytest.raises(errdefs.NotFound):
+        store.status("linked")
+    assert store.list_statuses() == []
+    info = ingest(store, b"inside", "linked")  # the symlink is replaced by a real directory
+    assert read_blob(store, info.digest) == b"inside"
+    assert sorted(p.name for p in outside.iterdir()) == ["data." + "1" * 32, "ref"]
+    assert (outside / f"data.{'1' * 32}").read_bytes() == b"outside bytes"
+
+
+def test_a_file_planted_under_the_data_name_is_never_published(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not the content")
+    data = b"the content written"
+    for plant in ("symlink", "file"):
+        w = store.writer(f"swap-{plant}")
+        w.write(data)
+        (own,) = (store.root / "ingest" / ref_key(f"swap-{plant}")).glob("data.*")
+        own.rename(own.with_name("moved-aside"))
+        if plant == "symlink":
+            own.symlink_to(victim)
+        else:
+            own.write_bytes(b"planted bytes of the same size")
+        info = w.commit(len(data), Digest.from_bytes(data))
+        blob = store.blob_path(info.digest)
+        assert not blob.is_symlink()
+        assert blob.read_bytes() == data
+        store.delete(info.digest)
+    assert victim.read_bytes() == b"not the content"
+
+
+def test_a_data_file_with_a_second_name_is_copied_not_claimed(store: LocalStore) -> None:
+    data = b"0123456789"
+    d = closed_ingest(store, "linked-twice", data[:4])
+    (sealed,) = d.glob("sealed.*")
+    other = d.parent.parent / "other-name"
+    os.link(sealed, other)  # whoever holds this name could rewrite the bytes later
+    with store.writer("linked-twice") as w:
+        assert w.status().offset == 4
+        w.write(data[4:])
+        info = w.commit(len(data), Digest.from_bytes(data))
+    with open(other, "r+b") as f:
+        f.write(b"ZZZZ")
+    other.unlink()
+    assert read_blob(store, info.digest) == data
+
+
+def test_a_planted_directory_tree_does_not_stop_a_writer_or_leak(store: LocalStore) -> None:
+    d = closed_ingest(store, "deep", b"abc")
+    node = d / f"data.{'2' * 32}"
+    for _ in range(1500):  # deeper than shutil.rmtree can recurse
+        node.mkdir()
+        node = node / "d"
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(3):
+            with store.writer("deep") as w:
+                assert w.status().offset == 3
+            assert not (d / f"data.{'2' * 32}").exists()  # removed, level by level
+            (d / f"data.{'2' * 32}").mkdir()  # and planted again
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        remove_tree(d)  # pytest's own cleanup could not recurse this deep
+
+
+def test_an_unreadable_ref_is_an_error_not_an_incomplete_ingest() -> None:
+    # A ref that cannot be read now (EACCES here; EIO or EMFILE alike) is an error of its
+    # kind: read as "no ref", the ingest would be started over and its bytes dropped.
+    box = Path(tempfile.mkdtemp(prefix="ingestq-ref-", dir="/tmp"))
+    try:
+        box.chmod(0o755)
+        store = LocalStore(box / "store", fsync=False)
+        d = closed_ingest(store, "unreadable", b"abc")
+        chown_tree(box / "store", "nobody")  # nobody may write everywhere in the store
+        os.chown(d / "ref", 0, 0)
+        (d / "ref").chmod(0o600)  # but not read the ref
+
+        def child() -> str:
+            try:
+                LocalStore(box / "store", fsync=False).writer("unreadable").close()
+            except errdefs.ErrdefsError as e:
+                return type(e).__name__
+            return "opened"
+
+        assert run_in_child(child, user="nobody") == "PermissionDenied"
+        assert store.status("unreadable").offset == 3  # the bytes are still there
+    finally:
+        shutil.rmtree(box, ignore_errors=True)

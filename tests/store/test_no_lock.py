@@ -17,6 +17,8 @@ import pytest
 
 from ingestq import errdefs
 from ingestq.store import Descriptor, Digest, Holder, LocalStore, read_blob
+from ingestq.store.local import blobs as blobs_module
+from ingestq.store.local import small as small_module
 from ingestq.store.locks import FileRefLocker
 from ingestq.store.values import utcnow
 
@@ -174,18 +176,20 @@ def test_a_writer_opening_during_a_commit_cannot_touch_the_published_inode(
     w = store.writer("commit-race")
     w.write(data)
     intruders = []
-    real_link = os.link
+    real_link = small_module.link_descriptor
 
-    def link_then_intrude(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-        real_link(src, dst)
+    def link_then_intrude(fd: int, target: Path) -> bool:
+        linked = real_link(fd, target)
+        assert linked  # the blob is the writer's open file, linked through /proc
         # Between publishing and dropping the ingest, another writer takes the ref.
         intruder = store.writer("commit-race")
         intruder.write(b"\x00" * 100_000)
         intruders.append(intruder)
+        return linked
 
-    monkeypatch.setattr(os, "link", link_then_intrude)
+    monkeypatch.setattr(blobs_module, "link_descriptor", link_then_intrude)
     info = w.commit(len(data), Digest.from_bytes(data))
-    monkeypatch.setattr(os, "link", real_link)
+    monkeypatch.setattr(blobs_module, "link_descriptor", real_link)
     intruders[0].truncate(0)
     intruders[0].write(b"\x11" * 70_000)
     intruders[0].close()
