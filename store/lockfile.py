@@ -16,9 +16,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from ingestq.store.ownfiles import NOT_OWN, open_own
 
 #: Whether OFD locks are available (Linux >= 3.15).
 HAVE_OFD = all(hasattr(fcntl, n) for n in ("F_OFD_SETLK", "F_OFD_SETLKW", "F_OFD_GETLK"))
@@ -59,8 +62,18 @@ class LockFile:
         """
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already held by this object")
+        planted = 0
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fd = open_own(self.path, os.O_RDWR | os.O_CREAT)
+            except OSError as e:
+                # Not a regular file (a symlink, FIFO or directory planted here): never
+                # written through; it is removed and a lock file made in its place.
+                if e.errno not in NOT_OWN or planted >= _PLANTED_MAX:
+                    raise
+                planted += 1
+                _remove_planted(self.path)
+                continue
             try:
                 if not self._lock(fd, blocking):
                     os.close(fd)
@@ -126,6 +139,22 @@ class LockFile:
         return (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)
 
 
+#: Planted entries removed in a row before acquire gives up (someone keeps planting).
+_PLANTED_MAX = 3
+
+
+def _remove_planted(path: Path) -> None:
+    """Remove what was planted at ``path`` (a symlink, FIFO, device or empty
+    directory). Raises OSError (a non-empty directory: ENOTEMPTY)."""
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            os.rmdir(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 #: errnos meaning "another holder has it" for a non-blocking lock attempt.
 _BUSY = frozenset({errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK})
 
@@ -134,9 +163,13 @@ def probe(path: Path, *, use_ofd: bool = HAVE_OFD) -> Probe:
     """Whether ``path`` is locked by anyone (this process included), without taking it
     (with OFD locks; the flock fallback takes a shared lock for a moment)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_own(path, os.O_RDONLY)
     except FileNotFoundError:
         return Probe(False, "", 0)
+    except OSError as e:
+        if e.errno in NOT_OWN:  # planted, not a lock file: nobody holds a lock on it
+            return Probe(False, "", 0)
+        raise
     try:
         if use_ofd and HAVE_OFD:
             arg = _FLOCK.pack(fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0)

@@ -38,10 +38,11 @@ from ingestq.store.digest import ALGORITHMS, Digest, Hasher, new_hasher
 from ingestq.store.filters import Filter, info_fields
 from ingestq.store.labels import apply_update
 from ingestq.store.layout import RootLayout
-from ingestq.store.local.ingest import DataFile, IngestDir, is_regular, remove_tree
+from ingestq.store.local.ingest import DataFile, IngestDir, remove_tree
 from ingestq.store.local.small import TempFile, link_descriptor
 from ingestq.store.lockfile import LockFile
 from ingestq.store.oserrors import from_os_error
+from ingestq.store.ownfiles import NOT_OWN, is_regular, open_own
 from ingestq.store.rules import check_read
 from ingestq.store.values import Info, utcnow
 
@@ -84,10 +85,12 @@ class FileReaderAt:
 
     def __init__(self, path: Path, digest: Digest) -> None:
         try:
-            self._fd: int | None = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            self._fd: int | None = open_own(path, os.O_RDONLY)
         except FileNotFoundError:
             raise errdefs.NotFound(f"content {digest}") from None
         except OSError as e:
+            if e.errno in NOT_OWN:
+                raise errdefs.DataLoss(f"content {digest}: not a regular file") from None
             raise from_os_error(e, f"open content {digest}") from e
         self._size = os.fstat(self._fd).st_size
         self._digest = digest
@@ -146,8 +149,9 @@ def hash_fd(fd: int, algorithm: str, *, limit: int | None = None) -> tuple[Hashe
 
 
 def hash_path(path: Path, algorithm: str) -> tuple[Digest, int]:
-    """The digest and size of the file at ``path``. Raises OSError."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    """The digest and size of the regular file at ``path`` (never a symlink's target).
+    Raises OSError (ELOOP or EINVAL when it is not a regular file)."""
+    fd = open_own(path, os.O_RDONLY)
     try:
         hasher, size = hash_fd(fd, algorithm)
     finally:
@@ -161,11 +165,18 @@ def read_meta(meta: Path) -> BlobMeta | None:
     another kind when the file is there but cannot be read (EACCES, EIO, a directory):
     a caller that went on without its labels could drop a gc root."""
     try:
-        text = meta.read_bytes()
+        fd = open_own(meta, os.O_RDONLY)
     except FileNotFoundError:
         return None
-    except IsADirectoryError:
-        raise errdefs.DataLoss(f"read {meta}: a directory, not a metadata file") from None
+    except OSError as e:
+        if e.errno in NOT_OWN:  # a directory, FIFO or symlink: never read through
+            raise errdefs.DataLoss(
+                f"read {meta}: not a metadata file (not a regular file)"
+            ) from None
+        raise from_os_error(e, f"read {meta}") from e
+    try:
+        with os.fdopen(fd, "rb") as f:
+            text = f.read()
     except OSError as e:
         raise from_os_error(e, f"read {meta}") from e
     return _decode_meta(text)

@@ -46,6 +46,7 @@ from ingestq import errdefs
 from ingestq.store.atomic import write_text
 from ingestq.store.digest import Digest
 from ingestq.store.layout import ref_key
+from ingestq.store.ownfiles import is_regular, open_own
 from ingestq.store.values import Holder, Status
 
 DATA_PREFIX = "data."
@@ -54,8 +55,6 @@ _ID = re.compile(r"[0-9a-f]{32}")
 #: The most of a metadata file (``ref``, ``total``, ...) that is read: a longer one is
 #: damaged (a ref is at most a few KiB).
 SMALL_FILE_MAX = 64 * 1024
-#: Never through a symlink, never waiting for a FIFO's writer, never a controlling tty.
-_OWN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 def new_data_id() -> str:
@@ -120,29 +119,6 @@ def _remove_deep(top: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.rmdir(current)
         stack.pop()
-
-
-def open_own(path: Path, flags: int) -> int:
-    """Open ``path``, one of an ingest's own files, with ``flags`` (``os.O_RDONLY``,
-    ``os.O_RDWR``): never through a symlink (ELOOP), and only a regular file (EINVAL for
-    a FIFO, device or directory, checked without waiting on a FIFO). Raises OSError."""
-    fd = os.open(path, flags | _OWN_FLAGS)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def is_regular(path: Path) -> bool:
-    """Whether ``path`` itself (not a symlink's target) is a regular file."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 #: What opening a metadata file can say when it is missing or planted (not a regular

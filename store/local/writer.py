@@ -39,9 +39,10 @@ from ingestq.store.hashfeed import THROUGH_PIECE, feed
 from ingestq.store.labels import validate as validate_labels
 from ingestq.store.local.blobs import Publisher, hash_fd
 from ingestq.store.local.hashqueue import HashFailed, HashQueue
-from ingestq.store.local.ingest import IngestDir, open_own
+from ingestq.store.local.ingest import IngestDir
 from ingestq.store.locks import Lease
 from ingestq.store.oserrors import from_os_error
+from ingestq.store.ownfiles import open_own
 from ingestq.store.rules import check_commit_digest, check_commit_size
 from ingestq.store.values import Info, Status, utcnow
 

@@ -16,8 +16,9 @@ import pytest
 
 from ingestq import errdefs
 from ingestq.store import Descriptor, Digest, Info, LocalStore, read_blob
-from ingestq.store.local.ingest import SMALL_FILE_MAX, open_own, remove_tree
+from ingestq.store.local.ingest import SMALL_FILE_MAX, remove_tree
 from ingestq.store.locks import ref_key
+from ingestq.store.ownfiles import open_own
 from tests.servers.util import bounded
 from tests.store.test_disk_errors import chown_tree, run_in_child
 
@@ -517,3 +518,43 @@ def test_an_unreadable_ref_is_an_error_not_an_incomplete_ingest() -> None:
         assert store.status("unreadable").offset == 3  # the bytes are still there
     finally:
         shutil.rmtree(box, ignore_errors=True)
+
+
+def test_a_planted_lock_file_is_never_written_through_nor_blocks(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"must stay as it is")
+    locks = store.root / "locks"
+    locks.mkdir(exist_ok=True)
+    lock = locks / f"ref-{ref_key('locked')}.lock"
+    lock.symlink_to(victim)
+    assert bounded(lambda: ingest(store, b"one", "locked")) is None
+    assert victim.read_bytes() == b"must stay as it is"
+    os.mkfifo(lock)
+    assert bounded(lambda: store.writer("locked").close()) is None
+    os.mkfifo(lock)
+    holders: list[object] = []
+    assert bounded(lambda: holders.append(store.status("locked").holder)) is None
+    assert holders == [None]  # a FIFO is no lock anybody holds
+    lock.unlink()
+
+
+def test_planted_metadata_and_blob_files_fail_promptly_and_read_nothing_outside(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    info = ingest(store, b"labelled", label="x")
+    meta = store.layout.blob_meta(info.digest)
+    meta.unlink()
+    os.mkfifo(meta)
+    assert isinstance(bounded(lambda: store.info(info.digest)), errdefs.DataLoss)
+    meta.unlink()
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"labelled")  # the same bytes: a digest check would not tell
+    blob = store.blob_path(info.digest)
+    blob.chmod(0o644)
+    blob.unlink()
+    blob.symlink_to(outside)
+    outcome = bounded(lambda: read_blob(store, info.digest))
+    assert isinstance(outcome, errdefs.DataLoss)
+    blob.unlink()
