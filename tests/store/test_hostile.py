@@ -51,6 +51,16 @@ def ingest(store: LocalStore, data: bytes, ref: str = "ref", **labels: str) -> I
         return w.commit(len(data), Digest.from_bytes(data), labels or None)
 
 
+def resume_and_commit(store: LocalStore, ref: str, offset: int, data: bytes) -> None:
+    """Reopen ``ref``, check that it resumes at ``offset``, write the rest of ``data``,
+    commit it and read it back."""
+    with store.writer(ref) as w:
+        assert w.status().offset == offset
+        w.write(data[offset:])
+        info = w.commit(len(data))
+    assert read_blob(store, info.digest) == data
+
+
 # digests -----------------------------------------------------------------------------
 BAD_DIGESTS = [
     ("", "invalid checksum digest format"),
@@ -271,11 +281,7 @@ def test_damaged_ingest_files_are_tolerated(store: LocalStore) -> None:
     (d / "current").write_text("../../../../etc/passwd")
     st = store.status("damaged")
     assert (st.offset, st.total, st.expected) == (10, 0, None)
-    with store.writer("damaged") as w:
-        assert w.status().offset == 10
-        w.write(b"!")
-        info = w.commit(11)
-    assert read_blob(store, info.digest) == b"0123456789!"
+    resume_and_commit(store, "damaged", 10, b"0123456789!")
 
 
 def test_an_incomplete_ingest_directory_starts_over(store: LocalStore) -> None:
@@ -284,11 +290,7 @@ def test_an_incomplete_ingest_directory_starts_over(store: LocalStore) -> None:
     (d / f"data.{'0' * 32}").write_bytes(b"stale bytes from a crash before ref was written")
     with pytest.raises(errdefs.NotFound):
         store.status("half")
-    with store.writer("half") as w:
-        assert w.status().offset == 0
-        w.write(b"fresh")
-        info = w.commit(5)
-    assert read_blob(store, info.digest) == b"fresh"
+    resume_and_commit(store, "half", 0, b"fresh")
 
 
 # files planted in an ingest directory ------------------------------------------------
@@ -310,11 +312,7 @@ def test_a_symlink_in_place_of_the_data_file_is_never_written_or_read_through(
     sealed.unlink()
     (d / f"{prefix}{sealed.name.split('.', 1)[1]}").symlink_to(victim)
     assert store.status("planted").offset == 0
-    with store.writer("planted") as w:
-        assert w.status().offset == 0  # nothing of the victim adopted
-        w.write(b"fresh")
-        info = w.commit(5)
-    assert read_blob(store, info.digest) == b"fresh"
+    resume_and_commit(store, "planted", 0, b"fresh")  # nothing of the victim adopted
     assert victim.read_bytes() == b"secret bytes outside the store"
 
 
@@ -380,11 +378,7 @@ def test_an_empty_ref_file_as_a_power_cut_leaves_it_starts_over(store: LocalStor
     (d / "ref").write_bytes(b"")
     with pytest.raises(errdefs.NotFound):
         store.status("cut")
-    with store.writer("cut") as w:
-        assert w.status().offset == 0
-        w.write(b"whole")
-        info = w.commit(5)
-    assert read_blob(store, info.digest) == b"whole"
+    resume_and_commit(store, "cut", 0, b"whole")
 
 
 def test_own_files_open_only_as_regular_files(tmp_path: Path) -> None:
