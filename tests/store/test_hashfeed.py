@@ -16,6 +16,7 @@ from ingestq.store.hashfeed import (
     STRAIGHT,
     THROUGH,
     THROUGH_PIECE,
+    WARMUP,
     chosen_way,
     faster_way,
     feed,
@@ -42,7 +43,8 @@ def test_feed_times_both_ways_then_keeps_one_and_every_digest_is_exact(
 ) -> None:
     monkeypatch.setattr(hashfeed, "_chooser", hashfeed._Chooser())  # a fresh process's
     sizes = [1, THROUGH_PIECE - 1]  # too short to time: no timing taken
-    sizes += [THROUGH_PIECE + i for i in range(2 * SAMPLES)]  # timed, alternating ways
+    timed = 2 * (WARMUP + SAMPLES)  # alternating ways, the first WARMUP of each not counted
+    sizes += [THROUGH_PIECE + i for i in range(timed)]
     sizes += [3 * THROUGH_PIECE + 5, 7]  # by the chosen way
     buffer = bytearray(THROUGH_PIECE)
     hasher, whole = new_hasher("sha256"), hashlib.sha256()
@@ -50,7 +52,7 @@ def test_feed_times_both_ways_then_keeps_one_and_every_digest_is_exact(
         data = os.urandom(size)
         feed(hasher, memoryview(data), buffer)
         whole.update(data)
-        if n < 2 + 2 * SAMPLES - 1:
+        if n < 2 + timed - 1:
             assert chosen_way() is None, n
     assert chosen_way() in (STRAIGHT, THROUGH)
     assert hasher.hexdigest() == whole.hexdigest()
@@ -60,3 +62,13 @@ def test_the_faster_way_is_the_lower_median() -> None:
     assert faster_way([1.0, 1.0, 1.0, 90.0], [2.0, 2.0, 2.0, 2.0]) == STRAIGHT  # one outlier
     assert faster_way([3.0, 3.0, 3.0], [1.0, 1.0, 50.0]) == THROUGH
     assert faster_way([2.0, 2.0], [2.0, 2.0]) == STRAIGHT  # a tie
+
+
+def test_the_warm_up_timings_do_not_count() -> None:
+    chooser = hashfeed._Chooser()
+    for i in range(WARMUP + SAMPLES):
+        # Through the buffer is slow only while it warms up: it must still be chosen.
+        chooser.record(THROUGH, 100.0 if i < WARMUP else 1.0, 1)
+        chooser.record(STRAIGHT, 2.0, 1)
+        assert chooser.way is None or i == WARMUP + SAMPLES - 1
+    assert chooser.way == THROUGH
