@@ -471,10 +471,14 @@ def partial_ingests(store: LocalStore) -> list[PartialIngest]:
         raise from_os_error(e, "list ingests") from e
     for name in names:
         ingest = IngestDir(store.layout.ingest / name)
-        ref = ingest.read_ref()
+        try:
+            ref = ingest.read_ref()
+            expected = ingest.expected()
+        except OSError:
+            continue  # not readable by this user: never removed, not counted
         size, latest = _dir_usage(ingest.path)
         active = ref is not None and store.locker.holder(ref) is not None
-        out.append(PartialIngest(name, ref, size, latest, ingest.expected(), active))
+        out.append(PartialIngest(name, ref, size, latest, expected, active))
     return out
 
 

@@ -69,7 +69,7 @@ class LockFile:
             except OSError as e:
                 # Not a regular file (a symlink, FIFO or directory planted here): never
                 # written through; it is removed and a lock file made in its place.
-                if e.errno not in NOT_OWN or planted >= _PLANTED_MAX:
+                if e.errno not in _PLANTED or planted >= _PLANTED_MAX:
                     raise
                 planted += 1
                 _remove_planted(self.path)
@@ -99,9 +99,11 @@ class LockFile:
         if fd is None:
             return
         try:
-            # While we hold the lock, nobody else holds this inode, so the path is ours.
+            # While we hold the lock, nobody else holds this inode, so the path is ours
+            # (checked all the same: never unlink a file that is not the one we hold).
             # A file we cannot remove is harmless: the next holder reuses it.
-            os.unlink(self.path)
+            if self._names_inode(fd):
+                os.unlink(self.path)
         except OSError:
             pass
         finally:
@@ -141,18 +143,31 @@ class LockFile:
 
 #: Planted entries removed in a row before acquire gives up (someone keeps planting).
 _PLANTED_MAX = 3
+#: What opening a lock file says when something else lies at its path (a directory
+#: answers EISDIR to O_RDWR|O_CREAT).
+_PLANTED = (*NOT_OWN, errno.EISDIR)
 
 
 def _remove_planted(path: Path) -> None:
     """Remove what was planted at ``path`` (a symlink, FIFO, device or empty
-    directory). Raises OSError (a non-empty directory: ENOTEMPTY)."""
+    directory), under an exclusive lock on the directory: every remover checks again
+    under it, so a regular file (a lock file another process has made meanwhile, and
+    may hold) is never removed. Raises OSError (a non-empty directory: ENOTEMPTY)."""
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if stat.S_ISDIR(os.lstat(path).st_mode):
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return
+        if stat.S_ISREG(mode):
+            return
+        if stat.S_ISDIR(mode):
             os.rmdir(path)
         else:
             os.unlink(path)
-    except FileNotFoundError:
-        pass
+    finally:
+        os.close(directory)  # and the directory lock with it
 
 
 #: errnos meaning "another holder has it" for a non-blocking lock attempt.

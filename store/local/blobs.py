@@ -25,6 +25,7 @@ import contextlib
 import errno
 import json
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -284,6 +285,29 @@ class Publisher(Protocol):
         ...
 
 
+def _link_held(fd: int, data: Path, blob: Path) -> None:
+    """Give the writer's file, open as ``fd``, the name ``blob``: the open file itself
+    (through ``/proc/self/fd``), not whatever ``data`` names by now, so a file planted
+    under that name is never published. Where that link is refused (EXDEV, EPERM, no
+    ``/proc``), ``data`` is linked by name once it is checked to be the same file.
+    FileNotFoundError when the file has no name left (aborted, taken over) or ``data``
+    is not it; FileExistsError when ``blob`` exists; other OSError."""
+    try:
+        if link_descriptor(fd, blob):
+            return
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno == errno.ENOENT and os.fstat(fd).st_nlink == 0:
+            raise
+    if not _same_file(data, fd):
+        raise FileNotFoundError(errno.ENOENT, "data file replaced", str(data))
+    os.link(data, blob, follow_symlinks=False)
+    if not _same_file(blob, fd):  # swapped between the check and the link
+        os.unlink(blob)
+        raise FileNotFoundError(errno.ENOENT, "data file replaced", str(data))
+
+
 def _same_file(path: Path, fd: int) -> bool:
     """Whether ``path`` itself (not a symlink's target) is the file open as ``fd``."""
     try:
@@ -350,11 +374,18 @@ class Blobs:
         content counts as absent."""
         blob = self.path(digest)
         try:
-            st = blob.stat()
+            st = os.lstat(blob)
         except FileNotFoundError:
             return False
         except OSError as e:
             raise from_os_error(e, f"stat content {digest}") from e
+        if not stat.S_ISREG(st.st_mode):  # planted (a symlink, FIFO, ...): not content
+            with self.lock(digest):
+                try:
+                    self._quarantine(digest)
+                except OSError as e:
+                    raise from_os_error(e, f"move aside {digest}") from e
+            return False
         if size <= 0 or st.st_size == size:
             return True
         with self.lock(digest):
@@ -388,7 +419,8 @@ class Blobs:
             blob.parent.mkdir(parents=True, exist_ok=True)
             with self.lock(digest):
                 try:
-                    existing = blob.stat().st_size
+                    st = os.lstat(blob)
+                    existing = st.st_size if stat.S_ISREG(st.st_mode) else -1
                 except FileNotFoundError:
                     existing = None
                 if existing is not None:
@@ -401,13 +433,7 @@ class Blobs:
                 meta = BlobMeta(now, now, {**(old.labels if old else {}), **labels})
                 self._write_meta(digest, meta)
                 try:
-                    # The open file itself, not whatever ``data`` names by now: a file
-                    # planted under that name can never be published.
-                    if not link_descriptor(fd, blob):
-                        os.link(data, blob)
-                        if not _same_file(blob, fd):
-                            os.unlink(blob)
-                            raise FileNotFoundError(errno.ENOENT, "data file replaced", str(data))
+                    _link_held(fd, data, blob)
                 except BaseException as e:
                     self._restore_meta(digest, old)
                     if isinstance(e, FileNotFoundError):
@@ -603,6 +629,8 @@ class Blobs:
         except FileNotFoundError:
             raise errdefs.NotFound(f"content {digest}") from None
         except OSError as e:
+            if e.errno in NOT_OWN:
+                raise errdefs.DataLoss(f"content {digest}: not a regular file") from None
             raise from_os_error(e, f"verify content {digest}") from e
         if actual != digest:
             raise errdefs.DataLoss(f"content {digest} on disk hashes to {actual} ({size} bytes)")
@@ -619,7 +647,11 @@ class Blobs:
         """Move a corrupt blob aside; its metadata stays for the next copy (metadata the
         file carries is first written to the metadata file). Raises OSError;
         FailedPrecondition as :func:`read_file_meta`."""
-        carried = read_file_meta(self.layout, self.path(digest))
+        carried = (
+            read_file_meta(self.layout, self.path(digest))
+            if is_regular(self.path(digest))
+            else None  # planted: carries nothing of ours
+        )
         if carried is not None:
             self._write_meta(digest, read_blob_meta(self.layout, digest) or carried)
         self.layout.quarantine.mkdir(exist_ok=True)

@@ -281,10 +281,7 @@ class LocalStore:
                 # Another user's file, or one with a second name: whoever holds it could
                 # change its bytes after they are hashed. Copy what it holds instead.
                 os.close(fd)
-                try:
-                    os.rename(own, sealed)
-                except OSError as e:
-                    raise from_os_error(e, f"give back {sealed.name}") from e
+                os.rename(own, sealed)  # OSError: the caller maps it (ENOENT: start over)
                 previous = DataFile(sealed, previous.id, False)
                 break
             try:
@@ -351,9 +348,12 @@ class LocalStore:
         locker is a round trip)."""
         validate_ref(ref)
         ingest = self._ingest(ref)
-        if ingest.read_ref() != ref:
-            raise errdefs.NotFound(f"reference {ref}")
-        return ingest.status(ref, self.locker.holder(ref))
+        try:
+            if ingest.read_ref() != ref:
+                raise errdefs.NotFound(f"reference {ref}")
+            return ingest.status(ref, self.locker.holder(ref))
+        except OSError as e:
+            raise from_os_error(e, f"status {ref}") from e
 
     def list_statuses(self, *filters: str) -> list[Status]:
         """Every ingest whose ref matches any filter (field ``ref``), sorted by ref.
@@ -368,13 +368,13 @@ class LocalStore:
             raise from_os_error(e, "list ingests") from e
         for name in entries:
             ingest = IngestDir(self.layout.ingest / name)
-            ref = ingest.read_ref()
-            if ref is None or not flt.match(status_fields(ref)):
-                continue
             try:
+                ref = ingest.read_ref()
+                if ref is None or not flt.match(status_fields(ref)):
+                    continue
                 out.append(ingest.status(ref, self.locker.holder(ref)))
-            except errdefs.NotFound:
-                continue
+            except (errdefs.NotFound, OSError):
+                continue  # gone meanwhile, or not readable by this user: not listed
         out.sort(key=lambda s: s.ref)
         return out
 
@@ -389,7 +389,10 @@ class LocalStore:
         try:
             if not ingest.exists():
                 raise errdefs.NotFound(f"reference {ref}")
-            stored = ingest.read_ref()
+            try:
+                stored = ingest.read_ref()
+            except OSError as e:
+                raise from_os_error(e, f"abort {ref}") from e
             if stored is not None and stored != ref:
                 raise errdefs.NotFound(f"reference {ref}")
             held = self._held(ingest)

@@ -9,13 +9,15 @@ import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from ingestq import errdefs
 from ingestq.store import Descriptor, Digest, Info, LocalStore, read_blob
+from ingestq.store.gc import GcOptions, collect
+from ingestq.store.local import blobs as blobs_module
 from ingestq.store.local.ingest import SMALL_FILE_MAX, remove_tree
 from ingestq.store.locks import ref_key
 from ingestq.store.ownfiles import open_own
@@ -497,18 +499,31 @@ def test_an_unreadable_ref_is_an_error_not_an_incomplete_ingest() -> None:
         box.chmod(0o755)
         store = LocalStore(box / "store", fsync=False)
         d = closed_ingest(store, "unreadable", b"abc")
+        closed_ingest(store, "readable", b"xyz")
         chown_tree(box / "store", "nobody")  # nobody may write everywhere in the store
         os.chown(d / "ref", 0, 0)
-        (d / "ref").chmod(0o600)  # but not read the ref
+        (d / "ref").chmod(0o600)  # but not read this one ref
 
-        def child() -> str:
+        def kind(call: Callable[[], object]) -> str:
             try:
-                LocalStore(box / "store", fsync=False).writer("unreadable").close()
+                call()
             except errdefs.ErrdefsError as e:
                 return type(e).__name__
-            return "opened"
+            return "ok"
 
-        assert run_in_child(child, user="nobody") == "PermissionDenied"
+        def child() -> list[object]:
+            s = LocalStore(box / "store", fsync=False)
+            return [
+                kind(lambda: s.writer("unreadable").close()),
+                kind(lambda: s.status("unreadable")),
+                kind(lambda: s.abort("unreadable")),
+                [st.ref for st in s.list_statuses()],  # the others are still listed
+                kind(lambda: collect(s, GcOptions(dry_run=True))),
+            ]
+
+        assert run_in_child(child, user="nobody") == [
+            "PermissionDenied", "PermissionDenied", "PermissionDenied", ["readable"], "ok",
+        ]  # fmt: skip
         assert store.status("unreadable").offset == 3  # the bytes are still there
     finally:
         shutil.rmtree(box, ignore_errors=True)
@@ -552,3 +567,48 @@ def test_planted_metadata_and_blob_files_fail_promptly_and_read_nothing_outside(
     outcome = bounded(lambda: read_blob(store, info.digest))
     assert isinstance(outcome, errdefs.DataLoss)
     blob.unlink()
+
+
+def test_a_symlink_planted_as_a_blob_is_moved_aside_and_the_content_ingested_again(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    info = ingest(store, b"the real content")
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"other bytes")
+    blob = store.blob_path(info.digest)
+    blob.chmod(0o644)
+    blob.unlink()
+    blob.symlink_to(outside)
+    assert isinstance(bounded(lambda: store.verify(info.digest)), errdefs.DataLoss)
+    again = ingest(store, b"the real content", "again")  # not "already exists"
+    assert not blob.is_symlink()
+    assert read_blob(store, again.digest) == b"the real content"
+    assert outside.read_bytes() == b"other bytes"
+    assert [p.is_symlink() for p in (store.root / "quarantine").iterdir()] == [True]
+    for p in (store.root / "quarantine").iterdir():
+        p.unlink()  # the sandbox allows no symlink in the store
+
+
+def test_a_commit_links_by_name_where_the_descriptor_link_is_refused(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A kernel or sandbox that refuses linkat through /proc (EXDEV, EPERM): the commit
+    # links the data file by name, once it is checked to be the writer's file.
+    def refused(fd: int, target: Path) -> bool:
+        raise OSError(errno.EXDEV, "Invalid cross-device link", str(target))
+
+    monkeypatch.setattr(blobs_module, "link_descriptor", refused)
+    info = ingest(store, b"by name")
+    assert read_blob(store, info.digest) == b"by name"
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"victim!")  # the same size as what the writer wrote
+    w = store.writer("swapped")
+    w.write(b"content")
+    (own,) = (store.root / "ingest" / ref_key("swapped")).glob("data.*")
+    own.rename(own.with_name("moved-aside"))
+    own.symlink_to(victim)
+    with pytest.raises(errdefs.FailedPrecondition):
+        w.commit(7, Digest.from_bytes(b"content"))
+    assert not store.exists(Digest.from_bytes(b"content"))
+    assert victim.read_bytes() == b"victim!"
+    store.abort("swapped")

@@ -3,6 +3,8 @@ holders, cleanup) and ChainLocker."""
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from ingestq import errdefs
 from ingestq.store import ChainLocker, FileRefLocker, Holder
+from ingestq.store import lockfile as lockfile_module
 from ingestq.store.lockfile import HAVE_OFD, LockFile, probe
 from ingestq.store.locks import Lease, lock_domains, locked_error
 from ingestq.store.values import utcnow
@@ -192,3 +195,48 @@ def test_lockers_name_their_domains_and_a_chain_spans_them_all(tmp_path: Path) -
     plain = FakeLocker("x")  # names no domains: one of its own, for this object alone
     assert lock_domains(plain) == lock_domains(plain)
     assert not lock_domains(plain) & lock_domains(FakeLocker("x"))
+
+
+def test_removing_a_planted_entry_never_removes_a_lock_file_made_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A and B both find a FIFO planted at the lock path. B removes it first, makes the
+    # lock file and holds it; only then does A get to remove "the planted entry". A
+    # must leave B's lock file alone and find the lock taken.
+    path = tmp_path / "x.lock"
+    os.mkfifo(path)
+    a, b = LockFile(path), LockFile(path)
+    real_remove = lockfile_module._remove_planted
+    calls = 0
+
+    def b_first(at: Path) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # A is about to remove: let B run its whole acquire before it
+            monkeypatch.setattr(lockfile_module, "_remove_planted", real_remove)
+            assert b.acquire(blocking=False)
+            monkeypatch.setattr(lockfile_module, "_remove_planted", b_first)
+        real_remove(at)
+
+    monkeypatch.setattr(lockfile_module, "_remove_planted", b_first)
+    assert a.acquire(blocking=False) is False
+    assert b.held and path.is_file()
+    b.release()
+    assert a.acquire(blocking=False)
+    a.release()
+
+
+def test_a_directory_planted_as_a_lock_file(tmp_path: Path) -> None:
+    path = tmp_path / "d.lock"
+    path.mkdir()  # empty: removed, and a lock file made in its place
+    lock = LockFile(path)
+    assert lock.acquire(blocking=False)
+    assert path.is_file()
+    lock.release()
+    path.mkdir()
+    (path / "inside").write_bytes(b"")  # not empty: left alone, and an error says why
+    with pytest.raises(OSError) as e:
+        LockFile(path).acquire(blocking=False)
+    assert e.value.errno == errno.ENOTEMPTY
+    assert (path / "inside").exists()
+    assert probe(path).held is False
