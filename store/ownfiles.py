@@ -44,4 +44,18 @@ def is_regular(path: Path) -> bool:
         return False
 
 
-__all__ = ["NOT_OWN", "OWN_FLAGS", "is_regular", "open_own"]
+def has_hole(fd: int) -> bool:
+    """Whether the regular file open as ``fd`` has a hole (``SEEK_HOLE`` before its
+    end). The store writes its data files front to back, so one with a hole was planted
+    (a sparse file of a TiB would otherwise be hashed whole); False where the
+    filesystem cannot tell (no ``SEEK_HOLE``: the whole file counts as data)."""
+    whence = getattr(os, "SEEK_HOLE", None)
+    if whence is None:
+        return False
+    try:
+        return os.lseek(fd, 0, whence) < os.fstat(fd).st_size
+    except OSError:
+        return False
+
+
+__all__ = ["NOT_OWN", "OWN_FLAGS", "has_hole", "is_regular", "open_own"]

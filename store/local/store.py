@@ -29,7 +29,7 @@ from ingestq.store.local.small import small_blob_max as env_small_blob_max
 from ingestq.store.local.writer import LocalWriter, copy_prefix
 from ingestq.store.locks import ChainLocker, FileRefLocker, Lease, RefLocker, new_holder_id
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.ownfiles import open_own
+from ingestq.store.ownfiles import has_hole, open_own
 from ingestq.store.rules import (
     check_commit_digest,
     check_commit_size,
@@ -277,6 +277,13 @@ class LocalStore:
                 with contextlib.suppress(OSError):
                     os.rename(own, sealed)
                 raise
+            if has_hole(fd):
+                # Sparse: never written by a writer (planted). Never hashed; this writer
+                # starts from nothing.
+                os.close(fd)
+                DataFile(own, ident, False, False).remove()
+                previous = None
+                break
             if not _ours_alone(fd):
                 # Another user's file, or one with a second name: whoever holds it could
                 # change its bytes after they are hashed. Copy what it holds instead.

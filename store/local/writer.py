@@ -42,7 +42,7 @@ from ingestq.store.local.hashqueue import HashFailed, HashQueue
 from ingestq.store.local.ingest import IngestDir
 from ingestq.store.locks import Lease
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.ownfiles import open_own
+from ingestq.store.ownfiles import has_hole, open_own
 from ingestq.store.rules import check_commit_digest, check_commit_size
 from ingestq.store.values import Info, Status, utcnow
 
@@ -573,6 +573,9 @@ def copy_prefix(src: Path | None, dst_fd: int, algorithm: str) -> tuple[Hasher, 
         if e.errno in (errno.ELOOP, errno.EINVAL):
             return hasher, 0  # not a regular file (planted): nothing of it is adopted
         raise
+    if has_hole(src_fd):  # sparse (planted): nothing of it is adopted, nor read
+        os.close(src_fd)
+        return hasher, 0
     copied = 0
     try:
         while True:

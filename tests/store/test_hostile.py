@@ -473,6 +473,17 @@ def test_a_data_file_with_a_second_name_is_copied_not_claimed(store: LocalStore)
     assert read_blob(store, info.digest) == data
 
 
+@pytest.mark.parametrize("prefix", ["sealed.", "data."])
+def test_a_sparse_data_file_is_dropped_not_hashed(store: LocalStore, prefix: str) -> None:
+    d = closed_ingest(store, "sparse", b"abc")
+    (sealed,) = d.glob("sealed.*")
+    planted = d / f"{prefix}{sealed.name.split('.', 1)[1]}"
+    sealed.rename(planted)
+    with open(planted, "r+b") as f:
+        f.truncate(1 << 40)  # a TiB in a few KiB of disk: hashing it would take hours
+    assert bounded(lambda: resume_and_commit(store, "sparse", 0, b"0123456789")) is None
+
+
 def test_a_planted_directory_tree_does_not_stop_a_writer_or_leak(store: LocalStore) -> None:
     d = closed_ingest(store, "deep", b"abc")
     node = d / f"data.{'2' * 32}"
