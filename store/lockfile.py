@@ -21,7 +21,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingestq.store.ownfiles import NOT_OWN, open_own
+from ingestq.store.ownfiles import NOT_OWN, names_file, open_own
 
 #: Whether OFD locks are available (Linux >= 3.15).
 HAVE_OFD = all(hasattr(fcntl, n) for n in ("F_OFD_SETLK", "F_OFD_SETLKW", "F_OFD_GETLK"))
@@ -133,12 +133,7 @@ class LockFile:
         return True
 
     def _names_inode(self, fd: int) -> bool:
-        mine = os.fstat(fd)
-        try:
-            now = os.stat(self.path)
-        except FileNotFoundError:
-            return False
-        return (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)
+        return names_file(self.path, fd)
 
 
 #: Planted entries removed in a row before acquire gives up (someone keeps planting).

@@ -44,6 +44,15 @@ def is_regular(path: Path) -> bool:
         return False
 
 
+def names_file(path: Path, fd: int) -> bool:
+    """Whether ``path`` itself (not a symlink's target) is the file open as ``fd``."""
+    try:
+        named, held = os.lstat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
 def has_hole(fd: int) -> bool:
     """Whether the regular file open as ``fd`` has a hole (``SEEK_HOLE`` before its
     end). The store writes its data files front to back, so one with a hole was planted
@@ -58,4 +67,4 @@ def has_hole(fd: int) -> bool:
         return False
 
 
-__all__ = ["NOT_OWN", "OWN_FLAGS", "has_hole", "is_regular", "open_own"]
+__all__ = ["NOT_OWN", "OWN_FLAGS", "has_hole", "is_regular", "names_file", "open_own"]

@@ -39,11 +39,11 @@ from ingestq.store.digest import ALGORITHMS, Digest, Hasher, new_hasher
 from ingestq.store.filters import Filter, info_fields
 from ingestq.store.labels import apply_update
 from ingestq.store.layout import RootLayout
-from ingestq.store.local.ingest import DataFile, IngestDir, remove_tree
+from ingestq.store.local.ingest import IngestDir, remove_tree
 from ingestq.store.local.small import TempFile, link_descriptor
 from ingestq.store.lockfile import LockFile
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.ownfiles import NOT_OWN, is_regular, open_own
+from ingestq.store.ownfiles import NOT_OWN, is_regular, names_file, open_own
 from ingestq.store.rules import check_read
 from ingestq.store.values import Info, utcnow
 
@@ -300,21 +300,12 @@ def _link_held(fd: int, data: Path, blob: Path) -> None:
     except OSError as e:
         if e.errno == errno.ENOENT and os.fstat(fd).st_nlink == 0:
             raise
-    if not _same_file(data, fd):
+    if not names_file(data, fd):
         raise FileNotFoundError(errno.ENOENT, "data file replaced", str(data))
     os.link(data, blob, follow_symlinks=False)
-    if not _same_file(blob, fd):  # swapped between the check and the link
+    if not names_file(blob, fd):  # swapped between the check and the link
         os.unlink(blob)
         raise FileNotFoundError(errno.ENOENT, "data file replaced", str(data))
-
-
-def _same_file(path: Path, fd: int) -> bool:
-    """Whether ``path`` itself (not a symlink's target) is the file open as ``fd``."""
-    try:
-        named, held = os.lstat(path), os.fstat(fd)
-    except FileNotFoundError:
-        return False
-    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 class Blobs:
@@ -448,7 +439,7 @@ class Blobs:
                     raise
                 # No ingest name may point at the published inode, or a later writer
                 # could claim it; only then is it made read-only.
-                DataFile(data, "", False, is_regular(data)).remove()
+                remove_tree(data, strict=is_regular(data))
                 os.fchmod(fd, 0o444)
                 if self.fsync:
                     fsync_dir(blob.parent)

@@ -46,7 +46,7 @@ from ingestq import errdefs
 from ingestq.store.atomic import write_text
 from ingestq.store.digest import Digest
 from ingestq.store.layout import ref_key
-from ingestq.store.ownfiles import is_regular, open_own
+from ingestq.store.ownfiles import NOT_OWN, is_regular, open_own
 from ingestq.store.values import Holder, Status
 
 DATA_PREFIX = "data."
@@ -125,7 +125,7 @@ def _remove_deep(top: Path) -> None:
 #: file: EINVAL from open_own, ELOOP for a symlink, ENXIO for a socket): it reads as
 #: absent. Anything else (EIO, EMFILE, EACCES, ...) is raised: a transient error must
 #: not make a resumable ingest look incomplete, which would start it over.
-_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EINVAL, errno.ENXIO)
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, *NOT_OWN)
 
 
 def _read(path: Path) -> str | None:
@@ -167,13 +167,9 @@ class DataFile:
     regular: bool = True
 
     def remove(self) -> None:
-        """Remove it, whatever it is (a planted directory best effort). Raises OSError
-        for a file that cannot be unlinked."""
-        if not self.regular and not os.path.islink(self.path) and self.path.is_dir():
-            remove_tree(self.path)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+        """Remove it, whatever it is (a planted one best effort). Raises OSError for a
+        regular file that cannot be unlinked."""
+        remove_tree(self.path, strict=self.regular)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ root is also an OCI image layout): committed blobs and their metadata
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -29,7 +28,7 @@ from ingestq.store.local.small import small_blob_max as env_small_blob_max
 from ingestq.store.local.writer import LocalWriter, copy_prefix
 from ingestq.store.locks import ChainLocker, FileRefLocker, Lease, RefLocker, new_holder_id
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.ownfiles import has_hole, open_own
+from ingestq.store.ownfiles import NOT_OWN, has_hole, open_own
 from ingestq.store.rules import (
     check_commit_digest,
     check_commit_size,
@@ -261,27 +260,24 @@ class LocalStore:
             except FileNotFoundError:
                 previous = ingest.current()  # claimed by someone else: look again
                 continue
+            fd: int | None = None
             try:
                 fd = open_own(own, os.O_RDWR)
             except OSError as e:
-                if e.errno in (errno.ELOOP, errno.EINVAL):
-                    # Planted since it was listed (not a regular file): never opened
-                    # through; this writer starts from nothing.
-                    DataFile(own, ident, False, False).remove()
-                    previous = None
-                    break
-                with contextlib.suppress(OSError):
-                    os.rename(own, sealed)  # give it back, sealed, for a later try
-                raise
+                if e.errno not in NOT_OWN:
+                    with contextlib.suppress(OSError):
+                        os.rename(own, sealed)  # give it back, sealed, for a later try
+                    raise
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.rename(own, sealed)
                 raise
-            if has_hole(fd):
-                # Sparse: never written by a writer (planted). Never hashed; this writer
-                # starts from nothing.
-                os.close(fd)
-                DataFile(own, ident, False, False).remove()
+            if fd is None or has_hole(fd):
+                # Planted since it was listed: not a regular file, or sparse (writers
+                # write front to back). Never read; this writer starts from nothing.
+                if fd is not None:
+                    os.close(fd)
+                remove_tree(own)
                 previous = None
                 break
             if not _ours_alone(fd):

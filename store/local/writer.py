@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import os
 import sys
 import threading
@@ -42,7 +41,7 @@ from ingestq.store.local.hashqueue import HashFailed, HashQueue
 from ingestq.store.local.ingest import IngestDir
 from ingestq.store.locks import Lease
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.ownfiles import has_hole, open_own
+from ingestq.store.ownfiles import NOT_OWN, has_hole, open_own
 from ingestq.store.rules import check_commit_digest, check_commit_size
 from ingestq.store.values import Info, Status, utcnow
 
@@ -570,7 +569,7 @@ def copy_prefix(src: Path | None, dst_fd: int, algorithm: str) -> tuple[Hasher, 
     except FileNotFoundError:
         return hasher, 0
     except OSError as e:
-        if e.errno in (errno.ELOOP, errno.EINVAL):
+        if e.errno in NOT_OWN:
             return hasher, 0  # not a regular file (planted): nothing of it is adopted
         raise
     if has_hole(src_fd):  # sparse (planted): nothing of it is adopted, nor read
