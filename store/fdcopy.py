@@ -6,12 +6,20 @@ Python: ``copy_file_range`` (Linux; a reflink where the filesystem shares extent
 btrfs and XFS), else ``sendfile`` (Linux takes any file as its output). Where neither
 works for this pair of files (EXDEV, ENOSYS, EINVAL, EOPNOTSUPP, a seccomp filter's
 EPERM, another OS) it answers None and the caller copies by ``pread`` + ``write``.
+
+A kernel copy saves work only where the filesystem shares extents or copies on its
+server (:func:`copy_saves_work`). On others (ext4, tmpfs) it is one more copy through the
+page cache like ``pread`` + ``write``, and the digest must then be read back from the
+data file: measured on the project's 2-core machines, 512 MiB took 0.40-0.42 s that way
+against 0.33-0.36 s read through a ring of buffers hashed behind the writes.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import sys
 from collections.abc import Mapping
 from typing import Literal, Protocol, runtime_checkable
 
@@ -39,6 +47,48 @@ _UNSUPPORTED = frozenset(
         errno.EBADF,
     }
 )
+
+
+# statfs f_type of filesystems on which copy_file_range shares extents (a reflink) or
+# copies on the server instead of through this host's page cache.
+_SHARING_FILESYSTEMS = frozenset(
+    {
+        0x9123683E,  # btrfs
+        0x58465342,  # XFS (reflink is the default since xfsprogs 5.1)
+        0xCA451A4E,  # bcachefs
+        0x2FC12FC1,  # OpenZFS (block cloning)
+        0x7461636F,  # OCFS2
+        0x6969,  # NFS (server-side copy, 4.2)
+        0xFE534D42,  # SMB2
+        0xFF534D42,  # CIFS
+        0x00C36400,  # CephFS
+    }
+)
+
+
+class _StatFs(ctypes.Structure):
+    # struct statfs starts with f_type (__fsword_t: a C long on Linux); the rest is room.
+    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 256)]
+
+
+def _fstatfs_type(fd: int) -> int | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fstatfs = ctypes.CDLL(None, use_errno=True).fstatfs
+    except (OSError, AttributeError):
+        return None
+    buf = _StatFs()
+    if fstatfs(fd, ctypes.byref(buf)) != 0:
+        return None
+    return int(buf.f_type) & 0xFFFFFFFF
+
+
+def copy_saves_work(fd: int) -> bool:
+    """Whether a kernel copy into the file ``fd`` costs less than reading and writing
+    it: its filesystem shares extents (btrfs, XFS, bcachefs, OpenZFS, OCFS2) or copies
+    on the server (NFS, SMB, CephFS). False where that cannot be told (other OSes)."""
+    return _fstatfs_type(fd) in _SHARING_FILESYSTEMS
 
 
 def _copy_file_range(src: int, dst: int, offset: int, count: int) -> int:
@@ -124,4 +174,12 @@ def copy_fd(
     return finish_copy(writer, ref, written, size, expected, labels)
 
 
-__all__ = ["FD_PIECE", "FdCopier", "FdWriter", "Method", "copy_fd", "kernel_copy"]
+__all__ = [
+    "FD_PIECE",
+    "FdCopier",
+    "FdWriter",
+    "Method",
+    "copy_fd",
+    "copy_saves_work",
+    "kernel_copy",
+]

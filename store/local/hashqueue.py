@@ -1,9 +1,9 @@
 """Hashing that runs behind a writer: pieces already written are fed to the digest, in
 order, on a shared thread pool, while the writer goes on with the next piece.
 
-Only immutable pieces (views of ``bytes``) may be queued: a caller may reuse a mutable
-buffer as soon as ``write`` returns, and the digest must cover exactly the bytes the
-file holds.
+A queued piece must not change until it is hashed: views of ``bytes``, or a buffer its
+owner refills only after :meth:`HashQueue.wait_below` says its piece is done (the
+digest must cover exactly the bytes the file holds).
 """
 
 from __future__ import annotations
@@ -34,13 +34,15 @@ class HashQueue:
         self._pool = pool
         self._depth = depth
         self._cond = threading.Condition()
-        self._pieces: deque[tuple[Hasher, memoryview]] = deque()
+        self._pieces: deque[tuple[Hasher, memoryview, bool]] = deque()
         self._running = False
         self._error: BaseException | None = None
         self._buffer: bytearray | None = None  # made by the first put; one _run at a time
 
-    def put(self, hasher: Hasher, piece: memoryview) -> None:
-        """Queue ``piece`` (a view of immutable bytes) for ``hasher``. HashFailed when an
+    def put(self, hasher: Hasher, piece: memoryview, *, straight: bool = False) -> None:
+        """Queue ``piece`` (unchanged until hashed: module docstring) for ``hasher``;
+        ``straight`` hashes it from where it lies (a buffer that is still in a cache)
+        rather than by :func:`~ingestq.store.hashfeed.feed`'s choice. HashFailed when an
         earlier piece could not be hashed (nothing more is hashed after it)."""
         if self._buffer is None:  # here, where a MemoryError reaches the caller
             self._buffer = bytearray(THROUGH_PIECE)
@@ -49,7 +51,7 @@ class HashQueue:
                 self._cond.wait()
             if self._error is not None:
                 raise HashFailed(self._error)
-            self._pieces.append((hasher, piece))
+            self._pieces.append((hasher, piece, straight))
             if not self._running:
                 self._running = True
                 try:
@@ -68,6 +70,15 @@ class HashQueue:
             if self._error is not None:
                 raise HashFailed(self._error)
 
+    def wait_below(self, count: int) -> None:
+        """Return once fewer than ``count`` pieces wait to be hashed (so the piece
+        queued ``count`` puts ago is done); HashFailed as :meth:`wait`."""
+        with self._cond:
+            while len(self._pieces) >= count and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise HashFailed(self._error)
+
     def _run(self) -> None:
         buffer = self._buffer
         assert buffer is not None  # made by put, on the caller's thread
@@ -78,9 +89,12 @@ class HashQueue:
                     self._running = False
                     self._cond.notify_all()
                     return
-                hasher, piece = self._pieces[0]
+                hasher, piece, straight = self._pieces[0]
             try:
-                feed(hasher, piece, buffer)
+                if straight:
+                    hasher.update(piece)
+                else:
+                    feed(hasher, piece, buffer)
             except BaseException as e:  # kept for the writer, which must not commit
                 with self._cond:
                     self._error = e

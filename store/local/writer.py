@@ -33,7 +33,7 @@ from typing import Self
 from ingestq import errdefs
 from ingestq.store.budget import BudgetMeter
 from ingestq.store.digest import Digest, Hasher, new_hasher
-from ingestq.store.fdcopy import Method, kernel_copy
+from ingestq.store.fdcopy import Method, copy_saves_work, kernel_copy
 from ingestq.store.hashfeed import THROUGH_PIECE, feed
 from ingestq.store.labels import validate as validate_labels
 from ingestq.store.local.blobs import Publisher, hash_fd
@@ -51,6 +51,15 @@ PARALLEL_HASH_MIN = 128 * 1024
 #: Bytes :meth:`LocalWriter.copy_from` copies in one kernel call; the previous piece is
 #: hashed (read back from the page cache) while the next one is copied.
 COPY_PIECE = 4 << 20
+#: Bytes of each buffer :meth:`LocalWriter.copy_from` reads a file through where it does
+#: not copy in the kernel, and how many such buffers it fills ahead of the hashing.
+READ_PIECE = 512 << 10
+READ_RING = 4
+#: The most bytes one ``write`` system call of :meth:`LocalWriter.copy_from` passes. On
+#: the project's virtual machines a file written in 1 MiB calls often took 3x as long
+#: (most of it system time: the kernel finding memory for large page-cache folios)
+#: as one written in 256 KiB calls, which never did.
+WRITE_PIECE = 256 << 10
 #: Bytes written between two starts of the kernel's writeback (when the store fsyncs).
 WRITEBACK_STEP = 8 << 20
 
@@ -168,8 +177,10 @@ class LocalWriter:
         self._charged = offset
         self._writeback = start_writeback if fsync else None
         self._written_back = offset
-        # copy_from's kernel copy; "none" once it failed for this writer's files.
-        self._copy_method: Method = "auto"
+        # copy_from's way: chosen by the first copy (see copy_from); "none" once a kernel
+        # copy failed for this writer's files.
+        self._copy_method: Method | None = None
+        self._ring_buffers: list[memoryview] | None = None  # see _ring
         self._through_buffer: bytearray | None = None  # see _through
         self._hashed = offset  # copy_from: the end of the bytes the hasher has seen
         # write(): pieces of immutable bytes hashed behind the writes (see _write).
@@ -268,10 +279,10 @@ class LocalWriter:
             self._through_buffer = bytearray(THROUGH_PIECE)
         return self._through_buffer
 
-    def _queue(self, piece: memoryview) -> None:
+    def _queue(self, piece: memoryview, *, straight: bool = False) -> None:
         """Queue ``piece`` (just written) to be hashed behind the writes."""
         try:
-            self._behind.put(self._hasher, piece)
+            self._behind.put(self._hasher, piece, straight=straight)
         except HashFailed as e:
             self._hash_failed(e.error)
         except BaseException:
@@ -302,13 +313,15 @@ class LocalWriter:
         own position is not used); returns the number appended, fewer than ``length``
         only when the file ends first (0 at its end).
 
-        The kernel copies (``copy_file_range`` or ``sendfile``, see
-        :mod:`ingestq.store.fdcopy`) while a helper thread hashes the previous piece read
-        back from this writer's data file, so the digest covers exactly the bytes the
-        file holds even if the source changes meanwhile. Where no kernel copy works for
-        these files it reads and writes as :meth:`write` does. Errors, budget and
-        resumability as :meth:`write`. ``method`` forces a way to copy (``"none"``: read
-        and write); by default the best one that works.
+        Where the data file's filesystem makes a kernel copy cheaper than copying
+        (:func:`~ingestq.store.fdcopy.copy_saves_work`: shared extents, a server-side
+        copy), the kernel copies (``copy_file_range`` or ``sendfile``) while a helper
+        thread hashes the previous piece read back from the data file. Elsewhere (and
+        where no kernel copy works for these files) it reads into a ring of buffers and
+        writes them, each hashed behind the writes straight from its buffer. Either
+        way the digest covers exactly the bytes the file holds even if the source
+        changes meanwhile. Errors, budget and resumability as :meth:`write`.
+        ``method`` forces a way (``"none"``: read and write).
         """
         dst = self._open_fd()
         self._lease.check()
@@ -322,7 +335,7 @@ class LocalWriter:
                 length = room
         start = self._offset
         try:
-            self._copy(fd, dst, offset, length, method or self._copy_method)
+            self._copy(fd, dst, offset, length, method or self._chosen_method(dst))
         finally:
             if self._meter is not None:
                 self._meter.charge(self._offset - self._charged)
@@ -334,7 +347,15 @@ class LocalWriter:
             )
         return copied
 
+    def _chosen_method(self, dst: int) -> Method:
+        if self._copy_method is None:
+            self._copy_method = "auto" if copy_saves_work(dst) else "none"
+        return self._copy_method
+
     def _copy(self, src: int, dst: int, offset: int, length: int, method: Method) -> None:
+        if method == "none":
+            self._read_through(src, dst, offset, length)
+            return
         copied = 0
         pending: Future[None] | None = None
         try:
@@ -346,16 +367,12 @@ class LocalWriter:
                 except OSError as e:
                     raise from_os_error(e, f"write {self._ref} at offset {at}") from e
                 if n is None:  # no kernel copy for these files: read and write instead
-                    method = self._copy_method = "none"
-                    piece = self._pread(src, offset + copied, want)
-                    if not piece:
-                        break
+                    self._copy_method = "none"
                     if pending is not None:
                         pending.result()
                         pending = None
-                    self._write(dst, memoryview(piece))
-                    copied += len(piece)
-                    continue
+                    self._read_through(src, dst, offset + copied, length - copied)
+                    break
                 if n == 0:
                     break
                 # The bytes are in the file: they count even if hashing them fails.
@@ -375,6 +392,58 @@ class LocalWriter:
                 self._unhashed_tail(dst, e)
             finally:
                 self._updated_at = utcnow()
+
+    def _read_through(self, src: int, dst: int, offset: int, length: int) -> None:
+        """Copy by ``pread`` into this writer's ring of buffers and ``write``; each
+        piece is hashed behind the writes, straight from its buffer, which is refilled
+        only once that piece is hashed."""
+        ring = self._ring()
+        parallel = _open_writers == 1
+        copied = 0
+        slot = 0
+        while copied < length:
+            if parallel:
+                try:
+                    self._behind.wait_below(len(ring))  # this slot's last piece is hashed
+                except HashFailed as e:
+                    self._hash_failed(e.error)
+            else:
+                self._settle()
+            view = ring[slot][: min(READ_PIECE, length - copied)]
+            try:
+                got = os.preadv(src, [view], offset + copied)
+            except OSError as e:
+                raise from_os_error(
+                    e, f"read the source of {self._ref} at offset {offset + copied}"
+                ) from e
+            if got == 0:
+                break
+            self._write_ring_piece(dst, view[:got], parallel)
+            copied += got
+            slot = (slot + 1) % len(ring)
+
+    def _write_ring_piece(self, fd: int, view: memoryview, parallel: bool) -> None:
+        pos = 0
+        try:
+            while pos < len(view):
+                pos += os.write(fd, view[pos : pos + WRITE_PIECE])
+        except OSError as e:
+            raise from_os_error(e, f"write {self._ref} at offset {self._offset + pos}") from e
+        finally:
+            if pos:
+                if parallel:
+                    self._queue(view[:pos], straight=True)
+                else:
+                    self._hasher.update(view[:pos])
+            self._offset += pos
+            self._updated_at = utcnow()
+        self._start_writeback(fd)
+
+    def _ring(self) -> list[memoryview]:
+        """The buffers :meth:`_read_through` reads into (made on first use)."""
+        if self._ring_buffers is None:
+            self._ring_buffers = [memoryview(bytearray(READ_PIECE)) for _ in range(READ_RING)]
+        return self._ring_buffers
 
     def _unhashed_tail(self, fd: int, error: BaseException) -> None:
         """Hashing the copied bytes failed: cut the file back to the bytes the digest

@@ -1,12 +1,15 @@
-"""LocalWriter.copy_from: kernel copies from a file descriptor into the data file, with
-the digest read back from the data file, on the real filesystem and across a tmpfs."""
+"""LocalWriter.copy_from: a file descriptor copied into the data file, by the kernel
+where the filesystem shares extents (a loop-mounted XFS) and through a ring of buffers
+elsewhere (ext4, tmpfs), with the digest always covering the bytes the data file holds."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +18,12 @@ import pytest
 from ingestq import errdefs
 from ingestq.store.budget import Budget
 from ingestq.store.digest import Digest
-from ingestq.store.fdcopy import FdCopier, Method, copy_fd, kernel_copy
+from ingestq.store.fdcopy import FdCopier, Method, copy_fd, copy_saves_work, kernel_copy
 from ingestq.store.local import LocalStore
-from ingestq.store.local.writer import COPY_PIECE, LocalWriter
+from ingestq.store.local.hashqueue import HashQueue
+from ingestq.store.local.writer import COPY_PIECE, READ_PIECE, READ_RING, LocalWriter
 from ingestq.store.values import Info
+from tests.store.test_disk_errors import small_tmpfs
 
 MiB = 1 << 20
 SIZE = 2 * COPY_PIECE + 12345  # several pieces and an odd tail
@@ -32,6 +37,22 @@ def tmpfs() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def xfs(tmp_path: Path) -> Iterator[Path]:
+    """A freshly made XFS with reflinks, loop-mounted: a filesystem that shares extents."""
+    image = tmp_path / "xfs.img"
+    with open(image, "wb") as f:
+        f.truncate(320 << 20)  # XFS's smallest size is 300 MiB; the file stays sparse
+    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True)
+    mnt = tmp_path / "xfs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def _file(path: Path, size: int = SIZE) -> bytes:
@@ -217,3 +238,93 @@ def test_copy_fd_of_a_shorter_file_is_data_loss_and_a_longer_one_failed_precondi
     with pytest.raises(errdefs.FailedPrecondition, match="longer"):
         _copy_fd(store, tmp_path / "src", MiB)
     assert store.status("r").offset == MiB  # nothing past the size was written
+
+
+def _saves_work(path: Path) -> bool:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return copy_saves_work(fd)
+    finally:
+        os.close(fd)
+
+
+def _shared_extents(path: Path) -> bool:
+    """Whether the kernel reports extents of ``path`` shared with another file."""
+    out = subprocess.run(["filefrag", "-v", str(path)], check=True, capture_output=True)
+    return b"shared" in out.stdout
+
+
+def test_on_a_filesystem_that_shares_extents_the_blob_shares_the_source_file(xfs: Path) -> None:
+    assert _saves_work(xfs)
+    data = _file(xfs / "src")
+    store = LocalStore(xfs / "store", fsync=True)
+    info = _copy_fd(store, xfs / "src", SIZE)
+    assert info is not None and info.digest == Digest.from_bytes(data)
+    assert store.reader_at(info.digest).read_at(0, SIZE) == data
+    blob = xfs / "store" / "blobs" / "sha256" / info.digest.encoded
+    assert _shared_extents(blob)
+
+
+def test_on_ext4_and_tmpfs_a_kernel_copy_saves_nothing(tmp_path: Path, tmpfs: Path) -> None:
+    assert not _saves_work(tmp_path)
+    assert not _saves_work(tmpfs)
+
+
+def test_a_ring_buffer_is_refilled_only_after_its_piece_is_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first piece's hashing is held until the copy waits for a free buffer; had it
+    refilled that buffer instead, the held piece would be hashed with later bytes."""
+    size = (READ_RING + 3) * READ_PIECE + 777
+    data = _file(tmp_path / "src", size)
+    waiting = threading.Event()
+    wait_below = HashQueue.wait_below
+
+    def noting_the_wait(queue: HashQueue, count: int) -> None:
+        if len(queue._pieces) >= count:
+            waiting.set()
+        wait_below(queue, count)
+
+    monkeypatch.setattr(HashQueue, "wait_below", noting_the_wait)
+    w = _writer(LocalStore(tmp_path / "store", fsync=False))
+    real = w._hasher
+    held_first: list[bool] = []
+
+    class Holding:
+        def update(self, piece: memoryview) -> None:
+            if not held_first:
+                held_first.append(waiting.wait(timeout=30))
+            real.update(piece)
+
+        def hexdigest(self) -> str:
+            return real.hexdigest()
+
+        def copy(self) -> object:
+            return real.copy()
+
+    w._hasher = Holding()  # type: ignore[assignment]
+    assert _copy_all(w, tmp_path / "src", method="none") == size
+    assert held_first == [True]  # the copy did come to wait for the held piece
+    assert w.digest() == Digest.from_bytes(data)
+    w.close()
+
+
+def test_a_full_disk_while_reading_through_buffers_keeps_an_exact_prefix(
+    tmp_path: Path,
+) -> None:
+    data = _file(tmp_path / "src", 6 * MiB)
+    with small_tmpfs(tmp_path / "mnt", "size=3m") as mnt:
+        assert mnt is not None, "mounting a tmpfs needs root"
+        store = LocalStore(mnt / "store", fsync=True)
+        w = _writer(store)
+        with pytest.raises(errdefs.ResourceExhausted, match="No space left"):
+            _copy_all(w, tmp_path / "src", method="none")
+        kept = w.status().offset
+        assert 0 < kept < len(data)
+        assert w.digest() == Digest.from_bytes(data[:kept])
+        w.close()
+        assert store.status("r").offset == kept
+        store.abort("r")
+        small = _file(tmp_path / "small", 2 * MiB)
+        info = _copy_fd(store, tmp_path / "small", 2 * MiB)  # room again: it completes
+        assert info is not None and info.digest == Digest.from_bytes(small)

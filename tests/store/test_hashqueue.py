@@ -69,3 +69,35 @@ def test_a_failure_is_raised_and_stops_the_queue(pool: ThreadPoolExecutor) -> No
     with pytest.raises(HashFailed):
         queue.put(recorder, memoryview(b"after"))  # type: ignore[arg-type]
     assert recorder.seen == [b"one", b"two"]
+
+
+def test_wait_below_returns_once_fewer_pieces_wait(pool: ThreadPoolExecutor) -> None:
+    gate = threading.Event()
+    recorder = _Recorder()
+
+    class Gated:
+        def update(self, data: memoryview) -> None:
+            gate.wait(timeout=30)
+            recorder.update(data)
+
+    queue = HashQueue(lambda: pool, depth=4)
+    for piece in (b"a", b"b", b"c"):
+        queue.put(Gated(), memoryview(piece), straight=True)  # type: ignore[arg-type]
+    seen_at_return: list[int] = []
+    waiter = threading.Thread(
+        target=lambda: (queue.wait_below(2), seen_at_return.append(len(recorder.seen)))
+    )
+    waiter.start()
+    gate.set()
+    waiter.join(timeout=30)
+    assert seen_at_return and seen_at_return[0] >= 2  # at most one piece still waits
+    queue.wait_below(1)
+    assert recorder.seen == [b"a", b"b", b"c"]
+
+
+def test_wait_below_raises_an_earlier_failure(pool: ThreadPoolExecutor) -> None:
+    queue = HashQueue(lambda: pool, depth=4)
+    recorder = _Recorder(fail_on=b"bad")
+    queue.put(recorder, memoryview(b"bad"))  # type: ignore[arg-type]
+    with pytest.raises(HashFailed):
+        queue.wait_below(1)
