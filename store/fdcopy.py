@@ -20,7 +20,7 @@ import ctypes
 import errno
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal, Protocol, runtime_checkable
 
 from ingestq.store.digest import Digest
@@ -67,28 +67,49 @@ _SHARING_FILESYSTEMS = frozenset(
 
 
 class _StatFs(ctypes.Structure):
-    # struct statfs starts with f_type (__fsword_t: a C long on Linux); the rest is room.
-    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 256)]
+    # struct statfs starts with f_type: a C long (__fsword_t) on Linux, except s390x,
+    # where it is a 32-bit unsigned int; the rest is room for the other fields.
+    _fields_ = [
+        ("f_type", ctypes.c_uint if os.uname().machine == "s390x" else ctypes.c_long),
+        ("_rest", ctypes.c_byte * 256),
+    ]
 
 
-def _fstatfs_type(fd: int) -> int | None:
+def _fstatfs() -> Callable[[int, ctypes._Pointer[_StatFs]], int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        fstatfs = ctypes.CDLL(None, use_errno=True).fstatfs
+        fn = ctypes.CDLL(None, use_errno=True).fstatfs
     except (OSError, AttributeError):
         return None
+    fn.argtypes = [ctypes.c_int, ctypes.POINTER(_StatFs)]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_statfs_call = _fstatfs()
+
+
+def filesystem_type(fd: int) -> int | None:
+    """The type of the filesystem holding the file ``fd`` (``statfs``'s ``f_type``, as
+    ``stat -f -c %t`` prints it in hex), or None where it cannot be told (another OS,
+    an error such as EOVERFLOW)."""
+    if _statfs_call is None:
+        return None
     buf = _StatFs()
-    if fstatfs(fd, ctypes.byref(buf)) != 0:
+    if _statfs_call(fd, ctypes.pointer(buf)) != 0:
         return None
     return int(buf.f_type) & 0xFFFFFFFF
 
 
-def copy_saves_work(fd: int) -> bool:
-    """Whether a kernel copy into the file ``fd`` costs less than reading and writing
-    it: its filesystem shares extents (btrfs, XFS, bcachefs, OpenZFS, OCFS2) or copies
-    on the server (NFS, SMB, CephFS). False where that cannot be told (other OSes)."""
-    return _fstatfs_type(fd) in _SHARING_FILESYSTEMS
+def copy_saves_work(src: int, dst: int) -> bool:
+    """Whether a kernel copy from the file ``src`` into the file ``dst`` costs less than
+    reading and writing: both lie on one filesystem that shares extents (btrfs, XFS,
+    bcachefs, OpenZFS, OCFS2) or copies on its server (NFS, SMB, CephFS). False where
+    that cannot be told (other OSes). Raises OSError when either cannot be stat'ed."""
+    if os.fstat(src).st_dev != os.fstat(dst).st_dev:
+        return False  # across filesystems the kernel copies through the page cache
+    return filesystem_type(dst) in _SHARING_FILESYSTEMS
 
 
 def _copy_file_range(src: int, dst: int, offset: int, count: int) -> int:
@@ -181,5 +202,6 @@ __all__ = [
     "Method",
     "copy_fd",
     "copy_saves_work",
+    "filesystem_type",
     "kernel_copy",
 ]

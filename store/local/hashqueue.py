@@ -8,7 +8,9 @@ digest must cover exactly the bytes the file holds).
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -25,6 +27,10 @@ class HashFailed(Exception):
         self.error = error
 
 
+class ForkedWhileHashing(RuntimeError):
+    """A process forked while pieces were queued: the child has no thread hashing them."""
+
+
 class HashQueue:
     """Feeds queued pieces to their hasher one at a time, in the order queued, on
     ``pool()``'s threads. At most ``depth`` pieces wait (:meth:`put` blocks beyond
@@ -38,6 +44,7 @@ class HashQueue:
         self._running = False
         self._error: BaseException | None = None
         self._buffer: bytearray | None = None  # made by the first put; one _run at a time
+        _queues.add(self)
 
     def put(self, hasher: Hasher, piece: memoryview, *, straight: bool = False) -> None:
         """Queue ``piece`` (unchanged until hashed: module docstring) for ``hasher``;
@@ -103,5 +110,25 @@ class HashQueue:
                 self._pieces.popleft()
                 self._cond.notify_all()
 
+    def _after_fork(self) -> None:
+        # The parent's helper thread is not in the child: pieces it still had are never
+        # hashed here, so the child's writer must not commit (it fails HashFailed).
+        self._cond = threading.Condition()
+        if self._running:
+            self._running = False
+            self._pieces.clear()
+            self._error = ForkedWhileHashing("forked while pieces were being hashed")
 
-__all__ = ["HashFailed", "HashQueue"]
+
+_queues: weakref.WeakSet[HashQueue] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for queue in list(_queues):
+        queue._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+__all__ = ["ForkedWhileHashing", "HashFailed", "HashQueue"]

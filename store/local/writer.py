@@ -25,6 +25,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -177,8 +178,8 @@ class LocalWriter:
         self._charged = offset
         self._writeback = start_writeback if fsync else None
         self._written_back = offset
-        # copy_from's way: chosen by the first copy (see copy_from); "none" once a kernel
-        # copy failed for this writer's files.
+        # copy_from's way: None chooses by the files at each call (see copy_from);
+        # "none" once a kernel copy failed for this writer's files.
         self._copy_method: Method | None = None
         self._ring_buffers: list[memoryview] | None = None  # see _ring
         self._through_buffer: bytearray | None = None  # see _through
@@ -258,6 +259,8 @@ class LocalWriter:
         except OSError as e:
             raise from_os_error(e, f"write {self._ref} at offset {self._offset + pos}") from e
         finally:
+            if pos < size:
+                pos = self._reached(fd, pos, size)
             if behind:
                 if pos:
                     self._queue(view[:pos])
@@ -313,9 +316,9 @@ class LocalWriter:
         own position is not used); returns the number appended, fewer than ``length``
         only when the file ends first (0 at its end).
 
-        Where the data file's filesystem makes a kernel copy cheaper than copying
-        (:func:`~ingestq.store.fdcopy.copy_saves_work`: shared extents, a server-side
-        copy), the kernel copies (``copy_file_range`` or ``sendfile``) while a helper
+        Where a kernel copy is cheaper than copying (both files on one filesystem that
+        shares extents or copies on its server: :func:`ingestq.store.fdcopy.copy_saves_work`),
+        the kernel copies (``copy_file_range`` or ``sendfile``) while a helper
         thread hashes the previous piece read back from the data file. Elsewhere (and
         where no kernel copy works for these files) it reads into a ring of buffers and
         writes them, each hashed behind the writes straight from its buffer. Either
@@ -335,7 +338,7 @@ class LocalWriter:
                 length = room
         start = self._offset
         try:
-            self._copy(fd, dst, offset, length, method or self._chosen_method(dst))
+            self._copy(fd, dst, offset, length, method or self._chosen_method(fd, dst))
         finally:
             if self._meter is not None:
                 self._meter.charge(self._offset - self._charged)
@@ -347,10 +350,13 @@ class LocalWriter:
             )
         return copied
 
-    def _chosen_method(self, dst: int) -> Method:
-        if self._copy_method is None:
-            self._copy_method = "auto" if copy_saves_work(dst) else "none"
-        return self._copy_method
+    def _chosen_method(self, src: int, dst: int) -> Method:
+        if self._copy_method is not None:
+            return self._copy_method
+        try:
+            return "auto" if copy_saves_work(src, dst) else "none"
+        except OSError as e:
+            raise from_os_error(e, f"stat the source of {self._ref}") from e
 
     def _copy(self, src: int, dst: int, offset: int, length: int, method: Method) -> None:
         if method == "none":
@@ -358,6 +364,8 @@ class LocalWriter:
             return
         copied = 0
         pending: Future[None] | None = None
+        self._hashed = self._offset  # copy_from settled first: every earlier byte is hashed
+        fallback = False
         try:
             while copied < length:
                 want = min(COPY_PIECE, length - copied)
@@ -368,10 +376,7 @@ class LocalWriter:
                     raise from_os_error(e, f"write {self._ref} at offset {at}") from e
                 if n is None:  # no kernel copy for these files: read and write instead
                     self._copy_method = "none"
-                    if pending is not None:
-                        pending.result()
-                        pending = None
-                    self._read_through(src, dst, offset + copied, length - copied)
+                    fallback = True
                     break
                 if n == 0:
                     break
@@ -380,18 +385,40 @@ class LocalWriter:
                 copied += n
                 if pending is not None:
                     pending.result()
-                else:
-                    self._hashed = at
                 pending = _hash_pool().submit(self._hash_back, dst, at, n)
                 self._start_writeback(dst)
         finally:
-            try:
-                if pending is not None:
-                    pending.result()
-            except BaseException as e:
-                self._unhashed_tail(dst, e)
-            finally:
-                self._updated_at = utcnow()
+            self._updated_at = utcnow()
+            self._settle_copies(dst, pending)
+        if fallback:
+            self._read_through(src, dst, offset + copied, length - copied)
+
+    def _settle_copies(self, fd: int, pending: Future[None] | None) -> None:
+        """After the kernel copies: wait for the last piece's hash (an interrupt does
+        not cut that wait short, the helper still reads the file), then keep only the
+        bytes the digest covers: a piece copied but never handed to the helper (an
+        interrupt came first) is cut off again. The interrupt is raised after."""
+        interrupted: BaseException | None = None
+        if pending is not None:
+            while True:
+                try:
+                    futures_wait([pending])
+                    break
+                except BaseException as e:  # KeyboardInterrupt and the like: raised below
+                    interrupted = e
+            error = pending.exception()
+            if error is not None:
+                self._unhashed_tail(fd, error)
+        try:
+            at = os.lseek(fd, 0, os.SEEK_CUR)
+        except OSError:
+            at = self._offset
+        # An interrupt may also land after a copy call returned, before its count was
+        # added up: then the file runs past the offset.
+        if self._hashed < self._offset or at != self._offset:
+            self._cut_to_hashed(fd, "an interrupt")
+        if interrupted is not None:
+            raise interrupted
 
     def _read_through(self, src: int, dst: int, offset: int, length: int) -> None:
         """Copy by ``pread`` into this writer's ring of buffers and ``write``; each
@@ -430,14 +457,33 @@ class LocalWriter:
         except OSError as e:
             raise from_os_error(e, f"write {self._ref} at offset {self._offset + pos}") from e
         finally:
+            if pos < len(view):
+                pos = self._reached(fd, pos, len(view))
+            # Counted first: the bytes are in the file whether or not hashing them works.
+            self._offset += pos
+            self._updated_at = utcnow()
             if pos:
                 if parallel:
                     self._queue(view[:pos], straight=True)
                 else:
-                    self._hasher.update(view[:pos])
-            self._offset += pos
-            self._updated_at = utcnow()
+                    self._hash_inline(view[:pos])
         self._start_writeback(fd)
+
+    def _hash_inline(self, piece: memoryview) -> None:
+        try:
+            self._hasher.update(piece)
+        except BaseException:
+            self._finish(sync=False, stamp=True)  # the digest misses bytes the file holds
+            raise
+
+    def _reached(self, fd: int, counted: int, size: int) -> int:
+        """The bytes of a write of ``size`` that reached the file when it stopped early:
+        an interrupt can land after a ``write`` call returned and before its count was
+        added up (``counted``), so the file's position says."""
+        try:
+            return min(max(os.lseek(fd, 0, os.SEEK_CUR) - self._offset, counted), size)
+        except OSError:
+            return counted
 
     def _ring(self) -> list[memoryview]:
         """The buffers :meth:`_read_through` reads into (made on first use)."""
@@ -448,19 +494,25 @@ class LocalWriter:
     def _unhashed_tail(self, fd: int, error: BaseException) -> None:
         """Hashing the copied bytes failed: cut the file back to the bytes the digest
         covers (so the ingest stays resumable and never commits an unhashed byte)."""
+        self._cut_to_hashed(fd, repr(error))
+        if isinstance(error, OSError):
+            raise from_os_error(error, f"hash {self._ref}") from error
+        raise error
+
+    def _cut_to_hashed(self, fd: int, why: str) -> None:
+        """Cut the data file back to the bytes the digest covers (copied bytes ``why``
+        left unhashed); DataLoss, the writer closed, when the file cannot be cut."""
         try:
             os.ftruncate(fd, self._hashed)
             os.lseek(fd, self._hashed, os.SEEK_SET)
         except OSError as e:
             self._finish(sync=False, stamp=False)  # its digest would not match its bytes
             raise errdefs.DataLoss(
-                f"ingest {self._ref}: the copied bytes could not be hashed ({error}) nor "
+                f"ingest {self._ref}: copied bytes left unhashed ({why}) could not be "
                 "dropped; the writer is closed"
             ) from e
-        self._offset = self._written_back = self._hashed
-        if isinstance(error, OSError):
-            raise from_os_error(error, f"hash {self._ref}") from error
-        raise error
+        self._offset = self._hashed
+        self._written_back = min(self._written_back, self._hashed)
 
     def _pread(self, fd: int, offset: int, n: int) -> bytes:
         try:

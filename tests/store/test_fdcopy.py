@@ -18,14 +18,23 @@ import pytest
 from ingestq import errdefs
 from ingestq.store.budget import Budget
 from ingestq.store.digest import Digest
-from ingestq.store.fdcopy import FdCopier, Method, copy_fd, copy_saves_work, kernel_copy
+from ingestq.store.fdcopy import (
+    FdCopier,
+    Method,
+    copy_fd,
+    copy_saves_work,
+    filesystem_type,
+    kernel_copy,
+)
 from ingestq.store.local import LocalStore
+from ingestq.store.local import writer as writer_module
 from ingestq.store.local.hashqueue import HashQueue
 from ingestq.store.local.writer import COPY_PIECE, READ_PIECE, READ_RING, LocalWriter
 from ingestq.store.values import Info
 from tests.store.test_disk_errors import small_tmpfs
 
 MiB = 1 << 20
+Copied = int | None
 SIZE = 2 * COPY_PIECE + 12345  # several pieces and an odd tail
 
 
@@ -240,10 +249,10 @@ def test_copy_fd_of_a_shorter_file_is_data_loss_and_a_longer_one_failed_precondi
     assert store.status("r").offset == MiB  # nothing past the size was written
 
 
-def _saves_work(path: Path) -> bool:
+def _type_of(path: Path) -> int | None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return copy_saves_work(fd)
+        return filesystem_type(fd)
     finally:
         os.close(fd)
 
@@ -254,20 +263,71 @@ def _shared_extents(path: Path) -> bool:
     return b"shared" in out.stdout
 
 
-def test_on_a_filesystem_that_shares_extents_the_blob_shares_the_source_file(xfs: Path) -> None:
-    assert _saves_work(xfs)
+@pytest.fixture
+def kernel_copies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the writer's kernel copy calls that copied something."""
+    calls: list[int] = []
+    real = kernel_copy
+
+    def counting(
+        src: int, dst: int, offset: int, count: int, method: Method = "auto"
+    ) -> int | None:
+        n = real(src, dst, offset, count, method)
+        if n:
+            calls.append(n)
+        return n
+
+    monkeypatch.setattr(writer_module, "kernel_copy", counting)
+    return calls
+
+
+def test_the_filesystem_type_is_the_one_stat_reports(tmp_path: Path, tmpfs: Path) -> None:
+    for path in (tmp_path, tmpfs):
+        out = subprocess.run(["stat", "-f", "-c", "%t", str(path)], check=True,
+                             capture_output=True, text=True)  # fmt: skip
+        assert _type_of(path) == int(out.stdout, 16)
+    assert _type_of(tmpfs) == 0x01021994  # TMPFS_MAGIC
+
+
+def test_on_a_filesystem_that_shares_extents_the_blob_shares_the_source_file(
+    xfs: Path, kernel_copies: list[int]
+) -> None:
+    assert _type_of(xfs) == 0x58465342  # XFS_SUPER_MAGIC
     data = _file(xfs / "src")
     store = LocalStore(xfs / "store", fsync=True)
     info = _copy_fd(store, xfs / "src", SIZE)
     assert info is not None and info.digest == Digest.from_bytes(data)
+    assert sum(kernel_copies) == SIZE
     assert store.reader_at(info.digest).read_at(0, SIZE) == data
     blob = xfs / "store" / "blobs" / "sha256" / info.digest.encoded
     assert _shared_extents(blob)
 
 
-def test_on_ext4_and_tmpfs_a_kernel_copy_saves_nothing(tmp_path: Path, tmpfs: Path) -> None:
-    assert not _saves_work(tmp_path)
-    assert not _saves_work(tmpfs)
+def test_from_another_filesystem_even_one_that_shares_extents_it_reads_through_buffers(
+    xfs: Path, tmp_path: Path, kernel_copies: list[int]
+) -> None:
+    data = _file(tmp_path / "src")
+    store = LocalStore(xfs / "store", fsync=True)
+    info = _copy_fd(store, tmp_path / "src", SIZE)
+    assert info is not None and info.digest == Digest.from_bytes(data)
+    assert kernel_copies == []
+    src = os.open(tmp_path / "src", os.O_RDONLY)
+    dst = os.open(xfs, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert not copy_saves_work(src, dst)
+    finally:
+        os.close(src)
+        os.close(dst)
+
+
+def test_on_tmpfs_a_kernel_copy_saves_nothing_and_it_reads_through_buffers(
+    tmpfs: Path, kernel_copies: list[int]
+) -> None:
+    data = _file(tmpfs / "src")
+    store = LocalStore(tmpfs / "store", fsync=True)
+    info = _copy_fd(store, tmpfs / "src", SIZE)
+    assert info is not None and info.digest == Digest.from_bytes(data)
+    assert kernel_copies == []
 
 
 def test_a_ring_buffer_is_refilled_only_after_its_piece_is_hashed(
@@ -287,6 +347,7 @@ def test_a_ring_buffer_is_refilled_only_after_its_piece_is_hashed(
 
     monkeypatch.setattr(HashQueue, "wait_below", noting_the_wait)
     w = _writer(LocalStore(tmp_path / "store", fsync=False))
+    assert writer_module._open_writers == 1  # else it hashes inline and nothing is held
     real = w._hasher
     held_first: list[bool] = []
 
@@ -328,3 +389,64 @@ def test_a_full_disk_while_reading_through_buffers_keeps_an_exact_prefix(
         small = _file(tmp_path / "small", 2 * MiB)
         info = _copy_fd(store, tmp_path / "small", 2 * MiB)  # room again: it completes
         assert info is not None and info.digest == Digest.from_bytes(small)
+
+
+def _interrupted_then_finished(w: LocalWriter, src: Path, data: bytes, method: Method) -> None:
+    """After the interrupt the writer's offset and digest cover exactly its data file;
+    copying on from that offset commits the whole file under its digest."""
+    offset = w.status().offset
+    held = w.data_path.read_bytes()
+    assert len(held) == offset and held == data[:offset]
+    assert w.digest() == Digest.from_bytes(held)
+    assert _copy_all(w, src, offset, method=method) == len(data) - offset
+    digest = Digest.from_bytes(data)
+    assert w.commit(len(data), digest).digest == digest
+
+
+def test_an_interrupt_after_a_kernel_copy_returned_leaves_no_uncounted_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _file(tmp_path / "src")
+    w = _writer(LocalStore(tmp_path / "store", fsync=False))
+    real = kernel_copy
+    calls = []
+
+    def interrupted(
+        src: int, dst: int, offset: int, count: int, method: Method = "auto"
+    ) -> int | None:
+        n = real(src, dst, offset, count, method)
+        calls.append(n)
+        if len(calls) == 2:  # the bytes are in the file; the count never comes back
+            raise KeyboardInterrupt
+        return n
+
+    monkeypatch.setattr(writer_module, "kernel_copy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _copy_all(w, tmp_path / "src", method="copy_file_range")
+    monkeypatch.setattr(writer_module, "kernel_copy", kernel_copy)
+    _interrupted_then_finished(w, tmp_path / "src", data, "copy_file_range")
+
+
+def test_an_interrupt_after_a_ring_write_returned_counts_what_reached_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _file(tmp_path / "src")
+    w = _writer(LocalStore(tmp_path / "store", fsync=False))
+    data_fd = w._open_fd()
+    real = os.write
+    writes = []
+
+    def interrupted(fd: int, piece: object) -> int:
+        n = real(fd, piece)  # type: ignore[arg-type]
+        if fd == data_fd:
+            writes.append(n)
+            if len(writes) == 5:  # the bytes are in the file; the count never comes back
+                raise KeyboardInterrupt
+        return n
+
+    monkeypatch.setattr(os, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _copy_all(w, tmp_path / "src", method="none")
+    monkeypatch.setattr(os, "write", real)
+    assert w.status().offset == sum(writes)
+    _interrupted_then_finished(w, tmp_path / "src", data, "none")

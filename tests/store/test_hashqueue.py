@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ingestq.store.local.hashqueue import HashFailed, HashQueue
+from ingestq.store.local.hashqueue import ForkedWhileHashing, HashFailed, HashQueue
 
 
 @pytest.fixture
@@ -72,25 +74,28 @@ def test_a_failure_is_raised_and_stops_the_queue(pool: ThreadPoolExecutor) -> No
 
 
 def test_wait_below_returns_once_fewer_pieces_wait(pool: ThreadPoolExecutor) -> None:
-    gate = threading.Event()
+    gates = {piece: threading.Event() for piece in (b"a", b"b", b"c")}
     recorder = _Recorder()
 
     class Gated:
         def update(self, data: memoryview) -> None:
-            gate.wait(timeout=30)
+            gates[bytes(data)].wait(timeout=30)
             recorder.update(data)
 
     queue = HashQueue(lambda: pool, depth=4)
-    for piece in (b"a", b"b", b"c"):
+    for piece in gates:
         queue.put(Gated(), memoryview(piece), straight=True)  # type: ignore[arg-type]
-    seen_at_return: list[int] = []
-    waiter = threading.Thread(
-        target=lambda: (queue.wait_below(2), seen_at_return.append(len(recorder.seen)))
-    )
+    waiter = threading.Thread(target=queue.wait_below, args=(2,))
     waiter.start()
-    gate.set()
+    gates[b"a"].set()
+    queue.wait_below(3)  # "a" is hashed: two pieces still wait
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive()  # two waiting is not fewer than two
+    gates[b"b"].set()
     waiter.join(timeout=30)
-    assert seen_at_return and seen_at_return[0] >= 2  # at most one piece still waits
+    assert not waiter.is_alive()
+    assert recorder.seen == [b"a", b"b"]
+    gates[b"c"].set()
     queue.wait_below(1)
     assert recorder.seen == [b"a", b"b", b"c"]
 
@@ -101,3 +106,34 @@ def test_wait_below_raises_an_earlier_failure(pool: ThreadPoolExecutor) -> None:
     queue.put(recorder, memoryview(b"bad"))  # type: ignore[arg-type]
     with pytest.raises(HashFailed):
         queue.wait_below(1)
+
+
+def test_a_child_forked_while_pieces_wait_fails_instead_of_hanging(
+    pool: ThreadPoolExecutor,
+) -> None:
+    gate = threading.Event()
+
+    class Gated:
+        def update(self, data: memoryview) -> None:
+            gate.wait(timeout=30)
+
+    queue = HashQueue(lambda: pool, depth=4)
+    queue.put(Gated(), memoryview(b"held"), straight=True)  # type: ignore[arg-type]
+    pid = os.fork()
+    if pid == 0:  # the child: no thread of the parent's pool is here
+        code = 5
+        try:
+            queue.wait()
+        except HashFailed as e:
+            code = 3 if isinstance(e.error, ForkedWhileHashing) else 4
+        os._exit(code)
+    gate.set()
+    queue.wait()  # the parent's own queue finishes as usual
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling a child's exit, bounded
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise AssertionError("the forked child hung waiting for its hash queue")
+    assert os.waitstatus_to_exitcode(done[1]) == 3
