@@ -26,6 +26,7 @@ from ingestq.store.local.blobs import Blobs, FileReaderAt, hash_fd
 from ingestq.store.local.ingest import DataFile, IngestDir, new_data_id, remove_tree
 from ingestq.store.local.small import small_blob_max as env_small_blob_max
 from ingestq.store.local.writer import LocalWriter, copy_prefix
+from ingestq.store.local.writer import keep_cache as env_keep_cache
 from ingestq.store.locks import ChainLocker, FileRefLocker, Lease, RefLocker, new_holder_id
 from ingestq.store.oserrors import from_os_error
 from ingestq.store.ownfiles import NOT_OWN, has_hole, open_own
@@ -51,7 +52,9 @@ class LocalStore:
     reserve free on the filesystem (see :mod:`ingestq.store.budget`; :attr:`meter`
     applies it, and its ``on_pressure`` hook may be set). ``small_blob_max`` is the
     largest content :meth:`put` commits without an ingest (default: ``INGESTQ_SMALL_BLOB``,
-    else 1 MiB; 0 turns the small-blob path off). Raises PermissionDenied /
+    else 1 MiB; 0 turns the small-blob path off). With ``fsync``, an ingest's bytes leave
+    the page cache once they are on disk, unless ``keep_cache`` (default:
+    ``INGESTQ_KEEP_CACHE``). Raises PermissionDenied /
     ResourceExhausted (or another kind) when the root cannot be created,
     FailedPrecondition when a file stands where one of its directories must be,
     InvalidArgument for a malformed ``INGESTQ_SMALL_BLOB``.
@@ -65,8 +68,12 @@ class LocalStore:
         fsync: bool = True,
         budget: Budget | None = None,
         small_blob_max: int | None = None,
+        keep_cache: bool | None = None,
     ) -> None:
         self.small_blob_max = small_blob_max if small_blob_max is not None else env_small_blob_max()
+        #: Whether writers leave what they wrote in the page cache (default: drop it
+        #: once on disk, unless ``INGESTQ_KEEP_CACHE=1``).
+        self.keep_cache = keep_cache if keep_cache is not None else env_keep_cache()
         #: Existence checks are cheap (a stat): write_blob asks before reading its source.
         self.check_before_put = True
         self.root = Path(root).absolute()
@@ -231,6 +238,7 @@ class LocalStore:
             fsync=self.fsync,
             meter=self.meter,
             updated_at=updated,
+            keep_cache=self.keep_cache,
         )
 
     def _check_budget(self, ingest: IngestDir, ref: str, total: int) -> None:

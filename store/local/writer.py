@@ -64,13 +64,16 @@ WRITE_PIECE = 256 << 10
 #: Bytes written between two starts of the kernel's writeback (when the store fsyncs).
 WRITEBACK_STEP = 8 << 20
 
+# sync_file_range flags: wait for writeback already under way, start it, wait for it.
+_SYNC_FILE_RANGE_WAIT_BEFORE = 1
 _SYNC_FILE_RANGE_WRITE = 2
+_SYNC_FILE_RANGE_WAIT_AFTER = 4
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _sync_file_range() -> Callable[[int, int, int], None] | None:
-    """``sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)`` from libc (it
-    starts writeback without waiting for it), or None where there is none."""
+def _sync_file_range(flags: int) -> Callable[[int, int, int], None] | None:
+    """``sync_file_range(fd, offset, nbytes, flags)`` from libc, or None where there is
+    none."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -80,15 +83,31 @@ def _sync_file_range() -> Callable[[int, int, int], None] | None:
     fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     fn.restype = ctypes.c_int
 
-    def start(fd: int, offset: int, nbytes: int) -> None:
-        if fn(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE) != 0:
+    def call(fd: int, offset: int, nbytes: int) -> None:
+        if fn(fd, offset, nbytes, flags) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
 
-    return start
+    return call
 
 
-start_writeback = _sync_file_range()
+#: Starts the writeback of a range without waiting for it.
+start_writeback = _sync_file_range(_SYNC_FILE_RANGE_WRITE)
+#: Returns once a range's writeback is done (not a durability barrier: no metadata).
+await_writeback = _sync_file_range(
+    _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE | _SYNC_FILE_RANGE_WAIT_AFTER
+)
+
+#: ``1`` keeps a durable ingest's bytes in the page cache (see :func:`keep_cache`).
+KEEP_CACHE_ENV = "INGESTQ_KEEP_CACHE"
+
+
+def keep_cache(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``INGESTQ_KEEP_CACHE`` asks writers to leave what they wrote in the page
+    cache (``1``, ``true``, ``yes``); by default a durable ingest's bytes are dropped
+    from it once on disk."""
+    return env.get(KEEP_CACHE_ENV, "").strip().lower() in ("1", "true", "yes")
+
 
 _pool: ThreadPoolExecutor | None = None
 _pool_mutex = threading.Lock()
@@ -134,7 +153,9 @@ class LocalWriter:
     """A write into ``ingest/<H>/data.<id>``, created by :meth:`LocalStore.writer`.
 
     Holds the ref's lock until :meth:`commit` or :meth:`close`, and hands the finished
-    file to ``publisher`` at commit. ``fsync`` makes commit and close durable. ``meter``
+    file to ``publisher`` at commit. ``fsync`` makes commit and close durable; with it,
+    the bytes leave the page cache once on disk (each writeback step after the next
+    one, and the whole file at commit), unless ``keep_cache``. ``meter``
     (the store's disk budget) is asked before every write. ``updated_at`` is the time of
     the ingest's last write (now for a new one). Not safe for use by several threads at
     once.
@@ -158,6 +179,7 @@ class LocalWriter:
         fsync: bool,
         meter: BudgetMeter | None = None,
         updated_at: datetime | None = None,
+        keep_cache: bool = False,
     ) -> None:
         self._publisher = publisher
         self._fsync = fsync
@@ -178,6 +200,10 @@ class LocalWriter:
         self._charged = offset
         self._writeback = start_writeback if fsync else None
         self._written_back = offset
+        # Written once and read later, if at all: a durable ingest's bytes leave the
+        # page cache once on disk (see _start_writeback), unless ``keep_cache``.
+        self._keep_cache = keep_cache or not fsync
+        self._uncached = offset
         # copy_from's way: None chooses by the files at each call (see copy_from);
         # "none" once a kernel copy failed for this writer's files.
         self._copy_method: Method | None = None
@@ -513,6 +539,7 @@ class LocalWriter:
             ) from e
         self._offset = self._hashed
         self._written_back = min(self._written_back, self._hashed)
+        self._uncached = min(self._uncached, self._hashed)
 
     def _pread(self, fd: int, offset: int, n: int) -> bytes:
         try:
@@ -537,11 +564,29 @@ class LocalWriter:
 
     def _start_writeback(self, fd: int) -> None:
         if self._writeback is not None and self._offset - self._written_back >= WRITEBACK_STEP:
+            begun = self._written_back
             try:
-                self._writeback(fd, self._written_back, self._offset - self._written_back)
+                self._writeback(fd, begun, self._offset - begun)
                 self._written_back = self._offset
             except OSError:
                 self._writeback = None  # only a hint: durability comes from commit's fsync
+                return
+            if not self._keep_cache and begun - self._uncached >= WRITEBACK_STEP:
+                # Everything before the range just started is hashed (a kernel copy's
+                # read-back lags one piece at most) and its writeback was started a
+                # step ago: wait for it, then let its pages go.
+                self._drop_cache(fd, self._uncached, begun - self._uncached)
+                self._uncached = begun
+
+    def _drop_cache(self, fd: int, offset: int, nbytes: int) -> None:
+        """Drop the page cache of ``nbytes`` from ``offset`` once they are on disk (a
+        hint: failures are ignored, commit's fsync is what makes them durable)."""
+        try:
+            if await_writeback is not None:
+                await_writeback(fd, offset, nbytes)
+            os.posix_fadvise(fd, offset, nbytes, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            self._keep_cache = True
 
     def digest(self) -> Digest:
         """The digest of every byte written so far (the empty digest for none)."""
@@ -578,7 +623,7 @@ class LocalWriter:
             self._meter.credit(self._offset)
         self._offset = 0
         self._charged = 0
-        self._written_back = 0
+        self._written_back = self._uncached = 0
         self._updated_at = utcnow()
 
     def commit(
@@ -610,6 +655,9 @@ class LocalWriter:
         try:
             if self._fsync:
                 os.fsync(fd)
+                if not self._keep_cache and self._offset >= WRITEBACK_STEP:
+                    with contextlib.suppress(OSError):  # the tail, now on disk
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             actual_size = os.fstat(fd).st_size
         except OSError as e:
             raise from_os_error(e, f"sync {self._ref}") from e
