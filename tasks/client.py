@@ -88,7 +88,7 @@ def enqueue_ingest(
 
 
 def enqueue_many(
-    requests: Iterable[IngestRequest | Mapping[str, Any]],
+    requests: Iterable[IngestRequest | str | Mapping[str, Any]],
     *,
     settings: Settings | None = None,
     client: JobClient | None = None,
@@ -97,7 +97,8 @@ def enqueue_many(
     """Enqueue many ingests in one call on ``client`` (default: :func:`connect` of
     ``settings``): on the queue the job records go in one Redis pipeline and the
     messages through one producer connection. Each request is an
-    :class:`~ingestq.ingest.request.IngestRequest` or a mapping of
+    :class:`~ingestq.ingest.request.IngestRequest`, a source alone (a URL or file
+    path, as :func:`enqueue_ingest`'s first argument) or a mapping of
     :func:`enqueue_ingest`'s request arguments (``source`` required; ``digest``,
     ``size``, ``media_type``, ``ref``, ``labels``, ``expire``). Each job gets a fresh
     id (use :func:`enqueue_ingest` for idempotency keys). Returns the job handles in
@@ -105,14 +106,24 @@ def enqueue_many(
     published) or a negative ``retries``; Unavailable when Redis cannot be reached (the
     jobs not published by then are left unrecorded).
     """
-    built = [
-        r if isinstance(r, IngestRequest) else ingest_request(**_request_args(r)) for r in requests
-    ]
+    built = [_built_request(r) for r in requests]
     jobs = client if client is not None else connect(settings)
     return list(jobs.submit_ingests(built, retries=retries))
 
 
 _REQUEST_ARGS = frozenset({"source", "digest", "size", "media_type", "ref", "labels", "expire"})
+
+
+def _built_request(r: object) -> IngestRequest:
+    if isinstance(r, IngestRequest):
+        return r
+    if isinstance(r, str):
+        return ingest_request(r)
+    if isinstance(r, Mapping):
+        return ingest_request(**_request_args(r))
+    raise errdefs.InvalidArgument(
+        f"ingest request {r!r}: not an IngestRequest, a source or a mapping of arguments"
+    )
 
 
 def _request_args(r: Mapping[str, Any]) -> dict[str, Any]:

@@ -40,11 +40,13 @@ def test_ingestq_exports_enqueue_many() -> None:
 @pytest.mark.slow
 def test_enqueue_many_publishes_every_job_and_a_worker_runs_them(cluster: Cluster) -> None:
     files = _files(cluster.root.parent / "files", 25)
-    requests: list[IngestRequest | dict[str, object]] = []
+    requests: list[IngestRequest | str | dict[str, object]] = []
     for i, (path, data) in enumerate(files):
-        if i % 2:
+        if i % 3 == 1:
             requests.append({"source": str(path), "digest": str(Digest.from_bytes(data)),
                              "size": len(data)})  # fmt: skip
+        elif i % 3 == 2:
+            requests.append(str(path))  # a source alone
         else:
             requests.append(ingest_request(str(path)))
     jobs = enqueue_many(requests, client=cluster.client)
@@ -74,10 +76,11 @@ def test_enqueue_many_publishes_every_job_and_a_worker_runs_them(cluster: Cluste
 def test_a_malformed_request_publishes_nothing(cluster: Cluster) -> None:
     files = _files(cluster.root.parent / "files", 2)
     good = {"source": str(files[0][0])}
-    for bad in ({"digest": "sha256:" + "0" * 64}, {"source": str(files[1][0]), "colour": "red"},
-                {"source": str(files[1][0]), "digest": "nope"}):  # fmt: skip
+    other = str(files[1][0])
+    for bad in ({"digest": "sha256:" + "0" * 64}, {"source": other, "colour": "red"},
+                {"source": other, "digest": "nope"}, 42, [other]):  # fmt: skip
         with pytest.raises(errdefs.InvalidArgument):
-            enqueue_many([good, bad], client=cluster.client)
+            enqueue_many([good, bad], client=cluster.client)  # type: ignore[list-item]
     assert cluster.client.records.list() == []
     with pytest.raises(errdefs.InvalidArgument, match="retries"):
         enqueue_many([good], client=cluster.client, retries=-1)
