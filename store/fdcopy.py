@@ -19,12 +19,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import sys
 from collections.abc import Callable, Mapping
 from typing import Literal, Protocol, runtime_checkable
 
 from ingestq.store.digest import Digest
 from ingestq.store.helpers import finish_copy, longer_than
+from ingestq.store.libc import linux_function
 from ingestq.store.oserrors import from_os_error
 from ingestq.store.protocols import Writer
 from ingestq.store.values import Info
@@ -75,16 +75,8 @@ class _StatFs(ctypes.Structure):
     ]
 
 
-def _fstatfs() -> Callable[[int, ctypes._Pointer[_StatFs]], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).fstatfs
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.POINTER(_StatFs)]
-    fn.restype = ctypes.c_int
-    return fn
+def _fstatfs() -> Callable[..., int] | None:
+    return linux_function("fstatfs", [ctypes.c_int, ctypes.POINTER(_StatFs)])
 
 
 _statfs_call = _fstatfs()

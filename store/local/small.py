@@ -15,12 +15,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import sys
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ingestq.store.budget import parse_size
+from ingestq.store.libc import check, linux_function
 
 #: The environment variable that sets the small-blob threshold (``512K``, ``1M``, ``0``).
 SMALL_BLOB_ENV = "INGESTQ_SMALL_BLOB"
@@ -38,19 +38,14 @@ def _libc_linkat() -> Callable[[bytes, bytes], None] | None:
     """``linkat(AT_FDCWD, src, AT_FDCWD, dst, AT_SYMLINK_FOLLOW)`` from libc (Linux), or
     None. Python's ``os.link`` does not follow ``/proc/self/fd/N``, which an unnamed
     file needs to get a name."""
-    if not sys.platform.startswith("linux"):
+    c = ctypes
+    fn = linux_function("linkat", [c.c_int, c.c_char_p, c.c_int, c.c_char_p, c.c_int])
+    if fn is None:
         return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).linkat
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-    fn.restype = ctypes.c_int
 
     def linkat(src: bytes, dst: bytes) -> None:
-        if fn(_AT_FDCWD, src, _AT_FDCWD, dst, _AT_SYMLINK_FOLLOW) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), dst.decode(errors="surrogateescape"))
+        result = fn(_AT_FDCWD, src, _AT_FDCWD, dst, _AT_SYMLINK_FOLLOW)
+        check(result, dst.decode(errors="surrogateescape"))
 
     return linkat
 

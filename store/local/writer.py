@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,6 +41,7 @@ from ingestq.store.digest import Digest, Hasher, new_hasher
 from ingestq.store.fdcopy import Method, copy_saves_work, kernel_copy
 from ingestq.store.hashfeed import THROUGH_PIECE, feed
 from ingestq.store.labels import validate as validate_labels
+from ingestq.store.libc import check, linux_function
 from ingestq.store.local.blobs import Publisher, hash_fd
 from ingestq.store.local.hashqueue import HashFailed, HashQueue
 from ingestq.store.local.ingest import IngestDir
@@ -79,19 +79,13 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def _sync_file_range(flags: int) -> Callable[[int, int, int], None] | None:
     """``sync_file_range(fd, offset, nbytes, flags)`` from libc, or None where there is
     none."""
-    if not sys.platform.startswith("linux"):
+    fn = linux_function("sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                                            ctypes.c_uint])  # fmt: skip
+    if fn is None:
         return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
 
     def call(fd: int, offset: int, nbytes: int) -> None:
-        if fn(fd, offset, nbytes, flags) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
+        check(fn(fd, offset, nbytes, flags))
 
     return call
 

@@ -31,6 +31,7 @@ from ingestq.store.local import writer as writer_module
 from ingestq.store.local.hashqueue import HashQueue
 from ingestq.store.local.writer import COPY_PIECE, READ_PIECE, READ_RING, LocalWriter
 from ingestq.store.values import Info
+from tests.store.mounts import loop_xfs
 from tests.store.test_disk_errors import small_tmpfs
 
 MiB = 1 << 20
@@ -51,17 +52,8 @@ def tmpfs() -> Iterator[Path]:
 @pytest.fixture
 def xfs(tmp_path: Path) -> Iterator[Path]:
     """A freshly made XFS with reflinks, loop-mounted: a filesystem that shares extents."""
-    image = tmp_path / "xfs.img"
-    with open(image, "wb") as f:
-        f.truncate(320 << 20)  # XFS's smallest size is 300 MiB; the file stays sparse
-    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True)
-    mnt = tmp_path / "xfs"
-    mnt.mkdir()
-    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
-    try:
+    with loop_xfs(tmp_path) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def _file(path: Path, size: int = SIZE) -> bytes:

@@ -15,6 +15,7 @@ from ingestq.store.digest import Digest
 from ingestq.store.fdcopy import filesystem_type
 from ingestq.store.local import LocalStore
 from ingestq.store.local.writer import WRITEBACK_STEP, LocalWriter
+from tests.store.mounts import loop_xfs
 
 MiB = 1 << 20
 SIZE = 48 * MiB
@@ -32,16 +33,8 @@ def disk(tmp_path: Path) -> Iterator[Path]:
     if not on_tmpfs:
         yield tmp_path
         return
-    image, mnt = tmp_path / "disk.img", tmp_path / "disk"
-    with open(image, "wb") as f:
-        f.truncate(512 << 20)
-    subprocess.run(["mkfs.xfs", "-q", str(image)], check=True)
-    mnt.mkdir()
-    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
-    try:
+    with loop_xfs(tmp_path, 512 << 20) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def resident(path: Path) -> int:
