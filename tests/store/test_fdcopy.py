@@ -10,8 +10,9 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,6 @@ from tests.store.mounts import loop_xfs
 from tests.store.test_disk_errors import small_tmpfs
 
 MiB = 1 << 20
-Copied = int | None
 SIZE = 2 * COPY_PIECE + 12345  # several pieces and an odd tail
 
 
@@ -295,31 +295,27 @@ def test_on_a_filesystem_that_shares_extents_the_blob_shares_the_source_file(
     assert _shared_extents(blob)
 
 
-def test_from_another_filesystem_even_one_that_shares_extents_it_reads_through_buffers(
-    xfs: Path, tmp_path: Path, kernel_copies: list[int]
+@pytest.mark.parametrize("where", ["source-elsewhere-store-on-xfs", "both-on-tmpfs"])
+def test_where_a_kernel_copy_saves_nothing_it_reads_through_buffers(
+    request: pytest.FixtureRequest, tmp_path: Path, kernel_copies: list[int], where: str
 ) -> None:
-    data = _file(tmp_path / "src")
-    store = LocalStore(xfs / "store", fsync=True)
-    info = _copy_fd(store, tmp_path / "src", SIZE)
+    """Across filesystems (even into one that shares extents) and on a tmpfs."""
+    if where == "both-on-tmpfs":
+        src_dir = store_dir = request.getfixturevalue("tmpfs")
+    else:
+        src_dir, store_dir = tmp_path, request.getfixturevalue("xfs")
+    data = _file(src_dir / "src")
+    store = LocalStore(store_dir / "store", fsync=True)
+    info = _copy_fd(store, src_dir / "src", SIZE)
     assert info is not None and info.digest == Digest.from_bytes(data)
     assert kernel_copies == []
-    src = os.open(tmp_path / "src", os.O_RDONLY)
-    dst = os.open(xfs, os.O_RDONLY | os.O_DIRECTORY)
+    src = os.open(src_dir / "src", os.O_RDONLY)
+    dst = os.open(store_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         assert not copy_saves_work(src, dst)
     finally:
         os.close(src)
         os.close(dst)
-
-
-def test_on_tmpfs_a_kernel_copy_saves_nothing_and_it_reads_through_buffers(
-    tmpfs: Path, kernel_copies: list[int]
-) -> None:
-    data = _file(tmpfs / "src")
-    store = LocalStore(tmpfs / "store", fsync=True)
-    info = _copy_fd(store, tmpfs / "src", SIZE)
-    assert info is not None and info.digest == Digest.from_bytes(data)
-    assert kernel_copies == []
 
 
 def test_a_ring_buffer_is_refilled_only_after_its_piece_is_hashed(
@@ -395,24 +391,28 @@ def _interrupted_then_finished(w: LocalWriter, src: Path, data: bytes, method: M
     assert w.commit(len(data), digest).digest == digest
 
 
+def _interrupting(call: Callable[..., Any], nth: int, counted: list[int],
+                  only: Callable[..., bool] = lambda *a: True) -> Callable[..., Any]:  # fmt: skip
+    """``call``, but the ``nth`` call that ``only`` picks raises KeyboardInterrupt after
+    it returned: its bytes are in the file, its count never comes back."""
+
+    def wrapped(*args: Any) -> Any:
+        n = call(*args)
+        if only(*args):
+            counted.append(n)
+            if len(counted) == nth:
+                raise KeyboardInterrupt
+        return n
+
+    return wrapped
+
+
 def test_an_interrupt_after_a_kernel_copy_returned_leaves_no_uncounted_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = _file(tmp_path / "src")
     w = _writer(LocalStore(tmp_path / "store", fsync=False))
-    real = kernel_copy
-    calls = []
-
-    def interrupted(
-        src: int, dst: int, offset: int, count: int, method: Method = "auto"
-    ) -> int | None:
-        n = real(src, dst, offset, count, method)
-        calls.append(n)
-        if len(calls) == 2:  # the bytes are in the file; the count never comes back
-            raise KeyboardInterrupt
-        return n
-
-    monkeypatch.setattr(writer_module, "kernel_copy", interrupted)
+    monkeypatch.setattr(writer_module, "kernel_copy", _interrupting(kernel_copy, 2, []))
     with pytest.raises(KeyboardInterrupt):
         _copy_all(w, tmp_path / "src", method="copy_file_range")
     monkeypatch.setattr(writer_module, "kernel_copy", kernel_copy)
@@ -425,18 +425,9 @@ def test_an_interrupt_after_a_ring_write_returned_counts_what_reached_the_file(
     data = _file(tmp_path / "src")
     w = _writer(LocalStore(tmp_path / "store", fsync=False))
     data_fd = w._open_fd()
+    writes: list[int] = []
     real = os.write
-    writes = []
-
-    def interrupted(fd: int, piece: object) -> int:
-        n = real(fd, piece)  # type: ignore[arg-type]
-        if fd == data_fd:
-            writes.append(n)
-            if len(writes) == 5:  # the bytes are in the file; the count never comes back
-                raise KeyboardInterrupt
-        return n
-
-    monkeypatch.setattr(os, "write", interrupted)
+    monkeypatch.setattr(os, "write", _interrupting(real, 5, writes, lambda fd, _: fd == data_fd))
     with pytest.raises(KeyboardInterrupt):
         _copy_all(w, tmp_path / "src", method="none")
     monkeypatch.setattr(os, "write", real)
