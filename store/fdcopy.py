@@ -19,7 +19,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Literal, Protocol, runtime_checkable
 
 from ingestq.store.digest import Digest
@@ -75,11 +75,7 @@ class _StatFs(ctypes.Structure):
     ]
 
 
-def _fstatfs() -> Callable[..., int] | None:
-    return linux_function("fstatfs", [ctypes.c_int, ctypes.POINTER(_StatFs)])
-
-
-_statfs_call = _fstatfs()
+_statfs_call = linux_function("fstatfs", [ctypes.c_int, ctypes.POINTER(_StatFs)])
 
 
 def filesystem_type(fd: int) -> int | None:

@@ -67,4 +67,28 @@ def has_hole(fd: int) -> bool:
         return False
 
 
-__all__ = ["NOT_OWN", "OWN_FLAGS", "has_hole", "is_regular", "names_file", "open_own"]
+def open_adoptable(path: Path, flags: int) -> int | None:
+    """:func:`open_own` for an earlier writer's data file, or None when what lies at
+    ``path`` was planted: not a regular file, or one with a hole (:func:`has_hole`;
+    closed again, never read). Raises other OSError (FileNotFoundError included)."""
+    try:
+        fd = open_own(path, flags)
+    except OSError as e:
+        if e.errno in NOT_OWN:
+            return None
+        raise
+    if has_hole(fd):
+        os.close(fd)
+        return None
+    return fd
+
+
+__all__ = [
+    "NOT_OWN",
+    "OWN_FLAGS",
+    "has_hole",
+    "is_regular",
+    "names_file",
+    "open_adoptable",
+    "open_own",
+]

@@ -29,7 +29,7 @@ from ingestq.store.local.writer import LocalWriter, copy_prefix
 from ingestq.store.local.writer import keep_cache as env_keep_cache
 from ingestq.store.locks import ChainLocker, FileRefLocker, Lease, RefLocker, new_holder_id
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.ownfiles import NOT_OWN, has_hole, open_own
+from ingestq.store.ownfiles import open_adoptable
 from ingestq.store.rules import (
     check_commit_digest,
     check_commit_size,
@@ -268,23 +268,15 @@ class LocalStore:
             except FileNotFoundError:
                 previous = ingest.current()  # claimed by someone else: look again
                 continue
-            fd: int | None = None
             try:
-                fd = open_own(own, os.O_RDWR)
-            except OSError as e:
-                if e.errno not in NOT_OWN:
-                    with contextlib.suppress(OSError):
-                        os.rename(own, sealed)  # give it back, sealed, for a later try
-                    raise
+                fd = open_adoptable(own, os.O_RDWR)
             except BaseException:
                 with contextlib.suppress(OSError):
-                    os.rename(own, sealed)
+                    os.rename(own, sealed)  # give it back, sealed, for a later try
                 raise
-            if fd is None or has_hole(fd):
+            if fd is None:
                 # Planted since it was listed: not a regular file, or sparse (writers
                 # write front to back). Never read; this writer starts from nothing.
-                if fd is not None:
-                    os.close(fd)
                 remove_tree(own)
                 previous = None
                 break

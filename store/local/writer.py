@@ -47,7 +47,7 @@ from ingestq.store.local.hashqueue import HashFailed, HashQueue
 from ingestq.store.local.ingest import IngestDir
 from ingestq.store.locks import Lease
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.ownfiles import NOT_OWN, has_hole, open_own
+from ingestq.store.ownfiles import open_adoptable
 from ingestq.store.rules import check_commit_digest, check_commit_size
 from ingestq.store.values import Info, Status, utcnow
 
@@ -76,22 +76,21 @@ _SYNC_FILE_RANGE_WRITE = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _sync_file_range(flags: int) -> Callable[[int, int, int], None] | None:
-    """``sync_file_range(fd, offset, nbytes, flags)`` from libc, or None where there is
-    none."""
+def _sync_file_range() -> Callable[[int, int, int], None] | None:
+    """``sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)`` from libc (it
+    starts writeback without waiting for it), or None where there is none."""
     fn = linux_function("sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
                                             ctypes.c_uint])  # fmt: skip
     if fn is None:
         return None
 
-    def call(fd: int, offset: int, nbytes: int) -> None:
-        check(fn(fd, offset, nbytes, flags))
+    def start(fd: int, offset: int, nbytes: int) -> None:
+        check(fn(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE))
 
-    return call
+    return start
 
 
-#: Starts the writeback of a range without waiting for it.
-start_writeback = _sync_file_range(_SYNC_FILE_RANGE_WRITE)
+start_writeback = _sync_file_range()
 
 #: ``1`` keeps a durable ingest's bytes in the page cache (see :func:`keep_cache`).
 KEEP_CACHE_ENV = "INGESTQ_KEEP_CACHE"
@@ -737,15 +736,10 @@ def copy_prefix(src: Path | None, dst_fd: int, algorithm: str) -> tuple[Hasher, 
     if src is None:
         return hasher, 0
     try:
-        src_fd = open_own(src, os.O_RDONLY)
+        src_fd = open_adoptable(src, os.O_RDONLY)
     except FileNotFoundError:
         return hasher, 0
-    except OSError as e:
-        if e.errno in NOT_OWN:
-            return hasher, 0  # not a regular file (planted): nothing of it is adopted
-        raise
-    if has_hole(src_fd):  # sparse (planted): nothing of it is adopted, nor read
-        os.close(src_fd)
+    if src_fd is None:  # planted: nothing of it is adopted, nor read
         return hasher, 0
     copied = 0
     try:
