@@ -177,29 +177,62 @@ class IngestDir:
     """Paths and reads for one ingest directory.
 
     Writers change it only while holding the ref lock (and stay correct without it);
-    readers tolerate files vanishing or being renamed under them.
+    readers tolerate files vanishing or being renamed under them. A writer works in a
+    :meth:`held` directory, so that nothing it writes can land elsewhere.
     """
 
+    #: The directory's name in the store (``<root>/ingest/<sha256(ref)>``).
     path: Path
+    #: Where its files are reached when that is not ``path``: the directory a writer
+    #: holds open (``/proc/self/fd/N``), see :meth:`held`.
+    through: Path | None = None
+
+    @property
+    def _files(self) -> Path:
+        return self.through or self.path
+
+    def held(self) -> tuple[IngestDir, int]:
+        """Open the directory and reach its files through that descriptor from now on:
+        returns that IngestDir and the descriptor, which the caller closes.
+
+        Someone who can write in ``ingest/`` could rename the directory away and put a
+        symlink to any other directory at its name, between a writer's check and its
+        writes; through the descriptor the writer still writes in the directory it
+        checked (wherever it was moved), never in the symlink's target. Where
+        ``/proc/self/fd`` is not mounted, files are reached by ``path`` as before.
+        Raises OSError: FileNotFoundError if it is gone, ELOOP or ENOTDIR if a symlink
+        or file is at its name.
+        """
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        through = Path(f"/proc/self/fd/{fd}")
+        try:
+            if not os.path.samestat(os.fstat(fd), os.stat(through)):
+                raise FileNotFoundError(errno.ENOENT, "no /proc/self/fd", str(through))
+        except FileNotFoundError:
+            return self, fd  # no /proc: by name (the descriptor only keeps it alive)
+        except BaseException:
+            os.close(fd)
+            raise
+        return IngestDir(self.path, through), fd
 
     @property
     def ref_file(self) -> Path:
         """The file holding the ingest's ref."""
-        return self.path / "ref"
+        return self._files / "ref"
 
     def data_path(self, ident: str) -> Path:
         """The path of the unsealed data file ``ident``."""
-        return self.path / f"{DATA_PREFIX}{ident}"
+        return self._files / f"{DATA_PREFIX}{ident}"
 
     def sealed_path(self, ident: str) -> Path:
         """The path of the sealed data file ``ident``."""
-        return self.path / f"{SEALED_PREFIX}{ident}"
+        return self._files / f"{SEALED_PREFIX}{ident}"
 
     def _write(self, name: str, text: str) -> None:
         # Not fsynced: an ingest's small files are rewritten on the next open if a crash
         # loses them (a directory without ``ref`` starts over), and the data file is
         # what commit makes durable. Syncing them would cost every ingest a few fsyncs.
-        write_text(self.path / name, text, sync=False)
+        write_text(self._files / name, text, sync=False)
 
     def begin(self, ref: str, started_at: datetime, total: int, expected: Digest | None) -> None:
         """Record a new ingest: its start time, total (if > 0) and expected digest (if
@@ -224,7 +257,7 @@ class IngestDir:
         or one that does not name this directory (empty or zero-filled, as a power cut
         can leave it since it is written without fsync; or planted), or a directory
         that is not a real one (a symlink). Raises OSError for other errors."""
-        if not self._is_dir():
+        if self.through is None and not self._is_dir():
             return None
         ref = _read(self.ref_file)
         if not ref or ref_key(ref) != self.path.name:
@@ -272,7 +305,7 @@ class IngestDir:
         """Every data file present, sealed or not (those that are not regular files
         flagged so)."""
         try:
-            names = os.listdir(self.path)
+            names = os.listdir(self._files)
         except (FileNotFoundError, NotADirectoryError):
             return []
         out = []
@@ -280,7 +313,7 @@ class IngestDir:
             for prefix, sealed in ((DATA_PREFIX, False), (SEALED_PREFIX, True)):
                 ident = name[len(prefix) :]
                 if name.startswith(prefix) and _ID.fullmatch(ident):
-                    path = self.path / name
+                    path = self._files / name
                     out.append(DataFile(path, ident, sealed, is_regular(path)))
         return out
 
@@ -290,7 +323,7 @@ class IngestDir:
         That is the file ``current`` names; if it is missing (a writer crashed between
         claiming a file and recording it), the only data file present, if there is one.
         """
-        ident = (_read(self.path / "current") or "").strip()
+        ident = (_read(self._files / "current") or "").strip()
         if _ID.fullmatch(ident):
             for path, sealed in ((self.data_path(ident), False), (self.sealed_path(ident), True)):
                 if is_regular(path):
@@ -305,13 +338,13 @@ class IngestDir:
     def total(self) -> int:
         """The expected total size, 0 if unknown."""
         try:
-            return max(int(_read(self.path / "total") or 0), 0)
+            return max(int(_read(self._files / "total") or 0), 0)
         except ValueError:
             return 0
 
     def expected(self) -> Digest | None:
         """The expected digest recorded for the ingest, if any."""
-        text = _read(self.path / "expected")
+        text = _read(self._files / "expected")
         if not text:
             return None
         try:
@@ -321,7 +354,7 @@ class IngestDir:
 
     def started_at(self) -> datetime | None:
         """When the ingest started, if recorded."""
-        return _ts(_read(self.path / "startedat"))
+        return _ts(_read(self._files / "startedat"))
 
     def status(self, ref: str, holder: Holder | None) -> Status:
         """Read the Status from disk. NotFound if the ingest does not exist (or vanished)."""

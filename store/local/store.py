@@ -8,6 +8,7 @@ root is also an OCI image layout): committed blobs and their metadata
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -176,14 +177,33 @@ class LocalStore:
         ingest = self._ingest(ref)
         created = ingest.create()
         try:
-            return self._open_in(ingest, ref, total, expected, lease)
+            try:
+                held, held_fd = ingest.held()
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                # Replaced by a symlink or file since create() looked: start over.
+                raise FileNotFoundError(
+                    errno.ENOENT, "ingest directory replaced concurrently", str(ingest.path)
+                ) from None
+            try:
+                return self._open_in(held, ref, total, expected, lease, held_fd)
+            except BaseException:
+                os.close(held_fd)
+                raise
         except BaseException:
             if created:
                 ingest.discard()
             raise
 
     def _open_in(
-        self, ingest: IngestDir, ref: str, total: int, expected: Digest | None, lease: Lease
+        self,
+        ingest: IngestDir,
+        ref: str,
+        total: int,
+        expected: Digest | None,
+        lease: Lease,
+        held_fd: int,
     ) -> LocalWriter:
         algorithm = expected.algorithm if expected is not None else CANONICAL
         stored_ref = ingest.read_ref()
@@ -239,6 +259,7 @@ class LocalStore:
             meter=self.meter,
             updated_at=updated,
             keep_cache=self.keep_cache,
+            held_fd=held_fd,
         )
 
     def _check_budget(self, ingest: IngestDir, ref: str, total: int) -> None:

@@ -152,8 +152,9 @@ class LocalWriter:
     and the whole file when commit or close has synced it, if it is 8 MiB or more),
     unless ``keep_cache``. ``meter``
     (the store's disk budget) is asked before every write. ``updated_at`` is the time of
-    the ingest's last write (now for a new one). Not safe for use by several threads at
-    once.
+    the ingest's last write (now for a new one). ``held_fd`` is the ingest directory
+    held open (:meth:`IngestDir.held`), closed with the writer. Not safe for use by
+    several threads at once.
     """
 
     def __init__(
@@ -175,8 +176,10 @@ class LocalWriter:
         meter: BudgetMeter | None = None,
         updated_at: datetime | None = None,
         keep_cache: bool = False,
+        held_fd: int | None = None,
     ) -> None:
         self._publisher = publisher
+        self._held_fd = held_fd  # the ingest directory, held open (IngestDir.held)
         self._fsync = fsync
         self._ref = ref
         self._ingest = ingest
@@ -222,7 +225,12 @@ class LocalWriter:
 
     @property
     def data_path(self) -> Path:
-        """The data file this writer owns (while it is open)."""
+        """The name of the data file this writer owns (while it is open), in the store:
+        for other processes. The writer itself reaches it through its held directory."""
+        return IngestDir(self._ingest.path).data_path(self._id)
+
+    @property
+    def _own_data(self) -> Path:
         return self._ingest.data_path(self._id)
 
     def _open_fd(self) -> int:
@@ -677,7 +685,7 @@ class LocalWriter:
         # check above can only publish bytes that hash to ``digest``. The descriptor
         # stays ours: _finish closes it (and seals the file if it was not published).
         return self._publisher.publish(
-            self._ref, self._ingest, self.data_path, fd, digest, new_labels
+            self._ref, self._ingest, self._own_data, fd, digest, new_labels
         )
 
     def close(self) -> None:
@@ -708,10 +716,13 @@ class LocalWriter:
                 # Sealed: this writer will never write the file again, so the next
                 # writer may take it over in place instead of copying it.
                 with contextlib.suppress(OSError):
-                    os.rename(self.data_path, self._ingest.sealed_path(self._id))
+                    os.rename(self._own_data, self._ingest.sealed_path(self._id))
         finally:
             if fd is not None:
                 _writer_closed()
+            held_fd, self._held_fd = self._held_fd, None
+            if held_fd is not None:
+                os.close(held_fd)
             self._lease.release()
 
     def __enter__(self) -> Self:

@@ -18,7 +18,7 @@ from ingestq import errdefs
 from ingestq.store import Descriptor, Digest, Info, LocalStore, read_blob
 from ingestq.store.gc import GcOptions, collect
 from ingestq.store.local import blobs as blobs_module
-from ingestq.store.local.ingest import SMALL_FILE_MAX, remove_tree
+from ingestq.store.local.ingest import SMALL_FILE_MAX, IngestDir, remove_tree
 from ingestq.store.locks import ref_key
 from ingestq.store.ownfiles import open_own
 from tests.servers.util import bounded
@@ -432,6 +432,93 @@ def test_a_symlinked_ingest_directory_is_not_read_through(
     assert read_blob(store, info.digest) == b"inside"
     assert sorted(p.name for p in outside.iterdir()) == ["data." + "1" * 32, "ref"]
     assert (outside / f"data.{'1' * 32}").read_bytes() == b"outside bytes"
+
+
+def _swap_for_symlink(d: Path, moved: Path, target: Path) -> None:
+    """What an attacker who can write in ``ingest/`` does between a writer's check and
+    its writes: rename the ingest directory away, put a symlink in its place."""
+    d.rename(moved)
+    d.symlink_to(target)
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A directory outside the store holding files named like an ingest's."""
+    path = tmp_path / "victim"
+    path.mkdir()
+    for name in ("ref", "current", "total", "startedat"):
+        (path / name).write_text(f"precious {name}")
+    return path
+
+
+def _untouched(victim: Path) -> None:
+    assert sorted(p.name for p in victim.iterdir()) == ["current", "ref", "startedat", "total"]
+    for p in victim.iterdir():
+        assert p.read_text() == f"precious {p.name}"
+
+
+@pytest.mark.parametrize("end", ["commit", "close"])
+@pytest.mark.parametrize("when", ["begin", "set_current"])
+def test_an_ingest_directory_swapped_for_a_symlink_is_never_written_through(
+    store: LocalStore,
+    tmp_path: Path,
+    victim: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    when: str,
+    end: str,
+) -> None:
+    data = b"0123456789" * 1000
+    ref = f"swapped-{when}-{end}"
+    d = store.root / "ingest" / ref_key(ref)
+    moved = tmp_path / "moved"
+    if when == "set_current":  # a resume: the directory exists and holds a prefix
+        with store.writer(ref, total=len(data)) as w:
+            w.write(data[:4000])
+    original = getattr(IngestDir, when)
+
+    def swap_then(self: IngestDir, *args: object) -> None:
+        if not moved.exists():
+            _swap_for_symlink(d, moved, victim)
+        original(self, *args)
+
+    monkeypatch.setattr(IngestDir, when, swap_then)
+    w = store.writer(ref, total=len(data))
+    monkeypatch.undo()
+    assert moved.exists(), "the swap ran"
+    w.write(data[w.status().offset :])
+    if end == "commit":
+        info = w.commit(len(data), Digest.from_bytes(data))
+        assert read_blob(store, info.digest) == data
+        assert not d.is_symlink(), "a commit drops the ingest's name (the symlink itself)"
+    else:
+        w.close()
+        # The writer kept to the directory it checked, wherever that was moved.
+        assert (moved / "ref").read_text() == ref
+        assert [p.name.split(".")[0] for p in moved.glob("*.*")] == ["sealed"]
+        assert sum(p.stat().st_size for p in moved.glob("sealed.*")) == len(data)
+        d.unlink()  # the attacker's symlink (the sandbox allows none)
+    _untouched(victim)
+
+
+def test_an_ingest_directory_swapped_right_after_it_was_made_is_made_again(
+    store: LocalStore, tmp_path: Path, victim: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = store.root / "ingest" / ref_key("remade")
+    moved = tmp_path / "moved"
+    original = IngestDir.create
+
+    def create_then_swap(self: IngestDir) -> bool:
+        created = original(self)
+        if not moved.exists():
+            _swap_for_symlink(d, moved, victim)
+        return created
+
+    monkeypatch.setattr(IngestDir, "create", create_then_swap)
+    info = ingest(store, b"made again", "remade")
+    assert read_blob(store, info.digest) == b"made again"
+    assert moved.exists(), "the swap ran"
+    assert not d.exists() and not d.is_symlink()
+    _untouched(victim)
 
 
 def test_a_file_planted_under_the_data_name_is_never_published(
