@@ -13,7 +13,10 @@
    manifest by one more ``curl`` first. Timed around the whole shell. ingestq's CLI pulls
    are also given as a fraction of this (target >= 0.8), both through the workers and
    embedded (``ingestq pull`` with no ``INGESTQ_REDIS_URL``: the pull's threads in the
-   CLI's own process).
+   CLI's own process);
+5. a Celery producer process alone: ``python -c`` importing Celery and sending one task
+   to the same Redis. A queued CLI cannot finish sooner than the pull through the API
+   plus this, so that sum is printed as the queued CLI's best case, against the limit.
 
     .venv/bin/python benchmarks/bench_pull.py [--layers 8] [--layer-mib 64] [--repeat 3]
                                               [--no-fsync] [--s3]
@@ -48,6 +51,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 MiB = 1 << 20
+#: A Celery producer and nothing else, as a process: import Celery, send one task to a
+#: queue nobody reads (on the benchmark's Redis, argv[1]). What any queued CLI pays
+#: before its job can start, whatever it then does.
+CELERY_SEND = (
+    "import sys; from celery import Celery; "
+    "app = Celery('floor', broker=sys.argv[1], set_as_current=False); "
+    "app.send_task('bench.floor', queue='bench-floor'); app.close()"
+)
 #: The ``ingestq`` command as its console script runs it (the installed package's CLI).
 CLI = [sys.executable, "-c", "from ingestq.worker.cli import main; main()"]
 
@@ -204,7 +215,7 @@ def main() -> None:
     total = args.layers * args.layer_mib * MiB
     results: dict[str, list[float]] = {
         "ingestq": [], "ingestq-cli": [], "cli-embedded": [], "containerd": [], "skopeo": [],
-        "curl": [],
+        "curl": [], "celery-send": [],
     }  # fmt: skip
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         base = Path(tmp)
@@ -277,6 +288,10 @@ def main() -> None:
                 assert len(blobs) == args.layers + 2, blobs
                 return seconds
 
+            def run_celery_send(i: int) -> float:
+                argv = [sys.executable, "-c", CELERY_SEND, redis_server.url]
+                return _time(lambda: subprocess.run(argv, env=env, cwd=REPO, check=True))
+
             def run_curl(i: int) -> float:
                 dest = base / f"curl-{i}"
                 dest.mkdir()
@@ -315,6 +330,7 @@ def main() -> None:
                 "containerd": run_containerd,
                 "skopeo": run_skopeo,
                 "curl": run_curl,
+                "celery-send": run_celery_send,
             }
             try:
                 results.update(_interleaved(runners, args.repeat))
@@ -325,7 +341,8 @@ def main() -> None:
     print()
     medians = {tool: statistics.median(times) for tool, times in results.items()}
     for tool, seconds in medians.items():
-        print(f"{tool:10} {seconds:6.2f} s  {total / MiB / seconds:7.1f} MiB/s  (median of "
+        speed = "" if tool == "celery-send" else f"{total / MiB / seconds:7.1f} MiB/s"
+        print(f"{tool:12} {seconds:6.2f} s  {speed:>12}  (median of "
               f"{len(results[tool])})")  # fmt: skip
     vs_containerd = medians["containerd"] / medians["ingestq"]
     vs_skopeo = medians["skopeo"] / medians["ingestq"]
@@ -345,6 +362,13 @@ def main() -> None:
     print(
         f"of the limit (parallel curl + sync -d, {limit:.2f} s): ingestq pull "
         f"{limit / cli:.2f}, embedded {limit / embedded:.2f} (target >= 0.8)"
+    )
+    floor = medians["celery-send"]
+    best = medians["ingestq"] + floor
+    print(
+        f"a Celery producer process alone (import, one send_task): {floor:.2f} s; the queued "
+        f"CLI at best (the pull through the API plus that): {best:.2f} s, {limit / best:.2f} "
+        f"of the limit; the CLI's own cost beyond it: {cli - best:+.2f} s"
     )
 
 
