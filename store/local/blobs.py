@@ -416,7 +416,7 @@ class Blobs:
                     existing = None
                 if existing is not None:
                     if existing == os.fstat(fd).st_size:
-                        remove_tree(ingest.path)
+                        ingest.remove()
                         raise errdefs.AlreadyExists(f"content {digest}")
                     self._quarantine(digest)  # a wrong size: damaged on disk
                 old = read_meta(self.layout.blob_meta(digest))
@@ -434,7 +434,7 @@ class Blobs:
                     if isinstance(e, FileExistsError):
                         # A small put (which takes no blob lock) linked it meanwhile; its
                         # bytes were checked against the digest as these were.
-                        remove_tree(ingest.path)
+                        ingest.remove()
                         raise errdefs.AlreadyExists(f"content {digest}") from None
                     raise
                 # No ingest name may point at the published inode, or a later writer
@@ -443,7 +443,7 @@ class Blobs:
                 os.fchmod(fd, 0o444)
                 if self.fsync:
                     fsync_dir(blob.parent)
-            remove_tree(ingest.path)
+            ingest.remove()
             size = os.fstat(fd).st_size
         except OSError as e:
             raise from_os_error(e, f"commit {ref}") from e

@@ -200,19 +200,28 @@ class IngestDir:
         writes; through the descriptor the writer still writes in the directory it
         checked (wherever it was moved), never in the symlink's target. Where
         ``/proc/self/fd`` is not mounted, files are reached by ``path`` as before.
-        Raises OSError: FileNotFoundError if it is gone, ELOOP or ENOTDIR if a symlink
-        or file is at its name.
+        Raises OSError: FileNotFoundError if it is gone, or if a symlink or file is at its
+        name (replaced since it was checked: the caller starts over).
         """
-        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags)
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            raise FileNotFoundError(
+                errno.ENOENT, "ingest directory replaced concurrently", str(self.path)
+            ) from None
         through = Path(f"/proc/self/fd/{fd}")
         try:
-            if not os.path.samestat(os.fstat(fd), os.stat(through)):
-                raise FileNotFoundError(errno.ENOENT, "no /proc/self/fd", str(through))
-        except FileNotFoundError:
-            return self, fd  # no /proc: by name (the descriptor only keeps it alive)
+            by_fd = os.path.samestat(os.fstat(fd), os.stat(through))
+        except OSError:
+            by_fd = False  # no usable /proc
         except BaseException:
             os.close(fd)
             raise
+        if not by_fd:
+            return self, fd  # by name; the descriptor only keeps the directory alive
         return IngestDir(self.path, through), fd
 
     @property
@@ -295,6 +304,22 @@ class IngestDir:
             os.unlink(self.path)
             self.path.mkdir()
         return True
+
+    def remove(self) -> None:
+        """Remove the ingest (best effort). A held directory is removed by its name only
+        while that name is still it; otherwise (renamed away, something else put at its
+        name) only what it holds is removed, and the name is left alone."""
+        if self.through is not None:
+            try:
+                same = os.path.samestat(os.lstat(self.path), os.stat(self.through))
+            except OSError:
+                same = False
+            if not same:
+                with contextlib.suppress(OSError):
+                    for name in os.listdir(self.through):
+                        remove_tree(self.through / name)
+                return
+        remove_tree(self.path)
 
     def discard(self) -> None:
         """Remove a directory this writer created and failed to start (a full disk

@@ -8,7 +8,6 @@ root is also an OCI image layout): committed blobs and their metadata
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -177,15 +176,7 @@ class LocalStore:
         ingest = self._ingest(ref)
         created = ingest.create()
         try:
-            try:
-                held, held_fd = ingest.held()
-            except OSError as e:
-                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
-                    raise
-                # Replaced by a symlink or file since create() looked: start over.
-                raise FileNotFoundError(
-                    errno.ENOENT, "ingest directory replaced concurrently", str(ingest.path)
-                ) from None
+            held, held_fd = ingest.held()
             try:
                 return self._open_in(held, ref, total, expected, lease, held_fd)
             except BaseException:

@@ -179,7 +179,6 @@ class LocalWriter:
         held_fd: int | None = None,
     ) -> None:
         self._publisher = publisher
-        self._held_fd = held_fd  # the ingest directory, held open (IngestDir.held)
         self._fsync = fsync
         self._ref = ref
         self._ingest = ingest
@@ -212,6 +211,8 @@ class LocalWriter:
         self._hashed = offset  # copy_from: the end of the bytes the hasher has seen
         # write(): pieces of immutable bytes hashed behind the writes (see _write).
         self._behind = HashQueue(_hash_pool)
+        # Last: until here the caller still owns (and closes) the held directory.
+        self._held_fd = held_fd
 
     @property
     def ref(self) -> str:
@@ -720,10 +721,12 @@ class LocalWriter:
         finally:
             if fd is not None:
                 _writer_closed()
-            held_fd, self._held_fd = self._held_fd, None
-            if held_fd is not None:
-                os.close(held_fd)
-            self._lease.release()
+            held_fd, self._held_fd = getattr(self, "_held_fd", None), None
+            try:
+                if held_fd is not None:
+                    os.close(held_fd)
+            finally:
+                self._lease.release()
 
     def __enter__(self) -> Self:
         return self

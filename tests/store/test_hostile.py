@@ -446,13 +446,17 @@ def victim(tmp_path: Path) -> Path:
     """A directory outside the store holding files named like an ingest's."""
     path = tmp_path / "victim"
     path.mkdir()
-    for name in ("ref", "current", "total", "startedat"):
+    for name in VICTIM_FILES:
         (path / name).write_text(f"precious {name}")
     return path
 
 
+VICTIM_FILES = sorted(["ref", "current", "total", "startedat", "expected",
+                       f"data.{'1' * 32}", f"sealed.{'2' * 32}"])  # fmt: skip
+
+
 def _untouched(victim: Path) -> None:
-    assert sorted(p.name for p in victim.iterdir()) == ["current", "ref", "startedat", "total"]
+    assert sorted(p.name for p in victim.iterdir()) == VICTIM_FILES
     for p in victim.iterdir():
         assert p.read_text() == f"precious {p.name}"
 
@@ -471,8 +475,9 @@ def test_an_ingest_directory_swapped_for_a_symlink_is_never_written_through(
     ref = f"swapped-{when}-{end}"
     d = store.root / "ingest" / ref_key(ref)
     moved = tmp_path / "moved"
+    desc = Descriptor(Digest.from_bytes(data), len(data))
     if when == "set_current":  # a resume: the directory exists and holds a prefix
-        with store.writer(ref, total=len(data)) as w:
+        with store.writer(ref, desc) as w:
             w.write(data[:4000])
     original = getattr(IngestDir, when)
 
@@ -482,22 +487,66 @@ def test_an_ingest_directory_swapped_for_a_symlink_is_never_written_through(
         original(self, *args)
 
     monkeypatch.setattr(IngestDir, when, swap_then)
-    w = store.writer(ref, total=len(data))
+    w = store.writer(ref, desc)
     monkeypatch.undo()
     assert moved.exists(), "the swap ran"
     w.write(data[w.status().offset :])
     if end == "commit":
         info = w.commit(len(data), Digest.from_bytes(data))
         assert read_blob(store, info.digest) == data
-        assert not d.is_symlink(), "a commit drops the ingest's name (the symlink itself)"
+        assert store.blob_path(info.digest).stat().st_nlink == 1
+        # The commit emptied the directory it held, and left the name (not it) alone.
+        assert list(moved.iterdir()) == []
     else:
         w.close()
         # The writer kept to the directory it checked, wherever that was moved.
         assert (moved / "ref").read_text() == ref
         assert [p.name.split(".")[0] for p in moved.glob("*.*")] == ["sealed"]
         assert sum(p.stat().st_size for p in moved.glob("sealed.*")) == len(data)
-        d.unlink()  # the attacker's symlink (the sandbox allows none)
+    assert d.is_symlink()
+    d.unlink()  # the attacker's (the sandbox allows none)
     _untouched(victim)
+
+
+def test_a_commit_leaves_a_directory_put_at_the_ingests_name_alone(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    data = b"committed while its directory was renamed away"
+    w = store.writer("renamed", Descriptor(Digest.from_bytes(data), len(data)))
+    w.write(data)
+    d = store.root / "ingest" / ref_key("renamed")
+    d.rename(tmp_path / "moved")
+    d.mkdir()  # someone else's, at the same name
+    (d / "theirs").write_text("kept")
+    info = w.commit(len(data), Digest.from_bytes(data))
+    assert read_blob(store, info.digest) == data
+    assert (d / "theirs").read_text() == "kept"
+    assert list((tmp_path / "moved").iterdir()) == []
+    remove_tree(d)
+
+
+def test_without_proc_a_writer_reaches_its_files_by_name(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_stat = os.stat
+
+    def no_proc(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if str(path).startswith("/proc/self/fd/"):
+            raise FileNotFoundError(errno.ENOENT, "no /proc", str(path))
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", no_proc)
+    data = b"resumed by name" * 100
+    desc = Descriptor(Digest.from_bytes(data), len(data))
+    with store.writer("by-name", desc) as w:
+        assert w._ingest.through is None  # what the fallback chose
+        w.write(data[:500])
+    with store.writer("by-name", desc) as w:
+        assert w.status().offset == 500
+        w.write(data[500:])
+        info = w.commit(len(data), desc.digest)
+    assert read_blob(store, info.digest) == data
+    assert not (store.root / "ingest" / ref_key("by-name")).exists()
 
 
 def test_an_ingest_directory_swapped_right_after_it_was_made_is_made_again(
