@@ -44,7 +44,10 @@ Every knob has a deliberate default; the environment variables are:
                                (default ``7d``)
 ``INGESTQ_GC_GRACE``           opt-in: gc keeps blobs committed less than this long
                                ago (default 0: marks alone protect content)
-``INGESTQ_MAX_BYTES``          cap of the bytes the store's blobs and ingests hold
+``INGESTQ_GC_QUARANTINE_MAX_AGE`` how long gc keeps a damaged blob moved to
+                               ``quarantine/`` (default ``7d``)
+``INGESTQ_MAX_BYTES``          cap of the bytes the store's blobs, ingests and
+                               quarantined files hold
                                (``10G``, ``512M``, ``1.5T``; unset: no cap)
 ``INGESTQ_MIN_FREE``           free space kept on the store's filesystem (same units)
 ``INGESTQ_GC_ON_PRESSURE``     ``1``: collect garbage once before refusing for space
@@ -162,6 +165,7 @@ class Settings:
     metrics_port: int | None = None
     gc_interval: float = 0.0
     gc_ingest_max_age: float = 24 * 3600.0
+    gc_quarantine_max_age: float = 7 * 24 * 3600.0
     gc_job_retention: float = 7 * 24 * 3600.0
     gc_grace: float = 0.0
     budget: Budget = field(default_factory=Budget)
@@ -176,6 +180,7 @@ class Settings:
             dry_run=dry_run,
             ingest_max_age=timedelta(seconds=self.gc_ingest_max_age),
             grace=timedelta(seconds=self.gc_grace),
+            quarantine_max_age=timedelta(seconds=self.gc_quarantine_max_age),
         )
 
     @property
@@ -281,6 +286,7 @@ class Settings:
             gc_interval=_seconds(env, "INGESTQ_GC_INTERVAL", 0.0),
             gc_ingest_max_age=_seconds(env, "INGESTQ_GC_INGEST_MAX_AGE", 24 * 3600.0),
             gc_job_retention=_seconds(env, "INGESTQ_GC_JOB_RETENTION", 7 * 24 * 3600.0),
+            gc_quarantine_max_age=_seconds(env, "INGESTQ_GC_QUARANTINE_MAX_AGE", 7 * 24 * 3600.0),
             gc_grace=_seconds(env, "INGESTQ_GC_GRACE", 0.0),
             budget=Budget.parse(env.get("INGESTQ_MAX_BYTES"), env.get("INGESTQ_MIN_FREE")),
             gc_on_pressure=env.get("INGESTQ_GC_ON_PRESSURE", "0") not in ("", "0", "false", "no"),

@@ -1,10 +1,11 @@
-"""The store's disk budget: a cap on the bytes its blobs and ingests hold
-(``max_bytes``) and a reserve kept free on its filesystem (``min_free``).
+"""The store's disk budget: a cap on the bytes its blobs, ingests and quarantined
+files hold (``max_bytes``) and a reserve kept free on its filesystem (``min_free``).
 
 :class:`Budget` is the setting (sizes parse with :func:`parse_size`: ``10G``, ``512M``,
 ``1.5T``); :class:`BudgetMeter` applies it to one store root. The meter keeps a running
 figure of the bytes in use: measured by a walk of ``blobs/`` and ``ingest/`` the first
-time it is needed, then moved by what this process writes and removes. Other processes
+time it is needed (and of ``quarantine/``), then moved by what this process writes and
+removes. Other processes
 sharing the root change the disk behind its back, so the figure is measured again when
 it comes within a margin of the cap (at most every :data:`NEAR_REFRESH` seconds),
 every :data:`FAR_REFRESH` seconds otherwise, and always before refusing. The free space
@@ -94,10 +95,11 @@ class Budget:
 
 
 def measure(layout: RootLayout) -> int:
-    """The bytes held by the committed blobs and the ingests' data files under
-    ``layout`` (file sizes; entries vanishing during the walk are skipped)."""
+    """The bytes held by the committed blobs, the ingests' data files and the damaged
+    blobs moved to ``quarantine/`` under ``layout`` (file sizes; entries vanishing
+    during the walk are skipped)."""
     total = 0
-    dirs = [layout.blob_dir(alg) for alg in sorted(ALGORITHMS)]
+    dirs = [layout.blob_dir(alg) for alg in sorted(ALGORITHMS)] + [layout.quarantine]
     with contextlib.suppress(FileNotFoundError):
         dirs += [Path(e.path) for e in os.scandir(layout.ingest) if e.is_dir(follow_symlinks=False)]
     for directory in dirs:

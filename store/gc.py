@@ -20,7 +20,8 @@ reachable index or manifest (config, layers, manifests, blobs), read as plain JS
 ``ingest_max_age`` whose ref lock is free and that no lease names, resume hints whose
 ingest is gone, expired leases, and temporary files of atomic writes left by a writer
 killed before its rename (:func:`ingestq.store.atomic.sweep_temp_files`), once idle
-for ``ingest_max_age`` and at least :data:`~ingestq.store.atomic.TEMP_MIN_AGE`.
+for ``ingest_max_age`` and at least :data:`~ingestq.store.atomic.TEMP_MIN_AGE`, and blobs
+moved to ``quarantine/`` (found damaged on disk) longer than ``quarantine_max_age`` ago.
 
 **Concurrency** (no time-based grace by default): a writer protects a blob *before*
 it checks for it or commits it: a pull adds the digest to its lease first
@@ -47,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -83,6 +85,8 @@ JOB_LEASE_TTL = timedelta(hours=24)
 LOCKS_LABEL = "ingestq.locks"
 #: Default idle age after which a partial ingest is swept (containerd's 24 h).
 DEFAULT_INGEST_MAX_AGE = timedelta(hours=24)
+#: How long a damaged blob stays in ``quarantine/`` for inspection.
+DEFAULT_QUARANTINE_MAX_AGE = timedelta(days=7)
 #: Largest index or manifest the walk reads (as the fetch layer's limit).
 MAX_MANIFEST_BYTES = 4 << 20
 #: Candidates deleted per hold of the index and leases locks.
@@ -169,11 +173,13 @@ def is_manifest_type(media_type: str) -> bool:
 @dataclass(frozen=True)
 class GcOptions:
     """What a run collects. ``grace`` (default none) keeps blobs committed less than
-    that long ago; ``ingest_max_age`` is the idle age after which a partial ingest goes."""
+    that long ago; ``ingest_max_age`` is the idle age after which a partial ingest goes;
+    ``quarantine_max_age`` how long a damaged blob moved aside is kept."""
 
     dry_run: bool = False
     ingest_max_age: timedelta = DEFAULT_INGEST_MAX_AGE
     grace: timedelta = timedelta(0)
+    quarantine_max_age: timedelta = DEFAULT_QUARANTINE_MAX_AGE
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,7 @@ class GcReport:
     ingests: tuple[tuple[str, int], ...] = ()
     resume_hints: int = 0
     temp_files: int = 0
+    quarantined: tuple[tuple[str, int], ...] = ()
     leases: tuple[str, ...] = ()
     job_records: int = 0
     kept_blobs: int = 0
@@ -202,6 +209,11 @@ class GcReport:
         """Bytes of the partial ingests removed."""
         return sum(size for _, size in self.ingests)
 
+    @property
+    def quarantine_bytes(self) -> int:
+        """Bytes of the quarantined files removed."""
+        return sum(size for _, size in self.quarantined)
+
     def to_json(self) -> dict[str, Any]:
         """A JSON object (``ingestq gc --json``)."""
         return {
@@ -212,6 +224,8 @@ class GcReport:
             "ingest_bytes": self.ingest_bytes,
             "resume_hints": self.resume_hints,
             "temp_files": self.temp_files,
+            "quarantined": [{"name": n, "size": s} for n, s in self.quarantined],
+            "quarantine_bytes": self.quarantine_bytes,
             "leases": list(self.leases),
             "job_records": self.job_records,
             "kept_blobs": self.kept_blobs,
@@ -502,6 +516,7 @@ def collect(store: LocalStore, options: GcOptions | None = None) -> GcReport:
     temps = sum(
         sweep_temp_files(d, idle_since, dry_run=options.dry_run) for d in _temp_dirs(layout)
     )
+    quarantined = _sweep_quarantine(layout, now - options.quarantine_max_age, options.dry_run)
     graph = _graph(layout, blobs)
     expected = [i.expected for i in kept_ingests if i.expected is not None]
     marked = _mark(graph, _read_roots(store, now), expected, now, options.grace)
@@ -519,6 +534,7 @@ def collect(store: LocalStore, options: GcOptions | None = None) -> GcReport:
         ingests=tuple(ingests),
         resume_hints=hints,
         temp_files=temps,
+        quarantined=tuple(quarantined),
         leases=tuple(leases),
         kept_blobs=len(kept),
         kept_bytes=sum(b.size for b in kept),
@@ -650,6 +666,33 @@ def _remove_ingest(store: LocalStore, ingest: PartialIngest) -> bool:
         return True
     finally:
         lease.release()
+
+
+def _sweep_quarantine(layout: RootLayout, before: datetime, dry_run: bool) -> list[tuple[str, int]]:
+    """Entries of ``quarantine/`` moved there before ``before`` (their ctime: the rename
+    that moved them, which no ``touch`` can put off): removed, never followed. Returns
+    their names and sizes (a regular file's; 0 for anything else planted there)."""
+    try:
+        names = sorted(os.listdir(layout.quarantine))
+    except OSError:
+        return []
+    cutoff = before.timestamp()
+    out = []
+    for name in names:
+        path = layout.quarantine / name
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if st.st_ctime >= cutoff:
+            continue
+        if not dry_run:
+            try:
+                remove_tree(path, strict=True)
+            except OSError:
+                continue  # kept for the next run
+        out.append((name, st.st_size if stat.S_ISREG(st.st_mode) else 0))
+    return out
 
 
 def _sweep_hints(layout: RootLayout, dry_run: bool) -> int:
@@ -1017,6 +1060,7 @@ def usage(store: LocalStore, reclaimable: GcReport) -> Usage:
 
 __all__ = [
     "DEFAULT_INGEST_MAX_AGE",
+    "DEFAULT_QUARANTINE_MAX_AGE",
     "GC_REF_PREFIX",
     "GC_ROOT_LABEL",
     "JOB_LEASE_NAMESPACE",

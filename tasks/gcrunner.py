@@ -52,14 +52,14 @@ class GcRunner:
             metrics.GC_RUNS.labels(outcome="failed").inc()
             raise
         metrics.GC_RUNS.labels(outcome="ok").inc()
-        metrics.GC_BYTES_FREED.inc(report.bytes + report.ingest_bytes)
+        metrics.GC_BYTES_FREED.inc(report.bytes + report.ingest_bytes + report.quarantine_bytes)
         metrics.STORE_BYTES.set(report.kept_bytes)
         metrics.STORE_BLOBS.set(report.kept_blobs)
         log.info(
             "gc: removed %d blobs (%d bytes), %d ingests, %d job records, %d leases, "
-            "%d temporary files",
+            "%d temporary files, %d quarantined files",
             len(report.blobs), report.bytes, len(report.ingests), report.job_records,
-            len(report.leases), report.temp_files,
+            len(report.leases), report.temp_files, len(report.quarantined),
         )  # fmt: skip
         return report
 

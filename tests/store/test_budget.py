@@ -62,6 +62,18 @@ def test_measure_counts_blobs_and_ingest_data_only(tmp_path: Path) -> None:
     assert measure(store.layout) == 3700
 
 
+def test_measure_counts_quarantined_blobs(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path, fsync=False)
+    blob = data(3000)
+    digest = Digest.from_bytes(blob)
+    commit(store, "a", blob)
+    store.blob_path(digest).chmod(0o644)
+    store.blob_path(digest).write_bytes(blob[:1000])  # damaged on disk
+    assert not store.blobs.committed(digest, len(blob))  # moved to quarantine/
+    assert [p.stat().st_size for p in store.layout.quarantine.iterdir()] == [1000]
+    assert measure(store.layout) == 1000
+
+
 def test_an_ingest_of_known_size_that_does_not_fit_is_refused_before_any_write(
     tmp_path: Path,
 ) -> None:

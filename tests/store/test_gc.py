@@ -394,3 +394,51 @@ def test_a_short_ingest_max_age_leaves_recent_temporary_files(store: LocalStore)
     os.utime(recent, (minute_ago, minute_ago))
     report = collect(store, GcOptions(ingest_max_age=timedelta(0)))
     assert report.temp_files == 0 and recent.exists()
+
+
+def _quarantine(store: LocalStore, data: bytes) -> Digest:
+    """Commit ``data``, damage it on disk and let the store move it to ``quarantine/``."""
+    digest = put(store, data)
+    blob = store.layout.blob(digest)
+    blob.chmod(0o644)
+    blob.write_bytes(data[: len(data) // 2])
+    assert not store.blobs.committed(digest, len(data))
+    return digest
+
+
+def test_quarantined_blobs_go_once_older_than_the_quarantine_age(store: LocalStore) -> None:
+    _quarantine(store, b"q" * 4000)
+    (name,) = os.listdir(store.layout.quarantine)
+    kept = collect(store)  # the default keeps them for days
+    assert kept.quarantined == () and os.listdir(store.layout.quarantine) == [name]
+    dry = collect(store, GcOptions(dry_run=True, quarantine_max_age=timedelta(0)))
+    assert dry.quarantined == ((name, 2000),) and os.listdir(store.layout.quarantine) == [name]
+    report = collect(store, GcOptions(quarantine_max_age=timedelta(0)))
+    assert report.quarantined == ((name, 2000),)
+    assert report.to_json()["quarantined"] == [{"name": name, "size": 2000}]
+    assert report.quarantine_bytes == 2000
+    assert os.listdir(store.layout.quarantine) == []
+
+
+def test_a_touched_quarantined_file_still_ages_from_when_it_was_moved(store: LocalStore) -> None:
+    _quarantine(store, b"t" * 4000)
+    (path,) = store.layout.quarantine.iterdir()
+    os.utime(path, (0, 0))  # mtime says 1970; the move (ctime) was just now
+    assert collect(store, GcOptions(quarantine_max_age=timedelta(hours=1))).quarantined == ()
+    assert path.exists()
+
+
+def test_things_planted_in_quarantine_are_removed_never_followed(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("kept")
+    store.layout.quarantine.mkdir(parents=True)
+    (store.layout.quarantine / "link").symlink_to(outside)
+    (store.layout.quarantine / "tree").mkdir()
+    (store.layout.quarantine / "tree" / "link").symlink_to(outside / "keep")
+    report = collect(store, GcOptions(quarantine_max_age=timedelta(0)))
+    assert sorted(report.quarantined) == [("link", 0), ("tree", 0)]
+    assert os.listdir(store.layout.quarantine) == []
+    assert (outside / "keep").read_text() == "kept"

@@ -139,3 +139,20 @@ def test_ingest_expire_lets_gc_remove_the_blob_after_its_time(root: Path, tmp_pa
     assert json.loads(ok(run(root, "gc", "--json")).output)["blobs"][0]["digest"] == digest
     bad = run(root, "ingest", str(f), "--expire", "whenever")
     assert bad.exit_code == EXIT_CODES["InvalidArgument"]
+
+
+def test_gc_removes_quarantined_blobs_past_the_configured_age(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = b"to be damaged on disk" * 10
+    digest = orphan(root, data)
+    store = LocalStore(root, fsync=False)
+    store.blob_path(digest).chmod(0o644)
+    store.blob_path(digest).write_bytes(data[:10])
+    assert not store.blobs.committed(digest, len(data))  # found damaged: moved aside
+    assert len(os.listdir(root / "quarantine")) == 1
+    assert json.loads(ok(run(root, "gc", "--json")).output)["quarantined"] == []  # 7 days
+    monkeypatch.setenv("INGESTQ_GC_QUARANTINE_MAX_AGE", "0s")
+    text = ok(run(root, "gc")).output
+    assert "1 quarantined (10 B)" in text, text
+    assert os.listdir(root / "quarantine") == []

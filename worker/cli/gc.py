@@ -64,7 +64,8 @@ def gc_cmd(dry_run: bool, as_json: bool, root: Path | None) -> None:
         f"{verb}: {len(report.blobs)} blobs ({human_bytes(report.bytes)}), "
         f"{len(report.ingests)} ingests ({human_bytes(report.ingest_bytes)}), "
         f"{report.job_records} job records, {len(report.leases)} leases, "
-        f"{report.resume_hints} resume hints, {report.temp_files} temporary files; "
+        f"{report.resume_hints} resume hints, {report.temp_files} temporary files, "
+        f"{len(report.quarantined)} quarantined ({human_bytes(report.quarantine_bytes)}); "
         f"kept {report.kept_blobs} blobs "
         f"({human_bytes(report.kept_bytes)}) in {report.seconds:.2f}s"
     )
