@@ -971,6 +971,8 @@ class Usage:
     job_records: int
     job_record_bytes: int
     reclaimable: GcReport
+    quarantined: int = 0  # damaged blobs moved aside (a local store's quarantine/)
+    quarantine_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON object (``ingestq df --json``)."""
@@ -994,6 +996,7 @@ class Usage:
                 "oldest": self.oldest_partial.isoformat() if self.oldest_partial else None,
             },
             "job_records": {"count": self.job_records, "bytes": self.job_record_bytes},
+            "quarantine": {"count": self.quarantined, "bytes": self.quarantine_bytes},
             "reclaimable": {
                 "blobs": len(r.blobs),
                 "bytes": r.bytes,
@@ -1003,6 +1006,8 @@ class Usage:
                 "temp_files": r.temp_files,
                 "leases": len(r.leases),
                 "job_records": r.job_records,
+                "quarantined": len(r.quarantined),
+                "quarantine_bytes": r.quarantine_bytes,
             },
         }
 
@@ -1043,6 +1048,9 @@ def usage(store: LocalStore, reclaimable: GcReport) -> Usage:
             if entry.name.endswith(".json") and entry.is_file():
                 records += 1
                 record_bytes += entry.stat().st_size
+    quarantined = []
+    with contextlib.suppress(OSError):
+        quarantined = [e.stat(follow_symlinks=False) for e in os.scandir(layout.quarantine)]
     return Usage(
         blobs=len(blobs),
         bytes=sum(b.size for b in blobs.values()),
@@ -1055,6 +1063,8 @@ def usage(store: LocalStore, reclaimable: GcReport) -> Usage:
         job_records=records,
         job_record_bytes=record_bytes,
         reclaimable=reclaimable,
+        quarantined=len(quarantined),
+        quarantine_bytes=sum(st.st_size for st in quarantined if stat.S_ISREG(st.st_mode)),
     )
 
 

@@ -141,7 +141,7 @@ def test_ingest_expire_lets_gc_remove_the_blob_after_its_time(root: Path, tmp_pa
     assert bad.exit_code == EXIT_CODES["InvalidArgument"]
 
 
-def test_gc_removes_quarantined_blobs_past_the_configured_age(
+def test_df_shows_quarantined_blobs_and_gc_removes_them_past_the_configured_age(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = b"to be damaged on disk" * 10
@@ -152,7 +152,12 @@ def test_gc_removes_quarantined_blobs_past_the_configured_age(
     assert not store.blobs.committed(digest, len(data))  # found damaged: moved aside
     assert len(os.listdir(root / "quarantine")) == 1
     assert json.loads(ok(run(root, "gc", "--json")).output)["quarantined"] == []  # 7 days
+    df = json.loads(ok(run(root, "df", "--json")).output)
+    assert df["quarantine"] == {"count": 1, "bytes": 10}
+    assert df["reclaimable"]["quarantined"] == 0
+    assert "Quarantined:      1  10 B" in ok(run(root, "df")).output
     monkeypatch.setenv("INGESTQ_GC_QUARANTINE_MAX_AGE", "0s")
+    assert json.loads(ok(run(root, "df", "--json")).output)["reclaimable"]["quarantined"] == 1
     text = ok(run(root, "gc")).output
     assert "1 quarantined (10 B)" in text, text
     assert os.listdir(root / "quarantine") == []

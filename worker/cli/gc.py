@@ -93,9 +93,11 @@ def df_cmd(as_json: bool, root: Path | None) -> None:
         f"  oldest {oldest}"
     )
     click.echo(f"Job records:      {use.job_records}  {human_bytes(use.job_record_bytes)}")
+    click.echo(f"Quarantined:      {use.quarantined}  {human_bytes(use.quarantine_bytes)}")
     click.echo(
         f"Reclaimable now:  {len(r.blobs)} blobs {human_bytes(r.bytes)}, "
-        f"{len(r.ingests)} ingests {human_bytes(r.ingest_bytes)}, {r.job_records} job records"
+        f"{len(r.ingests)} ingests {human_bytes(r.ingest_bytes)}, {r.job_records} job records, "
+        f"{len(r.quarantined)} quarantined {human_bytes(r.quarantine_bytes)}"
     )
     if use.images:
         click.echo("")
