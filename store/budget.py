@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingestq import errdefs
+from ingestq.store import quarantine
 from ingestq.store.digest import ALGORITHMS
 from ingestq.store.layout import RootLayout
 from ingestq.store.oserrors import from_os_error
@@ -99,7 +100,10 @@ def measure(layout: RootLayout) -> int:
     blobs moved to ``quarantine/`` under ``layout`` (file sizes; entries vanishing
     during the walk are skipped)."""
     total = 0
-    dirs = [layout.blob_dir(alg) for alg in sorted(ALGORITHMS)] + [layout.quarantine]
+    with contextlib.suppress(OSError), quarantine.opened(layout.quarantine) as fd:
+        if fd is not None:
+            total += sum(quarantine.held_bytes(st) for _, st in quarantine.entries(fd))
+    dirs = [layout.blob_dir(alg) for alg in sorted(ALGORITHMS)]
     with contextlib.suppress(FileNotFoundError):
         dirs += [Path(e.path) for e in os.scandir(layout.ingest) if e.is_dir(follow_symlinks=False)]
     for directory in dirs:

@@ -47,8 +47,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
-import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ingestq import errdefs
+from ingestq.store import quarantine
 from ingestq.store.annotations import SOURCE_DIGEST, SOURCE_MEDIA_TYPE
 from ingestq.store.atomic import sweep_temp_files
 from ingestq.store.codec import BlobMeta
@@ -72,6 +73,8 @@ from ingestq.store.lockfile import LockFile
 from ingestq.store.locks import new_holder_id
 from ingestq.store.oserrors import from_os_error
 from ingestq.store.values import utcnow
+
+log = logging.getLogger(__name__)
 
 #: containerd's label that makes a blob a root.
 GC_ROOT_LABEL = "containerd.io/gc.root"
@@ -516,7 +519,9 @@ def collect(store: LocalStore, options: GcOptions | None = None) -> GcReport:
     temps = sum(
         sweep_temp_files(d, idle_since, dry_run=options.dry_run) for d in _temp_dirs(layout)
     )
-    quarantined = _sweep_quarantine(layout, now - options.quarantine_max_age, options.dry_run)
+    quarantined = _sweep_quarantine(
+        layout, now.timestamp() - options.quarantine_max_age.total_seconds(), options.dry_run
+    )
     graph = _graph(layout, blobs)
     expected = [i.expected for i in kept_ingests if i.expected is not None]
     marked = _mark(graph, _read_roots(store, now), expected, now, options.grace)
@@ -668,30 +673,28 @@ def _remove_ingest(store: LocalStore, ingest: PartialIngest) -> bool:
         lease.release()
 
 
-def _sweep_quarantine(layout: RootLayout, before: datetime, dry_run: bool) -> list[tuple[str, int]]:
-    """Entries of ``quarantine/`` moved there before ``before`` (their ctime: the rename
-    that moved them, which no ``touch`` can put off): removed, never followed. Returns
-    their names and sizes (a regular file's; 0 for anything else planted there)."""
+def _sweep_quarantine(layout: RootLayout, before: float, dry_run: bool) -> list[tuple[str, int]]:
+    """Entries of ``quarantine/`` moved there before ``before`` (a Unix time; judged by
+    their ctime, set by the rename that moved them, which cannot be backdated): removed,
+    never followed (:mod:`store.quarantine`). Returns their names and the bytes they
+    held. One that cannot be removed (a planted tree too deep) is logged and kept."""
+    out: list[tuple[str, int]] = []
     try:
-        names = sorted(os.listdir(layout.quarantine))
-    except OSError:
-        return []
-    cutoff = before.timestamp()
-    out = []
-    for name in names:
-        path = layout.quarantine / name
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
-        if st.st_ctime >= cutoff:
-            continue
-        if not dry_run:
-            try:
-                remove_tree(path, strict=True)
-            except OSError:
-                continue  # kept for the next run
-        out.append((name, st.st_size if stat.S_ISREG(st.st_mode) else 0))
+        with quarantine.opened(layout.quarantine) as fd:
+            if fd is None:
+                return out
+            for name, st in sorted(quarantine.entries(fd)):
+                if st.st_ctime >= before:
+                    continue
+                if not dry_run:
+                    try:
+                        quarantine.remove(fd, name, st)
+                    except OSError as e:
+                        log.warning("gc: cannot remove quarantine/%s: %s", name, e)
+                        continue
+                out.append((name, quarantine.held_bytes(st)))
+    except OSError as e:
+        log.warning("gc: cannot read quarantine/: %s", e)
     return out
 
 
@@ -1048,9 +1051,9 @@ def usage(store: LocalStore, reclaimable: GcReport) -> Usage:
             if entry.name.endswith(".json") and entry.is_file():
                 records += 1
                 record_bytes += entry.stat().st_size
-    quarantined = []
-    with contextlib.suppress(OSError):
-        quarantined = [e.stat(follow_symlinks=False) for e in os.scandir(layout.quarantine)]
+    held: list[int] = []
+    with contextlib.suppress(OSError), quarantine.opened(layout.quarantine) as fd:
+        held = [] if fd is None else [quarantine.held_bytes(st) for _, st in quarantine.entries(fd)]
     return Usage(
         blobs=len(blobs),
         bytes=sum(b.size for b in blobs.values()),
@@ -1063,8 +1066,8 @@ def usage(store: LocalStore, reclaimable: GcReport) -> Usage:
         job_records=records,
         job_record_bytes=record_bytes,
         reclaimable=reclaimable,
-        quarantined=len(quarantined),
-        quarantine_bytes=sum(st.st_size for st in quarantined if stat.S_ISREG(st.st_mode)),
+        quarantined=len(held),
+        quarantine_bytes=sum(held),
     )
 
 

@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from ingestq import errdefs
+from ingestq.store import quarantine
 from ingestq.store.atomic import fsync_dir, write_bytes, write_json
 from ingestq.store.codec import BlobMeta, meta_from_json, meta_to_json
 from ingestq.store.digest import ALGORITHMS, Digest, Hasher, new_hasher
@@ -645,10 +646,10 @@ class Blobs:
         )
         if carried is not None:
             self._write_meta(digest, read_blob_meta(self.layout, digest) or carried)
-        self.layout.quarantine.mkdir(exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        name = self.layout.quarantined(digest, stamp).name
         with contextlib.suppress(FileNotFoundError):
-            os.rename(self.path(digest), self.layout.quarantined(digest, stamp))
+            quarantine.move_in(self.path(digest), self.layout.quarantine, name)
 
     def _write_meta(self, digest: Digest, meta: BlobMeta) -> None:
         path = self.layout.blob_meta(digest)

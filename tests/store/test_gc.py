@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ingestq import errdefs
+from ingestq.store.budget import measure
 from ingestq.store.digest import Digest
 from ingestq.store.gc import (
     GC_ROOT_LABEL,
@@ -35,6 +36,7 @@ from ingestq.store.helpers import read_blob, write_blob
 from ingestq.store.images import ImageIndex
 from ingestq.store.leases import EXPIRE_LABEL, LeaseStore
 from ingestq.store.local import LocalStore
+from ingestq.store.local.ingest import remove_tree
 from ingestq.store.resume import ResumeHints
 from ingestq.store.values import Descriptor
 from tests.servers.util import wait_until
@@ -420,7 +422,9 @@ def test_quarantined_blobs_go_once_older_than_the_quarantine_age(store: LocalSto
     assert os.listdir(store.layout.quarantine) == []
 
 
-def test_a_touched_quarantined_file_still_ages_from_when_it_was_moved(store: LocalStore) -> None:
+def test_a_backdated_quarantined_file_still_ages_from_when_it_was_moved(
+    store: LocalStore,
+) -> None:
     _quarantine(store, b"t" * 4000)
     (path,) = store.layout.quarantine.iterdir()
     os.utime(path, (0, 0))  # mtime says 1970; the move (ctime) was just now
@@ -442,3 +446,48 @@ def test_things_planted_in_quarantine_are_removed_never_followed(
     assert sorted(report.quarantined) == [("link", 0), ("tree", 0)]
     assert os.listdir(store.layout.quarantine) == []
     assert (outside / "keep").read_text() == "kept"
+
+
+def test_a_symlink_at_quarantine_is_never_followed(store: LocalStore, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_bytes(b"k" * 5000)
+    (outside / "tree").mkdir()
+    store.layout.quarantine.symlink_to(outside)
+    assert measure(store.layout) == 0
+    assert usage(store, collect(store, GcOptions(dry_run=True))).quarantined == 0
+    assert collect(store, GcOptions(quarantine_max_age=timedelta(0))).quarantined == ()
+    assert sorted(p.name for p in outside.iterdir()) == ["keep", "tree"]
+    # A damaged blob is moved into a real quarantine/ made in the symlink's place.
+    _quarantine(store, b"d" * 4000)
+    assert not store.layout.quarantine.is_symlink()
+    assert [p.stat().st_size for p in store.layout.quarantine.iterdir()] == [2000]
+    assert sorted(p.name for p in outside.iterdir()) == ["keep", "tree"]
+
+
+def test_a_quarantine_age_of_centuries_means_never(store: LocalStore) -> None:
+    _quarantine(store, b"n" * 4000)
+    report = collect(store, GcOptions(quarantine_max_age=timedelta(weeks=1_000_000)))
+    assert report.quarantined == () and len(os.listdir(store.layout.quarantine)) == 1
+
+
+def test_a_planted_tree_too_deep_to_remove_is_logged_and_kept(
+    store: LocalStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.layout.quarantine.mkdir(parents=True)
+    fd = os.open(store.layout.quarantine, os.O_RDONLY)
+    try:
+        for _ in range(1500):  # deeper than shutil.rmtree can recurse
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+    _quarantine(store, b"x" * 4000)
+    (damaged,) = set(os.listdir(store.layout.quarantine)) - {"d"}
+    report = collect(store, GcOptions(quarantine_max_age=timedelta(0)))
+    assert report.quarantined == ((damaged, 2000),)  # the damaged blob went, not the tree
+    assert os.listdir(store.layout.quarantine) == ["d"]
+    assert "cannot remove quarantine/d" in caplog.text
+    remove_tree(store.layout.quarantine / "d")

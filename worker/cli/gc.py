@@ -60,6 +60,8 @@ def gc_cmd(dry_run: bool, as_json: bool, root: Path | None) -> None:
             click.echo(f"ingest   {ref}")
         for lease in report.leases:
             click.echo(f"lease    {lease}")
+        for name, _ in report.quarantined:
+            click.echo(f"quarantine {name}")
     click.echo(
         f"{verb}: {len(report.blobs)} blobs ({human_bytes(report.bytes)}), "
         f"{len(report.ingests)} ingests ({human_bytes(report.ingest_bytes)}), "
@@ -93,7 +95,8 @@ def df_cmd(as_json: bool, root: Path | None) -> None:
         f"  oldest {oldest}"
     )
     click.echo(f"Job records:      {use.job_records}  {human_bytes(use.job_record_bytes)}")
-    click.echo(f"Quarantined:      {use.quarantined}  {human_bytes(use.quarantine_bytes)}")
+    if use.quarantined:  # a local store's damaged blobs, moved aside
+        click.echo(f"Quarantined:      {use.quarantined}  {human_bytes(use.quarantine_bytes)}")
     click.echo(
         f"Reclaimable now:  {len(r.blobs)} blobs {human_bytes(r.bytes)}, "
         f"{len(r.ingests)} ingests {human_bytes(r.ingest_bytes)}, {r.job_records} job records, "
