@@ -228,25 +228,19 @@ class Settings:
         """Read the settings from ``env`` (default ``os.environ``).
 
         Raises InvalidArgument for a malformed number or size or a Redis URL of another
-        scheme (broker and results: ``redis://``, ``rediss://``; leases also ``unix://``).
+        scheme than ``redis://``, ``rediss://`` or ``unix://`` (a Redis socket,
+        ``unix:///run/redis/redis.sock?db=0``).
         """
         env = os.environ if env is None else env
         common = env.get("INGESTQ_REDIS_URL") or None
         broker = env.get("INGESTQ_BROKER_URL") or common
         result = env.get("INGESTQ_RESULT_URL") or common or broker
         lock = env.get("INGESTQ_LOCK_URL") or common or result
-        for name, url in (("broker", broker), ("result", result)):
-            if url is not None and not url.startswith(("redis://", "rediss://")):
-                # kombu and Celery name a Redis socket redis+socket://, which redis-py
-                # (the job records, the results' reader) does not read.
+        for name, url in (("broker", broker), ("result", result), ("lock", lock)):
+            if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
                 raise errdefs.InvalidArgument(
-                    f"{name} URL must be redis:// or rediss:// (a Redis socket only for "
-                    f"INGESTQ_LOCK_URL), got {url.split(':')[0]}:"
+                    f"{name} URL must be redis://, rediss:// or unix://, got {url.split(':')[0]}:"
                 )
-        if lock is not None and not lock.startswith(("redis://", "rediss://", "unix://")):
-            raise errdefs.InvalidArgument(
-                f"lock URL must be redis://, rediss:// or unix://, got {lock.split(':')[0]}:"
-            )
         if (result or lock) and broker is None:
             raise errdefs.InvalidArgument(
                 "INGESTQ_RESULT_URL/INGESTQ_LOCK_URL need a broker: set INGESTQ_BROKER_URL "

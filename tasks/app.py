@@ -54,6 +54,7 @@ import contextlib
 import logging
 import os
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery, signals
 from kombu.utils.url import maybe_sanitize_url
@@ -70,6 +71,25 @@ QUEUE = "ingestq"
 RESULT_BACKEND = "ingestq.tasks.backend:IngestqRedisBackend"
 
 
+def celery_url(url: str | None, *, backend: bool = False) -> str | None:
+    """``url`` as Celery reads it: redis-py's Redis socket URL
+    ``unix://[:PASSWORD@]/PATH[?db=N]`` is kombu's ``redis+socket://[:PASSWORD@]/PATH
+    ?virtual_host=N`` (for ``backend``, this module's result backend class, the
+    ``socket://`` form that Celery's Redis backend parses); any other URL as it is.
+    InvalidArgument for a socket URL with another query than ``db``."""
+    if url is None or not url.startswith("unix://"):
+        return url
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    if set(query) - {"db"} or len(query.get("db", ["0"])) != 1:
+        raise errdefs.InvalidArgument(f"a Redis socket URL takes only ?db=N: {parts.query}")
+    db = query.get("db", ["0"])[0]
+    if not db.isdigit():
+        raise errdefs.InvalidArgument(f"a Redis socket URL's db must be a number: {db}")
+    scheme = "socket" if backend else "redis+socket"
+    return f"{scheme}://{parts.netloc}{parts.path}?virtual_host={db}"
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration for ``settings`` (see the module docstring)."""
     vt = int(settings.visibility_timeout)
@@ -83,8 +103,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "unacked_restore_throttle": 1,
     }
     return {
-        "broker_url": settings.broker_url,
-        "result_backend": settings.result_url,
+        "broker_url": celery_url(settings.broker_url),
+        "result_backend": celery_url(settings.result_url, backend=True),
         "task_serializer": "json",
         "result_serializer": "json",
         "event_serializer": "json",
@@ -137,7 +157,7 @@ def make_app(
     if not results:
         app.conf.result_backend = None
         app.backend_cls = "disabled"
-    elif (settings.result_url or "").startswith(("redis://", "rediss://")):
+    elif (settings.result_url or "").startswith(("redis://", "rediss://", "unix://")):
         app.backend_cls = RESULT_BACKEND
     app.conf.ingestq_settings = settings
     return app
@@ -176,11 +196,13 @@ def preflight(settings: Settings, conf: Any = None) -> None:
     if not settings.queued:
         raise errdefs.FailedPrecondition(NO_REDIS)
     if conf is not None:
+        broker = celery_url(settings.broker_url)
+        results = celery_url(settings.result_url, backend=True)
         for key, ours, env in (
-            ("broker_url", settings.broker_url, "INGESTQ_BROKER_URL"),
-            ("broker_read_url", settings.broker_url, "INGESTQ_BROKER_URL"),
-            ("broker_write_url", settings.broker_url, "INGESTQ_BROKER_URL"),
-            ("result_backend", settings.result_url, "INGESTQ_RESULT_URL"),
+            ("broker_url", broker, "INGESTQ_BROKER_URL"),
+            ("broker_read_url", broker, "INGESTQ_BROKER_URL"),
+            ("broker_write_url", broker, "INGESTQ_BROKER_URL"),
+            ("result_backend", results, "INGESTQ_RESULT_URL"),
         ):
             theirs = getattr(conf, key)  # the property: it reads CELERY_BROKER_URL & co.
             if theirs != ours:

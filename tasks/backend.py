@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import redis
 from celery import states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
@@ -48,6 +49,11 @@ class IngestqRedisBackend(RedisBackend):  # type: ignore[misc]
         if url is None and app is not None:
             url = app.conf.result_backend
         super().__init__(*args, url=url, **kwargs)
+        if self.connparams.get("connection_class") is redis.UnixDomainSocketConnection:
+            # Celery passes its TCP keepalive setting on, which a socket connection
+            # refuses (TypeError at the first command).
+            self.connparams.pop("socket_keepalive", None)
+            self.connparams.pop("socket_keepalive_options", None)
         self._store_script: Script | None = None
 
     def _script(self) -> Script:

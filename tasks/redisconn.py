@@ -22,17 +22,19 @@ def redis_client(url: str, *, socket_timeout: float) -> redis.Redis:
     can replay writes. Lease and status scripts are not idempotent under replay (a
     replayed acquire would look like someone else's lock), so: no retries, an explicit
     ``socket_timeout`` (callers pass well under the lease TTL / 3 for heartbeats), a 5 s
-    connect timeout, TCP keepalive and a health check. ``rediss://`` URLs get TLS and
-    URL passwords/usernames are honoured by ``from_url``.
+    connect timeout, TCP keepalive (not on a ``unix://`` socket) and a health check.
+    ``rediss://`` URLs get TLS and URL passwords/usernames are honoured by ``from_url``.
     """
+    # TCP keepalive has no meaning on a unix socket, whose connection refuses it.
+    keepalive = {} if url.startswith("unix://") else {"socket_keepalive": True}
     return redis.Redis.from_url(
         url,
         socket_timeout=socket_timeout,
         socket_connect_timeout=min(socket_timeout, 5.0),
-        socket_keepalive=True,
         health_check_interval=30,
         retry=Retry(NoBackoff(), 0),
         decode_responses=False,
+        **keepalive,
     )
 
 

@@ -13,7 +13,7 @@ from ingestq import errdefs
 from ingestq.fetch.httpio import LowSpeed
 from ingestq.fetch.specs import source_from_spec, spec_from_text
 from ingestq.jobs.config import Settings
-from ingestq.tasks.app import celery_config
+from ingestq.tasks.app import celery_config, celery_url
 
 
 @pytest.fixture
@@ -57,20 +57,23 @@ def test_settings_from_the_environment() -> None:
         Settings.from_env({"INGESTQ_LEASE_TTL": "soon"})
 
 
-def test_a_redis_socket_url_is_for_leases_only() -> None:
-    """Celery's broker and result backend cannot use redis-py's ``unix://`` (kombu names a
-    socket ``redis+socket://``): refused there, with the reason, producers and workers
-    alike; the leases' own clients take it."""
-    with pytest.raises(errdefs.InvalidArgument, match="broker URL must be redis:// or rediss://"):
-        Settings.from_env({"INGESTQ_REDIS_URL": "unix:///run/redis.sock"})
-    with pytest.raises(errdefs.InvalidArgument, match="result URL"):
+def test_a_redis_socket_url_serves_broker_results_and_leases() -> None:
+    """redis-py's ``unix://`` everywhere; Celery gets kombu's ``redis+socket://`` (and
+    its backend the ``socket://`` it parses), with the db as ``virtual_host``."""
+    s = Settings.from_env({"INGESTQ_REDIS_URL": "unix:///run/redis.sock?db=3"})
+    assert (s.broker_url, s.result_url, s.lock_url) == ("unix:///run/redis.sock?db=3",) * 3
+    conf = celery_config(s)
+    assert conf["broker_url"] == "redis+socket:///run/redis.sock?virtual_host=3"
+    assert conf["result_backend"] == "socket:///run/redis.sock?virtual_host=3"
+    assert celery_url("unix://:pw@/r.sock") == "redis+socket://:pw@/r.sock?virtual_host=0"
+    assert celery_url("redis://r:6379/0") == "redis://r:6379/0"
+    for bad in ("unix:///r.sock?db=x", "unix:///r.sock?timeout=3", "unix:///r.sock?db=1&db=2"):
+        with pytest.raises(errdefs.InvalidArgument):
+            celery_url(bad)
+    with pytest.raises(errdefs.InvalidArgument, match="result URL must be redis://"):
         Settings.from_env(
-            {"INGESTQ_BROKER_URL": "redis://r:6379/0", "INGESTQ_RESULT_URL": "unix:///r.sock"}
+            {"INGESTQ_BROKER_URL": "redis://r:6379/0", "INGESTQ_RESULT_URL": "http://r"}
         )
-    s = Settings.from_env(
-        {"INGESTQ_REDIS_URL": "redis://r:6379/0", "INGESTQ_LOCK_URL": "unix:///run/redis.sock"}
-    )
-    assert s.lock_url == "unix:///run/redis.sock"
 
 
 def test_the_low_speed_rule_comes_from_the_environment_and_zero_disables_it() -> None:

@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from celery import Celery
 
+from ingestq.tasks.app import celery_url
 from tests.servers.util import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,7 +132,7 @@ class Worker:
 
 def ping_app(redis_url: str) -> Celery:
     """A bare app on ``redis_url`` for control commands."""
-    return Celery("ping", broker=redis_url, set_as_current=False)
+    return Celery("ping", broker=celery_url(redis_url), set_as_current=False)
 
 
 def dump(workers: Sequence[Worker]) -> str:

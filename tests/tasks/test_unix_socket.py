@@ -1,0 +1,60 @@
+"""A Redis reached over a unix socket only (``unix:///PATH.sock?db=N``, its TCP port
+closed): a worker, the producer, the result backend and the leases all use it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from ingestq.tasks.client import enqueue_ingest
+from ingestq.tasks.lease import RedisLeaseLocker
+from tests.servers.redis_server import RedisFactory
+from tests.tasks.conftest import ClusterFactory
+
+
+@pytest.fixture
+def socket_url(redis_factory: RedisFactory) -> Iterator[tuple[str, Path]]:
+    short = Path(tempfile.mkdtemp(prefix="iq-sock-"))  # a socket path has 107 bytes at most
+    sock = short / "redis.sock"
+    try:
+        server = redis_factory(extra_args=["--unixsocket", str(sock), "--unixsocketperm", "700"])
+        redis.Redis.from_url(server.url).config_set("port", "0")  # the socket only
+        yield f"unix://{sock}?db=2", sock
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def test_a_worker_and_producer_over_a_redis_socket(
+    socket_url: tuple[str, Path], cluster_factory: ClusterFactory, store_root: Path
+) -> None:
+    url, sock = socket_url
+    cluster = cluster_factory(url, store_root)
+    cluster.start_worker()
+    data = os.urandom(10_000)
+    path = store_root.parent / "files" / "blob"
+    path.write_bytes(data)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    job = enqueue_ingest(str(path), digest=digest, size=len(data), client=cluster.client)
+    assert str(job.wait(timeout=60).digest) == digest, cluster.logs()
+    # Everything lives in db 2 of the socket's server: the result, the job's record.
+    client = redis.Redis(unix_socket_path=str(sock), db=2)
+    assert client.exists(f"celery-task-meta-{job.id}")
+    assert redis.Redis(unix_socket_path=str(sock), db=0).dbsize() == 0
+
+
+def test_leases_over_a_redis_socket(socket_url: tuple[str, Path]) -> None:
+    url, sock = socket_url
+    locker = RedisLeaseLocker(url, ttl=5)
+    lease = locker.try_lock("ref-sock", "me")
+    holder = locker.holder("ref-sock")
+    assert holder is not None and holder.fence == lease.fence
+    assert redis.Redis(unix_socket_path=str(sock), db=2).dbsize() > 0
+    lease.release()
+    assert locker.holder("ref-sock") is None
