@@ -68,8 +68,8 @@ def human(size: int) -> str:
 
 @dataclass(frozen=True)
 class Budget:
-    """The limits of a store: at most ``max_bytes`` in blobs and ingests, at least
-    ``min_free`` bytes left free on the filesystem (None: no limit)."""
+    """The limits of a store: at most ``max_bytes`` in blobs, ingests and quarantined
+    files, at least ``min_free`` bytes left free on the filesystem (None: no limit)."""
 
     max_bytes: int | None = None
     min_free: int | None = None

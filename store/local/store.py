@@ -48,8 +48,8 @@ class LocalStore:
     Writers take the host-local file lock of their ref, then each of ``lockers`` (e.g. a
     Redis lease for many hosts). :attr:`locker` is the combined lock and may be replaced
     (tests replace it to prove the store is correct without one). ``fsync=False`` skips
-    durability syncs (for tests). ``budget`` caps what blobs and ingests hold and keeps a
-    reserve free on the filesystem (see :mod:`ingestq.store.budget`; :attr:`meter`
+    durability syncs (for tests). ``budget`` caps what blobs, ingests and quarantined
+    files hold and keeps a reserve free on the filesystem (see :mod:`ingestq.store.budget`; :attr:`meter`
     applies it, and its ``on_pressure`` hook may be set). ``small_blob_max`` is the
     largest content :meth:`put` commits without an ingest (default: ``INGESTQ_SMALL_BLOB``,
     else 1 MiB; 0 turns the small-blob path off). With ``fsync``, an ingest's bytes leave

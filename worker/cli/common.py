@@ -56,8 +56,9 @@ max_bytes_option = click.option(
     "--max-bytes",
     default=None,
     metavar="SIZE",
-    help="Cap the bytes the store's blobs and ingests may hold when this process writes "
-    "it (10G, 512M, 1.5T; default: $INGESTQ_MAX_BYTES). Workers read the environment.",
+    help="Cap the bytes the store's blobs, ingests and quarantined files may hold when "
+    "this process writes it (10G, 512M, 1.5T; default: $INGESTQ_MAX_BYTES). Workers read "
+    "the environment.",
 )
 
 
