@@ -49,8 +49,9 @@ class LocalStore:
     Redis lease for many hosts). :attr:`locker` is the combined lock and may be replaced
     (tests replace it to prove the store is correct without one). ``fsync=False`` skips
     durability syncs (for tests). ``budget`` caps what blobs, ingests and quarantined
-    files hold and keeps a reserve free on the filesystem (see :mod:`ingestq.store.budget`; :attr:`meter`
-    applies it, and its ``on_pressure`` hook may be set). ``small_blob_max`` is the
+    files hold and keeps a reserve free on the filesystem (see
+    :mod:`ingestq.store.budget`; :attr:`meter` applies it, and its ``on_pressure`` hook
+    may be set). ``small_blob_max`` is the
     largest content :meth:`put` commits without an ingest (default: ``INGESTQ_SMALL_BLOB``,
     else 1 MiB; 0 turns the small-blob path off). With ``fsync``, an ingest's bytes leave
     the page cache once they are on disk, unless ``keep_cache`` (default:
