@@ -7,7 +7,8 @@ Every knob has a deliberate default; the environment variables are:
 
 =============================  =====================================================
 ``INGESTQ_REDIS_URL``          one Redis for broker, results, leases and status
-``INGESTQ_BROKER_URL``         override: the Celery broker (``redis://``/``rediss://``)
+``INGESTQ_BROKER_URL``         override: the Celery broker (``redis://``, ``rediss://``
+                               or a socket, ``unix:///PATH.sock?db=N``, as every URL)
 ``INGESTQ_RESULT_URL``         override: the Celery result backend
 ``INGESTQ_LOCK_URL``           override: leases, the status board and job records
 ``INGESTQ_ROOT``               the store root (default: the user's data directory)
@@ -66,6 +67,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from ingestq import errdefs
 from ingestq.fetch.options import FetchOptions
@@ -134,6 +136,33 @@ def _batch_jobs(env: Mapping[str, str]) -> int:
             f"INGESTQ_BATCH_JOBS={value} is out of range (at most {MAX_BATCH_JOBS})"
         )
     return value
+
+
+@dataclass(frozen=True)
+class SocketURL:
+    """A Redis socket URL, ``unix://[:PASSWORD@]/PATH.sock[?db=N]``, taken apart: the
+    part before the path as written (credentials), the socket's path as written
+    (percent-encoded) and decoded, and the database number."""
+
+    netloc: str
+    path: str
+    decoded_path: str
+    db: int
+
+    @classmethod
+    def parse(cls, url: str) -> SocketURL:
+        """InvalidArgument unless ``url`` is a ``unix://`` URL with a path and at most
+        the query ``db=N``."""
+        parts = urlsplit(url)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        dbs = query.get("db", ["0"])
+        if parts.scheme != "unix" or not parts.path or set(query) - {"db"} or len(dbs) != 1:
+            raise errdefs.InvalidArgument(
+                f"a Redis socket URL is unix:///PATH.sock with at most ?db=N, got {url!r}"
+            )
+        if not dbs[0].isdigit():
+            raise errdefs.InvalidArgument(f"a Redis socket URL's db must be a number: {dbs[0]!r}")
+        return cls(parts.netloc, parts.path, unquote(parts.path), int(dbs[0]))
 
 
 @dataclass(frozen=True)
@@ -241,6 +270,8 @@ class Settings:
                 raise errdefs.InvalidArgument(
                     f"{name} URL must be redis://, rediss:// or unix://, got {url.split(':')[0]}:"
                 )
+            if url is not None and url.startswith("unix://"):
+                SocketURL.parse(url)
         if (result or lock) and broker is None:
             raise errdefs.InvalidArgument(
                 "INGESTQ_RESULT_URL/INGESTQ_LOCK_URL need a broker: set INGESTQ_BROKER_URL "

@@ -54,20 +54,18 @@ import contextlib
 import logging
 import os
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery, signals
 from kombu.utils.url import maybe_sanitize_url
 
 from ingestq import errdefs
-from ingestq.jobs.config import Settings
+from ingestq.jobs.config import Settings, SocketURL
 from ingestq.tasks import joblog
 
 log = logging.getLogger(__name__)
 
 QUEUE = "ingestq"
-#: The result backend class for a ``redis://`` or ``rediss://`` result URL (imported by
-#: Celery on first use).
+#: The result backend class for a Redis result URL (imported by Celery on first use).
 RESULT_BACKEND = "ingestq.tasks.backend:IngestqRedisBackend"
 
 
@@ -79,15 +77,9 @@ def celery_url(url: str | None, *, backend: bool = False) -> str | None:
     InvalidArgument for a socket URL with another query than ``db``."""
     if url is None or not url.startswith("unix://"):
         return url
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    if set(query) - {"db"} or len(query.get("db", ["0"])) != 1:
-        raise errdefs.InvalidArgument(f"a Redis socket URL takes only ?db=N: {parts.query}")
-    db = query.get("db", ["0"])[0]
-    if not db.isdigit():
-        raise errdefs.InvalidArgument(f"a Redis socket URL's db must be a number: {db}")
+    sock = SocketURL.parse(url)
     scheme = "socket" if backend else "redis+socket"
-    return f"{scheme}://{parts.netloc}{parts.path}?virtual_host={db}"
+    return f"{scheme}://{sock.netloc}{sock.path}?virtual_host={sock.db}"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

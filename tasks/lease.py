@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 import redis
 
 from ingestq import errdefs
+from ingestq.jobs.config import SocketURL
 from ingestq.store.locks import locked_error
 from ingestq.store.values import Holder
 from ingestq.tasks import keys
@@ -329,7 +330,8 @@ class RedisLeaseLocker:
     lazily in the process that uses them.
 
     Args:
-        url: the Redis URL (``redis://``, ``rediss://``, passwords in the URL).
+        url: the Redis URL (``redis://``, ``rediss://``, passwords in the URL, or a
+            socket, ``unix:///PATH.sock?db=N``).
         ttl: the lease time-to-live in seconds.
         interval: seconds between heartbeats (default ttl/3, at most 1 s).
     """
@@ -360,10 +362,13 @@ class RedisLeaseLocker:
     @property
     def domains(self) -> frozenset[str]:
         """The Redis its leases live in, without credentials (``redis://host:port/db``;
-        a socket is named with this host's name)."""
+        a socket ``unix://HOST/PATH.sock/db``, named with this host's name). One Redis
+        reached by its socket here and by TCP elsewhere has two names, which never
+        match: a check that all hosts share one (S3 gc's) then refuses."""
         parts = urlsplit(self.url)
         if parts.scheme == "unix":
-            return frozenset({f"unix://{socket.gethostname()}{parts.path}"})
+            sock = SocketURL.parse(self.url)
+            return frozenset({f"unix://{socket.gethostname()}{sock.decoded_path}/{sock.db}"})
         db = parts.path.strip("/") or "0"
         return frozenset({f"redis://{parts.hostname or 'localhost'}:{parts.port or 6379}/{db}"})
 

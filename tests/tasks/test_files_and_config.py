@@ -67,9 +67,12 @@ def test_a_redis_socket_url_serves_broker_results_and_leases() -> None:
     assert conf["result_backend"] == "socket:///run/redis.sock?virtual_host=3"
     assert celery_url("unix://:pw@/r.sock") == "redis+socket://:pw@/r.sock?virtual_host=0"
     assert celery_url("redis://r:6379/0") == "redis://r:6379/0"
-    for bad in ("unix:///r.sock?db=x", "unix:///r.sock?timeout=3", "unix:///r.sock?db=1&db=2"):
+    for bad in ("unix:///r.sock?db=x", "unix:///r.sock?timeout=3", "unix:///r.sock?db=1&db=2",
+                "unix://"):  # fmt: skip
         with pytest.raises(errdefs.InvalidArgument):
             celery_url(bad)
+        with pytest.raises(errdefs.InvalidArgument, match="a Redis socket URL"):
+            Settings.from_env({"INGESTQ_REDIS_URL": bad})  # refused at once, not at import
     with pytest.raises(errdefs.InvalidArgument, match="result URL must be redis://"):
         Settings.from_env(
             {"INGESTQ_BROKER_URL": "redis://r:6379/0", "INGESTQ_RESULT_URL": "http://r"}

@@ -211,3 +211,10 @@ def test_the_redis_lease_names_its_redis_without_credentials() -> None:
     assert with_password.domains == {"redis://cache.example:6390/2"}
     assert RedisLeaseLocker("redis://cache.example").domains == {"redis://cache.example:6379/0"}
     assert "s3cret" not in " ".join(with_password.domains)
+    host = socket.gethostname()
+    sock = RedisLeaseLocker("unix://:s3cret@/run/my%20redis.sock?db=2")
+    assert sock.domains == {f"unix://{host}/run/my redis.sock/2"}
+    assert (
+        RedisLeaseLocker("unix:///run/r.sock").domains
+        != RedisLeaseLocker("unix:///run/r.sock?db=1").domains
+    )

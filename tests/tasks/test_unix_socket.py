@@ -1,5 +1,6 @@
-"""A Redis reached over a unix socket only (``unix:///PATH.sock?db=N``, its TCP port
-closed): a worker, the producer, the result backend and the leases all use it."""
+"""A Redis with a password reached over a unix socket only
+(``unix://:PASSWORD@/PATH.sock?db=N``, its TCP port closed): a worker, the producer,
+the broker, the result backend and the leases all use it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -18,17 +20,27 @@ from ingestq.tasks.lease import RedisLeaseLocker
 from tests.servers.redis_server import RedisFactory
 from tests.tasks.conftest import ClusterFactory
 
+PASSWORD = "p@ss%word"
+
 
 @pytest.fixture
 def socket_url(redis_factory: RedisFactory) -> Iterator[tuple[str, Path]]:
+    """A Redis with a password, reached by its socket only; the URL (db 2) and the
+    socket's path."""
     short = Path(tempfile.mkdtemp(prefix="iq-sock-"))  # a socket path has 107 bytes at most
     sock = short / "redis.sock"
     try:
         server = redis_factory(extra_args=["--unixsocket", str(sock), "--unixsocketperm", "700"])
-        redis.Redis.from_url(server.url).config_set("port", "0")  # the socket only
-        yield f"unix://{sock}?db=2", sock
+        plain = redis.Redis.from_url(server.url)
+        plain.config_set("requirepass", PASSWORD)
+        plain.config_set("port", "0")  # the socket only
+        yield f"unix://:{quote(PASSWORD, safe='')}@{sock}?db=2", sock
     finally:
         shutil.rmtree(short, ignore_errors=True)
+
+
+def _db(sock: Path, n: int) -> redis.Redis:
+    return redis.Redis(unix_socket_path=str(sock), db=n, password=PASSWORD)
 
 
 def test_a_worker_and_producer_over_a_redis_socket(
@@ -43,10 +55,11 @@ def test_a_worker_and_producer_over_a_redis_socket(
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     job = enqueue_ingest(str(path), digest=digest, size=len(data), client=cluster.client)
     assert str(job.wait(timeout=60).digest) == digest, cluster.logs()
-    # Everything lives in db 2 of the socket's server: the result, the job's record.
-    client = redis.Redis(unix_socket_path=str(sock), db=2)
-    assert client.exists(f"celery-task-meta-{job.id}")
-    assert redis.Redis(unix_socket_path=str(sock), db=0).dbsize() == 0
+    # Everything lives in db 2 of the socket's server: the queue's binding (kombu's
+    # broker), the result, the job's record.
+    assert _db(sock, 2).exists("_kombu.binding.ingestq")
+    assert _db(sock, 2).exists(f"celery-task-meta-{job.id}")
+    assert _db(sock, 0).dbsize() == 0
 
 
 def test_leases_over_a_redis_socket(socket_url: tuple[str, Path]) -> None:
@@ -55,6 +68,6 @@ def test_leases_over_a_redis_socket(socket_url: tuple[str, Path]) -> None:
     lease = locker.try_lock("ref-sock", "me")
     holder = locker.holder("ref-sock")
     assert holder is not None and holder.fence == lease.fence
-    assert redis.Redis(unix_socket_path=str(sock), db=2).dbsize() > 0
+    assert _db(sock, 2).dbsize() > 0
     lease.release()
     assert locker.holder("ref-sock") is None
