@@ -10,11 +10,14 @@ same filesystem and ends durable. As whole processes:
 In one process:
 
 * raw:             read 1 MiB pieces of FILE, ``write`` them, ``fsync`` (no hashing);
-* store:           ``LocalStore.writer`` + :func:`ingestq.store.fdcopy.copy_fd` + commit;
+* store:           ``LocalStore.writer`` + :func:`ingestq.store.fdcopy.copy_fd` (the
+                   writer's ``copy_from``) + commit;
 * ingest_once:     :func:`ingestq.ingest.attempt.ingest_once` of a ``FileSource``.
 
-The store sides copy in the kernel (``copy_file_range``) and hash the data file back
-from the page cache in a helper thread; they must hash, the baselines do not. Runs
+The store sides copy as ``copy_from`` chooses for the two files: in the kernel
+(``copy_file_range``, hashing the data file back from the page cache) where the
+filesystem shares extents or copies on its server, else through a ring of buffers
+hashed behind the writes (ext4, tmpfs); they must hash, the baselines do not. Runs
 alternate (the order rotates every round) after a ``sync`` so that none inherits
 another's writeback; each store gets a fresh root, deleted outside the timed part.
 The medians are compared (ratio = baseline time / ingestq time).
