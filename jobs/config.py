@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from ingestq import errdefs
 from ingestq.fetch.options import FetchOptions
@@ -136,6 +136,21 @@ def _batch_jobs(env: Mapping[str, str]) -> int:
             f"INGESTQ_BATCH_JOBS={value} is out of range (at most {MAX_BATCH_JOBS})"
         )
     return value
+
+
+def hide_password(url: str | None) -> str | None:
+    """``url`` with its password (if any) replaced by ``***``, to be shown (logs,
+    messages, ``ingestq info``); the rest, query included, as it is."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 @dataclass(frozen=True)

@@ -56,10 +56,9 @@ import os
 from typing import Any
 
 from celery import Celery, signals
-from kombu.utils.url import maybe_sanitize_url
 
 from ingestq import errdefs
-from ingestq.jobs.config import Settings, SocketURL
+from ingestq.jobs.config import Settings, SocketURL, hide_password
 from ingestq.tasks import joblog
 
 log = logging.getLogger(__name__)
@@ -199,8 +198,8 @@ def preflight(settings: Settings, conf: Any = None) -> None:
             theirs = getattr(conf, key)  # the property: it reads CELERY_BROKER_URL & co.
             if theirs != ours:
                 raise errdefs.FailedPrecondition(
-                    f"Celery's {key} is {maybe_sanitize_url(str(theirs))}, not "
-                    f"{maybe_sanitize_url(str(ours))}: set {env} (or INGESTQ_REDIS_URL), "
+                    f"Celery's {key} is {hide_password(str(theirs))}, not "
+                    f"{hide_password(str(ours))}: set {env} (or INGESTQ_REDIS_URL), "
                     f"not Celery's own option, so that producers and workers share one queue"
                 )
     from ingestq.tasks.runtime import make_runtime  # it imports this module

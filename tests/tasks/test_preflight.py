@@ -33,7 +33,9 @@ def test_celerys_own_broker_read_url_is_refused(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     conf = make_app(settings).conf
     conf.broker_read_url = "amqp://guest:secret@elsewhere//"
-    with pytest.raises(errdefs.FailedPrecondition, match=r"broker_read_url is amqp://guest:\*\*@"):
+    with pytest.raises(
+        errdefs.FailedPrecondition, match=r"broker_read_url is amqp://guest:\*\*\*@"
+    ):
         preflight(settings, conf)
 
 

@@ -284,5 +284,5 @@ def test_a_worker_given_another_broker_by_celery_stops_before_taking_a_job(
     argv = [sys.executable, "-m", "celery", "-A", "ingestq.tasks.app", "worker", "-c", "1"]
     out = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1, out.stderr
-    assert "broker_url is amqp://guest:**@127.0.0.1:1//" in out.stderr
+    assert "broker_url is amqp://guest:***@127.0.0.1:1//" in out.stderr
     assert "INGESTQ_BROKER_URL" in out.stderr and "hunter2" not in out.stderr

@@ -8,7 +8,6 @@ import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 
@@ -30,20 +29,6 @@ def ingestq_version() -> str:
         return version("ingestq")
     except PackageNotFoundError:
         return "unknown"
-
-
-def hide_password(url: str | None) -> str | None:
-    """``url`` with its password (if any) replaced by ``***``."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def store_size(root: Path) -> tuple[int, int]:
@@ -68,6 +53,8 @@ def info_cmd(as_json: bool, root: Path | None) -> None:
     """Show the store root, mode, Redis URLs (passwords hidden), file roots, store size,
     workers online and version. Exits with NotFound's status when the root does not
     exist (after printing the rest)."""
+    from ingestq.jobs.config import hide_password
+
     settings = settings_for(root)
     exists = settings.root.is_dir()
     blobs, size = store_size(settings.root) if exists else (0, 0)
