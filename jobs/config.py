@@ -45,8 +45,8 @@ Every knob has a deliberate default; the environment variables are:
                                (default ``7d``)
 ``INGESTQ_GC_GRACE``           opt-in: gc keeps blobs committed less than this long
                                ago (default 0: marks alone protect content)
-``INGESTQ_GC_QUARANTINE_MAX_AGE`` how long gc keeps a damaged blob moved to
-                               ``quarantine/`` (default ``7d``)
+``INGESTQ_GC_QUARANTINE_...``  ``INGESTQ_GC_QUARANTINE_MAX_AGE``: how long gc keeps
+                               a damaged blob moved to ``quarantine/`` (default ``7d``)
 ``INGESTQ_MAX_BYTES``          cap of the bytes the store's blobs, ingests and
                                quarantined files hold
                                (``10G``, ``512M``, ``1.5T``; unset: no cap)
@@ -147,9 +147,7 @@ def hide_password(url: str | None) -> str | None:
     if parts.password is None:
         return url
     user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # as written: [::1]:6379 stays bracketed
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
@@ -171,11 +169,12 @@ class SocketURL:
         parts = urlsplit(url)
         query = parse_qs(parts.query, keep_blank_values=True)
         dbs = query.get("db", ["0"])
-        if parts.scheme != "unix" or not parts.path or set(query) - {"db"} or len(dbs) != 1:
+        if (parts.scheme != "unix" or not parts.path or parts.hostname
+                or set(query) - {"db"} or len(dbs) != 1):  # fmt: skip
             raise errdefs.InvalidArgument(
                 f"a Redis socket URL is unix:///PATH.sock with at most ?db=N, got {url!r}"
             )
-        if not dbs[0].isdigit():
+        if not (dbs[0].isascii() and dbs[0].isdigit()):
             raise errdefs.InvalidArgument(f"a Redis socket URL's db must be a number: {dbs[0]!r}")
         return cls(parts.netloc, parts.path, unquote(parts.path), int(dbs[0]))
 

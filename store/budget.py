@@ -3,13 +3,13 @@ files hold (``max_bytes``) and a reserve kept free on its filesystem (``min_free
 
 :class:`Budget` is the setting (sizes parse with :func:`parse_size`: ``10G``, ``512M``,
 ``1.5T``); :class:`BudgetMeter` applies it to one store root. The meter keeps a running
-figure of the bytes in use: measured by a walk of ``blobs/`` and ``ingest/`` the first
-time it is needed (and of ``quarantine/``), then moved by what this process writes and
-removes. Other processes
-sharing the root change the disk behind its back, so the figure is measured again when
-it comes within a margin of the cap (at most every :data:`NEAR_REFRESH` seconds),
-every :data:`FAR_REFRESH` seconds otherwise, and always before refusing. The free space
-is asked of the filesystem (``statvfs``) at every check, which is one system call.
+figure of the bytes in use: measured by a walk of ``blobs/``, ``ingest/`` and
+``quarantine/`` the first time it is needed, then moved by what this process writes and
+removes. Other processes sharing the root change the disk behind its back, so the
+figure is measured again when it comes within a margin of the cap (at most every
+:data:`NEAR_REFRESH` seconds), every :data:`FAR_REFRESH` seconds otherwise, and always
+before refusing. The free space is asked of the filesystem (``statvfs``) at every
+check, which is one system call.
 
 Before refusing, the meter calls its ``on_pressure`` hook once (a garbage collection,
 when ``INGESTQ_GC_ON_PRESSURE`` is set and a collector is wired in) and measures again.

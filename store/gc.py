@@ -187,8 +187,9 @@ class GcOptions:
 
 @dataclass(frozen=True)
 class GcReport:
-    """What a run removed (or, dry, would remove). ``job_records`` is filled by the
-    jobs layer, which owns them."""
+    """What a run removed (or, dry, would remove): blobs and partial ingests (name,
+    bytes), resume hints and temporary files (counts), quarantined entries (name, bytes
+    held), leases (ids). ``job_records`` is filled by the jobs layer, which owns them."""
 
     dry_run: bool
     blobs: tuple[tuple[str, int], ...] = ()

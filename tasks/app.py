@@ -20,7 +20,8 @@ chosen, not inherited (facts in ``celery-redis-locks.md``):
   it wait and the content-addressed commit makes it a no-op.
 * Redis sockets: broker and backend get a 30 s socket timeout (kombu's BRPOP polls
   every second; Celery's default of 120 s hides dead connections), a 5 s connect
-  timeout, keepalive, health checks, and no ``retry_on_timeout`` (ambiguous replays).
+  timeout, TCP keepalive (none on a unix socket), health checks, and no
+  ``retry_on_timeout`` (ambiguous replays).
   Leases use their own clients (:func:`ingestq.tasks.redisconn.redis_client`).
 * ``result_expires`` 7 days, ``result_extended`` (name, args, worker, retries in the
   meta), ``task_track_started``; ``result_backend_always_retry`` so a result written

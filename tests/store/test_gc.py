@@ -422,7 +422,7 @@ def test_quarantined_blobs_go_once_older_than_the_quarantine_age(store: LocalSto
     assert os.listdir(store.layout.quarantine) == []
 
 
-def test_a_backdated_quarantined_file_still_ages_from_when_it_was_moved(
+def test_a_quarantined_file_ages_by_its_ctime_not_its_mtime(
     store: LocalStore,
 ) -> None:
     _quarantine(store, b"t" * 4000)

@@ -67,12 +67,13 @@ def test_a_redis_socket_url_serves_broker_results_and_leases() -> None:
     assert conf["result_backend"] == "socket:///run/redis.sock?virtual_host=3"
     assert celery_url("unix://:pw@/r.sock") == "redis+socket://:pw@/r.sock?virtual_host=0"
     assert celery_url("redis://r:6379/0") == "redis://r:6379/0"
+    assert hide_password("redis://:pw@[::1]:6379/0") == "redis://:***@[::1]:6379/0"
     # Shown (messages, ingestq info) with the password hidden and the db kept.
     assert hide_password(celery_url("unix://:pw@/r.sock?db=2")) == (
         "redis+socket://:***@/r.sock?virtual_host=2"
     )
     for bad in ("unix:///r.sock?db=x", "unix:///r.sock?timeout=3", "unix:///r.sock?db=1&db=2",
-                "unix://"):  # fmt: skip
+                "unix://", "unix:///r.sock?db=\u00b2", "unix://host/r.sock"):  # fmt: skip
         with pytest.raises(errdefs.InvalidArgument):
             celery_url(bad)
         with pytest.raises(errdefs.InvalidArgument, match="a Redis socket URL"):

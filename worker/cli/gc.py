@@ -44,7 +44,8 @@ def _open(root: Path | None) -> tuple[LocalStore | S3Store, Settings]:
 def gc_cmd(dry_run: bool, as_json: bool, root: Path | None) -> None:
     """Remove what nothing references: blobs no image, lease, gc.root label or unexpired
     producer request keeps; idle partial ingests; orphan resume hints; old job records;
-    expired leases."""
+    expired leases; temporary files of killed writers; damaged blobs quarantined longer
+    than INGESTQ_GC_QUARANTINE_MAX_AGE."""
     from ingestq.jobs.gc import run_gc
 
     store, settings = _open(root)
