@@ -19,6 +19,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from ingestq.store.ownfiles import open_own_dir
+
 #: The names of temporary files: ``.<name>.<8 hex>.tmp`` (:func:`write_bytes`; a
 #: ``.new`` suffix for a file that is then linked rather than renamed) and
 #: ``.<32 hex>.tmp`` (a blob put where the filesystem has no unnamed files).
@@ -49,7 +51,7 @@ def sweep_temp_files(directory: Path, older_than: float, *, dry_run: bool = Fals
     were (with ``dry_run``, only counted). A missing directory has none."""
     older_than = min(older_than, time.time() - TEMP_MIN_AGE)
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = open_own_dir(directory)
     except OSError:
         return 0
     count = 0

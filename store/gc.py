@@ -67,11 +67,12 @@ from ingestq.store.images import ImageIndex
 from ingestq.store.layout import RootLayout
 from ingestq.store.leases import EXPIRE_LABEL, LeaseReader, LeaseRecord, Leases, leases_lock
 from ingestq.store.local.blobs import check_attributes_readable, read_blob_meta
-from ingestq.store.local.ingest import IngestDir, remove_tree
+from ingestq.store.local.ingest import IngestDir
 from ingestq.store.local.store import LocalStore
 from ingestq.store.lockfile import LockFile
 from ingestq.store.locks import new_holder_id
 from ingestq.store.oserrors import from_os_error
+from ingestq.store.ownfiles import remove_tree
 from ingestq.store.values import utcnow
 
 log = logging.getLogger(__name__)
@@ -678,7 +679,7 @@ def _sweep_quarantine(layout: RootLayout, before: float, dry_run: bool) -> list[
     """Entries of ``quarantine/`` moved there before ``before`` (a Unix time; judged by
     their ctime, set by the rename that moved them, which cannot be backdated): removed,
     never followed (:mod:`store.quarantine`). Returns their names and the bytes they
-    held. One that cannot be removed (a planted tree too deep) is logged and kept."""
+    held. One that cannot be removed is logged and kept for the next run."""
     out: list[tuple[str, int]] = []
     try:
         with quarantine.opened(layout.quarantine) as fd:

@@ -4,13 +4,18 @@ Anyone who can write in a store directory could put a symlink, a FIFO, a device 
 directory where the store expects one of its files. :func:`open_own` never follows a
 symlink in the last component (ELOOP), never waits for a FIFO's other end, and accepts
 only a regular file (EINVAL otherwise, the descriptor closed); :func:`is_regular` asks
-the same of a path without opening it.
+the same of a path without opening it. Its own directories are opened with
+:func:`open_own_dir` (never through a symlink) and made with :func:`make_own_dir`
+(anything planted at the name replaced, never followed), and removed with
+:func:`remove_tree`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -34,6 +39,39 @@ def open_own(path: Path, flags: int, mode: int = 0o644) -> int:
         os.close(fd)
         raise
     return fd
+
+
+#: A directory of the store's own: never through a symlink (ELOOP), a directory only.
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_own_dir(path: Path) -> int:
+    """Open the directory ``path`` (the caller closes the descriptor), never through a
+    symlink. Raises OSError: ENOENT if missing, ELOOP or ENOTDIR if a symlink or
+    something else is at its name."""
+    return os.open(path, DIR_FLAGS)
+
+
+def make_own_dir(path: Path) -> bool:
+    """Make the directory ``path`` (its parent must exist); True if this call made it,
+    False if a directory was there. A symlink or file at its name is removed (never
+    followed) and the directory made in its place. Raises OSError: FileNotFoundError if
+    what was there is removed concurrently (the caller starts over)."""
+    try:
+        path.mkdir()
+        return True
+    except FileExistsError:
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                errno.ENOENT, "directory removed concurrently", str(path)
+            ) from None
+        if stat.S_ISDIR(mode):
+            return False
+    os.unlink(path)
+    path.mkdir()
+    return True
 
 
 def is_regular(path: Path) -> bool:
@@ -83,12 +121,75 @@ def open_adoptable(path: Path, flags: int) -> int | None:
     return fd
 
 
+def remove_tree(path: Path, *, strict: bool = False) -> None:
+    """Remove a directory tree; one that is (or becomes) missing is fine, and a symlink
+    or file in its place is unlinked (never followed). A tree deeper than
+    ``shutil.rmtree`` can recurse is removed level by level. Other errors raise OSError
+    when ``strict`` and are ignored otherwise."""
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            path.unlink()
+            return
+    except FileNotFoundError:
+        return
+    except OSError:
+        if strict:
+            raise
+        return
+    for _ in range(3):
+        try:
+            try:
+                shutil.rmtree(path)
+            except RecursionError:
+                _remove_deep(path)
+            return
+        except FileNotFoundError:
+            if not path.exists():
+                return  # removed meanwhile, by us or by someone else
+        except OSError:
+            if strict:
+                raise
+            with contextlib.suppress(OSError, RecursionError):
+                shutil.rmtree(path, ignore_errors=True)
+            return
+    shutil.rmtree(path, ignore_errors=not strict)
+
+
+def _remove_deep(top: Path) -> None:
+    """Remove the tree ``top`` without recursion (symlinks unlinked, never followed).
+    Raises OSError (ENAMETOOLONG past PATH_MAX)."""
+    stack = [str(top)]
+    while stack:
+        current = stack[-1]
+        try:
+            with os.scandir(current) as it:
+                entries = list(it)
+        except FileNotFoundError:
+            stack.pop()
+            continue
+        subdirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        for e in entries:
+            if not e.is_dir(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(e.path)
+        if subdirs:
+            stack.extend(subdirs)
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(current)
+        stack.pop()
+
+
 __all__ = [
+    "DIR_FLAGS",
     "NOT_OWN",
     "OWN_FLAGS",
     "has_hole",
     "is_regular",
+    "make_own_dir",
     "names_file",
     "open_adoptable",
     "open_own",
+    "open_own_dir",
+    "remove_tree",
 ]

@@ -19,7 +19,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+from ingestq.store.ownfiles import make_own_dir, open_own_dir, remove_tree
 
 
 @contextlib.contextmanager
@@ -29,14 +29,9 @@ def opened(path: Path, *, create: bool = False) -> Iterator[int | None]:
     and a symlink or file at its name is removed and the directory made in its place.
     Raises OSError (with ``create``: when it cannot be made)."""
     if create:
-        try:
-            path.mkdir()
-        except FileExistsError:
-            if not stat.S_ISDIR(os.lstat(path).st_mode):
-                os.unlink(path)  # planted: a symlink or a file, never followed
-                path.mkdir()
+        make_own_dir(path)
     try:
-        fd = os.open(path, _FLAGS)
+        fd = open_own_dir(path)
     except OSError as e:
         if create or e.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
             raise
@@ -73,10 +68,16 @@ def held_bytes(st: os.stat_result) -> int:
 
 def remove(fd: int, name: str, st: os.stat_result) -> None:
     """Remove the entry ``name`` (``st`` its ``lstat``) of the quarantine open as ``fd``,
-    never following a symlink. Raises OSError (a planted directory tree too deep to
-    remove: RecursionError is raised as OSError ENAMETOOLONG)."""
+    never following a symlink: a directory tree by :func:`remove_tree` through the
+    descriptor (``/proc/self/fd``; level by level when deeper than ``shutil.rmtree``
+    can recurse), or where ``/proc`` is missing by ``shutil.rmtree`` relative to it.
+    Raises OSError (ENAMETOOLONG for a tree too deep to remove without ``/proc``)."""
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=fd)
+        return
+    through = Path(f"/proc/self/fd/{fd}")
+    if through.is_dir():
+        remove_tree(through / name, strict=True)
         return
     try:
         shutil.rmtree(name, dir_fd=fd)

@@ -40,11 +40,11 @@ from ingestq.store.digest import ALGORITHMS, Digest, Hasher, new_hasher
 from ingestq.store.filters import Filter, info_fields
 from ingestq.store.labels import apply_update
 from ingestq.store.layout import RootLayout
-from ingestq.store.local.ingest import IngestDir, remove_tree
+from ingestq.store.local.ingest import IngestDir
 from ingestq.store.local.small import TempFile, link_descriptor
 from ingestq.store.lockfile import LockFile
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.ownfiles import NOT_OWN, is_regular, names_file, open_own
+from ingestq.store.ownfiles import NOT_OWN, is_regular, names_file, open_own, remove_tree
 from ingestq.store.rules import check_read
 from ingestq.store.values import Info, utcnow
 

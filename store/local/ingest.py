@@ -35,7 +35,6 @@ import contextlib
 import errno
 import os
 import re
-import shutil
 import stat
 import uuid
 from dataclasses import dataclass
@@ -46,7 +45,14 @@ from ingestq import errdefs
 from ingestq.store.atomic import write_text
 from ingestq.store.digest import Digest
 from ingestq.store.layout import ref_key
-from ingestq.store.ownfiles import NOT_OWN, is_regular, open_own
+from ingestq.store.ownfiles import (
+    NOT_OWN,
+    is_regular,
+    make_own_dir,
+    open_own,
+    open_own_dir,
+    remove_tree,
+)
 from ingestq.store.values import Holder, Status
 
 DATA_PREFIX = "data."
@@ -60,65 +66,6 @@ SMALL_FILE_MAX = 64 * 1024
 def new_data_id() -> str:
     """A fresh data-file id."""
     return uuid.uuid4().hex
-
-
-def remove_tree(path: Path, *, strict: bool = False) -> None:
-    """Remove a directory tree; one that is (or becomes) missing is fine, and a symlink
-    or file in its place is unlinked (never followed). A tree deeper than
-    ``shutil.rmtree`` can recurse is removed level by level. Other errors raise OSError
-    when ``strict`` and are ignored otherwise."""
-    try:
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
-            path.unlink()
-            return
-    except FileNotFoundError:
-        return
-    except OSError:
-        if strict:
-            raise
-        return
-    for _ in range(3):
-        try:
-            try:
-                shutil.rmtree(path)
-            except RecursionError:
-                _remove_deep(path)
-            return
-        except FileNotFoundError:
-            if not path.exists():
-                return  # removed meanwhile, by us or by someone else
-        except OSError:
-            if strict:
-                raise
-            with contextlib.suppress(OSError, RecursionError):
-                shutil.rmtree(path, ignore_errors=True)
-            return
-    shutil.rmtree(path, ignore_errors=not strict)
-
-
-def _remove_deep(top: Path) -> None:
-    """Remove the tree ``top`` without recursion (symlinks unlinked, never followed).
-    Raises OSError (ENAMETOOLONG past PATH_MAX)."""
-    stack = [str(top)]
-    while stack:
-        current = stack[-1]
-        try:
-            with os.scandir(current) as it:
-                entries = list(it)
-        except FileNotFoundError:
-            stack.pop()
-            continue
-        subdirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
-        for e in entries:
-            if not e.is_dir(follow_symlinks=False):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(e.path)
-        if subdirs:
-            stack.extend(subdirs)
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            os.rmdir(current)
-        stack.pop()
 
 
 #: What opening a metadata file can say when it is missing or planted (not a regular
@@ -203,9 +150,8 @@ class IngestDir:
         Raises OSError: FileNotFoundError if it is gone, or if a symlink or file is at its
         name (replaced since it was checked: the caller starts over).
         """
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(self.path, flags)
+            fd = open_own_dir(self.path)
         except OSError as e:
             if e.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise
@@ -287,23 +233,10 @@ class IngestDir:
         """Create the directory (and its parents); True if this call created it, False
         if it was there. Raises OSError."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.path.mkdir()
-        except FileExistsError:
-            try:
-                mode = os.lstat(self.path).st_mode
-            except FileNotFoundError:
-                # Removed again by a writer the lock did not exclude: the caller starts
-                # over, as for any ingest that vanished under it.
-                raise FileNotFoundError(
-                    errno.ENOENT, "ingest directory removed concurrently", str(self.path)
-                ) from None
-            if stat.S_ISDIR(mode):
-                return False
-            # Not a directory (a planted symlink or file): it is no ingest; replace it.
-            os.unlink(self.path)
-            self.path.mkdir()
-        return True
+        # Removed again meanwhile by a writer the lock did not exclude: FileNotFoundError,
+        # and the caller starts over, as for any ingest that vanished under it. A planted
+        # symlink or file is no ingest: replaced.
+        return make_own_dir(self.path)
 
     def remove(self) -> None:
         """Remove the ingest (best effort). A held directory is removed by its name only

@@ -23,13 +23,13 @@ from ingestq.store.labels import validate as validate_labels
 from ingestq.store.layout import RootLayout
 from ingestq.store.leases import LeaseStore
 from ingestq.store.local.blobs import Blobs, FileReaderAt, hash_fd
-from ingestq.store.local.ingest import DataFile, IngestDir, new_data_id, remove_tree
+from ingestq.store.local.ingest import DataFile, IngestDir, new_data_id
 from ingestq.store.local.small import small_blob_max as env_small_blob_max
 from ingestq.store.local.writer import LocalWriter, copy_prefix
 from ingestq.store.local.writer import keep_cache as env_keep_cache
 from ingestq.store.locks import ChainLocker, FileRefLocker, Lease, RefLocker, new_holder_id
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.ownfiles import open_adoptable
+from ingestq.store.ownfiles import open_adoptable, remove_tree
 from ingestq.store.rules import (
     check_commit_digest,
     check_commit_size,

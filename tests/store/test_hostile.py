@@ -18,9 +18,9 @@ from ingestq import errdefs
 from ingestq.store import Descriptor, Digest, Info, LocalStore, read_blob
 from ingestq.store.gc import GcOptions, collect
 from ingestq.store.local import blobs as blobs_module
-from ingestq.store.local.ingest import SMALL_FILE_MAX, IngestDir, remove_tree
+from ingestq.store.local.ingest import SMALL_FILE_MAX, IngestDir
 from ingestq.store.locks import ref_key
-from ingestq.store.ownfiles import open_own
+from ingestq.store.ownfiles import open_own, remove_tree
 from tests.servers.util import bounded
 from tests.store.test_disk_errors import chown_tree, run_in_child
 
