@@ -138,6 +138,15 @@ def _batch_jobs(env: Mapping[str, str]) -> int:
     return value
 
 
+#: The URL schemes of a Redis: TCP, TLS, a unix socket (:class:`SocketURL`).
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def is_socket_url(url: str | None) -> bool:
+    """Whether ``url`` names a Redis by its unix socket (``unix://``)."""
+    return url is not None and url.startswith("unix://")
+
+
 def hide_password(url: str | None) -> str | None:
     """``url`` with its password (if any) replaced by ``***``, to be shown (logs,
     messages, ``ingestq info``); the rest, query included, as it is."""
@@ -280,12 +289,12 @@ class Settings:
         result = env.get("INGESTQ_RESULT_URL") or common or broker
         lock = env.get("INGESTQ_LOCK_URL") or common or result
         for name, url in (("broker", broker), ("result", result), ("lock", lock)):
-            if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            if url is not None and not url.startswith(REDIS_SCHEMES):
                 raise errdefs.InvalidArgument(
                     f"{name} URL must be redis://, rediss:// or unix://, got {url.split(':')[0]}:"
                 )
-            if url is not None and url.startswith("unix://"):
-                SocketURL.parse(url)
+            if is_socket_url(url):
+                SocketURL.parse(str(url))
         if (result or lock) and broker is None:
             raise errdefs.InvalidArgument(
                 "INGESTQ_RESULT_URL/INGESTQ_LOCK_URL need a broker: set INGESTQ_BROKER_URL "

@@ -59,7 +59,13 @@ from typing import Any
 from celery import Celery, signals
 
 from ingestq import errdefs
-from ingestq.jobs.config import Settings, SocketURL, hide_password
+from ingestq.jobs.config import (
+    REDIS_SCHEMES,
+    Settings,
+    SocketURL,
+    hide_password,
+    is_socket_url,
+)
 from ingestq.tasks import joblog
 
 log = logging.getLogger(__name__)
@@ -75,7 +81,7 @@ def celery_url(url: str | None, *, backend: bool = False) -> str | None:
     ?virtual_host=N`` (for ``backend``, this module's result backend class, the
     ``socket://`` form that Celery's Redis backend parses); any other URL as it is.
     InvalidArgument for a socket URL with another query than ``db``."""
-    if url is None or not url.startswith("unix://"):
+    if url is None or not is_socket_url(url):
         return url
     sock = SocketURL.parse(url)
     scheme = "socket" if backend else "redis+socket"
@@ -149,7 +155,7 @@ def make_app(
     if not results:
         app.conf.result_backend = None
         app.backend_cls = "disabled"
-    elif (settings.result_url or "").startswith(("redis://", "rediss://", "unix://")):
+    elif (settings.result_url or "").startswith(REDIS_SCHEMES):
         app.backend_cls = RESULT_BACKEND
     app.conf.ingestq_settings = settings
     return app

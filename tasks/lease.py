@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 import redis
 
 from ingestq import errdefs
-from ingestq.jobs.config import SocketURL
+from ingestq.jobs.config import SocketURL, is_socket_url
 from ingestq.store.locks import locked_error
 from ingestq.store.values import Holder
 from ingestq.tasks import keys
@@ -366,7 +366,7 @@ class RedisLeaseLocker:
         reached by its socket here and by TCP elsewhere has two names, which never
         match: a check that all hosts share one (S3 gc's) then refuses."""
         parts = urlsplit(self.url)
-        if parts.scheme == "unix":
+        if is_socket_url(self.url):
             sock = SocketURL.parse(self.url)
             return frozenset({f"unix://{socket.gethostname()}{sock.decoded_path}/{sock.db}"})
         db = parts.path.strip("/") or "0"

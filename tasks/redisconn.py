@@ -2,7 +2,7 @@
 (leases, the status board, job records, reading results), and how their hash replies
 are read.
 
-Imports redis only.
+Imports redis and the job settings' URL helpers.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from ingestq.jobs.config import is_socket_url
 
 
 def redis_client(url: str, *, socket_timeout: float) -> redis.Redis:
@@ -26,7 +28,7 @@ def redis_client(url: str, *, socket_timeout: float) -> redis.Redis:
     ``rediss://`` URLs get TLS and URL passwords/usernames are honoured by ``from_url``.
     """
     # TCP keepalive has no meaning on a unix socket, whose connection refuses it.
-    keepalive = {} if url.startswith("unix://") else {"socket_keepalive": True}
+    keepalive = {} if is_socket_url(url) else {"socket_keepalive": True}
     return redis.Redis.from_url(
         url,
         socket_timeout=socket_timeout,
