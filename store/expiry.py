@@ -23,21 +23,28 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 def parse_duration(text: str) -> timedelta:
     """``30s``, ``10m``, ``2h``, ``7d``, ``1w`` or plain seconds as a timedelta.
-    InvalidArgument for anything else (or a negative duration)."""
+    InvalidArgument for anything else (a negative duration, or one longer than a
+    timedelta holds)."""
     m = _DURATION.fullmatch(text.strip())
     if not m:
         raise errdefs.InvalidArgument(f"duration {text!r}: use e.g. 30s, 10m, 2h, 7d")
-    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2) or "s"])
+    try:
+        return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2) or "s"])
+    except OverflowError:
+        raise errdefs.InvalidArgument(f"duration {text!r} is too long") from None
 
 
 def requested_labels(expire: timedelta | str | None, now: datetime | None = None) -> dict[str, str]:
     """The label a producer's ingest commits its blob with: :data:`REQUESTED_LABEL`
     ``never`` without ``expire``, else the time ``now + expire`` (RFC 3339, UTC).
-    InvalidArgument for a malformed duration."""
+    InvalidArgument for a malformed duration, or one that ends past the year 9999."""
     if expire is None:
         return {REQUESTED_LABEL: NEVER}
     delta = parse_duration(expire) if isinstance(expire, str) else expire
-    at = (now or utcnow()) + delta
+    try:
+        at = (now or utcnow()) + delta
+    except OverflowError:
+        raise errdefs.InvalidArgument(f"expire {expire}: ends past the year 9999") from None
     return {REQUESTED_LABEL: at.astimezone(UTC).isoformat().replace("+00:00", "Z")}
 
 

@@ -158,6 +158,10 @@ def test_expiry_makes_a_requested_blob_collectable_after_its_time(store: LocalSt
     assert parse_duration("7d") == timedelta(days=7)
     with pytest.raises(errdefs.InvalidArgument):
         parse_duration("soon")
+    with pytest.raises(errdefs.InvalidArgument, match="too long"):
+        parse_duration("2000000000d")  # more than a timedelta holds
+    with pytest.raises(errdefs.InvalidArgument, match="past the year 9999"):
+        requested_labels("520000w")
     assert [d for d, _ in collect(store).blobs] == [str(expired)]
     assert present(store, later)
     at = datetime.fromisoformat(soon[REQUESTED_LABEL].replace("Z", "+00:00"))

@@ -55,6 +55,8 @@ def test_settings_from_the_environment() -> None:
         Settings.from_env({"INGESTQ_REDIS_URL": "amqp://x"})
     with pytest.raises(errdefs.InvalidArgument):
         Settings.from_env({"INGESTQ_LEASE_TTL": "soon"})
+    with pytest.raises(errdefs.InvalidArgument, match="INGESTQ_GC_QUARANTINE_MAX_AGE"):
+        Settings.from_env({"INGESTQ_GC_QUARANTINE_MAX_AGE": "2000000000d"})
 
 
 def test_a_redis_socket_url_serves_broker_results_and_leases() -> None:
