@@ -172,20 +172,26 @@ class LocalStore:
     def _open_writer(
         self, ref: str, total: int, expected: Digest | None, lease: Lease
     ) -> LocalWriter:
-        """Open the ingest directory and this writer's data file. Raises OSError. A
-        directory this call created is removed again if opening fails."""
+        """Open the ingest directory, held (:meth:`IngestDir.held`), and this writer's
+        data file. Raises OSError: FileNotFoundError when the directory vanished or was
+        replaced meanwhile (the caller starts over). A directory this call created is
+        removed again if opening fails (through the held descriptor once it is held)."""
         ingest = self._ingest(ref)
         created = ingest.create()
         try:
             held, held_fd = ingest.held()
-            try:
-                return self._open_in(held, ref, total, expected, lease, held_fd)
-            except BaseException:
-                os.close(held_fd)
-                raise
         except BaseException:
             if created:
                 ingest.discard()
+            raise
+        try:
+            return self._open_in(held, ref, total, expected, lease, held_fd)
+        except BaseException:
+            try:
+                if created:
+                    held.remove()
+            finally:
+                os.close(held_fd)
             raise
 
     def _open_in(
