@@ -424,7 +424,12 @@ def _mark(
 ) -> set[Digest]:
     starts = [_image_start(d, t) if t else (d, "") for d, t in roots.digests]
     starts.extend((d, "") for d in ingest_digests)
-    cutoff = now - grace if grace > timedelta(0) else None
+    cutoff = None
+    if grace > timedelta(0):
+        try:
+            cutoff = now - grace
+        except OverflowError:  # a grace of millennia: every blob is recent
+            cutoff = datetime.min.replace(tzinfo=UTC)
     for blob in graph.blobs.values():
         if (
             is_root(blob.labels, now)
@@ -679,7 +684,7 @@ def _sweep_quarantine(layout: RootLayout, before: float, dry_run: bool) -> list[
     """Entries of ``quarantine/`` moved there before ``before`` (a Unix time; judged by
     their ctime, set by the rename that moved them, which cannot be backdated): removed,
     never followed (:mod:`store.quarantine`). Returns their names and the bytes they
-    held. One that cannot be removed is logged and kept for the next run."""
+    held. One that cannot be removed (a planted tree too deep) is logged and kept."""
     out: list[tuple[str, int]] = []
     try:
         with quarantine.opened(layout.quarantine) as fd:

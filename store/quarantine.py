@@ -19,7 +19,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from ingestq.store.ownfiles import make_own_dir, open_own_dir, remove_tree
+from ingestq.store.ownfiles import make_own_dir, open_own_dir
 
 
 @contextlib.contextmanager
@@ -68,16 +68,12 @@ def held_bytes(st: os.stat_result) -> int:
 
 def remove(fd: int, name: str, st: os.stat_result) -> None:
     """Remove the entry ``name`` (``st`` its ``lstat``) of the quarantine open as ``fd``,
-    never following a symlink: a directory tree by :func:`remove_tree` through the
-    descriptor (``/proc/self/fd``; level by level when deeper than ``shutil.rmtree``
-    can recurse), or where ``/proc`` is missing by ``shutil.rmtree`` relative to it.
-    Raises OSError (ENAMETOOLONG for a tree too deep to remove without ``/proc``)."""
+    relative to the descriptor and never following a symlink (``shutil.rmtree`` with
+    ``dir_fd``). Raises OSError: ENAMETOOLONG for a planted tree deeper than
+    ``shutil.rmtree`` can recurse (kept: a walk by path could be led outside by a
+    symlink swapped in midway)."""
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=fd)
-        return
-    through = Path(f"/proc/self/fd/{fd}")
-    if through.is_dir():
-        remove_tree(through / name, strict=True)
         return
     try:
         shutil.rmtree(name, dir_fd=fd)

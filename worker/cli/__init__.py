@@ -29,7 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "df": ("gc", "Show the store's disk use and what gc would reclaim now."),
     "gc": ("gc", "Remove what nothing references: blobs no image, lease, gc.root label or "
            "unexpired producer request keeps; idle partial ingests; orphan resume hints; old "
-           "job records; expired leases."),
+           "job records; expired leases; temporary files of killed writers; damaged blobs "
+           "quarantined longer than INGESTQ_GC_QUARANTINE_MAX_AGE."),
     "images": ("images", "List the images the store's index.json holds: NAME TYPE DIGEST SIZE "
                "PLATFORMS."),
     "info": ("info", "Show the store root, mode, Redis URLs (passwords hidden), file roots, "
