@@ -3,6 +3,8 @@ processes on a test Redis, and a producer client for them."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from celery import Celery
 
 from ingestq.jobs.config import Settings
+from ingestq.tasks.client import enqueue_ingest
 from ingestq.tasks.queue import QueueClient
 from tests.tasks.workers import Worker, dump, ping_app, worker_env
 
@@ -49,6 +52,17 @@ class Cluster:
 
     def logs(self) -> str:
         return dump(self.workers)
+
+    def ingest_a_file(self) -> str:
+        """Enqueue the ingest of a fresh 10 kB file under the root's ``files/`` and
+        check the digest its result names; the job's id."""
+        data = os.urandom(10_000)
+        path = self.root.parent / "files" / "blob"
+        path.write_bytes(data)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        job = enqueue_ingest(str(path), digest=digest, size=len(data), client=self.client)
+        assert str(job.wait(timeout=60).digest) == digest, self.logs()
+        return job.id
 
 
 ClusterFactory = Callable[..., Cluster]

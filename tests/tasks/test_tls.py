@@ -3,15 +3,12 @@ all speak TLS to a real redis-server whose plain port is closed."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import redis
 
-from ingestq.tasks.client import enqueue_ingest
 from ingestq.tasks.lease import RedisLeaseLocker
 from tests.servers.redis_server import RedisFactory
 from tests.servers.util import free_port
@@ -53,9 +50,4 @@ def test_a_worker_and_producer_over_tls(
 ) -> None:
     cluster = cluster_factory(tls_url, store_root)
     cluster.start_worker()
-    data = os.urandom(10_000)
-    path = store_root.parent / "files" / "blob"
-    path.write_bytes(data)
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    job = enqueue_ingest(str(path), digest=digest, size=len(data), client=cluster.client)
-    assert str(job.wait(timeout=60).digest) == digest, cluster.logs()
+    cluster.ingest_a_file()

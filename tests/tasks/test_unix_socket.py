@@ -4,8 +4,6 @@ the broker, the result backend and the leases all use it."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -15,7 +13,6 @@ from urllib.parse import quote
 import pytest
 import redis
 
-from ingestq.tasks.client import enqueue_ingest
 from ingestq.tasks.lease import RedisLeaseLocker
 from tests.servers.redis_server import RedisFactory
 from tests.tasks.conftest import ClusterFactory
@@ -49,16 +46,11 @@ def test_a_worker_and_producer_over_a_redis_socket(
     url, sock = socket_url
     cluster = cluster_factory(url, store_root)
     cluster.start_worker()
-    data = os.urandom(10_000)
-    path = store_root.parent / "files" / "blob"
-    path.write_bytes(data)
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    job = enqueue_ingest(str(path), digest=digest, size=len(data), client=cluster.client)
-    assert str(job.wait(timeout=60).digest) == digest, cluster.logs()
+    job_id = cluster.ingest_a_file()
     # Everything lives in db 2 of the socket's server: the queue's binding (kombu's
     # broker), the result, the job's record.
     assert _db(sock, 2).exists("_kombu.binding.ingestq")
-    assert _db(sock, 2).exists(f"celery-task-meta-{job.id}")
+    assert _db(sock, 2).exists(f"celery-task-meta-{job_id}")
     assert _db(sock, 0).dbsize() == 0
 
 
