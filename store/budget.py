@@ -99,10 +99,7 @@ def measure(layout: RootLayout) -> int:
     """The bytes held by the committed blobs, the ingests' data files and the damaged
     blobs moved to ``quarantine/`` under ``layout`` (file sizes; entries vanishing
     during the walk are skipped)."""
-    total = 0
-    with contextlib.suppress(OSError), quarantine.opened(layout.quarantine) as fd:
-        if fd is not None:
-            total += sum(quarantine.held_bytes(st) for _, st in quarantine.entries(fd))
+    total = sum(quarantine.held(layout.quarantine))
     dirs = [layout.blob_dir(alg) for alg in sorted(ALGORITHMS)]
     with contextlib.suppress(FileNotFoundError):
         dirs += [Path(e.path) for e in os.scandir(layout.ingest) if e.is_dir(follow_symlinks=False)]

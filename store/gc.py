@@ -1058,9 +1058,7 @@ def usage(store: LocalStore, reclaimable: GcReport) -> Usage:
             if entry.name.endswith(".json") and entry.is_file():
                 records += 1
                 record_bytes += entry.stat().st_size
-    held: list[int] = []
-    with contextlib.suppress(OSError), quarantine.opened(layout.quarantine) as fd:
-        held = [] if fd is None else [quarantine.held_bytes(st) for _, st in quarantine.entries(fd)]
+    held = quarantine.held(layout.quarantine)
     return Usage(
         blobs=len(blobs),
         bytes=sum(b.size for b in blobs.values()),

@@ -42,14 +42,14 @@ def open_own(path: Path, flags: int, mode: int = 0o644) -> int:
 
 
 #: A directory of the store's own: never through a symlink (ELOOP), a directory only.
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def open_own_dir(path: Path) -> int:
     """Open the directory ``path`` (the caller closes the descriptor), never through a
     symlink. Raises OSError: ENOENT if missing, ELOOP or ENOTDIR if a symlink or
     something else is at its name."""
-    return os.open(path, DIR_FLAGS)
+    return os.open(path, _DIR_FLAGS)
 
 
 def make_own_dir(path: Path) -> bool:
@@ -181,7 +181,6 @@ def _remove_deep(top: Path) -> None:
 
 
 __all__ = [
-    "DIR_FLAGS",
     "NOT_OWN",
     "OWN_FLAGS",
     "has_hole",

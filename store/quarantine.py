@@ -66,6 +66,14 @@ def held_bytes(st: os.stat_result) -> int:
     return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
+def held(path: Path) -> list[int]:
+    """The bytes each entry of the quarantine directory ``path`` holds
+    (:func:`held_bytes`); none when there is no quarantine or it cannot be read."""
+    with contextlib.suppress(OSError), opened(path) as fd:
+        return [] if fd is None else [held_bytes(st) for _, st in entries(fd)]
+    return []
+
+
 def remove(fd: int, name: str, st: os.stat_result) -> None:
     """Remove the entry ``name`` (``st`` its ``lstat``) of the quarantine open as ``fd``,
     relative to the descriptor and never following a symlink (``shutil.rmtree`` with
@@ -81,4 +89,4 @@ def remove(fd: int, name: str, st: os.stat_result) -> None:
         raise OSError(errno.ENAMETOOLONG, "directory tree too deep to remove", name) from None
 
 
-__all__ = ["entries", "held_bytes", "move_in", "opened", "remove"]
+__all__ = ["entries", "held", "held_bytes", "move_in", "opened", "remove"]

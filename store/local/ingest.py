@@ -239,9 +239,11 @@ class IngestDir:
         return make_own_dir(self.path)
 
     def remove(self) -> None:
-        """Remove the ingest (best effort). A held directory is removed by its name only
-        while that name is still it; otherwise (renamed away, something else put at its
-        name) only what it holds is removed, and the name is left alone."""
+        """Remove the ingest (best effort; also a directory a writer made and failed to
+        start, so that a full disk midway leaves no empty ingest behind). A held
+        directory is removed by its name only while that name is still it; otherwise
+        (renamed away, something else put at its name) only what it holds is removed,
+        and the name is left alone."""
         if self.through is not None:
             try:
                 same = os.path.samestat(os.lstat(self.path), os.stat(self.through))
@@ -252,11 +254,6 @@ class IngestDir:
                     for name in os.listdir(self.through):
                         remove_tree(self.through / name)
                 return
-        remove_tree(self.path)
-
-    def discard(self) -> None:
-        """Remove a directory this writer created and failed to start (a full disk
-        midway leaves no empty ingest behind). Best effort."""
         remove_tree(self.path)
 
     def data_files(self) -> list[DataFile]:

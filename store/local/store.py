@@ -182,7 +182,7 @@ class LocalStore:
             held, held_fd = ingest.held()
         except BaseException:
             if created:
-                ingest.discard()
+                ingest.remove()
             raise
         try:
             return self._open_in(held, ref, total, expected, lease, held_fd)
