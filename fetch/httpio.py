@@ -7,7 +7,8 @@ The HTTP source (:mod:`ingestq.fetch.http`) and the registry client
   :mod:`ingestq.fetch.transport` (the environment's proxies, when set, are honoured
   through httpx's own transports instead), with bounded redirects and separate connect
   and read timeouts; :func:`ssl_context` for a CA bundle, a client certificate or no
-  verification;
+  verification (by default the system's CAs, read only once a TLS handshake needs
+  them);
 * :func:`send`: one streamed request, transport failures mapped;
 * :func:`transport_error`: the one table from httpx exceptions to errdefs kinds;
 * :func:`status_kind` / :func:`status_error`: the one mapping of HTTP status codes
@@ -73,14 +74,18 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import math
+import os
 import re
 import socket
 import ssl
+import sys
+import threading
 import time
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpcore
 import httpx
@@ -120,6 +125,43 @@ _TLS_CONNECTION_LOST = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallE
 
 
 # -- clients -----------------------------------------------------------------------------
+class SystemTrustContext(ssl.SSLContext):
+    """A client TLS context that verifies against the system's CAs, as
+    ``ssl.create_default_context()`` does, but reads them at its first handshake
+    instead of when it is made: parsing them costs ~18 ms, which a process that only
+    speaks plain HTTP (a registry on ``http://``) never needs to pay. The first
+    ``wrap_socket`` / ``wrap_bio`` loads them (once, under a lock); until then the
+    context trusts nothing, so nothing is ever accepted unverified."""
+
+    _trust_mutex = threading.Lock()
+    _trusted = False
+
+    def __new__(cls) -> SystemTrustContext:
+        return super().__new__(cls, ssl.PROTOCOL_TLS_CLIENT)
+
+    def __init__(self) -> None:
+        super().__init__()  # PROTOCOL_TLS_CLIENT: CERT_REQUIRED, host names checked
+        if sys.version_info >= (3, 13):  # what create_default_context adds there
+            self.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
+        keylog = os.environ.get("SSLKEYLOGFILE")
+        if keylog and not sys.flags.ignore_environment:
+            self.keylog_filename = keylog
+
+    def _load_trust(self) -> None:
+        with self._trust_mutex:
+            if not self._trusted:
+                self.load_default_certs(ssl.Purpose.SERVER_AUTH)
+                self._trusted = True
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        self._load_trust()
+        return super().wrap_socket(*args, **kwargs)
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        self._load_trust()
+        return super().wrap_bio(*args, **kwargs)
+
+
 def ssl_context(
     *,
     ca_bundle: str | None = None,
@@ -128,10 +170,13 @@ def ssl_context(
     insecure_skip_verify: bool = False,
 ) -> ssl.SSLContext | bool:
     """The ``verify`` of :func:`new_client`: False to skip verification, else a context
-    trusting ``ca_bundle`` (the system's CAs when None) with an optional client
-    certificate. InvalidArgument for a file that cannot be read or is not PEM."""
+    trusting ``ca_bundle`` (the system's CAs when None, read at the first handshake:
+    :class:`SystemTrustContext`) with an optional client certificate. InvalidArgument
+    for a file that cannot be read or is not PEM."""
     if insecure_skip_verify:
         return False
+    if ca_bundle is None and not client_cert:
+        return SystemTrustContext()
     try:
         ctx = ssl.create_default_context(cafile=ca_bundle)
         if client_cert:

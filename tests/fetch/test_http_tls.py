@@ -6,14 +6,16 @@ retry for minutes)."""
 from __future__ import annotations
 
 import os
+import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from ingestq import errdefs
 from ingestq.fetch.http import HttpSource
-from ingestq.fetch.httpio import RAW_BODY_MIN, new_client, ssl_context
+from ingestq.fetch.httpio import RAW_BODY_MIN, SystemTrustContext, new_client, ssl_context
 from ingestq.fetch.options import FetchOptions
 from ingestq.fetch.reference import parse_reference
 from ingestq.fetch.registry.client import RegistryClient, RegistryOptions
@@ -89,3 +91,56 @@ def test_the_registry_source_fails_the_same_way(registry: Registry) -> None:
     with RegistryClient(tls_only) as client:
         error = _failed_precondition(lambda: client.resolve(ref), "TLS handshake failed")
     assert "plain HTTP" in str(error)
+
+
+def test_the_system_trust_is_read_at_the_first_handshake_once(
+    blob_server: BlobServer, fronts: FrontFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default context (the system's CAs) reads them when a TLS connection first
+    needs them, not when it is made: plain HTTP never reads them, a handshake reads them
+    as the environment names them then (``SSL_CERT_FILE``), once for any number of
+    threads, and a context that has read them still refuses what they do not trust."""
+    pki = make_tls(tmp_path / "pki")
+    data = os.urandom(100_000)
+    plain_url = blob_server.add("/x", Behaviour(data=data))
+    tls_url = f"{fronts(blob_server.url, tls=(pki['cert'], pki['key'])).url}/x"
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+
+    ctx = ssl_context()
+    assert isinstance(ctx, SystemTrustContext)
+    loads: list[int] = []
+    load = ctx.load_default_certs
+
+    def counted(purpose: ssl.Purpose = ssl.Purpose.SERVER_AUTH) -> None:
+        loads.append(1)
+        load(purpose)
+
+    monkeypatch.setattr(ctx, "load_default_certs", counted)
+    with new_client(verify=ctx, connect_timeout=CONNECT_TIMEOUT) as client:
+        opened = HttpSource(plain_url, client).open()
+        assert opened.stream.read(-1) == data
+        opened.stream.close()
+        assert ctx.cert_store_stats()["x509_ca"] == 0 and loads == []
+
+        # Trusted through the environment set after the context was made.
+        monkeypatch.setenv("SSL_CERT_FILE", str(pki["ca"]))
+
+        def fetch(start: int) -> bytes:
+            got = HttpSource(tls_url, client).open(start)
+            try:
+                return got.stream.read(-1)
+            finally:
+                got.stream.close()
+
+        with ThreadPoolExecutor(8) as pool:
+            bodies = list(pool.map(fetch, range(8)))
+    assert bodies == [data[i:] for i in range(8)]
+    assert loads == [1] and ctx.cert_store_stats()["x509_ca"] >= 1
+
+    monkeypatch.delenv("SSL_CERT_FILE")
+    untrusting = ssl_context()
+    assert isinstance(untrusting, SystemTrustContext)
+    with new_client(verify=untrusting, connect_timeout=CONNECT_TIMEOUT) as client:
+        _failed_precondition(HttpSource(tls_url, client).open, "certificate verification failed")
+    system = ssl.create_default_context().cert_store_stats()["x509_ca"]
+    assert untrusting.cert_store_stats()["x509_ca"] == system
