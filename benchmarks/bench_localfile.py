@@ -12,7 +12,11 @@ In one process:
 * raw:             read 1 MiB pieces of FILE, ``write`` them, ``fsync`` (no hashing);
 * store:           ``LocalStore.writer`` + :func:`ingestq.store.fdcopy.copy_fd` (the
                    writer's ``copy_from``) + commit;
-* ingest_once:     :func:`ingestq.ingest.attempt.ingest_once` of a ``FileSource``.
+* ingest_once:     :func:`ingestq.ingest.attempt.ingest_once` of a ``FileSource``;
+* sha256:          ``hashlib.file_digest`` of FILE (from the page cache), nothing written:
+                   the floor of anything that verifies the bytes, since one SHA-256 runs
+                   on one core. ``dd / sha256`` is printed as the bound of the process
+                   ratios: what an ingest costing nothing but its hash would reach.
 
 The store sides copy as ``copy_from`` chooses for the two files: in the kernel
 (``copy_file_range``, hashing the data file back from the page cache) where the
@@ -28,6 +32,7 @@ The medians are compared (ratio = baseline time / ingestq time).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import statistics
@@ -82,6 +87,11 @@ def raw_copy(src: Path, dst: Path) -> None:
     finally:
         os.close(fin)
         os.close(fout)
+
+
+def sha256_only(src: Path) -> None:
+    with src.open("rb") as f:
+        hashlib.file_digest(f, "sha256")
 
 
 def store_copy(src: Path, root: Path) -> None:
@@ -145,6 +155,7 @@ def main() -> None:
             "raw": lambda i: raw_copy(src, out),
             "store": lambda i: store_copy(src, fresh("store")),
             "ingest_once": lambda i: ingest_copy(src, fresh("ingest")),
+            "sha256": lambda i: sha256_only(src),
         }
         for fn in variants.values():  # warm-up: bytecode caches, page cache of FILE
             clean()
@@ -170,6 +181,10 @@ def main() -> None:
         ):
             ratio = med[base_name] / med[name]
             print(f"ratio {name}/{base_name}: {ratio:.3f} (goal >= {goal})")
+        print(
+            f"(context) bound: dd / sha256 = {med['dd'] / med['sha256']:.3f}: the process "
+            "ratio of an ingest that cost nothing but hashing the file on one core"
+        )
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
