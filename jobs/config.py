@@ -5,54 +5,54 @@ the retry policy of this package.
 
 Every knob has a deliberate default; the environment variables are:
 
-=============================  =====================================================
-``INGESTQ_REDIS_URL``          one Redis for broker, results, leases and status
-``INGESTQ_BROKER_URL``         override: the Celery broker (``redis://``, ``rediss://``
-                               or a socket, ``unix:///PATH.sock?db=N``, as every URL)
-``INGESTQ_RESULT_URL``         override: the Celery result backend
-``INGESTQ_LOCK_URL``           override: leases, the status board and job records
-``INGESTQ_ROOT``               the store root (default: the user's data directory)
-``INGESTQ_STORE``              ``s3://BUCKET/PREFIX``: keep the content in S3 (the AWS
-                               environment configures the client; needs ``ingestq[s3]``);
-                               the root then holds only host-local files
-``INGESTQ_FILE_ROOTS``         ``os.pathsep``-separated roots file sources may read
-``INGESTQ_LOCK_DIR``           host-local lock directory (default ``<root>/locks``); set
-                               it to a local disk when the root is a shared filesystem
-                               (flock is unreliable over NFS; Redis leases cover hosts)
-``INGESTQ_VISIBILITY_TIMEOUT`` broker visibility timeout, s (default 43200 = 12 h)
-``INGESTQ_LEASE_TTL``          Redis lease time-to-live, s (default 30)
-``INGESTQ_RESULT_EXPIRES``     how long job results live, s (default 604800 = 7 d)
-``INGESTQ_HTTP_CONNECT_TIMEOUT``  HTTP connect timeout, s (default 10)
-``INGESTQ_HTTP_READ_TIMEOUT``  HTTP read (stall) timeout, s (default 60)
-``INGESTQ_HTTP_MAX_REDIRECTS`` redirects followed (default 10)
-``INGESTQ_LOW_SPEED_LIMIT``    curl's low-speed rule for HTTP and registry bodies:
-                               slower than this many bytes/s (default 1024) ...
-``INGESTQ_LOW_SPEED_TIME``     ... over this many seconds (default 60) is Unavailable
-                               (retried, resuming); 0 in either disables the rule
-``INGESTQ_MAX_SOURCE_RETRIES`` retries of a job whose source is Unavailable (default 8)
-``INGESTQ_MAX_REDELIVERIES``   redeliveries after lost workers before a job fails with
-                               Aborted (default 10; bounds reject_on_worker_lost loops)
-``INGESTQ_RETRY_CAP``          cap of a retry countdown, s (default 300)
-``INGESTQ_LOCK_WAIT_CAP``      cap of the locked-ref backoff, s (default 5)
-``INGESTQ_RESTORE_INTERVAL``   kombu ``unacked_restore_interval``, s (default 10)
-``INGESTQ_FSYNC``              ``0`` disables fsync in the store (tests/benchmarks only)
-``INGESTQ_METRICS_PORT``       worker Prometheus exporter port (unset: no exporter)
-``INGESTQ_GC_INTERVAL``        workers run gc this often (``1h``, ``30m``, seconds;
-                               default 0: never, run ``ingestq gc`` yourself)
-``INGESTQ_GC_INGEST_MAX_AGE``  idle age after which gc removes a partial ingest
-                               (default ``24h``)
-``INGESTQ_GC_JOB_RETENTION``   age after which gc removes a finished job's record
-                               (default ``7d``)
-``INGESTQ_GC_GRACE``           opt-in: gc keeps blobs committed less than this long
-                               ago (default 0: marks alone protect content)
-``INGESTQ_GC_QUARANTINE_...``  ``INGESTQ_GC_QUARANTINE_MAX_AGE``: how long gc keeps
-                               a damaged blob moved to ``quarantine/`` (default ``7d``)
-``INGESTQ_MAX_BYTES``          cap of the bytes the store's blobs, ingests and
-                               quarantined files hold
-                               (``10G``, ``512M``, ``1.5T``; unset: no cap)
-``INGESTQ_MIN_FREE``           free space kept on the store's filesystem (same units)
-``INGESTQ_GC_ON_PRESSURE``     ``1``: collect garbage once before refusing for space
-=============================  =====================================================
+=================================  =====================================================
+``INGESTQ_REDIS_URL``              one Redis for broker, results, leases and status
+``INGESTQ_BROKER_URL``             override: the Celery broker (``redis://``, ``rediss://``
+                                   or a socket, ``unix:///PATH.sock?db=N``, as every URL)
+``INGESTQ_RESULT_URL``             override: the Celery result backend
+``INGESTQ_LOCK_URL``               override: leases, the status board and job records
+``INGESTQ_ROOT``                   the store root (default: the user's data directory)
+``INGESTQ_STORE``                  ``s3://BUCKET/PREFIX``: keep the content in S3 (the AWS
+                                   environment configures the client; needs ``ingestq[s3]``);
+                                   the root then holds only host-local files
+``INGESTQ_FILE_ROOTS``             ``os.pathsep``-separated roots file sources may read
+``INGESTQ_LOCK_DIR``               host-local lock directory (default ``<root>/locks``); set
+                                   it to a local disk when the root is a shared filesystem
+                                   (flock is unreliable over NFS; Redis leases cover hosts)
+``INGESTQ_VISIBILITY_TIMEOUT``     broker visibility timeout, s (default 43200 = 12 h)
+``INGESTQ_LEASE_TTL``              Redis lease time-to-live, s (default 30)
+``INGESTQ_RESULT_EXPIRES``         how long job results live, s (default 604800 = 7 d)
+``INGESTQ_HTTP_CONNECT_TIMEOUT``   HTTP connect timeout, s (default 10)
+``INGESTQ_HTTP_READ_TIMEOUT``      HTTP read (stall) timeout, s (default 60)
+``INGESTQ_HTTP_MAX_REDIRECTS``     redirects followed (default 10)
+``INGESTQ_LOW_SPEED_LIMIT``        curl's low-speed rule for HTTP and registry bodies:
+                                   slower than this many bytes/s (default 1024) ...
+``INGESTQ_LOW_SPEED_TIME``         ... over this many seconds (default 60) is Unavailable
+                                   (retried, resuming); 0 in either disables the rule
+``INGESTQ_MAX_SOURCE_RETRIES``     retries of a job whose source is Unavailable (default 8)
+``INGESTQ_MAX_REDELIVERIES``       redeliveries after lost workers before a job fails with
+                                   Aborted (default 10; bounds reject_on_worker_lost loops)
+``INGESTQ_RETRY_CAP``              cap of a retry countdown, s (default 300)
+``INGESTQ_LOCK_WAIT_CAP``          cap of the locked-ref backoff, s (default 5)
+``INGESTQ_RESTORE_INTERVAL``       kombu ``unacked_restore_interval``, s (default 10)
+``INGESTQ_FSYNC``                  ``0`` disables fsync in the store (tests/benchmarks only)
+``INGESTQ_METRICS_PORT``           worker Prometheus exporter port (unset: no exporter)
+``INGESTQ_GC_INTERVAL``            workers run gc this often (``1h``, ``30m``, seconds;
+                                   default 0: never, run ``ingestq gc`` yourself)
+``INGESTQ_GC_INGEST_MAX_AGE``      idle age after which gc removes a partial ingest
+                                   (default ``24h``)
+``INGESTQ_GC_JOB_RETENTION``       age after which gc removes a finished job's record
+                                   (default ``7d``)
+``INGESTQ_GC_GRACE``               opt-in: gc keeps blobs committed less than this long
+                                   ago (default 0: marks alone protect content)
+``INGESTQ_GC_QUARANTINE_MAX_AGE``  how long gc keeps a damaged blob moved to
+                                   ``quarantine/`` (default ``7d``)
+``INGESTQ_MAX_BYTES``              cap of the bytes the store's blobs, ingests and
+                                   quarantined files hold
+                                   (``10G``, ``512M``, ``1.5T``; unset: no cap)
+``INGESTQ_MIN_FREE``               free space kept on the store's filesystem (same units)
+``INGESTQ_GC_ON_PRESSURE``         ``1``: collect garbage once before refusing for space
+=================================  =====================================================
 
 With no Redis URL at all the queue is *embedded*: jobs run in the calling process and
 coordinate with other processes on the host through the store's file locks.
