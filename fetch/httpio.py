@@ -130,16 +130,20 @@ class SystemTrustContext(ssl.SSLContext):
     ``ssl.create_default_context()`` does, but reads them at its first handshake
     instead of when it is made: parsing them costs ~18 ms, which a process that only
     speaks plain HTTP (a registry on ``http://``) never needs to pay. The first
-    ``wrap_socket`` / ``wrap_bio`` loads them (once, under a lock); until then the
-    context trusts nothing, so nothing is ever accepted unverified."""
+    ``wrap_socket`` / ``wrap_bio`` loads them (once, under a lock), as the environment
+    names them then (``SSL_CERT_FILE``, ``SSL_CERT_DIR``); until then the context
+    trusts nothing, so nothing is ever accepted unverified. Its only protocol is
+    ``PROTOCOL_TLS_CLIENT`` (TypeError for another)."""
 
     _trust_mutex = threading.Lock()
     _trusted = False
 
-    def __new__(cls) -> SystemTrustContext:
-        return super().__new__(cls, ssl.PROTOCOL_TLS_CLIENT)
+    def __new__(cls, protocol: int = ssl.PROTOCOL_TLS_CLIENT) -> SystemTrustContext:
+        if protocol != ssl.PROTOCOL_TLS_CLIENT:
+            raise TypeError(f"{cls.__name__} is a client context, not protocol {protocol}")
+        return super().__new__(cls, protocol)
 
-    def __init__(self) -> None:
+    def __init__(self, protocol: int = ssl.PROTOCOL_TLS_CLIENT) -> None:
         super().__init__()  # PROTOCOL_TLS_CLIENT: CERT_REQUIRED, host names checked
         if sys.version_info >= (3, 13):  # what create_default_context adds there
             self.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
@@ -148,7 +152,9 @@ class SystemTrustContext(ssl.SSLContext):
             self.keylog_filename = keylog
 
     def _load_trust(self) -> None:
-        with self._trust_mutex:
+        if self._trusted:  # set only once the load is complete
+            return
+        with SystemTrustContext._trust_mutex:
             if not self._trusted:
                 self.load_default_certs(ssl.Purpose.SERVER_AUTH)
                 self._trusted = True
@@ -160,6 +166,15 @@ class SystemTrustContext(ssl.SSLContext):
     def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
         self._load_trust()
         return super().wrap_bio(*args, **kwargs)
+
+
+def _new_trust_mutex() -> None:
+    # A fork while another thread loads would leave the child's lock held for good.
+    SystemTrustContext._trust_mutex = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_trust_mutex)
 
 
 def ssl_context(

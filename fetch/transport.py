@@ -158,9 +158,10 @@ def transport(verify: ssl.SSLContext | bool, limits: httpx.Limits) -> httpx.HTTP
     :data:`READ_SIZE` pieces. It connects directly: an httpx client given a transport
     ignores the environment's proxies, so :func:`ingestq.fetch.httpio.new_client` uses
     it only when none is set."""
-    out = httpx.HTTPTransport(verify=verify, limits=limits)
+    context = httpx.create_ssl_context(verify=verify)  # once: a default one parses CAs
+    out = httpx.HTTPTransport(verify=context, limits=limits)
     out._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(verify=verify),
+        ssl_context=context,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,

@@ -35,6 +35,9 @@ Every knob has a deliberate default; the environment variables are:
 ``INGESTQ_RETRY_CAP``              cap of a retry countdown, s (default 300)
 ``INGESTQ_LOCK_WAIT_CAP``          cap of the locked-ref backoff, s (default 5)
 ``INGESTQ_RESTORE_INTERVAL``       kombu ``unacked_restore_interval``, s (default 10)
+``INGESTQ_SWEEP_INTERVAL``         the orphan sweeper's period, s (default 20; 0: off)
+``INGESTQ_BATCH_JOBS``             small local-file jobs of one ``enqueue_many`` per message
+                                   (default and most 64; 0 or 1: a message per job)
 ``INGESTQ_FSYNC``                  ``0`` disables fsync in the store (tests/benchmarks only)
 ``INGESTQ_METRICS_PORT``           worker Prometheus exporter port (unset: no exporter)
 ``INGESTQ_GC_INTERVAL``            workers run gc this often (``1h``, ``30m``, seconds;
