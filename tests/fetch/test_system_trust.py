@@ -7,8 +7,6 @@ them. The handshakes against a real TLS server are in ``test_http_tls.py``."""
 from __future__ import annotations
 
 import os
-import select
-import signal
 import ssl
 import threading
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import pytest
 
 from ingestq.fetch.httpio import SystemTrustContext, new_client, ssl_context
+from tests.servers.util import forked_exit_code
 
 #: Far longer than loading the CAs takes: a child still running then is stuck.
 CHILD_DEADLINE = 30.0
@@ -81,16 +80,7 @@ def test_a_fork_taken_while_another_thread_reads_the_cas_does_not_hang_the_child
                 os._exit(0 if ctx.cert_store_stats()["x509_ca"] else 3)
             except BaseException:
                 os._exit(2)
-        exited = os.pidfd_open(pid)
-        try:
-            ended, _, _ = select.select([exited], [], [], CHILD_DEADLINE)
-        finally:
-            os.close(exited)
-        if not ended:
-            os.kill(pid, signal.SIGKILL)
-        status = os.waitpid(pid, 0)[1]
-        assert ended, "the forked child hung on the trust lock"
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert forked_exit_code(pid, CHILD_DEADLINE, "the forked child hung on the trust lock") == 0
     finally:
         release.set()
         thread.join()

@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import select
 import shutil
 import signal
 import socket
@@ -317,3 +318,18 @@ def bounded(call: Callable[[], object], seconds: float = 30) -> BaseException | 
     thread.join(seconds)
     assert outcome, f"still blocked after {seconds} s"
     return outcome[0]
+
+
+def forked_exit_code(pid: int, seconds: float = 30, hung: str = "the forked child hung") -> int:
+    """The exit code of the forked child ``pid``, reaped. Fails the test with ``hung``
+    if it has not exited after ``seconds`` (it is killed and reaped first)."""
+    exited = os.pidfd_open(pid)
+    try:
+        ended, _, _ = select.select([exited], [], [], seconds)
+    finally:
+        os.close(exited)
+    if not ended:
+        os.kill(pid, signal.SIGKILL)
+    status = os.waitpid(pid, 0)[1]
+    assert ended, hung
+    return os.waitstatus_to_exitcode(status)

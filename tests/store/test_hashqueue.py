@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from ingestq.store.local.hashqueue import ForkedWhileHashing, HashFailed, HashQueue
+from tests.servers.util import forked_exit_code
 
 
 @pytest.fixture
@@ -129,11 +128,5 @@ def test_a_child_forked_while_pieces_wait_fails_instead_of_hanging(
         os._exit(code)
     gate.set()
     queue.wait()  # the parent's own queue finishes as usual
-    deadline = time.monotonic() + 30
-    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)  # polling a child's exit, bounded
-    if done[0] == 0:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise AssertionError("the forked child hung waiting for its hash queue")
-    assert os.waitstatus_to_exitcode(done[1]) == 3
+    hung = "the forked child hung waiting for its hash queue"
+    assert forked_exit_code(pid, 30, hung) == 3
