@@ -8,7 +8,10 @@ Checked there: the wheel holds exactly one top-level package (``ingestq``) and t
 ``import ingestq.store`` loads neither Celery, gRPC nor Redis; the embedded producer
 (``from ingestq import enqueue_ingest, get_job``) ingests a file and raises
 ``ingestq.errdefs.NotFound`` for a missing one; and the same through a real Redis with
-``ingestq worker`` and, separately, ``celery -A ingestq.tasks.app worker``.
+``ingestq worker`` and, separately, ``celery -A ingestq.tasks.app worker``. Run by
+root with ``--uid nobody``, a worker of a venv that user cannot read stops at once with
+the reason, and one of a venv anyone can read (made by the system's Python) ingests as
+``nobody``.
 
 Building and installing take a minute (the package registry's files come from pip's
 cache), so the whole module is ``slow``.
@@ -20,27 +23,35 @@ import contextlib
 import hashlib
 import json
 import os
+import pwd
 import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import pytest
 
+from ingestq import errdefs
+from ingestq.worker.cli.common import EXIT_CODES
 from tests.servers.util import wait_until
 from tests.tasks.workers import ping_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: Debian's Python (package python3-venv, which scripts/test installs): an interpreter
+#: any user can run, where the test run's own may live under root's 0700 home.
+SYSTEM_PYTHON = Path("/usr/bin/python3")
 
 #: Top-level names an application commonly has and that ingestq's packages must never
 #: be confused with; the first five are the ones of the issue.
@@ -332,3 +343,118 @@ def test_a_queue_worker_ingests_for_the_producer(
     log = worker.log(tail=1 << 20)
     assert re.search(r"Task ingestq\.ingest\[[-0-9a-f]+\] succeeded", log), log[-5000:]
     assert re.search(r"Task ingestq\.ingest\[[-0-9a-f]+\] raised .*NotFound", log), log[-5000:]
+
+
+def test_a_worker_whose_user_cannot_read_the_install_stops_with_the_reason(
+    installed: Installed, redis_url: str, tmp_path: Path
+) -> None:
+    """``ingestq worker --uid nobody`` of a venv under pytest's temporary directory (root's,
+    0700): nobody could not import the worker after Celery's drop, so it does not start,
+    promptly, with FailedPrecondition naming what that user cannot read, and no
+    traceback."""
+    base = tmp_path_root(tmp_path)
+    assert base.stat().st_mode & 0o077 == 0, f"{base} is readable by others"
+    env = installed.env(INGESTQ_REDIS_URL=redis_url, INGESTQ_ROOT=str(tmp_path / "store"))
+    argv = [str(installed.venv / "bin" / "ingestq"), "worker", "--uid", "nobody"]
+    done = subprocess.run(
+        argv, cwd=installed.app, env=env, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == EXIT_CODES[errdefs.FailedPrecondition.name], done.stderr[-3000:]
+    assert "the worker's user (user nobody" in done.stderr, done.stderr[-3000:]
+    assert "cannot read /" in done.stderr and "Permission denied" in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert not (tmp_path / "store").exists(), "the worker opened its store"
+
+
+def tmp_path_root(tmp_path: Path) -> Path:
+    """pytest's base temporary directory, which holds every test's ``tmp_path``."""
+    for parent in tmp_path.parents:
+        if parent.name.startswith("pytest-of-"):
+            return parent
+    raise AssertionError(f"{tmp_path} is not under pytest's base temporary directory")
+
+
+@pytest.fixture(scope="module")
+def installed_for_anyone(installed: Installed) -> Iterator[Installed]:
+    """The same wheel in a venv any user can read: made by :data:`SYSTEM_PYTHON` in a
+    0755 directory outside pytest's temporary directories (root's, 0700)."""
+    probe = "import sys, venv, ensurepip; print(sys.version_info >= (3, 11))"
+    version = subprocess.run(
+        [str(SYSTEM_PYTHON), "-c", probe],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert version.stdout.strip() == "True", (
+        f"{SYSTEM_PYTHON} (>= 3.11, with venv) is needed: apt-get install python3-venv\n"
+        f"{version.stderr[-2000:]}"
+    )
+    base = Path(tempfile.mkdtemp(prefix="ingestq-anyone-"))
+    try:
+        base.chmod(0o755)
+        venv = base / "venv"
+        subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(venv)], check=True, timeout=120)
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+             "--disable-pip-version-check", str(installed.wheel)],
+            check=True, timeout=600,
+        )  # fmt: skip
+        app = base / "app"
+        app.mkdir(mode=0o755)
+        make_app_directory(app)
+        for directory in (app, app / "input"):
+            directory.chmod(0o755)
+        yield Installed(installed.wheel, venv, app)
+    finally:
+        shutil.rmtree(base)
+
+
+def test_a_worker_dropped_to_nobody_ingests_as_nobody(
+    installed_for_anyone: Installed, redis_url: str
+) -> None:
+    """Root starts ``ingestq worker --uid nobody`` of a venv anyone can read: the worker
+    runs as nobody (every uid of the process), takes the producer's jobs through Redis,
+    and the blobs it commits are nobody's."""
+    installed = installed_for_anyone
+    nobody = pwd.getpwnam("nobody")
+    store = installed.app.parent / f"store-{uuid.uuid4().hex[:6]}"
+    store.mkdir()
+    os.chown(store, nobody.pw_uid, nobody.pw_gid)
+    env = installed.env(
+        INGESTQ_REDIS_URL=redis_url,
+        INGESTQ_ROOT=str(store),
+        INGESTQ_FILE_ROOTS=str(installed.app / "input"),
+        INGESTQ_FSYNC="0",
+    )
+    name = f"uid-{uuid.uuid4().hex[:6]}@packaging"
+    argv = [str(installed.venv / "bin" / "ingestq"), "worker", "--concurrency", "1",
+            "--uid", "nobody", "--hostname", name]  # fmt: skip
+    worker = WorkerProcess(argv, env, installed.app, installed.app.parent / f"{name}.log")
+    app = ping_app(redis_url)
+    try:
+        wait_until(
+            lambda: app.control.ping(destination=[name], timeout=0.5),
+            60,
+            f"{name} answers ping",
+            abort=worker.exit_reason,
+        )
+        uids = _status_ids(worker.process.pid, "Uid")
+        assert uids == [nobody.pw_uid] * 4, uids
+        try:
+            check_producer(installed, env)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- worker log:\n{worker.log()}") from None
+    finally:
+        app.close()
+        worker.stop()
+    blobs = list((store / "blobs" / "sha256").iterdir())
+    assert blobs, "no blob was committed"
+    assert {b.stat().st_uid for b in blobs} == {nobody.pw_uid}
+
+
+def _status_ids(pid: int, field: str) -> list[int]:
+    """The real, effective, saved and file-system ids of ``field`` (``Uid``/``Gid``) of
+    process ``pid``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return [int(v) for v in line.split()[1:]]
+    raise AssertionError(f"no {field} line for process {pid}")

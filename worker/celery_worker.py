@@ -60,7 +60,9 @@ def run_worker(
     events (for Flower). ``json_logs``: one JSON object per log line
     (:mod:`ingestq.tasks.joblog`). Prints :func:`banner` to stderr first. Raises what
     :func:`ingestq.tasks.app.preflight` finds (no Redis, a store that cannot be opened,
-    Celery options that name another broker) before the worker takes anything."""
+    Celery options that name another broker) before the worker takes anything, and with
+    ``--uid`` / ``--gid`` among ``extra`` what :func:`ingestq.worker.privileges.check_drop`
+    raises (a user that cannot read the Python installation)."""
     if metrics_port is not None:
         # Before tasks.metrics is imported: it picks the multiprocess mode from this.
         os.environ["INGESTQ_METRICS_PORT"] = str(metrics_port)
@@ -68,12 +70,18 @@ def run_worker(
         os.environ["INGESTQ_JSON_LOGS"] = "1"
     from ingestq import errdefs
     from ingestq.tasks.app import NO_REDIS, app, settings_of
+    from ingestq.worker.privileges import check_drop, drop_options, import_dirs
 
     settings = settings_of(app)
     if not settings.queued:
         raise errdefs.FailedPrecondition(NO_REDIS)
     if EVENTS_OPTIONS.intersection(extra):
         app.conf.update(worker_send_task_events=True, task_send_sent_event=True)
+    uid, gid = drop_options(extra)
+    if uid is not None or gid is not None:
+        # Celery drops privileges before it imports the task modules: ask first whether
+        # that user can read the installation, instead of failing with a traceback.
+        check_drop(uid, gid, import_dirs())
     port = settings.metrics_port if metrics_port is None else metrics_port
     file_roots = [str(r) for r in settings.file_roots or ()]
     print(banner(str(settings.root), file_roots, port), file=sys.stderr, flush=True)
