@@ -5,9 +5,10 @@
   chain is FailedPrecondition ("too many redirects"), permanent.
 * Connect and read timeouts are separate; a read that stalls longer than the read
   timeout is Unavailable (retried, and the retry resumes).
-* TLS: a certificate that fails verification, or any other handshake failure (an
-  ``https://`` URL of a plain-HTTP server: "wrong version number"), is
-  FailedPrecondition, permanent, as from the registry source.
+* TLS: the system's CAs are trusted, as by the registry source (``SSL_CERT_FILE`` /
+  ``SSL_CERT_DIR`` name others). A certificate that fails verification, or any other
+  handshake failure (an ``https://`` URL of a plain-HTTP server: "wrong version
+  number"), is FailedPrecondition, permanent, as from the registry source.
 * Bodies are requested with ``Accept-Encoding: identity`` and read raw, so the bytes
   are the resource.
 * Resume: ``Range: bytes=<offset>-`` guarded by ``If-Range`` (a strong ETag, else

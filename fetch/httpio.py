@@ -7,8 +7,8 @@ The HTTP source (:mod:`ingestq.fetch.http`) and the registry client
   :mod:`ingestq.fetch.transport` (the environment's proxies, when set, are honoured
   through httpx's own transports instead), with bounded redirects and separate connect
   and read timeouts; :func:`ssl_context` for a CA bundle, a client certificate or no
-  verification (by default the system's CAs, read only once a TLS handshake needs
-  them);
+  verification (by default, for HTTP sources and registries alike, the system's CAs,
+  read only once a TLS handshake needs them);
 * :func:`send`: one streamed request, transport failures mapped;
 * :func:`transport_error`: the one table from httpx exceptions to errdefs kinds;
 * :func:`status_kind` / :func:`status_error`: the one mapping of HTTP status codes
@@ -213,10 +213,16 @@ def new_client(
     """An httpx client for fetching: redirects followed up to ``max_redirects``, a
     connect and a read (stall) timeout, :data:`LIMITS`, ``auth`` on every request.
 
+    ``verify`` True trusts the system's CAs, as a registry does (:func:`ssl_context`:
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` name others), not httpx's default (certifi's
+    bundle): one trust for every source, read only once a TLS handshake needs it.
+
     ``transport`` None means the network through :mod:`ingestq.fetch.transport`
     (large socket reads), or through httpx's own transports when the environment names
     a proxy (``HTTPS_PROXY``, ...), so proxies keep working; tests pass their own.
     """
+    if verify is True:
+        verify = ssl_context()
     if transport is None and not urllib.request.getproxies():
         transport = large_read_transport(verify, LIMITS)
     return httpx.Client(

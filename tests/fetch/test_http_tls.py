@@ -5,8 +5,11 @@ retry for minutes)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import ssl
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -144,3 +147,46 @@ def test_the_system_trust_is_read_at_the_first_handshake_once(
         _failed_precondition(HttpSource(tls_url, client).open, "certificate verification failed")
     system = ssl.create_default_context().cert_store_stats()["x509_ca"]
     assert untrusting.cert_store_stats()["x509_ca"] == system
+
+
+def test_an_http_source_trusts_the_system_store_not_certifi(
+    blob_server: BlobServer, fronts: FrontFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ``http`` source spec, ingested through the ingest core as a worker does it,
+    trusts what the system's store trusts, as a registry does: a CA in the directory
+    that ``SSL_CERT_DIR`` names (``openssl rehash``) serves, with certifi's bundle
+    (httpx's default) unreadable; a client without it refuses the same server."""
+    import certifi
+
+    pki = make_tls(tmp_path / "pki")
+    data = os.urandom(300_000)
+    blob_server.add("/x", Behaviour(data=data))
+    url = f"{fronts(blob_server.url, tls=(pki['cert'], pki['key'])).url}/x"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def no_certifi() -> str:
+        raise AssertionError("certifi's bundle was read")
+
+    monkeypatch.setattr(certifi, "where", no_certifi)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    spec = {"type": "http", "url": url}
+    store = LocalStore(tmp_path / "store", fsync=False)
+    request = make_request(spec, url, digest=digest, size=len(data))
+
+    # A connect timeout no other test uses: this process's shared client for these
+    # options is made here, and reads the CAs at its first handshake, below.
+    refusing = source_from_spec(spec, FetchOptions(http_connect_timeout=CONNECT_TIMEOUT - 1))
+    _failed_precondition(
+        lambda: ingest_once(store, refusing, request), "certificate verification failed"
+    )
+
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    shutil.copy(pki["ca"], certs / "test-ca.pem")
+    subprocess.run(["openssl", "rehash", str(certs)], check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_DIR", str(certs))
+    trusting = source_from_spec(spec, FetchOptions(http_connect_timeout=CONNECT_TIMEOUT - 2))
+    result = ingest_once(store, trusting, request)
+    assert str(result.info.digest) == digest
+    assert store.blob_path(digest).read_bytes() == data

@@ -86,11 +86,15 @@ def test_a_fork_taken_while_another_thread_reads_the_cas_does_not_hang_the_child
         thread.join()
 
 
-def test_a_client_with_httpx_default_trust_reads_its_cas_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """``new_client()`` (httpx's certifi trust) builds one context for its transport and
-    connection pool, not one each."""
+def test_a_default_client_trusts_the_system_not_certifi(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``new_client()`` (an HTTP source's client) trusts what the registry client trusts:
+    a :class:`SystemTrustContext`, so it parses no CAs when it is made, and it never
+    reads certifi's bundle (httpx's default)."""
+    import certifi
+
+    def no_certifi() -> str:
+        raise AssertionError("certifi's bundle was read")
+
     made: list[ssl.SSLContext] = []
     create = ssl.create_default_context
 
@@ -98,9 +102,9 @@ def test_a_client_with_httpx_default_trust_reads_its_cas_once(
         made.append(create(*args, **kwargs))
         return made[-1]
 
+    monkeypatch.setattr(certifi, "where", no_certifi)
     monkeypatch.setattr(ssl, "create_default_context", counted)
     with new_client():
-        assert len(made) == 1
-    made.clear()
+        assert made == []
     with new_client(verify=ssl_context()):
         assert made == []
