@@ -362,7 +362,12 @@ def test_a_worker_whose_user_cannot_read_the_install_stops_with_the_reason(
     )  # fmt: skip
     assert done.returncode == EXIT_CODES[errdefs.FailedPrecondition.name], done.stderr[-3000:]
     assert "the worker's user (user nobody" in done.stderr, done.stderr[-3000:]
-    assert "cannot read /" in done.stderr and "Permission denied" in done.stderr
+    found = re.search(r"cannot read (/\S+) \(Permission denied\)", done.stderr)
+    assert found, done.stderr[-3000:]
+    # The venv, or the interpreter's own installation when that is root's too (a
+    # pyenv Python under /root): either way, a path of what the worker runs.
+    roots = (base, Path(os.path.realpath(sys.base_prefix)))
+    assert any(Path(found[1]).is_relative_to(r) for r in roots), (found[1], roots)
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert not (tmp_path / "store").exists(), "the worker opened its store"
 
@@ -388,6 +393,7 @@ def installed_for_anyone(installed: Installed) -> Iterator[Installed]:
         f"{SYSTEM_PYTHON} (>= 3.11, with venv) is needed: apt-get install python3-venv\n"
         f"{version.stderr[-2000:]}"
     )
+    umask = os.umask(0o022)  # what root makes here, others must read
     base = Path(tempfile.mkdtemp(prefix="ingestq-anyone-"))
     try:
         base.chmod(0o755)
@@ -405,6 +411,7 @@ def installed_for_anyone(installed: Installed) -> Iterator[Installed]:
             directory.chmod(0o755)
         yield Installed(installed.wheel, venv, app)
     finally:
+        os.umask(umask)
         shutil.rmtree(base)
 
 
@@ -437,8 +444,11 @@ def test_a_worker_dropped_to_nobody_ingests_as_nobody(
             f"{name} answers ping",
             abort=worker.exit_reason,
         )
-        uids = _status_ids(worker.process.pid, "Uid")
-        assert uids == [nobody.pw_uid] * 4, uids
+        # Every id of the worker is nobody's, and none of root's groups is left.
+        status = _status(worker.process.pid)
+        assert status["Uid"] == [nobody.pw_uid] * 4, status
+        assert status["Gid"] == [nobody.pw_gid] * 4, status
+        assert set(status["Groups"]) == set(os.getgrouplist("nobody", nobody.pw_gid)), status
         try:
             check_producer(installed, env)
         except AssertionError as exc:
@@ -448,13 +458,16 @@ def test_a_worker_dropped_to_nobody_ingests_as_nobody(
         worker.stop()
     blobs = list((store / "blobs" / "sha256").iterdir())
     assert blobs, "no blob was committed"
-    assert {b.stat().st_uid for b in blobs} == {nobody.pw_uid}
+    assert {b.stat().st_uid for b in blobs} == {nobody.pw_uid}, "the blobs are not nobody's"
 
 
-def _status_ids(pid: int, field: str) -> list[int]:
-    """The real, effective, saved and file-system ids of ``field`` (``Uid``/``Gid``) of
-    process ``pid``."""
+def _status(pid: int) -> dict[str, list[int]]:
+    """The ``Uid``, ``Gid`` (real, effective, saved, file system) and ``Groups`` lines
+    of process ``pid``."""
+    out: dict[str, list[int]] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return [int(v) for v in line.split()[1:]]
-    raise AssertionError(f"no {field} line for process {pid}")
+        name, _, values = line.partition(":")
+        if name in ("Uid", "Gid", "Groups"):
+            out[name] = [int(v) for v in values.split()]
+    assert set(out) == {"Uid", "Gid", "Groups"}, out
+    return out

@@ -70,7 +70,7 @@ def run_worker(
         os.environ["INGESTQ_JSON_LOGS"] = "1"
     from ingestq import errdefs
     from ingestq.tasks.app import NO_REDIS, app, settings_of
-    from ingestq.worker.privileges import check_drop, drop_options, import_dirs
+    from ingestq.worker.privileges import check_drop, drop_options, import_paths
 
     settings = settings_of(app)
     if not settings.queued:
@@ -81,7 +81,7 @@ def run_worker(
     if uid is not None or gid is not None:
         # Celery drops privileges before it imports the task modules: ask first whether
         # that user can read the installation, instead of failing with a traceback.
-        check_drop(uid, gid, import_dirs())
+        check_drop(uid, gid, import_paths())
     port = settings.metrics_port if metrics_port is None else metrics_port
     file_roots = [str(r) for r in settings.file_roots or ()]
     print(banner(str(settings.root), file_roots, port), file=sys.stderr, flush=True)

@@ -4,21 +4,24 @@ Celery drops privileges before it imports the worker's task modules, and Python 
 some modules only when they are first used (the standard library's included). A user
 that cannot read the Python installation (a venv under root's 0700 home, say) would stop
 the worker with an import traceback, or fail a job later. ``ingestq worker`` asks first:
-:func:`check_drop` makes the same drop in a forked child, which lists each directory the
-worker imports from (:func:`import_dirs`).
+:func:`check_drop` makes Celery's drop in a forked child, which checks with ``access(2)``
+(as that user now) each path of :func:`import_paths`.
 
 Imports celery.platforms (the drop Celery makes) and errdefs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
+import pwd
 import select
 import signal
-import sysconfig
+import sys
 import time
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from ingestq import errdefs
 
@@ -26,25 +29,39 @@ from ingestq import errdefs
 UID_OPTION = "--uid"
 GID_OPTION = "--gid"
 
-#: Packages whose modules a worker imports after the drop, besides the standard library.
-WORKER_PACKAGES = (
-    "ingestq", "ingestq.errdefs", "ingestq.store", "ingestq.fetch", "ingestq.ingest",
-    "ingestq.images", "ingestq.jobs", "ingestq.tasks", "ingestq.s3", "ingestq.worker",
-    "celery", "kombu", "billiard", "redis", "httpx",
-)  # fmt: skip
+#: ``celery worker`` options that ``ingestq worker`` refuses: Celery's detach re-executes
+#: ``python -m celery`` with this command's arguments, which names no app.
+DETACH_OPTIONS = frozenset({"-D", "--detach"})
 
 #: Seconds the forked check may take (a hung network file system ends it).
 CHECK_TIMEOUT = 30.0
+
+#: Seconds to wait for a killed child to be gone before leaving it to init.
+REAP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class ImportPath:
+    """A path the worker's user must reach: a directory to list and enter
+    (``directory``), else a file to read."""
+
+    path: str
+    directory: bool
 
 
 def drop_options(argv: Sequence[str]) -> tuple[str | None, str | None]:
     """The values of ``--uid`` and ``--gid`` in ``celery worker`` options ``argv``
     (``--uid NAME`` or ``--uid=NAME``; the last one counts), None where absent.
-    InvalidArgument for an option without a value."""
+    InvalidArgument for an option without a value, and for ``-D`` / ``--detach``."""
     found: dict[str, str] = {}
     args = iter(argv)
     for arg in args:
         name, sep, value = arg.partition("=")
+        if name in DETACH_OPTIONS:
+            raise errdefs.InvalidArgument(
+                f"ingestq worker does not detach ({name}): run it under a service manager "
+                "(systemd, a container), or use celery -A ingestq.tasks.app worker --detach"
+            )
         if name not in (UID_OPTION, GID_OPTION):
             continue
         if not sep:
@@ -55,86 +72,137 @@ def drop_options(argv: Sequence[str]) -> tuple[str | None, str | None]:
     return found.get(UID_OPTION), found.get(GID_OPTION)
 
 
-def import_dirs(packages: Iterable[str] = WORKER_PACKAGES) -> list[str]:
-    """The directories a worker imports from, symlinks resolved: the standard library,
-    its extension modules (``lib-dynload``) and the directory of each of ``packages``
-    (imported here if they are not yet)."""
-    import importlib
+def import_paths() -> list[ImportPath]:
+    """What a worker imports from, found without importing anything: each directory
+    on ``sys.path`` (the standard library, ``lib-dynload``, site-packages,
+    ``PYTHONPATH``; not the current directory nor the running script's) and each entry
+    in it; every package
+    directory of ``ingestq`` with everything below it (their real paths: an editable
+    install links them from elsewhere); the file of every module loaded so far. A zip
+    file on ``sys.path`` is a file to read."""
+    out: dict[str, ImportPath] = {}
 
-    paths = sysconfig.get_paths()
-    dirs = [paths["stdlib"], paths["platstdlib"], os.path.join(paths["platstdlib"], "lib-dynload")]
-    for name in packages:
-        module = importlib.import_module(name)
-        dirs.extend(str(Path(p)) for p in getattr(module, "__path__", ()))
-    out: list[str] = []
-    for d in dirs:
-        real = os.path.realpath(d)
-        if os.path.isdir(real) and real not in out:
-            out.append(real)
+    def add(path: str, directory: bool) -> None:
+        out.setdefault(path, ImportPath(path, directory))
+
+    for entry in sys.path:
+        if not entry or os.path.realpath(entry) in _not_installed():
+            continue
+        if os.path.isfile(entry):
+            add(os.path.realpath(entry), False)
+        elif os.path.isdir(entry):
+            add(os.path.realpath(entry), True)
+            for entry_child in _scandir(entry):
+                add(os.path.realpath(entry_child.path), _is_dir(entry_child))
+    spec = importlib.util.find_spec("ingestq")
+    for package in (spec.submodule_search_locations or []) if spec else []:
+        for top in [package, *(c.path for c in _scandir(package) if _is_dir(c))]:
+            for path, directory in _walk(os.path.realpath(top)):
+                add(path, directory)
+    for module in list(sys.modules.values()):
+        origin = getattr(module, "__file__", None)
+        if isinstance(origin, str) and os.path.isfile(origin):
+            add(os.path.realpath(origin), False)
+    return list(out.values())
+
+
+def _not_installed() -> set[str]:
+    """The ``sys.path`` entries Python adds for the command, not the installation: the
+    current directory and the directory of the running script (a venv's ``bin``)."""
+    out = {os.path.realpath(os.getcwd())}
+    if sys.argv and sys.argv[0] and sys.argv[0] not in ("-c", "-m"):
+        out.add(os.path.dirname(os.path.realpath(sys.argv[0])))
     return out
 
 
 def check_drop(
-    uid: str | None, gid: str | None, dirs: Sequence[str], *, timeout: float = CHECK_TIMEOUT
+    uid: str | None,
+    gid: str | None,
+    paths: Sequence[ImportPath],
+    *,
+    timeout: float = CHECK_TIMEOUT,
 ) -> None:
     """Return if a process that drops to ``uid`` / ``gid`` the way Celery does
-    (:func:`celery.platforms.maybe_drop_privileges`: setgid, initgroups, setuid) can list
-    every directory of ``dirs``.
+    (:func:`celery.platforms.maybe_drop_privileges`: setgid, initgroups, setuid) can
+    reach every path of ``paths`` (list and enter a directory, read a file).
 
-    InvalidArgument for a user or group that does not exist; PermissionDenied when this
-    process is not root (only root changes its user); FailedPrecondition naming the
-    first directory that user cannot read; DeadlineExceeded after ``timeout`` seconds.
+    InvalidArgument for a user or group that does not exist (a numeric uid too: Celery
+    looks its name up); PermissionDenied when this process may not change its user or
+    group; FailedPrecondition naming the first path that user cannot reach;
+    DeadlineExceeded after ``timeout`` seconds (the child is killed).
     """
-    from celery.platforms import maybe_drop_privileges, parse_gid, parse_uid
+    from celery.platforms import parse_gid, parse_uid
 
     try:
         uid_number = None if uid is None else parse_uid(uid)
         gid_number = None if gid is None else parse_gid(gid)
+        if uid_number is not None:
+            pwd.getpwuid(uid_number)
     except KeyError as e:
-        raise errdefs.InvalidArgument(f"--uid/--gid: {e.args[0] if e.args else e}") from None
-    if os.geteuid() != 0:
-        raise errdefs.PermissionDenied(
-            f"--uid/--gid: only root can change the worker's user (this process runs as "
-            f"uid {os.geteuid()}); start the worker as that user instead"
-        )
+        what = e.args[0] if e.args else str(e)
+        raise errdefs.InvalidArgument(f"--uid/--gid: {what}") from None
     who = _who(uid, uid_number, gid)
     reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: drop, list, report the first failure, exit
+    try:
+        pid = os.fork()
+    except BaseException:
         os.close(reader)
-        code = 0
-        try:
-            maybe_drop_privileges(uid=uid_number, gid=gid_number)
-            for d in dirs:
-                try:
-                    os.listdir(d)
-                except OSError as e:
-                    os.write(writer, f"{d}\0{e.strerror}".encode())
-                    code = 1
-                    break
-        except BaseException as e:  # reported to the parent, which raises
-            os.write(writer, f"\0{type(e).__name__}: {e}".encode())
-            code = 2
-        os._exit(code)
+        os.close(writer)
+        raise
+    if pid == 0:
+        os.close(reader)
+        _child(writer, uid_number, gid_number, paths)  # never returns
     os.close(writer)
     try:
         report = _read_all(reader, pid, timeout)
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    except BaseException:
+        _kill(pid)
+        raise
     finally:
         os.close(reader)
-    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     if code == 0:
         return
-    path, _, reason = report.decode(errors="replace").partition("\0")
-    if path:
+    kind, _, rest = report.partition(b"\0")
+    if kind == b"path":
+        path, _, reason = rest.partition(b"\0")
         raise errdefs.FailedPrecondition(
-            f"the worker's user ({who}) cannot read {path} ({reason}), which the worker "
-            f"imports from after Celery drops privileges: install Python and ingestq where "
-            f"that user can read them (a virtualenv under /opt, say), or start the worker "
-            f"as that user without --uid"
+            f"the worker's user ({who}) cannot read {os.fsdecode(path)} "
+            f"({reason.decode(errors='replace')}), which the worker imports from after Celery "
+            f"drops privileges: install Python and ingestq where that user can read them (a "
+            f"virtualenv under /opt, say), or start the worker as that user without --uid"
         )
-    raise errdefs.FailedPrecondition(
-        f"the worker could not change to {who}: {reason or f'exit code {code}'}"
-    )
+    message = rest.decode(errors="replace") or f"exit code {code}"
+    if kind == b"PermissionError":
+        raise errdefs.PermissionDenied(
+            f"--uid/--gid: this process (uid {os.getuid()}) may not change to {who}: "
+            f"{message}; start the worker as root, or as that user without --uid"
+        )
+    raise errdefs.FailedPrecondition(f"the worker could not change to {who}: {message}")
+
+
+def _child(writer: int, uid: int | None, gid: int | None, paths: Sequence[ImportPath]) -> None:
+    """The forked child: drop, check, report the first failure on ``writer``, exit.
+    Never returns into the caller's code, whatever is raised."""
+    code = 3
+    try:
+        from celery.platforms import maybe_drop_privileges
+
+        try:
+            maybe_drop_privileges(uid=uid, gid=gid)
+        except Exception as e:
+            os.write(writer, f"{type(e).__name__}\0{e}".encode(errors="replace"))
+            code = 2
+        else:
+            code = 0
+            for p in paths:
+                mode = os.R_OK | os.X_OK if p.directory else os.R_OK
+                if not os.access(p.path, mode):
+                    os.write(writer, b"path\0" + os.fsencode(p.path) + b"\0Permission denied")
+                    code = 1
+                    break
+    finally:
+        os._exit(code)
 
 
 def _who(uid: str | None, uid_number: int | None, gid: str | None) -> str:
@@ -147,16 +215,15 @@ def _who(uid: str | None, uid_number: int | None, gid: str | None) -> str:
 
 
 def _read_all(fd: int, pid: int, timeout: float) -> bytes:
-    """What the child writes to ``fd`` until it closes it; DeadlineExceeded (the child
-    killed) after ``timeout`` seconds."""
+    """What the child writes to ``fd`` until it closes it; DeadlineExceeded after
+    ``timeout`` seconds (the caller kills the child)."""
     deadline = time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
     data = b""
     while True:
         left = deadline - time.monotonic()
-        ready = select.select([fd], [], [], max(left, 0))[0] if left > 0 else []
-        if not ready:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+        if left <= 0 or not poller.poll(left * 1000):
             raise errdefs.DeadlineExceeded(
                 f"checking what the worker's user can read took over {timeout:g}s"
             )
@@ -166,4 +233,53 @@ def _read_all(fd: int, pid: int, timeout: float) -> bytes:
         data += chunk
 
 
-__all__ = ["CHECK_TIMEOUT", "check_drop", "drop_options", "import_dirs"]
+def _kill(pid: int) -> None:
+    """SIGKILL the child and reap it, waiting at most :data:`REAP_TIMEOUT` (a child
+    stuck in the kernel is left to init when this process ends)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    try:
+        exited = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        poller = select.poll()
+        poller.register(exited, select.POLLIN)
+        if poller.poll(REAP_TIMEOUT * 1000):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+    finally:
+        os.close(exited)
+
+
+def _scandir(path: str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as entries:
+            return list(entries)
+    except OSError:
+        return []
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _walk(top: str) -> Iterator[tuple[str, bool]]:
+    """``top`` and every directory and file below it, as (path, is a directory)."""
+    for directory, _, files in os.walk(top):
+        yield directory, True
+        for name in files:
+            yield os.path.join(directory, name), False
+
+
+__all__ = [
+    "CHECK_TIMEOUT",
+    "DETACH_OPTIONS",
+    "ImportPath",
+    "check_drop",
+    "drop_options",
+    "import_paths",
+]

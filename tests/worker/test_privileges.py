@@ -1,47 +1,60 @@
 """``ingestq.worker.privileges``: the ``--uid`` / ``--gid`` options found among Celery's,
-the directories a worker imports from, and the check that the user a worker drops to can
-read them, made with a real drop (setgid, initgroups, setuid) in a forked child.
+the paths a worker imports from, and the check that the user a worker drops to can reach
+them, made with Celery's real drop (setgid, initgroups, setuid) in a forked child.
 
-The tests run as root (the suite does: it installs system packages) and drop to Debian's
-``nobody`` / ``nogroup``.
+The tests run as root (the suite does: it installs system packages) and drop to the
+system's ``nobody``.
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import shutil
+import sys
 import sysconfig
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import celery.platforms
 import pytest
 
 import ingestq.tasks
 from ingestq import errdefs
-from ingestq.worker.privileges import check_drop, drop_options, import_dirs
+from ingestq.worker.privileges import ImportPath, check_drop, drop_options, import_paths
 from tests.servers.util import forked_exit_code
 
-NOBODY = "nobody"
+NOBODY = pwd.getpwnam("nobody")
+
+
+def _other_group() -> grp.struct_group:
+    """A group that is neither root's nor nobody's (primary or supplementary)."""
+    for group in grp.getgrall():
+        if group.gr_gid not in (0, NOBODY.pw_gid) and "nobody" not in group.gr_mem:
+            return group
+    raise AssertionError("no group other than root's and nobody's on this system")
 
 
 @pytest.fixture
 def public_dir() -> Iterator[Path]:
     """A directory anyone can list (pytest's own temporary directories are root's, 0700)."""
+    old = os.umask(0o022)
     path = Path(tempfile.mkdtemp(prefix="ingestq-public-"))
     path.chmod(0o755)
     yield path
+    os.umask(old)
     shutil.rmtree(path)
 
 
-@pytest.fixture
-def private_dir(public_dir: Path) -> Path:
-    """A directory only root can list, inside :func:`public_dir`."""
-    path = public_dir / "private"
-    path.mkdir(mode=0o700)
-    path.chmod(0o700)
-    return path
+def _dir(path: Path) -> ImportPath:
+    return ImportPath(str(path), directory=True)
+
+
+def _file(path: Path) -> ImportPath:
+    return ImportPath(str(path), directory=False)
 
 
 def test_root_runs_the_suite() -> None:
@@ -71,77 +84,141 @@ def test_an_option_without_a_value_is_invalid(argv: tuple[str, ...]) -> None:
         drop_options(argv)
 
 
-def test_import_dirs_hold_the_standard_library_and_the_worker_packages() -> None:
-    dirs = import_dirs()
-    assert os.path.realpath(sysconfig.get_paths()["stdlib"]) in dirs
-    assert os.path.realpath(os.path.dirname(os.__file__)) in dirs
+@pytest.mark.parametrize("option", ["-D", "--detach"])
+def test_detaching_is_refused(option: str) -> None:
+    """Celery's detach re-executes ``python -m celery`` with this command's arguments,
+    which name no app."""
+    with pytest.raises(errdefs.InvalidArgument, match="does not detach"):
+        drop_options(["--uid", "nobody", option])
+
+
+def test_import_paths_cover_the_standard_library_its_extensions_and_the_packages() -> None:
+    paths = {p.path: p.directory for p in import_paths()}
+    stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"])
+    extensions = os.path.realpath(sysconfig.get_config_var("DESTSHARED"))
+    assert paths[stdlib] is True and paths[extensions] is True
+    assert paths[os.path.realpath(os.__file__)] is False
     (tasks_dir,) = ingestq.tasks.__path__
-    assert os.path.realpath(tasks_dir) in dirs
-    import celery
+    lua = os.path.join(os.path.realpath(tasks_dir), "lua", "acquire.lua")
+    assert paths[lua] is False, "the package data the worker reads"
+    celery_dir = os.path.realpath(os.path.dirname(celery.platforms.__file__))
+    assert paths[celery_dir] is True
+    assert os.path.realpath(os.getcwd()) not in paths, "the current directory is not installed"
 
-    assert os.path.realpath(os.path.dirname(celery.__file__)) in dirs
-    assert len(dirs) == len(set(dirs))
-    assert all(os.path.isdir(d) for d in dirs)
 
-
-def test_a_user_who_can_list_every_directory_passes(public_dir: Path) -> None:
+def test_a_user_who_can_reach_every_path_passes(public_dir: Path) -> None:
     (public_dir / "sub").mkdir(mode=0o755)
-    check_drop(NOBODY, None, [str(public_dir), str(public_dir / "sub")])
+    (public_dir / "mod.py").write_text("x = 1\n")
+    check_drop("nobody", None, [_dir(public_dir), _dir(public_dir / "sub"),
+                                _file(public_dir / "mod.py")])  # fmt: skip
 
 
-def test_the_first_directory_the_user_cannot_list_is_named(
-    public_dir: Path, private_dir: Path
+@pytest.mark.parametrize(
+    ("name", "mode", "directory"),
+    [("private", 0o700, True), ("readable-not-searchable", 0o754, True),
+     ("unreadable.py", 0o600, False)],
+)  # fmt: skip
+def test_the_first_path_the_user_cannot_reach_is_named(
+    public_dir: Path, name: str, mode: int, directory: bool
 ) -> None:
-    nobody = pwd.getpwnam(NOBODY).pw_uid
+    path = public_dir / name
+    if directory:
+        path.mkdir()
+    else:
+        path.write_text("x = 1\n")
+    path.chmod(mode)
     with pytest.raises(errdefs.FailedPrecondition) as caught:
-        check_drop(NOBODY, None, [str(public_dir), str(private_dir)])
+        check_drop("nobody", None, [_dir(public_dir), ImportPath(str(path), directory)])
     message = str(caught.value)
-    assert f"user nobody, uid {nobody}" in message
-    assert f"cannot read {private_dir} (Permission denied)" in message
+    assert f"user nobody, uid {NOBODY.pw_uid}" in message
+    assert f"cannot read {path} (Permission denied)" in message
     assert "without --uid" in message
 
 
-def test_a_numeric_uid_and_a_group_are_dropped_to(private_dir: Path) -> None:
-    nobody = pwd.getpwnam(NOBODY).pw_uid
-    with pytest.raises(errdefs.FailedPrecondition, match=f"user {nobody}, group nogroup"):
-        check_drop(str(nobody), "nogroup", [str(private_dir)])
+def test_the_group_option_is_the_group_dropped_to(public_dir: Path) -> None:
+    """A 0750 directory of another group: nobody reaches it with ``--gid`` of that
+    group, not with its own primary group (and keeps none of root's groups)."""
+    group = _other_group()
+    shared = public_dir / "shared"
+    shared.mkdir(mode=0o750)
+    shared.chmod(0o750)
+    os.chown(shared, 0, group.gr_gid)
+    check_drop(str(NOBODY.pw_uid), group.gr_name, [_dir(shared)])
+    with pytest.raises(errdefs.FailedPrecondition, match=f"user {NOBODY.pw_uid}\\)"):
+        check_drop(str(NOBODY.pw_uid), None, [_dir(shared)])
 
 
-def test_a_group_alone_keeps_root_which_reads_everything(private_dir: Path) -> None:
-    check_drop(None, "nogroup", [str(private_dir)])
+def test_a_group_alone_keeps_root_which_reads_everything(public_dir: Path) -> None:
+    private = public_dir / "private"
+    private.mkdir(mode=0o700)
+    check_drop(None, _other_group().gr_name, [_dir(private)])
 
 
 @pytest.mark.parametrize(
     ("uid", "gid", "what"),
     [("no-such-user-ingestq", None, "User does not exist"),
-     (NOBODY, "no-such-group-ingestq", "Group does not exist")],
+     ("nobody", "no-such-group-ingestq", "Group does not exist"),
+     ("4000000001", None, "uid not found")],
 )  # fmt: skip
 def test_an_unknown_user_or_group_is_invalid(
     uid: str, gid: str | None, what: str, public_dir: Path
 ) -> None:
     with pytest.raises(errdefs.InvalidArgument, match=what):
-        check_drop(uid, gid, [str(public_dir)])
+        check_drop(uid, gid, [_dir(public_dir)])
 
 
-def test_only_root_may_change_the_user(public_dir: Path) -> None:
-    """In a child that is already ``nobody``: PermissionDenied, nothing forked."""
-    nobody = pwd.getpwnam(NOBODY)
+def test_a_process_that_may_not_change_its_user_is_permission_denied(public_dir: Path) -> None:
+    """In a child that already is ``nobody``: Celery's drop fails there (EPERM)."""
     pid = os.fork()
     if pid == 0:
         try:
-            os.setgid(nobody.pw_gid)
+            os.setgid(NOBODY.pw_gid)
             os.setgroups([])
-            os.setuid(nobody.pw_uid)
+            os.setuid(NOBODY.pw_uid)
             try:
-                check_drop(NOBODY, None, [str(public_dir)])
+                check_drop("daemon", None, [_dir(public_dir)])
             except errdefs.PermissionDenied as e:
-                os._exit(0 if "only root" in str(e) else 3)
+                os._exit(0 if "may not change to user daemon" in str(e) else 3)
             os._exit(4)
         except BaseException:
             os._exit(2)
+        finally:
+            os._exit(5)
     assert forked_exit_code(pid, 30, "the check as nobody hung") == 0
 
 
-def test_a_check_past_its_bound_is_killed_and_deadline_exceeded(public_dir: Path) -> None:
-    with pytest.raises(errdefs.DeadlineExceeded, match="took over 0s"):
-        check_drop(NOBODY, None, [str(public_dir)], timeout=0)
+def test_a_check_past_its_bound_is_killed_and_reaped(
+    public_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that hangs (here in the drop) is killed at the bound, and reaped."""
+    pid_file = public_dir / "child.pid"
+
+    def hang(uid: object = None, gid: object = None) -> None:
+        pid_file.write_text(str(os.getpid()))
+        time.sleep(120)
+
+    monkeypatch.setattr(celery.platforms, "maybe_drop_privileges", hang)
+    started = time.monotonic()
+    with pytest.raises(errdefs.DeadlineExceeded, match="took over 1s"):
+        check_drop("nobody", None, [_dir(public_dir)], timeout=1)
+    assert time.monotonic() - started < 30
+    child = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # gone: a zombie would still take the signal
+
+
+def test_the_checking_child_never_returns_into_the_callers_code(
+    public_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the drop raises (even a BaseException), the child exits: only the parent
+    comes back from :func:`check_drop`."""
+    parent = os.getpid()
+
+    def interrupted(uid: object = None, gid: object = None) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(celery.platforms, "maybe_drop_privileges", interrupted)
+    with pytest.raises(errdefs.FailedPrecondition, match="exit code 3"):
+        check_drop("nobody", None, [_dir(public_dir)])
+    assert os.getpid() == parent
+    sys.stdout.flush()
