@@ -25,6 +25,10 @@ PREFIX = "ingestq"
 ACTIVE = f"{PREFIX}:active"
 #: The index of job records (a zset of job ids scored by creation time), for listing.
 JOBS = f"{PREFIX}:jobs"
+#: This Redis database's own id (a random uuid, set once with SET NX by the first lease
+#: locker that names its lock domains): the name that every client of the database shares,
+#: however it reaches the server (socket or TCP, any host name).
+DATABASE_ID = f"{PREFIX}:database-id"
 #: The prefix of Celery's Redis result backend keys (``celery-task-meta-<task id>``).
 CELERY_RESULT_PREFIX = "celery-task-meta-"
 

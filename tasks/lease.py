@@ -361,16 +361,38 @@ class RedisLeaseLocker:
 
     @property
     def domains(self) -> frozenset[str]:
-        """The Redis its leases live in, without credentials (``redis://host:port/db``;
-        a socket ``unix://HOST/PATH.sock/db``, named with this host's name). One Redis
-        reached by its socket here and by TCP elsewhere has two names, which never
-        match: a check that all hosts share one (S3 gc's) then refuses."""
+        """The Redis database its leases live in: :attr:`url_domain`, and the database's
+        own id, ``redis-db:<uuid>`` (key :data:`~ingestq.tasks.keys.DATABASE_ID`, set
+        once by whichever locker asks first), which every client of that database
+        shares, whether it reaches the server by its socket on one host and by TCP on
+        another, or as ``localhost`` and ``127.0.0.1``. Reads Redis: Unavailable when it
+        cannot be reached."""
+        return frozenset({self.url_domain, f"redis-db:{self._database_id()}"})
+
+    def _database_id(self) -> str:
+        self._ensure_process()
+        assert self._client is not None
+        try:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(keys.DATABASE_ID, secrets.token_hex(16), nx=True)
+                pipe.get(keys.DATABASE_ID)
+                _, value = pipe.execute()
+        except redis.RedisError as e:
+            raise errdefs.Unavailable(f"lease service: the database id: {e}") from e
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    @property
+    def url_domain(self) -> str:
+        """The Redis its leases live in as its URL names it, without credentials
+        (``redis://host:port/db``; a socket ``unix://HOST/PATH.sock/db``, named with
+        this host's name): two names for one server never match, which
+        :attr:`domains` makes up for with the database's id."""
         parts = urlsplit(self.url)
         if is_socket_url(self.url):
             sock = SocketURL.parse(self.url)
-            return frozenset({f"unix://{socket.gethostname()}{sock.decoded_path}/{sock.db}"})
+            return f"unix://{socket.gethostname()}{sock.decoded_path}/{sock.db}"
         db = parts.path.strip("/") or "0"
-        return frozenset({f"redis://{parts.hostname or 'localhost'}:{parts.port or 6379}/{db}"})
+        return f"redis://{parts.hostname or 'localhost'}:{parts.port or 6379}/{db}"
 
     # process-local state ----------------------------------------------------------------
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +32,9 @@ from ingestq.store.leases import EXPIRE_LABEL
 from ingestq.store.locks import lock_domains
 from ingestq.store.memory import MemoryLease
 from ingestq.store.testing import FakeRefLocker
+from ingestq.tasks.lease import RedisLeaseLocker
 from ingestq.worker.cli import cli
+from tests.servers.redis_server import RedisFactory
 from tests.servers.seaweed import S3Endpoint
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -204,6 +208,40 @@ def test_gc_refuses_while_a_job_on_another_host_locks_where_it_cannot(
     assert {d for d, _ in s3gc.collect(a).blobs} == {str(garbage)}  # the job's own host may
     lease.release()
     assert s3gc.collect(b).blobs == ()
+
+
+def test_gc_through_the_same_redis_by_another_name_runs_and_another_redis_refuses(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path, redis_factory: RedisFactory
+) -> None:
+    """Host A's pull locks through a Redis socket, host B's gc through TCP to that same
+    Redis: one lock domain (the database's id), so the gc runs, keeping the pull's blob
+    and removing the garbage. A gc with another Redis refuses."""
+    short = Path(tempfile.mkdtemp(prefix="iq-gc-"))  # a socket path has 107 bytes at most
+    try:
+        sock = short / "redis.sock"
+        server = redis_factory(extra_args=["--unixsocket", str(sock), "--unixsocketperm", "700"])
+        a, b, c = (
+            S3Store(location, s3_endpoint.client(), tmp_path / name, locker=RedisLeaseLocker(url))
+            for name, url in (
+                ("host-a", f"unix://{sock}?db=0"),
+                ("host-b", server.url),
+                ("host-c", redis_factory().url),
+            )
+        )
+        lease = JobLease(a.leases(), "pull-job-3", lock_domains(a.locker))
+        pulled = Digest.from_bytes(b"a layer of the pull by socket")
+        lease.protect(pulled)
+        assert put(a, b"a layer of the pull by socket") == pulled
+        garbage = put(a, b"nobody's, by socket")
+
+        with pytest.raises(errdefs.FailedPrecondition, match="pull-job-3"):
+            s3gc.collect(c)
+        assert {d for d, _ in s3gc.collect(b).blobs} == {str(garbage)}
+        assert b.exists(pulled) and not b.exists(garbage)
+        lease.release()
+        assert {d for d, _ in s3gc.collect(c).blobs} == {str(pulled)}
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def test_gc_prunes_expired_leases_and_keeps_commits_in_flight_under_a_lease(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,7 @@ from ingestq.store.local import LocalStore
 from ingestq.tasks import keys
 from ingestq.tasks.lease import RedisLeaseLocker
 from ingestq.tasks.statusboard import StatusBoard
+from tests.servers.redis_server import RedisFactory, RedisServer
 from tests.servers.util import wait_until
 
 
@@ -208,13 +212,52 @@ def test_a_guarded_acquire_reads_the_guard_field_in_the_same_script(
 
 def test_the_redis_lease_names_its_redis_without_credentials() -> None:
     with_password = RedisLeaseLocker("redis://user:s3cret@cache.example:6390/2")
-    assert with_password.domains == {"redis://cache.example:6390/2"}
-    assert RedisLeaseLocker("redis://cache.example").domains == {"redis://cache.example:6379/0"}
-    assert "s3cret" not in " ".join(with_password.domains)
+    assert with_password.url_domain == "redis://cache.example:6390/2"
+    assert RedisLeaseLocker("redis://cache.example").url_domain == "redis://cache.example:6379/0"
+    assert "s3cret" not in with_password.url_domain
     host = socket.gethostname()
     sock = RedisLeaseLocker("unix://:s3cret@/run/my%20redis.sock?db=2")
-    assert sock.domains == {f"unix://{host}/run/my redis.sock/2"}
+    assert sock.url_domain == f"unix://{host}/run/my redis.sock/2"
     assert (
-        RedisLeaseLocker("unix:///run/r.sock").domains
-        != RedisLeaseLocker("unix:///run/r.sock?db=1").domains
+        RedisLeaseLocker("unix:///run/r.sock").url_domain
+        != RedisLeaseLocker("unix:///run/r.sock?db=1").url_domain
     )
+
+
+@pytest.fixture
+def socket_redis(redis_factory: RedisFactory) -> Iterator[tuple[RedisServer, Path]]:
+    """A Redis listening on TCP and on a unix socket (a short path: 107 bytes at most)."""
+    short = Path(tempfile.mkdtemp(prefix="iq-dom-"))
+    sock = short / "redis.sock"
+    try:
+        yield redis_factory(extra_args=["--unixsocket", str(sock), "--unixsocketperm", "700"]), sock
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def test_one_redis_database_is_one_lock_domain_however_it_is_reached(
+    socket_redis: tuple[RedisServer, Path], redis_factory: RedisFactory
+) -> None:
+    """By its socket and by TCP as 127.0.0.1 or localhost, one database's lockers share
+    its id (their URL names differ); another database or server shares nothing; the id
+    outlives a restart (it is data, kept like the leases)."""
+    server, sock = socket_redis
+    by_tcp = RedisLeaseLocker(f"redis://127.0.0.1:{server.port}/3")
+    by_name = RedisLeaseLocker(f"redis://localhost:{server.port}/3")
+    by_socket = RedisLeaseLocker(f"unix://{sock}?db=3")
+    names = {by_tcp.url_domain, by_name.url_domain, by_socket.url_domain}
+    assert len(names) == 3
+    shared = by_tcp.domains & by_name.domains & by_socket.domains
+    assert len(shared) == 1 and next(iter(shared)).startswith("redis-db:"), shared
+    assert by_tcp.domains == {by_tcp.url_domain, *shared}
+
+    other_db = RedisLeaseLocker(f"unix://{sock}?db=4")
+    assert not other_db.domains & by_tcp.domains
+    other_server = RedisLeaseLocker(redis_factory().url)
+    assert not other_server.domains & by_tcp.domains
+
+    server.stop()
+    with pytest.raises(errdefs.Unavailable, match="database id"):
+        _ = RedisLeaseLocker(f"redis://127.0.0.1:{server.port}/3").domains
+    server.start()
+    assert RedisLeaseLocker(f"redis://127.0.0.1:{server.port}/3").domains & shared == shared
