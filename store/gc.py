@@ -733,8 +733,10 @@ class JobLease:
     no gc run removes it meanwhile. Lives in namespace :data:`JOB_LEASE_NAMESPACE`,
     id ``<kind>-<job id>``, expiring after :data:`JOB_LEASE_TTL` (a crashed job's lease
     stops protecting then). Re-opening the lease of the same job reuses it. ``domains``
-    (:func:`ingestq.store.locks.lock_domains` of the job's store locker) are recorded in
-    label :data:`LOCKS_LABEL`, so a gc can tell whether its locks exclude this job's."""
+    (:func:`ingestq.store.locks.lock_domains` of the job's store locker, or
+    :func:`~ingestq.store.locks.shared_domains` for a job that goes on on other hosts)
+    are recorded in label :data:`LOCKS_LABEL`, so a gc can tell whether its locks
+    exclude this job's."""
 
     def __init__(
         self, leases: Leases, lease_id: str, domains: frozenset[str] = frozenset()

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from ingestq import errdefs
 from ingestq.store.codec import holder_from_json, holder_to_json
@@ -71,9 +71,33 @@ class SpanningLocker(Protocol):
 def lock_domains(locker: RefLocker) -> frozenset[str]:
     """``locker``'s domains (:class:`SpanningLocker`); for another locker, one that is
     its own alone (it excludes only the users of this very object)."""
-    if isinstance(locker, SpanningLocker):
-        return locker.domains
+    # Not isinstance(locker, SpanningLocker): on Python 3.11 that evaluates the
+    # property (a Redis round trip) just to see that it exists.
+    if isinstance(getattr(type(locker), "domains", None), property):
+        return cast(SpanningLocker, locker).domains
+    return own_domain(locker)
+
+
+def own_domain(locker: object) -> frozenset[str]:
+    """A domain of ``locker`` alone, which no other locker names."""
     return frozenset({f"object://{socket.gethostname()}/{os.getpid()}/{id(locker):x}"})
+
+
+def shared_domains(locker: RefLocker) -> frozenset[str]:
+    """The domains ``locker`` takes its locks in on every host: what a job that goes on
+    on other hosts (a queued pull, finalized by any worker) excludes others with each
+    time. A :class:`ChainLocker`'s cross-host lockers' domains, without its
+    :class:`FileRefLocker`'s (that host's lock directory, which a worker elsewhere does
+    not take); when nothing is left, :func:`own_domain` (no gc shares it)."""
+    if isinstance(locker, ChainLocker):
+        shared = frozenset[str]().union(
+            *(lock_domains(each) for each in locker.lockers if not isinstance(each, FileRefLocker))
+        )
+    elif isinstance(locker, FileRefLocker):
+        shared = frozenset()
+    else:
+        shared = lock_domains(locker)
+    return shared or own_domain(locker)
 
 
 def new_holder_id() -> str:
@@ -227,6 +251,11 @@ class ChainLocker:
         self._lockers = list(lockers)
 
     @property
+    def lockers(self) -> tuple[RefLocker, ...]:
+        """The chained lockers, in the order their locks are taken."""
+        return tuple(self._lockers)
+
+    @property
     def domains(self) -> frozenset[str]:
         """Every chained locker's domains (it excludes whoever shares any of them)."""
         return frozenset().union(*(lock_domains(locker) for locker in self._lockers))
@@ -263,5 +292,7 @@ __all__ = [
     "lock_domains",
     "locked_error",
     "new_holder_id",
+    "own_domain",
     "ref_key",
+    "shared_domains",
 ]

@@ -10,7 +10,8 @@ expires or is deleted when done: the lease, holder and status hash by their TTLs
 (renewed by the heartbeat) and by release; the active index with its newest entry's
 status TTL; the fence key :data:`ingestq.tasks.lease.FENCE_TTL` after the ref's last
 grant; job records, their index and idempotency keys by ``result_expires`` (the
-index's members older than that are trimmed at each create).
+index's members older than that are trimmed at each create). One key stays:
+:data:`DATABASE_ID`, a few bytes.
 
 Imports store (the ref hash) only.
 """
@@ -25,9 +26,9 @@ PREFIX = "ingestq"
 ACTIVE = f"{PREFIX}:active"
 #: The index of job records (a zset of job ids scored by creation time), for listing.
 JOBS = f"{PREFIX}:jobs"
-#: This Redis database's own id (a random uuid, set once with SET NX by the first lease
-#: locker that names its lock domains): the name that every client of the database shares,
-#: however it reaches the server (socket or TCP, any host name).
+#: This Redis database's own id (32 random hex digits, set once with SET NX by the first
+#: lease locker that names its lock domains): the name that every client of the database
+#: shares, however it reaches the server (socket or TCP, any host name). It never expires.
 DATABASE_ID = f"{PREFIX}:database-id"
 #: The prefix of Celery's Redis result backend keys (``celery-task-meta-<task id>``).
 CELERY_RESULT_PREFIX = "celery-task-meta-"

@@ -51,7 +51,7 @@ import redis
 
 from ingestq import errdefs
 from ingestq.jobs.config import SocketURL, is_socket_url
-from ingestq.store.locks import locked_error
+from ingestq.store.locks import locked_error, own_domain
 from ingestq.store.values import Holder
 from ingestq.tasks import keys
 from ingestq.tasks.lua import load
@@ -361,32 +361,41 @@ class RedisLeaseLocker:
 
     @property
     def domains(self) -> frozenset[str]:
-        """The Redis database its leases live in: :attr:`url_domain`, and the database's
-        own id, ``redis-db:<uuid>`` (key :data:`~ingestq.tasks.keys.DATABASE_ID`, set
-        once by whichever locker asks first), which every client of that database
-        shares, whether it reaches the server by its socket on one host and by TCP on
-        another, or as ``localhost`` and ``127.0.0.1``. Reads Redis: Unavailable when it
-        cannot be reached."""
-        return frozenset({self.url_domain, f"redis-db:{self._database_id()}"})
-
-    def _database_id(self) -> str:
+        """The Redis server and database its leases live in, as every client of them
+        names it, however it reaches the server (its socket on one host, TCP on
+        another, ``localhost`` or ``127.0.0.1``): ``redis-db:<db id>/<run id>``. The
+        database's id is a random one stored in it once (key
+        :data:`~ingestq.tasks.keys.DATABASE_ID`); the server's ``run_id`` (``INFO
+        server``) tells apart a copy of those data on another server or a replica,
+        whose locks do not exclude these. Where ``INFO`` is refused, a domain of this
+        locker alone (no gc shares it). Reads Redis: Unavailable when it cannot be
+        reached or refuses the id."""
         self._ensure_process()
         assert self._client is not None
         try:
-            with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(keys.DATABASE_ID, secrets.token_hex(16), nx=True)
-                pipe.get(keys.DATABASE_ID)
-                _, value = pipe.execute()
+            db_id = self._client.get(keys.DATABASE_ID)
+            if db_id is None:
+                self._client.set(keys.DATABASE_ID, secrets.token_hex(16), nx=True)
+                db_id = self._client.get(keys.DATABASE_ID)
+            if db_id is None:
+                raise errdefs.Unavailable(f"lease service: {keys.DATABASE_ID} is not kept")
+            try:
+                run_id = self._client.info("server").get("run_id")
+            except redis.ResponseError:  # INFO renamed or denied
+                run_id = None
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"lease service: the database id: {e}") from e
-        return value.decode() if isinstance(value, bytes) else str(value)
+        if not run_id:
+            return own_domain(self)
+        name = db_id.decode() if isinstance(db_id, bytes) else str(db_id)
+        return frozenset({f"redis-db:{name}/{run_id}"})
 
     @property
     def url_domain(self) -> str:
         """The Redis its leases live in as its URL names it, without credentials
         (``redis://host:port/db``; a socket ``unix://HOST/PATH.sock/db``, named with
-        this host's name): two names for one server never match, which
-        :attr:`domains` makes up for with the database's id."""
+        this host's name), for messages; two names may be one server and one name
+        two servers, so :attr:`domains` names it by its ids instead."""
         parts = urlsplit(self.url)
         if is_socket_url(self.url):
             sock = SocketURL.parse(self.url)

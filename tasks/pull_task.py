@@ -77,7 +77,7 @@ from ingestq.jobs.pullstatus import with_child_job_ids
 from ingestq.jobs.records import KIND_INGEST, record_error
 from ingestq.jobs.retry import RetryPolicy
 from ingestq.store.gc import JobLease
-from ingestq.store.locks import lock_domains
+from ingestq.store.locks import shared_domains
 from ingestq.tasks.app import QUEUE, app
 from ingestq.tasks.codec import encode, error_from_meta
 from ingestq.tasks.ingest_hooks import worker_hooks
@@ -203,7 +203,7 @@ def pull_task(
             raise errdefs.Canceled(f"pull {pull_id} canceled")
         image = open_image(req, rt.settings.fetch_options())
         store, locker = rt.store, rt.locker
-        lease = JobLease(store.leases(), _lease_id(pull_id), lock_domains(store.locker))
+        lease = JobLease(store.leases(), _lease_id(pull_id), shared_domains(store.locker))
 
         def ingest_manifest(blob: PlannedBlob) -> object:
             lease.protect(blob.desc.digest)
@@ -348,7 +348,7 @@ def pull_finalize_task(
         # Only one finalize of a pull records it: two at once would release each
         # other's lease. The other one's outcome ends the polls.
         if not pending and rt.records.claim_finalize(pull_id, FINALIZE_CLAIM_TTL):
-            lease = JobLease(rt.store.leases(), _lease_id(pull_id), lock_domains(rt.store.locker))
+            lease = JobLease(rt.store.leases(), _lease_id(pull_id), shared_domains(rt.store.locker))
             info, recorded = finalize(rt.store, the_plan, lease.protect)
             lease.release()
             result = PullResult(the_plan.name, the_plan.target, info, tuple(results), recorded)

@@ -29,7 +29,7 @@ from ingestq.store import Descriptor, Digest
 from ingestq.store.codec import BlobMeta
 from ingestq.store.gc import GC_ROOT_LABEL, GcOptions, GcReport, JobLease
 from ingestq.store.leases import EXPIRE_LABEL
-from ingestq.store.locks import lock_domains
+from ingestq.store.locks import ChainLocker, FileRefLocker, lock_domains, shared_domains
 from ingestq.store.memory import MemoryLease
 from ingestq.store.testing import FakeRefLocker
 from ingestq.tasks.lease import RedisLeaseLocker
@@ -242,6 +242,31 @@ def test_gc_through_the_same_redis_by_another_name_runs_and_another_redis_refuse
         assert {d for d, _ in s3gc.collect(c).blobs} == {str(pulled)}
     finally:
         shutil.rmtree(short, ignore_errors=True)
+
+
+def test_a_queued_pulls_lease_names_only_what_every_worker_locks(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path, redis_url: str
+) -> None:
+    """A queued pull plans on host A and may be finalized by a worker anywhere, each
+    taking its own host's lock files and the shared Redis: its lease names the Redis
+    alone (``shared_domains``), so a gc on host A without Redis, which shares only A's
+    lock directory, refuses; a gc with the Redis runs."""
+    locks_a = tmp_path / "host-a" / "locks"
+    chain = ChainLocker([FileRefLocker(locks_a), RedisLeaseLocker(redis_url)])
+    worker_a = S3Store(location, s3_endpoint.client(), tmp_path / "host-a", locker=chain)
+    lease = JobLease(worker_a.leases(), "pull-job-4", shared_domains(worker_a.locker))
+    garbage = put(worker_a, b"garbage while a queued pull runs")
+
+    gc_a_without_redis = S3Store(location, s3_endpoint.client(), tmp_path / "host-a-gc",
+                                 locker=FileRefLocker(locks_a))  # fmt: skip
+    assert lock_domains(gc_a_without_redis.locker) <= lock_domains(worker_a.locker)
+    with pytest.raises(errdefs.FailedPrecondition, match="pull-job-4"):
+        s3gc.collect(gc_a_without_redis)
+    gc_b = S3Store(location, s3_endpoint.client(), tmp_path / "host-b",
+                   locker=ChainLocker([FileRefLocker(tmp_path / "host-b" / "locks"),
+                                       RedisLeaseLocker(redis_url)]))  # fmt: skip
+    assert {d for d, _ in s3gc.collect(gc_b).blobs} == {str(garbage)}
+    lease.release()
 
 
 def test_gc_prunes_expired_leases_and_keeps_commits_in_flight_under_a_lease(

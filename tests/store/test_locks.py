@@ -14,7 +14,7 @@ from ingestq import errdefs
 from ingestq.store import ChainLocker, FileRefLocker, Holder
 from ingestq.store import lockfile as lockfile_module
 from ingestq.store.lockfile import HAVE_OFD, LockFile, probe
-from ingestq.store.locks import Lease, lock_domains, locked_error
+from ingestq.store.locks import Lease, lock_domains, locked_error, shared_domains
 from ingestq.store.values import utcnow
 
 BACKENDS = [pytest.param(True, id="ofd"), pytest.param(False, id="flock")]
@@ -195,6 +195,28 @@ def test_lockers_name_their_domains_and_a_chain_spans_them_all(tmp_path: Path) -
     plain = FakeLocker("x")  # names no domains: one of its own, for this object alone
     assert lock_domains(plain) == lock_domains(plain)
     assert not lock_domains(plain) & lock_domains(FakeLocker("x"))
+
+
+class _CrossHost(FakeLocker):
+    """A locker every host shares (as the Redis lease is)."""
+
+    @property
+    def domains(self) -> frozenset[str]:
+        return frozenset({"cross://one"})
+
+
+def test_the_shared_domains_leave_out_this_hosts_lock_directory(tmp_path: Path) -> None:
+    """What a job that goes on on other hosts names: a chain's cross-host lockers only;
+    a host's lock directory alone (or a locker without domains) gives a domain of its
+    own, which no other locker shares."""
+    here = FileRefLocker(tmp_path / "a")
+    cross = _CrossHost("c")
+    assert shared_domains(ChainLocker([here, cross])) == {"cross://one"}
+    assert shared_domains(cross) == {"cross://one"}
+    for alone in (here, ChainLocker([here]), FakeLocker("x")):
+        mine = shared_domains(alone)
+        assert len(mine) == 1 and next(iter(mine)).startswith("object://"), mine
+        assert not mine & lock_domains(here)
 
 
 def test_removing_a_planted_entry_never_removes_a_lock_file_made_meanwhile(

@@ -238,26 +238,75 @@ def socket_redis(redis_factory: RedisFactory) -> Iterator[tuple[RedisServer, Pat
 def test_one_redis_database_is_one_lock_domain_however_it_is_reached(
     socket_redis: tuple[RedisServer, Path], redis_factory: RedisFactory
 ) -> None:
-    """By its socket and by TCP as 127.0.0.1 or localhost, one database's lockers share
-    its id (their URL names differ); another database or server shares nothing; the id
-    outlives a restart (it is data, kept like the leases)."""
+    """By its socket and by TCP as 127.0.0.1 or localhost, one database's lockers name
+    one domain (their URL names differ), and they exclude each other; another database
+    or server shares nothing."""
     server, sock = socket_redis
-    by_tcp = RedisLeaseLocker(f"redis://127.0.0.1:{server.port}/3")
-    by_name = RedisLeaseLocker(f"redis://localhost:{server.port}/3")
-    by_socket = RedisLeaseLocker(f"unix://{sock}?db=3")
-    names = {by_tcp.url_domain, by_name.url_domain, by_socket.url_domain}
-    assert len(names) == 3
-    shared = by_tcp.domains & by_name.domains & by_socket.domains
-    assert len(shared) == 1 and next(iter(shared)).startswith("redis-db:"), shared
-    assert by_tcp.domains == {by_tcp.url_domain, *shared}
+    by_tcp = RedisLeaseLocker(f"redis://127.0.0.1:{server.port}/3", ttl=5)
+    by_name = RedisLeaseLocker(f"redis://localhost:{server.port}/3", ttl=5)
+    by_socket = RedisLeaseLocker(f"unix://{sock}?db=3", ttl=5)
+    assert len({by_tcp.url_domain, by_name.url_domain, by_socket.url_domain}) == 3
+    (domain,) = by_tcp.domains
+    assert domain.startswith("redis-db:")
+    assert by_name.domains == by_socket.domains == {domain}
+    lease = by_socket.try_lock("ref-domain", "a")
+    with pytest.raises(errdefs.Unavailable, match="locked"):
+        by_tcp.try_lock("ref-domain", "b")
+    lease.release()
 
-    other_db = RedisLeaseLocker(f"unix://{sock}?db=4")
-    assert not other_db.domains & by_tcp.domains
-    other_server = RedisLeaseLocker(redis_factory().url)
-    assert not other_server.domains & by_tcp.domains
+    assert not RedisLeaseLocker(f"unix://{sock}?db=4").domains & {domain}
+    assert not RedisLeaseLocker(redis_factory().url).domains & {domain}
 
-    server.stop()
+
+def test_a_copy_of_the_data_or_a_restart_is_another_domain(
+    redis_server: RedisServer, redis_factory: RedisFactory
+) -> None:
+    """The database id is data: a server holding a copy of it (restored, a replica
+    promoted) would share it, so the server's run id is part of the name and the copy's
+    locks, which exclude nothing here, name another domain. A restart (same data) is
+    another domain too: a gc then refuses until the jobs from before it end."""
+    locker = RedisLeaseLocker(redis_server.url)
+    (before,) = locker.domains
+    db_id = redis.Redis.from_url(redis_server.url).get(keys.DATABASE_ID)
+    assert db_id is not None and db_id.decode() in before
+
+    copy = redis_factory()
+    redis.Redis.from_url(copy.url).set(keys.DATABASE_ID, db_id)
+    (copied,) = RedisLeaseLocker(copy.url).domains
+    assert copied.split("/")[0] == before.split("/")[0] and copied != before
+
+    redis_server.stop()
     with pytest.raises(errdefs.Unavailable, match="database id"):
-        _ = RedisLeaseLocker(f"redis://127.0.0.1:{server.port}/3").domains
-    server.start()
-    assert RedisLeaseLocker(f"redis://127.0.0.1:{server.port}/3").domains & shared == shared
+        _ = RedisLeaseLocker(redis_server.url).domains
+    redis_server.start()
+    (after,) = RedisLeaseLocker(redis_server.url).domains
+    assert after.split("/")[0] == before.split("/")[0], "the id outlives a restart"
+    assert after != before
+
+
+def test_one_url_for_two_servers_is_two_domains(redis_factory: RedisFactory) -> None:
+    """``redis://127.0.0.1:PORT/0`` names whichever server listens there: the domain
+    does not come from the URL."""
+    first = redis_factory()
+    url = first.url
+    (one,) = RedisLeaseLocker(url).domains
+    first.stop()
+    second = redis_factory(port=first.port)
+    assert second.url == url
+    (two,) = RedisLeaseLocker(url).domains
+    assert one != two
+
+
+def test_a_redis_that_refuses_info_gives_a_domain_nobody_shares(redis_server: RedisServer) -> None:
+    """A user whose ACL denies INFO: the server cannot be told apart from a copy, so
+    the locker names a domain of its own (a gc with it refuses what others lock)."""
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.acl_setuser("noinfo", enabled=True, passwords=["+pw"], keys=["*"],
+                      commands=["+@all", "-info"], channels=["*"])  # fmt: skip
+    url = redis_server.url.replace("redis://", "redis://noinfo:pw@", 1)
+    limited = RedisLeaseLocker(url)
+    (mine,) = limited.domains
+    assert mine.startswith("object://")
+    assert not limited.domains & RedisLeaseLocker(redis_server.url).domains
+    lease = limited.try_lock("ref-noinfo", "me")  # its leases work as ever
+    lease.release()
