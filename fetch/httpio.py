@@ -277,7 +277,25 @@ def _no_such_name(err: BaseException) -> socket.gaierror | None:
 
 
 def _verify_message(err: ssl.SSLCertVerificationError) -> str:
-    return str(getattr(err, "verify_message", None) or err)
+    message = str(getattr(err, "verify_message", None) or err)
+    paths = ssl.get_default_verify_paths()
+    if paths.cafile is None and not _has_entries(paths.capath):
+        message += (
+            " (this system has no CA certificates: install its ca-certificates package,"
+            " or name a bundle with SSL_CERT_FILE)"
+        )
+    return message
+
+
+def _has_entries(directory: str | None) -> bool:
+    """Whether ``directory`` exists and lists anything."""
+    if directory is None:
+        return False
+    try:
+        with os.scandir(directory) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return False
 
 
 def transport_error(err: httpx.HTTPError, what: str) -> errdefs.ErrdefsError:

@@ -153,12 +153,22 @@ def test_an_http_source_trusts_the_system_store_not_certifi(
     blob_server: BlobServer, fronts: FrontFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An ``http`` source spec, ingested through the ingest core as a worker does it,
-    trusts what the system's store trusts, as a registry does: a CA in the directory
-    that ``SSL_CERT_DIR`` names (``openssl rehash``) serves, with certifi's bundle
-    (httpx's default) unreadable; a client without it refuses the same server."""
+    trusts what OpenSSL's default paths hold, as a registry does: the bundle that
+    ``SSL_CERT_FILE`` names and the directory that ``SSL_CERT_DIR`` names, both (httpx's
+    default would take the file alone, and certifi's bundle when neither is set, which
+    is unreadable here). A server signed by a CA only in that directory serves."""
     import certifi
 
-    pki = make_tls(tmp_path / "pki")
+    from ingestq.fetch import specs
+
+    file_ca = tmp_path / "another-ca.pem"  # another subject: a lookup by name finds either
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+         str(tmp_path / "another-ca.key"), "-out", str(file_ca), "-days", "2", "-subj",
+         "/CN=ingestq test CA in SSL_CERT_FILE"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    pki = make_tls(tmp_path / "pki-dir")
     data = os.urandom(300_000)
     blob_server.add("/x", Behaviour(data=data))
     url = f"{fronts(blob_server.url, tls=(pki['cert'], pki['key'])).url}/x"
@@ -168,25 +178,41 @@ def test_an_http_source_trusts_the_system_store_not_certifi(
         raise AssertionError("certifi's bundle was read")
 
     monkeypatch.setattr(certifi, "where", no_certifi)
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
-    spec = {"type": "http", "url": url}
-    store = LocalStore(tmp_path / "store", fsync=False)
-    request = make_request(spec, url, digest=digest, size=len(data))
-
-    # A connect timeout no other test uses: this process's shared client for these
-    # options is made here, and reads the CAs at its first handshake, below.
-    refusing = source_from_spec(spec, FetchOptions(http_connect_timeout=CONNECT_TIMEOUT - 1))
-    _failed_precondition(
-        lambda: ingest_once(store, refusing, request), "certificate verification failed"
-    )
-
+    monkeypatch.setattr(specs, "_clients", {})  # this process's shared clients: new ones
     certs = tmp_path / "certs"
     certs.mkdir()
     shutil.copy(pki["ca"], certs / "test-ca.pem")
     subprocess.run(["openssl", "rehash", str(certs)], check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(file_ca))
     monkeypatch.setenv("SSL_CERT_DIR", str(certs))
-    trusting = source_from_spec(spec, FetchOptions(http_connect_timeout=CONNECT_TIMEOUT - 2))
-    result = ingest_once(store, trusting, request)
+    spec = {"type": "http", "url": url}
+    store = LocalStore(tmp_path / "store", fsync=False)
+    request = make_request(spec, url, digest=digest, size=len(data))
+    result = ingest_once(store, source_from_spec(spec, FetchOptions()), request)
     assert str(result.info.digest) == digest
     assert store.blob_path(digest).read_bytes() == data
+
+    # Without the directory (the file's CA did not sign the server): refused.
+    monkeypatch.setattr(specs, "_clients", {})
+    monkeypatch.delenv("SSL_CERT_DIR")
+    store.delete(digest)
+    _failed_precondition(
+        lambda: ingest_once(store, source_from_spec(spec, FetchOptions()), request),
+        "certificate verification failed",
+    )
+
+
+def test_a_system_without_cas_is_named_in_the_error(
+    blob_server: BlobServer, fronts: FrontFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where OpenSSL's default paths hold nothing (a slim image without
+    ca-certificates), a refused certificate says so and how to fix it."""
+    pki = make_tls(tmp_path / "pki")
+    blob_server.add("/x", Behaviour(data=b"x"))
+    url = f"{fronts(blob_server.url, tls=(pki['cert'], pki['key'])).url}/x"
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-such-bundle.pem"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "no-such-dir"))
+    with new_client(connect_timeout=CONNECT_TIMEOUT) as client:
+        error = _failed_precondition(HttpSource(url, client).open, "verification failed")
+    assert "this system has no CA certificates" in str(error)
+    assert "SSL_CERT_FILE" in str(error)
