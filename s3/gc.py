@@ -363,9 +363,25 @@ def check_lock_domains(store: S3Store, now: datetime) -> None:
             f"gc of {store.location}: {len(foreign)} job(s) hold leases under locks this "
             f"run does not share: {jobs}; run gc with their lock (INGESTQ_REDIS_URL or "
             f"INGESTQ_LOCK_URL of their Redis; it uses {' '.join(sorted(ours))}) "
-            "or once they are done",
+            f"or once they are done{_why_foreign(ours, foreign.values())}",
             {"leases": ",".join(sorted(foreign))},
         )
+
+
+def _why_foreign(ours: frozenset[str], theirs: Iterable[str]) -> str:
+    """A hint for domains that differ though the Redis may be the same: a locker whose
+    Redis refused INFO names a domain of its own; the same database under another run
+    id is the same Redis restarted since those jobs began."""
+    labels = " ".join(theirs).split()
+    if any(d.startswith("object://") for d in labels):
+        return (
+            " (a job's locker named a domain of its own: its Redis user may be denied "
+            "INFO, which ingestq needs: allow +info)"
+        )
+    ids = {d.split("/")[0] for d in ours if d.startswith("redis-db:")}
+    if any(d.startswith("redis-db:") and d.split("/")[0] in ids for d in labels):
+        return " (the same Redis restarted since those jobs began: their locks were lost)"
+    return ""
 
 
 def collect(store: S3Store, options: GcOptions | None = None) -> GcReport:
@@ -400,6 +416,9 @@ def _collect(store: S3Store, options: GcOptions, lock: GcLock | None) -> GcRepor
                 lock.check()
             with _blob_locks(store, batch) as locked:
                 now = utcnow()
+                # Again per batch: a job that began since, or a Redis restarted since
+                # (this run's locks in it are gone), stops the run before its deletes.
+                check_lock_domains(store, now)
                 again = _mark(graph, _read_roots(store, now), expected, now, options.grace)
                 for digest in locked:
                     if digest not in again and _delete_unless_rooted(store, digest, now):

@@ -363,32 +363,43 @@ class RedisLeaseLocker:
     def domains(self) -> frozenset[str]:
         """The Redis server and database its leases live in, as every client of them
         names it, however it reaches the server (its socket on one host, TCP on
-        another, ``localhost`` or ``127.0.0.1``): ``redis-db:<db id>/<run id>``. The
+        another, ``localhost`` or ``127.0.0.1``): ``redis-db:<db id>/<run id>/<db>``. The
         database's id is a random one stored in it once (key
         :data:`~ingestq.tasks.keys.DATABASE_ID`); the server's ``run_id`` (``INFO
         server``) tells apart a copy of those data on another server or a replica,
-        whose locks do not exclude these. Where ``INFO`` is refused, a domain of this
-        locker alone (no gc shares it). Reads Redis: Unavailable when it cannot be
-        reached or refuses the id."""
+        whose locks do not exclude these; ``<db>`` the database's index (a copy in
+        another database of the same server). Where ``INFO`` is refused, a domain of
+        this locker alone (no gc shares it; logged). Reads Redis: Unavailable when it
+        cannot be reached or refuses the id."""
         self._ensure_process()
         assert self._client is not None
+        db = self._client.connection_pool.connection_kwargs.get("db", 0)
         try:
-            db_id = self._client.get(keys.DATABASE_ID)
-            if db_id is None:
-                self._client.set(keys.DATABASE_ID, secrets.token_hex(16), nx=True)
-                db_id = self._client.get(keys.DATABASE_ID)
-            if db_id is None:
-                raise errdefs.Unavailable(f"lease service: {keys.DATABASE_ID} is not kept")
-            try:
-                run_id = self._client.info("server").get("run_id")
-            except redis.ResponseError:  # INFO renamed or denied
-                run_id = None
+            # One connection, so the id and the run id come from one server.
+            with self._client.pipeline(transaction=False) as pipe:
+                pipe.get(keys.DATABASE_ID)
+                pipe.info("server")
+                db_id, info = pipe.execute(raise_on_error=False)
+            if db_id is None:  # the first locker of this database
+                with self._client.pipeline(transaction=False) as pipe:
+                    pipe.set(keys.DATABASE_ID, secrets.token_hex(16), nx=True)
+                    pipe.get(keys.DATABASE_ID)
+                    pipe.info("server")
+                    _, db_id, info = pipe.execute(raise_on_error=False)
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"lease service: the database id: {e}") from e
-        if not run_id:
+        if isinstance(db_id, Exception) or db_id is None:
+            raise errdefs.Unavailable(f"lease service: the database id: {db_id or 'not kept'}")
+        run_id = info.get("run_id") if isinstance(info, dict) else None
+        if not run_id:  # INFO renamed or denied (ACL: it is in @dangerous)
+            log.warning(
+                "lease service %s: INFO is refused, so this worker's locks name a domain of "
+                "their own and an S3 gc refuses while its pulls run: allow +info",
+                self.url_domain,
+            )
             return own_domain(self)
         name = db_id.decode() if isinstance(db_id, bytes) else str(db_id)
-        return frozenset({f"redis-db:{name}/{run_id}"})
+        return frozenset({f"redis-db:{name}/{run_id}/{db}"})
 
     @property
     def url_domain(self) -> str:

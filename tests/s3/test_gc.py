@@ -269,6 +269,53 @@ def test_a_queued_pulls_lease_names_only_what_every_worker_locks(
     lease.release()
 
 
+def test_a_refusal_says_when_the_redis_restarted_or_refused_info(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path, redis_url: str
+) -> None:
+    """Leases naming the gc's own Redis database under an older run id (a restart
+    since they began), or a locker's own domain (its Redis user denied INFO), refuse
+    with the reason."""
+    store = S3Store(location, s3_endpoint.client(), tmp_path / "host",
+                    locker=RedisLeaseLocker(redis_url))  # fmt: skip
+    (ours,) = lock_domains(store.locker)
+    db_id, _, db = ours.rsplit("/", 2)
+    lease = JobLease(store.leases(), "pull-job-6", frozenset({f"{db_id}/0ld-run/{db}"}))
+    with pytest.raises(errdefs.FailedPrecondition, match="restarted since those jobs began"):
+        s3gc.collect(store)
+    lease.release()
+    lease = JobLease(store.leases(), "pull-job-7", frozenset({"object://other/1/2"}))
+    with pytest.raises(errdefs.FailedPrecondition, match=r"allow \+info"):
+        s3gc.collect(store)
+    lease.release()
+    assert s3gc.collect(store).blobs == ()
+
+
+def test_a_job_that_begins_during_a_run_under_other_locks_stops_it(
+    location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock domains are checked again for every batch of deletes: a pull that
+    starts on another host, under locks this run does not take, after the run's first
+    batch stops it before the next one (FailedPrecondition), keeping the rest."""
+    a, b = (
+        S3Store(location, s3_endpoint.client(), tmp_path / name) for name in ("host-a", "host-b")
+    )
+    garbage = [put(a, f"garbage {i}".encode()) for i in range(3)]
+    monkeypatch.setattr(s3gc, "SWEEP_BATCH", 1)
+    delete = b.bucket.delete
+    started: list[JobLease] = []
+
+    def delete_then_a_pull_starts(key: str) -> None:
+        delete(key)
+        if not started:  # after the first blob: host A's pull begins
+            started.append(JobLease(a.leases(), "pull-job-8", lock_domains(a.locker)))
+
+    monkeypatch.setattr(b.bucket, "delete", delete_then_a_pull_starts)
+    with pytest.raises(errdefs.FailedPrecondition, match="pull-job-8"):
+        s3gc.collect(b)
+    assert sum(b.exists(d) for d in garbage) == 2
+    started[0].release()
+
+
 def test_gc_prunes_expired_leases_and_keeps_commits_in_flight_under_a_lease(
     location: S3Location, s3_endpoint: S3Endpoint, tmp_path: Path
 ) -> None:

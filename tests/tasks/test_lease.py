@@ -274,6 +274,10 @@ def test_a_copy_of_the_data_or_a_restart_is_another_domain(
     redis.Redis.from_url(copy.url).set(keys.DATABASE_ID, db_id)
     (copied,) = RedisLeaseLocker(copy.url).domains
     assert copied.split("/")[0] == before.split("/")[0] and copied != before
+    other_db = redis_server.url.rsplit("/", 1)[0] + "/5"  # a copy in another database
+    redis.Redis.from_url(other_db).set(keys.DATABASE_ID, db_id)
+    (in_db5,) = RedisLeaseLocker(other_db).domains
+    assert in_db5.split("/")[:2] == before.split("/")[:2] and in_db5 != before
 
     redis_server.stop()
     with pytest.raises(errdefs.Unavailable, match="database id"):
