@@ -278,8 +278,7 @@ def _no_such_name(err: BaseException) -> socket.gaierror | None:
 
 def _verify_message(err: ssl.SSLCertVerificationError) -> str:
     message = str(getattr(err, "verify_message", None) or err)
-    paths = ssl.get_default_verify_paths()
-    if paths.cafile is None and not _has_entries(paths.capath):
+    if getattr(err, "verify_code", None) == _UNABLE_TO_GET_ISSUER and not _system_has_cas():
         message += (
             " (this system has no CA certificates: install its ca-certificates package,"
             " or name a bundle with SSL_CERT_FILE)"
@@ -287,13 +286,28 @@ def _verify_message(err: ssl.SSLCertVerificationError) -> str:
     return message
 
 
-def _has_entries(directory: str | None) -> bool:
-    """Whether ``directory`` exists and lists anything."""
-    if directory is None:
-        return False
+#: OpenSSL's X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY: no trusted CA issued it.
+_UNABLE_TO_GET_ISSUER = 20
+
+#: The names OpenSSL looks certificates up by in a CA directory (``openssl rehash``).
+_HASHED_NAME = re.compile(r"[0-9a-f]{8}\.r?[0-9]+")
+
+
+def _system_has_cas() -> bool:
+    """Whether OpenSSL's default paths (as ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` name them,
+    the latter a list) hold a CA bundle or a hashed CA directory."""
+    paths = ssl.get_default_verify_paths()
+    if paths.cafile is not None:
+        return True
+    listed = os.environ.get(paths.openssl_capath_env)
+    dirs = listed.split(os.pathsep) if listed else [paths.openssl_capath]
+    return any(_has_hashed_entries(d) for d in dirs if d)
+
+
+def _has_hashed_entries(directory: str) -> bool:
     try:
         with os.scandir(directory) as entries:
-            return any(True for _ in entries)
+            return any(_HASHED_NAME.fullmatch(e.name) for e in entries)
     except OSError:
         return False
 

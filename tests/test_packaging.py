@@ -362,7 +362,7 @@ def test_a_worker_whose_user_cannot_read_the_install_stops_with_the_reason(
     )  # fmt: skip
     assert done.returncode == EXIT_CODES[errdefs.FailedPrecondition.name], done.stderr[-3000:]
     assert "the worker's user (user nobody" in done.stderr, done.stderr[-3000:]
-    found = re.search(r"cannot read (/\S+) \(Permission denied\)", done.stderr)
+    found = re.search(r"cannot read (/.+?) \(Permission denied\)", done.stderr)
     assert found, done.stderr[-3000:]
     # The venv, or the interpreter's own installation when that is root's too (a
     # pyenv Python under /root): either way, a path of what the worker runs.
@@ -393,25 +393,27 @@ def installed_for_anyone(installed: Installed) -> Iterator[Installed]:
         f"{SYSTEM_PYTHON} (>= 3.11, with venv) is needed: apt-get install python3-venv\n"
         f"{version.stderr[-2000:]}"
     )
-    umask = os.umask(0o022)  # what root makes here, others must read
     base = Path(tempfile.mkdtemp(prefix="ingestq-anyone-"))
     try:
-        base.chmod(0o755)
-        venv = base / "venv"
-        subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(venv)], check=True, timeout=120)
-        subprocess.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-             "--disable-pip-version-check", str(installed.wheel)],
-            check=True, timeout=600,
-        )  # fmt: skip
-        app = base / "app"
-        app.mkdir(mode=0o755)
-        make_app_directory(app)
-        for directory in (app, app / "input"):
-            directory.chmod(0o755)
+        umask = os.umask(0o022)  # what root makes here, others must read
+        try:
+            base.chmod(0o755)
+            venv = base / "venv"
+            subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(venv)], check=True, timeout=120)
+            subprocess.run(
+                [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                 "--disable-pip-version-check", str(installed.wheel)],
+                check=True, timeout=600,
+            )  # fmt: skip
+            app = base / "app"
+            app.mkdir(mode=0o755)
+            make_app_directory(app)
+            for directory in (app, app / "input"):
+                directory.chmod(0o755)
+        finally:
+            os.umask(umask)
         yield Installed(installed.wheel, venv, app)
     finally:
-        os.umask(umask)
         shutil.rmtree(base)
 
 

@@ -36,6 +36,9 @@ DETACH_OPTIONS = frozenset({"-D", "--detach"})
 #: Seconds the forked check may take (a hung network file system ends it).
 CHECK_TIMEOUT = 30.0
 
+#: The signals blocked around the fork (and in the child throughout).
+_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+
 #: Seconds to wait for a killed child to be gone before leaving it to init.
 REAP_TIMEOUT = 5.0
 
@@ -81,19 +84,27 @@ def import_paths() -> list[ImportPath]:
     install links them from elsewhere); the file of every module loaded so far. A zip
     file on ``sys.path`` is a file to read."""
     out: dict[str, ImportPath] = {}
+    skip = _not_installed()
 
     def add(path: str, directory: bool) -> None:
-        out.setdefault(path, ImportPath(path, directory))
+        # The path as Python opens it (access(2) follows its links and checks every
+        # directory on the way), once per file it names; skipped: what does not exist
+        # (a dangling link) and bytecode caches, which Python does without.
+        path = os.path.abspath(path)
+        real = os.path.realpath(path)
+        if real in out or not os.path.exists(path) or _is_cache(path):
+            return
+        out[real] = ImportPath(path, directory)
 
     for entry in sys.path:
-        if not entry or os.path.realpath(entry) in _not_installed():
+        if not entry or os.path.realpath(entry) in skip:
             continue
         if os.path.isfile(entry):
-            add(os.path.realpath(entry), False)
+            add(entry, False)
         elif os.path.isdir(entry):
-            add(os.path.realpath(entry), True)
+            add(entry, True)
             for entry_child in _scandir(entry):
-                add(os.path.realpath(entry_child.path), _is_dir(entry_child))
+                add(entry_child.path, _is_dir(entry_child))
     spec = importlib.util.find_spec("ingestq")
     for package in (spec.submodule_search_locations or []) if spec else []:
         for top in [package, *(c.path for c in _scandir(package) if _is_dir(c))]:
@@ -102,14 +113,23 @@ def import_paths() -> list[ImportPath]:
     for module in list(sys.modules.values()):
         origin = getattr(module, "__file__", None)
         if isinstance(origin, str) and os.path.isfile(origin):
-            add(os.path.realpath(origin), False)
+            add(origin, False)
     return list(out.values())
 
 
+def _is_cache(path: str) -> bool:
+    return path.endswith(".pyc") or os.path.basename(path) == "__pycache__"
+
+
 def _not_installed() -> set[str]:
-    """The ``sys.path`` entries Python adds for the command, not the installation: the
-    current directory and the directory of the running script (a venv's ``bin``)."""
+    """The ``sys.path`` entries Python adds for the command or the user, not the
+    installation: the current directory, the directory of the running script (a venv's
+    ``bin``) and root's own site-packages (``site.USER_SITE``)."""
+    import site
+
     out = {os.path.realpath(os.getcwd())}
+    if isinstance(site.USER_SITE, str):
+        out.add(os.path.realpath(site.USER_SITE))
     if sys.argv and sys.argv[0] and sys.argv[0] not in ("-c", "-m"):
         out.add(os.path.dirname(os.path.realpath(sys.argv[0])))
     return out
@@ -143,23 +163,28 @@ def check_drop(
         raise errdefs.InvalidArgument(f"--uid/--gid: {what}") from None
     who = _who(uid, uid_number, gid)
     reader, writer = os.pipe()
+    # Signals stay blocked across the fork: a Ctrl-C there must neither send the child
+    # into the caller's code nor lose the child in the parent.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
         pid = os.fork()
     except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(reader)
         os.close(writer)
         raise
     if pid == 0:
-        os.close(reader)
-        _child(writer, uid_number, gid_number, paths)  # never returns
-    os.close(writer)
+        _child(reader, writer, uid_number, gid_number, paths)  # never returns
     try:
+        os.close(writer)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         report = _read_all(reader, pid, timeout)
         code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     except BaseException:
         _kill(pid)
         raise
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(reader)
     if code == 0:
         return
@@ -181,11 +206,15 @@ def check_drop(
     raise errdefs.FailedPrecondition(f"the worker could not change to {who}: {message}")
 
 
-def _child(writer: int, uid: int | None, gid: int | None, paths: Sequence[ImportPath]) -> None:
-    """The forked child: drop, check, report the first failure on ``writer``, exit.
-    Never returns into the caller's code, whatever is raised."""
+def _child(
+    reader: int, writer: int, uid: int | None, gid: int | None, paths: Sequence[ImportPath]
+) -> None:
+    """The forked child (its signals blocked until it ends): drop, check, report the
+    first failure on ``writer``, exit. Never returns into the caller's code, whatever is
+    raised."""
     code = 3
     try:
+        os.close(reader)
         from celery.platforms import maybe_drop_privileges
 
         try:
@@ -194,15 +223,16 @@ def _child(writer: int, uid: int | None, gid: int | None, paths: Sequence[Import
             os.write(writer, f"{type(e).__name__}\0{e}".encode(errors="replace"))
             code = 2
         else:
-            code = 0
-            for p in paths:
-                mode = os.R_OK | os.X_OK if p.directory else os.R_OK
-                if not os.access(p.path, mode):
-                    os.write(writer, b"path\0" + os.fsencode(p.path) + b"\0Permission denied")
-                    code = 1
-                    break
+            failed = next((p for p in paths if not os.access(p.path, _mode(p))), None)
+            if failed is not None:
+                os.write(writer, b"path\0" + os.fsencode(failed.path) + b"\0Permission denied")
+            code = 0 if failed is None else 1
     finally:
         os._exit(code)
+
+
+def _mode(p: ImportPath) -> int:
+    return os.R_OK | os.X_OK if p.directory else os.R_OK
 
 
 def _who(uid: str | None, uid_number: int | None, gid: str | None) -> str:
@@ -238,18 +268,16 @@ def _kill(pid: int) -> None:
     stuck in the kernel is left to init when this process ends)."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    try:
-        exited = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        poller = select.poll()
-        poller.register(exited, select.POLLIN)
-        if poller.poll(REAP_TIMEOUT * 1000):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-    finally:
-        os.close(exited)
+    deadline = time.monotonic() + REAP_TIMEOUT
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            return
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)
 
 
 def _scandir(path: str) -> list[os.DirEntry[str]]:

@@ -196,10 +196,11 @@ def test_an_http_source_trusts_the_system_store_not_certifi(
     monkeypatch.setattr(specs, "_clients", {})
     monkeypatch.delenv("SSL_CERT_DIR")
     store.delete(digest)
-    _failed_precondition(
+    refused = _failed_precondition(
         lambda: ingest_once(store, source_from_spec(spec, FetchOptions()), request),
         "certificate verification failed",
     )
+    assert "no CA certificates" not in str(refused), "the system has some: no hint"
 
 
 def test_a_system_without_cas_is_named_in_the_error(
@@ -216,3 +217,13 @@ def test_a_system_without_cas_is_named_in_the_error(
         error = _failed_precondition(HttpSource(url, client).open, "verification failed")
     assert "this system has no CA certificates" in str(error)
     assert "SSL_CERT_FILE" in str(error)
+
+    # A list of directories (OpenSSL reads each), the second one hashed: CAs there.
+    hashed = tmp_path / "hashed"
+    hashed.mkdir()
+    shutil.copy(make_tls(tmp_path / "other")["ca"], hashed / "other-ca.pem")
+    subprocess.run(["openssl", "rehash", str(hashed)], check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_DIR", f"{tmp_path / 'no-such-dir'}{os.pathsep}{hashed}")
+    with new_client(connect_timeout=CONNECT_TIMEOUT) as client:
+        error = _failed_precondition(HttpSource(url, client).open, "verification failed")
+    assert "no CA certificates" not in str(error)
