@@ -302,6 +302,38 @@ class WorkerProcess:
             self._log.close()
 
 
+@contextlib.contextmanager
+def answering_worker(
+    argv: Sequence[str], env: Mapping[str, str], cwd: Path, log: Path, redis_url: str
+) -> Iterator[WorkerProcess]:
+    """The worker ``argv`` (whose ``--hostname`` is its last argument), once it answers
+    ping through ``redis_url``; stopped afterwards."""
+    name = argv[-1]
+    worker = WorkerProcess(argv, env, cwd, log)
+    app = ping_app(redis_url)
+    try:
+        wait_until(
+            lambda: app.control.ping(destination=[name], timeout=0.5),
+            60,
+            f"{name} answers ping",
+            abort=worker.exit_reason,
+        )
+        yield worker
+    finally:
+        app.close()
+        worker.stop()
+
+
+def check_producer_beside(
+    installed: Installed, env: Mapping[str, str], worker: WorkerProcess
+) -> None:
+    """:func:`check_producer`, failing with ``worker``'s log."""
+    try:
+        check_producer(installed, env)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- worker log:\n{worker.log()}") from None
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -323,22 +355,8 @@ def test_a_queue_worker_ingests_for_the_producer(
     )
     name = f"{command[0]}-{uuid.uuid4().hex[:6]}@packaging"
     argv = [str(installed.venv / "bin" / command[0]), *command[1:], "--hostname", name]
-    worker = WorkerProcess(argv, env, installed.app, tmp_path / "worker.log")
-    app = ping_app(redis_url)
-    try:
-        wait_until(
-            lambda: app.control.ping(destination=[name], timeout=0.5),
-            60,
-            f"{name} answers ping",
-            abort=worker.exit_reason,
-        )
-        try:
-            check_producer(installed, env)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- worker log:\n{worker.log()}") from None
-    finally:
-        app.close()
-        worker.stop()
+    with answering_worker(argv, env, installed.app, tmp_path / "worker.log", redis_url) as worker:
+        check_producer_beside(installed, env, worker)
     # This worker ran them (not some other process on the queue).
     log = worker.log(tail=1 << 20)
     assert re.search(r"Task ingestq\.ingest\[[-0-9a-f]+\] succeeded", log), log[-5000:]
@@ -437,27 +455,14 @@ def test_a_worker_dropped_to_nobody_ingests_as_nobody(
     name = f"uid-{uuid.uuid4().hex[:6]}@packaging"
     argv = [str(installed.venv / "bin" / "ingestq"), "worker", "--concurrency", "1",
             "--uid", "nobody", "--hostname", name]  # fmt: skip
-    worker = WorkerProcess(argv, env, installed.app, installed.app.parent / f"{name}.log")
-    app = ping_app(redis_url)
-    try:
-        wait_until(
-            lambda: app.control.ping(destination=[name], timeout=0.5),
-            60,
-            f"{name} answers ping",
-            abort=worker.exit_reason,
-        )
+    log = installed.app.parent / f"{name}.log"
+    with answering_worker(argv, env, installed.app, log, redis_url) as worker:
         # Every id of the worker is nobody's, and none of root's groups is left.
         status = _status(worker.process.pid)
         assert status["Uid"] == [nobody.pw_uid] * 4, status
         assert status["Gid"] == [nobody.pw_gid] * 4, status
         assert set(status["Groups"]) == set(os.getgrouplist("nobody", nobody.pw_gid)), status
-        try:
-            check_producer(installed, env)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- worker log:\n{worker.log()}") from None
-    finally:
-        app.close()
-        worker.stop()
+        check_producer_beside(installed, env, worker)
     blobs = list((store / "blobs" / "sha256").iterdir())
     assert blobs, "no blob was committed"
     assert {b.stat().st_uid for b in blobs} == {nobody.pw_uid}, "the blobs are not nobody's"
