@@ -78,11 +78,12 @@ def drop_options(argv: Sequence[str]) -> tuple[str | None, str | None]:
 def import_paths() -> list[ImportPath]:
     """What a worker imports from, found without importing anything: each directory
     on ``sys.path`` (the standard library, ``lib-dynload``, site-packages,
-    ``PYTHONPATH``; not the current directory nor the running script's) and each entry
-    in it; every package
-    directory of ``ingestq`` with everything below it (their real paths: an editable
-    install links them from elsewhere); the file of every module loaded so far. A zip
-    file on ``sys.path`` is a file to read."""
+    ``PYTHONPATH``; not the current directory, the running script's nor root's user
+    site) and each entry in it; every package directory of ``ingestq`` with everything
+    below it (their real paths: an editable install links them from elsewhere); the
+    file of every module loaded so far. A zip file on ``sys.path`` is a file to read.
+    Each path is named as Python opens it, without what does not exist or bytecode
+    caches."""
     out: dict[str, ImportPath] = {}
     skip = _not_installed()
 
