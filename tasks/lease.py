@@ -375,17 +375,9 @@ class RedisLeaseLocker:
         assert self._client is not None
         db = self._client.connection_pool.connection_kwargs.get("db", 0)
         try:
-            # One connection, so the id and the run id come from one server.
-            with self._client.pipeline(transaction=False) as pipe:
-                pipe.get(keys.DATABASE_ID)
-                pipe.info("server")
-                db_id, info = pipe.execute(raise_on_error=False)
+            db_id, info = self._database_ids(self._client, create=False)
             if db_id is None:  # the first locker of this database
-                with self._client.pipeline(transaction=False) as pipe:
-                    pipe.set(keys.DATABASE_ID, secrets.token_hex(16), nx=True)
-                    pipe.get(keys.DATABASE_ID)
-                    pipe.info("server")
-                    _, db_id, info = pipe.execute(raise_on_error=False)
+                db_id, info = self._database_ids(self._client, create=True)
         except redis.RedisError as e:
             raise errdefs.Unavailable(f"lease service: the database id: {e}") from e
         if isinstance(db_id, Exception) or db_id is None:
@@ -400,6 +392,19 @@ class RedisLeaseLocker:
             return own_domain(self)
         name = db_id.decode() if isinstance(db_id, bytes) else str(db_id)
         return frozenset({f"redis-db:{name}/{run_id}/{db}"})
+
+    @staticmethod
+    def _database_ids(client: redis.Redis, *, create: bool) -> tuple[Any, Any]:
+        """The database id (after storing a new one unless one is there, with
+        ``create``) and ``INFO server``, in one pipeline: one connection, so both come
+        from one server. A refused command is its exception in place."""
+        with client.pipeline(transaction=False) as pipe:
+            if create:
+                pipe.set(keys.DATABASE_ID, secrets.token_hex(16), nx=True)
+            pipe.get(keys.DATABASE_ID)
+            pipe.info("server")
+            *_, db_id, info = pipe.execute(raise_on_error=False)
+        return db_id, info
 
     @property
     def url_domain(self) -> str:

@@ -36,6 +36,15 @@ from tests.tasks.registry_helpers import fronts_fixture as fronts_fixture
 CONNECT_TIMEOUT = 20.0
 
 
+def hashed_ca_dir(directory: Path, ca: Path) -> Path:
+    """``directory`` made a CA directory as OpenSSL reads one: ``ca`` in it, under the
+    hashed name ``openssl rehash`` links it by."""
+    directory.mkdir()
+    shutil.copy(ca, directory / ca.name)
+    subprocess.run(["openssl", "rehash", str(directory)], check=True, capture_output=True)
+    return directory
+
+
 def _failed_precondition(open_: object, match: str) -> errdefs.FailedPrecondition:
     assert callable(open_)
     started = time.monotonic()
@@ -161,13 +170,8 @@ def test_an_http_source_trusts_the_system_store_not_certifi(
 
     from ingestq.fetch import specs
 
-    file_ca = tmp_path / "another-ca.pem"  # another subject: a lookup by name finds either
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-         str(tmp_path / "another-ca.key"), "-out", str(file_ca), "-days", "2", "-subj",
-         "/CN=ingestq test CA in SSL_CERT_FILE"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    # Another CA name: a lookup by name would find either.
+    file_ca = make_tls(tmp_path / "pki-file", ca_name="ingestq test CA in SSL_CERT_FILE")["ca"]
     pki = make_tls(tmp_path / "pki-dir")
     data = os.urandom(300_000)
     blob_server.add("/x", Behaviour(data=data))
@@ -179,12 +183,8 @@ def test_an_http_source_trusts_the_system_store_not_certifi(
 
     monkeypatch.setattr(certifi, "where", no_certifi)
     monkeypatch.setattr(specs, "_clients", {})  # this process's shared clients: new ones
-    certs = tmp_path / "certs"
-    certs.mkdir()
-    shutil.copy(pki["ca"], certs / "test-ca.pem")
-    subprocess.run(["openssl", "rehash", str(certs)], check=True, capture_output=True)
     monkeypatch.setenv("SSL_CERT_FILE", str(file_ca))
-    monkeypatch.setenv("SSL_CERT_DIR", str(certs))
+    monkeypatch.setenv("SSL_CERT_DIR", str(hashed_ca_dir(tmp_path / "certs", pki["ca"])))
     spec = {"type": "http", "url": url}
     store = LocalStore(tmp_path / "store", fsync=False)
     request = make_request(spec, url, digest=digest, size=len(data))
@@ -219,10 +219,7 @@ def test_a_system_without_cas_is_named_in_the_error(
     assert "SSL_CERT_FILE" in str(error)
 
     # A list of directories (OpenSSL reads each), the second one hashed: CAs there.
-    hashed = tmp_path / "hashed"
-    hashed.mkdir()
-    shutil.copy(make_tls(tmp_path / "other")["ca"], hashed / "other-ca.pem")
-    subprocess.run(["openssl", "rehash", str(hashed)], check=True, capture_output=True)
+    hashed = hashed_ca_dir(tmp_path / "hashed", make_tls(tmp_path / "other")["ca"])
     monkeypatch.setenv("SSL_CERT_DIR", f"{tmp_path / 'no-such-dir'}{os.pathsep}{hashed}")
     with new_client(connect_timeout=CONNECT_TIMEOUT) as client:
         error = _failed_precondition(HttpSource(url, client).open, "verification failed")

@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +32,7 @@ from ingestq.store.memory import MemoryLease
 from ingestq.store.testing import FakeRefLocker
 from ingestq.tasks.lease import RedisLeaseLocker
 from ingestq.worker.cli import cli
-from tests.servers.redis_server import RedisFactory
+from tests.servers.redis_server import RedisFactory, redis_with_socket
 from tests.servers.seaweed import S3Endpoint
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -216,10 +214,7 @@ def test_gc_through_the_same_redis_by_another_name_runs_and_another_redis_refuse
     """Host A's pull locks through a Redis socket, host B's gc through TCP to that same
     Redis: one lock domain (the database's id), so the gc runs, keeping the pull's blob
     and removing the garbage. A gc with another Redis refuses."""
-    short = Path(tempfile.mkdtemp(prefix="iq-gc-"))  # a socket path has 107 bytes at most
-    try:
-        sock = short / "redis.sock"
-        server = redis_factory(extra_args=["--unixsocket", str(sock), "--unixsocketperm", "700"])
+    with redis_with_socket(redis_factory) as (server, sock):
         a, b, c = (
             S3Store(location, s3_endpoint.client(), tmp_path / name, locker=RedisLeaseLocker(url))
             for name, url in (
@@ -240,8 +235,6 @@ def test_gc_through_the_same_redis_by_another_name_runs_and_another_redis_refuse
         assert b.exists(pulled) and not b.exists(garbage)
         lease.release()
         assert {d for d, _ in s3gc.collect(c).blobs} == {str(pulled)}
-    finally:
-        shutil.rmtree(short, ignore_errors=True)
 
 
 def test_a_queued_pulls_lease_names_only_what_every_worker_locks(

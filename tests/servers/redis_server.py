@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -205,6 +207,19 @@ class RedisServer:
 
 #: The type of the ``redis_factory`` fixture: ``(**RedisServer options) -> RedisServer``.
 RedisFactory = Callable[..., RedisServer]
+
+
+@contextmanager
+def redis_with_socket(factory: RedisFactory) -> Iterator[tuple[RedisServer, Path]]:
+    """A Redis from ``factory`` listening on TCP and on a unix socket (mode 700) in a
+    short temporary directory, since a socket path has 107 bytes at most; the server
+    and the socket's path. The directory is removed on exit."""
+    short = Path(tempfile.mkdtemp(prefix="iq-sock-"))
+    sock = short / "redis.sock"
+    try:
+        yield factory(extra_args=["--unixsocket", str(sock), "--unixsocketperm", "700"]), sock
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
 
 
 @contextmanager

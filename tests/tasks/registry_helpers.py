@@ -318,8 +318,13 @@ def docker_config(path: Path, auths: Mapping[str, tuple[str, str]]) -> Path:
     return path
 
 
-def make_tls(directory: Path, names: Sequence[str] = ("localhost", "127.0.0.1")) -> dict[str, Path]:
-    """A CA and a server certificate for ``names`` (made with the ``openssl`` binary).
+def make_tls(
+    directory: Path,
+    names: Sequence[str] = ("localhost", "127.0.0.1"),
+    ca_name: str = "ingestq test CA",
+) -> dict[str, Path]:
+    """A CA named ``ca_name`` and a server certificate for ``names`` (made with the
+    ``openssl`` binary).
 
     Returns paths ``ca``, ``cert``, ``key``.
     """
@@ -334,7 +339,7 @@ def make_tls(directory: Path, names: Sequence[str] = ("localhost", "127.0.0.1"))
         subprocess.run(["openssl", *args], check=True, capture_output=True)
 
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out",
-        str(ca), "-days", "2", "-subj", "/CN=ingestq test CA")  # fmt: skip
+        str(ca), "-days", "2", "-subj", f"/CN={ca_name}")  # fmt: skip
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
         "-subj", f"/CN={names[0]}")  # fmt: skip
     run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),

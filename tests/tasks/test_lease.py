@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from ingestq.store.local import LocalStore
 from ingestq.tasks import keys
 from ingestq.tasks.lease import RedisLeaseLocker
 from ingestq.tasks.statusboard import StatusBoard
-from tests.servers.redis_server import RedisFactory, RedisServer
+from tests.servers.redis_server import RedisFactory, RedisServer, redis_with_socket
 from tests.servers.util import wait_until
 
 
@@ -226,13 +224,9 @@ def test_the_redis_lease_names_its_redis_without_credentials() -> None:
 
 @pytest.fixture
 def socket_redis(redis_factory: RedisFactory) -> Iterator[tuple[RedisServer, Path]]:
-    """A Redis listening on TCP and on a unix socket (a short path: 107 bytes at most)."""
-    short = Path(tempfile.mkdtemp(prefix="iq-dom-"))
-    sock = short / "redis.sock"
-    try:
-        yield redis_factory(extra_args=["--unixsocket", str(sock), "--unixsocketperm", "700"]), sock
-    finally:
-        shutil.rmtree(short, ignore_errors=True)
+    """A Redis listening on TCP and on a unix socket."""
+    with redis_with_socket(redis_factory) as server_and_socket:
+        yield server_and_socket
 
 
 def test_one_redis_database_is_one_lock_domain_however_it_is_reached(

@@ -4,8 +4,6 @@ the broker, the result backend and the leases all use it."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -14,7 +12,7 @@ import pytest
 import redis
 
 from ingestq.tasks.lease import RedisLeaseLocker
-from tests.servers.redis_server import RedisFactory
+from tests.servers.redis_server import RedisFactory, redis_with_socket
 from tests.tasks.conftest import ClusterFactory
 
 PASSWORD = "p@ss%word"
@@ -24,16 +22,11 @@ PASSWORD = "p@ss%word"
 def socket_url(redis_factory: RedisFactory) -> Iterator[tuple[str, Path]]:
     """A Redis with a password, reached by its socket only; the URL (db 2) and the
     socket's path."""
-    short = Path(tempfile.mkdtemp(prefix="iq-sock-"))  # a socket path has 107 bytes at most
-    sock = short / "redis.sock"
-    try:
-        server = redis_factory(extra_args=["--unixsocket", str(sock), "--unixsocketperm", "700"])
+    with redis_with_socket(redis_factory) as (server, sock):
         plain = redis.Redis.from_url(server.url)
         plain.config_set("requirepass", PASSWORD)
         plain.config_set("port", "0")  # the socket only
         yield f"unix://:{quote(PASSWORD, safe='')}@{sock}?db=2", sock
-    finally:
-        shutil.rmtree(short, ignore_errors=True)
 
 
 def _db(sock: Path, n: int) -> redis.Redis:
