@@ -41,6 +41,9 @@ chosen, not inherited (facts in ``celery-redis-locks.md``):
   not after the visibility timeout.
 * With ``INGESTQ_GC_INTERVAL`` set, each worker's main process also runs the periodic
   gc (:mod:`ingestq.tasks.gcrunner`; one runs at a time, under a Redis lease).
+* A worker given ``--uid`` / ``--gid`` first checks that this user can read what the
+  worker imports from (:mod:`ingestq.tasks.privileges`), before Celery detaches or
+  drops privileges: else it stops at once, naming the path.
 
 ``errdefs`` is imported here so that every process that loads the app has the error
 classes in ``sys.modules`` (Celery rebuilds exceptions from there only).
@@ -148,10 +151,14 @@ def make_app(
     """A Celery app for ``settings`` (default: from the environment). ``results=False``
     makes a producer's app, with no result backend: it publishes, and reads results
     itself (:class:`ingestq.tasks.results.CeleryResults`); Celery's Redis backend would
-    otherwise subscribe to every sent task's result channel (celery#3808)."""
+    otherwise subscribe to every sent task's result channel (celery#3808). Its workers
+    check the user they drop to (:data:`ingestq.tasks.privileges.CHECK_OPTION`)."""
+    from ingestq.tasks.privileges import CHECK_OPTION
+
     settings = settings or Settings.from_env()
     app = Celery(main, set_as_current=False)
     app.conf.update(celery_config(settings))
+    app.user_options["worker"].add(CHECK_OPTION)
     if not results:
         app.conf.result_backend = None
         app.backend_cls = "disabled"

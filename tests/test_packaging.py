@@ -390,6 +390,46 @@ def test_a_worker_whose_user_cannot_read_the_install_stops_with_the_reason(
     assert not (tmp_path / "store").exists(), "the worker opened its store"
 
 
+@pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detach"])
+def test_a_celery_worker_whose_user_cannot_read_the_install_stops_with_the_reason(
+    installed: Installed, redis_url: str, detach: bool
+) -> None:
+    """``celery -A ingestq.tasks.app worker --uid nobody`` of the same unreadable venv:
+    the app's worker option checks nobody while Celery reads its options, before it
+    drops privileges (which would fail on Celery's own worker module), and before it
+    detaches (whose parent would exit 0): the command fails, naming what nobody cannot
+    read, with no traceback. The store is one nobody may use, so the venv is the only
+    reason."""
+    nobody = pwd.getpwnam("nobody")
+    store = Path(tempfile.mkdtemp(prefix="ingestq-store-"))
+    try:
+        store.chmod(0o755)
+        os.chown(store, nobody.pw_uid, nobody.pw_gid)
+        env = installed.env(INGESTQ_REDIS_URL=redis_url, INGESTQ_ROOT=str(store))
+        argv = [str(installed.venv / "bin" / "celery"), "-A", "ingestq.tasks.app", "worker",
+                "--uid", "nobody", "--loglevel", "INFO"]  # fmt: skip
+        if detach:
+            argv += ["--detach", f"--logfile={store}/worker.log", f"--pidfile={store}/w.pid"]
+        done = subprocess.run(
+            argv, cwd=installed.app, env=env, capture_output=True, text=True, timeout=120,
+            check=False,
+        )  # fmt: skip
+        assert done.returncode != 0, done.stderr[-3000:]
+        assert (
+            f"ingestq worker cannot start: the worker's user (user nobody, uid "
+            f"{nobody.pw_uid}) cannot read " in done.stderr
+        ), done.stderr[-3000:]
+        found = re.search(r"cannot read (/.+?) \(Permission denied\)", done.stderr)
+        assert found, done.stderr[-3000:]
+        roots = (tmp_path_root(installed.venv), Path(os.path.realpath(sys.base_prefix)))
+        assert any(Path(found[1]).is_relative_to(r) for r in roots), (found[1], roots)
+        assert "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert "ready." not in done.stderr, "the worker started consuming"
+        assert not list(store.iterdir()), "the worker opened its store"
+    finally:
+        shutil.rmtree(store)
+
+
 def tmp_path_root(tmp_path: Path) -> Path:
     """pytest's base temporary directory, which holds every test's ``tmp_path``."""
     for parent in tmp_path.parents:

@@ -11,6 +11,11 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 
 def worker_argv(
@@ -32,8 +37,45 @@ def worker_argv(
     return argv
 
 
-#: The ``celery worker`` options that turn task events on.
-EVENTS_OPTIONS = frozenset({"-E", "--task-events"})
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What ``ingestq worker`` acts on among the ``celery worker`` options it passes on:
+    the user and group to drop to (None: stay), detaching, task events."""
+
+    uid: str | None = None
+    gid: str | None = None
+    detach: bool = False
+    task_events: bool = False
+
+
+def worker_options(app: Celery, argv: Sequence[str]) -> WorkerOptions:
+    """``argv`` (``celery worker`` options) read by Celery's own parser, as Celery will
+    read them (``-DE`` is ``--detach --task-events``; ``--uid=`` drops nothing).
+    InvalidArgument with Celery's message for what it would refuse (an unknown option,
+    a missing or bad value)."""
+    import click
+    from celery.bin.base import CLIContext
+    from celery.bin.worker import worker
+
+    from ingestq import errdefs
+    from ingestq.tasks.privileges import DropCheckFailed
+
+    obj = CLIContext(app=app, no_color=True, workdir=None, quiet=True)
+    try:
+        with worker.make_context("worker", list(argv), obj=obj) as ctx:
+            params = ctx.params
+    except DropCheckFailed as e:
+        # Celery adds the app's options (the user check) to its command when its command
+        # line runs: only a process that ran one already checks here.
+        raise e.error from None
+    except click.ClickException as e:
+        raise errdefs.InvalidArgument(f"celery worker options: {e.format_message()}") from None
+    return WorkerOptions(
+        uid=params.get("uid") or None,
+        gid=params.get("gid") or None,
+        detach=bool(params.get("detach")),
+        task_events=bool(params.get("task_events")),
+    )
 
 
 def banner(root: str, file_roots: Sequence[str], metrics_port: int | None) -> str:
@@ -61,8 +103,11 @@ def run_worker(
     (:mod:`ingestq.tasks.joblog`). Prints :func:`banner` to stderr first. Raises what
     :func:`ingestq.tasks.app.preflight` finds (no Redis, a store that cannot be opened,
     Celery options that name another broker) before the worker takes anything, and with
-    ``--uid`` / ``--gid`` among ``extra`` what :func:`ingestq.worker.privileges.check_drop`
-    raises (a user that cannot read the Python installation)."""
+    ``--uid`` / ``--gid`` among ``extra`` what :func:`ingestq.tasks.privileges.check_drop`
+    raises (a user that cannot read the Python installation) before Celery drops to it.
+    InvalidArgument for ``extra`` that Celery would refuse (:func:`worker_options`) and
+    for ``-D`` / ``--detach``: Celery's detach re-executes ``python -m celery`` with
+    these arguments, which name no app."""
     if metrics_port is not None:
         # Before tasks.metrics is imported: it picks the multiprocess mode from this.
         os.environ["INGESTQ_METRICS_PORT"] = str(metrics_port)
@@ -70,18 +115,19 @@ def run_worker(
         os.environ["INGESTQ_JSON_LOGS"] = "1"
     from ingestq import errdefs
     from ingestq.tasks.app import NO_REDIS, app, settings_of
-    from ingestq.worker.privileges import check_drop, drop_options, import_paths
+    from ingestq.tasks.privileges import DropCheckFailed
 
+    options = worker_options(app, extra)
+    if options.detach:
+        raise errdefs.InvalidArgument(
+            "ingestq worker does not detach (-D/--detach): run it under a service manager "
+            "(systemd, a container), or use celery -A ingestq.tasks.app worker --detach"
+        )
     settings = settings_of(app)
     if not settings.queued:
         raise errdefs.FailedPrecondition(NO_REDIS)
-    if EVENTS_OPTIONS.intersection(extra):
+    if options.task_events:
         app.conf.update(worker_send_task_events=True, task_send_sent_event=True)
-    uid, gid = drop_options(extra)
-    if uid is not None or gid is not None:
-        # Celery drops privileges before it imports the task modules: ask first whether
-        # that user can read the installation, instead of failing with a traceback.
-        check_drop(uid, gid, import_paths())
     port = settings.metrics_port if metrics_port is None else metrics_port
     file_roots = [str(r) for r in settings.file_roots or ()]
     print(banner(str(settings.root), file_roots, port), file=sys.stderr, flush=True)
@@ -93,6 +139,9 @@ def run_worker(
                 extra=extra,
             )
         )  # fmt: skip
+    except DropCheckFailed as e:
+        # The user check, run while Celery reads the --uid / --gid options.
+        raise e.error from None
     except SystemExit as e:
         # The app's start-up check (run by Celery after it dropped privileges with
         # --uid, so the store is opened as the worker's user) stops the worker this way.

@@ -1,6 +1,7 @@
-"""``ingestq.worker.privileges``: the ``--uid`` / ``--gid`` options found among Celery's,
-the paths a worker imports from, and the check that the user a worker drops to can reach
-them, made with Celery's real drop (setgid, initgroups, setuid) in a forked child.
+"""``ingestq.tasks.privileges``: the paths a worker imports from, the check that the
+user a worker drops to can reach them, made with Celery's real drop (setgid, initgroups,
+setuid) in a forked child, and the app's worker option that runs it while Celery reads
+its options.
 
 The tests run as root (the suite does: it installs system packages) and drop to the
 system's ``nobody``.
@@ -20,11 +21,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import celery.platforms
+import click
 import pytest
+from celery.bin.base import CLIContext
+from celery.bin.worker import worker
 
 import ingestq.tasks
 from ingestq import errdefs
-from ingestq.worker.privileges import ImportPath, check_drop, drop_options, import_paths
+from ingestq.tasks import privileges
+from ingestq.tasks.app import app
+from ingestq.tasks.privileges import (
+    CHECK_OPTION,
+    DropCheckFailed,
+    ImportPath,
+    check_drop,
+    import_paths,
+)
 from tests.servers.util import forked_exit_code
 
 NOBODY = pwd.getpwnam("nobody")
@@ -59,37 +71,6 @@ def _file(path: Path) -> ImportPath:
 
 def test_root_runs_the_suite() -> None:
     assert os.geteuid() == 0, "these tests drop privileges: run them as root"
-
-
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        ((), (None, None)),
-        (("-E", "--without-gossip"), (None, None)),
-        (("--uid", "nobody"), ("nobody", None)),
-        (("--uid=65534", "--gid", "nogroup"), ("65534", "nogroup")),
-        (("--gid=100", "--uid", "a", "--uid", "b"), ("b", "100")),
-        (("--uidx", "nobody"), (None, None)),
-    ],
-)
-def test_drop_options_finds_uid_and_gid_in_either_form(
-    argv: tuple[str, ...], expected: tuple[str | None, str | None]
-) -> None:
-    assert drop_options(argv) == expected
-
-
-@pytest.mark.parametrize("argv", [("--uid",), ("--gid=",), ("-E", "--uid")])
-def test_an_option_without_a_value_is_invalid(argv: tuple[str, ...]) -> None:
-    with pytest.raises(errdefs.InvalidArgument, match="needs a user or group"):
-        drop_options(argv)
-
-
-@pytest.mark.parametrize("option", ["-D", "--detach"])
-def test_detaching_is_refused(option: str) -> None:
-    """Celery's detach re-executes ``python -m celery`` with this command's arguments,
-    which name no app."""
-    with pytest.raises(errdefs.InvalidArgument, match="does not detach"):
-        drop_options(["--uid", "nobody", option])
 
 
 def test_import_paths_cover_the_standard_library_its_extensions_and_the_packages() -> None:
@@ -246,3 +227,45 @@ def test_import_paths_are_checked_as_python_opens_them(
     assert not any("dangling" in n or "__pycache__" in n for n in names), names
     with pytest.raises(errdefs.FailedPrecondition, match=f"cannot read {private / 'lib'}"):
         check_drop("nobody", None, ours)
+
+
+def _read_worker_options(argv: list[str]) -> dict[str, object]:
+    """``argv`` read by Celery's ``celery worker`` command with the app's own worker
+    options, as Celery's command line adds them (on a copy: the command is not run)."""
+    assert CHECK_OPTION in app.user_options["worker"]
+    command = click.Command(
+        "worker", params=[*worker.params, *app.user_options["worker"]], callback=None
+    )
+    obj = CLIContext(app=app, no_color=True, workdir=None, quiet=True)
+    with command.make_context("worker", argv, obj=obj) as ctx:
+        return dict(ctx.params)
+
+
+@pytest.mark.parametrize("order", ["uid-first", "uid-last"])
+def test_the_apps_worker_option_checks_the_user_as_celery_reads_its_options(
+    public_dir: Path, monkeypatch: pytest.MonkeyPatch, order: str
+) -> None:
+    """Before the worker command runs (and drops), wherever ``--uid`` stands: a path
+    nobody cannot enter stops it with the check's error."""
+    private = public_dir / "private"
+    private.mkdir(mode=0o700)
+    monkeypatch.setattr(privileges, "import_paths", lambda: [_dir(public_dir), _dir(private)])
+    others = ["-E", "-Q", "ingestq", "--loglevel=INFO"]
+    argv = ["--uid", "nobody", *others] if order == "uid-first" else [*others, "--uid=nobody"]
+    with pytest.raises(DropCheckFailed) as caught:
+        _read_worker_options(argv)
+    assert isinstance(caught.value.error, errdefs.FailedPrecondition)
+    assert f"cannot read {private} (Permission denied)" in str(caught.value.error)
+    assert caught.value.format_message().startswith("ingestq worker cannot start: ")
+
+
+def test_the_apps_worker_option_passes_a_user_who_can_read_everything_and_no_drop(
+    public_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    private = public_dir / "private"
+    private.mkdir(mode=0o700)
+    paths = [_dir(public_dir)]
+    monkeypatch.setattr(privileges, "import_paths", lambda: paths)
+    assert _read_worker_options(["--uid", "nobody"])["uid"] == "nobody"
+    paths.append(_dir(private))
+    assert _read_worker_options(["-E"])["uid"] is None, "no --uid: nothing to check"

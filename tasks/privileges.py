@@ -1,13 +1,16 @@
 """Whether the user a worker drops to (Celery's ``--uid`` / ``--gid``) can load it.
 
-Celery drops privileges before it imports the worker's task modules, and Python imports
-some modules only when they are first used (the standard library's included). A user
-that cannot read the Python installation (a venv under root's 0700 home, say) would stop
-the worker with an import traceback, or fail a job later. ``ingestq worker`` asks first:
-:func:`check_drop` makes Celery's drop in a forked child, which checks with ``access(2)``
-(as that user now) each path of :func:`import_paths`.
+Celery drops privileges before it imports the worker's task modules (its own worker
+class among them), and Python imports some modules only when they are first used (the
+standard library's included). A user that cannot read the Python installation (a venv
+under root's 0700 home, say) would stop the worker with an import traceback, or fail a
+job later. So the app's workers ask first, however they are started (``ingestq worker``
+or ``celery -A ingestq.tasks.app worker``): :data:`CHECK_OPTION`, a hidden option of the
+app's ``celery worker`` command, runs :func:`check_drop` while Celery reads its options,
+before it detaches or drops. :func:`check_drop` makes Celery's drop in a forked child,
+which checks with ``access(2)`` (as that user now) each path of :func:`import_paths`.
 
-Imports celery.platforms (the drop Celery makes) and errdefs.
+Imports click and celery.platforms (the options and the drop Celery makes) and errdefs.
 """
 
 from __future__ import annotations
@@ -23,15 +26,9 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import click
+
 from ingestq import errdefs
-
-#: The ``celery worker`` options that change the worker's user and group.
-UID_OPTION = "--uid"
-GID_OPTION = "--gid"
-
-#: ``celery worker`` options that ``ingestq worker`` refuses: Celery's detach re-executes
-#: ``python -m celery`` with this command's arguments, which names no app.
-DETACH_OPTIONS = frozenset({"-D", "--detach"})
 
 #: Seconds the forked check may take (a hung network file system ends it).
 CHECK_TIMEOUT = 30.0
@@ -50,29 +47,6 @@ class ImportPath:
 
     path: str
     directory: bool
-
-
-def drop_options(argv: Sequence[str]) -> tuple[str | None, str | None]:
-    """The values of ``--uid`` and ``--gid`` in ``celery worker`` options ``argv``
-    (``--uid NAME`` or ``--uid=NAME``; the last one counts), None where absent.
-    InvalidArgument for an option without a value, and for ``-D`` / ``--detach``."""
-    found: dict[str, str] = {}
-    args = iter(argv)
-    for arg in args:
-        name, sep, value = arg.partition("=")
-        if name in DETACH_OPTIONS:
-            raise errdefs.InvalidArgument(
-                f"ingestq worker does not detach ({name}): run it under a service manager "
-                "(systemd, a container), or use celery -A ingestq.tasks.app worker --detach"
-            )
-        if name not in (UID_OPTION, GID_OPTION):
-            continue
-        if not sep:
-            value = next(args, "")
-        if not value:
-            raise errdefs.InvalidArgument(f"{name} needs a user or group name or id")
-        found[name] = value
-    return found.get(UID_OPTION), found.get(GID_OPTION)
 
 
 def import_paths() -> list[ImportPath]:
@@ -207,6 +181,42 @@ def check_drop(
     raise errdefs.FailedPrecondition(f"the worker could not change to {who}: {message}")
 
 
+class DropCheckFailed(click.ClickException):
+    """:func:`check_drop` refused the worker's ``--uid`` / ``--gid`` (the errdefs error in
+    :attr:`error`); ``celery worker`` prints it and exits 1."""
+
+    def __init__(self, error: errdefs.ErrdefsError) -> None:
+        super().__init__(f"ingestq worker cannot start: {error}")
+        self.error = error
+
+
+def _check_before_drop(ctx: click.Context, _param: click.Parameter, _value: object) -> None:
+    """:data:`CHECK_OPTION`'s callback: with ``--uid`` / ``--gid`` among the options read so
+    far, :func:`check_drop` for them (DropCheckFailed if it fails); nothing while click
+    only parses (``resilient_parsing``)."""
+    uid = ctx.params.get("uid") or None
+    gid = ctx.params.get("gid") or None
+    if ctx.resilient_parsing or (uid is None and gid is None):
+        return
+    try:
+        check_drop(uid, gid, import_paths())
+    except errdefs.ErrdefsError as e:
+        raise DropCheckFailed(e) from e
+
+
+#: A ``celery worker`` option of the app (:attr:`celery.Celery.user_options`), hidden and
+#: never given: click processes the options given on the command line first, then the
+#: others, so its callback sees ``--uid`` and ``--gid`` and runs before the worker command
+#: itself (which detaches, then drops privileges).
+CHECK_OPTION = click.Option(
+    ["--ingestq-check-drop"],
+    is_flag=True,
+    hidden=True,
+    expose_value=False,
+    callback=_check_before_drop,
+)
+
+
 def _child(
     reader: int, writer: int, uid: int | None, gid: int | None, paths: Sequence[ImportPath]
 ) -> None:
@@ -305,10 +315,10 @@ def _walk(top: str) -> Iterator[tuple[str, bool]]:
 
 
 __all__ = [
+    "CHECK_OPTION",
     "CHECK_TIMEOUT",
-    "DETACH_OPTIONS",
+    "DropCheckFailed",
     "ImportPath",
     "check_drop",
-    "drop_options",
     "import_paths",
 ]
