@@ -190,18 +190,39 @@ class DropCheckFailed(click.ClickException):
         self.error = error
 
 
-def _check_before_drop(ctx: click.Context, _param: click.Parameter, _value: object) -> None:
-    """:data:`CHECK_OPTION`'s callback: with ``--uid`` / ``--gid`` among the options read so
-    far, :func:`check_drop` for them (DropCheckFailed if it fails); nothing while click
-    only parses (``resilient_parsing``)."""
-    uid = ctx.params.get("uid") or None
-    gid = ctx.params.get("gid") or None
-    if ctx.resilient_parsing or (uid is None and gid is None):
+def _check_before_drop(ctx: click.Context, param: click.Parameter, _value: object) -> None:
+    """:data:`CHECK_OPTION`'s callback: with a user or group to drop to (``--uid`` /
+    ``--gid``, or Celery's ``worker_uid`` / ``worker_gid`` setting), :func:`check_drop`
+    for them, once per command line; DropCheckFailed if it fails. Nothing while click
+    only parses (``resilient_parsing``). A UsageError if the option is given, and a
+    ClickException if Celery has not read its own options by then (never skipped)."""
+    if ctx.resilient_parsing or ctx.meta.get(_CHECKED):
+        return
+    if param.name is not None and ctx.get_parameter_source(param.name) not in (
+        None,
+        click.core.ParameterSource.DEFAULT,
+    ):
+        raise click.UsageError(f"{param.opts[0]} is ingestq's own: do not give it", ctx)
+    if "uid" not in ctx.params or "gid" not in ctx.params:
+        raise click.ClickException(
+            "ingestq cannot check the worker's user: Celery had not read --uid / --gid "
+            "before the app's options (a Celery this ingestq does not know)"
+        )
+    ctx.meta[_CHECKED] = True
+    # A setting may be a number (Celery's fallback reads worker_uid as it is).
+    uid = str(ctx.params["uid"]) if ctx.params["uid"] not in (None, "") else None
+    gid = str(ctx.params["gid"]) if ctx.params["gid"] not in (None, "") else None
+    if uid is None and gid is None:
         return
     try:
         check_drop(uid, gid, import_paths())
     except errdefs.ErrdefsError as e:
         raise DropCheckFailed(e) from e
+
+
+#: Marks a click context whose user check ran (Celery appends the app's options to its
+#: command again each time its command line runs in a process).
+_CHECKED = "ingestq.check-drop"
 
 
 #: A ``celery worker`` option of the app (:attr:`celery.Celery.user_options`), hidden and

@@ -23,7 +23,6 @@ from pathlib import Path
 import celery.platforms
 import click
 import pytest
-from celery.bin.base import CLIContext
 from celery.bin.worker import worker
 
 import ingestq.tasks
@@ -31,7 +30,6 @@ from ingestq import errdefs
 from ingestq.tasks import privileges
 from ingestq.tasks.app import app
 from ingestq.tasks.privileges import (
-    CHECK_OPTION,
     DropCheckFailed,
     ImportPath,
     check_drop,
@@ -229,43 +227,98 @@ def test_import_paths_are_checked_as_python_opens_them(
         check_drop("nobody", None, ours)
 
 
-def _read_worker_options(argv: list[str]) -> dict[str, object]:
-    """``argv`` read by Celery's ``celery worker`` command with the app's own worker
-    options, as Celery's command line adds them (on a copy: the command is not run)."""
-    assert CHECK_OPTION in app.user_options["worker"]
-    command = click.Command(
-        "worker", params=[*worker.params, *app.user_options["worker"]], callback=None
-    )
-    obj = CLIContext(app=app, no_color=True, workdir=None, quiet=True)
-    with command.make_context("worker", argv, obj=obj) as ctx:
-        return dict(ctx.params)
+@pytest.fixture
+def worker_command(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """Celery's real command line (``app.worker_main``), with the worker command's body
+    replaced by one that records its options: the app's options are attached as Celery
+    attaches them (on copies of its commands' option lists, restored afterwards)."""
+    from celery.bin import celery as celery_cli
+
+    started: list[dict[str, object]] = []
+    for command in (worker, celery_cli.beat, celery_cli.events):
+        monkeypatch.setattr(command, "params", list(command.params))
+    monkeypatch.setattr(worker, "callback", lambda **options: started.append(options))
+    return started
 
 
 @pytest.mark.parametrize("order", ["uid-first", "uid-last"])
-def test_the_apps_worker_option_checks_the_user_as_celery_reads_its_options(
-    public_dir: Path, monkeypatch: pytest.MonkeyPatch, order: str
+def test_the_apps_worker_option_checks_the_user_before_the_worker_command_runs(
+    public_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    worker_command: list[dict[str, object]],
+    order: str,
 ) -> None:
-    """Before the worker command runs (and drops), wherever ``--uid`` stands: a path
-    nobody cannot enter stops it with the check's error."""
+    """Wherever ``--uid`` stands, a path nobody cannot enter stops Celery's command line
+    with the check's error before the worker command runs (it would detach or drop)."""
     private = public_dir / "private"
     private.mkdir(mode=0o700)
     monkeypatch.setattr(privileges, "import_paths", lambda: [_dir(public_dir), _dir(private)])
     others = ["-E", "-Q", "ingestq", "--loglevel=INFO"]
     argv = ["--uid", "nobody", *others] if order == "uid-first" else [*others, "--uid=nobody"]
     with pytest.raises(DropCheckFailed) as caught:
-        _read_worker_options(argv)
+        app.worker_main(["worker", *argv])
+    assert not worker_command, "the worker command ran"
     assert isinstance(caught.value.error, errdefs.FailedPrecondition)
     assert f"cannot read {private} (Permission denied)" in str(caught.value.error)
     assert caught.value.format_message().startswith("ingestq worker cannot start: ")
 
 
-def test_the_apps_worker_option_passes_a_user_who_can_read_everything_and_no_drop(
-    public_dir: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("where", ["setting", "environment"])
+def test_a_user_from_celerys_setting_or_environment_is_checked_too(
+    public_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    worker_command: list[dict[str, object]],
+    where: str,
 ) -> None:
+    """Celery also takes the user from its ``worker_uid`` setting (a number here, as a
+    configuration may hold it) and, on its own command line, from ``CELERY_WORKER_UID``:
+    the app's option is read after Celery's, so it checks that user as well."""
     private = public_dir / "private"
     private.mkdir(mode=0o700)
-    paths = [_dir(public_dir)]
-    monkeypatch.setattr(privileges, "import_paths", lambda: paths)
-    assert _read_worker_options(["--uid", "nobody"])["uid"] == "nobody"
-    paths.append(_dir(private))
-    assert _read_worker_options(["-E"])["uid"] is None, "no --uid: nothing to check"
+    monkeypatch.setattr(privileges, "import_paths", lambda: [_dir(private)])
+    if where == "setting":
+        monkeypatch.setitem(app.conf, "worker_uid", NOBODY.pw_uid)
+        run = lambda: app.worker_main(["worker", "-E"])  # noqa: E731
+    else:
+        from celery.bin.celery import celery as celery_cli
+
+        monkeypatch.setenv("CELERY_WORKER_UID", "nobody")
+        monkeypatch.setattr(celery_cli.params[0], "default", app)
+        run = lambda: celery_cli.main(  # noqa: E731
+            ["worker", "-E"], standalone_mode=False, auto_envvar_prefix="CELERY"
+        )
+    with pytest.raises(DropCheckFailed, match=f"cannot read {private}"):
+        run()
+    assert not worker_command, "the worker command ran"
+
+
+# Celery appends the app's options to its worker command each time its command line
+# runs, and click warns about the copies.
+@pytest.mark.filterwarnings("ignore:The parameter --ingestq-check-drop is used more than once")
+def test_the_check_passes_a_user_who_can_read_everything_and_runs_once(
+    public_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    worker_command: list[dict[str, object]],
+) -> None:
+    """A user who reaches every path: the worker command runs, after one check even
+    though Celery attached the app's options again for the second command line."""
+    checks: list[tuple[str | None, str | None]] = []
+    real = privileges.check_drop
+
+    def counted(uid: str | None, gid: str | None, paths: list[ImportPath]) -> None:
+        checks.append((uid, gid))
+        real(uid, gid, paths)
+
+    monkeypatch.setattr(privileges, "check_drop", counted)
+    monkeypatch.setattr(privileges, "import_paths", lambda: [_dir(public_dir)])
+    app.worker_main(["worker", "-E"])
+    app.worker_main(["worker", "--uid", "nobody"])
+    assert checks == [("nobody", None)], "no --uid: nothing to check; then exactly once"
+    assert [options["uid"] for options in worker_command] == [None, "nobody"]
+
+
+def test_the_apps_option_may_not_be_given(worker_command: list[dict[str, object]]) -> None:
+    """Given before ``--uid``, it would be read before Celery's option: refused."""
+    with pytest.raises(click.UsageError, match="is ingestq's own"):
+        app.worker_main(["worker", "--ingestq-check-drop", "--uid", "nobody"])
+    assert not worker_command

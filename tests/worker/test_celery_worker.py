@@ -3,6 +3,8 @@ acts on, read by Celery's own parser, and the ones it refuses."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ingestq import errdefs
@@ -62,3 +64,31 @@ def test_detaching_is_refused_before_anything_starts(
     monkeypatch.setattr(app, "worker_main", started)
     with pytest.raises(errdefs.InvalidArgument, match="does not detach"):
         run_worker(extra=argv)
+
+
+def test_a_refused_user_leaves_ingestq_worker_as_its_errdefs_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The user check runs inside Celery's command line (the app's worker option); what
+    it raises reaches ``ingestq worker`` as the errdefs error itself (exit 19 for
+    FailedPrecondition), and no worker starts."""
+    from celery.bin import celery as celery_cli
+    from celery.bin.worker import worker
+
+    from ingestq.jobs.config import Settings
+    from ingestq.tasks import privileges
+
+    for command in (worker, celery_cli.beat, celery_cli.events):
+        monkeypatch.setattr(command, "params", list(command.params))
+    monkeypatch.setattr(worker, "callback", lambda **_: pytest.fail("the worker started"))
+    settings = Settings.from_env(
+        {"INGESTQ_REDIS_URL": "redis://127.0.0.1:1/0", "INGESTQ_ROOT": str(tmp_path)}
+    )
+    monkeypatch.setitem(app.conf, "ingestq_settings", settings)
+
+    def refuse(uid: str | None, gid: str | None, paths: object) -> None:
+        raise errdefs.FailedPrecondition(f"the worker's user (user {uid}) cannot read /x")
+
+    monkeypatch.setattr(privileges, "check_drop", refuse)
+    with pytest.raises(errdefs.FailedPrecondition, match=r"\(user nobody\) cannot read /x"):
+        run_worker(extra=("--uid", "nobody"))
