@@ -14,9 +14,16 @@ The flow, per request (distribution's token spec, Part B4):
 2. On ``401`` with ``WWW-Authenticate: Bearer realm=...,service=...,scope=...``: ask
    the realm for a token (``GET realm?service=&scope=``, with Basic credentials when
    there are any; ``POST`` ``grant_type=refresh_token`` for an identity token), cache
-   it per (realm, service, scopes) until ``expires_in`` (default 60 s) runs out, and
-   retry once with ``Authorization: Bearer <token>``.
+   it per (registry host, realm, service, scopes) until ``expires_in`` (default 60 s)
+   runs out, and retry once with ``Authorization: Bearer <token>``. A token is only
+   ever sent to the host that got it, whatever realm another host's challenge names;
+   credentials are not sent to a plain-http realm of a registry reached over https
+   (PermissionDenied).
 3. On ``401`` with ``Basic``: retry once with the credentials, if there are any.
+
+Only a 401 from the request's own origin is a challenge: httpx follows redirects
+before the flow sees the response, and a 401 from a blob's storage host (another
+origin) is returned to the caller as it is, its challenge ignored.
 
 A second 401 is returned to the caller, which maps it to Unauthenticated. A token
 endpoint that refuses raises the kind of its status by the one mapping of
@@ -58,6 +65,28 @@ _DOCKER_HUB_ALIASES = frozenset(
     {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 )
 _TOKEN_EXTENSION = "ingestq_token_request"
+
+#: A cached token's key: the registry host, the realm, the service and the scopes.
+_TokenKey = tuple[str, str, str, tuple[str, ...]]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _answered(response: httpx.Response, sent: httpx.Request) -> httpx.URL:
+    """The URL ``response`` answers (the last hop of a redirect), ``sent``'s for a
+    response built by hand (driving the flow without a client)."""
+    try:
+        return response.request.url
+    except RuntimeError:  # no request set on it
+        return sent.url
+
+
+def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    return (a.scheme, a.host, a.port or _DEFAULT_PORTS.get(a.scheme)) == (
+        b.scheme,
+        b.host,
+        b.port or _DEFAULT_PORTS.get(b.scheme),
+    )
 
 
 @dataclass(frozen=True)
@@ -319,7 +348,7 @@ class RegistryAuth(httpx.Auth):
         self._credentials: Credentials = credentials or Anonymous()
         self._clock = clock or time.monotonic
         self._lock = threading.Lock()
-        self._tokens: dict[tuple[str, str, tuple[str, ...]], _Token] = {}
+        self._tokens: dict[_TokenKey, _Token] = {}
         self._hosts: dict[str, Challenge] = {}
         #: Every token request this flow has built (for tests and metrics).
         self.token_requests = 0
@@ -328,7 +357,7 @@ class RegistryAuth(httpx.Auth):
     def _credential(self, host: str) -> Credential | None:
         return self._credentials.lookup(host)
 
-    def _cached(self, key: tuple[str, str, tuple[str, ...]]) -> str | None:
+    def _cached(self, key: _TokenKey) -> str | None:
         with self._lock:
             token = self._tokens.get(key)
             if token is None:
@@ -338,13 +367,16 @@ class RegistryAuth(httpx.Auth):
                 return None
             return token.value
 
-    def _forget(self, key: tuple[str, str, tuple[str, ...]]) -> None:
+    def _forget(self, key: _TokenKey) -> None:
         with self._lock:
             self._tokens.pop(key, None)
 
     @staticmethod
-    def _key(challenge: Challenge, scopes: Sequence[str]) -> tuple[str, str, tuple[str, ...]]:
+    def _key(host: str, challenge: Challenge, scopes: Sequence[str]) -> _TokenKey:
+        # The registry's host is part of the key: a token is only ever sent to the host
+        # whose challenge asked for it, whatever realm another host names.
         return (
+            host,
             challenge.params.get("realm", ""),
             challenge.params.get("service", ""),
             tuple(sorted(set(scopes))),
@@ -352,15 +384,30 @@ class RegistryAuth(httpx.Auth):
 
     # -- requests the flow yields -------------------------------------------------------
     def token_request(
-        self, challenge: Challenge, scopes: Sequence[str], cred: Credential | None
+        self,
+        challenge: Challenge,
+        scopes: Sequence[str],
+        cred: Credential | None,
+        registry: httpx.URL | None = None,
     ) -> httpx.Request:
         """The request that asks ``challenge``'s realm for a token for ``scopes``.
 
-        InvalidArgument if the challenge has no usable realm.
+        InvalidArgument if the challenge has no usable realm; PermissionDenied if
+        ``cred`` would go to a plain-http realm for a ``registry`` reached over https.
         """
         realm = challenge.params.get("realm", "")
         if not realm.startswith(("http://", "https://")):
             raise errdefs.InvalidArgument(f"bearer challenge has no usable realm: {realm!r}")
+        if (
+            cred is not None
+            and registry is not None
+            and registry.scheme == "https"
+            and realm.startswith("http://")
+        ):
+            raise errdefs.PermissionDenied(
+                f"{registry.host} asks for a token from {realm}, over plain http: not "
+                f"sending its credentials there"
+            )
         service = challenge.params.get("service", "")
         self.token_requests += 1
         ext = {_TOKEN_EXTENSION: True}
@@ -386,7 +433,7 @@ class RegistryAuth(httpx.Auth):
         self,
         request: httpx.Request,
         response: httpx.Response,
-        key: tuple[str, str, tuple[str, ...]],
+        key: _TokenKey,
     ) -> str:
         status = response.status_code
         where = f"token request to {request.url.copy_with(query=None)}"
@@ -424,15 +471,15 @@ class RegistryAuth(httpx.Auth):
         cred = self._credential(host)
         with self._lock:
             known = self._hosts.get(host)
-        used_key: tuple[str, str, tuple[str, ...]] | None = None
+        used_key: _TokenKey | None = None
 
         if "Authorization" not in request.headers and known is not None:
             if known.scheme == "bearer":
                 scopes = list(wanted) or list(known.scopes)
-                used_key = self._key(known, scopes)
+                used_key = self._key(host, known, scopes)
                 token = self._cached(used_key)
                 if token is None:
-                    token_request = self.token_request(known, scopes, cred)
+                    token_request = self.token_request(known, scopes, cred, request.url)
                     token_response = yield token_request
                     token = self._take_token(token_request, token_response, used_key)
                 request.headers["Authorization"] = f"Bearer {token}"
@@ -440,7 +487,12 @@ class RegistryAuth(httpx.Auth):
                 request.headers["Authorization"] = _basic(cred)
 
         response = yield request
-        if response.status_code != 401:
+        # httpx follows redirects before the response comes back here: a 401 from
+        # another origin (a blob's storage host) is that host's, not the registry's, and
+        # neither its challenge nor the registry's credentials go anywhere near it.
+        if response.status_code != 401 or not _same_origin(
+            _answered(response, request), request.url
+        ):
             return
 
         challenges = parse_challenges(response.headers.get_list("www-authenticate"))
@@ -452,10 +504,10 @@ class RegistryAuth(httpx.Auth):
             if used_key is not None:
                 self._forget(used_key)
             scopes = list(bearer.scopes) or wanted
-            key = self._key(bearer, scopes)
+            key = self._key(host, bearer, scopes)
             token = None if key == used_key else self._cached(key)
             if token is None:
-                token_request = self.token_request(bearer, scopes, cred)
+                token_request = self.token_request(bearer, scopes, cred, request.url)
                 token_response = yield token_request
                 token = self._take_token(token_request, token_response, key)
             request.headers["Authorization"] = f"Bearer {token}"

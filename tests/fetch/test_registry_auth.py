@@ -22,6 +22,8 @@ from ingestq.fetch.registry.auth import (
     scope_for_path,
 )
 from ingestq.fetch.registry.client import RegistryClient, RegistryOptions
+from ingestq.store.digest import Digest
+from ingestq.store.values import Descriptor
 from tests.servers import oci
 from tests.servers.registry import Registry, RegistryFactory, TokenServer
 from tests.tasks.registry_helpers import FrontFactory, docker_config
@@ -100,7 +102,7 @@ def _challenge() -> httpx.Response:
     return httpx.Response(
         401,
         headers={
-            "WWW-Authenticate": 'Bearer realm="http://auth.test/token",service="svc",'
+            "WWW-Authenticate": 'Bearer realm="https://auth.test/token",service="svc",'
             'scope="repository:app:pull"'
         },
     )
@@ -226,3 +228,87 @@ def test_basic_auth_registry_gets_credentials_after_one_challenge(
         anonymous.resolve(ref)
     assert err.value.details["code"] == "UNAUTHORIZED"
     assert err.value.details["www_authenticate"] == 'Basic realm="front"'
+
+
+def test_credentials_never_go_to_a_plain_http_realm_of_an_https_registry() -> None:
+    """Reached over https, a registry whose challenge names an http:// realm would have
+    the Basic credentials (and the token they buy) cross the network in the clear."""
+    challenge = httpx.Response(
+        401, headers={"WWW-Authenticate": 'Bearer realm="http://auth.test/token",service="s"'}
+    )
+    creds = StaticCredentials({"reg.test": Credential("me", "pw")})
+    flow = RegistryAuth(creds).auth_flow(httpx.Request("GET", "https://reg.test/v2/app/tags/list"))
+    next(flow)
+    with pytest.raises(errdefs.PermissionDenied, match="over plain http"):
+        flow.send(challenge)
+    # Anonymous: nothing secret to send, and a plain-http registry may use one too.
+    for url, cred in [("https://reg.test/v2/app/tags/list", None),
+                      ("http://reg.test/v2/app/tags/list", creds)]:  # fmt: skip
+        flow = RegistryAuth(cred).auth_flow(httpx.Request("GET", url))
+        next(flow)
+        assert flow.send(challenge).url.host == "auth.test"
+
+
+def test_a_token_goes_only_to_the_registry_that_asked_for_it(
+    registry_factory: RegistryFactory, fronts: FrontFactory
+) -> None:
+    """A second registry that answers with the first one's challenge (realm, service,
+    scope) does not get the token cached for the first: it is asked for with this
+    registry's credentials (none here), and the token server refuses."""
+    tokens = TokenServer(credentials=("alice", "s3cret"))
+    tokens.start()
+    try:
+        reg = registry_factory(token_server=tokens)
+        oci.push_image(reg, "private", "v1", [b"p" * 10])
+        evil = fronts(reg.url, host_name="localhost")
+        borrowed = {"WWW-Authenticate": f'Bearer realm="{tokens.realm}",service="{reg.service}",'
+                                        f'scope="repository:private:pull"'}  # fmt: skip
+        evil.rule(r"^(HEAD|GET) /v2/", responses=[(401, borrowed, b"")] * 4)
+        creds = StaticCredentials({reg.host: Credential("alice", "s3cret")})
+        with RegistryClient(credentials=creds) as client:
+            client.resolve(parse_reference(f"{reg.host}/private:v1"))
+            assert tokens.issued, "the first registry's token flow ran"
+            with pytest.raises(errdefs.Unauthenticated, match="token request"):
+                client.resolve(parse_reference(f"{evil.host}/private:v1"))
+        assert evil.requests(), "the second registry was asked"
+        assert all("authorization" not in r.headers for r in evil.requests())
+        assert tokens.requests[-1].authorization is None, "its credentials went along"
+    finally:
+        tokens.stop()
+
+
+def test_a_401_from_where_a_blob_redirects_neither_gets_credentials_nor_takes_over(
+    registry_factory: RegistryFactory, fronts: FrontFactory
+) -> None:
+    """The registry redirects a blob to storage on another origin, which answers 401
+    with a challenge naming its own realm: httpx followed the redirect before the auth
+    flow sees that 401, so the flow must not treat it as the registry's. The blob fails
+    Unauthenticated; storage never sees a credential or a token request; the registry
+    keeps its own challenge and token for the next request."""
+    tokens = TokenServer(credentials=("alice", "s3cret"))
+    tokens.start()
+    try:
+        reg = registry_factory(token_server=tokens)
+        digest = oci.push_blob(reg, "app", b"b" * 1000)
+        oci.push_image(reg, "app", "v1", [b"small"])
+        storage = fronts(reg.url, host_name="localhost")
+        challenge = {"WWW-Authenticate": f'Bearer realm="{storage.url}/token",service="evil"'}
+        storage.rule(r"^GET /v2/", responses=[(401, challenge, b"")] * 3)
+        storage.rule(r"^GET /token", responses=[(200, {}, b'{"token": "EVIL"}')] * 3)
+        front = fronts(reg.url)
+        front.rule(r"^GET /v2/app/blobs/", redirect_to=storage.url)
+        ref = parse_reference(f"{front.host}/app")
+        creds = StaticCredentials({front.host: Credential("alice", "s3cret")})
+        with RegistryClient(credentials=creds) as client:
+            client.resolve(ref.with_tag("v1"))
+            desc = Descriptor(Digest.parse(digest), 1000)
+            with pytest.raises(errdefs.Unauthenticated, match="401"):
+                client.open_blob(ref, desc)
+            client.resolve(ref.with_tag("v1"))
+        assert not storage.requests(contains="/token"), "storage was asked for a token"
+        assert all("authorization" not in r.headers for r in storage.requests())
+        last = front.requests("HEAD", "/manifests/")[-1]
+        assert last.status == 200
+        assert last.headers["authorization"] == f"Bearer {tokens.issued[-1]}"
+    finally:
+        tokens.stop()
