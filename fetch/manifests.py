@@ -137,9 +137,17 @@ def _load(desc: Descriptor, data: bytes) -> dict[str, object]:
 
 
 def _descriptor(obj: object, what: str) -> Descriptor:
+    """A descriptor of a manifest or an index. Its size is required (OCI and Docker
+    schema 2 both say so): a missing one would leave the blob's download unbounded, and
+    a blob of 0 bytes has the empty digest. InvalidArgument otherwise."""
     if not isinstance(obj, Mapping):
         raise errdefs.InvalidArgument(f"{what} is not a descriptor object")
-    return Descriptor.from_oci(obj)
+    if "size" not in obj:
+        raise errdefs.InvalidArgument(f"{what} has no size")
+    desc = Descriptor.from_oci(obj)
+    if desc.size == 0 and desc.digest != Digest.from_bytes(b"", desc.digest.algorithm):
+        raise errdefs.InvalidArgument(f"{what}: 0 bytes cannot hash to {desc.digest}")
+    return desc
 
 
 def parse(desc: Descriptor, data: bytes) -> Manifest | Index:

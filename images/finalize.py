@@ -45,13 +45,28 @@ def oci_view(
     Raises NotFound when a manifest of the plan is not committed, InvalidArgument /
     Unimplemented for a malformed or unsupported manifest. ``protect`` is called with
     each converted blob's digest before it is written.
+    An index that lists a manifest many times (or nests such indexes) costs one view of
+    each manifest, not one per path to it.
     """
-    desc = desc or plan.target
+    return _view(store, plan, desc or plan.target, protect, {})
+
+
+def _view(
+    store: Store,
+    plan: PullPlan,
+    desc: Descriptor,
+    protect: Protect,
+    views_of: dict[Digest, Descriptor],
+) -> Descriptor:
+    """:func:`oci_view` of ``desc``, remembering each manifest's view in ``views_of``."""
+    if desc.digest in views_of:
+        return views_of[desc.digest]
     pulled = {b.desc.digest for b in plan.manifests}
     data = read_blob(store, desc)
     doc = manifests.parse(desc, data)
     if isinstance(doc, manifests.Manifest):
         if desc.media_type == manifests.OCI_MANIFEST:
+            views_of[desc.digest] = desc
             return desc
         new = manifests.oci_manifest(desc, data)
         labels = doc.gc_labels()
@@ -64,7 +79,7 @@ def oci_view(
             child = Descriptor.from_oci(entry)
             if child.digest not in pulled:
                 continue
-            view = oci_view(store, plan, child, protect)
+            view = _view(store, plan, child, protect, views_of)
             changed = changed or view.digest != child.digest
             entries.append(
                 {**entry, "mediaType": view.media_type, "digest": str(view.digest),
@@ -72,6 +87,7 @@ def oci_view(
             )  # fmt: skip
             views.append(view)
         if not changed:
+            views_of[desc.digest] = desc
             return desc
         new = manifests.oci_index(entries)
         labels = manifests.index_gc_labels(views)
@@ -80,6 +96,7 @@ def oci_view(
     protect(view_desc.digest)
     write_blob(store, manifests.ref_key(view_desc), io.BytesIO(new), view_desc)
     _label(store, view_desc, labels)
+    views_of[desc.digest] = view_desc
     return view_desc
 
 

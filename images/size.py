@@ -13,6 +13,7 @@ from ingestq import errdefs
 from ingestq.fetch import manifests, platforms
 from ingestq.ingest.protocols import LocalContent
 from ingestq.store.annotations import SOURCE_DIGEST, SOURCE_MEDIA_TYPE
+from ingestq.store.digest import Digest
 from ingestq.store.helpers import read_blob
 from ingestq.store.images import image_index_of
 from ingestq.store.values import Descriptor
@@ -35,11 +36,34 @@ def tree_size(store: LocalContent, desc: Descriptor, depth: int = 0) -> TreeSize
     manifest's config or layer is not committed (or the index nests deeper than
     :data:`MAX_DEPTH`). The manifests of an index that are not committed (platforms
     not pulled) are left out. A manifest's platform comes from its index entry, else
-    from its config (left out when the config is unreadable).
+    from its config (left out when the config is unreadable). Each manifest is read
+    once, however many times indexes list it.
 
     Raises DataLoss for a committed blob damaged on disk, InvalidArgument /
     Unimplemented for a malformed or unsupported manifest.
     """
+    return _tree_size(store, desc, depth, {})
+
+
+def _tree_size(
+    store: LocalContent,
+    desc: Descriptor,
+    depth: int,
+    sizes: dict[tuple[Digest, int], TreeSize | None],
+) -> TreeSize | None:
+    """:func:`tree_size`, remembering each (digest, depth) result in ``sizes``."""
+    key = (desc.digest, depth)
+    if key not in sizes:
+        sizes[key] = _measure(store, desc, depth, sizes)
+    return sizes[key]
+
+
+def _measure(
+    store: LocalContent,
+    desc: Descriptor,
+    depth: int,
+    sizes: dict[tuple[Digest, int], TreeSize | None],
+) -> TreeSize | None:
     if depth > MAX_DEPTH or not store.exists(desc.digest):
         return None
     doc = manifests.parse(desc, read_blob(store, desc))
@@ -50,7 +74,7 @@ def tree_size(store: LocalContent, desc: Descriptor, depth: int = 0) -> TreeSize
             child = Descriptor.from_oci(entry)
             if not store.exists(child.digest):
                 continue
-            sub = tree_size(store, child, depth + 1)
+            sub = _tree_size(store, child, depth + 1, sizes)
             if sub is None:
                 continue
             total += sub.size

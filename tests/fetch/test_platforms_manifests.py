@@ -189,3 +189,31 @@ def test_docker_manifests_convert_to_an_oci_view_with_the_same_blobs() -> None:
     assert index["mediaType"] == manifests.OCI_INDEX
     assert index["manifests"][0]["mediaType"] == manifests.OCI_MANIFEST
     assert index["manifests"][0]["platform"] == {"os": "linux", "architecture": "amd64"}
+
+
+EMPTY_SHA256 = "sha256:" + "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+@pytest.mark.parametrize(
+    ("layer", "match"),
+    [
+        ({"mediaType": oci.OCI_LAYER, "digest": "sha256:" + "ab" * 32}, "has no size"),
+        ({"mediaType": oci.OCI_LAYER, "digest": "sha256:" + "ab" * 32, "size": 0},
+         "0 bytes cannot hash to"),
+    ],
+)  # fmt: skip
+def test_a_descriptor_must_state_its_size(layer: dict[str, object], match: str) -> None:
+    """Without a size a layer's download would have no bound but the registry's will;
+    0 bytes can only be the empty blob."""
+    image = oci.build_image([b"x"])
+    doc = json.loads(image.manifest)
+    doc["layers"] = [layer]
+    body = json.dumps(doc).encode()
+    desc = Descriptor(Digest.from_bytes(body), len(body), oci.OCI_MANIFEST)
+    with pytest.raises(errdefs.InvalidArgument, match=match):
+        manifests.parse(desc, body)
+    doc["layers"] = [{"mediaType": oci.OCI_LAYER, "digest": EMPTY_SHA256, "size": 0}]
+    body = json.dumps(doc).encode()
+    desc = Descriptor(Digest.from_bytes(body), len(body), oci.OCI_MANIFEST)
+    (empty,) = manifests.parse(desc, body).children[1:]
+    assert empty.size == 0

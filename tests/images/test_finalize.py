@@ -3,6 +3,7 @@ image recorded in ``index.json`` (an OCI view for Docker-typed images), idempote
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -109,3 +110,49 @@ def test_an_oci_index_of_oci_manifests_is_its_own_view(store: LocalStore, tmp_pa
     index = oci.build_index([oci.build_image([b"a"])])
     _, _, recorded = pull(store, PullRequest(layout(tmp_path / "layout", index)))
     assert str(recorded.digest) == index.digest and not recorded.annotations
+
+
+def test_an_index_repeating_its_entries_costs_one_parse_per_manifest(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker manifest lists nested three deep, each listing its child 16 times, over
+    one Docker manifest: the OCI view and the image's size read each manifest once,
+    not once per path (16³ paths to the manifest)."""
+    from ingestq.images.plan import PlannedBlob, PullPlan
+    from ingestq.images.size import tree_size
+    from ingestq.store.helpers import write_blob
+    from ingestq.store.values import Descriptor
+
+    image = oci.build_image([b"layer"], flavor="docker")
+    for data in [*image.blobs().values(), image.manifest]:
+        desc = Descriptor(Digest.from_bytes(data), len(data))
+        write_blob(store, f"blob-{desc.digest.encoded}", io.BytesIO(data), desc)
+    level = Descriptor.from_oci(image.descriptor.to_json())
+    planned = [level]
+    for _ in range(3):
+        body = json.dumps({
+            "schemaVersion": 2, "mediaType": manifests.DOCKER_MANIFEST_LIST,
+            "manifests": [level.to_oci()] * 16,
+        }).encode()  # fmt: skip
+        level = Descriptor(Digest.from_bytes(body), len(body), manifests.DOCKER_MANIFEST_LIST)
+        write_blob(store, f"index-{level.digest.encoded}", io.BytesIO(body), level)
+        planned.append(level)
+    the_plan = PullPlan(
+        name="nested:v1", target=level, labels={}, source=None, children=(),
+        manifests=tuple(PlannedBlob(d, manifests.ref_key(d), {}) for d in planned),
+    )  # fmt: skip
+    parsed: list[Digest] = []
+    real_parse = manifests.parse
+
+    def counted(desc: Descriptor, data: bytes) -> manifests.Manifest | manifests.Index:
+        parsed.append(desc.digest)
+        return real_parse(desc, data)
+
+    monkeypatch.setattr(manifests, "parse", counted)
+    view = oci_view(store, the_plan)
+    assert view.media_type == manifests.OCI_INDEX
+    assert sorted(parsed) == sorted(d.digest for d in planned), "one parse per manifest"
+    parsed.clear()
+    size = tree_size(store, level)
+    assert size is not None and size.size > 16**3 * image.descriptor.size
+    assert len(parsed) == len(planned)
