@@ -13,7 +13,10 @@ match everything. Inside one string, comma-separated selectors are ANDed::
 
 A selector without an operator tests presence. A field that is absent reads as the empty
 string for ``!=`` and ``~=`` (so ``labels.x!=y`` matches content without label ``x``).
-``~=`` is an unanchored regular-expression search. Whitespace between tokens is skipped.
+``~=`` is an unanchored regular-expression search in RE2's syntax, as containerd's (Go's
+regexp): matched by RE2 (google-re2) in time linear in the text, so no pattern can hold a
+process up by backtracking (Python's own ``re`` can be made to run for hours, holding the
+GIL). Whitespace between tokens is skipped.
 
 Differences from containerd, all more lenient or stricter only where containerd fails
 later: a regular expression that does not compile is a parse error here (containerd
@@ -24,9 +27,11 @@ logs it and matches nothing), and a value after ``==``/``!=`` may start with ``/
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+import re2
 
 from ingestq import errdefs
 from ingestq.store.values import Info
@@ -41,6 +46,25 @@ _SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "
 _ESCAPE_DIGITS = {"x": (16, 2), "u": (16, 4), "U": (16, 8)}
 
 
+class Pattern(Protocol):
+    """A compiled ``~=`` expression."""
+
+    def search(self, text: str) -> object | None:
+        """A match object where the expression matches in ``text``, else None."""
+
+
+def _compile(expression: str) -> Pattern:
+    """``expression`` compiled by RE2; ValueError with RE2's reason if it does not."""
+    options = re2.Options()
+    options.log_errors = False  # RE2 would also print the reason on stderr
+    try:
+        compiled: Pattern = re2.compile(expression, options)
+    except re2.error as e:
+        reason = e.args[0] if e.args else e
+        raise ValueError(reason.decode() if isinstance(reason, bytes) else str(reason)) from None
+    return compiled
+
+
 @dataclass(frozen=True)
 class Selector:
     """One ``fieldpath[op value]`` test; ``operator`` is ``""`` for a presence test."""
@@ -48,7 +72,7 @@ class Selector:
     fieldpath: tuple[str, ...]
     operator: str
     value: str = ""
-    pattern: re.Pattern[str] | None = None
+    pattern: Pattern | None = None
 
     def match(self, adaptor: Adaptor) -> bool:
         """Whether the object behind ``adaptor`` satisfies this selector."""
@@ -190,8 +214,8 @@ class _Parser:
         pattern = None
         if op == "~=":
             try:
-                pattern = re.compile(value)
-            except re.error as e:
+                pattern = _compile(value)
+            except ValueError as e:
                 raise _ParseError(value_pos, f"invalid regular expression {value!r}: {e}") from e
         return Selector(tuple(path), op, value, pattern)
 
