@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ingestq import errdefs
 from ingestq.api.proto.containerd.services.content.v1 import content_pb2
 from ingestq.api.proto.containerd.types import descriptor_pb2
 from ingestq.store.digest import Digest
@@ -29,10 +30,16 @@ def timestamp(dt: datetime | None) -> Timestamp:
 
 
 def from_timestamp(ts: Timestamp) -> datetime:
-    """An aware UTC datetime for ``ts`` (microsecond precision)."""
+    """An aware UTC datetime for ``ts`` (microsecond precision). InvalidArgument for a
+    timestamp out of protobuf's range (seconds past year 9999, nanos past a second)."""
     if ts.seconds <= GO_ZERO_SECONDS:
         return datetime.min.replace(tzinfo=UTC)
-    return ts.ToDatetime(tzinfo=UTC)
+    try:
+        return ts.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as e:
+        raise errdefs.InvalidArgument(
+            f"timestamp {{seconds: {ts.seconds}, nanos: {ts.nanos}}} is not valid: {e}"
+        ) from None
 
 
 def info_to_pb(info: Info) -> content_pb2.Info:

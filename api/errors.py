@@ -2,7 +2,11 @@
 
 Server side: every error that leaves a handler goes through :func:`errdefs.to_grpc`, so
 an errdefs kind becomes its status code with the **full** message (``content
-sha256:...: not found``) and anything else becomes Unknown with its text preserved.
+sha256:...: not found``) and anything else becomes Unknown with its text preserved; a
+message longer than :data:`MAX_MESSAGE` bytes (one echoing a huge digest, ref or filter)
+is cut in its middle, keeping its ``: <kind>`` ending. gRPC sends the message in a
+header, percent-encoded: a long one breaks the client's header limit (grpcio's C core
+then reports ResourceExhausted, whatever the code was).
 Handlers raise; only :func:`unary` and :func:`stream` (the decorators every servicer
 method wears) call ``context.abort``.
 
@@ -38,9 +42,30 @@ def status_code(code: int) -> grpc.StatusCode:
     return _BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
 
 
+#: The longest status message sent, in UTF-8 bytes (at most 3 times as many once
+#: percent-encoded, well inside gRPC's 8 KiB default header limit).
+MAX_MESSAGE = 1024
+
+_CUT = " [...]"
+
+
+def bounded_message(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` if it is at most ``limit`` UTF-8 bytes, else its start, `` [...]``
+    and its end from the last ``": "`` (the kind, when that is short)."""
+    data = message.encode()
+    if len(data) <= limit:
+        return message
+    colon = message.rfind(": ")
+    tail = message[colon:] if colon >= 0 and len(message) - colon <= 64 else ""
+    room = limit - len(tail.encode()) - len(_CUT)
+    return data[:room].decode(errors="ignore") + _CUT + tail
+
+
 def abort(context: grpc.ServicerContext, err: BaseException, method: str = "") -> NoReturn:
-    """End the RPC with ``errdefs.to_grpc(err)``: the kind's code and the full message."""
+    """End the RPC with ``errdefs.to_grpc(err)``: the kind's code and its message,
+    bounded (:func:`bounded_message`)."""
     code, message = errdefs.to_grpc(err)
+    message = bounded_message(message)
     if isinstance(errdefs.from_exception(err), _QUIET):
         log.debug("%s: %s", method, message)
     else:

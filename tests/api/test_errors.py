@@ -92,3 +92,22 @@ def test_a_wrapped_kind_keeps_its_code_and_context(raising: tuple[RaisingStore, 
     with GrpcStore(address) as client, pytest.raises(errdefs.NotFound) as back:
         client.info(DIGEST)
     assert str(back.value) == "failed to read: content x: not found"
+
+
+@pytest.mark.parametrize("echoed", ["x" * 20_000, "é" * 4_000, "%" * 5_000])
+def test_a_message_echoing_a_huge_input_keeps_its_code(
+    raising: tuple[RaisingStore, str], echoed: str
+) -> None:
+    """gRPC sends the message in a header, percent-encoded (``é`` and ``%`` triple):
+    whole, a message echoing a long digest, ref or filter broke grpcio's header limit,
+    and the client saw ResourceExhausted instead of the kind. It is cut in the middle,
+    its kind kept at the end."""
+    store, address = raising
+    store.error = errdefs.InvalidArgument(f"digest {echoed!r} is malformed")
+    err = raw_info(address)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    details = err.details()
+    assert len(details.encode()) <= 1024
+    assert details.startswith("digest '") and details.endswith(" [...]: invalid argument")
+    with GrpcStore(address) as client, pytest.raises(errdefs.InvalidArgument):
+        client.info(DIGEST)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from ingestq.api.proto.containerd.services.content.v1 import content_pb2 as c
 from ingestq.store import Descriptor, Digest, LocalStore
@@ -100,4 +101,23 @@ def test_update_labels_are_checked(
             metadata=md(),
         )  # fmt: skip
     assert status_of(exc.value)[0] == INVALID
+    assert dict(store.info(Digest.parse(digest)).labels) == {}
+
+
+@pytest.mark.parametrize(
+    "stamp", [Timestamp(seconds=2**60), Timestamp(seconds=10, nanos=2_000_000_000)]
+)
+def test_an_update_with_a_timestamp_out_of_range_is_invalid_argument(
+    content: Content, store: LocalStore, stamp: Timestamp
+) -> None:
+    digest = committed(store, b"update my time")
+    with pytest.raises(grpc.RpcError) as exc:
+        content.Update(
+            c.UpdateRequest(info=c.Info(digest=digest, updated_at=stamp, labels={"a": "b"}),
+                            update_mask=FieldMask(paths=["labels.a"])),
+            metadata=md(),
+        )  # fmt: skip
+    code, message = status_of(exc.value)
+    assert code == INVALID, message
+    assert "timestamp" in message
     assert dict(store.info(Digest.parse(digest)).labels) == {}
