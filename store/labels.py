@@ -8,6 +8,12 @@ from ingestq import errdefs
 
 MAX_LABEL_SIZE = 4096
 
+#: The most bytes (keys and values, UTF-8) all labels of one object may take: beyond
+#: containerd, which has no bound and whose 16 MiB gRPC messages an object's labels
+#: could then outgrow (an OCI index of thousands of manifests needs about 80 bytes of
+#: gc.ref label per manifest).
+MAX_LABELS_TOTAL = 256 << 10
+
 
 def _control(text: str) -> bool:
     return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
@@ -18,9 +24,10 @@ def validate(labels: Mapping[str, str]) -> None:
     rule: ``len(key) + len(value)`` at most 4096 UTF-8 bytes. Beyond containerd, a key
     must be non-empty valid UTF-8 without control characters (a trailing newline
     included); values may hold any valid UTF-8 (annotations copied into labels can span
-    lines)."""
+    lines). All of them together at most :data:`MAX_LABELS_TOTAL` bytes."""
     if not isinstance(labels, Mapping):
         raise errdefs.InvalidArgument(f"labels must be an object, not {type(labels).__name__}")
+    total = 0
     for key, value in labels.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise errdefs.InvalidArgument("label keys and values must be strings")
@@ -36,6 +43,11 @@ def validate(labels: Mapping[str, str]) -> None:
             raise errdefs.InvalidArgument(
                 f"label key and value greater than maximum size ({MAX_LABEL_SIZE} bytes), "
                 f"key: {key[:10]}"
+            )
+        total += size
+        if total > MAX_LABELS_TOTAL:
+            raise errdefs.InvalidArgument(
+                f"labels greater than maximum size in all ({MAX_LABELS_TOTAL} bytes)"
             )
 
 

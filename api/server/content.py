@@ -36,6 +36,9 @@ from ingestq.store.rules import validate_labels, validate_ref
 from ingestq.store.values import Descriptor
 
 LIST_BATCH = 100
+#: A List message is sent once its infos reach this many bytes (each object's labels
+#: may take up to 256 KiB; gRPC's default message limit is 4 MiB for a client).
+LIST_BATCH_BYTES = 1 << 20
 READ_CHUNK = 1 << 20
 
 
@@ -73,11 +76,14 @@ class ContentService:
     ) -> Iterator[content_pb2.ListContentResponse]:
         namespaces.required(context)
         batch: list[content_pb2.Info] = []
+        size = 0
         for info in self._store.walk(*request.filters):
-            batch.append(info_to_pb(info))
-            if len(batch) == LIST_BATCH:
+            message = info_to_pb(info)
+            batch.append(message)
+            size += message.ByteSize()
+            if len(batch) == LIST_BATCH or size >= LIST_BATCH_BYTES:
                 yield content_pb2.ListContentResponse(info=batch)
-                batch = []
+                batch, size = [], 0
         if batch:
             yield content_pb2.ListContentResponse(info=batch)
 

@@ -248,3 +248,34 @@ def test_blobs_are_shared_across_namespaces(content: Content, store: LocalStore)
     d = put(store, b"shared")
     for ns in ("default", "k8s.io", "other"):
         assert content.Info(c.InfoRequest(digest=d), metadata=md(ns)).info.size == 6
+
+
+def test_list_of_heavily_labelled_content_fits_a_default_clients_messages(
+    api_server: Served, store: LocalStore
+) -> None:
+    """40 blobs with nearly 256 KiB of labels each (the bound per object): List sends
+    them in messages of about 1 MiB, which a gRPC client with the default 4 MiB receive
+    limit takes (one message of 100 infos would be 10 MiB); and an Update past the
+    bound is InvalidArgument, leaving the blob as it was."""
+    labels = {f"k{i:03d}": "v" * 4000 for i in range(62)}
+    digests = []
+    for n in range(40):
+        data = f"blob {n}".encode()
+        digest = Digest.from_bytes(data)
+        with store.writer(f"put-{n}", Descriptor(digest, len(data))) as w:
+            w.write(data)
+            w.commit(len(data), digest, labels=labels)
+        digests.append(str(digest))
+    with grpc.insecure_channel(api_server.address) as channel:
+        replies = list(Content(channel).List(c.ListContentRequest(), metadata=md()))
+        assert sorted(i.digest for r in replies for i in r.info) == sorted(digests)
+        assert len(replies) > 1 and max(r.ByteSize() for r in replies) < 2 << 20
+        more = {f"x{i:03d}": "v" * 4000 for i in range(10)}
+        with pytest.raises(grpc.RpcError) as exc:
+            Content(channel).Update(
+                c.UpdateRequest(info=c.Info(digest=digests[0], labels=more),
+                                update_mask=FieldMask(paths=[f"labels.{k}" for k in more])),
+                metadata=md(),
+            )  # fmt: skip
+        assert status_of(exc.value)[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert dict(store.info(Digest.parse(digests[0])).labels) == labels

@@ -9,7 +9,7 @@ import pytest
 from ingestq import errdefs
 from ingestq.store import EMPTY, Digest
 from ingestq.store.digest import ALGORITHMS, new_hasher
-from ingestq.store.labels import MAX_LABEL_SIZE, apply_update, validate
+from ingestq.store.labels import MAX_LABEL_SIZE, MAX_LABELS_TOTAL, apply_update, validate
 
 
 @pytest.mark.parametrize("alg", sorted(ALGORITHMS))
@@ -64,6 +64,19 @@ def test_label_limit_counts_utf8_bytes_of_key_plus_value() -> None:
     with pytest.raises(errdefs.InvalidArgument) as exc:
         validate({"0123456789abcdef": "v" * MAX_LABEL_SIZE})
     assert "key: 0123456789: invalid argument" in str(exc.value)  # the first 10 chars
+
+
+def test_all_labels_of_an_object_together_are_bounded() -> None:
+    """One label is at most 4096 bytes (containerd's rule); all of an object's together
+    at most MAX_LABELS_TOTAL, however they arrive (a whole set, or one update after
+    another: the result is checked)."""
+    value = "v" * (MAX_LABEL_SIZE - 8)
+    fits = {f"k{i:07d}": value for i in range(MAX_LABELS_TOTAL // MAX_LABEL_SIZE)}
+    validate(fits)
+    with pytest.raises(errdefs.InvalidArgument, match="maximum size in all"):
+        validate({**fits, "one-more": "v"})
+    with pytest.raises(errdefs.InvalidArgument, match="maximum size in all"):
+        apply_update(fits, {"one-more": "v"}, ("labels.one-more",), "sha256:x")
 
 
 def test_label_keys_and_values_must_be_strings() -> None:
