@@ -17,7 +17,13 @@ The HTTP source (:mod:`ingestq.fetch.http`) and the registry client
 * :func:`range_headers` / :func:`open_range`: the one ranged GET, with the
   Content-Range check; :func:`conditional_headers` for a GET that may answer 304;
 * :class:`BodyStream`: the one response body stream, with curl's low-speed rule
-  (:class:`LowSpeed`).
+  (:class:`LowSpeed`), decoding a ``Content-Encoding`` a piece at a time
+  (:mod:`ingestq.fetch.decoding`);
+* small bodies: every response that is not a 200 or 206 (an error, a redirect, a
+  challenge; httpx itself reads those whole), and a request marked with
+  :func:`small_body` (a manifest, a token), is read at most :data:`SMALL_BODY_MAX` bytes
+  (or the mark's limit) and within :data:`SMALL_BODY_TIME` seconds, decoded here a
+  piece at a time: a hostile server's endless or compressed body costs nothing more.
 
 Transport failures (:func:`transport_error`):
 
@@ -91,6 +97,7 @@ import httpcore
 import httpx
 
 from ingestq import errdefs
+from ingestq.fetch.decoding import decoded, encoding_of
 from ingestq.fetch.source import BytesStream, Opened
 from ingestq.fetch.transport import READ_SIZE, RawBody
 from ingestq.fetch.transport import transport as large_read_transport
@@ -233,17 +240,119 @@ def new_client(
         max_redirects=max_redirects,
         limits=LIMITS,
         transport=transport,
-        headers={"User-Agent": USER_AGENT},
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+        event_hooks={"response": [bound_small_body]},
     )
 
 
+# -- small bodies ------------------------------------------------------------------------
+#: The most bytes kept of a body that is not a 200's or a 206's (an error's text, a
+#: redirect's or a challenge's): the rest is not read.
+SMALL_BODY_MAX = 64 << 10
+#: Seconds a small body may take to arrive, from its headers (then Unavailable).
+SMALL_BODY_TIME = 60.0
+
+_SMALL_BODY = "ingestq_small_body"
+
+
+def small_body(limit: int, seconds: float | None = None) -> dict[str, Any]:
+    """Request extensions marking its response's body as small: read at most
+    ``limit + 1`` bytes of it (so a caller sees that it is longer than ``limit``), in at
+    most ``seconds`` (default :data:`SMALL_BODY_TIME`)."""
+    return {_SMALL_BODY: (limit, seconds)}
+
+
+def bound_small_body(response: httpx.Response) -> None:
+    """An httpx response hook (of :func:`new_client`'s clients): the body of a response
+    that is not a 200 or a 206, or of a request marked with :func:`small_body`, is
+    replaced by a bounded one (module docstring); a ``Content-Encoding`` is decoded by
+    it, so httpx's own decoding never sees the body."""
+    request = response.request
+    mark = request.extensions.get(_SMALL_BODY)
+    if mark is None and response.status_code in (200, 206):
+        return
+    limit, seconds = mark if mark is not None else (SMALL_BODY_MAX - 1, None)
+    seconds = SMALL_BODY_TIME if seconds is None else seconds
+    encoding = response.headers.pop("content-encoding", "")
+    what = f"{request.method} {request.url.copy_with(query=None)}"
+    response.stream = _SmallBody(
+        response.stream, request, limit + 1, seconds, encoding, what, strict=mark is not None
+    )
+
+
+class _SmallBody(httpx.SyncByteStream):
+    """At most ``limit`` bytes of ``stream``, decoded from ``encoding``, within
+    ``seconds`` (then httpx's ReadTimeout); the stream is closed once it has them.
+    ``strict``: an encoding that cannot be decoded raises (Unimplemented, DataLoss);
+    else the body is what could be read (an error's text only informs)."""
+
+    def __init__(
+        self,
+        stream: httpx.SyncByteStream | httpx.AsyncByteStream,
+        request: httpx.Request,
+        limit: int,
+        seconds: float,
+        encoding: str,
+        what: str,
+        *,
+        strict: bool,
+    ) -> None:
+        assert isinstance(stream, httpx.SyncByteStream)
+        self._stream = stream
+        self._request = request
+        self._limit = limit
+        self._deadline = time.monotonic() + seconds
+        self._seconds = seconds
+        self._encoding = encoding
+        self._what = what
+        self._strict = strict
+
+    def __iter__(self) -> Iterator[bytes]:
+        left = self._limit
+        try:
+            chunks: Iterator[bytes] = iter(self._timed())
+            try:
+                name = encoding_of(self._encoding)
+                if name is not None:
+                    chunks = decoded(chunks, name, min(left, READ_SIZE), self._what)
+                for chunk in chunks:
+                    yield chunk[:left]
+                    left -= min(len(chunk), left)
+                    if left <= 0:
+                        return
+            except errdefs.ErrdefsError:
+                if self._strict:
+                    raise
+        finally:
+            self._stream.close()
+
+    def _timed(self) -> Iterator[bytes]:
+        for chunk in self._stream:
+            if time.monotonic() > self._deadline:
+                raise httpx.ReadTimeout(
+                    f"{self._what}: body took over {self._seconds:g} s", request=self._request
+                )
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
 def send(
-    client: httpx.Client, method: str, url: str, headers: Mapping[str, str], what: str
+    client: httpx.Client,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    what: str,
+    extensions: Mapping[str, Any] | None = None,
 ) -> httpx.Response:
-    """Send one request with the body left streaming (the caller closes the response).
-    Transport failures raise :func:`transport_error`'s kinds."""
+    """Send one request with the body left streaming (the caller closes the response);
+    ``extensions`` are the request's (:func:`small_body`). Transport failures raise
+    :func:`transport_error`'s kinds."""
     try:
-        request = client.build_request(method, url, headers=dict(headers))
+        request = client.build_request(
+            method, url, headers=dict(headers), extensions=dict(extensions or {})
+        )
         return client.send(request, stream=True)
     except httpx.HTTPError as e:
         raise transport_error(e, what) from e
@@ -608,11 +717,12 @@ class BodyStream:
         self._response = response
         self._what = what
         self._raw, self._left = self._raw_body(response, decode)
+        encoding = encoding_of(response.headers.get("content-encoding", "")) if decode else None
         self._chunks: Iterator[bytes] = (
             iter(())
             if self._raw is not None
-            else response.iter_bytes()
-            if decode and _encoded(response)
+            else decoded(response.iter_raw(), encoding, READ_SIZE, what)
+            if encoding is not None
             else response.iter_raw()
         )
         self._buffer = b""
@@ -742,17 +852,21 @@ __all__ = [
     "LIMITS",
     "NO_LOW_SPEED",
     "RAW_BODY_MIN",
+    "SMALL_BODY_MAX",
+    "SMALL_BODY_TIME",
     "STATUS_KINDS",
     "USER_AGENT",
     "BodyStream",
     "LowSpeed",
     "Ranged",
+    "bound_small_body",
     "conditional_headers",
     "new_client",
     "open_range",
     "range_headers",
     "retry_after",
     "send",
+    "small_body",
     "ssl_context",
     "status_error",
     "status_kind",

@@ -60,6 +60,8 @@ TOKEN_MARGIN = 5.0
 DEFAULT_EXPIRES_IN = 60
 #: The client id sent with OAuth2 refresh-token requests.
 CLIENT_ID = "ingestq"
+#: The largest token response taken (tokens are a few KiB; the rest is not read).
+MAX_TOKEN_RESPONSE = 1 << 20
 
 _DOCKER_HUB_ALIASES = frozenset(
     {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
@@ -410,7 +412,7 @@ class RegistryAuth(httpx.Auth):
             )
         service = challenge.params.get("service", "")
         self.token_requests += 1
-        ext = {_TOKEN_EXTENSION: True}
+        ext = {_TOKEN_EXTENSION: True, **httpio.small_body(MAX_TOKEN_RESPONSE)}
         if cred is not None and cred.is_identity_token:
             form = {
                 "grant_type": "refresh_token",
@@ -439,6 +441,10 @@ class RegistryAuth(httpx.Auth):
         where = f"token request to {request.url.copy_with(query=None)}"
         if status != 200:
             raise httpio.status_error(response, where, details={"body": response.text[:1000]})
+        if len(response.content) > MAX_TOKEN_RESPONSE:
+            raise errdefs.ResourceExhausted(
+                f"{where}: response larger than {MAX_TOKEN_RESPONSE} bytes"
+            )
         try:
             doc = response.json()
         except ValueError as e:

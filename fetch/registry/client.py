@@ -59,6 +59,8 @@ from ingestq.store.values import Descriptor
 
 #: Largest manifest or index accepted (containerd's limit).
 MAX_MANIFEST_SIZE = 4 << 20
+#: Seconds a manifest's body may take to arrive (a registry trickling it is Unavailable).
+MANIFEST_TIME = 120.0
 
 
 def _media_type(response: httpx.Response) -> str:
@@ -129,11 +131,18 @@ class RegistryClient:
         return f"{self.base_url(ref)}/v2/{ref.path}/{kind}/{obj}"
 
     # -- sending ------------------------------------------------------------------------
-    def _send(self, method: str, url: str, headers: Mapping[str, str], what: str) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        what: str,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> httpx.Response:
         """Send with streaming, retrying 429/503 + Retry-After in place (bounded)."""
         attempt = 0
         while True:
-            response = httpio.send(self._http, method, url, headers, what)
+            response = httpio.send(self._http, method, url, headers, what, extensions)
             if response.status_code in (429, 503) and attempt < self.options.retries:
                 delay = httpio.retry_after(response.headers.get("Retry-After"))
                 if delay is not None and delay <= self.options.max_retry_wait:
@@ -189,7 +198,10 @@ class RegistryClient:
 
     def _get_manifest(self, ref: Reference, obj: str, what: str) -> tuple[bytes, str]:
         url = self._url(ref, "manifests", obj)
-        response = self._send("GET", url, {"Accept": manifests.MANIFEST_ACCEPT}, what)
+        response = self._send(
+            "GET", url, {"Accept": manifests.MANIFEST_ACCEPT}, what,
+            httpio.small_body(MAX_MANIFEST_SIZE, MANIFEST_TIME),
+        )  # fmt: skip
         if response.status_code != 200:
             raise self._fail(response, what)
         try:
