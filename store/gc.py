@@ -49,6 +49,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -250,8 +251,9 @@ class BlobFile:
 
 
 def scan_blobs(layout: RootLayout) -> dict[Digest, BlobFile]:
-    """Every committed blob under ``blobs/`` with its size and metadata (files that are
-    not digests are skipped)."""
+    """Every committed blob under ``blobs/`` with its size and metadata (entries that are
+    not digests, or not regular files, are skipped: gc neither follows nor removes a
+    link, a directory or a FIFO planted there)."""
     out: dict[Digest, BlobFile] = {}
     for alg in sorted(ALGORITHMS):
         try:
@@ -265,6 +267,8 @@ def scan_blobs(layout: RootLayout) -> dict[Digest, BlobFile]:
                 digest = Digest(alg, entry.name)
                 st = entry.stat(follow_symlinks=False)
             except (errdefs.InvalidArgument, FileNotFoundError):
+                continue
+            if not stat.S_ISREG(st.st_mode):
                 continue
             meta = read_blob_meta(layout, digest, path=entry.path)
             out[digest] = _blob_file(digest, st.st_size, st.st_mtime, meta)

@@ -303,7 +303,8 @@ def write_blob(
 
 
 def _committed(store: IngesterManager, desc: Descriptor) -> Info | None:
-    """The Info of ``desc``'s content if it is committed with ``desc``'s size. A
+    """The Info of ``desc``'s content if it is committed with ``desc``'s size (not when
+    what is at its name is damaged: the commit that follows repairs it). A
     :class:`Putter` whose questions are round trips (``check_before_put`` False) is
     first asked only whether it exists: one request for content it lacks."""
     putter = store if isinstance(store, Putter) else None
@@ -311,7 +312,7 @@ def _committed(store: IngesterManager, desc: Descriptor) -> Info | None:
         return None
     try:
         existing = store.info(desc.digest)
-    except errdefs.NotFound:
+    except (errdefs.NotFound, errdefs.DataLoss):
         return None
     return existing if existing.size == desc.size else None
 

@@ -346,13 +346,17 @@ class Blobs:
             lock.release()
 
     def info(self, digest: Digest) -> Info:
-        """The blob's Info from its file and metadata. NotFound if it is absent."""
+        """The blob's Info from its file and metadata. NotFound if it is absent; DataLoss
+        if what is at its name is not a regular file (a link, a directory, a FIFO
+        planted there), as for a read."""
         try:
-            st = self.path(digest).stat()
+            st = os.lstat(self.path(digest))
         except FileNotFoundError:
             raise errdefs.NotFound(f"content {digest}") from None
         except OSError as e:
             raise from_os_error(e, f"stat content {digest}") from e
+        if not stat.S_ISREG(st.st_mode):
+            raise errdefs.DataLoss(f"content {digest} is not a regular file (planted?)")
         meta = read_blob_meta(self.layout, digest)
         if meta is None:
             created = datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC)
@@ -461,9 +465,20 @@ class Blobs:
         and no blob lock: ``labels`` go into the file itself (:data:`META_XATTR`) before
         its fsync. Only where the filesystem refuses that, or when metadata is left from
         an earlier copy, is the metadata file written under the lock, as
-        :meth:`publish` does. AlreadyExists if the blob is committed meanwhile;
-        PermissionDenied / ResourceExhausted (or another kind) on a filesystem error,
-        leaving nothing."""
+        :meth:`publish` does. AlreadyExists if the blob is committed meanwhile (an
+        entry at its name that is not a sound copy, a link or a FIFO planted there, is
+        moved aside first, :meth:`committed`); PermissionDenied / ResourceExhausted (or
+        another kind) on a filesystem error, leaving nothing."""
+        try:
+            return self._put(digest, data, labels)
+        except errdefs.AlreadyExists:
+            if self.committed(digest, len(data)):
+                raise
+            return self._put(digest, data, labels)
+
+    def _put(
+        self, digest: Digest, data: bytes | bytearray | memoryview, labels: Mapping[str, str]
+    ) -> Info:
         blob = self.path(digest)
         try:
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,8 +119,12 @@ class LocalStore:
         return IngestDir(self.layout.ingest_dir(ref))
 
     def exists(self, digest: Digest | str) -> bool:
-        """Whether ``digest`` is committed (InvalidArgument for a malformed digest)."""
-        return self.blob_path(digest).is_file()
+        """Whether ``digest`` is committed: a regular file by its name, not a link to
+        one (InvalidArgument for a malformed digest)."""
+        try:
+            return stat.S_ISREG(os.lstat(self.blob_path(digest)).st_mode)
+        except OSError:
+            return False
 
     # Provider --------------------------------------------------------------------------
     def reader_at(self, desc: Descriptor | Digest | str) -> FileReaderAt:
