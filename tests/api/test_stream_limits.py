@@ -161,8 +161,8 @@ def test_calls_beyond_the_thread_pool_are_resource_exhausted_at_once(
     holds the other thread: a unary call is refused at once, not queued until its
     deadline; once the idle timeout frees the threads, unary calls answer again."""
     served = api_server_factory(max_workers=2, max_streams=1, stream_idle_timeout=1.5)
-    labels = {f"label{i}": "v" * 4000 for i in range(100)}  # 400 KB of labels per blob
-    for i in range(20):  # one List message of 8 MB
+    labels = {f"label{i}": "v" * 4000 for i in range(60)}  # 240 KB of labels per blob
+    for i in range(40):  # a List of 9.6 MB, far past what the transport buffers
         committed(served, f"blob {i}".encode(), labels)
     with grpc.insecure_channel(served.address, options=NO_BDP) as ch:
         content = Content(ch)
