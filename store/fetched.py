@@ -22,6 +22,10 @@ from ingestq import errdefs
 from ingestq.store.atomic import write_json
 from ingestq.store.digest import Digest
 from ingestq.store.layout import RootLayout
+from ingestq.store.ownfiles import read_own
+
+#: The largest record read (one is a few hundred bytes).
+MAX_RECORD = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class FetchedRecords:
         """The record under ``key`` for ``source``, or None (none, another source's,
         unreadable, malformed, or without a validator)."""
         try:
-            d = json.loads(self._layout.fetched_record(key).read_text(encoding="utf-8"))
+            d = json.loads(read_own(self._layout.fetched_record(key), MAX_RECORD))
         except (OSError, ValueError):
             return None
         if not isinstance(d, dict) or d.get("source") != source:

@@ -73,7 +73,7 @@ from ingestq.store.local.store import LocalStore
 from ingestq.store.lockfile import LockFile
 from ingestq.store.locks import new_holder_id
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.ownfiles import remove_tree
+from ingestq.store.ownfiles import open_own, read_own, remove_tree
 from ingestq.store.values import utcnow
 
 log = logging.getLogger(__name__)
@@ -404,10 +404,15 @@ class ContentGraph:
         return seen
 
 
+#: The largest manifest or index gc reads for its references (clients refuse more than
+#: 4 MiB); a longer blob of a manifest type is read as having none.
+MAX_GRAPH_BLOB = 16 << 20
+
+
 def _graph(layout: RootLayout, blobs: Mapping[Digest, BlobFile]) -> ContentGraph:
     def read(digest: Digest) -> bytes:
         try:
-            return layout.blob(digest).read_bytes()
+            return read_own(layout.blob(digest), MAX_GRAPH_BLOB)
         except OSError:
             return b""
 
@@ -920,18 +925,24 @@ class _LocalBlobs:
 
     def size_of(self, digest: Digest) -> int | None:
         try:
-            return self.store.layout.blob(digest).stat().st_size
+            st = os.lstat(self.store.layout.blob(digest))
         except OSError:
             return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def read_at(self, digest: Digest, offset: int, length: int) -> bytes:
         try:
-            with open(self.store.layout.blob(digest), "rb") as f:
-                return os.pread(f.fileno(), length, offset)
+            fd = open_own(self.store.layout.blob(digest), os.O_RDONLY)
         except FileNotFoundError:
             raise errdefs.NotFound(f"content {digest}") from None
         except OSError as e:
             raise from_os_error(e, f"read {digest}") from e
+        try:
+            return os.pread(fd, length, offset)
+        except OSError as e:
+            raise from_os_error(e, f"read {digest}") from e
+        finally:
+            os.close(fd)
 
 
 def check_image(store: LocalStore, name: str, *, verify: bool = False) -> ImageCheck:

@@ -21,6 +21,7 @@ InvalidArgument; OSError is mapped to its kind (PermissionDenied, ResourceExhaus
 from __future__ import annotations
 
 import builtins
+import errno
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -41,7 +42,11 @@ from ingestq.store.atomic import write_json
 from ingestq.store.layout import RootLayout
 from ingestq.store.lockfile import LockFile
 from ingestq.store.oserrors import from_os_error
+from ingestq.store.ownfiles import NOT_OWN, read_own
 from ingestq.store.values import Descriptor, utcnow
+
+#: The largest ``index.json`` read; a longer one is DataLoss.
+MAX_INDEX_FILE = 64 << 20
 
 LAYOUT_VERSION = "1.0.0"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -157,10 +162,12 @@ class ImageIndex:
 
     def _load(self) -> dict[str, Any]:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(read_own(self.path, MAX_INDEX_FILE))
         except FileNotFoundError:
             return _empty_index()
         except OSError as e:
+            if e.errno in (*NOT_OWN, errno.EFBIG):  # planted, or grown past reason
+                raise errdefs.DataLoss(f"read {self.path}: {e}") from e
             raise from_os_error(e, f"read {self.path}") from e
         except ValueError as e:
             raise errdefs.DataLoss(f"read {self.path}: {e}") from e

@@ -24,6 +24,7 @@ while it deletes, so it sees every lease change made before.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import re
@@ -44,7 +45,22 @@ from ingestq.store.labels import validate as validate_labels
 from ingestq.store.layout import RootLayout
 from ingestq.store.lockfile import LockFile
 from ingestq.store.oserrors import from_os_error
+from ingestq.store.ownfiles import NOT_OWN, read_own
 from ingestq.store.values import utcnow
+
+#: The largest lease record read (one namespace's leases); a longer one is DataLoss.
+MAX_LEASES_FILE = 64 << 20
+
+
+def _unreadable(namespace: str, error: OSError | ValueError) -> errdefs.ErrdefsError:
+    """The error for a lease record that cannot be read: the OS error's own kind
+    (PermissionDenied, ResourceExhausted, ...), DataLoss for one that is garbled, too
+    long or not a regular file (planted: never read through)."""
+    what = f"read leases of {namespace}"
+    if isinstance(error, OSError) and error.errno not in (*NOT_OWN, errno.EFBIG):
+        return from_os_error(error, what)
+    return errdefs.DataLoss(f"{what}: {error}")
+
 
 #: The label that makes a lease expire (RFC 3339).
 EXPIRE_LABEL = "containerd.io/gc.expire"
@@ -254,11 +270,11 @@ class LeaseStore:
     def _load(self, namespace: str) -> dict[str, LeaseRecord]:
         path = self._path(namespace)
         try:
-            raw: Any = json.loads(path.read_text(encoding="utf-8"))
+            raw: Any = json.loads(read_own(path, MAX_LEASES_FILE))
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as e:
-            raise errdefs.DataLoss(f"read leases of {namespace}: {e}") from e
+            raise _unreadable(namespace, e) from e
         now = utcnow()
         out: dict[str, LeaseRecord] = {}
         try:
@@ -275,11 +291,11 @@ class LeaseStore:
         (with ``dry_run``, only listed)."""
         path = self._path(namespace)
         try:
-            raw: Any = json.loads(path.read_text(encoding="utf-8"))
+            raw: Any = json.loads(read_own(path, MAX_LEASES_FILE))
         except FileNotFoundError:
             return []
         except (OSError, ValueError) as e:
-            raise errdefs.DataLoss(f"read leases of {namespace}: {e}") from e
+            raise _unreadable(namespace, e) from e
         try:
             expired = sorted(
                 str(lid)

@@ -41,6 +41,25 @@ def open_own(path: Path, flags: int, mode: int = 0o644) -> int:
     return fd
 
 
+def read_own(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, one of the store's own files (:func:`open_own`: never
+    through a symlink, never a FIFO or a device), read to at most ``limit``. Raises
+    OSError: ELOOP / EINVAL / ENXIO for what is not a regular file, EFBIG for a file
+    longer than ``limit`` (a sparse or growing one is never read whole)."""
+    fd = open_own(path, os.O_RDONLY)
+    try:
+        parts: list[bytes] = []
+        got = 0
+        while got <= limit and (piece := os.read(fd, min(limit + 1 - got, 1 << 20))):
+            parts.append(piece)
+            got += len(piece)
+    finally:
+        os.close(fd)
+    if got > limit:
+        raise OSError(errno.EFBIG, f"longer than {limit} bytes", str(path))
+    return b"".join(parts)
+
+
 #: A directory of the store's own: never through a symlink (ELOOP), a directory only.
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -190,5 +209,6 @@ __all__ = [
     "open_adoptable",
     "open_own",
     "open_own_dir",
+    "read_own",
     "remove_tree",
 ]

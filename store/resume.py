@@ -22,6 +22,10 @@ from pathlib import Path
 
 from ingestq.store.atomic import write_json
 from ingestq.store.layout import RootLayout
+from ingestq.store.ownfiles import read_own
+
+#: The largest record read (a hint is a few hundred bytes).
+MAX_RECORD = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class ResumeHints:
         """The hint recorded for ``ref`` when fetched from ``source``, or None (none,
         another source's, or unreadable; a malformed field reads as absent)."""
         try:
-            d = json.loads(self._layout.resume_hint(ref).read_text(encoding="utf-8"))
+            d = json.loads(read_own(self._layout.resume_hint(ref), MAX_RECORD))
         except (OSError, ValueError):
             return None
         if not isinstance(d, dict) or d.get("source") != source:

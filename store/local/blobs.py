@@ -48,6 +48,10 @@ from ingestq.store.ownfiles import NOT_OWN, is_regular, names_file, open_own, re
 from ingestq.store.rules import check_read
 from ingestq.store.values import Info, utcnow
 
+#: The largest metadata file read (labels take at most 256 KiB); a longer one is
+#: garbled.
+MAX_META_FILE = 1 << 20
+
 HASH_CHUNK = 1 << 20
 #: The extended attribute holding the metadata of a blob committed by :meth:`Blobs.put`.
 META_XATTR = "user.ingestq.meta"
@@ -178,9 +182,11 @@ def read_meta(meta: Path) -> BlobMeta | None:
         raise from_os_error(e, f"read {meta}") from e
     try:
         with os.fdopen(fd, "rb") as f:
-            text = f.read()
+            text = f.read(MAX_META_FILE + 1)
     except OSError as e:
         raise from_os_error(e, f"read {meta}") from e
+    if len(text) > MAX_META_FILE:
+        return None  # garbled: no labels can take that much
     return _decode_meta(text)
 
 

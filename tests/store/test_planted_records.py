@@ -1,0 +1,105 @@
+"""The store's own records (lease files, ``index.json``, a blob's metadata file, resume
+hints) replaced by what would hang or exhaust a reader: a FIFO nobody writes, a link to
+``/dev/zero``, a sparse file of gigabytes. Each is read to a bound, never through a
+link, never waiting on a FIFO: an error of its kind, or the record taken as absent."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ingestq import errdefs
+from ingestq.store import Descriptor, Digest, LocalStore
+from ingestq.store.gc import GcOptions, collect
+from ingestq.store.helpers import write_blob
+from ingestq.store.layout import RootLayout
+from ingestq.store.resume import ResumeHints
+from tests.servers.util import bounded
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+def _sparse(path: Path) -> None:
+    with open(path, "wb") as f:
+        f.truncate(4 << 30)
+
+
+PLANTS = pytest.mark.parametrize(
+    "plant", [_fifo, _zero, _sparse], ids=["fifo", "dev-zero", "sparse-4GiB"]
+)
+
+
+def _replace(path: Path, plant: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    plant(path)
+
+
+@PLANTS
+def test_a_planted_lease_record_is_data_loss(tmp_path: Path, plant: Callable[[Path], None]) -> None:
+    store = LocalStore(tmp_path / "store", fsync=False)
+    store.leases().create("default", "l1", {})
+    _replace(store.layout.lease_file("default"), plant)
+    error = bounded(lambda: store.leases().list("default"))
+    assert isinstance(error, errdefs.DataLoss), error
+
+
+@PLANTS
+def test_a_planted_index_json_stops_gc_with_data_loss_deleting_nothing(
+    tmp_path: Path, plant: Callable[[Path], None]
+) -> None:
+    store = LocalStore(tmp_path / "store", fsync=False)
+    data = b"unreferenced"
+    desc = Descriptor(Digest.from_bytes(data), len(data))
+    write_blob(store, "x", io.BytesIO(data), desc)
+    _replace(store.layout.index, plant)
+    error = bounded(lambda: collect(store, GcOptions()))
+    assert isinstance(error, errdefs.DataLoss), error
+    assert store.exists(desc.digest), "gc deleted without reading the image index"
+
+
+@PLANTS
+def test_a_planted_metadata_file_reads_as_no_labels_or_its_kind(
+    tmp_path: Path, plant: Callable[[Path], None]
+) -> None:
+    """The blob's Info comes back (without labels) for a sparse giant; a FIFO or a link
+    is not a metadata file (DataLoss), as before, and now promptly for ``/dev/zero``."""
+    store = LocalStore(tmp_path / "store", fsync=False)
+    store.blobs.xattrs = False  # labels in a metadata file beside the blob
+    data = b"labelled"
+    desc = Descriptor(Digest.from_bytes(data), len(data))
+    write_blob(store, "x", io.BytesIO(data), desc, {"k": "v"})
+    meta = store.layout.blob_meta(desc.digest)
+    assert meta.exists()
+    _replace(meta, plant)
+    infos = []
+    error = bounded(lambda: infos.append(store.info(desc.digest)))
+    if plant is _sparse:
+        assert error is None, error
+        assert infos[0].labels == {}
+    else:
+        assert isinstance(error, errdefs.DataLoss), error
+
+
+@PLANTS
+def test_a_planted_resume_hint_reads_as_none(tmp_path: Path, plant: Callable[[Path], None]) -> None:
+    root = tmp_path / "store"
+    hints = ResumeHints(root)
+    LocalStore(root, fsync=False)
+    hints.put("ref", "src", "etag-1", 10)
+    path = RootLayout(root).resume_hint("ref")
+    assert path.exists()
+    _replace(path, plant)
+    read: list[object] = []
+    assert bounded(lambda: read.append(hints.read("ref", "src"))) is None
+    assert read == [None]
