@@ -46,6 +46,7 @@ from ingestq.store.leases import (
     lease_from_json,
     lease_to_json,
     new_lease_id,
+    validate_lease_id,
     validate_namespace,
     validate_resource,
 )
@@ -151,8 +152,9 @@ class S3LeaseStore:
     def create(self, namespace: str, lease_id: str, labels: Mapping[str, str]) -> LeaseRecord:
         """Create a lease (a generated id when ``lease_id`` is empty) with one
         conditional PUT. AlreadyExists ``lease "<id>"`` for a duplicate, InvalidArgument
-        for oversize labels or a bad namespace."""
+        for oversize labels, a lease id over 4 KiB or a bad namespace."""
         validate_labels(labels)
+        validate_lease_id(lease_id)
         lease = LeaseRecord(id=lease_id or new_lease_id(), created_at=utcnow(), labels=dict(labels))
         key = self.key(namespace, lease.id)
         body = self._encode(lease)

@@ -10,6 +10,7 @@ the filesystem journal) itself right after.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -119,13 +120,23 @@ def write_text(path: Path, text: str, *, sync: bool = True, sync_dir: bool | Non
     write_bytes(path, text.encode("utf-8", errors="surrogatepass"), sync=sync, sync_dir=sync_dir)
 
 
-def write_json(path: Path, obj: object, *, sync: bool = True, sync_dir: bool | None = None) -> None:
+def write_json(
+    path: Path,
+    obj: object,
+    *,
+    sync: bool = True,
+    sync_dir: bool | None = None,
+    limit: int | None = None,
+) -> None:
     """:func:`write_bytes` of ``obj`` as indented, key-sorted JSON and a newline.
 
-    Raises OSError, or TypeError/ValueError when ``obj`` is not JSON-serializable.
+    Raises OSError (EFBIG, nothing written, when the text would take more than ``limit``
+    bytes), or TypeError/ValueError when ``obj`` is not JSON-serializable.
     """
-    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
-    write_bytes(path, text.encode("utf-8"), sync=sync, sync_dir=sync_dir)
+    data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    if limit is not None and len(data) > limit:
+        raise OSError(errno.EFBIG, f"more than {limit} bytes", str(path))
+    write_bytes(path, data, sync=sync, sync_dir=sync_dir)
 
 
 __all__ = ["fsync_dir", "write_bytes", "write_json", "write_text"]

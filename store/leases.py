@@ -94,11 +94,23 @@ class LeaseRecord:
         return at <= now
 
 
+#: The longest lease id and resource id, in UTF-8 bytes (a ref's bound).
+MAX_ID = 4096
+
+
+def validate_lease_id(lease_id: str) -> None:
+    """InvalidArgument for a lease id longer than :data:`MAX_ID` bytes."""
+    if len(lease_id.encode(errors="surrogatepass")) > MAX_ID:
+        raise errdefs.InvalidArgument(f"lease id longer than {MAX_ID} bytes")
+
+
 def validate_resource(rtype: str, rid: str) -> None:
     """InvalidArgument unless ``rtype`` is ``content``, ``ingests`` or ``snapshots/<name>``
-    and ``rid`` is not empty."""
+    and ``rid`` is not empty, both at most :data:`MAX_ID` bytes."""
     if not rid:
         raise errdefs.InvalidArgument("resource id must not be empty")
+    if len(rid.encode(errors="surrogatepass")) > MAX_ID or len(rtype) > MAX_ID:
+        raise errdefs.InvalidArgument(f"resource id or type longer than {MAX_ID} bytes")
     if rtype not in RESOURCE_TYPES and not (
         rtype.startswith("snapshots/") and len(rtype) > len("snapshots/")
     ):
@@ -259,8 +271,9 @@ class LeaseStore:
                     try:
                         # Not fsynced: the Write stream records resources on every blob
                         # it writes; a crash loses at most what the running writers
-                        # were protecting, and those writers died with it.
-                        write_json(path, data, sync=False)
+                        # were protecting, and those writers died with it. Never larger
+                        # than it may be read back (EFBIG: ResourceExhausted, unchanged).
+                        write_json(path, data, sync=False, limit=MAX_LEASES_FILE)
                     except OSError as e:
                         raise from_os_error(e, f"write leases of {namespace}") from e
             finally:
@@ -320,8 +333,9 @@ class LeaseStore:
 
     def create(self, namespace: str, lease_id: str, labels: Mapping[str, str]) -> LeaseRecord:
         """Create a lease (a generated id when ``lease_id`` is empty). AlreadyExists
-        ``lease "<id>"`` for a duplicate, InvalidArgument for oversize labels."""
+        ``lease "<id>"`` for a duplicate, InvalidArgument for oversize labels or id."""
         validate_labels(labels)
+        validate_lease_id(lease_id)
         lease = LeaseRecord(id=lease_id or new_lease_id(), created_at=utcnow(), labels=dict(labels))
         with self._edit(namespace) as leases:
             if lease.id in leases:
@@ -403,6 +417,7 @@ __all__ = [
     "lease_to_json",
     "leases_of",
     "new_lease_id",
+    "validate_lease_id",
     "validate_namespace",
     "validate_resource",
 ]

@@ -159,7 +159,16 @@ class LeasesContract:
             leases.add_resource("default", "r", "content", "")
         with pytest.raises(errdefs.InvalidArgument):
             leases.add_resources("default", "r", [("content", "ok"), ("snapshots/", "k")])
+        with pytest.raises(errdefs.InvalidArgument, match="longer than 4096 bytes"):
+            leases.add_resource("default", "r", "ingests", "x" * 4097)
         assert tuple(leases.resources("default", "r")) == ()  # nothing of a bad batch
+
+    def test_a_lease_id_is_at_most_4_kib(self, leases: Leases) -> None:
+        """Past 4 KiB an id is refused by every store (an S3 store's keys allow less)."""
+        leases.create("default", "i" * 200, {})
+        with pytest.raises(errdefs.InvalidArgument, match="longer than 4096 bytes"):
+            leases.create("default", "i" * 4097, {})
+        assert [lease.id for lease in leases.list("default")] == ["i" * 200]
 
     def test_concurrent_adds_to_one_lease_lose_nothing(self, leases_factory: LeasesFactory) -> None:
         leases_factory().create("default", "busy", {})

@@ -103,3 +103,20 @@ def test_a_planted_resume_hint_reads_as_none(tmp_path: Path, plant: Callable[[Pa
     read: list[object] = []
     assert bounded(lambda: read.append(hints.read("ref", "src"))) is None
     assert read == [None]
+
+
+def test_a_lease_record_never_grows_past_what_is_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change that would make a namespace's lease record longer than it may be read
+    (``MAX_LEASES_FILE``, 10 KB here) is ResourceExhausted and writes nothing: the
+    record stays readable."""
+    from ingestq.store import leases as leases_module
+
+    monkeypatch.setattr(leases_module, "MAX_LEASES_FILE", 10_000)
+    leases = LocalStore(tmp_path / "store", fsync=False).leases()
+    leases.create("default", "l1", {})
+    leases.add_resource("default", "l1", "ingests", "r" * 4000)
+    with pytest.raises(errdefs.ResourceExhausted, match="write leases of default"):
+        leases.add_resources("default", "l1", [("ingests", f"{i}" * 4000) for i in range(1, 4)])
+    assert leases.resources("default", "l1") == (("ingests", "r" * 4000),)
