@@ -7,8 +7,8 @@ both ways, as containerd's clients expect.
 
 Threads are bounded so that no client can starve the others: ``max_workers`` threads
 serve at most ``max_workers`` calls at once (grpc answers any call beyond that
-ResourceExhausted at once instead of queueing it), at most ``max_streams`` of them Write
-or Read streams (the rest stay free for unary calls), and a stream idle for
+ResourceExhausted at once instead of queueing it), at most ``max_streams`` of them Write,
+Read or List streams (the rest stay free for unary calls), and a stream idle for
 ``stream_idle_timeout`` seconds ends (see :mod:`ingestq.api.server.limits`).
 """
 
@@ -53,8 +53,9 @@ GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
 #: How long a stream may wait for its client (a request, or taking a response) by default.
 STREAM_IDLE_TIMEOUT = 60.0
 _CONTENT = content_pb2.DESCRIPTOR.services_by_name["Content"]
-#: The client-paced streams that count against ``max_streams``.
-BUDGETED_STREAMS = (f"/{_CONTENT.full_name}/Write", f"/{_CONTENT.full_name}/Read")
+#: The client-paced streams that count against ``max_streams``: every streaming call of
+#: the services served (a List whose client stops reading holds its thread as a Read's).
+BUDGETED_STREAMS = tuple(f"/{_CONTENT.full_name}/{name}" for name in ("Write", "Read", "List"))
 
 __all__ = [
     "MAX_MESSAGE",
@@ -129,7 +130,7 @@ class ApiServer:
 
     ``max_workers`` (at least 2) threads serve at most that many calls at once; beyond
     it calls are answered ResourceExhausted. ``max_streams`` (default
-    :func:`default_max_streams`, below ``max_workers``) bounds open Write and Read
+    :func:`default_max_streams`, below ``max_workers``) bounds open Write, Read and List
     streams; one more is ResourceExhausted. A stream waiting for its client longer than
     ``stream_idle_timeout`` seconds ends (a Write with DeadlineExceeded, keeping its
     partial data). ``lock_wait`` is how long a Write stream retries a locked ref before

@@ -6,7 +6,7 @@ the client to take the next response of a Read. :class:`StreamGuard`, a server
 interceptor, applies three rules:
 
 * **budget**: at most ``max_streams`` of the budgeted streams (the long, client-paced
-  ones: Content Write and Read) run at once; one more is answered ResourceExhausted at
+  ones: Content Write, Read and List) run at once; one more is answered ResourceExhausted at
   once. The budget is below the thread pool's size, so unary calls (and List, which
   answers from one pass over the store) always find a thread;
 * **request idle timeout**: a request-streaming RPC waits at most ``idle_timeout``

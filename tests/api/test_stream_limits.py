@@ -62,9 +62,15 @@ def test_unary_calls_answer_while_idle_streams_fill_the_budget(
         assert info.info.size == len(b"present")
         listed = content.ListStatuses(c.ListStatusesRequest(), metadata=md(), timeout=DEADLINE)
         assert sorted(s.ref for s in listed.statuses) == ["idle0", "idle1", "idle2"]
+        # List is a stream too (a client that stops reading it holds its thread): it
+        # waits its turn like Write and Read, refused at once while the budget is full.
+        with pytest.raises(grpc.RpcError) as exc:
+            list(content.List(c.ListContentRequest(), metadata=md(), timeout=DEADLINE))
+        assert status_of(exc.value)[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert streams[0].half_close() == grpc.StatusCode.OK
         blobs = content.List(c.ListContentRequest(), metadata=md(), timeout=DEADLINE)
         assert [i.digest for batch in blobs for i in batch.info] == [digest]
-        for s in streams:
+        for s in streams[1:]:
             assert s.half_close() == grpc.StatusCode.OK
 
 
@@ -154,13 +160,13 @@ def test_a_reader_that_stops_reading_is_cancelled_and_frees_its_slot(
         assert status_of(exc.value)[0] == grpc.StatusCode.CANCELLED
 
 
-def test_calls_beyond_the_thread_pool_are_resource_exhausted_at_once(
+def test_a_list_whose_client_stopped_reading_holds_a_stream_slot_not_a_unary_thread(
     api_server_factory: ServerFactory,
 ) -> None:
-    """One idle Write holds the one stream slot, a List whose client stopped reading
-    holds the other thread: a unary call is refused at once, not queued until its
-    deadline; once the idle timeout frees the threads, unary calls answer again."""
-    served = api_server_factory(max_workers=2, max_streams=1, stream_idle_timeout=1.5)
+    """One idle Write and a List whose client stopped reading fill the stream budget (2
+    of 3 threads): a third stream is refused at once, and unary calls still answer,
+    on the thread kept for them; once the idle timeout ends the List, a List answers."""
+    served = api_server_factory(max_workers=3, max_streams=2, stream_idle_timeout=1.5)
     labels = {f"label{i}": "v" * 4000 for i in range(60)}  # 240 KB of labels per blob
     for i in range(40):  # a List of 9.6 MB, far past what the transport buffers
         committed(served, f"blob {i}".encode(), labels)
@@ -168,21 +174,20 @@ def test_calls_beyond_the_thread_pool_are_resource_exhausted_at_once(
         content = Content(ch)
         idle_writes(ch, 1)
         stalled = content.List(c.ListContentRequest(), metadata=md())
+        next(stalled)  # it runs, and stalls once the window is full
 
-        def unary_code() -> grpc.StatusCode:
+        def list_code() -> grpc.StatusCode:
             try:
-                content.ListStatuses(c.ListStatusesRequest(), metadata=md(), timeout=DEADLINE)
+                list(content.List(c.ListContentRequest(), metadata=md(), timeout=DEADLINE))
             except grpc.RpcError as e:
                 return e.code()
             return grpc.StatusCode.OK
 
+        assert list_code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        for _ in range(3):
+            content.ListStatuses(c.ListStatusesRequest(), metadata=md(), timeout=DEADLINE)
         assert wait_until(
-            lambda: unary_code() == grpc.StatusCode.RESOURCE_EXHAUSTED,
-            30.0,
-            "the stalled List to hold the last thread",
-        )
-        assert wait_until(
-            lambda: unary_code() == grpc.StatusCode.OK, 30.0, "the idle timeout to free a thread"
+            lambda: list_code() == grpc.StatusCode.OK, 30.0, "the idle timeout to end the List"
         )
         cancel: Callable[[], object] = stalled.cancel
         cancel()
