@@ -176,15 +176,15 @@ class RegistryClient:
         response = self._send("HEAD", url, headers, what)
         response.close()
         media_type = _media_type(response)
-        header_digest = response.headers.get("docker-content-digest")
+        header_digest = _header_digest(response)
         length = httpio.int_header(response, "content-length")
         if (
             response.status_code == 200
-            and header_digest
+            and header_digest is not None
             and length is not None
             and (manifests.is_index(media_type) or manifests.is_manifest(media_type))
         ):
-            digest = Digest.parse(header_digest)
+            digest = header_digest
             if ref.digest is not None and digest != ref.digest:
                 raise errdefs.DataLoss(
                     f"{what}: registry reports digest {digest}, expected {ref.digest}"
@@ -307,6 +307,18 @@ class RegistryClient:
         if desc.size and length != desc.size:
             raise errdefs.DataLoss(f"{what}: registry serves {length} bytes, expected {desc.size}")
         return length
+
+
+def _header_digest(response: httpx.Response) -> Digest | None:
+    """The ``Docker-Content-Digest`` of ``response``; None when it is missing or
+    malformed (the manifest is then fetched and hashed, as without one)."""
+    value = response.headers.get("docker-content-digest")
+    if not value:
+        return None
+    try:
+        return Digest.parse(value)
+    except errdefs.InvalidArgument:
+        return None
 
 
 def _blob_head(

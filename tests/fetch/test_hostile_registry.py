@@ -19,6 +19,7 @@ from ingestq.fetch import httpio
 from ingestq.fetch.reference import parse_reference
 from ingestq.fetch.registry import client as registry_client
 from ingestq.fetch.registry.client import RegistryClient
+from ingestq.store.digest import Digest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -255,3 +256,25 @@ def test_small_bodies_are_marked_for_every_client() -> None:
     with httpio.new_client() as client:
         assert client.headers["Accept-Encoding"] == "identity"
         assert httpio.bound_small_body in client.event_hooks["response"]
+
+
+def test_a_malformed_digest_header_is_ignored_and_the_manifest_hashed(
+    hostile: Callable[..., Hostile],
+) -> None:
+    """A HEAD whose ``Docker-Content-Digest`` is not a digest: the manifest is fetched
+    and hashed instead (it was InvalidArgument, a permanent failure for a server's
+    typo)."""
+    body = b'{"schemaVersion": 2, "mediaType": "' + OCI_MANIFEST.encode() + b'"}'
+
+    def head(h: BaseHTTPRequestHandler) -> None:
+        _headers(h, 200, Content_Type=OCI_MANIFEST, Content_Length=str(len(body)),
+                 Docker_Content_Digest="sha256:zz")  # fmt: skip
+
+    def get(h: BaseHTTPRequestHandler) -> None:
+        _headers(h, 200, Content_Type=OCI_MANIFEST, Content_Length=str(len(body)))
+        h.wfile.write(body)
+
+    server = hostile({"HEAD /v2/app/manifests/v1": head, "GET /v2/app/manifests/v1": get})
+    with RegistryClient() as client:
+        desc = client.resolve(parse_reference(f"{server.host}/app:v1"))
+    assert desc.digest == Digest.from_bytes(body) and desc.size == len(body)
