@@ -268,9 +268,12 @@ def bound_small_body(response: httpx.Response) -> None:
     replaced by a bounded one (module docstring); a ``Content-Encoding`` is decoded by
     it, so httpx's own decoding never sees the body."""
     request = response.request
-    mark = request.extensions.get(_SMALL_BODY)
-    if mark is None and response.status_code in (200, 206):
+    ok = response.status_code in (200, 206)
+    mark = request.extensions.get(_SMALL_BODY) if ok else None
+    if mark is None and ok:
         return
+    # The mark is for the body asked for; an error's, a challenge's or a redirect's is
+    # only informative, whatever was asked.
     limit, seconds = mark if mark is not None else (SMALL_BODY_MAX - 1, None)
     seconds = SMALL_BODY_TIME if seconds is None else seconds
     encoding = response.headers.pop("content-encoding", "")
@@ -811,6 +814,8 @@ class BodyStream:
                     chunk = next(self._chunks, None)
             except httpx.HTTPError as e:
                 raise self._fail(transport_error(e, self._what)) from e
+            except errdefs.ErrdefsError as e:  # the decoding's (DataLoss, Unimplemented)
+                raise self._fail(e) from None
             if chunk is None:
                 self._done = True
                 if self._expect is not None and self._got < self._expect:

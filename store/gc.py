@@ -405,7 +405,7 @@ class ContentGraph:
 
 
 #: The largest manifest or index gc reads for its references (clients refuse more than
-#: 4 MiB); a longer blob of a manifest type is read as having none.
+#: 4 MiB); a longer blob of a manifest type stops gc (DataLoss), deleting nothing.
 MAX_GRAPH_BLOB = 16 << 20
 
 
@@ -413,8 +413,11 @@ def _graph(layout: RootLayout, blobs: Mapping[Digest, BlobFile]) -> ContentGraph
     def read(digest: Digest) -> bytes:
         try:
             return read_own(layout.blob(digest), MAX_GRAPH_BLOB)
-        except OSError:
+        except FileNotFoundError:
             return b""
+        except OSError as e:
+            # A manifest gc cannot read whole might name blobs it would then delete.
+            raise errdefs.DataLoss(f"gc: read {digest} for its references: {e}") from e
 
     return ContentGraph(blobs, read)
 

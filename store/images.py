@@ -263,7 +263,7 @@ class ImageIndex:
             with _index_lock(self.layout):
                 data = self._load()
                 data["manifests"] = fn(data["manifests"])
-                write_json(self.path, data)
+                write_json(self.path, data, limit=MAX_INDEX_FILE)
         except OSError as e:
             raise from_os_error(e, f"update {self.path} for {name}") from e
 

@@ -19,12 +19,13 @@ def _control(text: str) -> bool:
     return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
 
 
-def validate(labels: Mapping[str, str]) -> None:
+def validate(labels: Mapping[str, str], *, allowed_total: int = MAX_LABELS_TOTAL) -> None:
     """Raise InvalidArgument unless ``labels`` maps strings to strings with containerd's
     rule: ``len(key) + len(value)`` at most 4096 UTF-8 bytes. Beyond containerd, a key
     must be non-empty valid UTF-8 without control characters (a trailing newline
     included); values may hold any valid UTF-8 (annotations copied into labels can span
-    lines). All of them together at most :data:`MAX_LABELS_TOTAL` bytes."""
+    lines). All of them together at most :data:`MAX_LABELS_TOTAL` bytes, or
+    ``allowed_total`` when more (labels stored before that bound may shrink)."""
     if not isinstance(labels, Mapping):
         raise errdefs.InvalidArgument(f"labels must be an object, not {type(labels).__name__}")
     total = 0
@@ -45,7 +46,7 @@ def validate(labels: Mapping[str, str]) -> None:
                 f"key: {key[:10]}"
             )
         total += size
-        if total > MAX_LABELS_TOTAL:
+        if total > max(MAX_LABELS_TOTAL, allowed_total):
             raise errdefs.InvalidArgument(
                 f"labels greater than maximum size in all ({MAX_LABELS_TOTAL} bytes)"
             )
@@ -74,5 +75,14 @@ def apply_update(
                     f'cannot update "{path}" field on content info "{what}"'
                 )
     result = {k: v for k, v in result.items() if v != ""}
-    validate(result)
+    validate(result, allowed_total=_total(current))
     return result
+
+
+def _total(labels: Mapping[str, str]) -> int:
+    """The bytes ``labels`` take by :func:`validate`'s count (0 for what it would
+    refuse anyway)."""
+    try:
+        return sum(len(k.encode()) + len(v.encode()) for k, v in labels.items())
+    except (AttributeError, UnicodeEncodeError):
+        return 0

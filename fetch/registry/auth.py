@@ -83,11 +83,21 @@ def _answered(response: httpx.Response, sent: httpx.Request) -> httpx.URL:
         return sent.url
 
 
-def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
-    return (a.scheme, a.host, a.port or _DEFAULT_PORTS.get(a.scheme)) == (
-        b.scheme,
-        b.host,
-        b.port or _DEFAULT_PORTS.get(b.scheme),
+def _same_origin(answered: httpx.URL, sent: httpx.URL) -> bool:
+    """Whether ``answered`` is ``sent``'s origin, or its https upgrade (the one redirect
+    on which httpx keeps ``Authorization``: same host, http on 80 to https on 443)."""
+    if (answered.scheme, answered.host, answered.port or _DEFAULT_PORTS.get(answered.scheme)) == (
+        sent.scheme,
+        sent.host,
+        sent.port or _DEFAULT_PORTS.get(sent.scheme),
+    ):
+        return True
+    return (
+        sent.scheme == "http"
+        and answered.scheme == "https"
+        and sent.host == answered.host
+        and sent.port in (80, None)
+        and answered.port in (443, None)
     )
 
 
@@ -413,6 +423,8 @@ class RegistryAuth(httpx.Auth):
         service = challenge.params.get("service", "")
         self.token_requests += 1
         ext = {_TOKEN_EXTENSION: True, **httpio.small_body(MAX_TOKEN_RESPONSE)}
+        # Built here, the request does not get the client's default headers.
+        common = {"Accept-Encoding": "identity", "User-Agent": httpio.USER_AGENT}
         if cred is not None and cred.is_identity_token:
             form = {
                 "grant_type": "refresh_token",
@@ -423,12 +435,12 @@ class RegistryAuth(httpx.Auth):
                 form["service"] = service
             if scopes:
                 form["scope"] = " ".join(scopes)
-            return httpx.Request("POST", realm, data=form, extensions=ext)
+            return httpx.Request("POST", realm, data=form, headers=common, extensions=ext)
         params: list[tuple[str, str | int | float | bool | None]] = []
         if service:
             params.append(("service", service))
         params.extend(("scope", s) for s in scopes)
-        headers = {"Authorization": _basic(cred)} if cred is not None else {}
+        headers = {**common, "Authorization": _basic(cred)} if cred is not None else common
         return httpx.Request("GET", realm, params=params, headers=headers, extensions=ext)
 
     def _take_token(

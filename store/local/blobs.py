@@ -48,9 +48,9 @@ from ingestq.store.ownfiles import NOT_OWN, is_regular, names_file, open_own, re
 from ingestq.store.rules import check_read
 from ingestq.store.values import Info, utcnow
 
-#: The largest metadata file read (labels take at most 256 KiB); a longer one is
-#: garbled.
-MAX_META_FILE = 1 << 20
+#: The largest metadata file read or written: labels take at most 256 KiB, at most
+#: 6 bytes of JSON per byte (a control character escaped) and some per label.
+MAX_META_FILE = 4 << 20
 
 HASH_CHUNK = 1 << 20
 #: The extended attribute holding the metadata of a blob committed by :meth:`Blobs.put`.
@@ -185,8 +185,8 @@ def read_meta(meta: Path) -> BlobMeta | None:
             text = f.read(MAX_META_FILE + 1)
     except OSError as e:
         raise from_os_error(e, f"read {meta}") from e
-    if len(text) > MAX_META_FILE:
-        return None  # garbled: no labels can take that much
+    if len(text) > MAX_META_FILE:  # no labels take that much: not ours to trust
+        raise errdefs.DataLoss(f"read {meta}: longer than {MAX_META_FILE} bytes")
     return _decode_meta(text)
 
 
@@ -608,8 +608,8 @@ class Blobs:
                     continue
                 try:
                     info = self.info(digest)
-                except errdefs.NotFound:
-                    continue
+                except (errdefs.NotFound, errdefs.DataLoss):
+                    continue  # gone, or planted (not a regular file): not content
                 if flt.match(info_fields(info)):
                     yield info
 
@@ -618,10 +618,14 @@ class Blobs:
         committed."""
         blob = self.path(digest)
         with self.lock(digest):
-            if not blob.is_file():
+            try:
+                st = os.lstat(blob)
+            except OSError:
+                st = None
+            if st is None or not stat.S_ISREG(st.st_mode):
                 raise errdefs.NotFound(f"content digest {digest}")
             try:
-                size = blob.stat().st_size
+                size = st.st_size
                 # The blob first (as gc does): killed in between, an orphan metadata
                 # file is swept by gc, while a blob without its file would show the
                 # labels its attribute had before any relabelling.
@@ -678,7 +682,8 @@ class Blobs:
         # The file is fsynced but not its directory (as before): publishing fsyncs the
         # blob's directory right after, which commits the journal holding this rename
         # too, and a directory fsync per commit would slow small blobs by ~15%.
-        write_json(path, meta_to_json(meta), sync=self.fsync, sync_dir=False)
+        # Never longer than it is read back (EFBIG: ResourceExhausted for the caller).
+        write_json(path, meta_to_json(meta), sync=self.fsync, sync_dir=False, limit=MAX_META_FILE)
 
 
 __all__ = [

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from ingestq import errdefs
@@ -194,9 +195,11 @@ def test_an_endless_error_challenge_or_redirect_body_is_cut_short(
     routes: dict[str, Callable[[BaseHTTPRequestHandler], None]] = {}
     server = hostile(routes)
     extra = {k.replace("-", "_"): v for k, v in headers.items()}
-    routes["HEAD /v2/app/manifests/v1"] = _endless("head", status, **extra)(server)
+    # A HEAD answers without a body (one sent anyway would be read as the next
+    # response on the connection: a protocol error, Unavailable).
+    routes["HEAD /v2/app/manifests/v1"] = lambda h: _headers(h, status, Content_Length="0", **extra)
     routes["GET /v2/app/manifests/v1"] = _endless("get", status, **extra)(server)
-    routes["HEAD /v2/app/manifests/elsewhere"] = _endless("head2", 404)(server)
+    routes["HEAD /v2/app/manifests/elsewhere"] = lambda h: _headers(h, 404, Content_Length="0")
     routes["GET /v2/app/manifests/elsewhere"] = _endless("get2", 404)(server)
     with RegistryClient() as client:
         error, peak = _peak(lambda: client.resolve(parse_reference(f"{server.host}/app:v1")))
@@ -278,3 +281,48 @@ def test_a_malformed_digest_header_is_ignored_and_the_manifest_hashed(
     with RegistryClient() as client:
         desc = client.resolve(parse_reference(f"{server.host}/app:v1"))
     assert desc.digest == Digest.from_bytes(body) and desc.size == len(body)
+
+
+def test_an_error_to_a_marked_request_keeps_its_kind_whatever_its_encoding(
+    hostile: Callable[..., Hostile],
+) -> None:
+    """A manifest request's 404 with a body in an encoding that cannot be decoded
+    (``br``; truncated gzip): still NotFound, the body only informs."""
+    bodies = iter([("br", b"\x0b\x02\x80hello"), ("gzip", gzip.compress(b"x" * 1000)[:-20])])
+
+    def missing(h: BaseHTTPRequestHandler) -> None:
+        encoding, body = next(bodies)
+        _headers(h, 404, Content_Encoding=encoding, Content_Length=str(len(body)))
+        h.wfile.write(body)
+
+    server = hostile({"HEAD /v2/app/manifests/v1": _manifest_head,
+                      "GET /v2/app/manifests/v1": missing})  # fmt: skip
+    with RegistryClient() as client:
+        for _ in range(2):
+            with pytest.raises(errdefs.NotFound):
+                client.resolve(parse_reference(f"{server.host}/app:v1"))
+
+
+def test_the_bound_of_a_body_is_its_marks_only_for_a_200_or_206() -> None:
+    """An error's, a challenge's or a redirect's body is read to :data:`SMALL_BODY_MAX`
+    even for a marked request (a manifest's 4 MiB are for the manifest)."""
+    request = httpx.Request("GET", "http://x/v2/app/manifests/v1",
+                            extensions=httpio.small_body(4 << 20))  # fmt: skip
+    for status, expected in [(404, httpio.SMALL_BODY_MAX - 1), (200, 4 << 20)]:
+        body = httpx.ByteStream(b"e" * (8 << 20))
+        response = httpx.Response(status, stream=body, request=request)
+        httpio.bound_small_body(response)
+        assert len(response.read()) == expected + 1
+
+
+def test_a_body_that_fails_to_decode_closes_its_response() -> None:
+    packed = gzip.compress(b"y" * 100_000)[:-20]
+    response = httpx.Response(
+        200, headers={"Content-Encoding": "gzip"},
+        stream=httpx.ByteStream(packed), request=httpx.Request("GET", "http://x/blob"),
+    )  # fmt: skip
+    stream = httpio.BodyStream(response, "fetch x", None, decode=True)
+    with pytest.raises(errdefs.DataLoss):
+        while stream.read(1 << 16):
+            pass
+    assert response.is_closed

@@ -312,3 +312,20 @@ def test_a_401_from_where_a_blob_redirects_neither_gets_credentials_nor_takes_ov
         assert last.headers["authorization"] == f"Bearer {tokens.issued[-1]}"
     finally:
         tokens.stop()
+
+
+def test_a_401_after_the_https_upgrade_of_the_registry_is_its_challenge() -> None:
+    """httpx keeps ``Authorization`` on a redirect from http to https of the same host
+    (default ports): that answer is the registry's own, so its challenge is taken."""
+    flow = RegistryAuth().auth_flow(httpx.Request("GET", "http://reg.test/v2/app/tags/list"))
+    next(flow)
+    upgraded = httpx.Request("GET", "https://reg.test/v2/app/tags/list")
+    challenge = httpx.Response(
+        401,
+        headers={"WWW-Authenticate": 'Bearer realm="https://auth.test/token",service="s"'},
+        request=upgraded,
+    )
+    token_request = flow.send(challenge)
+    assert token_request.url.host == "auth.test"
+    assert token_request.headers["accept-encoding"] == "identity"
+    assert token_request.headers["user-agent"] == "ingestq"

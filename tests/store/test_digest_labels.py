@@ -77,6 +77,13 @@ def test_all_labels_of_an_object_together_are_bounded() -> None:
         validate({**fits, "one-more": "v"})
     with pytest.raises(errdefs.InvalidArgument, match="maximum size in all"):
         apply_update(fits, {"one-more": "v"}, ("labels.one-more",), "sha256:x")
+    # Labels stored before the bound, over it: an update that does not grow them is
+    # taken (a removal among them), one that grows them is not.
+    over = {**fits, **{f"old{i}": value for i in range(3)}}
+    smaller = apply_update(over, {}, ("labels.old0",), "sha256:x")
+    assert "old0" not in smaller and len(smaller) == len(over) - 1
+    with pytest.raises(errdefs.InvalidArgument, match="maximum size in all"):
+        apply_update(smaller, {"old0": value, "new": "v"}, ("labels.old0", "labels.new"), "x")
 
 
 def test_label_keys_and_values_must_be_strings() -> None:

@@ -53,6 +53,9 @@ def test_a_planted_entry_is_no_blob_and_gc_goes_past_it(
     assert not store.exists(digest)
     with pytest.raises(errdefs.DataLoss, match="not a regular file"):
         store.info(digest)
+    assert [i.digest for i in store.walk()] == [other_digest], "List stops on it, or lists it"
+    with pytest.raises(errdefs.NotFound):
+        store.delete(digest)
     report = collect(store, GcOptions())
     assert (str(other_digest), len(other)) in report.blobs
     assert str(digest) not in [name for name, _ in report.blobs]
