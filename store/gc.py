@@ -46,6 +46,7 @@ finishes the job (a metadata file without its blob is removed too).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -73,7 +74,7 @@ from ingestq.store.local.store import LocalStore
 from ingestq.store.lockfile import LockFile
 from ingestq.store.locks import new_holder_id
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.ownfiles import open_own, read_own, remove_tree
+from ingestq.store.ownfiles import NOT_OWN, open_own, read_own, remove_tree
 from ingestq.store.values import utcnow
 
 log = logging.getLogger(__name__)
@@ -388,6 +389,14 @@ class ContentGraph:
             return out
         if digest not in self._children:
             small = blob.size <= MAX_MANIFEST_BYTES
+            if not small and is_manifest_type(media_type):
+                # Its references cannot be known: deleting what it might name is worse
+                # than stopping.
+                raise errdefs.DataLoss(
+                    f"gc: {media_type} {digest} is {blob.size} bytes, more than gc reads "
+                    f"({MAX_MANIFEST_BYTES}): its references cannot be known; remove it "
+                    f"(and its image) or the store keeps growing"
+                )
             self._children[digest] = json_children(self._read(digest)) if small else []
         return out + self._children[digest]
 
@@ -404,20 +413,18 @@ class ContentGraph:
         return seen
 
 
-#: The largest manifest or index gc reads for its references (clients refuse more than
-#: 4 MiB); a longer blob of a manifest type stops gc (DataLoss), deleting nothing.
-MAX_GRAPH_BLOB = 16 << 20
-
-
 def _graph(layout: RootLayout, blobs: Mapping[Digest, BlobFile]) -> ContentGraph:
     def read(digest: Digest) -> bytes:
         try:
-            return read_own(layout.blob(digest), MAX_GRAPH_BLOB)
+            return read_own(layout.blob(digest), MAX_MANIFEST_BYTES)
         except FileNotFoundError:
             return b""
         except OSError as e:
-            # A manifest gc cannot read whole might name blobs it would then delete.
-            raise errdefs.DataLoss(f"gc: read {digest} for its references: {e}") from e
+            # A manifest gc cannot read might name blobs it would then delete: stop.
+            what = f"gc: read {digest} for its references"
+            if e.errno in (*NOT_OWN, errno.EFBIG):  # planted, or grown since the scan
+                raise errdefs.DataLoss(f"{what}: {e}") from e
+            raise from_os_error(e, what) from e
 
     return ContentGraph(blobs, read)
 

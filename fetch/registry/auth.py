@@ -84,20 +84,17 @@ def _answered(response: httpx.Response, sent: httpx.Request) -> httpx.URL:
 
 
 def _same_origin(answered: httpx.URL, sent: httpx.URL) -> bool:
-    """Whether ``answered`` is ``sent``'s origin, or its https upgrade (the one redirect
-    on which httpx keeps ``Authorization``: same host, http on 80 to https on 443)."""
-    if (answered.scheme, answered.host, answered.port or _DEFAULT_PORTS.get(answered.scheme)) == (
+    """Whether ``answered`` is ``sent``'s origin. Not even its https upgrade: the flow
+    retries the request it was given, so credentials for the https origin would go to
+    the http one in the clear (name the registry by its https address instead)."""
+    return (
+        answered.scheme,
+        answered.host,
+        answered.port or _DEFAULT_PORTS.get(answered.scheme),
+    ) == (
         sent.scheme,
         sent.host,
         sent.port or _DEFAULT_PORTS.get(sent.scheme),
-    ):
-        return True
-    return (
-        sent.scheme == "http"
-        and answered.scheme == "https"
-        and sent.host == answered.host
-        and sent.port in (80, None)
-        and answered.port in (443, None)
     )
 
 

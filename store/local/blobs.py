@@ -608,10 +608,21 @@ class Blobs:
                     continue
                 try:
                     info = self.info(digest)
-                except (errdefs.NotFound, errdefs.DataLoss):
-                    continue  # gone, or planted (not a regular file): not content
+                except errdefs.NotFound:
+                    continue
+                except errdefs.DataLoss:
+                    if self._planted(digest):
+                        continue  # not a regular file at its name: not content
+                    raise  # its metadata is damaged: shown, not hidden
                 if flt.match(info_fields(info)):
                     yield info
+
+    def _planted(self, digest: Digest) -> bool:
+        """Whether what is at ``digest``'s name is there but not a regular file."""
+        try:
+            return not stat.S_ISREG(os.lstat(self.path(digest)).st_mode)
+        except OSError:
+            return False
 
     def delete(self, digest: Digest) -> int:
         """Remove a blob and its labels and return its size; NotFound if it is not
@@ -620,9 +631,11 @@ class Blobs:
         with self.lock(digest):
             try:
                 st = os.lstat(blob)
-            except OSError:
-                st = None
-            if st is None or not stat.S_ISREG(st.st_mode):
+            except FileNotFoundError:
+                raise errdefs.NotFound(f"content digest {digest}") from None
+            except OSError as e:
+                raise from_os_error(e, f"delete {digest}") from e
+            if not stat.S_ISREG(st.st_mode):
                 raise errdefs.NotFound(f"content digest {digest}")
             try:
                 size = st.st_size

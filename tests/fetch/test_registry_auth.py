@@ -314,18 +314,20 @@ def test_a_401_from_where_a_blob_redirects_neither_gets_credentials_nor_takes_ov
         tokens.stop()
 
 
-def test_a_401_after_the_https_upgrade_of_the_registry_is_its_challenge() -> None:
-    """httpx keeps ``Authorization`` on a redirect from http to https of the same host
-    (default ports): that answer is the registry's own, so its challenge is taken."""
+def test_a_401_after_the_https_upgrade_is_not_taken_and_token_requests_ask_identity() -> None:
+    """httpx follows a redirect from http to https of the same host; the flow would
+    retry the http request it was given, so credentials bought for the https origin
+    would cross the http one in the clear: that 401 is returned as it is. A token
+    request the flow builds asks for identity, with ingestq's User-Agent."""
     flow = RegistryAuth().auth_flow(httpx.Request("GET", "http://reg.test/v2/app/tags/list"))
     next(flow)
     upgraded = httpx.Request("GET", "https://reg.test/v2/app/tags/list")
-    challenge = httpx.Response(
-        401,
-        headers={"WWW-Authenticate": 'Bearer realm="https://auth.test/token",service="s"'},
-        request=upgraded,
-    )
-    token_request = flow.send(challenge)
+    challenge = {"WWW-Authenticate": 'Bearer realm="https://auth.test/token",service="s"'}
+    with pytest.raises(StopIteration):
+        flow.send(httpx.Response(401, headers=challenge, request=upgraded))
+    flow = RegistryAuth().auth_flow(httpx.Request("GET", "https://reg.test/v2/app/tags/list"))
+    next(flow)
+    token_request = flow.send(httpx.Response(401, headers=challenge))
     assert token_request.url.host == "auth.test"
     assert token_request.headers["accept-encoding"] == "identity"
     assert token_request.headers["user-agent"] == "ingestq"

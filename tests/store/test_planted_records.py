@@ -6,6 +6,7 @@ link, never waiting on a FIFO: an error of its kind, or the record taken as abse
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +86,8 @@ def test_a_planted_metadata_file_reads_as_no_labels_or_its_kind(
     _replace(meta, plant)
     error = bounded(lambda: store.info(desc.digest))
     assert isinstance(error, errdefs.DataLoss), error
+    # List shows the damage (a blob whose labels cannot be read is not hidden).
+    assert isinstance(bounded(lambda: list(store.walk())), errdefs.DataLoss)
 
 
 @PLANTS
@@ -132,33 +135,26 @@ def test_labels_at_the_bound_are_written_and_read_back_whole(tmp_path: Path) -> 
     assert dict(store.info(desc.digest).labels) == labels
 
 
-def test_a_manifest_gc_cannot_read_whole_stops_it_deleting_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Read as having no references, an oversized manifest's children would be
-    deleted: gc stops with DataLoss instead."""
-    from ingestq.store import gc as gc_module
+def test_a_manifest_gc_cannot_read_whole_stops_it_deleting_nothing(tmp_path: Path) -> None:
+    """A recorded image's manifest over the 4 MiB gc reads: read as having no
+    references, its config would be deleted; gc stops with DataLoss instead."""
     from ingestq.store.images import ImageIndex
 
     store = LocalStore(tmp_path / "store", fsync=False)
-    layer = b"a layer the manifest names"
-    layer_desc = Descriptor(Digest.from_bytes(layer), len(layer))
-    write_blob(store, "layer", io.BytesIO(layer), layer_desc)
-    manifest = (
-        b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",'
-        b' "config": {"mediaType": "application/vnd.oci.image.config.v1+json",'
-        b' "digest": "'
-        + str(layer_desc.digest).encode()
-        + b'", "size": '
-        + str(len(layer)).encode()
-        + b'}, "layers": []}'
-    )
+    config = b"{}"
+    config_desc = Descriptor(Digest.from_bytes(config), len(config))
+    write_blob(store, "config", io.BytesIO(config), config_desc)
     mt = "application/vnd.oci.image.manifest.v1+json"
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": mt, "layers": [],
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": str(config_desc.digest), "size": len(config)},
+        "annotations": {"padding": "p" * (4 << 20)},
+    }).encode()  # fmt: skip
     manifest_desc = Descriptor(Digest.from_bytes(manifest), len(manifest), mt)
     write_blob(store, "manifest", io.BytesIO(manifest), manifest_desc)
     ImageIndex(store.root).put("app:v1", manifest_desc)
-    assert collect(store, GcOptions()).blobs == ()  # read whole, it keeps its layer
-    monkeypatch.setattr(gc_module, "MAX_GRAPH_BLOB", len(manifest) - 1)
     error = bounded(lambda: collect(store, GcOptions()))
     assert isinstance(error, errdefs.DataLoss), error
-    assert store.exists(layer_desc.digest)
+    assert "references cannot be known" in str(error)
+    assert store.exists(config_desc.digest)
