@@ -46,7 +46,6 @@ finishes the job (a metadata file without its blob is removed too).
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -74,7 +73,7 @@ from ingestq.store.local.store import LocalStore
 from ingestq.store.lockfile import LockFile
 from ingestq.store.locks import new_holder_id
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.ownfiles import NOT_OWN, open_own, read_own, remove_tree
+from ingestq.store.ownfiles import open_own, read_record, remove_tree
 from ingestq.store.values import utcnow
 
 log = logging.getLogger(__name__)
@@ -415,16 +414,9 @@ class ContentGraph:
 
 def _graph(layout: RootLayout, blobs: Mapping[Digest, BlobFile]) -> ContentGraph:
     def read(digest: Digest) -> bytes:
-        try:
-            return read_own(layout.blob(digest), MAX_MANIFEST_BYTES)
-        except FileNotFoundError:
-            return b""
-        except OSError as e:
-            # A manifest gc cannot read might name blobs it would then delete: stop.
-            what = f"gc: read {digest} for its references"
-            if e.errno in (*NOT_OWN, errno.EFBIG):  # planted, or grown since the scan
-                raise errdefs.DataLoss(f"{what}: {e}") from e
-            raise from_os_error(e, what) from e
+        # A manifest gc cannot read might name blobs it would then delete: it stops.
+        what = f"gc: read {digest} for its references"
+        return read_record(layout.blob(digest), MAX_MANIFEST_BYTES, what) or b""
 
     return ContentGraph(blobs, read)
 

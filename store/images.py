@@ -21,7 +21,6 @@ InvalidArgument; OSError is mapped to its kind (PermissionDenied, ResourceExhaus
 from __future__ import annotations
 
 import builtins
-import errno
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -42,7 +41,7 @@ from ingestq.store.atomic import write_json
 from ingestq.store.layout import RootLayout
 from ingestq.store.lockfile import LockFile
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.ownfiles import NOT_OWN, read_own
+from ingestq.store.ownfiles import read_record
 from ingestq.store.values import Descriptor, utcnow
 
 #: The largest ``index.json`` read; a longer one is DataLoss.
@@ -161,14 +160,11 @@ class ImageIndex:
         return self.layout.index
 
     def _load(self) -> dict[str, Any]:
-        try:
-            data = json.loads(read_own(self.path, MAX_INDEX_FILE))
-        except FileNotFoundError:
+        raw = read_record(self.path, MAX_INDEX_FILE, f"read {self.path}")
+        if raw is None:
             return _empty_index()
-        except OSError as e:
-            if e.errno in (*NOT_OWN, errno.EFBIG):  # planted, or grown past reason
-                raise errdefs.DataLoss(f"read {self.path}: {e}") from e
-            raise from_os_error(e, f"read {self.path}") from e
+        try:
+            data = json.loads(raw)
         except ValueError as e:
             raise errdefs.DataLoss(f"read {self.path}: {e}") from e
         if not isinstance(data, dict) or not isinstance(data.get("manifests"), list):

@@ -24,7 +24,6 @@ while it deletes, so it sees every lease change made before.
 from __future__ import annotations
 
 import base64
-import errno
 import json
 import os
 import re
@@ -45,21 +44,11 @@ from ingestq.store.labels import validate as validate_labels
 from ingestq.store.layout import RootLayout
 from ingestq.store.lockfile import LockFile
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.ownfiles import NOT_OWN, read_own
+from ingestq.store.ownfiles import read_record
 from ingestq.store.values import utcnow
 
 #: The largest lease record read (one namespace's leases); a longer one is DataLoss.
 MAX_LEASES_FILE = 64 << 20
-
-
-def _unreadable(namespace: str, error: OSError | ValueError) -> errdefs.ErrdefsError:
-    """The error for a lease record that cannot be read: the OS error's own kind
-    (PermissionDenied, ResourceExhausted, ...), DataLoss for one that is garbled, too
-    long or not a regular file (planted: never read through)."""
-    what = f"read leases of {namespace}"
-    if isinstance(error, OSError) and error.errno not in (*NOT_OWN, errno.EFBIG):
-        return from_os_error(error, what)
-    return errdefs.DataLoss(f"{what}: {error}")
 
 
 #: The label that makes a lease expire (RFC 3339).
@@ -280,14 +269,20 @@ class LeaseStore:
                 lock.release()
                 every.release()
 
-    def _load(self, namespace: str) -> dict[str, LeaseRecord]:
-        path = self._path(namespace)
+    def _read(self, namespace: str) -> Any:
+        """The namespace's lease record as JSON (None if there is none): DataLoss when
+        it is garbled, too long or planted, an OS error's own kind otherwise."""
+        what = f"read leases of {namespace}"
+        data = read_record(self._path(namespace), MAX_LEASES_FILE, what)
         try:
-            raw: Any = json.loads(read_own(path, MAX_LEASES_FILE))
-        except FileNotFoundError:
+            return None if data is None else json.loads(data)
+        except ValueError as e:
+            raise errdefs.DataLoss(f"{what}: {e}") from e
+
+    def _load(self, namespace: str) -> dict[str, LeaseRecord]:
+        raw = self._read(namespace)
+        if raw is None:
             return {}
-        except (OSError, ValueError) as e:
-            raise _unreadable(namespace, e) from e
         now = utcnow()
         out: dict[str, LeaseRecord] = {}
         try:
@@ -302,13 +297,9 @@ class LeaseStore:
     def prune_expired(self, namespace: str, now: datetime, *, dry_run: bool = False) -> list[str]:
         """Remove the namespace's leases expired at ``now`` from its record; their ids
         (with ``dry_run``, only listed)."""
-        path = self._path(namespace)
-        try:
-            raw: Any = json.loads(read_own(path, MAX_LEASES_FILE))
-        except FileNotFoundError:
+        raw = self._read(namespace)
+        if raw is None:
             return []
-        except (OSError, ValueError) as e:
-            raise _unreadable(namespace, e) from e
         try:
             expired = sorted(
                 str(lid)

@@ -19,6 +19,9 @@ import shutil
 import stat
 from pathlib import Path
 
+from ingestq import errdefs
+from ingestq.store.oserrors import from_os_error
+
 #: Never through a symlink, never waiting for a FIFO's other end, never a controlling tty.
 OWN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 #: What opening an own file says when what is there is not a regular file.
@@ -58,6 +61,21 @@ def read_own(path: Path, limit: int) -> bytes:
     if got > limit:
         raise OSError(errno.EFBIG, f"longer than {limit} bytes", str(path))
     return b"".join(parts)
+
+
+def read_record(path: Path, limit: int, what: str) -> bytes | None:
+    """:func:`read_own` of a record the store keeps (leases, ``index.json``, a manifest
+    gc reads): None if it is missing; DataLoss reading ``<what>: <reason>`` for what is
+    not a regular file (planted: never read through) or is longer than ``limit``; an
+    OS error of another kind (PermissionDenied, ResourceExhausted, ...) otherwise."""
+    try:
+        return read_own(path, limit)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno in (*NOT_OWN, errno.EFBIG):
+            raise errdefs.DataLoss(f"{what}: {e}") from e
+        raise from_os_error(e, what) from e
 
 
 #: A directory of the store's own: never through a symlink (ELOOP), a directory only.
@@ -210,5 +228,6 @@ __all__ = [
     "open_own",
     "open_own_dir",
     "read_own",
+    "read_record",
     "remove_tree",
 ]

@@ -7,8 +7,8 @@ interceptor, applies three rules:
 
 * **budget**: at most ``max_streams`` of the budgeted streams (the long, client-paced
   ones: Content Write, Read and List) run at once; one more is answered ResourceExhausted at
-  once. The budget is below the thread pool's size, so unary calls (and List, which
-  answers from one pass over the store) always find a thread;
+  once. The budget is below the thread pool's size, so unary calls always find a
+  thread;
 * **request idle timeout**: a request-streaming RPC waits at most ``idle_timeout``
   seconds for the client's next message, then fails with DeadlineExceeded, raised from
   the request iterator inside the handler, so the handler's own cleanup runs (a Write

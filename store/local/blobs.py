@@ -611,18 +611,11 @@ class Blobs:
                 except errdefs.NotFound:
                     continue
                 except errdefs.DataLoss:
-                    if self._planted(digest):
+                    if not is_regular(self.path(digest)):
                         continue  # not a regular file at its name: not content
                     raise  # its metadata is damaged: shown, not hidden
                 if flt.match(info_fields(info)):
                     yield info
-
-    def _planted(self, digest: Digest) -> bool:
-        """Whether what is at ``digest``'s name is there but not a regular file."""
-        try:
-            return not stat.S_ISREG(os.lstat(self.path(digest)).st_mode)
-        except OSError:
-            return False
 
     def delete(self, digest: Digest) -> int:
         """Remove a blob and its labels and return its size; NotFound if it is not

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +29,7 @@ from ingestq.store.local.writer import LocalWriter, copy_prefix
 from ingestq.store.local.writer import keep_cache as env_keep_cache
 from ingestq.store.locks import ChainLocker, FileRefLocker, Lease, RefLocker, new_holder_id
 from ingestq.store.oserrors import from_os_error
-from ingestq.store.ownfiles import open_adoptable, remove_tree
+from ingestq.store.ownfiles import is_regular, open_adoptable, remove_tree
 from ingestq.store.rules import (
     check_commit_digest,
     check_commit_size,
@@ -121,10 +120,7 @@ class LocalStore:
     def exists(self, digest: Digest | str) -> bool:
         """Whether ``digest`` is committed: a regular file by its name, not a link to
         one (InvalidArgument for a malformed digest)."""
-        try:
-            return stat.S_ISREG(os.lstat(self.blob_path(digest)).st_mode)
-        except OSError:
-            return False
+        return is_regular(self.blob_path(digest))
 
     # Provider --------------------------------------------------------------------------
     def reader_at(self, desc: Descriptor | Digest | str) -> FileReaderAt:
