@@ -38,6 +38,9 @@ Every knob has a deliberate default; the environment variables are:
 ``INGESTQ_SWEEP_INTERVAL``         the orphan sweeper's period, s (default 20; 0: off)
 ``INGESTQ_BATCH_JOBS``             small local-file jobs of one ``enqueue_many`` per message
                                    (default and most 64; 0 or 1: a message per job)
+``INGESTQ_COALESCE_WINDOW``        workers: how long the first of several small local-file
+                                   jobs that came as messages of their own waits for more
+                                   to run with it in one batch, s (default 0.005; 0: off)
 ``INGESTQ_FSYNC``                  ``0`` disables fsync in the store (tests/benchmarks only)
 ``INGESTQ_METRICS_PORT``           worker Prometheus exporter port (unset: no exporter)
 ``INGESTQ_GC_INTERVAL``            workers run gc this often (``1h``, ``30m``, seconds;
@@ -141,6 +144,21 @@ def _batch_jobs(env: Mapping[str, str]) -> int:
     return value
 
 
+#: The longest ``INGESTQ_COALESCE_WINDOW``, seconds: a job waits no longer for others.
+MAX_COALESCE_WINDOW = 1.0
+
+
+def _coalesce_window(env: Mapping[str, str]) -> float:
+    """``INGESTQ_COALESCE_WINDOW``: 0 (off) to :data:`MAX_COALESCE_WINDOW` seconds;
+    InvalidArgument otherwise."""
+    value = _float(env, "INGESTQ_COALESCE_WINDOW", 0.005, allow_zero=True)
+    if not value <= MAX_COALESCE_WINDOW:
+        raise errdefs.InvalidArgument(
+            f"INGESTQ_COALESCE_WINDOW={value} is out of range (at most {MAX_COALESCE_WINDOW} s)"
+        )
+    return value
+
+
 #: The URL schemes of a Redis: TCP, TLS, a unix socket (:class:`SocketURL`).
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -212,6 +230,7 @@ class Settings:
     max_source_retries: int = 8
     max_redeliveries: int = 10
     batch_jobs: int = MAX_BATCH_JOBS
+    coalesce_window: float = 0.005
     retry_cap: float = 300.0
     lock_wait_cap: float = 5.0
     restore_interval: float = 10.0
@@ -328,6 +347,7 @@ class Settings:
             max_source_retries=_int(env, "INGESTQ_MAX_SOURCE_RETRIES", 8, allow_zero=True),
             max_redeliveries=_int(env, "INGESTQ_MAX_REDELIVERIES", 10),
             batch_jobs=_batch_jobs(env),
+            coalesce_window=_coalesce_window(env),
             retry_cap=_float(env, "INGESTQ_RETRY_CAP", 300.0),
             lock_wait_cap=_float(env, "INGESTQ_LOCK_WAIT_CAP", 5.0),
             restore_interval=_float(env, "INGESTQ_RESTORE_INTERVAL", 10.0),

@@ -70,7 +70,7 @@ from ingestq.store.leases import EXPIRE_LABEL, LeaseReader, LeaseRecord, Leases,
 from ingestq.store.local.blobs import check_attributes_readable, read_blob_meta
 from ingestq.store.local.ingest import IngestDir
 from ingestq.store.local.store import LocalStore
-from ingestq.store.lockfile import LockFile
+from ingestq.store.lockfile import LockFile, held
 from ingestq.store.locks import new_holder_id
 from ingestq.store.oserrors import from_os_error
 from ingestq.store.ownfiles import open_own, read_record, remove_tree
@@ -453,18 +453,11 @@ def _mark(
 
 @contextlib.contextmanager
 def _locked(*paths: Path) -> Iterator[None]:
-    held: list[LockFile] = []
-    try:
-        for path in paths:
-            lock = LockFile(path)
-            lock.acquire(blocking=True)
-            held.append(lock)
-        yield
-    except OSError as e:
-        raise from_os_error(e, "lock the store for gc") from e
-    finally:
-        for lock in reversed(held):
-            lock.release()
+    with held(*paths, what="lock the store for gc"):
+        try:
+            yield
+        except OSError as e:
+            raise from_os_error(e, "gc under the store's locks") from e
 
 
 def _dir_usage(path: Path) -> tuple[int, float]:

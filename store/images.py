@@ -39,7 +39,7 @@ from ingestq.store.annotations import (
 )
 from ingestq.store.atomic import write_json
 from ingestq.store.layout import RootLayout
-from ingestq.store.lockfile import LockFile
+from ingestq.store.lockfile import held
 from ingestq.store.oserrors import from_os_error
 from ingestq.store.ownfiles import read_record
 from ingestq.store.values import Descriptor, utcnow
@@ -68,12 +68,8 @@ def _empty_index() -> dict[str, Any]:
 @contextmanager
 def _index_lock(layout: RootLayout) -> Iterator[None]:
     layout.locks.mkdir(parents=True, exist_ok=True)
-    lock = LockFile(layout.index_lock)
-    lock.acquire(blocking=True)
-    try:
+    with held(layout.index_lock, what=f"lock {layout.index}"):
         yield
-    finally:
-        lock.release()
 
 
 _Entries = list[Any]

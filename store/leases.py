@@ -42,7 +42,7 @@ from ingestq.store.atomic import write_json
 from ingestq.store.filters import fields, parse
 from ingestq.store.labels import validate as validate_labels
 from ingestq.store.layout import RootLayout
-from ingestq.store.lockfile import LockFile
+from ingestq.store.lockfile import held
 from ingestq.store.oserrors import from_os_error
 from ingestq.store.ownfiles import read_record
 from ingestq.store.values import utcnow
@@ -222,8 +222,9 @@ class LeaseStore:
     """The leases of every namespace under a store root. Thread- and process-safe.
 
     Every method raises InvalidArgument for a namespace that is not an identifier,
-    DataLoss for a namespace record that is not readable, and PermissionDenied /
-    ResourceExhausted (or another kind) when it cannot be written.
+    DataLoss for a namespace record that is not readable, PermissionDenied /
+    ResourceExhausted (or another kind) when it cannot be written, and Unavailable when
+    another process holds its lock files for ``INGESTQ_LOCK_FILE_WAIT`` seconds.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -242,32 +243,21 @@ class LeaseStore:
     @contextmanager
     def _edit(self, namespace: str, *, rewrite: bool = False) -> Iterator[dict[str, LeaseRecord]]:
         path = self._path(namespace)
-        every = LockFile(leases_lock(self.layout))
-        lock = LockFile(self.layout.leases_lock(namespace))
-        with self._mutex:
-            try:
-                every.acquire(blocking=True)
-                lock.acquire(blocking=True)
-            except OSError as e:
-                every.release()
-                raise from_os_error(e, f"lock leases of {namespace}") from e
-            try:
-                leases = self._load(namespace)
-                before = dict(leases)
-                yield leases
-                if rewrite or leases != before:
-                    data = {lid: lease_to_json(lease) for lid, lease in leases.items()}
-                    try:
-                        # Not fsynced: the Write stream records resources on every blob
-                        # it writes; a crash loses at most what the running writers
-                        # were protecting, and those writers died with it. Never larger
-                        # than it may be read back (EFBIG: ResourceExhausted, unchanged).
-                        write_json(path, data, sync=False, limit=MAX_LEASES_FILE)
-                    except OSError as e:
-                        raise from_os_error(e, f"write leases of {namespace}") from e
-            finally:
-                lock.release()
-                every.release()
+        locks = (leases_lock(self.layout), self.layout.leases_lock(namespace))
+        with self._mutex, held(*locks, what=f"lock leases of {namespace}"):
+            leases = self._load(namespace)
+            before = dict(leases)
+            yield leases
+            if rewrite or leases != before:
+                data = {lid: lease_to_json(lease) for lid, lease in leases.items()}
+                try:
+                    # Not fsynced: the Write stream records resources on every blob
+                    # it writes; a crash loses at most what the running writers
+                    # were protecting, and those writers died with it. Never larger
+                    # than it may be read back (EFBIG: ResourceExhausted, unchanged).
+                    write_json(path, data, sync=False, limit=MAX_LEASES_FILE)
+                except OSError as e:
+                    raise from_os_error(e, f"write leases of {namespace}") from e
 
     def _read(self, namespace: str) -> Any:
         """The namespace's lease record as JSON (None if there is none): DataLoss when

@@ -9,18 +9,29 @@ The holder may store a short text (its :class:`store.values.Holder` as JSON) in 
 Releasing unlinks the file before unlocking, so lock files do not pile up; an acquirer
 that locked a file which was unlinked meanwhile notices (the path no longer names its
 inode) and starts over on the new file.
+
+The store's operations wait for a lock file for at most ``INGESTQ_LOCK_FILE_WAIT`` seconds
+(:func:`held`): a holder that never lets go (a stopped process, a lock file someone
+keeps locked on purpose) makes them Unavailable, which callers retry, instead of
+hanging them.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import math
 import os
 import stat
 import struct
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingestq import errdefs
+from ingestq.store.oserrors import from_os_error
 from ingestq.store.ownfiles import NOT_OWN, names_file, open_own
 
 #: Whether OFD locks are available (Linux >= 3.15).
@@ -30,6 +41,43 @@ HAVE_OFD = all(hasattr(fcntl, n) for n in ("F_OFD_SETLK", "F_OFD_SETLKW", "F_OFD
 # pid_t l_pid, padded to 8 bytes.
 _FLOCK = struct.Struct("hhqqi0q")
 _MAX_HOLDER_TEXT = 64 * 1024
+
+#: The environment variable bounding a store operation's wait for one lock file.
+LOCK_WAIT_ENV = "INGESTQ_LOCK_FILE_WAIT"
+#: Seconds a store operation waits for a lock file by default. Locks are held for one
+#: metadata edit, one rename or one gc batch: far less than this.
+DEFAULT_LOCK_WAIT = 120.0
+#: The first and the longest pause between two tries of a held lock, seconds.
+_POLL_FIRST, _POLL_MAX = 0.001, 0.02
+
+
+def lock_wait(env: Mapping[str, str] = os.environ) -> float:
+    """Seconds from ``INGESTQ_LOCK_FILE_WAIT`` (absent or empty: :data:`DEFAULT_LOCK_WAIT`).
+    InvalidArgument unless it is a finite number above 0."""
+    text = env.get(LOCK_WAIT_ENV, "").strip()
+    if not text:
+        return DEFAULT_LOCK_WAIT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise errdefs.InvalidArgument(f"{LOCK_WAIT_ENV}={text!r}: not a number of seconds above 0")
+    return seconds
+
+
+def _within(seconds: float, attempt: Callable[[], bool]) -> bool:
+    """Call ``attempt`` (a non-blocking try) until it succeeds or ``seconds`` have
+    passed, pausing a little longer each time; whether it succeeded."""
+    deadline = time.monotonic() + seconds
+    pause = _POLL_FIRST
+    while not attempt():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, _POLL_MAX)
+    return True
 
 
 @dataclass(frozen=True)
@@ -85,6 +133,11 @@ class LockFile:
                 os.close(fd)
                 raise
             os.close(fd)  # the file was unlinked by its previous holder: lock the new one
+
+    def acquire_within(self, seconds: float) -> bool:
+        """Take the lock, waiting at most ``seconds`` for another holder to let go;
+        False if it still holds it then. Raises OSError as :meth:`acquire` does."""
+        return _within(seconds, lambda: self.acquire(blocking=False))
 
     def write_text(self, text: str) -> None:
         """Store ``text`` in the held lock file for :func:`probe` readers."""
@@ -147,10 +200,23 @@ def _remove_planted(path: Path) -> None:
     """Remove what was planted at ``path`` (a symlink, FIFO, device or empty
     directory), under an exclusive lock on the directory: every remover checks again
     under it, so a regular file (a lock file another process has made meanwhile, and
-    may hold) is never removed. Raises OSError (a non-empty directory: ENOTEMPTY)."""
+    may hold) is never removed. Raises OSError (a non-empty directory: ENOTEMPTY; the
+    directory's lock held by another for :func:`lock_wait` seconds: EWOULDBLOCK)."""
     directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fcntl.flock(directory, fcntl.LOCK_EX)
+
+        def attempt() -> bool:
+            try:
+                fcntl.flock(directory, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in _BUSY:
+                    raise
+                return False
+            return True
+
+        if not _within(lock_wait(), attempt):
+            busy = f"{path.parent} held by another process for more than {lock_wait():g}s"
+            raise OSError(errno.EWOULDBLOCK, busy, str(path.parent))
         try:
             mode = os.lstat(path).st_mode
         except FileNotFoundError:
@@ -167,6 +233,30 @@ def _remove_planted(path: Path) -> None:
 
 #: errnos meaning "another holder has it" for a non-blocking lock attempt.
 _BUSY = frozenset({errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK})
+
+
+@contextmanager
+def held(*paths: Path, what: str, wait: float | None = None) -> Iterator[None]:
+    """Hold the lock files ``paths``, taken in this order, for the ``with`` body; each
+    is waited for at most ``wait`` seconds (:func:`lock_wait` by default). Unavailable
+    naming the lock file when another holder keeps one that long; the OS error's own
+    kind (PermissionDenied, ResourceExhausted, ...) when one cannot be made or locked;
+    ``what`` starts either message. Errors of the body pass through unchanged."""
+    seconds = lock_wait() if wait is None else wait
+    with ExitStack() as stack:
+        for path in paths:
+            lock = LockFile(path)
+            try:
+                taken = lock.acquire_within(seconds)
+            except OSError as e:
+                raise from_os_error(e, what) from e
+            if not taken:
+                raise errdefs.Unavailable(
+                    f"{what}: {path} held by another process for more than {seconds:g}s",
+                    {"lock": str(path)},
+                )
+            stack.callback(lock.release)
+        yield
 
 
 def probe(path: Path, *, use_ofd: bool = HAVE_OFD) -> Probe:

@@ -17,6 +17,7 @@ _KINDS: dict[int, type[errdefs.ErrdefsError]] = {
     errno.EROFS: errdefs.PermissionDenied,
     errno.ENOENT: errdefs.NotFound,
     errno.EIO: errdefs.DataLoss,
+    errno.EAGAIN: errdefs.Unavailable,  # and EWOULDBLOCK: held or busy, try again
 }
 
 

@@ -61,7 +61,13 @@ from ingestq.ingest.attempt import takes_small_path
 from ingestq.ingest.request import IngestRequest
 from ingestq.jobs.cancel import CancelHooks
 from ingestq.tasks.app import QUEUE, app
-from ingestq.tasks.batching import BATCH_JOBS, BatchEntry, batchable, parse_entries
+from ingestq.tasks.batching import (
+    BATCH_JOBS,
+    HANDED_ON_HEADER,
+    BatchEntry,
+    batchable,
+    parse_entries,
+)
 from ingestq.tasks.ingest_task import (
     CANCEL_POLL,
     Again,
@@ -138,7 +144,7 @@ def ingest_batch_task(self: Task, jobs: list[dict[str, Any]]) -> dict[str, int]:
             _publish(self, leaving, rt, batch_id)
             counts = {"ended": 0, "left": len(leaving)}
         else:
-            counts = _run(self, rt, entries, batch_id)
+            counts = _counts(_run(self, rt, entries, batch_id))
         if batch_id:
             rt.records.mark_batch_done(batch_id)
         return counts
@@ -149,6 +155,26 @@ def ingest_batch_task(self: Task, jobs: list[dict[str, Any]]) -> dict[str, int]:
         log.warning("batch %s: %s; requeued in %.0f s", batch_id, e, REQUEUE_PAUSE)
         time.sleep(REQUEUE_PAUSE)
         raise Reject(str(e), requeue=True) from e
+
+
+def run_coalesced(jobs: list[dict[str, Any]], hostname: str) -> dict[str, str] | None:
+    """In a pool process: run ``jobs`` (:meth:`BatchEntry.to_json` each), small jobs
+    that came as ``ingestq.ingest`` messages of their own and that the worker's consumer
+    gathered (:mod:`ingestq.tasks.coalesce`), as a batch message's first delivery runs
+    its jobs: each ends with its own outcome or leaves as a message of its own. Each
+    job's Celery state by id (SUCCESS, FAILURE, RETRY; empty when it left without an
+    outcome); None when the batch failed as a whole (no runtime, malformed entries,
+    Redis away for the outcomes), and then the consumer requeues every message, each to
+    come back redelivered and run on its own. Raises nothing."""
+    task: Task = ingest_batch_task
+    task.push_request(id=None, hostname=hostname, delivery_info={"routing_key": QUEUE})
+    try:
+        return _run(task, runtime(), parse_entries(jobs), "")
+    except Exception as e:
+        log.warning("%d gathered jobs: %s; their messages are requeued", len(jobs), e)
+        return None
+    finally:
+        task.pop_request()
 
 
 #: At most this many jobs of a malformed batch message get its error as their outcome.
@@ -182,7 +208,9 @@ def _fail_named(task: Task, jobs: object, err: errdefs.InvalidArgument) -> None:
         log.warning("batch %s: its jobs' outcome not written: %s", task.request.id, e)
 
 
-def _run(task: Task, rt: Runtime, entries: list[BatchEntry], batch_id: str) -> dict[str, int]:
+def _run(task: Task, rt: Runtime, entries: list[BatchEntry], batch_id: str) -> dict[str, str]:
+    """Run ``entries`` as a batch's first delivery runs them; each job's Celery state
+    (SUCCESS, FAILURE, RETRY; empty for one handed on without an outcome), by id."""
     read_at = time.monotonic()
     flags = rt.records.cancel_requested_many([e.job_id for e in entries])
     outcomes: list[tuple[str, Any, str, Any]] = []
@@ -211,8 +239,15 @@ def _run(task: Task, rt: Runtime, entries: list[BatchEntry], batch_id: str) -> d
             outcomes.append((entry.job_id, result, state, _job_request(task, entry)))
     task.backend.store_many(outcomes)
     _publish(task, leaving, rt, batch_id)
-    ended = sum(1 for o in outcomes if o[2] != "RETRY")
-    return {"ended": ended, "left": len(leaving)}
+    states = dict.fromkeys((entry.job_id for entry, _ in leaving), "")
+    states.update((job_id, state) for job_id, _, state, _ in outcomes)
+    return states
+
+
+def _counts(states: dict[str, str]) -> dict[str, int]:
+    """How many jobs of a run ended (SUCCESS or FAILURE) and how many left the batch."""
+    ended = sum(1 for state in states.values() if state in ("SUCCESS", "FAILURE"))
+    return {"ended": ended, "left": len(states) - ended}
 
 
 def _job_request(task: Task, entry: BatchEntry) -> SimpleNamespace:
@@ -274,7 +309,8 @@ def _publish(
                     countdown = leaves.again.countdown
                 task.app.send_task(TASK_INGEST, args=[dict(entry.request)], kwargs=kwargs,
                                    task_id=entry.job_id, queue=QUEUE, countdown=countdown,
-                                   producer=producer)  # fmt: skip
+                                   producer=producer,
+                                   headers={HANDED_ON_HEADER: batch_id or "gathered"})  # fmt: skip
                 sent.append(entry.job_id)
     finally:
         if rt is not None and batch_id and sent:
@@ -284,4 +320,4 @@ def _publish(
                 log.warning("batch %s: hand-ons not recorded: %s", batch_id, e)
 
 
-__all__ = ["MALFORMED_NAMED_MAX", "REQUEUE_PAUSE", "ingest_batch_task"]
+__all__ = ["MALFORMED_NAMED_MAX", "REQUEUE_PAUSE", "ingest_batch_task", "run_coalesced"]

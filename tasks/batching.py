@@ -27,6 +27,9 @@ from ingestq.jobs.config import MAX_BATCH_JOBS
 BATCH_JOBS = MAX_BATCH_JOBS
 #: The largest declared size of a job that may run inside a batch, bytes.
 BATCH_BLOB_MAX = 1 << 20
+#: The message header of a job that a batch handed on as a message of its own (the
+#: batch's id, or ``gathered``): a worker runs it alone, never gathered again.
+HANDED_ON_HEADER = "ingestq_handed_on"
 
 
 def batchable(request: IngestRequest) -> bool:

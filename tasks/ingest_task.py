@@ -162,6 +162,7 @@ def fail_job(
 @app.task(  # type: ignore[untyped-decorator]
     bind=True,
     name=TASK_INGEST,
+    Strategy="ingestq.tasks.coalesce:strategy",  # small jobs run gathered: tasks/coalesce.py
     track_started=False,  # see _Started
     max_retries=None,
     acks_late=True,

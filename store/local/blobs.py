@@ -42,7 +42,7 @@ from ingestq.store.labels import apply_update
 from ingestq.store.layout import RootLayout
 from ingestq.store.local.ingest import IngestDir
 from ingestq.store.local.small import TempFile, link_descriptor
-from ingestq.store.lockfile import LockFile
+from ingestq.store.lockfile import held
 from ingestq.store.oserrors import from_os_error
 from ingestq.store.ownfiles import NOT_OWN, is_regular, names_file, open_own, remove_tree
 from ingestq.store.rules import check_read
@@ -340,16 +340,10 @@ class Blobs:
     @contextlib.contextmanager
     def lock(self, digest: Digest) -> Iterator[None]:
         """Hold ``digest``'s blob lock (PermissionDenied / ResourceExhausted if the lock
-        file cannot be created)."""
-        lock = LockFile(self.layout.blob_lock(digest))
-        try:
-            lock.acquire(blocking=True)
-        except OSError as e:
-            raise from_os_error(e, f"lock content {digest}") from e
-        try:
+        file cannot be created, Unavailable if another holds it for
+        ``INGESTQ_LOCK_FILE_WAIT`` seconds)."""
+        with held(self.layout.blob_lock(digest), what=f"lock content {digest}"):
             yield
-        finally:
-            lock.release()
 
     def info(self, digest: Digest) -> Info:
         """The blob's Info from its file and metadata. NotFound if it is absent; DataLoss

@@ -27,6 +27,7 @@ from ingestq.store.local.ingest import DataFile, IngestDir, new_data_id
 from ingestq.store.local.small import small_blob_max as env_small_blob_max
 from ingestq.store.local.writer import LocalWriter, copy_prefix
 from ingestq.store.local.writer import keep_cache as env_keep_cache
+from ingestq.store.lockfile import lock_wait
 from ingestq.store.locks import ChainLocker, FileRefLocker, Lease, RefLocker, new_holder_id
 from ingestq.store.oserrors import from_os_error
 from ingestq.store.ownfiles import is_regular, open_adoptable, remove_tree
@@ -58,7 +59,7 @@ class LocalStore:
     ``INGESTQ_KEEP_CACHE``). Raises PermissionDenied /
     ResourceExhausted (or another kind) when the root cannot be created,
     FailedPrecondition when a file stands where one of its directories must be,
-    InvalidArgument for a malformed ``INGESTQ_SMALL_BLOB``.
+    InvalidArgument for a malformed ``INGESTQ_SMALL_BLOB`` or ``INGESTQ_LOCK_FILE_WAIT``.
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class LocalStore:
         keep_cache: bool | None = None,
     ) -> None:
         self.small_blob_max = small_blob_max if small_blob_max is not None else env_small_blob_max()
+        lock_wait()  # a malformed INGESTQ_LOCK_FILE_WAIT fails the store's opening, not a lock
         #: Whether writers leave what they wrote in the page cache (default: drop it
         #: once on disk, unless ``INGESTQ_KEEP_CACHE=1``).
         self.keep_cache = keep_cache if keep_cache is not None else env_keep_cache()
