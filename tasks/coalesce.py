@@ -28,6 +28,8 @@ own.
   the ingest task's redelivery count applies. A warm shutdown leaves the messages it
   still holds unacked, and the broker gives them back.
 * Revoked while held: Celery's own revoke check runs before the batch is sent.
+* Pools: prefork (the default) and solo. With another pool (threads, eventlet, gevent)
+  every job runs as Celery runs any task.
 
 Imports celery, the ingest request and this package's batching, batch task, app and
 names.
@@ -40,6 +42,8 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.concurrency.solo import TaskPool as SoloPool
 from celery.worker.request import Request
 from celery.worker.state import task_ready
 from celery.worker.strategy import default as default_strategy
@@ -57,11 +61,18 @@ log = logging.getLogger(__name__)
 MAX_RAISED = 2 * BATCH_JOBS
 
 
+#: The pools whose result callbacks run on the consumer's own thread (prefork: its
+#: event loop; solo: inline), where the coalescer's state may be touched without locks.
+#: Other pools (threads, eventlet, gevent) run every job as Celery does.
+_CALLBACKS_ON_THE_LOOP = (PreforkPool, SoloPool)
+
+
 def strategy(task: Task, app: Celery, consumer: Any, **options: Any) -> Callable[..., Any]:
     """The ingest task's Celery strategy: Celery's own, whose requests go through a
     :class:`Coalescer` (unless ``INGESTQ_COALESCE_WINDOW`` is 0)."""
     window = settings_of(app).coalesce_window
-    routed = _Routed(consumer, Coalescer(consumer, window).handle) if window > 0 else consumer
+    gather = window > 0 and isinstance(consumer.pool, _CALLBACKS_ON_THE_LOOP)
+    routed = _Routed(consumer, Coalescer(consumer, window).handle) if gather else consumer
     handler: Callable[..., Any] = default_strategy(task, app, routed, **options)
     return handler
 

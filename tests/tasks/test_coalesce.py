@@ -55,8 +55,9 @@ def _gathered(log: str) -> list[int]:
     return [int(n) for n in re.findall(r"ran (\d+) gathered jobs", log)]
 
 
+@pytest.mark.parametrize("pool", ["prefork", "solo"])
 def test_jobs_sent_one_by_one_run_gathered_and_each_keeps_its_own_result(
-    cluster: Cluster,
+    cluster: Cluster, pool: str
 ) -> None:
     files_dir = cluster.root.parent / "files"
     small = [_file(files_dir, f"s{i}") for i in range(24)]
@@ -67,7 +68,7 @@ def test_jobs_sent_one_by_one_run_gathered_and_each_keeps_its_own_result(
     lost = _submit(cluster, missing, b"never written")
     alone = [_submit(cluster, *big), _submit(cluster, unsized[0], None)]
 
-    worker = cluster.start_worker(env=WIDE)
+    worker = cluster.start_worker(env=WIDE, pool=pool)
     for job, (path, data) in zip([*jobs, *alone], [*small, big, unsized], strict=True):
         info = job.wait(timeout=60)
         assert info.digest == Digest.from_bytes(data), cluster.logs()
@@ -106,11 +107,18 @@ def test_a_gathered_job_whose_ref_has_another_writer_runs_alone_once(cluster: Cl
     assert _gathered(log) == [2], log  # handed on, it was never gathered again
 
 
-def test_a_window_of_0_runs_every_job_as_celery_does(cluster: Cluster) -> None:
+@pytest.mark.parametrize(
+    ("window", "pool"), [("0", "prefork"), ("0.5", "threads")], ids=["window-0", "threads-pool"]
+)
+def test_with_no_window_or_another_pool_every_job_runs_as_celery_runs_it(
+    cluster: Cluster, window: str, pool: str
+) -> None:
+    """Gathering is off with a window of 0, and with a pool whose callbacks run on its
+    own threads."""
     files_dir = cluster.root.parent / "files"
     small = [_file(files_dir, f"s{i}") for i in range(4)]
     jobs = [_submit(cluster, p, d) for p, d in small]
-    worker = cluster.start_worker(env={"INGESTQ_COALESCE_WINDOW": "0"})
+    worker = cluster.start_worker(env={"INGESTQ_COALESCE_WINDOW": window}, pool=pool)
     for job, (_, data) in zip(jobs, small, strict=True):
         assert job.wait(timeout=60).digest == Digest.from_bytes(data), cluster.logs()
     log = worker.log_text()
