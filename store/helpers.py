@@ -288,7 +288,9 @@ def write_blob(
             return store.put(ref, desc, data, labels)
         except errdefs.AlreadyExists:
             return store.info(desc.digest)
-        except errdefs.Unavailable:
+        except errdefs.Unavailable as e:
+            if "lock" in e.details:  # a lock file held past its wait: no busy ref
+                raise
             source = io.BytesIO(data)  # a writer holds the ref's ingest: wait for it
         except (errdefs.FailedPrecondition, errdefs.ResourceExhausted) as e:
             context = f'failed commit on ref "{ref}"'

@@ -66,10 +66,9 @@ def lock_wait(env: Mapping[str, str] = os.environ) -> float:
     return seconds
 
 
-def _within(seconds: float, attempt: Callable[[], bool]) -> bool:
-    """Call ``attempt`` (a non-blocking try) until it succeeds or ``seconds`` have
-    passed, pausing a little longer each time; whether it succeeded."""
-    deadline = time.monotonic() + seconds
+def _until(deadline: float, attempt: Callable[[], bool]) -> bool:
+    """Call ``attempt`` (a non-blocking try) until it succeeds or the monotonic clock
+    passes ``deadline``, pausing a little longer each time; whether it succeeded."""
     pause = _POLL_FIRST
     while not attempt():
         left = deadline - time.monotonic()
@@ -103,8 +102,10 @@ class LockFile:
         """Whether this object holds the lock."""
         return self._fd is not None
 
-    def acquire(self, *, blocking: bool) -> bool:
+    def acquire(self, *, blocking: bool, deadline: float | None = None) -> bool:
         """Take the lock; False if ``blocking`` is off and another holder has it.
+        Clearing a non-file planted at the path waits for the lock directory until the
+        monotonic ``deadline`` (default: :func:`lock_wait` seconds from now).
 
         Raises OSError when the file cannot be created or locked for another reason.
         """
@@ -120,7 +121,9 @@ class LockFile:
                 if e.errno not in _PLANTED or planted >= _PLANTED_MAX:
                     raise
                 planted += 1
-                _remove_planted(self.path)
+                _remove_planted(
+                    self.path, time.monotonic() + lock_wait() if deadline is None else deadline
+                )
                 continue
             try:
                 if not self._lock(fd, blocking):
@@ -137,7 +140,13 @@ class LockFile:
     def acquire_within(self, seconds: float) -> bool:
         """Take the lock, waiting at most ``seconds`` for another holder to let go;
         False if it still holds it then. Raises OSError as :meth:`acquire` does."""
-        return _within(seconds, lambda: self.acquire(blocking=False))
+        return self.acquire_until(time.monotonic() + seconds)
+
+    def acquire_until(self, deadline: float) -> bool:
+        """Take the lock, waiting for another holder until the monotonic clock passes
+        ``deadline``; False if it still holds it then. Raises OSError as :meth:`acquire`
+        does."""
+        return _until(deadline, lambda: self.acquire(blocking=False, deadline=deadline))
 
     def write_text(self, text: str) -> None:
         """Store ``text`` in the held lock file for :func:`probe` readers."""
@@ -196,12 +205,13 @@ _PLANTED_MAX = 3
 _PLANTED = (*NOT_OWN, errno.EISDIR)
 
 
-def _remove_planted(path: Path) -> None:
+def _remove_planted(path: Path, deadline: float) -> None:
     """Remove what was planted at ``path`` (a symlink, FIFO, device or empty
     directory), under an exclusive lock on the directory: every remover checks again
     under it, so a regular file (a lock file another process has made meanwhile, and
     may hold) is never removed. Raises OSError (a non-empty directory: ENOTEMPTY; the
-    directory's lock held by another for :func:`lock_wait` seconds: EWOULDBLOCK)."""
+    directory's lock still held by another at the monotonic ``deadline``:
+    EWOULDBLOCK)."""
     directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
 
@@ -214,8 +224,8 @@ def _remove_planted(path: Path) -> None:
                 return False
             return True
 
-        if not _within(lock_wait(), attempt):
-            busy = f"{path.parent} held by another process for more than {lock_wait():g}s"
+        if not _until(deadline, attempt):
+            busy = f"{path.parent} held by another process for longer than the lock wait"
             raise OSError(errno.EWOULDBLOCK, busy, str(path.parent))
         try:
             mode = os.lstat(path).st_mode
@@ -237,17 +247,19 @@ _BUSY = frozenset({errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK})
 
 @contextmanager
 def held(*paths: Path, what: str, wait: float | None = None) -> Iterator[None]:
-    """Hold the lock files ``paths``, taken in this order, for the ``with`` body; each
-    is waited for at most ``wait`` seconds (:func:`lock_wait` by default). Unavailable
-    naming the lock file when another holder keeps one that long; the OS error's own
-    kind (PermissionDenied, ResourceExhausted, ...) when one cannot be made or locked;
-    ``what`` starts either message. Errors of the body pass through unchanged."""
+    """Hold the lock files ``paths``, taken in this order, for the ``with`` body,
+    waiting at most ``wait`` seconds for all of them together (:func:`lock_wait` by
+    default). Unavailable naming the lock file another holder keeps that long; the OS
+    error's own kind (PermissionDenied, ResourceExhausted, ...) when one cannot be made
+    or locked; ``what`` starts either message. Errors of the body pass through
+    unchanged."""
     seconds = lock_wait() if wait is None else wait
+    deadline = time.monotonic() + seconds
     with ExitStack() as stack:
         for path in paths:
             lock = LockFile(path)
             try:
-                taken = lock.acquire_within(seconds)
+                taken = lock.acquire_until(deadline)
             except OSError as e:
                 raise from_os_error(e, what) from e
             if not taken:

@@ -231,14 +231,14 @@ def test_removing_a_planted_entry_never_removes_a_lock_file_made_meanwhile(
     real_remove = lockfile_module._remove_planted
     calls = 0
 
-    def b_first(at: Path) -> None:
+    def b_first(at: Path, deadline: float) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:  # A is about to remove: let B run its whole acquire before it
             monkeypatch.setattr(lockfile_module, "_remove_planted", real_remove)
             assert b.acquire(blocking=False)
             monkeypatch.setattr(lockfile_module, "_remove_planted", b_first)
-        real_remove(at)
+        real_remove(at, deadline)
 
     monkeypatch.setattr(lockfile_module, "_remove_planted", b_first)
     assert a.acquire(blocking=False) is False

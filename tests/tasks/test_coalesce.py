@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,9 @@ from ingestq.store.local import LocalStore
 from ingestq.tasks.batching import BATCH_BLOB_MAX
 from ingestq.tasks.client import enqueue_ingest
 from ingestq.tasks.names import TASK_INGEST
+from tests.servers.redis_server import RedisFactory
 from tests.servers.util import wait_until
-from tests.tasks.conftest import Cluster
+from tests.tasks.conftest import Cluster, ClusterFactory
 from tests.tasks.failsource import GATE_ENV
 
 #: A window long enough that every message already queued when a worker starts is
@@ -108,17 +110,22 @@ def test_a_gathered_job_whose_ref_has_another_writer_runs_alone_once(cluster: Cl
 
 
 @pytest.mark.parametrize(
-    ("window", "pool"), [("0", "prefork"), ("0.5", "threads")], ids=["window-0", "threads-pool"]
+    ("window", "pool", "options"),
+    [("0", "prefork", []), ("0.5", "threads", []), ("0.5", "prefork", ["--time-limit=600"])],
+    ids=["window-0", "threads-pool", "time-limit"],
 )
-def test_with_no_window_or_another_pool_every_job_runs_as_celery_runs_it(
-    cluster: Cluster, window: str, pool: str
+def test_with_no_window_another_pool_or_a_time_limit_every_job_runs_as_celery_runs_it(
+    cluster: Cluster, window: str, pool: str, options: list[str]
 ) -> None:
-    """Gathering is off with a window of 0, and with a pool whose callbacks run on its
-    own threads."""
+    """Gathering is off with a window of 0, with a pool whose callbacks run on its own
+    threads, and under a time limit (a batch would run under one job's limit)."""
     files_dir = cluster.root.parent / "files"
     small = [_file(files_dir, f"s{i}") for i in range(4)]
     jobs = [_submit(cluster, p, d) for p, d in small]
-    worker = cluster.start_worker(env={"INGESTQ_COALESCE_WINDOW": window}, pool=pool)
+    command = [sys.executable, "-m", "celery", "-A", "ingestq.tasks.app", "worker", *options]
+    worker = cluster.start_worker(
+        env={"INGESTQ_COALESCE_WINDOW": window}, pool=pool, command=command
+    )
     for job, (_, data) in zip(jobs, small, strict=True):
         assert job.wait(timeout=60).digest == Digest.from_bytes(data), cluster.logs()
     log = worker.log_text()
@@ -129,6 +136,30 @@ def test_with_no_window_or_another_pool_every_job_runs_as_celery_runs_it(
 def test_a_window_out_of_range_is_refused(window: str) -> None:
     with pytest.raises(errdefs.InvalidArgument, match="INGESTQ_COALESCE_WINDOW"):
         Settings.from_env({"INGESTQ_COALESCE_WINDOW": window})
+
+
+@pytest.mark.slow
+def test_gathering_goes_on_after_a_redis_restart(
+    redis_factory: RedisFactory, cluster_factory: ClusterFactory, store_root: Path
+) -> None:
+    """A reconnect builds the strategy again: the lost connection's coalescer stops and
+    a new one gathers, and no job is lost."""
+    server = redis_factory()
+    cluster = cluster_factory(server.url, store_root, **WIDE)
+    worker = cluster.start_worker()
+    files_dir = store_root.parent / "files"
+    before = [_file(files_dir, f"b{i}") for i in range(6)]
+    for job, (_, data) in zip([_submit(cluster, *f) for f in before], before, strict=True):
+        assert job.wait(timeout=60).digest == Digest.from_bytes(data), cluster.logs()
+    server.stop()
+    server.start()
+    after = [_file(files_dir, f"a{i}") for i in range(6)]
+    jobs = [_submit(cluster, *f) for f in after]
+    for job, (_, data) in zip(jobs, after, strict=True):
+        assert job.wait(timeout=120).digest == Digest.from_bytes(data), cluster.logs()
+    log = worker.log_text()
+    assert not any(_traced(log, j.id) for j in jobs), log
+    assert sum(_gathered(log)) >= len(before) + len(after), log
 
 
 @pytest.mark.slow
