@@ -9,10 +9,12 @@ import os
 import re
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
 
 from ingestq import errdefs
 from ingestq.jobs.api import IngestJob, JobState
@@ -107,6 +109,50 @@ def test_a_gathered_job_whose_ref_has_another_writer_runs_alone_once(cluster: Cl
     log = worker.log_text()
     assert _traced(log, jobs[1].id) and not _traced(log, jobs[0].id), log
     assert _gathered(log) == [2], log  # handed on, it was never gathered again
+
+
+def test_event_monitors_see_each_gathered_jobs_outcome(cluster: Cluster) -> None:
+    """With task events on (``-E``), each gathered job is received, started and then
+    succeeded or failed, as a job run on its own would be."""
+    files_dir = cluster.root.parent / "files"
+    small = [_file(files_dir, f"e{i}") for i in range(5)]
+    seen: list[tuple[str, str]] = []
+    monitor = Celery("monitor", broker=cluster.redis_url, set_as_current=False)
+    with monitor.connection_for_read() as conn:
+        receiver = monitor.events.Receiver(
+            conn, handlers={"*": lambda e: seen.append((e["type"], e.get("uuid", "")))}
+        )
+        listening = threading.Event()
+        ready = receiver.on_consume_ready
+
+        def on_ready(*args: Any, **kwargs: Any) -> None:
+            ready(*args, **kwargs)
+            listening.set()
+
+        receiver.on_consume_ready = on_ready
+        thread = threading.Thread(target=receiver.capture, kwargs={"limit": None}, daemon=True)
+        thread.start()
+        assert listening.wait(30), "the monitor listens"
+        jobs = [_submit(cluster, p, d) for p, d in small]
+        lost = _submit(cluster, files_dir / "missing", b"never written")
+        command = [sys.executable, "-m", "celery", "-A", "ingestq.tasks.app", "worker", "-E"]
+        worker = cluster.start_worker(env=WIDE, command=command)
+        for job in jobs:
+            job.wait(timeout=60)
+        with pytest.raises(errdefs.NotFound):
+            lost.wait(timeout=60)
+
+        def outcomes() -> set[tuple[str, str]]:
+            return {(t, i) for t, i in seen if t in ("task-succeeded", "task-failed")}
+
+        expected = {("task-succeeded", j.id) for j in jobs} | {("task-failed", lost.id)}
+        wait_until(lambda: outcomes() == expected, 30, "every outcome announced")
+        receiver.should_stop = True
+        thread.join(30)
+    monitor.close()
+    for job in [*jobs, lost]:
+        assert ("task-started", job.id) in seen
+    assert _gathered(worker.log_text()), worker.log_text()
 
 
 @pytest.mark.parametrize(
