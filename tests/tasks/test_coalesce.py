@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from tests.servers.redis_server import RedisFactory
 from tests.servers.util import wait_until
 from tests.tasks.conftest import Cluster, ClusterFactory
 from tests.tasks.failsource import GATE_ENV
+from tests.tasks.workers import Worker
 
 #: A window long enough that every message already queued when a worker starts is
 #: gathered while the first one waits, however slow the machine.
@@ -53,6 +55,19 @@ def _submit(cluster: Cluster, path: Path, data: bytes | None) -> IngestJob:
 def _traced(log: str, job_id: str) -> bool:
     """Whether Celery ran ``job_id`` as a task of its own (its trace logs the outcome)."""
     return bool(re.search(rf"{re.escape(TASK_INGEST)}\[{job_id}\] (succeeded|raised|retry)", log))
+
+
+def _settled_log(worker: Worker, done: Callable[[str], bool], what: str) -> str:
+    """The worker's log once ``done`` holds for it: a job's result is visible before
+    the lines logged after it (a trace's outcome, the main process's batch line)."""
+
+    def ready() -> str | None:
+        log = worker.log_text()
+        return log if done(log) else None
+
+    found = wait_until(ready, 30, what)
+    assert found is not None
+    return found
 
 
 def _gathered(log: str) -> list[int]:
@@ -84,9 +99,12 @@ def test_jobs_sent_one_by_one_run_gathered_and_each_keeps_its_own_result(
     with pytest.raises(errdefs.NotFound):
         lost.wait(timeout=60)
     assert lost.state is JobState.FAILED
-    log = worker.log_text()
+    log = _settled_log(
+        worker,
+        lambda log: all(_traced(log, j.id) for j in alone) and sum(_gathered(log)) >= len(jobs) + 1,
+        "the lines of every job",
+    )
     assert not any(_traced(log, j.id) for j in [*jobs, lost]), log
-    assert all(_traced(log, j.id) for j in alone), log
     gathered = _gathered(log)
     assert sum(gathered) == len(jobs) + 1 and max(gathered) > 1, gathered
 
@@ -106,8 +124,8 @@ def test_a_gathered_job_whose_ref_has_another_writer_runs_alone_once(cluster: Cl
     finally:
         writer.close()  # its ingest stays, for the job to take over
     assert jobs[1].wait(timeout=60).digest == Digest.from_bytes(busy[1])
-    log = worker.log_text()
-    assert _traced(log, jobs[1].id) and not _traced(log, jobs[0].id), log
+    log = _settled_log(worker, lambda log: _traced(log, jobs[1].id), "the busy job's line")
+    assert not _traced(log, jobs[0].id), log
     assert _gathered(log) == [2], log  # handed on, it was never gathered again
 
 
@@ -174,8 +192,8 @@ def test_with_no_window_another_pool_or_a_time_limit_every_job_runs_as_celery_ru
     )
     for job, (_, data) in zip(jobs, small, strict=True):
         assert job.wait(timeout=60).digest == Digest.from_bytes(data), cluster.logs()
-    log = worker.log_text()
-    assert all(_traced(log, j.id) for j in jobs) and not _gathered(log), log
+    log = _settled_log(worker, lambda log: all(_traced(log, j.id) for j in jobs), "each trace")
+    assert not _gathered(log), log
 
 
 @pytest.mark.parametrize("window", ["-1", "2", "soon"])
@@ -203,9 +221,10 @@ def test_gathering_goes_on_after_a_redis_restart(
     jobs = [_submit(cluster, *f) for f in after]
     for job, (_, data) in zip(jobs, after, strict=True):
         assert job.wait(timeout=120).digest == Digest.from_bytes(data), cluster.logs()
-    log = worker.log_text()
+    log = _settled_log(
+        worker, lambda log: sum(_gathered(log)) >= len(before) + len(after), "the batch lines"
+    )
     assert not any(_traced(log, j.id) for j in jobs), log
-    assert sum(_gathered(log)) >= len(before) + len(after), log
 
 
 @pytest.mark.slow
@@ -225,9 +244,11 @@ def test_a_pool_process_killed_mid_gathered_batch_loses_no_job(
     assert (cluster.root / "blobs" / "sha256" / first.encoded).exists()
     for job, (_, data) in zip(jobs, files, strict=True):
         assert job.wait(timeout=120).digest == Digest.from_bytes(data), cluster.logs()
-    log = worker.log_text()
+    # Requeued, the killed batch's jobs came back redelivered and ran on their own; the
+    # batch held more than the job it stopped after.
+    log = _settled_log(
+        worker,
+        lambda log: _traced(log, jobs[0].id) and sum(_traced(log, j.id) for j in jobs) >= 2,
+        "the traces of the killed batch's jobs",
+    )
     assert "exited with 'signal 9 (SIGKILL)'" in log
-    # Requeued, the killed batch's jobs came back redelivered and ran on their own.
-    assert _traced(log, jobs[0].id), log
-    held: Any = [j for j in jobs if _traced(log, j.id)]
-    assert len(held) >= 2, log  # the batch held more than the job it stopped after
