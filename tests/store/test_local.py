@@ -178,7 +178,6 @@ class _BrokenHasher:
 def test_a_failed_hash_behind_the_writes_closes_the_writer_and_keeps_the_ingest(
     store: LocalStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer_module, "_open_writers", 0)  # crash() above leaves counts
     data = os.urandom(PARALLEL_HASH_MIN * 3)
     w = store.writer("broken")
     w._hasher = _BrokenHasher()
@@ -408,7 +407,6 @@ def sigint_raises() -> Iterator[None]:
 def test_an_interrupt_while_waiting_for_the_hash_stays_an_interrupt(
     store: LocalStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer_module, "_open_writers", 0)  # crash() above leaves counts
     data = os.urandom(PARALLEL_HASH_MIN * 2)
     asked, go = threading.Event(), threading.Event()
     with store.writer("interrupted") as w:
